@@ -1,0 +1,222 @@
+// Package wire holds what the publisher and the nodes must agree on outside the
+// envelope: the JetStream stream, subject, consumer and key/value names, the
+// message headers, the rules for certificate and node names, and the status
+// record nodes write. These names are part of certsync's outside contract
+// (operators address them with the nats CLI), so they change only with it.
+package wire
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATS names. See CONTRACT.md, "On NATS".
+const (
+	// Stream is the JetStream stream that holds every bundle.
+	Stream = "CERTSYNC"
+	// SubjectPrefix starts every bundle subject; the certificate name follows.
+	SubjectPrefix = "certsync.bundle."
+	// Subjects is the stream's subject filter.
+	Subjects = SubjectPrefix + ">"
+	// StatusBucket is the key/value bucket nodes report into.
+	StatusBucket = "certsync-status"
+	// ConsumerPrefix starts every node's durable consumer name.
+	ConsumerPrefix = "node-"
+)
+
+// Message headers. None of them ever carries a secret.
+const (
+	HeaderMsgID       = "Nats-Msg-Id"
+	HeaderName        = "Certsync-Name"
+	HeaderSerial      = "Certsync-Serial"      // leaf serial, lowercase hex
+	HeaderFingerprint = "Certsync-Fingerprint" // "sha256:" + hex of the leaf's DER
+	HeaderNotBefore   = "Certsync-Not-Before"  // RFC 3339, UTC
+	HeaderNotAfter    = "Certsync-Not-After"   // RFC 3339, UTC
+	HeaderFormat      = "Certsync-Format"      // the envelope's format version, decimal
+	HeaderVersion     = "Certsync-Version"     // the bundle's signed version, decimal
+	// HeaderRecipients is "sha256:" + hex of the sorted recipient strings the
+	// bundle was sealed to, one per line. republish compares it with today's
+	// configuration to know whether a certificate must be sealed again.
+	HeaderRecipients = "Certsync-Recipients"
+)
+
+// Limits on names, from the contract.
+const (
+	MaxCertNameLen = 253
+	MaxNodeNameLen = 64
+)
+
+var (
+	certNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+)
+
+// CheckCertName reports why name is not a valid certificate name, or nil.
+// A valid name is safe as a path element and as subject tokens.
+func CheckCertName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("invalid certificate name %q: empty", name)
+	case len(name) > MaxCertNameLen:
+		return fmt.Errorf("invalid certificate name %q: longer than %d bytes", name[:32]+"…", MaxCertNameLen)
+	case !certNameRE.MatchString(name):
+		return fmt.Errorf("invalid certificate name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	case strings.Contains(name, ".."):
+		return fmt.Errorf("invalid certificate name %q: contains \"..\"", name)
+	case strings.HasSuffix(name, "."):
+		return fmt.Errorf("invalid certificate name %q: ends with '.'", name)
+	}
+	return nil
+}
+
+// CheckNodeName reports why name is not a valid node name, or nil.
+func CheckNodeName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("invalid node name %q: empty", name)
+	case len(name) > MaxNodeNameLen:
+		return fmt.Errorf("invalid node name %q: longer than %d bytes", name[:16]+"…", MaxNodeNameLen)
+	case !nodeNameRE.MatchString(name):
+		return fmt.Errorf("invalid node name %q: want letters, digits, '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// Subject is the subject a certificate's bundles are published on.
+// name must have passed CheckCertName.
+func Subject(name string) string { return SubjectPrefix + name }
+
+// NameFromSubject returns the certificate name of a bundle subject, checked.
+func NameFromSubject(subject string) (string, error) {
+	name, ok := strings.CutPrefix(subject, SubjectPrefix)
+	if !ok {
+		return "", fmt.Errorf("subject %q is not a bundle subject", subject)
+	}
+	if err := CheckCertName(name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// ConsumerName is the name of a node's durable consumer.
+func ConsumerName(node string) string { return ConsumerPrefix + node }
+
+// StatusKey is a node's key for one certificate in the status bucket.
+func StatusKey(node, cert string) string { return node + "." + cert }
+
+// SplitStatusKey splits a status key into node and certificate names.
+func SplitStatusKey(key string) (node, cert string, err error) {
+	node, cert, ok := strings.Cut(key, ".")
+	if !ok || CheckNodeName(node) != nil || CheckCertName(cert) != nil {
+		return "", "", fmt.Errorf("invalid status key %q", key)
+	}
+	return node, cert, nil
+}
+
+// StreamOptions are the stream settings an operator may choose.
+type StreamOptions struct {
+	// Replicas is the number of servers holding the stream: 1 on a single
+	// server (the default), 3 or 5 in a cluster.
+	Replicas int
+	// History is how many bundles are kept per certificate (default 5).
+	// Older ones are dropped; the newest is always kept.
+	History int64
+	// DuplicateWindow is how long a repeated Nats-Msg-Id is recognised and
+	// dropped by the server (default 24h).
+	DuplicateWindow time.Duration
+}
+
+// Stream defaults.
+const (
+	DefaultHistory         = 5
+	DefaultDuplicateWindow = 24 * time.Hour
+)
+
+// StreamConfig is the configuration of the CERTSYNC stream.
+//
+// MaxAge stays unset so a certificate that is not renewed for a while does not
+// vanish for nodes that join later; the history per subject bounds the size.
+func StreamConfig(o StreamOptions) jetstream.StreamConfig {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.History <= 0 {
+		o.History = DefaultHistory
+	}
+	if o.DuplicateWindow <= 0 {
+		o.DuplicateWindow = DefaultDuplicateWindow
+	}
+	return jetstream.StreamConfig{
+		Name:              Stream,
+		Description:       "certsync: sealed certificate bundles, one subject per certificate",
+		Subjects:          []string{Subjects},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxMsgsPerSubject: o.History,
+		Duplicates:        o.DuplicateWindow,
+		Replicas:          o.Replicas,
+		AllowDirect:       true,
+	}
+}
+
+// ConsumerConfig is the configuration of a node's durable consumer: a pull
+// consumer on exactly the subjects of the node's certificates, starting at the
+// newest bundle of each, acknowledged one by one.
+//
+// InactiveThreshold stays unset: a node that is away for a long time must find
+// its consumer, and its pending bundles, when it comes back.
+func ConsumerConfig(node string, certs []string) jetstream.ConsumerConfig {
+	subjects := make([]string, 0, len(certs))
+	for _, c := range certs {
+		subjects = append(subjects, Subject(c))
+	}
+	return jetstream.ConsumerConfig{
+		Durable:        ConsumerName(node),
+		Description:    "certsync node " + node,
+		FilterSubjects: subjects,
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        2 * time.Minute,
+		MaxDeliver:     -1,
+		MaxAckPending:  1000,
+	}
+}
+
+// Node states in a status record.
+const (
+	StateInstalled = "installed"
+	StateStaged    = "staged"
+	StateFailed    = "failed"
+	StateMissing   = "missing"
+	StateStale     = "stale"
+)
+
+// Status is the record a node keeps under StatusKey(node, cert) in the status
+// bucket. It never holds key material: only public facts about certificates
+// and the text of the last error, which is built to hold no secret.
+type Status struct {
+	Node        string `json:"node"`
+	Certificate string `json:"certificate"`
+	State       string `json:"state"`
+
+	StagedVersion     uint64    `json:"staged_version,omitempty"`
+	StagedSerial      string    `json:"staged_serial,omitempty"`
+	StagedFingerprint string    `json:"staged_fingerprint,omitempty"`
+	StagedNotAfter    time.Time `json:"staged_not_after,omitzero"`
+
+	InstalledVersion     uint64    `json:"installed_version,omitempty"`
+	InstalledSerial      string    `json:"installed_serial,omitempty"`
+	InstalledFingerprint string    `json:"installed_fingerprint,omitempty"`
+	InstalledNotAfter    time.Time `json:"installed_not_after,omitzero"`
+	InstalledAt          time.Time `json:"installed_at,omitzero"`
+
+	Error     string    `json:"error"`
+	ErrorTime time.Time `json:"error_time,omitzero"`
+	LastSeen  time.Time `json:"last_seen"`
+	Version   string    `json:"certsync_version,omitempty"`
+}
