@@ -220,3 +220,18 @@ type Status struct {
 	LastSeen  time.Time `json:"last_seen"`
 	Version   string    `json:"certsync_version,omitempty"`
 }
+
+// StatusBucketConfig is the configuration of the status bucket: one value per
+// key (history 1), replicated like the stream.
+func StatusBucketConfig(replicas int) jetstream.KeyValueConfig {
+	if replicas <= 0 {
+		replicas = 1
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      StatusBucket,
+		Description: "certsync: what each node holds, one key per node and certificate",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
