@@ -1,0 +1,226 @@
+package crypto
+
+import (
+	"bytes"
+	stdcrypto "crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// MaxFileSize bounds each of a bundle's four PEM files.
+const MaxFileSize = 64 << 10
+
+// MaxFutureNotBefore is how far in the future a leaf's NotBefore may lie
+// when checked. The version is the NotBefore, and nodes refuse lower
+// versions, so a certificate dated years ahead would block every later
+// renewal; a day covers clock skew between the CA, the publisher and nodes.
+const MaxFutureNotBefore = 24 * time.Hour
+
+// Bundle is one certificate as certbot keeps it: the four PEM files of a
+// lineage, byte for byte, with its name and version.
+type Bundle struct {
+	// Name is the certificate name (certbot's lineage name).
+	Name string
+	// Version is the bundle's monotonic version, [Info.Version] of its leaf.
+	Version uint64
+	// Cert is cert.pem: the leaf certificate.
+	Cert []byte
+	// Chain is chain.pem: the intermediate certificates.
+	Chain []byte
+	// FullChain is fullchain.pem: Cert followed by Chain.
+	FullChain []byte
+	// PrivKey is privkey.pem: the leaf's private key. Secret.
+	PrivKey []byte
+}
+
+// Info describes a checked bundle's leaf certificate. None of it is secret.
+type Info struct {
+	// Version is the leaf's NotBefore as Unix seconds: a later certificate
+	// has a higher version. Nodes refuse a version lower than the one they
+	// hold, and an equal version with a different certificate.
+	Version uint64
+	// Serial is the leaf's serial number in lowercase hex.
+	Serial string
+	// Fingerprint is "sha256:" and the lowercase hex SHA-256 of the leaf's DER.
+	Fingerprint string
+	// NotBefore and NotAfter bound the leaf's validity, in UTC.
+	NotBefore, NotAfter time.Time
+	// DNSNames are the leaf's DNS subject alternative names.
+	DNSNames []string
+	// Leaf is the parsed leaf certificate.
+	Leaf *x509.Certificate
+}
+
+// Check validates the bundle's PEM files and describes its leaf:
+//
+//   - cert.pem holds exactly one CERTIFICATE block;
+//   - chain.pem holds one or more CERTIFICATE blocks;
+//   - fullchain.pem holds the certificates of cert.pem followed by those of
+//     chain.pem, in that order;
+//   - privkey.pem holds exactly one private key ("PRIVATE KEY" PKCS#8,
+//     "EC PRIVATE KEY" or "RSA PRIVATE KEY"), unencrypted, whose public key
+//     is the leaf's;
+//   - no certificate has expired at now, and the leaf's NotBefore is at most
+//     [MaxFutureNotBefore] after now and not before 1970;
+//   - each file is at most [MaxFileSize] bytes and holds nothing but PEM
+//     blocks and white space.
+//
+// Errors name the file and the reason and never contain key material.
+// Check does not look at b.Name or b.Version.
+func (b *Bundle) Check(now time.Time) (*Info, error) {
+	certs, err := parseCertFile("cert.pem", b.Cert)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) != 1 {
+		return nil, fmt.Errorf("checking %s: %d certificates, want exactly one", "cert.pem", len(certs))
+	}
+	leaf := certs[0]
+	chain, err := parseCertFile("chain.pem", b.Chain)
+	if err != nil {
+		return nil, err
+	}
+	full, err := parseCertFile("fullchain.pem", b.FullChain)
+	if err != nil {
+		return nil, err
+	}
+	want := append([]*x509.Certificate{leaf}, chain...)
+	if len(full) != len(want) {
+		return nil, fmt.Errorf("checking %s: %d certificates, want %d (cert.pem followed by chain.pem)", "fullchain.pem", len(full), len(want))
+	}
+	for i := range full {
+		if !full[i].Equal(want[i]) {
+			return nil, fmt.Errorf("checking %s: certificate %d differs from cert.pem followed by chain.pem", "fullchain.pem", i+1)
+		}
+	}
+	key, err := parseKeyFile("privkey.pem", b.PrivKey)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := key.Public().(interface {
+		Equal(stdcrypto.PublicKey) bool
+	})
+	if !ok || !pub.Equal(leaf.PublicKey) {
+		return nil, fmt.Errorf("checking %s: the private key does not match the certificate in cert.pem", "privkey.pem")
+	}
+	if now.After(leaf.NotAfter) {
+		return nil, fmt.Errorf("checking %s: certificate expired at %s", "cert.pem", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	for i, c := range chain {
+		if now.After(c.NotAfter) {
+			return nil, fmt.Errorf("checking %s: certificate %d (%s) expired at %s", "chain.pem", i+1, c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	if leaf.NotBefore.Unix() <= 0 {
+		return nil, fmt.Errorf("checking %s: certificate valid from %s, before 1970", "cert.pem", leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if leaf.NotBefore.After(now.Add(MaxFutureNotBefore)) {
+		return nil, fmt.Errorf("checking %s: certificate not valid until %s, more than %s ahead", "cert.pem", leaf.NotBefore.UTC().Format(time.RFC3339), MaxFutureNotBefore)
+	}
+	sum := sha256.Sum256(leaf.Raw)
+	return &Info{
+		Version:     uint64(leaf.NotBefore.Unix()),
+		Serial:      leaf.SerialNumber.Text(16),
+		Fingerprint: "sha256:" + hex.EncodeToString(sum[:]),
+		NotBefore:   leaf.NotBefore.UTC(),
+		NotAfter:    leaf.NotAfter.UTC(),
+		DNSNames:    leaf.DNSNames,
+		Leaf:        leaf,
+	}, nil
+}
+
+// pemBlocks splits a file into PEM blocks, refusing empty or oversized
+// files and any data outside the blocks. Errors never echo file bytes.
+func pemBlocks(file string, data []byte) ([]*pem.Block, error) {
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("checking %s: %d bytes exceeds the limit of %d", file, len(data), MaxFileSize)
+	}
+	var blocks []*pem.Block
+	rest := data
+	for {
+		rest = bytes.TrimLeft(rest, " \t\r\n")
+		if len(rest) == 0 {
+			break
+		}
+		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
+			return nil, fmt.Errorf("checking %s: data outside PEM blocks at byte %d", file, len(data)-len(rest))
+		}
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, fmt.Errorf("checking %s: invalid PEM block at byte %d", file, len(data)-len(rest))
+		}
+		blocks = append(blocks, block)
+	}
+	if len(blocks) == 0 {
+		return nil, fmt.Errorf("checking %s: no PEM block found", file)
+	}
+	return blocks, nil
+}
+
+// parseCertFile parses a file of one or more CERTIFICATE blocks.
+func parseCertFile(file string, data []byte) ([]*x509.Certificate, error) {
+	blocks, err := pemBlocks(file, data)
+	if err != nil {
+		return nil, err
+	}
+	certs := make([]*x509.Certificate, 0, len(blocks))
+	for i, block := range blocks {
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("checking %s: block %d is %q, want CERTIFICATE", file, i+1, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("checking %s: certificate %d does not parse: %v", file, i+1, err)
+		}
+		certs = append(certs, c)
+	}
+	return certs, nil
+}
+
+// parseKeyFile parses a file holding exactly one unencrypted private key.
+// Parse errors are not wrapped: they could describe key bytes.
+func parseKeyFile(file string, data []byte) (stdcrypto.Signer, error) {
+	blocks, err := pemBlocks(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if len(blocks) != 1 {
+		return nil, fmt.Errorf("checking %s: %d PEM blocks, want exactly one private key", file, len(blocks))
+	}
+	block := blocks[0]
+	if len(block.Headers) != 0 || block.Type == "ENCRYPTED PRIVATE KEY" {
+		return nil, fmt.Errorf("checking %s: encrypted private keys are not supported", file)
+	}
+	var key any
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("checking %s: block is %q, want PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY", file, block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checking %s: the %s block does not parse", file, block.Type)
+	}
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case *rsa.PrivateKey:
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	}
+	return nil, errors.New("checking " + file + ": unsupported private key type")
+}

@@ -1,0 +1,29 @@
+// Package crypto holds certsync's keys and its sealed envelope.
+//
+// A publisher signs with an Ed25519 [SigningKey]; nodes pin the matching
+// [PublicKey] (its [PublicKey.String] form is the line operators copy into
+// trusted_publishers). Nodes decrypt with age identities: an age X25519
+// identity file or an unencrypted OpenSSH ed25519 or rsa private key, so a
+// node's SSH host key works with no extra key ([ParseIdentities]). Publishers
+// address nodes by age recipients: "age1…", "ssh-ed25519 …" or "ssh-rsa …"
+// ([ParseRecipient]).
+//
+// A [Bundle] is the four PEM files of a certbot lineage. [Bundle.Check]
+// validates them and derives the bundle's monotonic version (the leaf's
+// NotBefore in Unix seconds). [Seal] encrypts a bundle with age to its
+// recipients and signs the result; [Verify] checks the signature against the
+// trusted keys without decrypting, and [Open] verifies, then decrypts and
+// checks that the plaintext repeats the signed name and version. The byte
+// layout is specified in docs/FORMAT.md and pinned by the vectors in
+// testdata/vectors.
+//
+// Errors wrap documented sentinels ([ErrMalformed], [ErrBadSignature],
+// [ErrUntrustedSigner], [ErrNotRecipient], …) so callers can tell a permanent
+// refusal from a transient failure. No error, and nothing this package
+// returns except the keys themselves, contains private key material.
+//
+// Key files ([WriteKeyFile], [ReadKeyFile]) are created with O_EXCL and mode
+// 0600 and refused when group or others may read or write them.
+//
+// The package knows nothing of NATS or of a node's file layout.
+package crypto

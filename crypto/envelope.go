@@ -1,0 +1,538 @@
+package crypto
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"filippo.io/age"
+)
+
+// Format is the envelope format version this package writes and reads.
+const Format = 1
+
+// MaxRecipients is the most recipients one envelope may have: age refuses
+// to decrypt a header with more stanzas, although it encrypts one.
+const MaxRecipients = 1024
+
+// MaxEnvelopeSize bounds an envelope: NATS' default max payload (1 MiB).
+// Seal refuses to produce a larger one; Verify and Open refuse a larger one
+// before any other work.
+const MaxEnvelopeSize = 1 << 20
+
+// MaxNameSize bounds a certificate name, in bytes.
+const MaxNameSize = 253
+
+// The byte layout; docs/FORMAT.md is its specification.
+const (
+	// envelopeMagic starts every envelope.
+	envelopeMagic = "CERTSYNC"
+	// signatureContext is prepended to the signed bytes (domain separation).
+	signatureContext = "certsync envelope v1\x00"
+	// signatureSize is the size of the trailing Ed25519 signature.
+	signatureSize = ed25519.SignatureSize
+	// ageMagic starts a binary age v1 file.
+	ageMagic = "age-encryption.org/v1\n"
+	// plaintextFormat is the plaintext's own format version.
+	plaintextFormat = 1
+	// maxPlaintextSize bounds the plaintext: format, name, version, files.
+	maxPlaintextSize = 1 + 1 + MaxNameSize + 8 + 4*(4+MaxFileSize)
+)
+
+// Extension record types. A type with extIgnorable set may be skipped by a
+// reader that does not know it; any other unknown type is refused.
+const (
+	extIgnorable = 0x8000
+	// extRecipientGroup is reserved for recipient groups: "this is sealed
+	// copy group_id of group_count of one version". Critical.
+	extRecipientGroup = 0x0001
+	// extStanzaIndex is reserved for the signed index from a recipient to
+	// its stanza. Ignorable: without it a reader tries every stanza.
+	extStanzaIndex = 0x8002
+)
+
+// Header is the signed, non-secret part of an envelope.
+type Header struct {
+	// Format is the envelope format version, [Format].
+	Format int
+	// Name is the certificate name the envelope is for.
+	Name string
+	// Version is the bundle's version (see [Info.Version]).
+	Version uint64
+	// Signer is the key that signed the envelope, one of the trusted keys.
+	Signer PublicKey
+}
+
+// extension is one type-length-value record of the extension area.
+type extension struct {
+	typ   uint16
+	value []byte
+}
+
+// envelope is a parsed envelope.
+type envelope struct {
+	name       string
+	version    uint64
+	signer     PublicKey
+	exts       []extension
+	ciphertext []byte
+	signature  []byte
+}
+
+// Seal encrypts b with age to recipients, signs the result with key, and
+// returns the envelope. It refuses an invalid name (empty, longer than
+// [MaxNameSize] bytes, or holding a NUL; callers check the stricter
+// certificate name rules), version 0, a file over [MaxFileSize], no
+// recipients ([ErrNoRecipients]), more than [MaxRecipients] recipients or
+// age stanzas ([ErrTooManyRecipients]) and an envelope over
+// [MaxEnvelopeSize] ([ErrTooLarge]). Seal does not call [Bundle.Check].
+func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient) ([]byte, error) {
+	if b == nil || key == nil {
+		return nil, errors.New("sealing envelope: nil bundle or signing key")
+	}
+	if err := checkName(b.Name); err != nil {
+		return nil, fmt.Errorf("sealing envelope %q: %w", b.Name, err)
+	}
+	if b.Version == 0 {
+		return nil, fmt.Errorf("sealing envelope %q: version 0 is invalid", b.Name)
+	}
+	if len(recipients) == 0 {
+		return nil, fmt.Errorf("sealing envelope %q: %w", b.Name, ErrNoRecipients)
+	}
+	if len(recipients) > MaxRecipients {
+		return nil, fmt.Errorf("sealing envelope %q: %d recipients, at most %d can open one envelope: %w", b.Name, len(recipients), MaxRecipients, ErrTooManyRecipients)
+	}
+	for i, r := range recipients {
+		if r == nil {
+			return nil, fmt.Errorf("sealing envelope %q: recipient %d is nil", b.Name, i+1)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"cert.pem", b.Cert}, {"chain.pem", b.Chain}, {"fullchain.pem", b.FullChain}, {"privkey.pem", b.PrivKey}} {
+		if len(f.data) > MaxFileSize {
+			return nil, fmt.Errorf("sealing envelope %q: %s is %d bytes, over the limit of %d", b.Name, f.name, len(f.data), MaxFileSize)
+		}
+	}
+	pt := marshalPlaintext(b.Name, b.Version, b)
+	defer clear(pt)
+	env, err := seal(key, b.Name, b.Version, nil, pt, recipients)
+	if err != nil {
+		return nil, fmt.Errorf("sealing envelope %q: %w", b.Name, err)
+	}
+	return env, nil
+}
+
+// seal encrypts plaintext to recipients and builds and signs the envelope.
+// It checks only what age and the size limits demand, so tests can build
+// envelopes that Open must refuse.
+func seal(key *SigningKey, name string, version uint64, exts []extension, plaintext []byte, recipients []age.Recipient) ([]byte, error) {
+	var ct bytes.Buffer
+	w, err := age.Encrypt(&ct, recipients...)
+	if err != nil {
+		return nil, fmt.Errorf("encrypting: %v", err)
+	}
+	if _, err := w.Write(plaintext); err != nil {
+		return nil, fmt.Errorf("encrypting: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("encrypting: %v", err)
+	}
+	hdr, err := age.ExtractHeader(bytes.NewReader(ct.Bytes()))
+	if err != nil {
+		return nil, fmt.Errorf("reading back the age header: %v", err)
+	}
+	if n := bytes.Count(hdr, []byte("\n-> ")); n > MaxRecipients {
+		return nil, fmt.Errorf("%d age stanzas, at most %d can be opened: %w", n, MaxRecipients, ErrTooManyRecipients)
+	}
+	env := &envelope{name: name, version: version, signer: key.Public(), exts: exts, ciphertext: ct.Bytes()}
+	data := env.marshalSigned(key)
+	if len(data) > MaxEnvelopeSize {
+		return nil, fmt.Errorf("%d bytes, over the limit of %d: %w", len(data), MaxEnvelopeSize, ErrTooLarge)
+	}
+	return data, nil
+}
+
+// Verify parses an envelope and checks its signature, without decrypting:
+// the envelope must be at most [MaxEnvelopeSize] bytes and well formed
+// ([ErrMalformed]), name a signer among trusted ([ErrUntrustedSigner]), and
+// carry that signer's valid signature ([ErrBadSignature]). It is cheap, so
+// a node can use it to skip superseded versions without decrypting them.
+func Verify(envelope []byte, trusted []PublicKey) (*Header, error) {
+	hdr, _, err := verify(envelope, trusted)
+	return hdr, err
+}
+
+// verify is Verify, also returning the parsed envelope.
+func verify(data []byte, trusted []PublicKey) (*Header, *envelope, error) {
+	env, err := parseEnvelope(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("verifying envelope: %w", err)
+	}
+	if !slices.Contains(trusted, env.signer) {
+		return nil, nil, fmt.Errorf("verifying envelope %q version %d: signer %s: %w", env.name, env.version, env.signer, ErrUntrustedSigner)
+	}
+	if !env.signer.verify(signedMessage(data), env.signature) {
+		return nil, nil, fmt.Errorf("verifying envelope %q version %d: signer %s: %w", env.name, env.version, env.signer, ErrBadSignature)
+	}
+	return &Header{Format: Format, Name: env.name, Version: env.version, Signer: env.signer}, env, nil
+}
+
+// Open verifies an envelope as [Verify] does, then decrypts it with
+// identities ([ErrNotRecipient] if none matches) and parses the plaintext,
+// which must repeat the signed name and version ([ErrMalformed]
+// otherwise). The bundle's files are returned exactly as sealed; Open does
+// not call [Bundle.Check].
+func Open(envelope []byte, trusted []PublicKey, identities []age.Identity) (*Header, *Bundle, error) {
+	hdr, env, err := verify(envelope, trusted)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(identities) == 0 {
+		return nil, nil, fmt.Errorf("opening envelope %q version %d: no identities given", hdr.Name, hdr.Version)
+	}
+	r, err := age.Decrypt(bytes.NewReader(env.ciphertext), identities...)
+	if err != nil {
+		var noMatch *age.NoIdentityMatchError
+		if errors.As(err, &noMatch) {
+			return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version, ErrNotRecipient)
+		}
+		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
+			&FormatError{Part: "envelope", Field: "ciphertext", Offset: env.ciphertextOffset(), Reason: "age: " + err.Error()})
+	}
+	pt, err := io.ReadAll(io.LimitReader(r, maxPlaintextSize+1))
+	defer clear(pt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
+			&FormatError{Part: "envelope", Field: "ciphertext", Offset: env.ciphertextOffset(), Reason: "age payload: " + err.Error()})
+	}
+	if len(pt) > maxPlaintextSize {
+		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
+			&FormatError{Part: "plaintext", Field: "plaintext", Offset: maxPlaintextSize, Reason: fmt.Sprintf("longer than the limit of %d bytes", maxPlaintextSize)})
+	}
+	b, err := parsePlaintext(pt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version, err)
+	}
+	if b.Name != hdr.Name {
+		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
+			&FormatError{Part: "plaintext", Field: "name", Offset: 2, Reason: fmt.Sprintf("%q differs from the signed name", b.Name)})
+	}
+	if b.Version != hdr.Version {
+		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
+			&FormatError{Part: "plaintext", Field: "version", Offset: 2 + len(b.Name), Reason: fmt.Sprintf("%d differs from the signed version", b.Version)})
+	}
+	return hdr, b, nil
+}
+
+// checkName applies the envelope's own name rule: non-empty, at most
+// MaxNameSize bytes, no NUL.
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > MaxNameSize:
+		return fmt.Errorf("name is %d bytes, over the limit of %d", len(name), MaxNameSize)
+	case strings.IndexByte(name, 0) >= 0:
+		return errors.New("name holds a NUL byte")
+	}
+	return nil
+}
+
+// signedMessage returns what the signature of the envelope data covers: the
+// context string followed by every byte before the signature.
+func signedMessage(data []byte) []byte {
+	n := len(data) - signatureSize
+	msg := make([]byte, 0, len(signatureContext)+n)
+	msg = append(msg, signatureContext...)
+	return append(msg, data[:n]...)
+}
+
+// marshalUnsigned returns the envelope's bytes up to the signature.
+func (e *envelope) marshalUnsigned() []byte {
+	var b []byte
+	b = append(b, envelopeMagic...)
+	b = append(b, Format)
+	b = append(b, byte(len(e.name)))
+	b = append(b, e.name...)
+	b = binary.BigEndian.AppendUint64(b, e.version)
+	b = append(b, e.signer.key[:]...)
+	extLen := 0
+	for _, x := range e.exts {
+		extLen += 6 + len(x.value)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(extLen))
+	for _, x := range e.exts {
+		b = binary.BigEndian.AppendUint16(b, x.typ)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(x.value)))
+		b = append(b, x.value...)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(e.ciphertext)))
+	return append(b, e.ciphertext...)
+}
+
+// marshal returns the envelope's bytes with its signature as parsed.
+func (e *envelope) marshal() []byte {
+	return append(e.marshalUnsigned(), e.signature...)
+}
+
+// marshalSigned signs the envelope with key and returns its bytes.
+func (e *envelope) marshalSigned(key *SigningKey) []byte {
+	unsigned := e.marshalUnsigned()
+	msg := append([]byte(signatureContext), unsigned...)
+	e.signature = key.sign(msg)
+	return append(unsigned, e.signature...)
+}
+
+// ciphertextOffset returns the offset of the ciphertext in the envelope.
+func (e *envelope) ciphertextOffset() int {
+	n := len(envelopeMagic) + 1 + 1 + len(e.name) + 8 + ed25519.PublicKeySize + 4
+	for _, x := range e.exts {
+		n += 6 + len(x.value)
+	}
+	return n + 4
+}
+
+// reader consumes a byte slice, producing FormatErrors with offsets.
+type reader struct {
+	part string
+	data []byte
+	off  int
+}
+
+// errorf returns a FormatError at the current offset.
+func (r *reader) errorf(field, format string, args ...any) error {
+	return &FormatError{Part: r.part, Field: field, Offset: r.off, Reason: fmt.Sprintf(format, args...)}
+}
+
+// take consumes n bytes, or fails naming field.
+func (r *reader) take(n int, field string) ([]byte, error) {
+	if n < 0 || n > len(r.data)-r.off {
+		return nil, r.errorf(field, "truncated: need %d bytes, %d left", n, len(r.data)-r.off)
+	}
+	b := r.data[r.off : r.off+n : r.off+n]
+	r.off += n
+	return b, nil
+}
+
+func (r *reader) uint8(field string) (uint8, error) {
+	b, err := r.take(1, field)
+	if err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+func (r *reader) uint16(field string) (uint16, error) {
+	b, err := r.take(2, field)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint16(b), nil
+}
+
+func (r *reader) uint32(field string) (uint32, error) {
+	b, err := r.take(4, field)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint32(b), nil
+}
+
+func (r *reader) uint64(field string) (uint64, error) {
+	b, err := r.take(8, field)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// name reads a one-byte length and a name obeying checkName.
+func (r *reader) name() (string, error) {
+	n, err := r.uint8("name length")
+	if err != nil {
+		return "", err
+	}
+	if n == 0 || int(n) > MaxNameSize {
+		r.off--
+		return "", r.errorf("name length", "%d is not in 1..%d", n, MaxNameSize)
+	}
+	b, err := r.take(int(n), "name")
+	if err != nil {
+		return "", err
+	}
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		r.off -= int(n) - i
+		return "", r.errorf("name", "NUL byte")
+	}
+	return string(b), nil
+}
+
+// version reads a non-zero version.
+func (r *reader) version() (uint64, error) {
+	v, err := r.uint64("version")
+	if err != nil {
+		return 0, err
+	}
+	if v == 0 {
+		r.off -= 8
+		return 0, r.errorf("version", "version 0 is invalid")
+	}
+	return v, nil
+}
+
+// parseEnvelope parses an envelope without checking its signature. It
+// accepts exactly the byte strings marshal produces: parse then marshal
+// returns the input.
+func parseEnvelope(data []byte) (*envelope, error) {
+	if len(data) > MaxEnvelopeSize {
+		return nil, &FormatError{Part: "envelope", Field: "envelope", Offset: MaxEnvelopeSize, Reason: fmt.Sprintf("%d bytes exceeds the limit of %d", len(data), MaxEnvelopeSize)}
+	}
+	r := &reader{part: "envelope", data: data}
+	m, err := r.take(len(envelopeMagic), "magic")
+	if err != nil {
+		return nil, err
+	}
+	if string(m) != envelopeMagic {
+		r.off = 0
+		return nil, r.errorf("magic", "not a certsync envelope")
+	}
+	f, err := r.uint8("format")
+	if err != nil {
+		return nil, err
+	}
+	if f != Format {
+		r.off--
+		return nil, r.errorf("format", "unsupported format %d, this reader knows %d", f, Format)
+	}
+	e := &envelope{}
+	if e.name, err = r.name(); err != nil {
+		return nil, err
+	}
+	if e.version, err = r.version(); err != nil {
+		return nil, err
+	}
+	signer, err := r.take(ed25519.PublicKeySize, "signer")
+	if err != nil {
+		return nil, err
+	}
+	copy(e.signer.key[:], signer)
+	extLen, err := r.uint32("extensions length")
+	if err != nil {
+		return nil, err
+	}
+	if int64(extLen) > int64(len(data)-r.off) {
+		r.off -= 4
+		return nil, r.errorf("extensions length", "%d exceeds the %d bytes left", extLen, len(data)-r.off-4)
+	}
+	extEnd := r.off + int(extLen)
+	prev := -1
+	for r.off < extEnd {
+		if extEnd-r.off < 6 {
+			return nil, r.errorf("extension record", "truncated record header: %d bytes left in the extension area", extEnd-r.off)
+		}
+		typ, _ := r.uint16("extension type")
+		n, _ := r.uint32("extension length")
+		if typ == 0 || int(typ) <= prev {
+			r.off -= 6
+			return nil, r.errorf("extension type", "type 0x%04x is zero or not above the previous record's", typ)
+		}
+		if int64(n) > int64(extEnd-r.off) {
+			r.off -= 4
+			return nil, r.errorf("extension length", "%d exceeds the %d bytes left in the extension area", n, extEnd-r.off-4)
+		}
+		if typ&extIgnorable == 0 {
+			r.off -= 6
+			return nil, r.errorf("extension type", "unsupported critical extension record 0x%04x", typ)
+		}
+		v, _ := r.take(int(n), "extension value")
+		e.exts = append(e.exts, extension{typ: typ, value: v})
+		prev = int(typ)
+	}
+	ctLen, err := r.uint32("ciphertext length")
+	if err != nil {
+		return nil, err
+	}
+	if int64(ctLen) > int64(len(data)-r.off-signatureSize) {
+		r.off -= 4
+		return nil, r.errorf("ciphertext length", "%d exceeds the bytes left before the signature", ctLen)
+	}
+	if e.ciphertext, err = r.take(int(ctLen), "ciphertext"); err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(e.ciphertext, []byte(ageMagic)) {
+		r.off -= int(ctLen)
+		return nil, r.errorf("ciphertext", "not a binary age v1 file")
+	}
+	if e.signature, err = r.take(signatureSize, "signature"); err != nil {
+		return nil, err
+	}
+	if r.off != len(data) {
+		return nil, r.errorf("end", "%d trailing bytes after the signature", len(data)-r.off)
+	}
+	return e, nil
+}
+
+// marshalPlaintext encodes the plaintext: format, name, version, then the
+// four files, each with a 4-byte length.
+func marshalPlaintext(name string, version uint64, b *Bundle) []byte {
+	n := 1 + 1 + len(name) + 8 + 16 + len(b.Cert) + len(b.Chain) + len(b.FullChain) + len(b.PrivKey)
+	p := make([]byte, 0, n)
+	p = append(p, plaintextFormat, byte(len(name)))
+	p = append(p, name...)
+	p = binary.BigEndian.AppendUint64(p, version)
+	for _, f := range [][]byte{b.Cert, b.Chain, b.FullChain, b.PrivKey} {
+		p = binary.BigEndian.AppendUint32(p, uint32(len(f)))
+		p = append(p, f...)
+	}
+	return p
+}
+
+// parsePlaintext decodes a plaintext. The files are copied, so the caller
+// may clear pt.
+func parsePlaintext(pt []byte) (*Bundle, error) {
+	r := &reader{part: "plaintext", data: pt}
+	f, err := r.uint8("format")
+	if err != nil {
+		return nil, err
+	}
+	if f != plaintextFormat {
+		r.off--
+		return nil, r.errorf("format", "unsupported plaintext format %d, this reader knows %d", f, plaintextFormat)
+	}
+	b := &Bundle{}
+	if b.Name, err = r.name(); err != nil {
+		return nil, err
+	}
+	if b.Version, err = r.version(); err != nil {
+		return nil, err
+	}
+	for _, file := range []struct {
+		field string
+		dst   *[]byte
+	}{{"cert.pem", &b.Cert}, {"chain.pem", &b.Chain}, {"fullchain.pem", &b.FullChain}, {"privkey.pem", &b.PrivKey}} {
+		n, err := r.uint32(file.field + " length")
+		if err != nil {
+			return nil, err
+		}
+		if n > MaxFileSize {
+			r.off -= 4
+			return nil, r.errorf(file.field+" length", "%d exceeds the limit of %d", n, MaxFileSize)
+		}
+		v, err := r.take(int(n), file.field)
+		if err != nil {
+			return nil, err
+		}
+		*file.dst = bytes.Clone(v)
+	}
+	if r.off != len(pt) {
+		return nil, r.errorf("end", "%d trailing bytes after privkey.pem", len(pt)-r.off)
+	}
+	return b, nil
+}

@@ -1,0 +1,57 @@
+package crypto
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Errors returned by this package wrap them (test with
+// [errors.Is]); all but ErrKeyPermissions mark an envelope that will never
+// be accepted, however often it is retried.
+var (
+	// ErrMalformed means the envelope or its plaintext does not follow the
+	// format (docs/FORMAT.md): bad magic, unsupported format, a length out of
+	// bounds, trailing bytes, an unknown critical extension, an invalid age
+	// ciphertext, or a plaintext whose name or version differ from the
+	// signed header. Parse errors are of type *[FormatError].
+	ErrMalformed = errors.New("malformed envelope")
+	// ErrBadSignature means the signature does not verify under the key the
+	// envelope names as its signer: the envelope was altered.
+	ErrBadSignature = errors.New("bad envelope signature")
+	// ErrUntrustedSigner means the envelope names a signer that is not one
+	// of the trusted keys.
+	ErrUntrustedSigner = errors.New("envelope signer is not trusted")
+	// ErrNotRecipient means none of the identities can decrypt the envelope.
+	ErrNotRecipient = errors.New("not a recipient of the envelope")
+	// ErrNoRecipients means Seal was given no recipient.
+	ErrNoRecipients = errors.New("no recipients")
+	// ErrTooManyRecipients means Seal was given more than [MaxRecipients]
+	// recipients, which age would encrypt to but no node could open.
+	ErrTooManyRecipients = errors.New("too many recipients")
+	// ErrTooLarge means a sealed envelope would exceed [MaxEnvelopeSize].
+	ErrTooLarge = errors.New("envelope too large")
+	// ErrKeyPermissions means a key file may be read or written by group or
+	// others; "chmod 600 FILE" fixes it.
+	ErrKeyPermissions = errors.New("key file permissions too open")
+)
+
+// FormatError describes where an envelope or its plaintext breaks the
+// format. It wraps [ErrMalformed].
+type FormatError struct {
+	// Part is "envelope" or "plaintext".
+	Part string
+	// Field names the field being parsed, such as "name" or "ciphertext".
+	Field string
+	// Offset is the byte offset of the field within Part.
+	Offset int
+	// Reason says what is wrong, without echoing secret bytes.
+	Reason string
+}
+
+// Error implements error.
+func (e *FormatError) Error() string {
+	return fmt.Sprintf("malformed %s: %s at offset %d: %s", e.Part, e.Field, e.Offset, e.Reason)
+}
+
+// Unwrap returns [ErrMalformed].
+func (e *FormatError) Unwrap() error { return ErrMalformed }
