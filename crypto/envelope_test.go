@@ -2,8 +2,14 @@ package crypto
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"filippo.io/age"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -41,5 +47,389 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("opened bundle: %v", err)
 			}
 		})
+	}
+}
+
+// sealed is one envelope with what it takes to open it.
+type sealed struct {
+	bundle  *Bundle
+	key     *SigningKey
+	ids     []age.Identity
+	trusted []PublicKey
+	env     []byte
+}
+
+// newSealed seals a fresh bundle to one fresh X25519 recipient.
+func newSealed(t testing.TB) *sealed {
+	t.Helper()
+	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	key := mustSigningKey(t)
+	rec, idFile := x25519Pair(t)
+	env, err := Seal(b, key, mustRecipients(t, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sealed{bundle: b, key: key, ids: mustIdentities(t, idFile), trusted: []PublicKey{key.Public()}, env: env}
+}
+
+func TestVerifyDoesNotDecrypt(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	hdr, err := Verify(s.env, s.trusted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr.Name != s.bundle.Name || hdr.Version != s.bundle.Version || hdr.Signer != s.key.Public() {
+		t.Errorf("Verify = %+v, want %q version %d", hdr, s.bundle.Name, s.bundle.Version)
+	}
+	// Opening with no identity is refused after verification.
+	if _, _, err := Open(s.env, s.trusted, nil); err == nil {
+		t.Error("Open with no identities succeeded")
+	}
+}
+
+func TestOpenRefusesSigner(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	other := mustSigningKey(t).Public()
+	for _, tc := range []struct {
+		name    string
+		trusted []PublicKey
+	}{
+		{"none trusted", nil},
+		{"other key trusted", []PublicKey{other}},
+		{"zero key trusted", []PublicKey{{}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := Verify(s.env, tc.trusted); !errors.Is(err, ErrUntrustedSigner) {
+				t.Errorf("Verify = %v, want ErrUntrustedSigner", err)
+			}
+			if _, _, err := Open(s.env, tc.trusted, s.ids); !errors.Is(err, ErrUntrustedSigner) {
+				t.Errorf("Open = %v, want ErrUntrustedSigner", err)
+			}
+		})
+	}
+	// Rotation: one of several trusted keys is enough.
+	if _, _, err := Open(s.env, []PublicKey{other, s.key.Public()}, s.ids); err != nil {
+		t.Errorf("Open with the signer second of two trusted keys: %v", err)
+	}
+}
+
+func TestOpenRefusesBadSignature(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	// An attacker signs with their own key but names a trusted signer.
+	attacker := mustSigningKey(t)
+	env, err := parseEnvelope(s.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.marshalSigned(attacker)
+	forged := env.marshal() // signed by attacker
+	trusted := s.key.Public()
+	copy(forged[signerOffset(env):], trusted.key[:])
+	if _, _, err := Open(forged, s.trusted, s.ids); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("Open(forged) = %v, want ErrBadSignature", err)
+	}
+	// The same signature under another domain does not verify either.
+	msg := append([]byte("other context\x00"), s.env[:len(s.env)-signatureSize]...)
+	other := slices.Clone(s.env)
+	copy(other[len(other)-signatureSize:], s.key.sign(msg))
+	if _, err := Verify(other, s.trusted); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("Verify(other domain) = %v, want ErrBadSignature", err)
+	}
+}
+
+// signerOffset returns the offset of the signer field.
+func signerOffset(e *envelope) int {
+	return len(envelopeMagic) + 1 + 1 + len(e.name) + 8
+}
+
+func TestOpenRefusesEveryFlippedByte(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	env, err := parseEnvelope(s.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := signerOffset(env)
+	ct := env.ciphertextOffset()
+	sig := len(s.env) - signatureSize
+	for i := range s.env {
+		var want []error
+		switch {
+		case i < signer-8: // magic, format, name length, name
+			want = []error{ErrMalformed, ErrBadSignature}
+		case i < signer: // version
+			want = []error{ErrMalformed, ErrBadSignature}
+		case i < signer+32:
+			want = []error{ErrUntrustedSigner}
+		case i < ct: // extension and ciphertext lengths
+			want = []error{ErrMalformed}
+		case i < sig:
+			want = []error{ErrMalformed, ErrBadSignature}
+		default:
+			want = []error{ErrBadSignature}
+		}
+		for _, bit := range []byte{0x01, 0x80} {
+			mod := slices.Clone(s.env)
+			mod[i] ^= bit
+			_, _, err := Open(mod, s.trusted, s.ids)
+			if !isOneOf(err, want) {
+				t.Fatalf("byte %d ^ %#x: Open = %v, want one of %v", i, bit, err, want)
+			}
+		}
+	}
+}
+
+func isOneOf(err error, targets []error) bool {
+	for _, target := range targets {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestOpenRefusesTruncated(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	for n := range len(s.env) {
+		_, _, err := Open(s.env[:n], s.trusted, s.ids)
+		var fe *FormatError
+		if !errors.Is(err, ErrMalformed) || !errors.As(err, &fe) {
+			t.Fatalf("truncated to %d of %d bytes: Open = %v, want a FormatError", n, len(s.env), err)
+		}
+	}
+}
+
+func TestOpenRefusesTrailingBytes(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	for _, extra := range [][]byte{{0}, []byte("\n"), s.env} {
+		_, _, err := Open(append(slices.Clone(s.env), extra...), s.trusted, s.ids)
+		var fe *FormatError
+		if !errors.As(err, &fe) || !strings.Contains(fe.Reason, "trailing") {
+			t.Errorf("%d trailing bytes: Open = %v, want a trailing-bytes FormatError", len(extra), err)
+		}
+	}
+}
+
+func TestOpenRefusesOversize(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	big := append(slices.Clone(s.env), make([]byte, MaxEnvelopeSize)...)
+	if _, err := Verify(big, s.trusted); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "exceeds") {
+		t.Errorf("Verify(%d bytes) = %v, want a size error", len(big), err)
+	}
+}
+
+func TestOpenRefusesWrongIdentity(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	_, x25519File := x25519Pair(t)
+	_, edFile := sshEd25519Pair(t)
+	_, rsaFile := sshRSAPair(t)
+	ids := slices.Concat(mustIdentities(t, x25519File), mustIdentities(t, edFile), mustIdentities(t, rsaFile))
+	if _, _, err := Open(s.env, s.trusted, ids); !errors.Is(err, ErrNotRecipient) {
+		t.Errorf("Open = %v, want ErrNotRecipient", err)
+	}
+}
+
+func TestOpenRefusesPlaintextMismatch(t *testing.T) {
+	t.Parallel()
+	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	key := mustSigningKey(t)
+	rec, idFile := x25519Pair(t)
+	ids := mustIdentities(t, idFile)
+	for _, tc := range []struct {
+		name      string
+		plainName string
+		plainVer  uint64
+		field     string
+	}{
+		{"other name", "other.example.com", b.Version, "name"},
+		{"lower version", b.Name, b.Version - 1, "version"},
+		{"higher version", b.Name, b.Version + 1, "version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env, err := seal(key, b.Name, b.Version, nil, marshalPlaintext(tc.plainName, tc.plainVer, b), mustRecipients(t, rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Verify(env, []PublicKey{key.Public()}); err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			_, _, err = Open(env, []PublicKey{key.Public()}, ids)
+			var fe *FormatError
+			if !errors.As(err, &fe) || fe.Part != "plaintext" || fe.Field != tc.field {
+				t.Errorf("Open = %v, want a plaintext %s FormatError", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestOpenRefusesBadPlaintext(t *testing.T) {
+	t.Parallel()
+	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	key := mustSigningKey(t)
+	rec, idFile := x25519Pair(t)
+	ids := mustIdentities(t, idFile)
+	good := marshalPlaintext(b.Name, b.Version, b)
+	tooBig := binary.BigEndian.AppendUint32(marshalPlaintext(b.Name, b.Version, &Bundle{})[:1+1+len(b.Name)+8], MaxFileSize+1)
+	for _, tc := range []struct {
+		name string
+		pt   []byte
+	}{
+		{"empty", nil},
+		{"format 2", append([]byte{2}, good[1:]...)},
+		{"truncated", good[:len(good)-1]},
+		{"trailing byte", append(slices.Clone(good), 0)},
+		{"file over the limit", append(tooBig, make([]byte, MaxFileSize+1)...)},
+		{"over the plaintext limit", make([]byte, maxPlaintextSize+1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env, err := seal(key, b.Name, b.Version, nil, tc.pt, mustRecipients(t, rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = Open(env, []PublicKey{key.Public()}, ids)
+			var fe *FormatError
+			if !errors.As(err, &fe) || fe.Part != "plaintext" {
+				t.Errorf("Open = %v, want a plaintext FormatError", err)
+			}
+		})
+	}
+}
+
+func TestOpenRefusesBadCiphertext(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	env, err := parseEnvelope(s.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A trusted signer signed an invalid age file: still malformed.
+	env.ciphertext = append([]byte(ageMagic), "-> X25519 broken\n"...)
+	data := env.marshalSigned(s.key)
+	if _, err := Verify(data, s.trusted); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	_, _, err = Open(data, s.trusted, s.ids)
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Field != "ciphertext" {
+		t.Errorf("Open = %v, want a ciphertext FormatError", err)
+	}
+}
+
+func TestExtensions(t *testing.T) {
+	t.Parallel()
+	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	key := mustSigningKey(t)
+	rec, idFile := x25519Pair(t)
+	ids := mustIdentities(t, idFile)
+	pt := marshalPlaintext(b.Name, b.Version, b)
+	for _, tc := range []struct {
+		name string
+		exts []extension
+		ok   bool
+	}{
+		{"ignorable", []extension{{typ: 0xfffe, value: []byte("future")}}, true},
+		{"two ignorable, empty value", []extension{{typ: extStanzaIndex}, {typ: 0xfffe}}, true},
+		{"recipient group is critical", []extension{{typ: extRecipientGroup, value: []byte{0, 1, 0, 2}}}, false},
+		{"unknown critical", []extension{{typ: 0x7fff}}, false},
+		{"type zero", []extension{{typ: 0}}, false},
+		{"unordered", []extension{{typ: 0xfffe}, {typ: 0x8003}}, false},
+		{"repeated", []extension{{typ: 0xfffe}, {typ: 0xfffe}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env, err := seal(key, b.Name, b.Version, tc.exts, pt, mustRecipients(t, rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = Open(env, []PublicKey{key.Public()}, ids)
+			if tc.ok && err != nil {
+				t.Errorf("Open = %v, want success", err)
+			}
+			var fe *FormatError
+			if !tc.ok && (!errors.As(err, &fe) || !strings.HasPrefix(fe.Field, "extension")) {
+				t.Errorf("Open = %v, want an extension FormatError", err)
+			}
+		})
+	}
+}
+
+func TestSealRefuses(t *testing.T) {
+	t.Parallel()
+	key := mustSigningKey(t)
+	rec, _ := x25519Pair(t)
+	one := mustRecipients(t, rec)
+	r, err := ParseRecipient(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := func() *Bundle {
+		return &Bundle{Name: "example.com", Version: 1, Cert: []byte("c"), Chain: []byte("ch"), FullChain: []byte("f"), PrivKey: []byte("k")}
+	}
+	for _, tc := range []struct {
+		name       string
+		edit       func(*Bundle)
+		recipients []age.Recipient
+		want       error
+	}{
+		{"no recipients", nil, nil, ErrNoRecipients},
+		{"1025 recipients", nil, slices.Repeat([]age.Recipient{r}, MaxRecipients+1), ErrTooManyRecipients},
+		{"nil recipient", nil, []age.Recipient{r, nil}, nil},
+		{"empty name", func(b *Bundle) { b.Name = "" }, one, nil},
+		{"long name", func(b *Bundle) { b.Name = strings.Repeat("a", MaxNameSize+1) }, one, nil},
+		{"NUL in name", func(b *Bundle) { b.Name = "a\x00b" }, one, nil},
+		{"version 0", func(b *Bundle) { b.Version = 0 }, one, nil},
+		{"large privkey", func(b *Bundle) { b.PrivKey = make([]byte, MaxFileSize+1) }, one, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := valid()
+			if tc.edit != nil {
+				tc.edit(b)
+			}
+			env, err := Seal(b, key, tc.recipients)
+			if err == nil || env != nil {
+				t.Fatalf("Seal succeeded, want an error")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("Seal = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// The largest name and exactly MaxRecipients recipients are accepted.
+	b := valid()
+	b.Name = strings.Repeat("a", MaxNameSize)
+	if _, err := Seal(b, key, slices.Repeat([]age.Recipient{r}, MaxRecipients)); err != nil {
+		t.Errorf("Seal with %d recipients and a %d-byte name: %v", MaxRecipients, MaxNameSize, err)
+	}
+	if _, err := Seal(nil, key, one); err == nil {
+		t.Error("Seal(nil bundle) succeeded")
+	}
+	// An envelope over MaxEnvelopeSize is refused.
+	if _, err := seal(key, "example.com", 1, nil, make([]byte, MaxEnvelopeSize), one); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("seal(1 MiB plaintext) = %v, want ErrTooLarge", err)
+	}
+}
+
+func TestOpenedBundleIsACopy(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	env := slices.Clone(s.env)
+	_, b, err := Open(env, s.trusted, s.ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(env)
+	if !bytes.Equal(b.PrivKey, s.bundle.PrivKey) {
+		t.Error("opened bundle changed when the envelope buffer was cleared")
 	}
 }
