@@ -32,6 +32,9 @@ type Config struct {
 	// Certificates are the certificates this node holds, by name. A bundle for
 	// any other name is refused.
 	Certificates map[string]Certificate
+	// Version is certsync's own version, reported in the status records
+	// (the CLI sets it from its build).
+	Version string
 	// Now returns the current time; nil means time.Now. Tests set it.
 	Now func() time.Time
 }

@@ -1,0 +1,64 @@
+package subscriber
+
+import (
+	"errors"
+)
+
+// Sentinel errors. Errors from this package wrap them; test with errors.Is.
+var (
+	// ErrDowngrade means a bundle is older than the one staged: it is
+	// refused even when validly signed.
+	ErrDowngrade = errors.New("older than the staged version")
+	// ErrConflict means a bundle has the version of the staged one but
+	// another certificate: two different certificates cannot share a
+	// version, so the newcomer is refused.
+	ErrConflict = errors.New("same version as the staged bundle but another certificate")
+	// ErrUnknownCertificate means a bundle is for a certificate that is not
+	// in this node's configuration.
+	ErrUnknownCertificate = errors.New("certificate not in this node's configuration")
+	// ErrWrongSubject means a bundle's signed name is not the certificate
+	// name of the subject it was published on (a body moved to another
+	// subject), or the subject is not a bundle subject.
+	ErrWrongSubject = errors.New("bundle does not belong to its subject")
+	// ErrTooLarge means a message is larger than crypto.MaxEnvelopeSize; it
+	// is refused before anything reads it.
+	ErrTooLarge = errors.New("message larger than an envelope may be")
+	// ErrInvalidBundle means a bundle opened fine but its files do not make a
+	// usable certificate: unparsable, a key that does not match, expired.
+	ErrInvalidBundle = errors.New("invalid bundle")
+	// ErrNotStaged means nothing is staged for a certificate.
+	ErrNotStaged = errors.New("nothing staged")
+	// ErrNoConsumer means the node's durable consumer does not exist and the
+	// node may not create it. The management side creates it when it runs
+	// `certsync publish` or `certsync republish`.
+	ErrNoConsumer = errors.New("consumer not found")
+)
+
+// PermanentError marks a failure that retrying cannot cure: the message is
+// terminated rather than delivered again. Refusals (bad signature, untrusted
+// signer, not a recipient, malformed, too large, downgrade, wrong subject,
+// unknown certificate, invalid bundle) are permanent; a full disk or a NATS
+// hiccup is not.
+type PermanentError struct {
+	Err error
+}
+
+// Error implements error.
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// permanent marks err as permanent; nil stays nil.
+func permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, is a PermanentError.
+func IsPermanent(err error) bool {
+	var pe *PermanentError
+	return errors.As(err, &pe)
+}

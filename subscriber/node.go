@@ -1,0 +1,336 @@
+package subscriber
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultStageDir       = "/certsync/live"
+	DefaultStatusInterval = 5 * time.Minute
+)
+
+const (
+	// maxBatch bounds how many messages one batch holds; it matches the
+	// consumer's MaxAckPending.
+	maxBatch = 1000
+	// batchWait is how long Run waits for the rest of a batch the server
+	// announced (NumPending > 0) before it processes what it has.
+	batchWait = 2 * time.Second
+	// retryBase and retryMax bound the delay before a message that failed
+	// for a transient reason is delivered again.
+	retryBase = 5 * time.Second
+	retryMax  = 5 * time.Minute
+	// rebindMax caps the wait between attempts to bind the consumer in Run.
+	rebindMax = time.Minute
+	// natsTimeout bounds each JetStream call that Sync and Run make
+	// (consumer lookup, acks, status writes).
+	natsTimeout = 10 * time.Second
+)
+
+// Node receives the bundles of one node's certificates from its durable
+// consumer, checks them and stages them. Sync and Run may be called in turn;
+// a Node serialises the batches it processes.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	stage *Stage
+	names []string // configured certificate names, sorted
+
+	mu sync.Mutex // held while a batch is processed
+
+	status statusWriter
+
+	// onStaged, when set (tests), is called after a bundle is staged.
+	onStaged func(*Staged)
+}
+
+// New checks cfg, applies its defaults and opens the stage folder (creating
+// it, and removing what a crash left behind). It does not connect to NATS.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
+	if err := wire.CheckNodeName(cfg.Node); err != nil {
+		return nil, fmt.Errorf("configuring node: %w", err)
+	}
+	if len(cfg.Certificates) == 0 {
+		return nil, fmt.Errorf("configuring node %q: no certificates", cfg.Node)
+	}
+	if len(cfg.Identities) == 0 {
+		return nil, fmt.Errorf("configuring node %q: no identity to open bundles with", cfg.Node)
+	}
+	if len(cfg.Trusted) == 0 {
+		return nil, fmt.Errorf("configuring node %q: no trusted publisher", cfg.Node)
+	}
+	names := make([]string, 0, len(cfg.Certificates))
+	for name, c := range cfg.Certificates {
+		if err := wire.CheckCertName(name); err != nil {
+			return nil, fmt.Errorf("configuring node %q: %w", cfg.Node, err)
+		}
+		if c.Name != "" && c.Name != name {
+			return nil, fmt.Errorf("configuring node %q: certificate %q has name %q", cfg.Node, name, c.Name)
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	if cfg.StageDir == "" {
+		cfg.StageDir = DefaultStageDir
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = DefaultStatusInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	stage, err := OpenStage(cfg.StageDir, log)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, stage: stage, names: names}
+	n.status.init(n)
+	return n, nil
+}
+
+// Stage is the node's stage folder.
+func (n *Node) Stage() *Stage { return n.stage }
+
+// Sync makes one pass: it connects, binds the node's consumer, receives
+// every bundle pending on it, decides on each (stage, skip or refuse),
+// acknowledges them, writes the node's status records and returns what
+// happened. ctx bounds the whole pass, connecting included: give it a
+// deadline. Sync fails only when it cannot do its job (NATS unreachable,
+// consumer missing); refused bundles are in the report (see Report.Failed).
+func (n *Node) Sync(ctx context.Context) (*Report, error) {
+	nc, err := natsconn.Connect(ctx, n.natsOptions(), n.log)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	cons, err := n.bind(ctx, js, nc)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{}
+	for {
+		msgs, more, err := fetchPending(cons)
+		if err != nil {
+			return rep, nc.Explain(fmt.Errorf("fetching from consumer %q: %w", wire.ConsumerName(n.cfg.Node), err))
+		}
+		if len(msgs) > 0 {
+			rep.Results = append(rep.Results, n.process(ctx, js, msgs)...)
+		}
+		if !more {
+			break
+		}
+	}
+	n.status.writeAll(ctx, js)
+	return rep, nil
+}
+
+// fetchPending fetches what the consumer has ready now, up to maxBatch
+// messages, and says whether more is pending.
+func fetchPending(cons jetstream.Consumer) (msgs []jetstream.Msg, more bool, err error) {
+	for len(msgs) < maxBatch {
+		batch, err := cons.FetchNoWait(min(maxBatch-len(msgs), 256))
+		if err != nil {
+			return msgs, false, err
+		}
+		got, pending := 0, uint64(0)
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+			got++
+			if md, err := m.Metadata(); err == nil {
+				pending = md.NumPending
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return msgs, false, err
+		}
+		if got == 0 || pending == 0 {
+			return msgs, false, nil
+		}
+	}
+	return msgs, true, nil
+}
+
+// Run is the node daemon: it connects (waiting as long as it takes), binds
+// the node's consumer and processes bundles as they arrive, in batches of
+// what the server has pending, so a node that was away stages only the
+// newest of each certificate. It survives server restarts and lost
+// connections, rebinding the consumer when needed, and refreshes its status
+// records every StatusInterval. It returns nil once ctx ends, and an error
+// only when it cannot start (such as a refused login).
+func (n *Node) Run(ctx context.Context) error {
+	nc, err := natsconn.Connect(ctx, n.natsOptions(), n.log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc.Conn)
+	if err != nil {
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	n.log.Info("node_started", "node", n.cfg.Node, "certificates", n.names)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { n.refresh(ctx, js) })
+	defer wg.Wait()
+
+	wait := time.Second
+	for {
+		cons, err := n.bind(ctx, js, nc)
+		if err == nil {
+			var got bool
+			got, err = n.consume(ctx, js, cons)
+			if got {
+				wait = time.Second
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		n.log.Warn("consumer_unavailable", "consumer", wire.ConsumerName(n.cfg.Node), "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, rebindMax)
+	}
+}
+
+// refresh writes every status record now and every StatusInterval until
+// ctx ends.
+func (n *Node) refresh(ctx context.Context, js jetstream.JetStream) {
+	t := time.NewTicker(n.cfg.StatusInterval)
+	defer t.Stop()
+	for {
+		n.status.writeAll(ctx, js)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// consume processes messages from cons until ctx ends or the pull
+// subscription fails for good (the consumer was deleted, say). It reports
+// whether it received anything.
+func (n *Node) consume(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer) (bool, error) {
+	it, err := cons.Messages()
+	if err != nil {
+		return false, fmt.Errorf("pulling from consumer %q: %w", wire.ConsumerName(n.cfg.Node), err)
+	}
+	defer it.Stop()
+	got := false
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return got, fmt.Errorf("pulling from consumer %q: %w", wire.ConsumerName(n.cfg.Node), err)
+		}
+		got = true
+		// The server says how many more it holds for us: gather them so
+		// that superseded versions are skipped rather than staged in turn.
+		batch := []jetstream.Msg{msg}
+		for pending(msg) > 0 && len(batch) < maxBatch {
+			m, err := it.Next(jetstream.NextMaxWait(batchWait))
+			if err != nil {
+				break // process what we have; the next Next reports a lasting failure
+			}
+			batch = append(batch, m)
+			msg = m
+		}
+		n.process(ctx, js, batch)
+	}
+}
+
+// pending is the number of messages the server holds for the consumer
+// after m.
+func pending(m jetstream.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.NumPending
+}
+
+// natsOptions names the connection after the node unless configured.
+func (n *Node) natsOptions() natsconn.Options {
+	o := n.cfg.NATS
+	if o.Name == "" {
+		o.Name = "certsync node " + n.cfg.Node
+	}
+	return o
+}
+
+// bind looks up the node's durable consumer. If it does not exist, the
+// node tries to create it, as an open server allows; with least-privilege
+// credentials that fails and the error wraps ErrNoConsumer.
+func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Conn) (jetstream.Consumer, error) {
+	name := wire.ConsumerName(n.cfg.Node)
+	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	cons, err := js.Consumer(ctx, wire.Stream, name)
+	switch {
+	case err == nil:
+		n.checkFilter(cons.CachedInfo())
+		return cons, nil
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("binding consumer %q: stream %s not found (nothing published yet?): %w", name, wire.Stream, ErrNoConsumer)
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, nc.Explain(fmt.Errorf("binding consumer %q: %w", name, err))
+	}
+	cons, err = js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(n.cfg.Node, n.names))
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		cons, err = js.Consumer(ctx, wire.Stream, name) // created meanwhile by someone else
+	}
+	if err != nil {
+		return nil, fmt.Errorf("binding consumer %q: it does not exist and this node may not create it (%v); the management side creates it when it runs certsync publish or republish: %w",
+			name, nc.Explain(err), ErrNoConsumer)
+	}
+	n.log.Info("consumer_created", "consumer", name, "certificates", n.names)
+	return cons, nil
+}
+
+// checkFilter warns when the consumer does not deliver every configured
+// certificate: the node may not change it, the management side must.
+func (n *Node) checkFilter(info *jetstream.ConsumerInfo) {
+	if info == nil {
+		return
+	}
+	have := info.Config.FilterSubjects
+	if info.Config.FilterSubject != "" {
+		have = append(have, info.Config.FilterSubject)
+	}
+	var missing []string
+	for _, name := range n.names {
+		if !slices.Contains(have, wire.Subject(name)) && !slices.Contains(have, wire.Subjects) {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		n.log.Warn("consumer_filter_mismatch", "consumer", info.Name, "missing", missing,
+			"hint", "add this node to these certificates on the management side and run certsync republish")
+	}
+}

@@ -1,0 +1,224 @@
+package subscriber
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// delivery is one message of a batch and what is known of it so far.
+type delivery struct {
+	msg       jetstream.Msg
+	seq       uint64 // stream sequence
+	delivered uint64 // how many times the server delivered it
+	subject   string
+	name      string         // certificate name, from the subject
+	header    *crypto.Header // set once the signature verified
+}
+
+// process decides on a batch of messages and settles each one with the
+// server: ack (staged, unchanged, superseded), term (refused) or nak with a
+// delay (transient failure). It writes the status of every certificate it
+// decided on and returns one result per message.
+func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetstream.Msg) []Result {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+
+	var results []Result
+	touched := map[string]bool{}
+	settle := func(d *delivery, r Result) {
+		r.Subject, r.Sequence = d.subject, d.seq
+		if r.Name == "" {
+			r.Name = d.name
+		}
+		n.settle(ctx, d, &r)
+		results = append(results, r)
+		touched[r.Name] = true
+	}
+
+	// First pass: what can be judged without opening anything.
+	byName := map[string][]*delivery{}
+	for _, m := range msgs {
+		d := &delivery{msg: m, subject: m.Subject()}
+		if md, err := m.Metadata(); err == nil {
+			d.seq, d.delivered = md.Sequence.Stream, md.NumDelivered
+		}
+		if err := n.verify(d); err != nil {
+			settle(d, Result{Outcome: OutcomeRefused, Err: err})
+			continue
+		}
+		byName[d.name] = append(byName[d.name], d)
+	}
+
+	// Second pass, per certificate: newest first. The first one that
+	// stages (or is already staged) supersedes the older ones; a refused
+	// one lets the next older one try, so a bad newest bundle does not hide
+	// a good one.
+	names := make([]string, 0, len(byName))
+	for name := range byName {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		ds := byName[name]
+		slices.SortFunc(ds, func(a, b *delivery) int {
+			return cmp.Or(cmp.Compare(b.header.Version, a.header.Version), cmp.Compare(b.seq, a.seq))
+		})
+		var done *delivery
+		for i, d := range ds {
+			if done != nil {
+				n.log.Info("bundle_superseded", "name", name, "seq", d.seq, "version", d.header.Version,
+					"by_seq", done.seq, "by_version", done.header.Version)
+				settle(d, Result{Version: d.header.Version, Outcome: OutcomeSuperseded})
+				continue
+			}
+			r := n.apply(d)
+			settle(d, r)
+			switch r.Outcome {
+			case OutcomeStaged, OutcomeUnchanged:
+				done = d
+			case OutcomeFailed:
+				// A transient failure: the older ones wait with it, to
+				// be judged together when they come back.
+				for _, older := range ds[i+1:] {
+					settle(older, Result{Version: older.header.Version, Outcome: OutcomeFailed,
+						Err: fmt.Errorf("waiting for seq %d: %w", d.seq, r.Err)})
+				}
+			}
+			if r.Outcome == OutcomeFailed {
+				break
+			}
+		}
+	}
+	for _, name := range n.names {
+		if touched[name] {
+			n.status.write(ctx, js, name)
+		}
+	}
+	return results
+}
+
+// verify checks what can be checked before decrypting: the size, the
+// subject, the signature, and that the signed name is the subject's and one
+// of this node's certificates. On success d.name and d.header are set.
+// Every failure is permanent.
+func (n *Node) verify(d *delivery) error {
+	data := d.msg.Data()
+	if len(data) > crypto.MaxEnvelopeSize {
+		return permanent(fmt.Errorf("refusing seq %d on %q: %d bytes: %w", d.seq, d.subject, len(data), ErrTooLarge))
+	}
+	name, err := wire.NameFromSubject(d.subject)
+	if err != nil {
+		return permanent(fmt.Errorf("refusing seq %d: %v: %w", d.seq, err, ErrWrongSubject))
+	}
+	d.name = name
+	h, err := crypto.Verify(data, n.cfg.Trusted)
+	if err != nil {
+		return permanent(fmt.Errorf("verifying %q seq %d: %w", name, d.seq, err))
+	}
+	if h.Name != name {
+		return permanent(fmt.Errorf("verifying %q seq %d: signed for certificate %q: %w", name, d.seq, h.Name, ErrWrongSubject))
+	}
+	if _, ok := n.cfg.Certificates[name]; !ok {
+		return permanent(fmt.Errorf("verifying %q seq %d: %w", name, d.seq, ErrUnknownCertificate))
+	}
+	d.header = h
+	return nil
+}
+
+// apply opens a verified bundle, checks it and stages it unless the stage
+// holds the same or a newer one.
+func (n *Node) apply(d *delivery) Result {
+	h := d.header
+	r := Result{Version: h.Version}
+	refuse := func(err error) Result {
+		r.Outcome, r.Err = OutcomeRefused, permanent(err)
+		return r
+	}
+	_, b, err := crypto.Open(d.msg.Data(), n.cfg.Trusted, n.cfg.Identities)
+	if err != nil {
+		return refuse(fmt.Errorf("opening %q seq %d: %w", d.name, d.seq, err))
+	}
+	info, err := b.Check(n.cfg.Now())
+	if err != nil {
+		return refuse(fmt.Errorf("checking %q seq %d: %v: %w", d.name, d.seq, err, ErrInvalidBundle))
+	}
+	if info.Version != h.Version {
+		return refuse(fmt.Errorf("checking %q seq %d: signed version %d, certificate's version %d: %w", d.name, d.seq, h.Version, info.Version, ErrInvalidBundle))
+	}
+	meta := &Staged{
+		Name:        d.name,
+		Version:     h.Version,
+		Serial:      info.Serial,
+		Fingerprint: info.Fingerprint,
+		NotBefore:   info.NotBefore,
+		NotAfter:    info.NotAfter,
+		Signer:      h.Signer.String(),
+		StagedAt:    n.cfg.Now().UTC(),
+		Sequence:    d.seq,
+	}
+	changed, err := n.stage.Put(b, meta)
+	switch {
+	case errors.Is(err, ErrDowngrade), errors.Is(err, ErrConflict):
+		return refuse(err)
+	case err != nil:
+		r.Outcome, r.Err = OutcomeFailed, err
+		return r
+	case !changed:
+		n.log.Info("bundle_unchanged", "name", d.name, "seq", d.seq, "version", h.Version, "fingerprint", info.Fingerprint)
+		r.Outcome = OutcomeUnchanged
+		return r
+	}
+	n.log.Info("bundle_staged", "name", d.name, "seq", d.seq, "version", h.Version,
+		"serial", info.Serial, "fingerprint", info.Fingerprint, "not_after", info.NotAfter, "signer", meta.Signer)
+	if n.onStaged != nil {
+		n.onStaged(meta)
+	}
+	r.Outcome = OutcomeStaged
+	return r
+}
+
+// settle tells the server what became of d and records refusals and
+// failures in the log and the status.
+func (n *Node) settle(ctx context.Context, d *delivery, r *Result) {
+	var err error
+	switch r.Outcome {
+	case OutcomeStaged, OutcomeUnchanged, OutcomeSuperseded:
+		actx, cancel := context.WithTimeout(ctx, natsTimeout)
+		err = d.msg.DoubleAck(actx)
+		cancel()
+		if err == nil && r.Outcome != OutcomeSuperseded {
+			n.status.succeeded(r.Name, d.seq)
+		}
+	case OutcomeRefused:
+		n.log.Warn("bundle_refused", "name", r.Name, "subject", d.subject, "seq", d.seq, "reason", r.Err)
+		n.status.failed(r.Name, d.seq, r.Err)
+		err = d.msg.TermWithReason(r.Err.Error())
+	case OutcomeFailed:
+		delay := retryDelay(d.delivered)
+		n.log.Warn("bundle_retry", "name", r.Name, "seq", d.seq, "error", r.Err, "retry_in", delay)
+		n.status.failed(r.Name, d.seq, r.Err)
+		err = d.msg.NakWithDelay(delay)
+	}
+	if err != nil {
+		// The server delivers the message again after its AckWait.
+		n.log.Warn("bundle_settle_failed", "name", r.Name, "seq", d.seq, "outcome", r.Outcome, "error", err)
+	}
+}
+
+// retryDelay grows with the number of deliveries: 5s, 10s, 20s … up to 5m.
+func retryDelay(delivered uint64) time.Duration {
+	d := retryBase
+	for i := uint64(1); i < delivered && d < retryMax; i++ {
+		d *= 2
+	}
+	return min(d, retryMax)
+}

@@ -1,0 +1,76 @@
+package subscriber
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Outcome is what became of one bundle message.
+type Outcome string
+
+// Outcomes of a message.
+const (
+	// OutcomeStaged: the bundle was staged; the message is acknowledged.
+	OutcomeStaged Outcome = "staged"
+	// OutcomeUnchanged: the same bundle was already staged; acknowledged.
+	OutcomeUnchanged Outcome = "unchanged"
+	// OutcomeSuperseded: a newer bundle of the same certificate in the same
+	// batch was staged (or already staged); acknowledged, never opened.
+	OutcomeSuperseded Outcome = "superseded"
+	// OutcomeRefused: the bundle failed a check that retrying cannot cure;
+	// the message is terminated and the refusal reported.
+	OutcomeRefused Outcome = "refused"
+	// OutcomeFailed: a transient failure (disk, NATS); the message will be
+	// delivered again after a delay.
+	OutcomeFailed Outcome = "failed"
+)
+
+// Result is what happened to one message.
+type Result struct {
+	// Name is the certificate name from the subject; empty when the
+	// subject holds none.
+	Name string
+	// Subject is the message's subject.
+	Subject string
+	// Sequence is the message's sequence number in the stream.
+	Sequence uint64
+	// Version is the bundle's signed version, once its signature verified.
+	Version uint64
+	// Outcome says what became of the message.
+	Outcome Outcome
+	// Err says why, for OutcomeRefused and OutcomeFailed. It holds no secret.
+	Err error
+}
+
+// Report lists what one Sync did, message by message, in the order they
+// were decided.
+type Report struct {
+	Results []Result
+}
+
+// Failed reports whether any bundle for this node was refused or failed.
+// `node sync` exits non-zero when it is true.
+func (r *Report) Failed() bool { return r.Err() != nil }
+
+// Err joins the errors of the refused and failed messages, one line each,
+// or returns nil.
+func (r *Report) Err() error {
+	var errs []error
+	for _, res := range r.Results {
+		if res.Outcome == OutcomeRefused || res.Outcome == OutcomeFailed {
+			errs = append(errs, fmt.Errorf("bundle %q seq %d %s: %w", res.Name, res.Sequence, res.Outcome, res.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Count returns how many messages had outcome o.
+func (r *Report) Count(o Outcome) int {
+	c := 0
+	for _, res := range r.Results {
+		if res.Outcome == o {
+			c++
+		}
+	}
+	return c
+}

@@ -1,0 +1,382 @@
+package subscriber
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// The files of a staged certificate. The four PEM files are byte for byte
+// those the publisher read from certbot's lineage.
+const (
+	fileCert      = "cert.pem"
+	fileChain     = "chain.pem"
+	fileFullChain = "fullchain.pem"
+	fileKey       = "privkey.pem"
+	fileMeta      = "certsync.json"
+
+	// lockFile serialises writers (node run, node sync, node install) in
+	// one stage folder. It starts with a dot, so no certificate name
+	// collides with it.
+	lockFile = ".lock"
+	// tmpPrefix starts every folder being built, and every old folder
+	// being removed. Such folders are crash leftovers when no writer holds
+	// the lock.
+	tmpPrefix = ".tmp-"
+	// maxMetaSize bounds certsync.json; the real one is a few hundred bytes.
+	maxMetaSize = 64 << 10
+	// loadAttempts bounds how often Load starts again when the folder it
+	// was reading was replaced under it.
+	loadAttempts = 10
+)
+
+// Staged is the non-secret record of a staged bundle, kept beside its files
+// as certsync.json. It is the node's persisted version: what the downgrade
+// check compares with, across restarts.
+type Staged struct {
+	// Name is the certificate name, equal to the folder's name.
+	Name string `json:"name"`
+	// Version is the bundle's signed version (the leaf's NotBefore in Unix
+	// seconds); a bundle with a lower one is a downgrade.
+	Version uint64 `json:"version"`
+	// Serial is the leaf's serial number, lowercase hex.
+	Serial string `json:"serial"`
+	// Fingerprint is "sha256:" and the hex SHA-256 of the leaf's DER.
+	Fingerprint string `json:"fingerprint"`
+	// NotBefore and NotAfter bound the leaf's validity.
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	// Signer is the publisher key that signed the bundle.
+	Signer string `json:"signer"`
+	// StagedAt is when this node staged the bundle.
+	StagedAt time.Time `json:"staged_at"`
+	// Sequence is the bundle's sequence number in the CERTSYNC stream.
+	Sequence uint64 `json:"stream_sequence"`
+}
+
+// check reports why a record read from disk cannot be trusted, or nil.
+func (m *Staged) check(name string) error {
+	switch {
+	case m.Name != name:
+		return fmt.Errorf("names certificate %q", m.Name)
+	case m.Version == 0:
+		return errors.New("no version")
+	case !strings.HasPrefix(m.Fingerprint, "sha256:"):
+		return fmt.Errorf("fingerprint %q is not sha256", m.Fingerprint)
+	}
+	return nil
+}
+
+// Stage is the folder where a node keeps the newest verified bundle of each
+// of its certificates, one sub-folder per certificate:
+//
+//	<dir>/<name>/  0700: cert.pem chain.pem fullchain.pem privkey.pem certsync.json (0600)
+//
+// A certificate's set of files changes all at once: Put builds the new set
+// in a temporary folder beside it, syncs it, and exchanges the two folders
+// with one renameat2(RENAME_EXCHANGE). Load reads a set through a handle on
+// its folder, so it sees one version whole even while Put replaces it.
+//
+// Writers in several processes take turns through a lock file. Methods are
+// safe for concurrent use. Names must have passed wire.CheckCertName; Stage
+// checks them again and never takes a path from anywhere else.
+type Stage struct {
+	dir string
+	log *slog.Logger
+}
+
+// OpenStage opens the stage folder dir, creating it 0700 if missing, and
+// removes what a crash may have left behind: folders half built, or old
+// ones not yet removed.
+func OpenStage(dir string, log *slog.Logger) (*Stage, error) {
+	if dir == "" {
+		return nil, errors.New("opening stage folder: no folder given")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating stage folder %q: %w", dir, err)
+	}
+	s := &Stage{dir: dir, log: log}
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading stage folder %q: %w", dir, err)
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), tmpPrefix) {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			return nil, fmt.Errorf("removing leftover %q: %w", path, err)
+		}
+		log.Info("stage_leftover_removed", "path", path)
+	}
+	return s, nil
+}
+
+// Dir is the stage folder.
+func (s *Stage) Dir() string { return s.dir }
+
+// Path is the folder of certificate name.
+func (s *Stage) Path(name string) string { return filepath.Join(s.dir, name) }
+
+// lock takes the stage's exclusive lock and returns its release.
+func (s *Stage) lock() (func(), error) {
+	path := filepath.Join(s.dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening stage lock %q: %w", path, err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking stage %q: %w", path, err)
+	}
+	return func() { f.Close() }, nil // closing releases the lock
+}
+
+// Read returns the record of the bundle staged for name, or an error
+// wrapping ErrNotStaged when there is none. A record that cannot be read or
+// makes no sense is an error, never taken for "nothing staged": the
+// downgrade check depends on it.
+func (s *Stage) Read(name string) (*Staged, error) {
+	meta, _, err := s.load(name, false)
+	return meta, err
+}
+
+// Load returns the bundle staged for name and its record, all of one
+// version even while another writer replaces it. It fails with an error
+// wrapping ErrNotStaged when nothing is staged.
+func (s *Stage) Load(name string) (*Staged, *crypto.Bundle, error) {
+	return s.load(name, true)
+}
+
+func (s *Stage) load(name string, files bool) (*Staged, *crypto.Bundle, error) {
+	if err := wire.CheckCertName(name); err != nil {
+		return nil, nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		meta, b, err := s.loadOnce(name, files)
+		// A file missing from a folder that was there a moment ago means
+		// Put replaced it and removed the old one while it was read.
+		if errors.Is(err, errReplaced) && attempt < loadAttempts {
+			continue
+		}
+		return meta, b, err
+	}
+}
+
+// errReplaced is a file missing from a staged folder: the folder was replaced
+// while it was read, or, when it lasts, someone removed the file.
+var errReplaced = errors.New("missing")
+
+func (s *Stage) loadOnce(name string, files bool) (*Staged, *crypto.Bundle, error) {
+	root, err := os.OpenRoot(s.dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening stage folder %q: %w", s.dir, err)
+	}
+	defer root.Close()
+	// OpenRoot refuses a symbolic link that leads out of the stage folder;
+	// the handle keeps pointing at this version's folder after a swap.
+	dir, err := root.OpenRoot(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("reading staged %q: %w", name, ErrNotStaged)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening staged %q: %w", name, err)
+	}
+	defer dir.Close()
+
+	raw, err := readBounded(dir, fileMeta, maxMetaSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading staged %q: %w", name, err)
+	}
+	meta := new(Staged)
+	if err := json.Unmarshal(raw, meta); err != nil {
+		return nil, nil, fmt.Errorf("reading staged %q: corrupt %s (remove %s to start over): %v", name, fileMeta, s.Path(name), err)
+	}
+	if err := meta.check(name); err != nil {
+		return nil, nil, fmt.Errorf("reading staged %q: corrupt %s (remove %s to start over): %v", name, fileMeta, s.Path(name), err)
+	}
+	if !files {
+		return meta, nil, nil
+	}
+	b := &crypto.Bundle{Name: meta.Name, Version: meta.Version}
+	for _, f := range []struct {
+		name string
+		dst  *[]byte
+	}{{fileCert, &b.Cert}, {fileChain, &b.Chain}, {fileFullChain, &b.FullChain}, {fileKey, &b.PrivKey}} {
+		if *f.dst, err = readBounded(dir, f.name, crypto.MaxFileSize); err != nil {
+			return nil, nil, fmt.Errorf("reading staged %q: %w", name, err)
+		}
+	}
+	return meta, b, nil
+}
+
+// readBounded reads file name in dir, refusing more than limit bytes. A
+// missing file is errReplaced: every staged folder holds all its files.
+func readBounded(dir *os.Root, name string, limit int64) ([]byte, error) {
+	f, err := dir.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s %w", name, errReplaced)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, limit)
+	}
+	return data, nil
+}
+
+// Put stages b with its record meta, replacing what is staged for the same
+// name in one step, unless that would go backwards. Under the stage's lock it
+// compares meta with the staged record: a lower version fails with
+// ErrDowngrade, the same version with another fingerprint with ErrConflict,
+// the same version and fingerprint changes nothing and returns false. It
+// returns true when b was staged.
+func (s *Stage) Put(b *crypto.Bundle, meta *Staged) (bool, error) {
+	name := b.Name
+	if err := wire.CheckCertName(name); err != nil {
+		return false, err
+	}
+	if meta.Name != name || meta.Version != b.Version {
+		return false, fmt.Errorf("staging %q: record is for %q version %d, bundle is version %d", name, meta.Name, meta.Version, b.Version)
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+
+	cur, err := s.Read(name)
+	switch {
+	case errors.Is(err, ErrNotStaged):
+	case err != nil:
+		return false, err
+	case cur.Version > meta.Version:
+		return false, fmt.Errorf("staging %q version %d: version %d is staged: %w", name, meta.Version, cur.Version, ErrDowngrade)
+	case cur.Version == meta.Version && cur.Fingerprint != meta.Fingerprint:
+		return false, fmt.Errorf("staging %q version %d: staged with fingerprint %s, this is %s: %w", name, meta.Version, cur.Fingerprint, meta.Fingerprint, ErrConflict)
+	case cur.Version == meta.Version:
+		return false, nil
+	}
+	if err := s.write(b, meta); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// write replaces the folder of b.Name with b and meta. The caller holds the lock.
+func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
+	name := b.Name
+	rawMeta, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return fmt.Errorf("staging %q: %w", name, err)
+	}
+	rawMeta = append(rawMeta, '\n')
+
+	// The temporary name carries the certificate name for whoever looks,
+	// cut short so that it stays within NAME_MAX.
+	tmp, err := os.MkdirTemp(s.dir, tmpPrefix+name[:min(len(name), 200)]+"-")
+	if err != nil {
+		return fmt.Errorf("staging %q: %w", name, err)
+	}
+	defer func() {
+		// After the exchange tmp holds the old version; before it, the
+		// unfinished new one. Either way it goes. A failure here leaves a
+		// leftover that the next OpenStage removes.
+		if err := os.RemoveAll(tmp); err != nil {
+			s.log.Warn("stage_cleanup_failed", "name", name, "path", tmp, "error", err)
+		}
+	}()
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{fileCert, b.Cert}, {fileChain, b.Chain}, {fileFullChain, b.FullChain}, {fileKey, b.PrivKey}, {fileMeta, rawMeta},
+	} {
+		if err := writeNewFile(filepath.Join(tmp, f.name), f.data); err != nil {
+			return fmt.Errorf("staging %q: %w", name, err)
+		}
+	}
+	if err := syncDir(tmp); err != nil {
+		return fmt.Errorf("staging %q: %w", name, err)
+	}
+
+	final := s.Path(name)
+	st, err := os.Lstat(final)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE)
+	case err != nil:
+	case !st.IsDir():
+		err = fmt.Errorf("%s is a %s, not a folder", final, st.Mode().Type())
+	default:
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE)
+	}
+	if err != nil {
+		return fmt.Errorf("staging %q: replacing %s: %w", name, final, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("staging %q: %w", name, err)
+	}
+	return nil
+}
+
+// writeNewFile creates path 0600 (it must not exist), writes data and syncs it.
+func writeNewFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, bytes.NewReader(data)); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir makes the entries of dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}

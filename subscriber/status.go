@@ -1,0 +1,194 @@
+package subscriber
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// statusWriter keeps the node's records in the status bucket. A record is
+// built from what is staged and from the last refusal or failure of the
+// certificate, which stays until a later bundle (higher stream sequence)
+// is staged or found already staged. Status is worth less than
+// certificates: when the bucket cannot be reached or created, the node
+// warns once and goes on, looking again after StatusInterval.
+type statusWriter struct {
+	n *Node
+
+	mu       sync.Mutex // held while a record is built and written
+	failures map[string]failure
+	js       jetstream.JetStream // the connection kv belongs to
+	kv       jetstream.KeyValue
+	retryAt  time.Time
+	warned   bool
+	seeded   bool
+}
+
+// failure is the last refusal or transient failure of a certificate.
+type failure struct {
+	seq uint64 // stream sequence of the message; 0 when read back from the bucket
+	msg string
+	at  time.Time
+}
+
+func (s *statusWriter) init(n *Node) {
+	s.n = n
+	s.failures = map[string]failure{}
+}
+
+// succeeded clears the failure of name if the message seq came after it.
+func (s *statusWriter) succeeded(name string, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.failures[name]; ok && seq > f.seq {
+		delete(s.failures, name)
+	}
+}
+
+// failed records err as the last failure of name. Names that are not this
+// node's certificates have no record; the log and the report carry them.
+func (s *statusWriter) failed(name string, seq uint64, err error) {
+	if _, ok := s.n.cfg.Certificates[name]; !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.failures[name]; ok && f.seq > seq {
+		return // a later message's failure says more
+	}
+	s.failures[name] = failure{seq: seq, msg: err.Error(), at: s.n.cfg.Now().UTC()}
+}
+
+// record builds the status record of certificate name.
+func (s *statusWriter) record(name string) wire.Status {
+	n := s.n
+	st := wire.Status{
+		Node:        n.cfg.Node,
+		Certificate: name,
+		LastSeen:    n.cfg.Now().UTC(),
+		Version:     n.cfg.Version,
+	}
+	meta, err := n.stage.Read(name)
+	switch {
+	case err == nil:
+		st.State = wire.StateStaged
+		st.StagedVersion = meta.Version
+		st.StagedSerial = meta.Serial
+		st.StagedFingerprint = meta.Fingerprint
+		st.StagedNotAfter = meta.NotAfter
+	case errors.Is(err, ErrNotStaged):
+		st.State = wire.StateMissing
+	default:
+		st.State = wire.StateFailed
+		st.Error = err.Error()
+		st.ErrorTime = st.LastSeen
+	}
+	if f, ok := s.failures[name]; ok {
+		st.State = wire.StateFailed
+		st.Error = f.msg
+		st.ErrorTime = f.at
+	}
+	return st
+}
+
+// write writes the record of certificate name, if it is one of the node's.
+func (s *statusWriter) write(ctx context.Context, js jetstream.JetStream, name string) {
+	if _, ok := s.n.cfg.Certificates[name]; !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.put(ctx, js, name)
+}
+
+// writeAll writes the records of all the node's certificates.
+func (s *statusWriter) writeAll(ctx context.Context, js jetstream.JetStream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range s.n.names {
+		if !s.put(ctx, js, name) {
+			return
+		}
+	}
+}
+
+// put writes one record; it reports false when the bucket is unavailable.
+// The caller holds s.mu.
+func (s *statusWriter) put(ctx context.Context, js jetstream.JetStream, name string) bool {
+	kv := s.bucket(ctx, js)
+	if kv == nil {
+		return false
+	}
+	st := s.record(name)
+	val, err := json.Marshal(st)
+	if err != nil {
+		s.n.log.Warn("status_write_failed", "name", name, "error", err)
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	if _, err := kv.Put(ctx, wire.StatusKey(s.n.cfg.Node, name), val); err != nil {
+		s.n.log.Warn("status_write_failed", "name", name, "error", err)
+	}
+	return true
+}
+
+// bucket returns the status bucket on js, creating it if it is missing and
+// the server lets the node, or nil. The caller holds s.mu.
+func (s *statusWriter) bucket(ctx context.Context, js jetstream.JetStream) jetstream.KeyValue {
+	if s.js == js && s.kv != nil {
+		return s.kv
+	}
+	now := time.Now()
+	if s.js == js && now.Before(s.retryAt) {
+		return nil
+	}
+	s.js, s.kv = js, nil
+	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, wire.StatusBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, wire.StatusBucketConfig(1))
+	}
+	if err != nil {
+		s.retryAt = now.Add(s.n.cfg.StatusInterval)
+		if !s.warned && !errors.Is(err, context.Canceled) {
+			s.warned = true
+			s.n.log.Warn("status_unavailable", "bucket", wire.StatusBucket, "error", err,
+				"hint", "the management side creates the bucket; this node goes on without reporting")
+		}
+		return nil
+	}
+	s.kv = kv
+	s.seed(ctx, kv)
+	return kv
+}
+
+// seed takes back, once per Node, the failures recorded before a restart,
+// so a refusal stays visible until a later bundle succeeds.
+func (s *statusWriter) seed(ctx context.Context, kv jetstream.KeyValue) {
+	if s.seeded {
+		return
+	}
+	s.seeded = true
+	for _, name := range s.n.names {
+		if _, ok := s.failures[name]; ok {
+			continue
+		}
+		e, err := kv.Get(ctx, wire.StatusKey(s.n.cfg.Node, name))
+		if err != nil {
+			continue // missing, or not readable: nothing to take back
+		}
+		var st wire.Status
+		if json.Unmarshal(e.Value(), &st) != nil || st.State != wire.StateFailed || st.Error == "" {
+			continue
+		}
+		s.failures[name] = failure{msg: st.Error, at: st.ErrorTime}
+	}
+}
