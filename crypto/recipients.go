@@ -23,19 +23,22 @@ const recipientKinds = `"age1…" (age X25519), "ssh-ed25519 AAAA…" or "ssh-rs
 // Surrounding white space is ignored.
 func ParseRecipient(s string) (age.Recipient, error) {
 	t := strings.TrimSpace(s)
+	bad := func(why string) error {
+		return fmt.Errorf("parsing recipient %q: %s; want %s", t, why, recipientKinds)
+	}
 	switch {
 	case strings.HasPrefix(t, "age1pq1"):
-		return nil, fmt.Errorf("parsing recipient %q: post-quantum age recipients are not supported; want %s", t, recipientKinds)
+		return nil, bad("post-quantum age recipients are not supported")
 	case strings.HasPrefix(t, "age1"):
 		r, err := age.ParseX25519Recipient(t)
 		if err != nil {
-			return nil, fmt.Errorf("parsing recipient %q: not a valid age X25519 recipient", t)
+			return nil, bad("not a valid age X25519 recipient")
 		}
 		return r, nil
 	case strings.HasPrefix(t, "ssh-ed25519 "), strings.HasPrefix(t, "ssh-rsa "):
 		pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(t))
 		if err != nil || len(bytes.TrimSpace(rest)) != 0 {
-			return nil, fmt.Errorf("parsing recipient %q: not a valid SSH public key line", t)
+			return nil, bad("not one valid SSH public key line")
 		}
 		var r age.Recipient
 		switch pub.Type() {
@@ -44,10 +47,10 @@ func ParseRecipient(s string) (age.Recipient, error) {
 		case ssh.KeyAlgoRSA:
 			r, err = newSSHRSARecipient(pub)
 		default:
-			return nil, fmt.Errorf("parsing recipient %q: SSH key type %q; want %s", t, pub.Type(), recipientKinds)
+			return nil, bad(fmt.Sprintf("SSH key type %q", pub.Type()))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("parsing recipient %q: %v", t, err)
+			return nil, bad(err.Error())
 		}
 		return r, nil
 	default:

@@ -1,0 +1,189 @@
+package crypto
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha512"
+	"encoding/pem"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/curve25519"
+	"golang.org/x/crypto/ssh"
+)
+
+func TestParseRecipient(t *testing.T) {
+	t.Parallel()
+	x, _ := x25519Pair(t)
+	ed, _ := sshEd25519Pair(t)
+	rsaLine, _ := sshRSAPair(t)
+	for _, s := range []string{x, ed, rsaLine, "  " + x + "\n", strings.Fields(ed)[0] + " " + strings.Fields(ed)[1]} {
+		if _, err := ParseRecipient(s); err != nil {
+			t.Errorf("ParseRecipient(%q): %v", s, err)
+		}
+	}
+}
+
+func TestParseRecipientRefuses(t *testing.T) {
+	t.Parallel()
+	x, xID := x25519Pair(t)
+	ed, _ := sshEd25519Pair(t)
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	smallPub, err := ssh.NewPublicKey(&small.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPub, err := ssh.NewPublicKey(&ec.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretLine := strings.Split(string(xID), "\n")[2]
+	for _, tc := range []struct {
+		name, in string
+	}{
+		{"empty", ""},
+		{"secret key", secretLine},
+		{"bad age checksum", x[:len(x)-1] + "q"},
+		{"post-quantum", "age1pq1qqqq"},
+		{"RSA 1024", string(ssh.MarshalAuthorizedKey(smallPub))},
+		{"ecdsa", string(ssh.MarshalAuthorizedKey(ecPub))},
+		{"truncated ssh", ed[:40]},
+		{"two lines", ed + "\n" + ed},
+		{"options", `command="x" ` + ed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseRecipient(tc.in)
+			if err == nil {
+				t.Fatal("ParseRecipient succeeded")
+			}
+			if !strings.Contains(err.Error(), "age1") || !strings.Contains(err.Error(), "ssh-ed25519") {
+				t.Errorf("error %q does not say which kinds are accepted", err)
+			}
+			if strings.Contains(err.Error(), "AGE-SECRET-KEY") {
+				t.Errorf("error %q echoes a secret key", err)
+			}
+		})
+	}
+}
+
+func TestParseIdentities(t *testing.T) {
+	t.Parallel()
+	_, x1 := x25519Pair(t)
+	_, x2 := x25519Pair(t)
+	_, ed := sshEd25519Pair(t)
+	_, rsaFile := sshRSAPair(t)
+	for _, tc := range []struct {
+		name string
+		data []byte
+		n    int
+	}{
+		{"age file", x1, 1},
+		{"two age identities and blank lines", []byte(string(x1) + "\n\n" + string(x2)), 2},
+		{"ssh-ed25519", ed, 1},
+		{"ssh-rsa", rsaFile, 1},
+		{"ssh-ed25519 with leading blank line", append([]byte("\n"), ed...), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ids, err := ParseIdentities(tc.data)
+			if err != nil || len(ids) != tc.n {
+				t.Errorf("ParseIdentities = %d identities, %v; want %d", len(ids), err, tc.n)
+			}
+		})
+	}
+}
+
+func TestParseIdentitiesRefuses(t *testing.T) {
+	t.Parallel()
+	_, x := x25519Pair(t)
+	secret := strings.Split(string(x), "\n")[2]
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = pub
+	enc, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "c", []byte("passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecBlock, err := ssh.MarshalPrivateKey(ec, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, data, want string
+	}{
+		{"empty", "", "no identity"},
+		{"comments only", "# nothing\n", "no identity"},
+		{"garbled age key", secret[:len(secret)-2] + "QQ", "line 1"},
+		{"public key", "age1qqqq", "line 1"},
+		{"encrypted ssh key", string(pem.EncodeToMemory(enc)), "passphrase"},
+		{"age-encrypted file", "-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n", "passphrase"},
+		{"ecdsa ssh key", string(pem.EncodeToMemory(ecBlock)), "ed25519 or rsa"},
+		{"garbled ssh key", "-----BEGIN OPENSSH PRIVATE KEY-----\n" + secret + "\n-----END OPENSSH PRIVATE KEY-----\n", "not a valid"},
+		{"too large", strings.Repeat("#", MaxKeyFileSize+1), "limit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseIdentities([]byte(tc.data))
+			if err == nil {
+				t.Fatal("ParseIdentities succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ParseIdentities = %q, want it to say %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), secret[20:40]) {
+				t.Errorf("error %q holds key material", err)
+			}
+		})
+	}
+}
+
+// TestEdwardsToMontgomery checks the conversion against the X25519 public
+// key derived from the same seed, as age's ssh-ed25519 identity does.
+func TestEdwardsToMontgomery(t *testing.T) {
+	t.Parallel()
+	for range 64 {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha512.Sum512(priv.Seed())
+		want, err := curve25519.X25519(h[:32], curve25519.Basepoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := edwardsToMontgomery(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("edwardsToMontgomery(%x) = %x, want %x", pub, got, want)
+		}
+	}
+	// y = 1 is the identity point; y = 2 is not on the curve.
+	one := make([]byte, 32)
+	one[0] = 1
+	two := make([]byte, 32)
+	two[0] = 2
+	for _, bad := range [][]byte{one, two, make([]byte, 31)} {
+		if _, err := edwardsToMontgomery(bad); err == nil {
+			t.Errorf("edwardsToMontgomery(%x) succeeded", bad)
+		}
+	}
+}
