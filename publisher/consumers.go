@@ -1,0 +1,261 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// Dropped is a node that no longer receives certificates it was set up to
+// receive. It may hold their private keys, so they should be reissued.
+type Dropped struct {
+	// Node is the node's name.
+	Node string
+	// Certificates are the certificates it may hold, sorted: those its
+	// consumer stopped delivering, and, when the consumer was deleted, also
+	// those it ever reported in the status bucket.
+	Certificates []string
+	// Removed is true when the node's consumer was deleted: the node left
+	// the configuration, or has no certificate left.
+	Removed bool
+}
+
+// consumerPlan is what updateConsumers found and did.
+type consumerPlan struct {
+	missing []string        // nodes without a consumer, to create
+	added   map[string]bool // certificates added to an existing consumer
+	dropped []Dropped
+}
+
+// updateConsumers brings the existing consumers of the nodes in want (node
+// name -> certificate names) in line with it. Without exact, subjects are
+// only added, never removed, and other nodes' consumers are left alone.
+// With exact, each consumer's subjects become exactly want's, and the
+// consumers of nodes missing from want are deleted. It carries on past a
+// failing consumer and returns the joined errors.
+func (s *session) updateConsumers(ctx context.Context, want map[string][]string, exact bool) (*consumerPlan, error) {
+	existing, err := s.listConsumers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	plan := &consumerPlan{added: map[string]bool{}}
+	var errs []error
+	for _, node := range sortedKeys(want) {
+		info, ok := existing[node]
+		if !ok {
+			plan.missing = append(plan.missing, node)
+			continue
+		}
+		have := filterSubjects(info.Config)
+		next := subjectsOf(want[node])
+		if !exact {
+			next = union(have, next)
+		}
+		cfg := consumerUpdate(info.Config, node, next)
+		if !consumerDiffers(info.Config, cfg) {
+			continue
+		}
+		err := s.do(ctx, "updating consumer", func() error {
+			if _, err := s.js.UpdateConsumer(ctx, wire.Stream, cfg); err != nil {
+				return fmt.Errorf("updating consumer %q: %w", wire.ConsumerName(node), err)
+			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		added, removed := certsOfSubjects(minus(next, have)), certsOfSubjects(minus(have, next))
+		for _, c := range added {
+			plan.added[c] = true
+		}
+		if len(removed) > 0 {
+			plan.dropped = append(plan.dropped, Dropped{Node: node, Certificates: removed})
+		}
+		s.log.Info("consumer_updated", "consumer", wire.ConsumerName(node),
+			"added", strings.Join(added, ","), "removed", strings.Join(removed, ","))
+	}
+	if exact {
+		for _, node := range sortedKeys(existing) {
+			if _, ok := want[node]; ok {
+				continue
+			}
+			d, err := s.deleteConsumer(ctx, node, existing[node])
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			plan.dropped = append(plan.dropped, d)
+		}
+	}
+	slices.SortFunc(plan.dropped, func(a, b Dropped) int { return strings.Compare(a.Node, b.Node) })
+	return plan, errors.Join(errs...)
+}
+
+// deleteConsumer deletes a node's consumer and says which certificates the
+// node may hold.
+func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstream.ConsumerInfo) (Dropped, error) {
+	certs := certsOfSubjects(filterSubjects(info.Config))
+	reported, err := s.statusCerts(ctx, node)
+	if err != nil {
+		return Dropped{}, err
+	}
+	certs = union(certs, reported)
+	err = s.do(ctx, "deleting consumer", func() error {
+		err := s.js.DeleteConsumer(ctx, wire.Stream, wire.ConsumerName(node))
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("deleting consumer %q: %w", wire.ConsumerName(node), err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Dropped{}, err
+	}
+	s.log.Warn("consumer_deleted", "consumer", wire.ConsumerName(node), "node", node,
+		"may_hold", strings.Join(certs, ","), "reason", "node has no certificate in the configuration")
+	return Dropped{Node: node, Certificates: certs, Removed: true}, nil
+}
+
+// createConsumers creates the consumers of the given nodes, each on the
+// subjects of its certificates in want.
+func (s *session) createConsumers(ctx context.Context, want map[string][]string, nodes []string) error {
+	var errs []error
+	for _, node := range nodes {
+		cfg := wire.ConsumerConfig(node, want[node])
+		err := s.do(ctx, "creating consumer", func() error {
+			if _, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg); err != nil {
+				return fmt.Errorf("creating consumer %q: %w", cfg.Durable, err)
+			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.log.Info("consumer_created", "consumer", cfg.Durable, "certificates", strings.Join(want[node], ","))
+	}
+	return errors.Join(errs...)
+}
+
+// listConsumers returns the stream's node consumers by node name.
+func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, error) {
+	var out map[string]*jetstream.ConsumerInfo
+	err := s.do(ctx, "listing consumers", func() error {
+		out = map[string]*jetstream.ConsumerInfo{}
+		l := s.stream.ListConsumers(ctx)
+		for info := range l.Info() {
+			node, ok := strings.CutPrefix(info.Name, wire.ConsumerPrefix)
+			if !ok || info.Config.Durable == "" || wire.CheckNodeName(node) != nil {
+				continue
+			}
+			out[node] = info
+		}
+		if err := l.Err(); err != nil {
+			return fmt.Errorf("listing consumers of stream %s: %w", wire.Stream, err)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// statusCerts lists the certificates a node reported in the status bucket.
+func (s *session) statusCerts(ctx context.Context, node string) ([]string, error) {
+	var certs []string
+	err := s.do(ctx, "listing status keys", func() error {
+		certs = nil
+		kl, err := s.status.ListKeysFiltered(ctx, node+".>")
+		if err != nil {
+			return fmt.Errorf("listing status keys of node %q: %w", node, err)
+		}
+		for key := range kl.Keys() {
+			if n, cert, err := wire.SplitStatusKey(key); err == nil && n == node {
+				certs = append(certs, cert)
+			}
+		}
+		return ctx.Err()
+	})
+	slices.Sort(certs)
+	return slices.Compact(certs), err
+}
+
+// consumerUpdate returns cur with the settings certsync owns taken from
+// wire.ConsumerConfig and the given subjects. Settings that cannot change
+// (deliver and ack policy, start) stay as they are.
+func consumerUpdate(cur jetstream.ConsumerConfig, node string, subjects []string) jetstream.ConsumerConfig {
+	want := wire.ConsumerConfig(node, nil)
+	upd := cur
+	upd.Description = want.Description
+	upd.FilterSubject = ""
+	upd.FilterSubjects = subjects
+	upd.AckWait = want.AckWait
+	upd.MaxDeliver = want.MaxDeliver
+	upd.MaxAckPending = want.MaxAckPending
+	upd.InactiveThreshold = 0
+	return upd
+}
+
+// consumerDiffers tells whether updating cur to upd changes anything.
+func consumerDiffers(cur, upd jetstream.ConsumerConfig) bool {
+	return !slices.Equal(filterSubjects(cur), filterSubjects(upd)) ||
+		cur.Description != upd.Description ||
+		cur.AckWait != upd.AckWait ||
+		cur.MaxDeliver != upd.MaxDeliver ||
+		cur.MaxAckPending != upd.MaxAckPending ||
+		cur.InactiveThreshold != upd.InactiveThreshold
+}
+
+// filterSubjects returns a consumer's filter subjects, sorted.
+func filterSubjects(c jetstream.ConsumerConfig) []string {
+	subjects := slices.Clone(c.FilterSubjects)
+	if c.FilterSubject != "" {
+		subjects = append(subjects, c.FilterSubject)
+	}
+	slices.Sort(subjects)
+	return slices.Compact(subjects)
+}
+
+func subjectsOf(certs []string) []string {
+	subjects := make([]string, len(certs))
+	for i, c := range certs {
+		subjects[i] = wire.Subject(c)
+	}
+	slices.Sort(subjects)
+	return subjects
+}
+
+// certsOfSubjects returns the certificate names of the bundle subjects
+// among subjects, sorted.
+func certsOfSubjects(subjects []string) []string {
+	var certs []string
+	for _, subj := range subjects {
+		if name, err := wire.NameFromSubject(subj); err == nil {
+			certs = append(certs, name)
+		}
+	}
+	slices.Sort(certs)
+	return certs
+}
+
+// union returns the sorted, distinct elements of a and b.
+func union(a, b []string) []string {
+	u := append(slices.Clone(a), b...)
+	slices.Sort(u)
+	return slices.Compact(u)
+}
+
+// minus returns the elements of a not in b.
+func minus(a, b []string) []string {
+	var d []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			d = append(d, x)
+		}
+	}
+	return d
+}

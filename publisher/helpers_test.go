@@ -1,0 +1,230 @@
+package publisher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// fixture is a management host: a CA, certbot's folder, a signing key,
+// node identities and a configuration.
+type fixture struct {
+	t      *testing.T
+	url    string
+	ca     *testcert.CA
+	root   string // certbot's folder, holding live/ and archive/
+	signer *crypto.SigningKey
+	ids    map[string]*age.X25519Identity
+	cfg    Config
+	logs   *syncBuffer
+}
+
+// newFixture configures nodes and certificates (name -> nodes) against the
+// NATS server(s) at url.
+func newFixture(t *testing.T, url string, certs map[string][]string) *fixture {
+	t.Helper()
+	signer, err := crypto.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{
+		t:      t,
+		url:    url,
+		ca:     testcert.NewCA(t),
+		root:   t.TempDir(),
+		signer: signer,
+		ids:    map[string]*age.X25519Identity{},
+		logs:   &syncBuffer{},
+	}
+	f.cfg = Config{
+		NATS:         natsconn.Options{URL: url, Name: "certsync-publisher-test"},
+		SigningKey:   signer,
+		Nodes:        map[string]string{},
+		Certificates: map[string][]string{},
+		Timeout:      20 * time.Second,
+	}
+	f.cfg.Lineages = f.root + "/live"
+	for name, nodes := range certs {
+		f.cfg.Certificates[name] = nodes
+		for _, n := range nodes {
+			f.addNode(n)
+		}
+	}
+	return f
+}
+
+// addNode gives a node a fresh identity (replacing any earlier one).
+func (f *fixture) addNode(node string) {
+	f.t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.ids[node] = id
+	f.cfg.Nodes[node] = id.Recipient().String()
+}
+
+func (f *fixture) publisher() *Publisher {
+	f.t.Helper()
+	p, err := New(f.cfg, slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		f.t.Fatalf("New: %v", err)
+	}
+	return p
+}
+
+// issue makes a leaf for name, valid from notBefore (zero: a minute ago).
+func (f *fixture) issue(name string, notBefore time.Time) *testcert.Cert {
+	return f.ca.Issue(f.t, testcert.Options{Names: []string{name, "*." + name}, NotBefore: notBefore})
+}
+
+// lineage writes c as lineage name (renewing it when it exists) and reads
+// it back.
+func (f *fixture) lineage(name string, c *testcert.Cert) *crypto.Bundle {
+	f.t.Helper()
+	var live string
+	if _, err := ReadLineage(f.root+"/live/"+name, ""); err == nil {
+		live, _ = testcert.RenewLineage(f.t, f.root, name, c)
+	} else {
+		live = testcert.WriteLineage(f.t, f.root, name, c)
+	}
+	b, err := ReadLineage(live, "")
+	if err != nil {
+		f.t.Fatalf("ReadLineage: %v", err)
+	}
+	return b
+}
+
+func (f *fixture) publish(b *crypto.Bundle) *Result {
+	f.t.Helper()
+	res, err := f.publisher().Publish(context.Background(), b)
+	if err != nil {
+		f.t.Fatalf("Publish: %v", err)
+	}
+	return res
+}
+
+// open decrypts a message's body as node.
+func (f *fixture) open(msg *jetstream.RawStreamMsg, node string) (*crypto.Header, *crypto.Bundle) {
+	f.t.Helper()
+	h, b, err := crypto.Open(msg.Data, []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids[node]})
+	if err != nil {
+		f.t.Fatalf("node %s opening sequence %d: %v", node, msg.Sequence, err)
+	}
+	return h, b
+}
+
+// js connects a test client.
+func (f *fixture) js() jetstream.JetStream {
+	f.t.Helper()
+	nc, err := nats.Connect(f.url)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return js
+}
+
+// count is the number of messages on a certificate's subject; 0 when the
+// stream does not exist.
+func (f *fixture) count(name string) uint64 {
+	f.t.Helper()
+	st, err := f.js().Stream(context.Background(), wire.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(wire.Subject(name)))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info.State.Subjects[wire.Subject(name)]
+}
+
+// last is the newest message on a certificate's subject.
+func (f *fixture) last(name string) *jetstream.RawStreamMsg {
+	f.t.Helper()
+	st, err := f.js().Stream(context.Background(), wire.Stream)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	msg, err := st.GetLastMsgForSubject(context.Background(), wire.Subject(name))
+	if err != nil {
+		f.t.Fatalf("newest message of %s: %v", name, err)
+	}
+	return msg
+}
+
+// consumer returns a node's consumer configuration, or nil.
+func (f *fixture) consumer(node string) *jetstream.ConsumerConfig {
+	f.t.Helper()
+	c, err := f.js().Consumer(context.Background(), wire.Stream, wire.ConsumerName(node))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil
+	}
+	if err != nil {
+		f.t.Fatalf("consumer of %s: %v", node, err)
+	}
+	cfg := c.CachedInfo().Config
+	return &cfg
+}
+
+// checkNoSecrets fails if s holds any part of a private key file.
+func (f *fixture) checkNoSecrets(what, s string, keys ...[]byte) {
+	f.t.Helper()
+	if strings.Contains(s, "PRIVATE KEY") {
+		f.t.Errorf("%s mentions a PRIVATE KEY block", what)
+	}
+	for _, k := range keys {
+		for _, line := range bytes.Split(k, []byte("\n")) {
+			if len(line) > 16 && !bytes.HasPrefix(line, []byte("-----")) && strings.Contains(s, string(line)) {
+				f.t.Errorf("%s holds key material", what)
+			}
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// runServer starts one test server and returns its URL.
+func runServer(t *testing.T) string {
+	t.Helper()
+	return natstest.URL(natstest.RunServer(t))
+}

@@ -1,0 +1,313 @@
+// Package publisher turns certbot's files into signed, sealed bundles on the
+// CERTSYNC JetStream stream, and reads back what the stream holds.
+//
+// The management host uses it in three ways:
+//
+//   - Publish, from certbot's deploy hook: ReadLineage (or ReadFiles) gives a
+//     bundle; Publish checks it (known name, valid PEM files, a key matching
+//     its certificate, nothing expired), seals it to the age recipients of
+//     exactly the nodes configured for the certificate, signs it, and stores
+//     it on certsync.bundle.<name> with the contract's headers.
+//   - Republish, from a timer or after nodes change: for every configured
+//     certificate, it reads the lineage under Config.Lineages and publishes
+//     it again when it differs from the stream's newest bundle or was sealed
+//     to other recipients. It also brings every node's consumer in line with
+//     the configuration and reports nodes that lost certificates they may
+//     hold, since those certificates must be reissued.
+//   - Bundles, for `certsync inspect`: the headers of every bundle held in the
+//     stream. It never decrypts anything.
+//
+// # Idempotence and ordering
+//
+// Before sealing, Publish reads the newest bundle on the certificate's
+// subject. The same certificate sealed to the same recipients is not
+// published again (a re-run of certbot's hook is a no-op); an older
+// certificate, or another certificate of the same version, is refused with
+// ErrOlder. The message is stored only if the subject's newest sequence is
+// still the one looked at, and its Nats-Msg-Id lets the server drop a repeat
+// within the stream's duplicate window, so concurrent hooks store at most one
+// copy.
+//
+// # Consumers
+//
+// The management side owns the nodes' durable consumers (node-<name>), so
+// nodes never need the right to create or change them. Publish only adds:
+// it creates missing consumers and adds the certificate's subject to those
+// that lack it. Republish makes every consumer match the configuration
+// exactly and deletes the consumers of nodes that left it. A consumer that
+// is new is created after the bundle is stored, so that a new node starts
+// at a bundle sealed to it; a subject added to an existing consumer makes
+// the certificate be published again, since JetStream does not deliver a
+// subject's earlier messages to a consumer that gains it.
+//
+// # Connections, time bounds, errors
+//
+// Each call connects to NATS, does its work and closes the connection; a
+// Publisher holds no connection and is safe for concurrent use. Each call is
+// bounded by ctx and by Config.Timeout: while NATS is unreachable, has no
+// JetStream leader or does not answer, the call retries with backoff until
+// the timeout, then fails with the last error and why it gave up. Refusals
+// (invalid bundle, unknown certificate, older than the stream's) are never
+// retried and happen before anything is stored. No error or log line ever
+// holds key material.
+package publisher
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// DefaultTimeout is Config.Timeout's default.
+const DefaultTimeout = 30 * time.Second
+
+// Errors callers may match with errors.Is.
+var (
+	// ErrUnknownCertificate means the certificate is not in the
+	// configuration, so it has no nodes to be sealed to.
+	ErrUnknownCertificate = errors.New("not in the configuration")
+	// ErrOlder means the bundle is older than the newest one on its subject,
+	// or has the same version with another certificate. Nodes would refuse
+	// it as a downgrade, so it is not published.
+	ErrOlder = errors.New("older than the published bundle")
+)
+
+// Action says what a publish did.
+type Action string
+
+// Actions.
+const (
+	// Published means a new message now holds the bundle.
+	Published Action = "published"
+	// Unchanged means the stream's newest bundle already is this certificate
+	// sealed to these recipients; nothing was stored.
+	Unchanged Action = "unchanged"
+)
+
+// Result describes the outcome of publishing one certificate.
+type Result struct {
+	// Name is the certificate name.
+	Name string
+	// Action is Published or Unchanged.
+	Action Action
+	// Sequence is the stream sequence of the message holding the bundle:
+	// the new one, or the newest one when unchanged.
+	Sequence uint64
+	// Version, Serial, Fingerprint and NotAfter describe the certificate.
+	Version     uint64
+	Serial      string
+	Fingerprint string
+	NotAfter    time.Time
+	// Recipients is the digest of the recipients the bundle is sealed to
+	// (the Certsync-Recipients header).
+	Recipients string
+	// Nodes are the nodes the bundle is sealed to, sorted.
+	Nodes []string
+}
+
+// Publisher publishes bundles as its Config says. Create it with New. It is
+// safe for concurrent use; each method call uses its own NATS connection.
+type Publisher struct {
+	cfg        Config
+	log        *slog.Logger
+	timeout    time.Duration
+	now        func() time.Time
+	recipients map[string]age.Recipient // by node name
+}
+
+// New checks cfg and returns a Publisher. Every certificate and node name
+// must be valid, every node of every certificate configured, and every
+// recipient parsable. A nil log discards logs.
+func New(cfg Config, log *slog.Logger) (*Publisher, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SigningKey == nil {
+		return nil, errors.New("configuring publisher: no signing key")
+	}
+	p := &Publisher{
+		cfg:        cfg,
+		log:        log,
+		timeout:    cfg.Timeout,
+		now:        cfg.Now,
+		recipients: make(map[string]age.Recipient, len(cfg.Nodes)),
+	}
+	if p.timeout <= 0 {
+		p.timeout = DefaultTimeout
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	for _, node := range sortedKeys(cfg.Nodes) {
+		if err := wire.CheckNodeName(node); err != nil {
+			return nil, fmt.Errorf("configuring publisher: %w", err)
+		}
+		r, err := crypto.ParseRecipient(cfg.Nodes[node])
+		if err != nil {
+			return nil, fmt.Errorf("configuring publisher: recipient of node %q: %w", node, err)
+		}
+		p.recipients[node] = r
+	}
+	for _, name := range sortedKeys(cfg.Certificates) {
+		if err := wire.CheckCertName(name); err != nil {
+			return nil, fmt.Errorf("configuring publisher: %w", err)
+		}
+		for _, node := range cfg.Certificates[name] {
+			if _, ok := cfg.Nodes[node]; !ok {
+				return nil, fmt.Errorf("configuring publisher: certificate %q: unknown node %q", name, node)
+			}
+		}
+	}
+	return p, nil
+}
+
+// job is a checked bundle ready to be sealed.
+type job struct {
+	bundle     crypto.Bundle // Version set
+	info       *crypto.Info
+	nodes      []string
+	recipients []age.Recipient
+	digest     string
+}
+
+// Publish checks b and publishes it to the nodes configured for b.Name,
+// unless the stream's newest bundle for it already is the same certificate
+// sealed to the same recipients. b is not modified; its Version is ignored
+// and set, in the published bundle, from the leaf's NotBefore.
+//
+// A refusal (unknown certificate, invalid bundle, no nodes, too many nodes,
+// ErrOlder) returns an error starting "refusing to publish"; nothing is
+// stored. Any other error means NATS did not store the bundle within the
+// timeout.
+func (p *Publisher) Publish(ctx context.Context, b *crypto.Bundle) (*Result, error) {
+	j, err := p.prepare(b)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := p.bound(ctx)
+	defer cancel()
+	s, err := p.connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("publishing certificate %q: %w", b.Name, err)
+	}
+	defer s.close()
+	if err := s.ensure(ctx, p.cfg.Stream); err != nil {
+		return nil, fmt.Errorf("publishing certificate %q: %w", b.Name, err)
+	}
+	want := make(map[string][]string, len(j.nodes))
+	for _, node := range j.nodes {
+		want[node] = p.certsOf(node)
+	}
+	plan, err := s.updateConsumers(ctx, want, false)
+	if err != nil {
+		return nil, fmt.Errorf("publishing certificate %q: %w", b.Name, err)
+	}
+	res, err := s.publish(ctx, j, plan.added[j.bundle.Name])
+	if err != nil {
+		err = wrapPublishError(j.bundle.Name, err)
+	}
+	// Create missing consumers even when publishing failed: the newest
+	// bundle on the subject may well be sealed to the node already.
+	if cerr := s.createConsumers(ctx, want, plan.missing); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("publishing certificate %q: %w", b.Name, cerr))
+	}
+	return res, err
+}
+
+func wrapPublishError(name string, err error) error {
+	if errors.Is(err, ErrOlder) {
+		return fmt.Errorf("refusing to publish certificate %q: %w", name, err)
+	}
+	return fmt.Errorf("publishing certificate %q: %w", name, err)
+}
+
+// prepare checks a bundle against the configuration and the clock.
+func (p *Publisher) prepare(b *crypto.Bundle) (*job, error) {
+	if err := wire.CheckCertName(b.Name); err != nil {
+		return nil, fmt.Errorf("refusing to publish: %w", err)
+	}
+	nodes, ok := p.cfg.Certificates[b.Name]
+	if !ok {
+		return nil, fmt.Errorf("refusing to publish certificate %q: %w", b.Name, ErrUnknownCertificate)
+	}
+	info, err := b.Check(p.now())
+	if err != nil {
+		return nil, fmt.Errorf("refusing to publish certificate %q: %w", b.Name, err)
+	}
+	j := &job{bundle: *b, info: info}
+	j.bundle.Version = info.Version
+	j.nodes = slices.Sorted(slices.Values(nodes))
+	j.nodes = slices.Compact(j.nodes)
+	if len(j.nodes) == 0 {
+		return nil, fmt.Errorf("refusing to publish certificate %q: no nodes configured to receive it", b.Name)
+	}
+	// Nodes sharing a recipient (say one SSH host key) need one stanza.
+	seen := make(map[string]bool, len(j.nodes))
+	var texts []string
+	for _, node := range j.nodes {
+		text := strings.TrimSpace(p.cfg.Nodes[node])
+		if seen[text] {
+			continue
+		}
+		seen[text] = true
+		texts = append(texts, text)
+		j.recipients = append(j.recipients, p.recipients[node])
+	}
+	if len(j.recipients) > crypto.MaxRecipients {
+		return nil, fmt.Errorf("refusing to publish certificate %q: %d recipients, more than the %d an age header can hold: %w",
+			b.Name, len(j.recipients), crypto.MaxRecipients, crypto.ErrTooManyRecipients)
+	}
+	j.digest = RecipientsDigest(texts)
+	return j, nil
+}
+
+// RecipientsDigest is the value of the Certsync-Recipients header for a set
+// of recipients as written in the configuration: "sha256:" and the hex
+// SHA-256 of the sorted, distinct, space-trimmed recipients, one per line.
+func RecipientsDigest(recipients []string) string {
+	texts := make([]string, len(recipients))
+	for i, r := range recipients {
+		texts[i] = strings.TrimSpace(r)
+	}
+	slices.Sort(texts)
+	texts = slices.Compact(texts)
+	sum := sha256.Sum256([]byte(strings.Join(texts, "\n")))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// certsOf lists the configured certificates of a node, sorted.
+func (p *Publisher) certsOf(node string) []string {
+	var certs []string
+	for name, nodes := range p.cfg.Certificates {
+		if slices.Contains(nodes, node) {
+			certs = append(certs, name)
+		}
+	}
+	slices.Sort(certs)
+	return certs
+}
+
+// bound limits ctx to the configured timeout; its cause says so.
+func (p *Publisher) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, p.timeout, fmt.Errorf("no success within the %v timeout", p.timeout))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,313 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// session is one call's connection to NATS.
+type session struct {
+	p      *Publisher
+	log    *slog.Logger
+	nc     *natsconn.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	status jetstream.KeyValue
+}
+
+// connect connects to NATS, retrying until ctx ends.
+func (p *Publisher) connect(ctx context.Context) (*session, error) {
+	nc, err := natsconn.Connect(ctx, p.cfg.NATS, p.log)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc.Conn)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	return &session{p: p, log: p.log, nc: nc, js: js}, nil
+}
+
+func (s *session) close() { s.nc.Close() }
+
+// do runs fn until it succeeds, fails for good, or ctx ends. Transient
+// failures (no servers, no JetStream leader, timeouts) are retried with a
+// capped backoff; others are returned as they are. When ctx ends, the last
+// error is returned with why it gave up. fn's errors say what failed; what
+// names the step in logs.
+func (s *session) do(ctx context.Context, what string, fn func() error) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() == nil && !transient(err) {
+			return s.nc.Explain(err)
+		}
+		if ctx.Err() == nil {
+			s.log.Debug("nats_retry", "doing", what, "error", err, "retry_in", wait)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+				wait = min(wait*2, 2*time.Second)
+				continue
+			}
+		}
+		return fmt.Errorf("%w (gave up: %v)", s.nc.Explain(err), context.Cause(ctx))
+	}
+}
+
+// transient tells the failures worth retrying: the server is away, busy
+// electing a leader, or did not answer in time.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 || apiErr.Code == 408 || wrongLastSequence(err)
+	}
+	return errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+// wrongLastSequence tells the error of a publish whose expected last
+// subject sequence was no longer the last: someone else published first.
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// ensure makes sure the stream and the status bucket exist with certsync's
+// settings.
+func (s *session) ensure(ctx context.Context, o wire.StreamOptions) error {
+	if err := s.do(ctx, "ensuring stream "+wire.Stream, func() error { return s.ensureStream(ctx, o) }); err != nil {
+		return err
+	}
+	return s.do(ctx, "ensuring bucket "+wire.StatusBucket, func() error {
+		kv, err := s.js.CreateOrUpdateKeyValue(ctx, wire.StatusBucketConfig(o.Replicas))
+		if err != nil {
+			return fmt.Errorf("ensuring bucket %s: %w", wire.StatusBucket, err)
+		}
+		s.status = kv
+		return nil
+	})
+}
+
+// ensureStream creates the stream, or updates the settings certsync owns
+// on an existing one. Settings an operator added (limits, placement…) are
+// kept; storage and retention cannot change and are only reported.
+func (s *session) ensureStream(ctx context.Context, o wire.StreamOptions) error {
+	want := wire.StreamConfig(o)
+	st, err := s.js.Stream(ctx, wire.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = s.js.CreateStream(ctx, want)
+		if err == nil {
+			s.log.Info("stream_created", "stream", wire.Stream, "replicas", want.Replicas,
+				"history", want.MaxMsgsPerSubject, "duplicate_window", want.Duplicates)
+			s.stream = st
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Created by someone else meanwhile: look again.
+			st, err = s.js.Stream(ctx, wire.Stream)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ensuring stream %s: %w", wire.Stream, err)
+	}
+	cur := st.CachedInfo().Config
+	upd, changed := streamUpdate(cur, want)
+	if cur.Storage != want.Storage || cur.Retention != want.Retention {
+		s.log.Warn("stream_settings_kept", "stream", wire.Stream, "storage", cur.Storage.String(),
+			"retention", cur.Retention.String(), "reason", "cannot be changed on an existing stream")
+	}
+	if len(changed) > 0 {
+		st, err = s.js.UpdateStream(ctx, upd)
+		if err != nil {
+			return fmt.Errorf("updating stream %s (%s): %w", wire.Stream, strings.Join(changed, ", "), err)
+		}
+		s.log.Info("stream_updated", "stream", wire.Stream, "changed", strings.Join(changed, ","))
+	}
+	s.stream = st
+	return nil
+}
+
+// streamUpdate returns cur with the settings certsync owns taken from want,
+// and the names of those that differed.
+func streamUpdate(cur, want jetstream.StreamConfig) (jetstream.StreamConfig, []string) {
+	var changed []string
+	upd := cur
+	if !slices.Equal(cur.Subjects, want.Subjects) {
+		upd.Subjects, changed = want.Subjects, append(changed, "subjects")
+	}
+	if cur.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
+		upd.MaxMsgsPerSubject, changed = want.MaxMsgsPerSubject, append(changed, "history")
+	}
+	if cur.Duplicates != want.Duplicates {
+		upd.Duplicates, changed = want.Duplicates, append(changed, "duplicate_window")
+	}
+	if cur.Replicas != want.Replicas {
+		upd.Replicas, changed = want.Replicas, append(changed, "replicas")
+	}
+	if cur.MaxAge != 0 {
+		upd.MaxAge, changed = 0, append(changed, "max_age")
+	}
+	if cur.Discard != want.Discard {
+		upd.Discard, changed = want.Discard, append(changed, "discard")
+	}
+	if cur.AllowDirect != want.AllowDirect {
+		upd.AllowDirect, changed = want.AllowDirect, append(changed, "allow_direct")
+	}
+	return upd, changed
+}
+
+// published is what the headers of a stored bundle say.
+type published struct {
+	Version     uint64
+	Fingerprint string
+	Recipients  string
+	Serial      string
+}
+
+// parsePublished reads the headers of a stored bundle; ok is false when
+// the message is not a bundle certsync published.
+func parsePublished(h nats.Header) (published, bool) {
+	v, err := strconv.ParseUint(h.Get(wire.HeaderVersion), 10, 64)
+	pub := published{
+		Version:     v,
+		Fingerprint: h.Get(wire.HeaderFingerprint),
+		Recipients:  h.Get(wire.HeaderRecipients),
+		Serial:      h.Get(wire.HeaderSerial),
+	}
+	return pub, err == nil && v > 0 && strings.HasPrefix(pub.Fingerprint, "sha256:")
+}
+
+// publish stores j on its subject unless the newest bundle there is the
+// same certificate sealed to the same recipients (and force is false).
+func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, error) {
+	name := j.bundle.Name
+	subject := wire.Subject(name)
+	res := &Result{
+		Name:        name,
+		Version:     j.info.Version,
+		Serial:      j.info.Serial,
+		Fingerprint: j.info.Fingerprint,
+		NotAfter:    j.info.NotAfter,
+		Recipients:  j.digest,
+		Nodes:       j.nodes,
+	}
+	var envelope []byte
+	var refused error
+	err := s.do(ctx, "storing the bundle", func() error {
+		var prev uint64
+		last, err := s.stream.GetLastMsgForSubject(ctx, subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return fmt.Errorf("reading the newest bundle: %w", err)
+		default:
+			prev = last.Sequence
+			pub, ok := parsePublished(last.Header)
+			if !ok {
+				s.log.Warn("newest_message_not_a_bundle", "name", name, "sequence", last.Sequence)
+				break
+			}
+			if pub.Fingerprint == j.info.Fingerprint && pub.Recipients == j.digest && !force {
+				res.Action, res.Sequence = Unchanged, last.Sequence
+				return nil
+			}
+			if pub.Version > j.info.Version {
+				refused = fmt.Errorf("%w: version %d (serial %s), stream holds version %d (serial %s) at sequence %d",
+					ErrOlder, j.info.Version, j.info.Serial, pub.Version, pub.Serial, last.Sequence)
+				return nil
+			}
+			if pub.Version == j.info.Version && pub.Fingerprint != j.info.Fingerprint {
+				refused = fmt.Errorf("%w: stream holds another certificate (serial %s) with the same version %d at sequence %d",
+					ErrOlder, pub.Serial, pub.Version, last.Sequence)
+				return nil
+			}
+		}
+		if envelope == nil {
+			env, err := crypto.Seal(&j.bundle, s.p.cfg.SigningKey, j.recipients)
+			if err != nil {
+				refused = fmt.Errorf("sealing: %w", err)
+				return nil
+			}
+			envelope = env
+		}
+		msg := nats.NewMsg(subject)
+		msg.Data = envelope
+		setHeaders(msg.Header, j)
+		ack, err := s.js.PublishMsg(ctx, msg,
+			jetstream.WithMsgID(msgID(j, prev)),
+			jetstream.WithExpectStream(wire.Stream),
+			jetstream.WithExpectLastSequencePerSubject(prev))
+		if err != nil {
+			return fmt.Errorf("storing the bundle: %w", err)
+		}
+		res.Sequence = ack.Sequence
+		res.Action = Published
+		if ack.Duplicate {
+			res.Action = Unchanged
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
+		return nil, refused
+	}
+	if res.Action == Unchanged {
+		s.log.Info("bundle_unchanged", "name", name, "sequence", res.Sequence, "version", res.Version,
+			"fingerprint", res.Fingerprint, "forced", force)
+		return res, nil
+	}
+	s.log.Info("bundle_published", "name", name, "sequence", res.Sequence, "version", res.Version,
+		"serial", res.Serial, "fingerprint", res.Fingerprint, "not_after", res.NotAfter,
+		"nodes", strings.Join(res.Nodes, ","), "recipients", len(j.recipients), "size", len(envelope))
+	return res, nil
+}
+
+// msgID is the Nats-Msg-Id of a bundle: the name, the leaf's fingerprint,
+// a prefix of the recipients digest and the subject sequence it follows.
+// The same hook run twice gives the same id, so the server drops the
+// second copy; the sequence lets a certificate sealed again to an earlier
+// recipient set (a node removed, then added back) be stored within the
+// duplicate window.
+func msgID(j *job, prev uint64) string {
+	fp := strings.TrimPrefix(j.info.Fingerprint, "sha256:")
+	digest := strings.TrimPrefix(j.digest, "sha256:")
+	return fmt.Sprintf("%s/%s/%s/%d", j.bundle.Name, fp, digest[:16], prev)
+}
+
+// setHeaders sets the contract's headers. None holds a secret.
+func setHeaders(h nats.Header, j *job) {
+	h.Set(wire.HeaderName, j.bundle.Name)
+	h.Set(wire.HeaderSerial, j.info.Serial)
+	h.Set(wire.HeaderFingerprint, j.info.Fingerprint)
+	h.Set(wire.HeaderNotBefore, j.info.NotBefore.UTC().Format(time.RFC3339))
+	h.Set(wire.HeaderNotAfter, j.info.NotAfter.UTC().Format(time.RFC3339))
+	h.Set(wire.HeaderFormat, strconv.Itoa(crypto.Format))
+	h.Set(wire.HeaderVersion, strconv.FormatUint(j.info.Version, 10))
+	h.Set(wire.HeaderRecipients, j.digest)
+}
