@@ -217,8 +217,12 @@ func (p *Publisher) Publish(ctx context.Context, b *crypto.Bundle) (*Result, err
 	if err != nil {
 		err = wrapPublishError(j.bundle.Name, err)
 	}
-	// Create missing consumers even when publishing failed: the newest
-	// bundle on the subject may well be sealed to the node already.
+	// Create missing consumers even when publishing was refused: the
+	// newest bundle on the subject may well be sealed to the node already.
+	// Not when time is up: that would only repeat the timeout.
+	if ctx.Err() != nil {
+		return res, err
+	}
 	if cerr := s.createConsumers(ctx, want, plan.missing); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("publishing certificate %q: %w", b.Name, cerr))
 	}

@@ -528,3 +528,62 @@ func TestBundles(t *testing.T) {
 		t.Error("no error for an invalid name")
 	}
 }
+
+func TestPublishRefusesBeforeConnecting(t *testing.T) {
+	t.Parallel()
+	// Nothing listens at this URL: a refusal must come before any attempt
+	// to connect, or the error would be about connecting.
+	f := newFixture(t, fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)), map[string][]string{"example.com": {"web1"}})
+	f.cfg.Timeout = 5 * time.Second
+	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
+
+	f.cfg.Certificates["example.com"] = nil
+	_, err := f.publisher().Publish(context.Background(), b)
+	if err == nil || !strings.Contains(err.Error(), "no nodes configured") {
+		t.Errorf("no nodes: %v", err)
+	}
+
+	var nodes []string
+	for i := range crypto.MaxRecipients + 1 {
+		node := fmt.Sprintf("n%d", i)
+		f.addNode(node)
+		nodes = append(nodes, node)
+	}
+	f.cfg.Certificates["example.com"] = nodes
+	_, err = f.publisher().Publish(context.Background(), b)
+	if !errors.Is(err, crypto.ErrTooManyRecipients) || !strings.Contains(err.Error(), "1025 recipients") {
+		t.Errorf("1025 nodes: %v, want ErrTooManyRecipients", err)
+	}
+}
+
+func TestPublishConcurrentHooksStoreOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, runServer(t), map[string][]string{"example.com": {"web1"}})
+	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
+	p := f.publisher()
+	const n = 4
+	results := make(chan *Result, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			res, err := p.Publish(context.Background(), b)
+			results <- res
+			errs <- err
+		}()
+	}
+	published := 0
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+		if res := <-results; res != nil && res.Action == Published {
+			published++
+		}
+	}
+	if published != 1 {
+		t.Errorf("%d calls published, want 1", published)
+	}
+	if c := f.count("example.com"); c != 1 {
+		t.Errorf("%d messages, want 1", c)
+	}
+}
