@@ -429,7 +429,7 @@ func parseEnvelope(data []byte) (*envelope, error) {
 	}
 	if int64(extLen) > int64(len(data)-r.off) {
 		r.off -= 4
-		return nil, r.errorf("extensions length", "%d exceeds the %d bytes left", extLen, len(data)-r.off-4)
+		return nil, r.errorf("extensions length", "truncated: %d exceeds the %d bytes left", extLen, len(data)-r.off-4)
 	}
 	extEnd := r.off + int(extLen)
 	prev := -1
@@ -461,7 +461,7 @@ func parseEnvelope(data []byte) (*envelope, error) {
 	}
 	if int64(ctLen) > int64(len(data)-r.off-signatureSize) {
 		r.off -= 4
-		return nil, r.errorf("ciphertext length", "%d exceeds the bytes left before the signature", ctLen)
+		return nil, r.errorf("ciphertext length", "truncated: %d exceeds the %d bytes left before the %d-byte signature", ctLen, max(len(data)-r.off-4-signatureSize, 0), signatureSize)
 	}
 	if e.ciphertext, err = r.take(int(ctLen), "ciphertext"); err != nil {
 		return nil, err

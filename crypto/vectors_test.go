@@ -1,0 +1,485 @@
+package crypto
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+)
+
+var update = flag.Bool("update", false, "regenerate testdata/vectors (go test -run TestVectors -update)")
+
+const vectorDir = "testdata/vectors"
+
+// The expect values of the vectors and what they mean.
+const (
+	expectSuccess         = "success"          // Verify and Open succeed
+	expectMalformed       = "malformed"        // ErrMalformed
+	expectTruncated       = "truncated"        // ErrMalformed, a truncated field
+	expectBadSignature    = "bad signature"    // ErrBadSignature
+	expectUntrusted       = "untrusted signer" // ErrUntrustedSigner
+	expectNotRecipient    = "not recipient"    // Verify succeeds, Open: ErrNotRecipient
+	expectNameMismatch    = "name mismatch"    // Verify succeeds, Open: plaintext name differs
+	expectVersionMismatch = "version mismatch" // Verify succeeds, Open: plaintext version differs
+)
+
+// vector is one file of testdata/vectors.
+type vector struct {
+	comment     []string
+	expect      string
+	trusted     []string // public keys in text form
+	identity    []string // age identity lines
+	openssh     []byte   // an OpenSSH private key file, if the identity is one
+	name        string   // header name; with version, checked when Verify succeeds
+	version     uint64
+	fingerprint string            // leaf fingerprint, on success
+	sums        map[string]string // file name -> hex SHA-256, on success
+	envelope    []byte
+}
+
+// marshal writes the vector's text form.
+func (v *vector) marshal() []byte {
+	var b bytes.Buffer
+	for _, c := range v.comment {
+		fmt.Fprintf(&b, "# %s\n", c)
+	}
+	fmt.Fprintf(&b, "expect: %s\n", v.expect)
+	for _, k := range v.trusted {
+		fmt.Fprintf(&b, "trusted: %s\n", k)
+	}
+	for _, id := range v.identity {
+		fmt.Fprintf(&b, "identity: %s\n", id)
+	}
+	if v.openssh != nil {
+		fmt.Fprintf(&b, "identity-openssh: %s\n", base64.StdEncoding.EncodeToString(v.openssh))
+	}
+	if v.name != "" {
+		fmt.Fprintf(&b, "name: %s\nversion: %d\n", v.name, v.version)
+	}
+	if v.fingerprint != "" {
+		fmt.Fprintf(&b, "fingerprint: %s\n", v.fingerprint)
+	}
+	for _, f := range []string{"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"} {
+		if s, ok := v.sums[f]; ok {
+			fmt.Fprintf(&b, "sha256 %s: %s\n", f, s)
+		}
+	}
+	b.WriteString("envelope:\n")
+	enc := base64.StdEncoding.EncodeToString(v.envelope)
+	for len(enc) > 76 {
+		b.WriteString(enc[:76] + "\n")
+		enc = enc[76:]
+	}
+	if enc != "" {
+		b.WriteString(enc + "\n")
+	}
+	return b.Bytes()
+}
+
+// parseVector reads a vector's text form.
+func parseVector(data []byte) (*vector, error) {
+	v := &vector{sums: map[string]string{}}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<20)
+	var env strings.Builder
+	inEnvelope := false
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if inEnvelope {
+			env.WriteString(line)
+			continue
+		}
+		if strings.HasPrefix(line, "#") {
+			v.comment = append(v.comment, strings.TrimSpace(line[1:]))
+			continue
+		}
+		if line == "envelope:" {
+			inEnvelope = true
+			continue
+		}
+		key, val, ok := strings.Cut(line, ": ")
+		if !ok {
+			return nil, fmt.Errorf("line %d: want key: value", n)
+		}
+		var err error
+		switch {
+		case key == "expect":
+			v.expect = val
+		case key == "trusted":
+			v.trusted = append(v.trusted, val)
+		case key == "identity":
+			v.identity = append(v.identity, val)
+		case key == "identity-openssh":
+			v.openssh, err = base64.StdEncoding.DecodeString(val)
+		case key == "name":
+			v.name = val
+		case key == "version":
+			v.version, err = strconv.ParseUint(val, 10, 64)
+		case key == "fingerprint":
+			v.fingerprint = val
+		case strings.HasPrefix(key, "sha256 "):
+			v.sums[strings.TrimPrefix(key, "sha256 ")] = val
+		default:
+			return nil, fmt.Errorf("line %d: unknown key %q", n, key)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %v", n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	var err error
+	v.envelope, err = base64.StdEncoding.DecodeString(env.String())
+	if err != nil {
+		return nil, fmt.Errorf("envelope: %v", err)
+	}
+	return v, nil
+}
+
+// keys returns the vector's trusted keys and identities.
+func (v *vector) keys() ([]PublicKey, []age.Identity, error) {
+	var trusted []PublicKey
+	for _, s := range v.trusted {
+		p, err := ParsePublicKey(s)
+		if err != nil {
+			return nil, nil, err
+		}
+		trusted = append(trusted, p)
+	}
+	var ids []age.Identity
+	if len(v.identity) > 0 {
+		more, err := ParseIdentities([]byte(strings.Join(v.identity, "\n")))
+		if err != nil {
+			return nil, nil, err
+		}
+		ids = append(ids, more...)
+	}
+	if v.openssh != nil {
+		more, err := ParseIdentities(v.openssh)
+		if err != nil {
+			return nil, nil, err
+		}
+		ids = append(ids, more...)
+	}
+	return trusted, ids, nil
+}
+
+// readVectors reads every vector file.
+func readVectors(t testing.TB) map[string]*vector {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(vectorDir, "*.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatalf("no vectors in %s; run go test -run TestVectors -update", vectorDir)
+	}
+	vs := map[string]*vector{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := parseVector(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		vs[filepath.Base(f)] = v
+	}
+	return vs
+}
+
+func TestVectors(t *testing.T) {
+	if *update {
+		writeVectors(t)
+	}
+	t.Parallel()
+	for file, v := range readVectors(t) {
+		t.Run(file, func(t *testing.T) {
+			t.Parallel()
+			checkVector(t, v)
+		})
+	}
+}
+
+// checkVector checks that a vector's envelope has its expected outcome.
+func checkVector(t *testing.T, v *vector) {
+	trusted, ids, err := v.keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, verr := Verify(v.envelope, trusted)
+	ohdr, b, oerr := Open(v.envelope, trusted, ids)
+	verifies := func() {
+		t.Helper()
+		if verr != nil {
+			t.Fatalf("Verify = %v, want success", verr)
+		}
+		if hdr.Name != v.name || hdr.Version != v.version || hdr.Format != Format || !slices.Contains(trusted, hdr.Signer) {
+			t.Errorf("Verify = %+v, want name %q version %d", hdr, v.name, v.version)
+		}
+	}
+	refused := func(target error) *FormatError {
+		t.Helper()
+		if !errors.Is(oerr, target) {
+			t.Fatalf("Open = %v, want %v", oerr, target)
+		}
+		var fe *FormatError
+		errors.As(oerr, &fe)
+		return fe
+	}
+	switch v.expect {
+	case expectSuccess:
+		verifies()
+		if oerr != nil {
+			t.Fatalf("Open = %v, want success", oerr)
+		}
+		if *ohdr != *hdr || b.Name != v.name || b.Version != v.version {
+			t.Errorf("Open = %+v, %q %d; want Verify's header %+v", ohdr, b.Name, b.Version, hdr)
+		}
+		for f, data := range map[string][]byte{"cert.pem": b.Cert, "chain.pem": b.Chain, "fullchain.pem": b.FullChain, "privkey.pem": b.PrivKey} {
+			if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != v.sums[f] {
+				t.Errorf("%s: sha256 %x, want %s", f, sum, v.sums[f])
+			}
+		}
+		info, err := b.Check(time.Unix(int64(v.version), 0).Add(time.Hour))
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		if info.Version != v.version || info.Fingerprint != v.fingerprint {
+			t.Errorf("Check = version %d %s, want %d %s", info.Version, info.Fingerprint, v.version, v.fingerprint)
+		}
+	case expectMalformed:
+		refused(ErrMalformed)
+		if !errors.Is(verr, ErrMalformed) {
+			t.Errorf("Verify = %v, want ErrMalformed", verr)
+		}
+	case expectTruncated:
+		if fe := refused(ErrMalformed); fe == nil || !strings.Contains(fe.Reason, "truncated") {
+			t.Errorf("Open = %v, want a truncated field", oerr)
+		}
+	case expectBadSignature:
+		refused(ErrBadSignature)
+	case expectUntrusted:
+		refused(ErrUntrustedSigner)
+	case expectNotRecipient:
+		verifies()
+		refused(ErrNotRecipient)
+	case expectNameMismatch, expectVersionMismatch:
+		verifies()
+		field := map[string]string{expectNameMismatch: "name", expectVersionMismatch: "version"}[v.expect]
+		if fe := refused(ErrMalformed); fe == nil || fe.Part != "plaintext" || fe.Field != field {
+			t.Errorf("Open = %v, want a plaintext %s mismatch", oerr, field)
+		}
+	default:
+		t.Fatalf("unknown expect %q", v.expect)
+	}
+}
+
+// vectorSeed derives a fixed 32-byte seed from a label.
+func vectorSeed(label string) []byte {
+	s := sha256.Sum256([]byte("certsync test vector " + label))
+	return s[:]
+}
+
+// writeVectors regenerates testdata/vectors. The signing keys are fixed;
+// the age and SSH identities, certificates and ciphertexts are random and
+// recorded in the files.
+func writeVectors(t *testing.T) {
+	signer := newSigningKeyFromSeed(vectorSeed("signer"))
+	rotated := newSigningKeyFromSeed(vectorSeed("previous signer"))
+	untrusted := newSigningKeyFromSeed(vectorSeed("untrusted signer"))
+	trusted := []string{signer.Public().String()}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	others := func() []age.Recipient {
+		var rs []age.Recipient
+		for range 2 {
+			o, err := age.GenerateX25519Identity()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, o.Recipient())
+		}
+		return rs
+	}
+	me := []age.Recipient{id.Recipient()}
+	ids := []string{id.String()}
+
+	// Certificates: one CA; leaves valid for a century so the vectors do
+	// not expire. Version N is 2025-01-01T00:00:00Z.
+	n := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	ca := newTestCA(t, n.Add(-24*time.Hour), n.AddDate(100, 0, 1))
+	bundle := func(notBefore time.Time, serial int64) *Bundle {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := ca.leaf(t, key, serial, notBefore, n.AddDate(100, 0, 0), "example.com", "*.example.com")
+		return &Bundle{Name: "example.com", Version: uint64(notBefore.Unix()), Cert: cert, Chain: ca.pem,
+			FullChain: slices.Concat(cert, ca.pem), PrivKey: pkcs8PEM(t, key)}
+	}
+	current := bundle(n, 1001)
+	older := bundle(n.Add(-time.Second), 1000)
+	sameVersion := bundle(n, 1002)
+
+	mustSeal := func(b *Bundle, key *SigningKey, rs []age.Recipient) []byte {
+		env, err := Seal(b, key, rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	success := func(b *Bundle, env []byte, comment ...string) *vector {
+		info, err := b.Check(time.Unix(int64(b.Version), 0).Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sums := map[string]string{}
+		for f, data := range map[string][]byte{"cert.pem": b.Cert, "chain.pem": b.Chain, "fullchain.pem": b.FullChain, "privkey.pem": b.PrivKey} {
+			s := sha256.Sum256(data)
+			sums[f] = hex.EncodeToString(s[:])
+		}
+		return &vector{comment: comment, expect: expectSuccess, trusted: trusted, identity: ids, name: b.Name,
+			version: b.Version, fingerprint: info.Fingerprint, sums: sums, envelope: env}
+	}
+	failure := func(expect string, env []byte, comment ...string) *vector {
+		return &vector{comment: comment, expect: expect, trusted: trusted, identity: ids, envelope: env}
+	}
+	verified := func(v *vector, b *Bundle) *vector {
+		v.name, v.version = b.Name, b.Version
+		return v
+	}
+	base := mustSeal(current, signer, slices.Concat(others(), me))
+	flip := func(env []byte, i int) []byte {
+		e := slices.Clone(env)
+		e[i] ^= 0x01
+		return e
+	}
+	resign := func(env []byte, key *SigningKey, edit func([]byte)) []byte {
+		e := slices.Clone(env)
+		edit(e)
+		copy(e[len(e)-signatureSize:], key.sign(signedMessage(e)))
+		return e
+	}
+	parsed, err := parseEnvelope(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctOff := parsed.ciphertextOffset()
+	pt := func(name string, version uint64, b *Bundle) []byte { return marshalPlaintext(name, version, b) }
+	rawSeal := func(exts []extension, plaintext []byte) []byte {
+		env, err := seal(signer, current.Name, current.Version, exts, plaintext, me)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+
+	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edLine, edFile := sshPair(t, edPub, edPriv)
+	rsaLine, rsaFile := sshRSAPair(t)
+	sshVector := func(line string, file []byte, comment string) *vector {
+		v := success(current, mustSeal(current, signer, slices.Concat(others(), mustRecipients(t, line))), comment)
+		v.identity, v.openssh = nil, file
+		return v
+	}
+
+	vectors := map[string]*vector{
+		"success_x25519.txt": success(current, base,
+			"A valid envelope for example.com, version N = 1735689600 (2025-01-01T00:00:00Z),",
+			"sealed to three X25519 recipients; the identity is the last one."),
+		"success_ssh_ed25519.txt": sshVector(edLine, edFile,
+			"A valid envelope sealed to two X25519 recipients and an ssh-ed25519 key (identity-openssh)."),
+		"success_ssh_rsa.txt": sshVector(rsaLine, rsaFile,
+			"A valid envelope sealed to two X25519 recipients and an ssh-rsa key (identity-openssh)."),
+		"success_ignorable_extension.txt": success(current, rawSeal([]extension{{typ: 0xfffe, value: []byte("a future ignorable record")}}, pt(current.Name, current.Version, current)),
+			"A valid envelope with an unknown extension record 0xfffe marked ignorable (bit 0x8000): skipped."),
+		"success_rotated_signer.txt": func() *vector {
+			v := success(current, mustSeal(current, rotated, me), "Signed by the second of two trusted keys (key rotation).")
+			v.trusted = []string{signer.Public().String(), rotated.Public().String()}
+			return v
+		}(),
+		"downgrade_1_newer.txt": success(current, mustSeal(current, signer, me),
+			"Downgrade pair, first half: example.com version N = 1735689600. Valid. A node that installed",
+			"this one must refuse downgrade_2_older.txt: crypto accepts both, the node decides."),
+		"downgrade_2_older.txt": success(older, mustSeal(older, signer, me),
+			"Downgrade pair, second half: example.com version N-1 = 1735689599, another certificate.",
+			"Valid and correctly signed; a node holding version N must refuse it as a downgrade."),
+		"same_version_other_certificate.txt": success(sameVersion, mustSeal(sameVersion, signer, me),
+			"example.com version N = 1735689600 like downgrade_1_newer.txt, but another certificate (serial 3ea).",
+			"Valid; a node holding the other certificate at version N must refuse it."),
+		"bad_signature.txt": failure(expectBadSignature, flip(base, len(base)-1),
+			"success_x25519.txt with the last byte of the signature flipped."),
+		"bad_signature_ciphertext.txt": failure(expectBadSignature, flip(base, ctOff+len(parsed.ciphertext)/2),
+			"success_x25519.txt with one byte in the middle of the age ciphertext flipped."),
+		"bad_signature_name.txt": failure(expectBadSignature, flip(base, len(envelopeMagic)+2),
+			"success_x25519.txt with the first byte of the name flipped (\"example.com\" -> \"dxample.com\"):",
+			"a body cannot be moved to another certificate."),
+		"bad_signature_version.txt": failure(expectBadSignature, flip(base, signerOffset(parsed)-1),
+			"success_x25519.txt with the version's last byte flipped: a body cannot be replayed as another version."),
+		"untrusted_signer.txt": failure(expectUntrusted, mustSeal(current, untrusted, me),
+			"A well-formed envelope correctly signed by a key that is not trusted."),
+		"not_recipient.txt": verified(failure(expectNotRecipient, mustSeal(current, signer, others()),
+			"A valid envelope sealed to two other X25519 recipients only."), current),
+		"truncated_signature.txt": failure(expectTruncated, base[:len(base)-1],
+			"success_x25519.txt without its last byte."),
+		"truncated_header.txt": failure(expectTruncated, base[:len(envelopeMagic)+1+1+4],
+			"success_x25519.txt cut inside the name."),
+		"trailing_garbage.txt": failure(expectMalformed, append(slices.Clone(base), '\n'),
+			"success_x25519.txt followed by one newline byte."),
+		"bad_magic.txt": failure(expectMalformed, flip(base, 0),
+			"success_x25519.txt with the first byte of the magic flipped."),
+		"unsupported_format.txt": failure(expectMalformed, resign(base, signer, func(e []byte) { e[len(envelopeMagic)] = 2 }),
+			"success_x25519.txt with format byte 2, signed again: a v1 reader refuses format 2."),
+		"critical_extension.txt": failure(expectMalformed, rawSeal([]extension{{typ: extRecipientGroup, value: []byte{0, 0, 0, 2}}}, pt(current.Name, current.Version, current)),
+			"A signed envelope carrying record 0x0001 (reserved for recipient groups, critical):",
+			"a v1 reader refuses it."),
+		"empty.txt": failure(expectTruncated, []byte{},
+			"An empty body."),
+		"name_mismatch.txt": verified(failure(expectNameMismatch, rawSeal(nil, pt("other.example.com", current.Version, current)),
+			"Signed header names example.com; the plaintext names other.example.com."), current),
+		"version_mismatch.txt": verified(failure(expectVersionMismatch, rawSeal(nil, pt(current.Name, current.Version+1, current)),
+			"Signed header says version N; the plaintext says N+1."), current),
+	}
+	old, err := filepath.Glob(filepath.Join(vectorDir, "*.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range old {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(vectorDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for file, v := range vectors {
+		if err := os.WriteFile(filepath.Join(vectorDir, file), v.marshal(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
