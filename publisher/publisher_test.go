@@ -587,3 +587,31 @@ func TestPublishConcurrentHooksStoreOnce(t *testing.T) {
 		t.Errorf("%d messages, want 1", c)
 	}
 }
+
+func TestPublishWaitsForNATS(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	f := newFixture(t, fmt.Sprintf("nats://127.0.0.1:%d", port), map[string][]string{"example.com": {"web1"}})
+	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
+	type outcome struct {
+		res *Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := f.publisher().Publish(context.Background(), b)
+		done <- outcome{res, err}
+	}()
+	// Once the publisher has failed to connect, the server starts.
+	natstest.WaitFor(t, 10*time.Second, "a failed connection attempt", func() bool {
+		return strings.Contains(f.logs.String(), "nats_connect_failed")
+	})
+	opts := natstest.Options(t.TempDir())
+	opts.Port = port
+	natstest.Start(t, opts)
+	o := <-done
+	if o.err != nil || o.res.Action != Published {
+		t.Fatalf("publish: %+v, %v", o.res, o.err)
+	}
+	f.open(f.last("example.com"), "web1")
+}
