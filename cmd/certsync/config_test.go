@@ -1,0 +1,978 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/wire"
+	"github.com/certsync/certsync/subscriber"
+)
+
+// publicKeys are public keys for documents that are parsed but not loaded.
+type publicKeys struct {
+	r1, r2, ssh, pub, pub2 string
+}
+
+var testPublicKeys = sync.OnceValue(func() publicKeys {
+	var k publicKeys
+	for _, r := range []*string{&k.r1, &k.r2} {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			panic(err)
+		}
+		*r = id.Recipient().String()
+	}
+	for _, p := range []*string{&k.pub, &k.pub2} {
+		sk, err := crypto.GenerateSigningKey()
+		if err != nil {
+			panic(err)
+		}
+		*p = sk.Public().String()
+	}
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		panic(err)
+	}
+	k.ssh = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+	return k
+})
+
+// doc joins lines into a document whose $R1, $R2 (age recipients), $SSH (an
+// ssh-ed25519 recipient), $PUB and $PUB2 (publisher keys) are replaced by
+// real public keys. Line n of the document is lines[n-1].
+func doc(lines ...string) string {
+	k := testPublicKeys()
+	return strings.NewReplacer("$R1", k.r1, "$R2", k.r2, "$SSH", k.ssh, "$PUB2", k.pub2, "$PUB", k.pub).
+		Replace(strings.Join(lines, "\n") + "\n")
+}
+
+// checkErr fails unless err is one line holding every part of want.
+func checkErr(t *testing.T, err error, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want one with %q", want)
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") {
+		t.Errorf("error is not one line: %q", msg)
+	}
+	for _, w := range want {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q does not contain %q", msg, w)
+		}
+	}
+}
+
+func TestParsePublisherValid(t *testing.T) {
+	t.Parallel()
+	k := testPublicKeys()
+	f, err := parsePublisherFile([]byte(doc(
+		"nats:",
+		"  url: nats://a:4222,nats://b:4222",
+		"  nkey: /etc/certsync/publisher.nk",
+		"  tls: {ca: /ca.pem, cert: /c.pem, key: /c.key}",
+		"signing_key: /etc/certsync/signing.key",
+		"lineages: /srv/letsencrypt/live/",
+		"nodes:",
+		"  web1: $R1",
+		"  web2: $SSH",
+		"  spare: $R2",
+		"certificates:",
+		"  example.com: [web1, web2]",
+		"  example.org: [web2]",
+		"stream: {replicas: 3, history: 10, duplicate_window: 1h}",
+		"timeout: 2m",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config
+	if f.signingKey != "/etc/certsync/signing.key" || f.signingKeyLine != 5 {
+		t.Errorf("signing key %q on line %d, want /etc/certsync/signing.key on line 5", f.signingKey, f.signingKeyLine)
+	}
+	wantNATS := natsconn.Options{
+		URL:         "nats://a:4222,nats://b:4222",
+		NKey:        "/etc/certsync/publisher.nk",
+		TLS:         natsconn.TLSOptions{CA: "/ca.pem", Cert: "/c.pem", Key: "/c.key"},
+		Name:        "certsync publisher",
+		InboxPrefix: "_INBOX_certsync_publisher",
+	}
+	if cfg.NATS != wantNATS {
+		t.Errorf("NATS = %+v, want %+v", cfg.NATS, wantNATS)
+	}
+	if cfg.Lineages != "/srv/letsencrypt/live" {
+		t.Errorf("Lineages = %q", cfg.Lineages)
+	}
+	wantNodes := map[string]string{"web1": k.r1, "web2": k.ssh, "spare": k.r2}
+	if !reflect.DeepEqual(cfg.Nodes, wantNodes) {
+		t.Errorf("Nodes = %v, want %v", cfg.Nodes, wantNodes)
+	}
+	wantCerts := map[string][]string{"example.com": {"web1", "web2"}, "example.org": {"web2"}}
+	if !reflect.DeepEqual(cfg.Certificates, wantCerts) {
+		t.Errorf("Certificates = %v, want %v", cfg.Certificates, wantCerts)
+	}
+	wantStream := wire.StreamOptions{Replicas: 3, History: 10, DuplicateWindow: time.Hour}
+	if cfg.Stream != wantStream {
+		t.Errorf("Stream = %+v, want %+v", cfg.Stream, wantStream)
+	}
+	if cfg.Timeout != 2*time.Minute {
+		t.Errorf("Timeout = %v, want 2m", cfg.Timeout)
+	}
+	if cfg.SigningKey != nil {
+		t.Error("parsing loaded the signing key")
+	}
+}
+
+func TestParsePublisherDefaults(t *testing.T) {
+	t.Parallel()
+	f, err := parsePublisherFile([]byte(doc(
+		"signing_key: signing.key",
+		"nodes: {web1: $R1}",
+		"certificates: {example.com: [web1]}",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config
+	if cfg.NATS.URL != "" || cfg.NATS.Name != "certsync publisher" || cfg.NATS.InboxPrefix != "_INBOX_certsync_publisher" {
+		t.Errorf("NATS = %+v", cfg.NATS)
+	}
+	if cfg.Lineages != "/etc/letsencrypt/live" {
+		t.Errorf("Lineages = %q, want /etc/letsencrypt/live", cfg.Lineages)
+	}
+	want := wire.StreamOptions{Replicas: 1, History: wire.DefaultHistory, DuplicateWindow: wire.DefaultDuplicateWindow}
+	if cfg.Stream != want {
+		t.Errorf("Stream = %+v, want %+v", cfg.Stream, want)
+	}
+	if cfg.Timeout != 30*time.Second {
+		t.Errorf("Timeout = %v, want 30s", cfg.Timeout)
+	}
+}
+
+func TestParsePublisherInvalid(t *testing.T) {
+	t.Parallel()
+	const (
+		sk    = "signing_key: /k"
+		nodes = "nodes: {web1: $R1, web2: $R2}"
+		certs = "certificates: {example.com: [web1]}"
+	)
+	tests := []struct {
+		name string
+		doc  string
+		want []string
+	}{
+		{"empty", "", []string{"empty configuration"}},
+		{"comments only", "# nothing\n", []string{"empty configuration"}},
+		{"top level list", "- a\n- b\n", []string{"line 1: want a mapping of keys at the top level, got a list"}},
+		{"top level string", "hello\n", []string{"line 1:", "got a string"}},
+		{"syntax", doc(sk, "nodes: {web1: $R1", certs), []string{"line "}},
+		{"tab indentation", "nodes:\n\tweb1: x\n", []string{"line 2"}},
+		{"two documents", doc(sk, nodes, certs, "---", "signing_key: /other"), []string{"line 4: a second YAML document"}},
+		{"two documents, second empty", doc(sk, nodes, certs, "---", "# nothing"), []string{"second YAML document"}},
+		{"anchor", doc("signing_key: &k /k", nodes, certs), []string{"line 1: anchors and aliases"}},
+		{"alias", doc(sk, "nodes: {web1: &r $R1, web2: *r}", certs), []string{"line 2: anchors and aliases"}},
+		{"merge key", doc(sk, nodes, "certificates:", "  <<: {example.com: [web1]}"), []string{"line 4: certificates:", "invalid certificate name \"<<\""}},
+		{"unknown top key", doc(sk, nodes, certs, "signing_kye: /k"), []string{`line 4: unknown key "signing_kye" (did you mean "signing_key"?)`}},
+		{"unknown key far away", doc(sk, nodes, certs, "zzzzzzzz: 1"), []string{`line 4: unknown key "zzzzzzzz"`}},
+		{"unknown nats key", doc("nats:", "  url: nats://a:4222", "  token: x", sk, nodes, certs), []string{`line 3: nats: unknown key "token"`}},
+		{"unknown tls key", doc("nats:", "  tls:", "    ca: /ca", "    crt: /c", sk, nodes, certs), []string{`line 4: nats.tls: unknown key "crt" (did you mean "cert"?)`}},
+		{"unknown stream key", doc(sk, nodes, certs, "stream:", "  replica: 3"), []string{`line 5: stream: unknown key "replica" (did you mean "replicas"?)`}},
+		{"duplicate top key", doc(sk, nodes, certs, "signing_key: /k2"), []string{`line 4: duplicate key "signing_key" (first on line 1)`}},
+		{"duplicate node", doc(sk, "nodes:", "  web1: $R1", "  web1: $R2", certs), []string{`line 4: nodes: duplicate key "web1" (first on line 3)`}},
+		{"duplicate certificate", doc(sk, nodes, "certificates:", "  a.com: [web1]", "  a.com: [web2]"), []string{`line 5: certificates: duplicate key "a.com" (first on line 4)`}},
+		{"signing_key missing", doc(nodes, certs), []string{"line 1: signing_key: missing"}},
+		{"signing_key empty", doc(`signing_key: ""`, nodes, certs), []string{"line 1: signing_key: empty"}},
+		{"signing_key null", doc("signing_key:", nodes, certs), []string{"line 1: signing_key: want a string, got nothing"}},
+		{"signing_key list", doc("signing_key: [/k]", nodes, certs), []string{"line 1: signing_key: want a string, got a list"}},
+		{"signing_key integer", doc("signing_key: 12", nodes, certs), []string{"line 1: signing_key: want a string, got an integer (quote it)"}},
+		{"lineages relative", doc(sk, "lineages: live", nodes, certs), []string{`line 2: lineages: want an absolute path, got "live"`}},
+		{"lineages root", doc(sk, "lineages: /", nodes, certs), []string{"line 2: lineages: the root folder"}},
+		{"nats not a mapping", doc("nats: nats://a:4222", sk, nodes, certs), []string{"line 1: nats: want a mapping, got a string"}},
+		{"nats url bad scheme", doc("nats: {url: 'http://a:4222'}", sk, nodes, certs), []string{`line 1: nats.url: server 1: want scheme nats, tls, ws or wss, got "http"`}},
+		{"nats url empty entry", doc("nats: {url: 'nats://a:4222,,nats://b:4222'}", sk, nodes, certs), []string{"line 1: nats.url: server 2 of the list is empty"}},
+		{"nats url bad port", doc("nats: {url: 'nats://a:http'}", sk, nodes, certs), []string{"line 1: nats.url: server 1"}},
+		{"nats url no host", doc("nats: {url: 'nats://:4222'}", sk, nodes, certs), []string{"line 1: nats.url: server 1 has no host"}},
+		{"nats bare address without port", doc("nats: {url: 'mgmt'}", sk, nodes, certs), []string{"line 1: nats.url: server 1: want nats://HOST:PORT"}},
+		{"nats bare address with login", doc("nats: {url: 'u:hunter2@mgmt:4222'}", sk, nodes, certs), []string{"line 1: nats.url: server 1: want nats://HOST:PORT"}},
+		{"nats creds and nkey", doc("nats:", "  creds: /c", "  nkey: /n", sk, nodes, certs), []string{"line 2: nats: set only one of creds, nkey or user and password"}},
+		{"nats nkey and user", doc("nats: {nkey: /n, user: u, password: p}", sk, nodes, certs), []string{"nats: set only one"}},
+		{"nats user without password", doc("nats:", "  user: u", sk, nodes, certs), []string{"line 2: nats: user needs a password"}},
+		{"nats password without user", doc("nats:", "  password: p", sk, nodes, certs), []string{"line 2: nats: password needs a user"}},
+		{"nats tls cert without key", doc("nats:", "  tls: {cert: /c}", sk, nodes, certs), []string{"line 2: nats.tls: cert and key go together"}},
+		{"nats tls key without cert", doc("nats:", "  tls:", "    key: /k", sk, nodes, certs), []string{"line 3: nats.tls: cert and key go together"}},
+		{"nats creds list", doc("nats: {creds: [a]}", sk, nodes, certs), []string{"line 1: nats.creds: want a string, got a list"}},
+		{"nodes list", doc(sk, "nodes: [web1]", certs), []string{"line 2: nodes: want a mapping, got a list"}},
+		{"node name traversal", doc(sk, "nodes:", "  ../../etc: $R1", certs), []string{`line 3: nodes: invalid node name "../../etc"`}},
+		{"node name with dot", doc(sk, "nodes:", "  web.1: $R1", certs), []string{`line 3: nodes: invalid node name "web.1"`}},
+		{"bad age recipient", doc(sk, "nodes:", "  web1: age1notarecipient", certs), []string{"line 3: nodes.web1: parsing recipient"}},
+		{"bad ssh recipient", doc(sk, "nodes:", "  web1: ssh-ed25519 AAAAnope", certs), []string{"line 3: nodes.web1: parsing recipient"}},
+		{"recipient list", doc(sk, "nodes:", "  web1: [$R1]", certs), []string{"line 3: nodes.web1: want a string, got a list"}},
+		{"recipient missing", doc(sk, "nodes:", "  web1:", certs), []string{"line 3: nodes.web1: want a string, got nothing"}},
+		{"duplicate recipient", doc(sk, "nodes:", "  web1: $R1", "  web2: $R1", certs), []string{`line 4: nodes.web2: same recipient as node "web1"`}},
+		{"duplicate ssh recipient, other comment", doc(sk, "nodes:", "  web1: $SSH root@a", "  web2: $SSH root@b", certs), []string{`line 4: nodes.web2: same recipient as node "web1"`}},
+		{"certificates missing", doc(sk, nodes), []string{"line 1: certificates: none"}},
+		{"certificates empty", doc(sk, nodes, "certificates: {}"), []string{"line 3: certificates: none"}},
+		{"certificates list", doc(sk, nodes, "certificates: [example.com]"), []string{"line 3: certificates: want a mapping, got a list"}},
+		{"certificate name traversal", doc(sk, nodes, "certificates:", "  ../../etc: [web1]"), []string{`line 4: certificates: invalid certificate name "../../etc"`}},
+		{"certificate name trailing dot", doc(sk, nodes, "certificates:", "  example.com.: [web1]"), []string{`line 4: certificates: invalid certificate name "example.com."`}},
+		{"certificate nodes string", doc(sk, nodes, "certificates:", "  example.com: web1"), []string{"line 4: certificates.example.com: want a list, got a string"}},
+		{"certificate no nodes", doc(sk, nodes, "certificates:", "  example.com: []"), []string{"line 4: certificates.example.com: no nodes"}},
+		{"certificate null nodes", doc(sk, nodes, "certificates:", "  example.com:"), []string{"line 4: certificates.example.com: no nodes"}},
+		{"unknown node", doc(sk, "certificates:", "  example.com:", "    - web1", "    - web3", nodes), []string{`line 5: certificates.example.com: unknown node "web3"`}},
+		{"node listed twice", doc(sk, nodes, "certificates:", "  example.com: [web1, web1]"), []string{`line 4: certificates.example.com: node "web1" listed twice`}},
+		{"bad node in list", doc(sk, nodes, "certificates:", "  example.com:", "    - ../../etc"), []string{`line 5: certificates.example.com: invalid node name "../../etc"`}},
+		{"node in list is a mapping", doc(sk, nodes, "certificates:", "  example.com:", "    - {web1: x}"), []string{"line 5: certificates.example.com: want a string, got a mapping"}},
+		{"stream replicas zero", doc(sk, nodes, certs, "stream: {replicas: 0}"), []string{"line 4: stream.replicas: want an integer from 1 to 5, got 0"}},
+		{"stream replicas six", doc(sk, nodes, certs, "stream: {replicas: 6}"), []string{"line 4: stream.replicas: want an integer from 1 to 5"}},
+		{"stream replicas string", doc(sk, nodes, certs, "stream: {replicas: '3'}"), []string{"line 4: stream.replicas: want an integer, got a string"}},
+		{"stream replicas float", doc(sk, nodes, certs, "stream: {replicas: 3.5}"), []string{"line 4: stream.replicas: want an integer, got a number"}},
+		{"stream replicas huge", doc(sk, nodes, certs, "stream: {replicas: 99999999999999999999999}"), []string{"line 4: stream.replicas:"}},
+		{"stream history zero", doc(sk, nodes, certs, "stream: {history: 0}"), []string{"line 4: stream.history: want an integer from 1 to 100"}},
+		{"stream history 101", doc(sk, nodes, certs, "stream: {history: 101}"), []string{"line 4: stream.history: want an integer from 1 to 100"}},
+		{"stream duplicate_window bare number", doc(sk, nodes, certs, "stream: {duplicate_window: 10}"), []string{`line 4: stream.duplicate_window: want a duration such as "30s"`}},
+		{"stream duplicate_window zero", doc(sk, nodes, certs, "stream: {duplicate_window: 0s}"), []string{"line 4: stream.duplicate_window: want a positive duration"}},
+		{"timeout negative", doc(sk, nodes, certs, "timeout: -1s"), []string{"line 4: timeout: want a positive duration"}},
+		{"timeout word", doc(sk, nodes, certs, "timeout: forever"), []string{`line 4: timeout: want a duration such as "30s", "5m" or "168h", got "forever"`}},
+		{"timeout bool", doc(sk, nodes, certs, "timeout: true"), []string{`line 4: timeout: want a duration such as "30s", "5m" or "168h", got a boolean`}},
+		{"non-scalar key", doc(sk, nodes, certs, "? [a, b]", ": x"), []string{"line 4: want a name as key, got a list"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := parsePublisherFile([]byte(tt.doc))
+			if err == nil {
+				t.Fatalf("parsed %q into %+v, want an error", tt.doc, f.config)
+			}
+			t.Log(err)
+			checkErr(t, err, tt.want...)
+		})
+	}
+}
+
+// TestParseNoSecretInErrors checks that values that may be secrets are not
+// repeated in errors.
+func TestParseNoSecretInErrors(t *testing.T) {
+	t.Parallel()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := crypto.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := id.String()
+	tests := []struct {
+		name, doc, secret string
+		parse             func([]byte) error
+	}{
+		{"identity as recipient", doc("signing_key: /k", "nodes: {web1: "+secret+"}", "certificates: {a.com: [web1]}"), secret, publisherParse},
+		{"password as integer", doc("nats: {user: u, password: 73519}", "signing_key: /k", "nodes: {web1: $R1}", "certificates: {a.com: [web1]}"), "73519", publisherParse},
+		{"password in bare url", doc("nats: {url: 'u:hunter2@a:4222'}", "signing_key: /k", "nodes: {web1: $R1}", "certificates: {a.com: [web1]}"), "hunter2", publisherParse},
+		{"password in url", doc("nats: {url: 'http://u:hunter2@a:4222'}", "signing_key: /k", "nodes: {web1: $R1}", "certificates: {a.com: [web1]}"), "hunter2", publisherParse},
+		{"identity as trusted key", doc("name: web1", "identity: /k", "trusted_publishers: ['"+secret+"']", "certificates: {a.com: {}}"), secret, nodeParse},
+		{"signing key as trusted key", doc("name: web1", "identity: /k", "trusted_publishers:", "  - |", indent(string(sk.MarshalPEM()), "    "), "certificates: {a.com: {}}"), "PRIVATE KEY-----\n", nodeParse},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.parse([]byte(tt.doc))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if strings.Contains(err.Error(), tt.secret) || strings.Contains(err.Error(), strings.TrimSpace(tt.secret)) {
+				t.Errorf("error repeats the secret: %v", err)
+			}
+		})
+	}
+}
+
+func publisherParse(data []byte) error { _, err := parsePublisherFile(data); return err }
+func nodeParse(data []byte) error      { _, err := parseNodeFile(data); return err }
+
+// indent prefixes every line of s.
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i := range lines {
+		lines[i] = prefix + lines[i]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestParseNodeDefaults(t *testing.T) {
+	t.Parallel()
+	k := testPublicKeys()
+	f, err := parseNodeFile([]byte(doc(
+		"name: web1",
+		"identity: /etc/certsync/node.key",
+		"trusted_publishers: [$PUB]",
+		"certificates:",
+		"  example.com:",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.identity != "/etc/certsync/node.key" || f.identityLine != 2 {
+		t.Errorf("identity %q on line %d", f.identity, f.identityLine)
+	}
+	pub, err := crypto.ParsePublicKey(k.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := subscriber.Config{
+		Node:           "web1",
+		NATS:           natsconn.Options{Name: "certsync node web1", InboxPrefix: "_INBOX_certsync_node_web1"},
+		Trusted:        []crypto.PublicKey{pub},
+		StageDir:       "/certsync/live",
+		StatusInterval: 5 * time.Minute,
+		Certificates: map[string]subscriber.Certificate{"example.com": {
+			Name:           "example.com",
+			InstallDir:     "/etc/letsencrypt/live/example.com",
+			Schedule:       "immediate",
+			CertMode:       0o644,
+			KeyMode:        0o600,
+			Keep:           3,
+			ExpiryDeadline: 168 * time.Hour,
+			CommandTimeout: 60 * time.Second,
+			VerifyTimeout:  30 * time.Second,
+		}},
+	}
+	if !reflect.DeepEqual(f.config, want) {
+		t.Errorf("config\n got %+v\nwant %+v", f.config, want)
+	}
+}
+
+func TestParseNodeFull(t *testing.T) {
+	t.Parallel()
+	k := testPublicKeys()
+	data := substitute(t, "node-full.yaml", map[string]string{
+		"IDENTITY":            "/etc/ssh/ssh_host_ed25519_key",
+		"PUBLISHER_KEY":       k.pub,
+		"OTHER_PUBLISHER_KEY": k.pub2,
+	})
+	f, err := parseNodeFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config
+	wantNATS := natsconn.Options{
+		URL:         "tls://a.example.net:4222, tls://b.example.net:4222",
+		User:        "web2",
+		Password:    "s3cret",
+		TLS:         natsconn.TLSOptions{CA: "/etc/certsync/ca.pem", Cert: "/etc/certsync/client.pem", Key: "/etc/certsync/client.key"},
+		Name:        "certsync node web2",
+		InboxPrefix: "_INBOX_certsync_node_web2",
+	}
+	if cfg.NATS != wantNATS {
+		t.Errorf("NATS = %+v, want %+v", cfg.NATS, wantNATS)
+	}
+	if len(cfg.Trusted) != 2 || cfg.Trusted[0].String() != k.pub || cfg.Trusted[1].String() != k.pub2 {
+		t.Errorf("Trusted = %v", cfg.Trusted)
+	}
+	if cfg.StageDir != "/var/lib/certsync/stage" || cfg.MetricsListen != ":9469" || cfg.StatusInterval != time.Minute {
+		t.Errorf("StageDir %q, MetricsListen %q, StatusInterval %v", cfg.StageDir, cfg.MetricsListen, cfg.StatusInterval)
+	}
+	// Built-in defaults < defaults < the certificate's entry.
+	fromDefaults := subscriber.Certificate{
+		Schedule:       "manual",
+		Check:          "nginx -t",
+		Reload:         "systemctl reload nginx",
+		Owner:          "0",
+		Group:          "ssl-cert",
+		CertMode:       0o640,
+		KeyMode:        0o640,
+		Keep:           5,
+		Splay:          10 * time.Minute,
+		ExpiryDeadline: 72 * time.Hour,
+		CommandTimeout: 2 * time.Minute,
+		VerifyTimeout:  45 * time.Second,
+	}
+	com := fromDefaults
+	com.Name, com.InstallDir = "example.com", "/etc/letsencrypt/live/example.com"
+	com.Schedule, com.Verify, com.Combined = "30 2 * * 1-5", "[::1]:8443", true
+	org := fromDefaults
+	org.Name, org.InstallDir, org.Keep, org.CertMode = "example.org", "/srv/tls/example.org", 1, 0o644
+	net := fromDefaults
+	net.Name, net.InstallDir = "example.net", "/etc/letsencrypt/live/example.net"
+	want := map[string]subscriber.Certificate{"example.com": com, "example.org": org, "example.net": net}
+	if !reflect.DeepEqual(cfg.Certificates, want) {
+		for name := range want {
+			if !reflect.DeepEqual(cfg.Certificates[name], want[name]) {
+				t.Errorf("certificate %s\n got %+v\nwant %+v", name, cfg.Certificates[name], want[name])
+			}
+		}
+		if len(cfg.Certificates) != len(want) {
+			t.Errorf("%d certificates, want %d", len(cfg.Certificates), len(want))
+		}
+	}
+}
+
+func TestParseNodeCertificateValues(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		value string
+		check func(subscriber.Certificate) bool
+	}{
+		{"schedule: immediate", func(c subscriber.Certificate) bool { return c.Schedule == "immediate" }},
+		{"schedule: '*/15 * * * *'", func(c subscriber.Certificate) bool { return c.Schedule == "*/15 * * * *" }},
+		{"schedule: '0 3 * * sun'", func(c subscriber.Certificate) bool { return c.Schedule == "0 3 * * sun" }},
+		{"cert_mode: 0644", func(c subscriber.Certificate) bool { return c.CertMode == 0o644 }},
+		{"cert_mode: 0o444", func(c subscriber.Certificate) bool { return c.CertMode == 0o444 }},
+		{"cert_mode: '0600'", func(c subscriber.Certificate) bool { return c.CertMode == 0o600 }},
+		{"key_mode: '0400'", func(c subscriber.Certificate) bool { return c.KeyMode == 0o400 }},
+		{"key_mode: '0640'", func(c subscriber.Certificate) bool { return c.KeyMode == 0o640 }},
+		{"keep: 50", func(c subscriber.Certificate) bool { return c.Keep == 50 }},
+		{"splay: 0s", func(c subscriber.Certificate) bool { return c.Splay == 0 }},
+		{"splay: 0", func(c subscriber.Certificate) bool { return c.Splay == 0 }},
+		{"expiry_deadline: 0s", func(c subscriber.Certificate) bool { return c.ExpiryDeadline == 0 }},
+		{"owner: 1000", func(c subscriber.Certificate) bool { return c.Owner == "1000" }},
+		{"group: www-data", func(c subscriber.Certificate) bool { return c.Group == "www-data" }},
+		{"verify: 'localhost:443'", func(c subscriber.Certificate) bool { return c.Verify == "localhost:443" }},
+		{"combined: false", func(c subscriber.Certificate) bool { return !c.Combined }},
+		{"install_dir: /srv/tls/../tls/a/", func(c subscriber.Certificate) bool { return c.InstallDir == "/srv/tls/a" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			t.Parallel()
+			f, err := parseNodeFile([]byte(doc("name: web1", "identity: /k", "trusted_publishers: [$PUB]", "certificates:", "  a.com:", "    "+tt.value)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := f.config.Certificates["a.com"]; !tt.check(c) {
+				t.Errorf("got %+v", c)
+			}
+		})
+	}
+}
+
+func TestParseNodeInvalid(t *testing.T) {
+	t.Parallel()
+	const (
+		name  = "name: web1"
+		id    = "identity: /k"
+		trust = "trusted_publishers: [$PUB]"
+		certs = "certificates: {example.com: {}}"
+	)
+	// cert puts one per-certificate setting on line 6.
+	cert := func(setting string) string {
+		return doc(name, id, trust, "certificates:", "  example.com:", "    "+setting)
+	}
+	tests := []struct {
+		name string
+		doc  string
+		want []string
+	}{
+		{"name missing", doc(id, trust, certs), []string{"line 1: name: missing"}},
+		{"name traversal", doc("name: ../x", id, trust, certs), []string{`line 1: name: invalid node name "../x"`}},
+		{"name integer", doc("name: 7", id, trust, certs), []string{"line 1: name: want a string, got an integer"}},
+		{"identity missing", doc(name, trust, certs), []string{"line 1: identity: missing"}},
+		{"identity mapping", doc(name, "identity: {path: /k}", trust, certs), []string{"line 2: identity: want a string, got a mapping"}},
+		{"trusted missing", doc(name, id, certs), []string{"line 1: trusted_publishers: missing"}},
+		{"trusted empty", doc(name, id, "trusted_publishers: []", certs), []string{"line 3: trusted_publishers: empty"}},
+		{"trusted null", doc(name, id, "trusted_publishers:", certs), []string{"line 3: trusted_publishers: empty"}},
+		{"trusted string", doc(name, id, "trusted_publishers: $PUB", certs), []string{"line 3: trusted_publishers: want a list, got a string"}},
+		{"trusted bad key", doc(name, id, "trusted_publishers:", "  - $PUB", "  - certsync-ed25519:AAAA", certs), []string{"line 5: trusted_publishers[1]: parsing public key"}},
+		{"trusted wrong kind", doc(name, id, "trusted_publishers:", "  - $R1", certs), []string{"line 4: trusted_publishers[0]: parsing public key"}},
+		{"trusted twice", doc(name, id, "trusted_publishers:", "  - $PUB", "  - $PUB2", "  - $PUB", certs), []string{"line 6: trusted_publishers[2]: listed twice (first on line 4)"}},
+		{"stage_dir relative", doc(name, id, trust, "stage_dir: stage", certs), []string{`line 4: stage_dir: want an absolute path, got "stage"`}},
+		{"stage_dir root", doc(name, id, trust, "stage_dir: /", certs), []string{"line 4: stage_dir: the root folder"}},
+		{"metrics_listen no port", doc(name, id, trust, "metrics_listen: localhost", certs), []string{`line 4: metrics_listen: want HOST:PORT, got "localhost"`}},
+		{"metrics_listen named port", doc(name, id, trust, "metrics_listen: 'localhost:http'", certs), []string{"line 4: metrics_listen: want HOST:PORT with a numeric port"}},
+		{"status_interval zero", doc(name, id, trust, "status_interval: 0s", certs), []string{"line 4: status_interval: want a positive duration"}},
+		{"status_interval bare", doc(name, id, trust, "status_interval: 5", certs), []string{`line 4: status_interval: want a duration such as "30s"`}},
+		{"unknown top key", doc(name, id, trust, "stagedir: /x", certs), []string{`line 4: unknown key "stagedir" (did you mean "stage_dir"?)`}},
+		{"unknown nats key", doc(name, "nats:", "  url: nats://a:4222", "  seed: /x", id, trust, certs), []string{`line 4: nats: unknown key "seed"`}},
+		{"unknown defaults key", doc(name, id, trust, "defaults:", "  relaod: x", certs), []string{`line 5: defaults: unknown key "relaod" (did you mean "reload"?)`}},
+		{"unknown certificate key", cert("instal_dir: /x"), []string{`line 6: certificates.example.com: unknown key "instal_dir" (did you mean "install_dir"?)`}},
+		{"unknown key on second certificate", doc(name, id, trust, "certificates:", "  a.com: {}", "  b.com:", "    reload: x", "    chek: y"), []string{`line 8: certificates.b.com: unknown key "chek" (did you mean "check"?)`}},
+		{"publisher key in node file", doc(name, id, trust, certs, "signing_key: /k"), []string{`line 5: unknown key "signing_key"`}},
+		{"duplicate top key", doc(name, id, trust, certs, "name: web2"), []string{`line 5: duplicate key "name" (first on line 1)`}},
+		{"duplicate certificate key", doc(name, id, trust, "certificates:", "  example.com:", "    reload: a", "    reload: b"), []string{`line 7: certificates.example.com: duplicate key "reload" (first on line 6)`}},
+		{"duplicate certificate", doc(name, id, trust, "certificates:", "  a.com: {}", "  a.com: {}"), []string{`line 6: certificates: duplicate key "a.com" (first on line 5)`}},
+		{"defaults list", doc(name, id, trust, "defaults: [a]", certs), []string{"line 4: defaults: want a mapping, got a list"}},
+		{"defaults bad value", doc(name, id, trust, "defaults:", "  keep: 0", certs), []string{"line 5: defaults.keep: want an integer from 1 to 50"}},
+		{"certificates missing", doc(name, id, trust), []string{"line 1: certificates: none"}},
+		{"certificates empty", doc(name, id, trust, "certificates: {}"), []string{"line 4: certificates: none"}},
+		{"certificates list", doc(name, id, trust, "certificates: [a.com]"), []string{"line 4: certificates: want a mapping, got a list"}},
+		{"certificate name traversal", doc(name, id, trust, "certificates:", "  ../../etc: {}"), []string{`line 5: certificates: invalid certificate name "../../etc"`}},
+		{"certificate name double dot", doc(name, id, trust, "certificates:", "  a..b: {}"), []string{`line 5: certificates: invalid certificate name "a..b"`}},
+		{"certificate settings string", doc(name, id, trust, "certificates:", "  a.com: immediate"), []string{"line 5: certificates.a.com: want a mapping, got a string"}},
+		{"install_dir relative", cert("install_dir: live/x"), []string{`line 6: certificates.example.com.install_dir: want an absolute path, got "live/x"`}},
+		{"install_dir root", cert("install_dir: /"), []string{"line 6: certificates.example.com.install_dir: the root folder"}},
+		{"install_dir in stage_dir", doc(name, id, trust, "stage_dir: /srv/stage", "certificates:", "  a.com: {install_dir: /srv/stage/a.com}"), []string{`line 6: certificates.a.com: install_dir "/srv/stage/a.com" overlaps stage_dir "/srv/stage"`}},
+		{"stage_dir in install_dir", doc(name, id, trust, "stage_dir: /etc/letsencrypt/live/a.com/stage", "certificates:", "  a.com: {}"), []string{"line 6: certificates.a.com: install_dir", "overlaps stage_dir"}},
+		{"shared install_dir from defaults", doc(name, id, trust, "defaults: {install_dir: /srv/tls}", "certificates:", "  a.com:", "  b.com:"), []string{`line 7: certificates.b.com: install_dir "/srv/tls" overlaps certificate "a.com"'s "/srv/tls"`}},
+		{"nested install_dir", doc(name, id, trust, "certificates:", "  a.com: {install_dir: /srv/tls}", "  b.com: {install_dir: /srv/tls/b}"), []string{`line 6: certificates.b.com: install_dir "/srv/tls/b" overlaps certificate "a.com"'s`}},
+		{"schedule descriptor", cert("schedule: '@daily'"), []string{`line 6: certificates.example.com.schedule: descriptor "@daily" not supported`}},
+		{"schedule every", cert("schedule: '@every 1h'"), []string{`line 6: certificates.example.com.schedule: descriptor "@every 1h" not supported`}},
+		{"schedule six fields", cert("schedule: '0 0 3 * * *'"), []string{"line 6: certificates.example.com.schedule: want immediate, manual or five cron fields", "(6 fields)"}},
+		{"schedule word", cert("schedule: nightly"), []string{`line 6: certificates.example.com.schedule: want immediate, manual or five cron fields (minute hour day-of-month month day-of-week), got "nightly"`}},
+		{"schedule bad minute", cert("schedule: '61 3 * * *'"), []string{`line 6: certificates.example.com.schedule: invalid cron expression "61 3 * * *"`}},
+		{"schedule time zone", cert("schedule: 'CRON_TZ=UTC 0 3 * * *'"), []string{"line 6: certificates.example.com.schedule: time zone"}},
+		{"schedule never fires", cert("schedule: '0 0 30 2 *'"), []string{"line 6: certificates.example.com.schedule: cron expression \"0 0 30 2 *\" never fires"}},
+		{"schedule capitalised", cert("schedule: Manual"), []string{"line 6: certificates.example.com.schedule: want immediate, manual"}},
+		{"check empty", cert("check: ''"), []string{"line 6: certificates.example.com.check: empty"}},
+		{"check blank", cert("check: '   '"), []string{"line 6: certificates.example.com.check: empty"}},
+		{"reload list", cert("reload: [systemctl, reload, nginx]"), []string{"line 6: certificates.example.com.reload: want a string, got a list"}},
+		{"reload null", cert("reload:"), []string{"line 6: certificates.example.com.reload: want a string, got nothing"}},
+		{"verify no port", cert("verify: 127.0.0.1"), []string{`line 6: certificates.example.com.verify: want HOST:PORT, got "127.0.0.1"`}},
+		{"verify named port", cert("verify: '127.0.0.1:https'"), []string{"line 6: certificates.example.com.verify: want HOST:PORT with a numeric port"}},
+		{"verify port zero", cert("verify: '127.0.0.1:0'"), []string{"line 6: certificates.example.com.verify: want HOST:PORT with a numeric port"}},
+		{"verify port too big", cert("verify: '127.0.0.1:65536'"), []string{"line 6: certificates.example.com.verify: want HOST:PORT with a numeric port"}},
+		{"verify no host", cert("verify: ':443'"), []string{"line 6: certificates.example.com.verify: want HOST:PORT, got \":443\": no host"}},
+		{"owner with space", cert("owner: 'www data'"), []string{`line 6: certificates.example.com.owner: want a name or a numeric id, got "www data"`}},
+		{"owner option-like", cert("owner: -r"), []string{"line 6: certificates.example.com.owner: want a name or a numeric id"}},
+		{"group with colon", cert("group: 'a:b'"), []string{"line 6: certificates.example.com.group: want a name or a numeric id"}},
+		{"group list", cert("group: [a]"), []string{"line 6: certificates.example.com.group: want a name or a numeric id, got a list"}},
+		{"cert_mode group-writable", cert("cert_mode: '0664'"), []string{"line 6: certificates.example.com.cert_mode: mode 0664 is group- or other-writable"}},
+		{"cert_mode other-writable", cert("cert_mode: '0646'"), []string{"line 6: certificates.example.com.cert_mode: mode 0646 is group- or other-writable"}},
+		{"cert_mode not octal", cert("cert_mode: '0888'"), []string{`line 6: certificates.example.com.cert_mode: want an octal mode from "0000" to "0777"`}},
+		{"cert_mode setuid", cert("cert_mode: '4644'"), []string{`line 6: certificates.example.com.cert_mode: want an octal mode from "0000" to "0777"`}},
+		{"cert_mode symbolic", cert("cert_mode: u+rw"), []string{`line 6: certificates.example.com.cert_mode: want an octal mode`}},
+		{"cert_mode signed", cert("cert_mode: '+644'"), []string{`line 6: certificates.example.com.cert_mode: want an octal mode`}},
+		{"cert_mode bool", cert("cert_mode: true"), []string{`line 6: certificates.example.com.cert_mode: want an octal mode such as "0644", got a boolean`}},
+		{"key_mode other-readable", cert("key_mode: '0604'"), []string{"line 6: certificates.example.com.key_mode: mode 0604 is open to others"}},
+		{"key_mode other-writable", cert("key_mode: '0602'"), []string{"line 6: certificates.example.com.key_mode: mode 0602 is open to others"}},
+		{"key_mode other-executable", cert("key_mode: '0601'"), []string{"line 6: certificates.example.com.key_mode: mode 0601 is open to others"}},
+		{"key_mode world", cert("key_mode: 0644"), []string{"line 6: certificates.example.com.key_mode: mode 0644 is open to others"}},
+		{"keep zero", cert("keep: 0"), []string{"line 6: certificates.example.com.keep: want an integer from 1 to 50, got 0"}},
+		{"keep 51", cert("keep: 51"), []string{"line 6: certificates.example.com.keep: want an integer from 1 to 50, got 51"}},
+		{"keep string", cert("keep: 'three'"), []string{"line 6: certificates.example.com.keep: want an integer, got a string"}},
+		{"splay negative", cert("splay: -1s"), []string{"line 6: certificates.example.com.splay: want a duration of 0s or more"}},
+		{"splay unit", cert("splay: 1x"), []string{`line 6: certificates.example.com.splay: want a duration such as "30s"`}},
+		{"splay days", cert("splay: 1d"), []string{`line 6: certificates.example.com.splay: want a duration such as "30s"`}},
+		{"expiry_deadline negative", cert("expiry_deadline: -1h"), []string{"line 6: certificates.example.com.expiry_deadline: want a duration of 0s or more"}},
+		{"expiry_deadline huge", cert("expiry_deadline: 2000000h"), []string{"line 6: certificates.example.com.expiry_deadline: duration 2000000h is too long"}},
+		{"command_timeout zero", cert("command_timeout: 0s"), []string{"line 6: certificates.example.com.command_timeout: want a positive duration"}},
+		{"verify_timeout zero", cert("verify_timeout: 0s"), []string{"line 6: certificates.example.com.verify_timeout: want a positive duration"}},
+		{"combined string", cert("combined: 'true'"), []string{"line 6: certificates.example.com.combined: want true or false, got a string"}},
+		{"combined yes", cert("combined: yes"), []string{"line 6: certificates.example.com.combined: want true or false, got a string"}},
+		{"alias between certificates", doc(name, id, trust, "certificates:", "  a.com: &s {reload: x}", "  b.com: *s"), []string{"line 5: anchors and aliases"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := parseNodeFile([]byte(tt.doc))
+			if err == nil {
+				t.Fatalf("parsed %q into %+v, want an error", tt.doc, f.config)
+			}
+			t.Log(err)
+			checkErr(t, err, tt.want...)
+		})
+	}
+}
+
+// testKeys are real key files in a temporary folder.
+type testKeys struct {
+	dir          string
+	signingKey   string // path of an Ed25519 signing key, 0600
+	publicKey    string // its public key, as `keygen signing` prints it
+	identity     string // path of an age identity file, 0600
+	recipient    string // its age1… recipient
+	sshKey       string // path of an OpenSSH ed25519 private key, 0600
+	sshRecipient string // its "ssh-ed25519 …" public key line
+}
+
+func newTestKeys(t *testing.T) testKeys {
+	t.Helper()
+	k := testKeys{dir: t.TempDir()}
+	k.signingKey = filepath.Join(k.dir, "signing.key")
+	k.identity = filepath.Join(k.dir, "node.key")
+	k.sshKey = filepath.Join(k.dir, "ssh_host_ed25519_key")
+
+	sk, err := crypto.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crypto.WriteKeyFile(k.signingKey, sk.MarshalPEM()); err != nil {
+		t.Fatal(err)
+	}
+	k.publicKey = sk.Public().String()
+
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crypto.WriteKeyFile(k.identity, []byte("# public key: "+id.Recipient().String()+"\n"+id.String()+"\n")); err != nil {
+		t.Fatal(err)
+	}
+	k.recipient = id.Recipient().String()
+
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "root@web2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crypto.WriteKeyFile(k.sshKey, pem.EncodeToMemory(block)); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.sshRecipient = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " root@web2"
+	return k
+}
+
+var placeholder = regexp.MustCompile(`\{\{[A-Z_]+\}\}`)
+
+// substitute returns testdata/config/name with each {{KEY}} replaced.
+func substitute(t *testing.T, name string, values map[string]string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "config", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	for k, v := range values {
+		s = strings.ReplaceAll(s, "{{"+k+"}}", v)
+	}
+	if placeholder.MatchString(s) {
+		t.Fatalf("%s: placeholder left in %q", name, s)
+	}
+	return []byte(s)
+}
+
+// writeConfig writes data to a file in dir and returns its path.
+func writeConfig(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestLoadContractExamples loads the two examples of CONTRACT.md with real
+// keys: an age identity for web1, an SSH host key for web2.
+func TestLoadContractExamples(t *testing.T) {
+	t.Parallel()
+	k := newTestKeys(t)
+	pubPath := writeConfig(t, k.dir, "publisher.yaml", substitute(t, "publisher.yaml", map[string]string{
+		"SIGNING_KEY":    k.signingKey,
+		"WEB1_RECIPIENT": k.recipient,
+		"WEB2_RECIPIENT": k.sshRecipient,
+	}))
+	pc, err := loadPublisherConfig(pubPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.SigningKey == nil || pc.SigningKey.Public().String() != k.publicKey {
+		t.Errorf("signing key not loaded")
+	}
+	if pc.Nodes["web1"] != k.recipient || pc.Nodes["web2"] != k.sshRecipient {
+		t.Errorf("Nodes = %v", pc.Nodes)
+	}
+	if got := pc.Certificates["example.com"]; !reflect.DeepEqual(got, []string{"web1", "web2"}) {
+		t.Errorf("example.com goes to %v", got)
+	}
+	if pc.NATS.URL != "nats://mgmt.example.net:4222" || pc.NATS.Creds != "/etc/certsync/publisher.creds" {
+		t.Errorf("NATS = %+v", pc.NATS)
+	}
+
+	for _, identity := range []string{k.identity, k.sshKey} {
+		nodePath := writeConfig(t, t.TempDir(), "node.yaml", substitute(t, "node.yaml", map[string]string{
+			"IDENTITY":      identity,
+			"PUBLISHER_KEY": k.publicKey,
+		}))
+		nc, err := loadNodeConfig(nodePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nc.Identities) == 0 {
+			t.Errorf("%s: no identity loaded", identity)
+		}
+		if len(nc.Trusted) != 1 || nc.Trusted[0] != pc.SigningKey.Public() {
+			t.Errorf("Trusted = %v, want [%s]", nc.Trusted, k.publicKey)
+		}
+		want := subscriber.Certificate{
+			Name:           "example.com",
+			InstallDir:     "/etc/letsencrypt/live/example.com",
+			Schedule:       "0 3 * * *",
+			Check:          "nginx -t",
+			Reload:         "systemctl reload nginx",
+			Verify:         "127.0.0.1:443",
+			Owner:          "root",
+			Group:          "ssl-cert",
+			CertMode:       0o644,
+			KeyMode:        0o600,
+			Keep:           3,
+			ExpiryDeadline: 168 * time.Hour,
+			CommandTimeout: 60 * time.Second,
+			VerifyTimeout:  30 * time.Second,
+		}
+		if got := nc.Certificates["example.com"]; got != want {
+			t.Errorf("example.com\n got %+v\nwant %+v", got, want)
+		}
+		if nc.Node != "web1" || nc.MetricsListen != "127.0.0.1:9469" || nc.StageDir != "/certsync/live" ||
+			nc.NATS.NKey != "/etc/certsync/web1.nk" || nc.NATS.InboxPrefix != "_INBOX_certsync_node_web1" {
+			t.Errorf("node config = %+v", nc)
+		}
+	}
+}
+
+func TestLoadKeyErrors(t *testing.T) {
+	t.Parallel()
+	k := newTestKeys(t)
+	openKey := filepath.Join(k.dir, "open.key")
+	if err := crypto.WriteKeyFile(openKey, []byte("unused")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openKey, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	notAKey := filepath.Join(k.dir, "not-a.key")
+	if err := crypto.WriteKeyFile(notAKey, []byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	publisherDoc := func(key string) []byte {
+		return []byte(doc("nodes: {web1: $R1}", "certificates: {a.com: [web1]}", "", "signing_key: "+key))
+	}
+	nodeDoc := func(key string) []byte {
+		return []byte(doc("name: web1", "trusted_publishers: [$PUB]", "identity: "+key, "certificates: {a.com: {}}"))
+	}
+	tests := []struct {
+		name      string
+		load      func(path string) error
+		data      []byte
+		want      []string
+		permError bool
+	}{
+		{"signing key group-readable", loadPub, publisherDoc(openKey), []string{"line 4: signing_key:", "0640"}, true},
+		{"signing key missing", loadPub, publisherDoc(filepath.Join(k.dir, "nope")), []string{"line 4: signing_key:", "nope"}, false},
+		{"signing key is an identity", loadPub, publisherDoc(k.identity), []string{"line 4: signing_key:"}, false},
+		{"signing key garbage", loadPub, publisherDoc(notAKey), []string{"line 4: signing_key:"}, false},
+		{"identity group-readable", loadNode, nodeDoc(openKey), []string{"line 3: identity:", "0640"}, true},
+		{"identity missing", loadNode, nodeDoc(filepath.Join(k.dir, "nope")), []string{"line 3: identity:"}, false},
+		{"identity garbage", loadNode, nodeDoc(notAKey), []string{"line 3: identity:"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeConfig(t, t.TempDir(), "config.yaml", tt.data)
+			err := tt.load(path)
+			checkErr(t, err, append([]string{`reading config "` + path + `": `}, tt.want...)...)
+			if got := errors.Is(err, crypto.ErrKeyPermissions); got != tt.permError {
+				t.Errorf("errors.Is(err, crypto.ErrKeyPermissions) = %v, want %v", got, tt.permError)
+			}
+		})
+	}
+}
+
+func loadPub(path string) error  { _, err := loadPublisherConfig(path); return err }
+func loadNode(path string) error { _, err := loadNodeConfig(path); return err }
+
+func TestLoadSSHRecipientAndIdentity(t *testing.T) {
+	t.Parallel()
+	k := newTestKeys(t)
+	path := writeConfig(t, k.dir, "publisher.yaml", []byte(doc(
+		"signing_key: "+k.signingKey,
+		"nodes:",
+		"  web2: "+k.sshRecipient,
+		"certificates: {example.com: [web2]}",
+	)))
+	pc, err := loadPublisherConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.Nodes["web2"] != k.sshRecipient {
+		t.Errorf("web2's recipient = %q, want %q", pc.Nodes["web2"], k.sshRecipient)
+	}
+}
+
+func TestLoadErrorFormat(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "node.yaml", []byte(doc(
+		"name: web1",
+		"identity: /k",
+		"trusted_publishers: [$PUB]",
+		"certificates:",
+		"  example.com:",
+		"    reload: systemctl reload nginx",
+		"    instal_dir: /srv/x",
+	)))
+	_, err := loadNodeConfig(path)
+	want := `reading config "` + path + `": line 7: certificates.example.com: unknown key "instal_dir" (did you mean "install_dir"?)`
+	if err == nil || err.Error() != want {
+		t.Errorf("error\n got %v\nwant %s", err, want)
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.yaml")
+	_, err := loadPublisherConfig(missing)
+	checkErr(t, err, `reading config "`+missing+`": no such file or directory`)
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("errors.Is(%v, fs.ErrNotExist) = false", err)
+	}
+
+	_, err = loadNodeConfig(dir)
+	checkErr(t, err, `reading config "`+dir+`"`)
+
+	big := writeConfig(t, dir, "big.yaml", []byte("# "+strings.Repeat("x", maxConfigSize)+"\n"))
+	_, err = loadNodeConfig(big)
+	checkErr(t, err, `reading config "`+big+`": larger than 1048576 bytes`)
+
+	empty := writeConfig(t, dir, "empty.yaml", nil)
+	_, err = loadPublisherConfig(empty)
+	checkErr(t, err, `reading config "`+empty+`": empty configuration`)
+}
+
+// TestConfigPath is not parallel: it sets the environment.
+func TestConfigPath(t *testing.T) {
+	t.Setenv(configEnv, "")
+	if got := configPath("", DefaultNodeConfig); got != "/etc/certsync/node.yaml" {
+		t.Errorf("no flag, no env: %q", got)
+	}
+	if got := configPath("", DefaultPublisherConfig); got != "/etc/certsync/publisher.yaml" {
+		t.Errorf("no flag, no env: %q", got)
+	}
+	t.Setenv(configEnv, "/env.yaml")
+	if got := configPath("", DefaultNodeConfig); got != "/env.yaml" {
+		t.Errorf("env: %q, want /env.yaml", got)
+	}
+	if got := configPath("/flag.yaml", DefaultNodeConfig); got != "/flag.yaml" {
+		t.Errorf("flag and env: %q, want /flag.yaml", got)
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"abc", "", 3}, {"", "ab", 2}, {"instal_dir", "install_dir", 1},
+		{"relaod", "reload", 2}, {"kitten", "sitting", 3},
+	}
+	for _, tt := range tests {
+		if got := editDistance(tt.a, tt.b); got != tt.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+// fuzzSeeds returns the documents of testdata/config, with real public keys,
+// and a few from the tables above.
+func fuzzSeeds(f *testing.F) [][]byte {
+	k := testPublicKeys()
+	values := map[string]string{
+		"SIGNING_KEY": "/k", "WEB1_RECIPIENT": k.r1, "WEB2_RECIPIENT": k.ssh,
+		"IDENTITY": "/k", "PUBLISHER_KEY": k.pub, "OTHER_PUBLISHER_KEY": k.pub2,
+	}
+	var seeds [][]byte
+	for _, name := range []string{"publisher.yaml", "node.yaml", "node-full.yaml"} {
+		data, err := os.ReadFile(filepath.Join("testdata", "config", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		s := string(data)
+		for k, v := range values {
+			s = strings.ReplaceAll(s, "{{"+k+"}}", v)
+		}
+		seeds = append(seeds, []byte(s))
+	}
+	seeds = append(seeds,
+		[]byte(doc("signing_key: /k", "nodes: {web1: &r $R1, web2: *r}", "certificates: {a.com: [web1]}")),
+		[]byte(doc("signing_key: /k", "nodes: {web1: $R1}", "certificates: {a.com: [web1]}", "---", "x: 1")),
+		[]byte(doc("name: web1", "identity: /k", "trusted_publishers: [$PUB]", "defaults: {keep: 2}", "certificates: {a.com: {schedule: '0 3 * * *'}}")),
+	)
+	return seeds
+}
+
+func FuzzParsePublisherConfig(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pf, err := parsePublisherFile(data)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+			return
+		}
+		cfg := pf.config
+		if pf.signingKey == "" || len(cfg.Certificates) == 0 || cfg.Timeout <= 0 {
+			t.Errorf("accepted an incomplete configuration: %+v", pf)
+		}
+		for name := range cfg.Nodes {
+			if err := wire.CheckNodeName(name); err != nil {
+				t.Errorf("accepted %v", err)
+			}
+		}
+		for cert, nodes := range cfg.Certificates {
+			if err := wire.CheckCertName(cert); err != nil {
+				t.Errorf("accepted %v", err)
+			}
+			if len(nodes) == 0 {
+				t.Errorf("accepted certificate %q without nodes", cert)
+			}
+			for _, n := range nodes {
+				if _, ok := cfg.Nodes[n]; !ok {
+					t.Errorf("accepted unknown node %q of certificate %q", n, cert)
+				}
+			}
+		}
+	})
+}
+
+func FuzzParseNodeConfig(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		nf, err := parseNodeFile(data)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+			return
+		}
+		cfg := nf.config
+		if err := wire.CheckNodeName(cfg.Node); err != nil {
+			t.Errorf("accepted %v", err)
+		}
+		if nf.identity == "" || len(cfg.Trusted) == 0 || len(cfg.Certificates) == 0 || !filepath.IsAbs(cfg.StageDir) {
+			t.Errorf("accepted an incomplete configuration: %+v", nf)
+		}
+		for name, c := range cfg.Certificates {
+			if err := wire.CheckCertName(name); err != nil || c.Name != name {
+				t.Errorf("accepted certificate %q named %q (%v)", name, c.Name, err)
+			}
+			if !filepath.IsAbs(c.InstallDir) || c.KeyMode&0o007 != 0 || c.CertMode&0o022 != 0 ||
+				c.Keep < 1 || c.Keep > maxKeep || c.CommandTimeout <= 0 || c.VerifyTimeout <= 0 || c.Splay < 0 {
+				t.Errorf("accepted certificate %+v", c)
+			}
+			if err := checkSchedule(c.Schedule); err != nil {
+				t.Errorf("accepted %v", err)
+			}
+		}
+	})
+}
