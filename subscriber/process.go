@@ -111,15 +111,15 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 // of this node's certificates. On success d.name and d.header are set.
 // Every failure is permanent.
 func (n *Node) verify(d *delivery) error {
-	data := d.msg.Data()
-	if len(data) > crypto.MaxEnvelopeSize {
-		return permanent(fmt.Errorf("refusing seq %d on %q: %d bytes: %w", d.seq, d.subject, len(data), ErrTooLarge))
-	}
 	name, err := wire.NameFromSubject(d.subject)
 	if err != nil {
 		return permanent(fmt.Errorf("refusing seq %d: %v: %w", d.seq, err, ErrWrongSubject))
 	}
 	d.name = name
+	data := d.msg.Data()
+	if len(data) > crypto.MaxEnvelopeSize {
+		return permanent(fmt.Errorf("refusing %q seq %d: %d bytes: %w", name, d.seq, len(data), ErrTooLarge))
+	}
 	h, err := crypto.Verify(data, n.cfg.Trusted)
 	if err != nil {
 		return permanent(fmt.Errorf("verifying %q seq %d: %w", name, d.seq, err))

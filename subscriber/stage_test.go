@@ -162,8 +162,8 @@ func TestStageRefuses(t *testing.T) {
 func TestStageCorruptRecord(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		what   string
-		break_ func(dir string) error
+		what    string
+		corrupt func(dir string) error
 	}{
 		{"garbage", func(dir string) error { return os.WriteFile(filepath.Join(dir, fileMeta), []byte("{not json"), 0o600) }},
 		{"empty", func(dir string) error { return os.WriteFile(filepath.Join(dir, fileMeta), nil, 0o600) }},
@@ -185,7 +185,7 @@ func TestStageCorruptRecord(t *testing.T) {
 			if _, err := s.Put(b, m); err != nil {
 				t.Fatal(err)
 			}
-			if err := tc.break_(s.Path("example.com")); err != nil {
+			if err := tc.corrupt(s.Path("example.com")); err != nil {
 				t.Fatal(err)
 			}
 			_, err := s.Read("example.com")

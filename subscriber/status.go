@@ -15,7 +15,7 @@ import (
 // statusWriter keeps the node's records in the status bucket. A record is
 // built from what is staged and from the last refusal or failure of the
 // certificate, which stays until a later bundle (higher stream sequence)
-// is staged or found already staged. Status is worth less than
+// is staged or found already staged, or the failed one succeeds on retry. Status is worth less than
 // certificates: when the bucket cannot be reached or created, the node
 // warns once and goes on, looking again after StatusInterval.
 type statusWriter struct {
@@ -42,11 +42,12 @@ func (s *statusWriter) init(n *Node) {
 	s.failures = map[string]failure{}
 }
 
-// succeeded clears the failure of name if the message seq came after it.
+// succeeded clears the failure of name unless it came from a later message
+// than seq (a refused newer bundle stays reported when an older one stages).
 func (s *statusWriter) succeeded(name string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f, ok := s.failures[name]; ok && seq > f.seq {
+	if f, ok := s.failures[name]; ok && seq >= f.seq {
 		delete(s.failures, name)
 	}
 }
@@ -155,6 +156,9 @@ func (s *statusWriter) bucket(ctx context.Context, js jetstream.JetStream) jetst
 	kv, err := js.KeyValue(ctx, wire.StatusBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, wire.StatusBucketConfig(1))
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, wire.StatusBucket) // another node was quicker
+		}
 	}
 	if err != nil {
 		s.retryAt = now.Add(s.n.cfg.StatusInterval)

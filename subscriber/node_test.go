@@ -1,0 +1,849 @@
+package subscriber
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+const nodeName = "web1"
+
+// env is a NATS server holding the CERTSYNC stream, a publisher's signing
+// key, a test CA and one node identity: what tests need to publish bundles
+// the way the publisher does.
+type env struct {
+	t        *testing.T
+	srv      *server.Server
+	url      string
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	key      *crypto.SigningKey
+	ca       *testcert.CA
+	id       *age.X25519Identity
+	baseline uint64 // version of the first bundle a test staged
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	opts := natstest.Options(t.TempDir())
+	// Let an oversized envelope reach the node, as a misconfigured server would.
+	opts.MaxPayload = 2 << 20
+	return startEnv(t, opts)
+}
+
+func startEnv(t *testing.T, opts *server.Options) *env {
+	t.Helper()
+	srv := natstest.Start(t, opts)
+	e := &env{t: t, srv: srv, url: natstest.URL(srv), ca: testcert.NewCA(t)}
+	var err error
+	if e.nc, err = nats.Connect(e.url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.nc.Close)
+	if e.js, err = jetstream.New(e.nc); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.js.CreateStream(ctx, wire.StreamConfig(wire.StreamOptions{})); err != nil {
+		t.Fatalf("creating stream: %v", err)
+	}
+	if e.key, err = crypto.GenerateSigningKey(); err != nil {
+		t.Fatal(err)
+	}
+	if e.id, err = age.GenerateX25519Identity(); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// issue makes a leaf valid from ago before now, valid for 90 days.
+func (e *env) issue(ago time.Duration) *testcert.Cert {
+	return e.ca.Issue(e.t, testcert.Options{NotBefore: time.Now().Add(-ago)})
+}
+
+func bundleOf(name string, c *testcert.Cert) *crypto.Bundle {
+	return &crypto.Bundle{
+		Name: name, Version: uint64(c.Leaf.NotBefore.Unix()),
+		Cert: c.Cert, Chain: c.Chain, FullChain: c.FullChain, PrivKey: c.PrivKey,
+	}
+}
+
+// seal seals c as certificate name with the env's key to the env's node.
+func (e *env) seal(name string, c *testcert.Cert) []byte {
+	return e.sealWith(bundleOf(name, c), e.key, e.id.Recipient())
+}
+
+func (e *env) sealWith(b *crypto.Bundle, key *crypto.SigningKey, to ...age.Recipient) []byte {
+	e.t.Helper()
+	data, err := crypto.Seal(b, key, to)
+	if err != nil {
+		e.t.Fatalf("sealing %q: %v", b.Name, err)
+	}
+	return data
+}
+
+// publish puts data on certificate name's subject with the contract's
+// headers (those it can give for c, which may be nil) and returns its
+// stream sequence.
+func (e *env) publish(name string, data []byte, c *testcert.Cert) uint64 {
+	e.t.Helper()
+	m := nats.NewMsg(wire.Subject(name))
+	m.Data = data
+	m.Header.Set(wire.HeaderName, name)
+	m.Header.Set(wire.HeaderFormat, strconv.Itoa(crypto.Format))
+	if c != nil {
+		m.Header.Set(wire.HeaderSerial, c.Leaf.SerialNumber.Text(16))
+		m.Header.Set(wire.HeaderNotBefore, c.Leaf.NotBefore.UTC().Format(time.RFC3339))
+		m.Header.Set(wire.HeaderNotAfter, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		m.Header.Set(wire.HeaderVersion, strconv.FormatInt(c.Leaf.NotBefore.Unix(), 10))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := e.js.PublishMsg(ctx, m)
+	if err != nil {
+		e.t.Fatalf("publishing on %s: %v", m.Subject, err)
+	}
+	return ack.Sequence
+}
+
+// testNode is a Node under test with its captured log and stage events.
+type testNode struct {
+	*Node
+	logs   *logBuffer
+	mu     sync.Mutex
+	staged []Staged
+}
+
+func (tn *testNode) stagedVersions() []uint64 {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	var vs []uint64
+	for _, s := range tn.staged {
+		vs = append(vs, s.Version)
+	}
+	return vs
+}
+
+// node makes a Node for the env with certificates certs, staging into
+// stageDir.
+func (e *env) node(stageDir string, certs ...string) *testNode {
+	e.t.Helper()
+	cfg := Config{
+		Node:       nodeName,
+		NATS:       natsconn.Options{URL: e.url},
+		Identities: []age.Identity{e.id},
+		Trusted:    []crypto.PublicKey{e.key.Public()},
+		StageDir:   stageDir,
+		Version:    "test",
+	}
+	cfg.Certificates = map[string]Certificate{}
+	for _, c := range certs {
+		cfg.Certificates[c] = Certificate{Name: c}
+	}
+	logs := &logBuffer{}
+	n, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		e.t.Fatalf("New: %v", err)
+	}
+	tn := &testNode{Node: n, logs: logs}
+	n.onStaged = func(s *Staged) {
+		tn.mu.Lock()
+		tn.staged = append(tn.staged, *s)
+		tn.mu.Unlock()
+	}
+	return tn
+}
+
+func (tn *testNode) sync(t *testing.T) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := tn.Sync(ctx)
+	if err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	return rep
+}
+
+// status reads the node's status record for cert.
+func (e *env) status(cert string) wire.Status {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, wire.StatusBucket)
+	if err != nil {
+		e.t.Fatalf("status bucket: %v", err)
+	}
+	entry, err := kv.Get(ctx, wire.StatusKey(nodeName, cert))
+	if err != nil {
+		e.t.Fatalf("status of %s: %v", cert, err)
+	}
+	var st wire.Status
+	if err := json.Unmarshal(entry.Value(), &st); err != nil {
+		e.t.Fatalf("status of %s: %v", cert, err)
+	}
+	return st
+}
+
+// logBuffer collects JSON log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// events returns the logged records whose msg is event.
+func (l *logBuffer) events(event string) []map[string]any {
+	var out []map[string]any
+	for line := range strings.Lines(l.String()) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == event {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// expectOnly checks that rep holds exactly the outcomes want, in any order.
+func expectOnly(t *testing.T, rep *Report, want ...Outcome) {
+	t.Helper()
+	count := map[Outcome]int{}
+	for _, o := range want {
+		count[o]++
+	}
+	for o, c := range count {
+		if got := rep.Count(o); got != c {
+			t.Errorf("report has %d %s, want %d: %+v", got, o, c, rep.Results)
+		}
+	}
+	if len(rep.Results) != len(want) {
+		t.Errorf("report has %d results, want %d: %+v", len(rep.Results), len(want), rep.Results)
+	}
+}
+
+// checkNoSecret fails if the private key of c shows in text.
+func checkNoSecret(t *testing.T, what, text string, certs ...*testcert.Cert) {
+	t.Helper()
+	if strings.Contains(text, "PRIVATE KEY") {
+		t.Errorf("%s mentions a PRIVATE KEY", what)
+	}
+	for _, c := range certs {
+		if c == nil {
+			continue
+		}
+		for line := range strings.Lines(string(c.PrivKey)) {
+			line = strings.TrimSpace(line)
+			if len(line) > 20 && !strings.HasPrefix(line, "-----") && strings.Contains(text, line) {
+				t.Errorf("%s holds private key material", what)
+			}
+		}
+	}
+}
+
+func TestSyncStagesBundle(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stageDir := t.TempDir()
+	c := e.issue(time.Hour)
+	seq := e.publish("example.com", e.seal("example.com", c), c)
+
+	n := e.node(stageDir, "example.com")
+	rep := n.sync(t)
+	expectOnly(t, rep, OutcomeStaged)
+	if rep.Failed() || rep.Results[0].Sequence != seq || rep.Results[0].Name != "example.com" {
+		t.Errorf("report %+v", rep.Results)
+	}
+	b := bundleOf("example.com", c)
+	meta, err := n.Stage().Read("example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkStaged(t, n.Stage(), b, meta)
+	if meta.Serial != c.Leaf.SerialNumber.Text(16) || meta.Sequence != seq || meta.Signer != e.key.Public().String() ||
+		!meta.NotAfter.Equal(c.Leaf.NotAfter) || !strings.HasPrefix(meta.Fingerprint, "sha256:") {
+		t.Errorf("staged record %+v does not describe the bundle", meta)
+	}
+
+	// The node created its consumer on this open server.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := e.js.Consumer(ctx, wire.Stream, wire.ConsumerName(nodeName))
+	if err != nil {
+		t.Fatalf("node's consumer: %v", err)
+	}
+	if got := info.CachedInfo().Config.FilterSubjects; len(got) != 1 || got[0] != wire.Subject("example.com") {
+		t.Errorf("consumer filter %q", got)
+	}
+
+	st := e.status("example.com")
+	if st.State != wire.StateStaged || st.StagedVersion != b.Version || st.StagedFingerprint != meta.Fingerprint ||
+		st.Error != "" || st.Version != "test" || st.LastSeen.IsZero() {
+		t.Errorf("status %+v", st)
+	}
+
+	// Nothing pending: a second pass does nothing.
+	expectOnly(t, n.sync(t))
+	if got := n.stagedVersions(); len(got) != 1 {
+		t.Errorf("staged %d times, want once", len(got))
+	}
+	checkNoSecret(t, "log", n.logs.String(), c)
+}
+
+func TestSyncSameBundleAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.issue(time.Hour)
+	data := e.seal("example.com", c)
+	e.publish("example.com", data, c)
+	n := e.node(t.TempDir(), "example.com")
+	expectOnly(t, n.sync(t), OutcomeStaged)
+	before, err := n.Stage().Read("example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The same envelope again, then the same bundle sealed again (as
+	// republish does when recipients change): nothing is staged again.
+	e.publish("example.com", data, c)
+	expectOnly(t, n.sync(t), OutcomeUnchanged)
+	e.publish("example.com", e.seal("example.com", c), c)
+	expectOnly(t, n.sync(t), OutcomeUnchanged)
+
+	after, err := n.Stage().Read("example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *after != *before {
+		t.Errorf("record changed: %+v, was %+v", after, before)
+	}
+	if got := n.stagedVersions(); len(got) != 1 {
+		t.Errorf("staged %d times, want once", len(got))
+	}
+	if st := e.status("example.com"); st.State != wire.StateStaged || st.Error != "" {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// TestSyncAwayAcrossRenewals: a node away while a certificate was renewed
+// three times stages only the newest, once, and never opens the others.
+func TestSyncAwayAcrossRenewals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c1 := e.issue(4 * time.Hour)
+	e.publish("example.com", e.seal("example.com", c1), c1)
+	n := e.node(t.TempDir(), "example.com", "other.example")
+	expectOnly(t, n.sync(t), OutcomeStaged)
+
+	var last *testcert.Cert
+	for i := 3; i >= 1; i-- {
+		last = e.issue(time.Duration(i) * time.Hour)
+		e.publish("example.com", e.seal("example.com", last), last)
+	}
+	o := e.issue(time.Hour)
+	e.publish("other.example", e.seal("other.example", o), o)
+
+	// A new Node on the same stage folder: the node restarted.
+	n2 := e.node(n.Stage().Dir(), "example.com", "other.example")
+	rep := n2.sync(t)
+	expectOnly(t, rep, OutcomeStaged, OutcomeStaged, OutcomeSuperseded, OutcomeSuperseded)
+	if got := n2.stagedVersions(); len(got) != 2 {
+		t.Fatalf("staged %v, want the newest of each certificate once", got)
+	}
+	meta, b, err := n2.Stage().Load("example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Version != uint64(last.Leaf.NotBefore.Unix()) || !bytes.Equal(b.Cert, last.Cert) || !bytes.Equal(b.PrivKey, last.PrivKey) {
+		t.Errorf("staged version %d, want the newest %d", meta.Version, last.Leaf.NotBefore.Unix())
+	}
+	if got := len(n2.logs.events("bundle_superseded")); got != 2 {
+		t.Errorf("%d bundle_superseded events, want 2", got)
+	}
+	expectOnly(t, n2.sync(t))
+}
+
+// TestSyncRefusals: each bad message is refused, terminated and reported,
+// changes nothing staged, and a valid bundle published after it still
+// arrives.
+func TestSyncRefusals(t *testing.T) {
+	t.Parallel()
+	const name = "example.com"
+	type bad struct {
+		name string // subject's certificate; default name
+		data []byte
+		cert *testcert.Cert
+	}
+	tests := []struct {
+		what string
+		make func(e *env) bad
+		want error
+	}{
+		{"untrusted signer", func(e *env) bad {
+			other, err := crypto.GenerateSigningKey()
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			c := e.issue(time.Hour)
+			return bad{data: e.sealWith(bundleOf(name, c), other, e.id.Recipient()), cert: c}
+		}, crypto.ErrUntrustedSigner},
+		{"not a recipient", func(e *env) bad {
+			stranger, err := age.GenerateX25519Identity()
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			c := e.issue(time.Hour)
+			return bad{data: e.sealWith(bundleOf(name, c), e.key, stranger.Recipient()), cert: c}
+		}, crypto.ErrNotRecipient},
+		{"garbage", func(e *env) bad {
+			return bad{data: []byte("certsync? no, just garbage\x00\x01\x02")}
+		}, crypto.ErrMalformed},
+		{"empty", func(e *env) bad { return bad{data: []byte{}} }, crypto.ErrMalformed},
+		{"oversized", func(e *env) bad {
+			return bad{data: bytes.Repeat([]byte{'A'}, crypto.MaxEnvelopeSize+1)}
+		}, ErrTooLarge},
+		{"tampered", func(e *env) bad {
+			c := e.issue(time.Hour)
+			data := e.seal(name, c)
+			data[len(data)-100] ^= 1
+			return bad{data: data, cert: c}
+		}, crypto.ErrBadSignature},
+		{"moved to another certificate's subject", func(e *env) bad {
+			c := e.issue(time.Hour)
+			return bad{data: e.seal("other.example", c), cert: c}
+		}, ErrWrongSubject},
+		{"a name like ../../etc", func(e *env) bad {
+			c := e.issue(time.Hour)
+			return bad{data: e.sealWith(bundleOf("../../etc", c), e.key, e.id.Recipient()), cert: c}
+		}, ErrWrongSubject},
+		{"certificate not configured", func(e *env) bad {
+			c := e.issue(time.Hour)
+			return bad{name: "unknown.example", data: e.seal("unknown.example", c), cert: c}
+		}, ErrUnknownCertificate},
+		{"key does not match", func(e *env) bad {
+			c := e.issue(time.Hour).WithKeyOf(e.issue(time.Hour))
+			return bad{data: e.seal(name, c), cert: c}
+		}, ErrInvalidBundle},
+		{"expired", func(e *env) bad {
+			c := e.ca.Issue(e.t, testcert.Options{NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
+			return bad{data: e.seal(name, c), cert: c}
+		}, ErrInvalidBundle},
+		{"signed version is not the certificate's", func(e *env) bad {
+			c := e.issue(time.Hour)
+			b := bundleOf(name, c)
+			b.Version++
+			return bad{data: e.sealWith(b, e.key, e.id.Recipient()), cert: c}
+		}, ErrInvalidBundle},
+		{"same version, another certificate", func(e *env) bad {
+			// A leaf from the same second as the staged one.
+			c := e.ca.Issue(e.t, testcert.Options{NotBefore: time.Unix(int64(e.baseline), 0)})
+			return bad{data: e.seal(name, c), cert: c}
+		}, ErrConflict},
+	}
+	for _, tc := range tests {
+		t.Run(tc.what, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			e.t = t
+			// The management side made this consumer for more certificates
+			// than the node's configuration holds.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := e.js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(nodeName, []string{name, "other.example", "unknown.example"})); err != nil {
+				t.Fatal(err)
+			}
+			base := e.issue(72 * time.Hour)
+			e.baseline = uint64(base.Leaf.NotBefore.Unix())
+			e.publish(name, e.seal(name, base), base)
+			n := e.node(t.TempDir(), name, "other.example")
+			expectOnly(t, n.sync(t), OutcomeStaged)
+			baseMeta, err := n.Stage().Read(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			b := tc.make(e)
+			subject := cmpOr(b.name, name)
+			seq := e.publish(subject, b.data, b.cert)
+			rep := n.sync(t)
+			expectOnly(t, rep, OutcomeRefused)
+			r := rep.Results[0]
+			if !errors.Is(r.Err, tc.want) || !IsPermanent(r.Err) || r.Sequence != seq || r.Name != subject {
+				t.Errorf("result %+v, want a permanent %v", r, tc.want)
+			}
+			if !rep.Failed() || !errors.Is(rep.Err(), tc.want) {
+				t.Errorf("report Failed %v, Err %v", rep.Failed(), rep.Err())
+			}
+			// Nothing staged changed.
+			checkStaged(t, n.Stage(), bundleOf(name, base), baseMeta)
+			if len(n.stagedVersions()) != 1 {
+				t.Errorf("staged %v", n.stagedVersions())
+			}
+			refusals := n.logs.events("bundle_refused")
+			if len(refusals) != 1 || refusals[0]["name"] != subject || refusals[0]["seq"] != float64(seq) || refusals[0]["reason"] == "" {
+				t.Errorf("bundle_refused log: %v", refusals)
+			}
+			// The refusal shows in the status record, with what is still held.
+			if subject == name {
+				st := e.status(name)
+				if st.State != wire.StateFailed || st.Error == "" || st.ErrorTime.IsZero() || st.StagedVersion != baseMeta.Version {
+					t.Errorf("status after refusal %+v", st)
+				}
+				checkNoSecret(t, "status error", st.Error, base, b.cert)
+			}
+			checkNoSecret(t, "report", rep.Err().Error(), base, b.cert)
+
+			// The message was terminated: it does not come back.
+			expectOnly(t, n.sync(t))
+
+			// A valid bundle after it still arrives.
+			next := e.issue(time.Hour)
+			e.publish(name, e.seal(name, next), next)
+			rep = n.sync(t)
+			expectOnly(t, rep, OutcomeStaged)
+			if rep.Failed() {
+				t.Errorf("report failed: %v", rep.Err())
+			}
+			meta, err := n.Stage().Read(name)
+			if err != nil || meta.Version != uint64(next.Leaf.NotBefore.Unix()) {
+				t.Errorf("after the valid bundle: staged %+v, %v", meta, err)
+			}
+			if st := e.status(name); st.State != wire.StateStaged || st.Error != "" || st.StagedVersion != meta.Version {
+				t.Errorf("status after the valid bundle %+v", st)
+			}
+			checkNoSecret(t, "log", n.logs.String(), base, next, b.cert)
+		})
+	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// TestSyncDowngradeAfterRestart: an older certificate, validly signed, is
+// refused by a node that staged a newer one before it restarted.
+func TestSyncDowngradeAfterRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stageDir := t.TempDir()
+	older, newer := e.issue(3*time.Hour), e.issue(2*time.Hour)
+	e.publish("example.com", e.seal("example.com", newer), newer)
+	expectOnly(t, e.node(stageDir, "example.com").sync(t), OutcomeStaged)
+
+	n := e.node(stageDir, "example.com") // restarted
+	seq := e.publish("example.com", e.seal("example.com", older), older)
+	rep := n.sync(t)
+	expectOnly(t, rep, OutcomeRefused)
+	if r := rep.Results[0]; !errors.Is(r.Err, ErrDowngrade) || !IsPermanent(r.Err) || r.Sequence != seq {
+		t.Errorf("result %+v, want a permanent ErrDowngrade", r)
+	}
+	meta, b, err := n.Stage().Load("example.com")
+	if err != nil || meta.Version != uint64(newer.Leaf.NotBefore.Unix()) || !bytes.Equal(b.PrivKey, newer.PrivKey) {
+		t.Fatalf("staged %+v, %v; want the newer bundle kept", meta, err)
+	}
+	if st := e.status("example.com"); st.State != wire.StateFailed || !strings.Contains(st.Error, "older than the staged version") {
+		t.Errorf("status %+v", st)
+	}
+
+	// The refusal stays in the status across another restart, until a
+	// later bundle arrives.
+	n = e.node(stageDir, "example.com")
+	expectOnly(t, n.sync(t))
+	if st := e.status("example.com"); st.State != wire.StateFailed {
+		t.Errorf("status after restart %+v, want the refusal kept", st)
+	}
+	next := e.issue(time.Hour)
+	e.publish("example.com", e.seal("example.com", next), next)
+	expectOnly(t, n.sync(t), OutcomeStaged)
+	if st := e.status("example.com"); st.State != wire.StateStaged || st.Error != "" {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// TestSyncNewestRefusedOlderStaged: when the newest bundle of a batch is
+// refused, the next older one is tried, and the refusal stays reported.
+func TestSyncNewestRefusedOlderStaged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c1 := e.issue(4 * time.Hour)
+	e.publish("example.com", e.seal("example.com", c1), c1)
+	n := e.node(t.TempDir(), "example.com")
+	expectOnly(t, n.sync(t), OutcomeStaged)
+
+	good, badKey := e.issue(2*time.Hour), e.issue(time.Hour).WithKeyOf(c1)
+	e.publish("example.com", e.seal("example.com", good), good)
+	e.publish("example.com", e.seal("example.com", badKey), badKey)
+	rep := n.sync(t)
+	expectOnly(t, rep, OutcomeRefused, OutcomeStaged)
+	if !rep.Failed() {
+		t.Error("report not failed")
+	}
+	if meta, err := n.Stage().Read("example.com"); err != nil || meta.Version != uint64(good.Leaf.NotBefore.Unix()) {
+		t.Errorf("staged %+v, %v", meta, err)
+	}
+	if st := e.status("example.com"); st.State != wire.StateFailed || st.StagedVersion != uint64(good.Leaf.NotBefore.Unix()) {
+		t.Errorf("status %+v, want failed holding the older good bundle", st)
+	}
+}
+
+// TestSyncTransientFailure: a stage folder that cannot be written fails the
+// bundle for now; it comes back and stages once the folder is fixed.
+func TestSyncTransientFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.node(t.TempDir(), "example.com")
+	c := e.issue(time.Hour)
+	e.publish("example.com", e.seal("example.com", c), c)
+	// A corrupt record stands for a local fault the operator must fix.
+	if err := os.MkdirAll(n.Stage().Path("example.com"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.Stage().Path("example.com"), fileMeta), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep := n.sync(t)
+	expectOnly(t, rep, OutcomeFailed)
+	if r := rep.Results[0]; IsPermanent(r.Err) || !rep.Failed() {
+		t.Errorf("result %+v, want a transient failure", r)
+	}
+	if st := e.status("example.com"); st.State != wire.StateFailed || st.Error == "" {
+		t.Errorf("status %+v", st)
+	}
+	if err := os.RemoveAll(n.Stage().Path("example.com")); err != nil {
+		t.Fatal(err)
+	}
+	// The message comes back after its delay (5s for a first delivery).
+	natstest.WaitFor(t, 30*time.Second, "the bundle to be staged after the fix", func() bool {
+		rep := n.sync(t)
+		return rep.Count(OutcomeStaged) == 1
+	})
+	if st := e.status("example.com"); st.State != wire.StateStaged || st.Error != "" {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		delivered uint64
+		want      time.Duration
+	}{{0, 5 * time.Second}, {1, 5 * time.Second}, {2, 10 * time.Second}, {4, 40 * time.Second}, {7, 5 * time.Minute}, {1000, 5 * time.Minute}} {
+		if got := retryDelay(tc.delivered); got != tc.want {
+			t.Errorf("retryDelay(%d) = %v, want %v", tc.delivered, got, tc.want)
+		}
+	}
+}
+
+// TestSyncNoConsumerLeastPrivilege: a node that may read its consumer but
+// not create it fails with ErrNoConsumer when the consumer is missing.
+func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
+	t.Parallel()
+	opts := natstest.Options(t.TempDir())
+	consumer := wire.ConsumerName(nodeName)
+	opts.Users = []*server.User{
+		{Username: "admin", Password: "admin"},
+		{Username: nodeName, Password: "node", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{
+				"$JS.API.CONSUMER.INFO." + wire.Stream + "." + consumer,
+				"$JS.API.CONSUMER.MSG.NEXT." + wire.Stream + "." + consumer,
+				"$JS.ACK." + wire.Stream + "." + consumer + ".>",
+			}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}},
+	}
+	srv := natstest.Start(t, opts)
+	nc, err := nats.Connect(natstest.URL(srv), nats.UserInfo("admin", "admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, wire.StreamConfig(wire.StreamOptions{})); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := age.GenerateX25519Identity()
+	key, _ := crypto.GenerateSigningKey()
+	n, err := New(Config{
+		Node:         nodeName,
+		NATS:         natsconn.Options{URL: natstest.URL(srv), User: nodeName, Password: "node"},
+		Identities:   []age.Identity{id},
+		Trusted:      []crypto.PublicKey{key.Public()},
+		StageDir:     t.TempDir(),
+		Certificates: map[string]Certificate{"example.com": {Name: "example.com"}},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer scancel()
+	_, err = n.Sync(sctx)
+	if !errors.Is(err, ErrNoConsumer) || !strings.Contains(err.Error(), "republish") {
+		t.Fatalf("Sync: %v, want ErrNoConsumer with a hint", err)
+	}
+	if _, err := js.Consumer(ctx, wire.Stream, consumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("consumer lookup: %v, want not found", err)
+	}
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	id, _ := age.GenerateX25519Identity()
+	key, _ := crypto.GenerateSigningKey()
+	good := func() Config {
+		return Config{
+			Node: nodeName, Identities: []age.Identity{id}, Trusted: []crypto.PublicKey{key.Public()},
+			StageDir: t.TempDir(), Certificates: map[string]Certificate{"example.com": {Name: "example.com"}},
+		}
+	}
+	if _, err := New(good(), nil); err != nil {
+		t.Fatalf("New with a good config: %v", err)
+	}
+	for what, change := range map[string]func(*Config){
+		"bad node name":   func(c *Config) { c.Node = "web.1" },
+		"no certificates": func(c *Config) { c.Certificates = nil },
+		"bad cert name":   func(c *Config) { c.Certificates = map[string]Certificate{"../etc": {}} },
+		"name mismatch":   func(c *Config) { c.Certificates = map[string]Certificate{"a.example": {Name: "b.example"}} },
+		"no identity":     func(c *Config) { c.Identities = nil },
+		"no trusted key":  func(c *Config) { c.Trusted = nil },
+		"stage not a dir": func(c *Config) {
+			c.StageDir = filepath.Join(t.TempDir(), "f")
+			os.WriteFile(c.StageDir, nil, 0o600)
+		},
+	} {
+		cfg := good()
+		change(&cfg)
+		if _, err := New(cfg, nil); err == nil {
+			t.Errorf("New with %s: no error", what)
+		}
+	}
+}
+
+// freePort reserves a loopback port for a server that must come back on it.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestRunSurvivesServerRestart: the daemon stages what arrives, skips
+// superseded versions that piled up while it was away, keeps going across a
+// restart of the server, and stops cleanly.
+func TestRunSurvivesServerRestart(t *testing.T) {
+	t.Parallel()
+	opts := natstest.Options(t.TempDir())
+	opts.Port = freePort(t)
+	e := startEnv(t, opts)
+	stageDir := t.TempDir()
+
+	c1 := e.issue(5 * time.Hour)
+	e.publish("example.com", e.seal("example.com", c1), c1)
+	expectOnly(t, e.node(stageDir, "example.com").sync(t), OutcomeStaged)
+
+	// Three renewals while the node is away.
+	var c4 *testcert.Cert
+	for i := 4; i >= 2; i-- {
+		c4 = e.issue(time.Duration(i) * time.Hour)
+		e.publish("example.com", e.seal("example.com", c4), c4)
+	}
+
+	n := e.node(stageDir, "example.com")
+	n.cfg.StatusInterval = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	stop := sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			return errors.New("Run did not stop after its context ended")
+		}
+	})
+	t.Cleanup(func() { stop() })
+	waitStaged(t, n, uint64(c4.Leaf.NotBefore.Unix()))
+	natstest.WaitFor(t, 10*time.Second, "the older two acknowledged as superseded", func() bool {
+		return len(n.logs.events("bundle_superseded")) >= 2
+	})
+	if got := n.stagedVersions(); len(got) != 1 {
+		t.Errorf("staged %v, want only the newest once", got)
+	}
+	if got := len(n.logs.events("bundle_superseded")); got != 2 {
+		t.Errorf("%d bundle_superseded events, want 2", got)
+	}
+
+	// The status is refreshed on its interval.
+	first := e.status("example.com").LastSeen
+	natstest.WaitFor(t, 10*time.Second, "a status refresh", func() bool {
+		return e.status("example.com").LastSeen.After(first)
+	})
+
+	// Restart the server on the same port and store.
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	e.srv = natstest.Start(t, opts)
+	natstest.WaitFor(t, 10*time.Second, "the test's client to reconnect", e.nc.IsConnected)
+	c5 := e.issue(time.Hour)
+	e.publish("example.com", e.seal("example.com", c5), c5)
+	waitStaged(t, n, uint64(c5.Leaf.NotBefore.Unix()))
+	if got := n.stagedVersions(); len(got) != 2 {
+		t.Errorf("staged %v, want two stagings in all", got)
+	}
+
+	if err := stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func waitStaged(t *testing.T, n *testNode, version uint64) {
+	t.Helper()
+	natstest.WaitFor(t, 30*time.Second, fmt.Sprintf("version %d staged", version), func() bool {
+		return slices.Contains(n.stagedVersions(), version)
+	})
+	if m, err := n.Stage().Read("example.com"); err != nil || m.Version != version {
+		t.Fatalf("staged %+v, %v; want version %d", m, err, version)
+	}
+}
