@@ -59,6 +59,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -126,15 +127,19 @@ type Publisher struct {
 	recipients map[string]age.Recipient // by node name
 }
 
-// New checks cfg and returns a Publisher. Every certificate and node name
-// must be valid, every node of every certificate configured, and every
-// recipient parsable. A nil log discards logs.
+// New checks cfg and returns a Publisher, which keeps its own copy of the
+// maps. Every certificate and node name must be valid, every node of every
+// certificate configured, and every recipient parsable. The signing key
+// may be nil for a Publisher that only lists bundles; Publish and
+// Republish refuse to work without it. A nil log discards logs.
 func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.SigningKey == nil {
-		return nil, errors.New("configuring publisher: no signing key")
+	cfg.Nodes = maps.Clone(cfg.Nodes)
+	cfg.Certificates = maps.Clone(cfg.Certificates)
+	for name, nodes := range cfg.Certificates {
+		cfg.Certificates[name] = slices.Clone(nodes)
 	}
 	p := &Publisher{
 		cfg:        cfg,
@@ -238,6 +243,9 @@ func wrapPublishError(name string, err error) error {
 
 // prepare checks a bundle against the configuration and the clock.
 func (p *Publisher) prepare(b *crypto.Bundle) (*job, error) {
+	if p.cfg.SigningKey == nil {
+		return nil, fmt.Errorf("refusing to publish certificate %q: no signing key configured", b.Name)
+	}
 	if err := wire.CheckCertName(b.Name); err != nil {
 		return nil, fmt.Errorf("refusing to publish: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -220,13 +221,12 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"invalid node name", func(c *Config) { c.Nodes["web 1"] = c.Nodes["web1"] }, `invalid node name "web 1"`},
 		{"bad recipient", func(c *Config) { c.Nodes["web1"] = "age1nope" }, `recipient of node "web1"`},
 		{"invalid certificate name", func(c *Config) { c.Certificates["../../etc"] = []string{"web1"} }, `invalid certificate name "../../etc"`},
-		{"no signing key", func(c *Config) { c.SigningKey = nil }, "no signing key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := f.cfg
-			cfg.Nodes = maps(f.cfg.Nodes)
+			cfg.Nodes = maps.Clone(f.cfg.Nodes)
 			cfg.Certificates = map[string][]string{}
 			for k, v := range f.cfg.Certificates {
 				cfg.Certificates[k] = slices.Clone(v)
@@ -238,14 +238,6 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			}
 		})
 	}
-}
-
-func maps(m map[string]string) map[string]string {
-	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
 
 // freePort returns a loopback port nothing listens on (for now).
@@ -537,8 +529,21 @@ func TestPublishRefusesBeforeConnecting(t *testing.T) {
 	f.cfg.Timeout = 5 * time.Second
 	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
 
+	noKey := f.cfg
+	noKey.SigningKey = nil
+	p, err := New(noKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Publish(context.Background(), b); err == nil || !strings.Contains(err.Error(), "no signing key") {
+		t.Errorf("no signing key: %v", err)
+	}
+	if _, err := p.Republish(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "no signing key") {
+		t.Errorf("republish without a signing key: %v", err)
+	}
+
 	f.cfg.Certificates["example.com"] = nil
-	_, err := f.publisher().Publish(context.Background(), b)
+	_, err = f.publisher().Publish(context.Background(), b)
 	if err == nil || !strings.Contains(err.Error(), "no nodes configured") {
 		t.Errorf("no nodes: %v", err)
 	}

@@ -36,6 +36,9 @@ type Report struct {
 // report is never nil.
 func (p *Publisher) Republish(ctx context.Context, names []string) (*Report, error) {
 	report := &Report{}
+	if p.cfg.SigningKey == nil {
+		return report, errors.New("refusing to republish: no signing key configured")
+	}
 	if len(names) == 0 {
 		names = sortedKeys(p.cfg.Certificates)
 	}
