@@ -53,7 +53,7 @@ package main
 //	certificates:                  # required, at least one; certificate name -> settings (may be empty)
 //	  example.com:
 //	    install_dir: /etc/letsencrypt/live/example.com   # absolute; default /etc/letsencrypt/live/<name>;
-//	                               # two certificates may not share (or nest) install folders
+//	                               # may not share or nest with another's, nor with stage_dir
 //	    schedule: "0 3 * * *"      # immediate (default) | manual | five cron fields
 //	                               # (minute hour day-of-month month day-of-week), local time;
 //	                               # no @descriptors, no seconds field, no TZ=
@@ -62,7 +62,7 @@ package main
 //	    verify: 127.0.0.1:443      # optional HOST:PORT; after reload its TLS server must serve the new certificate
 //	    owner: root                # optional; user name or numeric id of the installed files
 //	    group: ssl-cert            # optional; group name or numeric id
-//	    cert_mode: "0644"          # octal as for chmod (default 0644); never group- or other-writable
+//	    cert_mode: "0644"          # octal as chmod reads it, quoted or not (default 0644); never group- or other-writable
 //	    key_mode: "0600"           # octal (default 0600); never readable, writable or executable by others
 //	    keep: 3                    # installed versions kept for rollback, 1..50 (default 3)
 //	    splay: 0s                  # random delay up to this before a scheduled install (default 0s)

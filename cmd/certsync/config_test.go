@@ -862,6 +862,24 @@ func TestConfigPath(t *testing.T) {
 	}
 }
 
+// TestSchemaDocumented checks that the annotated schema at the top of
+// config.go shows every key the parser knows.
+func TestSchemaDocumented(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("config.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, keys := range [][]string{publisherKeys, nodeKeys, natsKeys, tlsKeys, streamKeys, certKeys} {
+		for _, key := range keys {
+			re := regexp.MustCompile(`(?m)^//\t[ {]*` + regexp.QuoteMeta(key) + `:`)
+			if !re.Match(src) {
+				t.Errorf("key %q is not in the schema comment of config.go", key)
+			}
+		}
+	}
+}
+
 func TestEditDistance(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
