@@ -1,0 +1,104 @@
+package crypto
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+)
+
+// benchRecipients returns n recipients of one kind and the identity of the
+// last one: opening as the last recipient is the worst case for X25519,
+// which tries every stanza in turn.
+func benchRecipients(b *testing.B, kind string, n int) ([]age.Recipient, []age.Identity) {
+	b.Helper()
+	rs := make([]age.Recipient, 0, n)
+	var last []age.Identity
+	for i := range n {
+		var rec string
+		var idFile []byte
+		switch kind {
+		case "x25519":
+			rec, idFile = x25519Pair(b)
+		case "ssh-ed25519":
+			pub, priv, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec, idFile = sshPair(b, pub, priv)
+		}
+		rs = append(rs, mustRecipients(b, rec)...)
+		if i == n-1 {
+			last = mustIdentities(b, idFile)
+		}
+	}
+	return rs, last
+}
+
+var benchSizes = []int{1, 100, 1000}
+
+func BenchmarkSeal(b *testing.B) {
+	bundle := newTestBundle(b, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	key := mustSigningKey(b)
+	for _, kind := range []string{"x25519", "ssh-ed25519"} {
+		for _, n := range benchSizes {
+			b.Run(fmt.Sprintf("%s/recipients=%d", kind, n), func(b *testing.B) {
+				rs, _ := benchRecipients(b, kind, n)
+				var size int
+				for b.Loop() {
+					env, err := Seal(bundle, key, rs)
+					if err != nil {
+						b.Fatal(err)
+					}
+					size = len(env)
+				}
+				b.ReportMetric(float64(size), "envelope_bytes")
+			})
+		}
+	}
+}
+
+func BenchmarkOpen(b *testing.B) {
+	bundle := newTestBundle(b, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	key := mustSigningKey(b)
+	trusted := []PublicKey{key.Public()}
+	for _, kind := range []string{"x25519", "ssh-ed25519"} {
+		for _, n := range benchSizes {
+			b.Run(fmt.Sprintf("%s/recipients=%d", kind, n), func(b *testing.B) {
+				rs, ids := benchRecipients(b, kind, n)
+				env, err := Seal(bundle, key, rs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for b.Loop() {
+					if _, _, err := Open(env, trusted, ids); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(env)), "envelope_bytes")
+			})
+		}
+	}
+}
+
+// BenchmarkVerify measures the signature check alone, which a node runs on
+// every superseded version it skips.
+func BenchmarkVerify(b *testing.B) {
+	bundle := newTestBundle(b, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	key := mustSigningKey(b)
+	rs, _ := benchRecipients(b, "x25519", 1000)
+	env, err := Seal(bundle, key, rs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	trusted := []PublicKey{key.Public()}
+	for b.Loop() {
+		if _, err := Verify(env, trusted); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(env)), "envelope_bytes")
+}

@@ -1,0 +1,93 @@
+package crypto
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+)
+
+// FuzzOpen feeds arbitrary bodies to Verify and Open, seeded with the test
+// vectors. Nothing may panic; whatever parses must re-marshal to the same
+// bytes; errors must wrap a documented sentinel; Open may succeed only where
+// Verify does, with the same header, and its bundle must round-trip
+// through the plaintext encoding.
+func FuzzOpen(f *testing.F) {
+	var trusted []PublicKey
+	var ids []age.Identity
+	for _, v := range readVectors(f) {
+		f.Add(v.envelope)
+		tk, id, err := v.keys()
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, k := range tk {
+			if !slices.Contains(trusted, k) {
+				trusted = append(trusted, k)
+			}
+		}
+		ids = append(ids, id...)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env, perr := parseEnvelope(data)
+		if perr == nil {
+			if again := env.marshal(); !bytes.Equal(again, data) {
+				t.Fatalf("parse then marshal changed the envelope:\n in  %x\n out %x", data, again)
+			}
+		} else if !errors.Is(perr, ErrMalformed) {
+			t.Fatalf("parseEnvelope = %v, want ErrMalformed", perr)
+		}
+		hdr, verr := Verify(data, trusted)
+		if verr == nil {
+			if perr != nil {
+				t.Fatalf("Verify succeeded where parsing failed: %v", perr)
+			}
+			if hdr.Name != env.name || hdr.Version != env.version || hdr.Signer != env.signer || hdr.Format != Format {
+				t.Fatalf("Verify = %+v, parse = %q %d %v", hdr, env.name, env.version, env.signer)
+			}
+		} else if !isOneOf(verr, []error{ErrMalformed, ErrUntrustedSigner, ErrBadSignature}) {
+			t.Fatalf("Verify = %v, want a documented sentinel", verr)
+		}
+		ohdr, b, oerr := Open(data, trusted, ids)
+		if oerr != nil {
+			if !isOneOf(oerr, []error{ErrMalformed, ErrUntrustedSigner, ErrBadSignature, ErrNotRecipient}) {
+				t.Fatalf("Open = %v, want a documented sentinel", oerr)
+			}
+			return
+		}
+		if verr != nil || *ohdr != *hdr {
+			t.Fatalf("Open succeeded with header %+v where Verify = %+v, %v", ohdr, hdr, verr)
+		}
+		pt := marshalPlaintext(b.Name, b.Version, b)
+		b2, err := parsePlaintext(pt)
+		if err != nil || b2.Name != b.Name || b2.Version != b.Version || !bytes.Equal(b2.Cert, b.Cert) ||
+			!bytes.Equal(b2.Chain, b.Chain) || !bytes.Equal(b2.FullChain, b.FullChain) || !bytes.Equal(b2.PrivKey, b.PrivKey) {
+			t.Fatalf("the opened bundle does not round-trip: %v", err)
+		}
+		// Check must not panic on whatever a trusted signer sealed.
+		_, _ = b.Check(time.Unix(int64(b.Version), 0))
+	})
+}
+
+// FuzzPlaintext checks that the plaintext parser never panics and accepts
+// exactly what marshalPlaintext produces.
+func FuzzPlaintext(f *testing.F) {
+	f.Add(marshalPlaintext("example.com", 1735689600, &Bundle{Cert: []byte("c"), Chain: []byte("ch"), FullChain: []byte("f"), PrivKey: []byte("k")}))
+	f.Add(marshalPlaintext("a", 1, &Bundle{}))
+	f.Fuzz(func(t *testing.T, pt []byte) {
+		b, err := parsePlaintext(pt)
+		if err != nil {
+			var fe *FormatError
+			if !errors.As(err, &fe) || fe.Part != "plaintext" {
+				t.Fatalf("parsePlaintext = %v, want a plaintext FormatError", err)
+			}
+			return
+		}
+		if again := marshalPlaintext(b.Name, b.Version, b); !bytes.Equal(again, pt) {
+			t.Fatalf("parse then marshal changed the plaintext:\n in  %x\n out %x", pt, again)
+		}
+	})
+}
