@@ -168,6 +168,31 @@ func configPath(flagValue, defaultPath string) string {
 // loading the signing key. A key file others may read fails with an error
 // matching crypto.ErrKeyPermissions.
 func loadPublisherConfig(path string) (*publisher.Config, error) {
+	f, err := readPublisherFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := f.loadKeys()
+	if err != nil {
+		return nil, fmt.Errorf("reading config %q: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// loadPublisherConfigWithoutKey reads and validates publisher.yaml at path
+// like loadPublisherConfig but leaves SigningKey nil, for the commands that
+// never sign (inspect, status, auth) so they run without access to the key.
+func loadPublisherConfigWithoutKey(path string) (*publisher.Config, error) {
+	f, err := readPublisherFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg := f.config
+	return &cfg, nil
+}
+
+// readPublisherFile reads and parses publisher.yaml at path.
+func readPublisherFile(path string) (*publisherFile, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
@@ -176,11 +201,7 @@ func loadPublisherConfig(path string) (*publisher.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config %q: %w", path, err)
 	}
-	cfg, err := f.loadKeys()
-	if err != nil {
-		return nil, fmt.Errorf("reading config %q: %w", path, err)
-	}
-	return cfg, nil
+	return f, nil
 }
 
 // loadNodeConfig reads, validates and completes node.yaml at path, loading

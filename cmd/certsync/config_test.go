@@ -782,6 +782,30 @@ func TestLoadKeyErrors(t *testing.T) {
 	}
 }
 
+func TestLoadPublisherConfigWithoutKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// The key file is unreadable (missing): only loadPublisherConfig needs it.
+	path := writeConfig(t, dir, "publisher.yaml", []byte(doc(
+		"signing_key: "+filepath.Join(dir, "missing.key"),
+		"nodes: {web1: $R1}",
+		"certificates: {example.com: [web1]}",
+	)))
+	cfg, err := loadPublisherConfigWithoutKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SigningKey != nil || !reflect.DeepEqual(cfg.Certificates, map[string][]string{"example.com": {"web1"}}) {
+		t.Errorf("config = %+v", cfg)
+	}
+	_, err = loadPublisherConfig(path)
+	checkErr(t, err, "line 1: signing_key:", "missing.key")
+
+	bad := writeConfig(t, dir, "bad.yaml", []byte(doc("signing_key: /k", "nodes: {web1: $R1}", "certificates: {example.com: [web9]}")))
+	_, err = loadPublisherConfigWithoutKey(bad)
+	checkErr(t, err, `reading config "`+bad+`": line 3: certificates.example.com: unknown node "web9"`)
+}
+
 func loadPub(path string) error  { _, err := loadPublisherConfig(path); return err }
 func loadNode(path string) error { _, err := loadNodeConfig(path); return err }
 
