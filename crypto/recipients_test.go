@@ -8,8 +8,12 @@ import (
 	"crypto/rsa"
 	"crypto/sha512"
 	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/ssh"
@@ -184,6 +188,54 @@ func TestEdwardsToMontgomery(t *testing.T) {
 	for _, bad := range [][]byte{one, two, make([]byte, 31)} {
 		if _, err := edwardsToMontgomery(bad); err == nil {
 			t.Errorf("edwardsToMontgomery(%x) succeeded", bad)
+		}
+	}
+}
+
+// TestSSHKeygenKeys uses keys written by OpenSSH's own ssh-keygen, the way
+// a node's host keys are made.
+func TestSSHKeygenKeys(t *testing.T) {
+	t.Parallel()
+	keygen, err := exec.LookPath("ssh-keygen")
+	if err != nil {
+		t.Skip("ssh-keygen not installed")
+	}
+	dir := t.TempDir()
+	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	key := mustSigningKey(t)
+	for _, tc := range []struct {
+		typ, passphrase string
+		ok              bool
+	}{
+		{"ed25519", "", true},
+		{"rsa", "", true},
+		{"ed25519", "secret", false},
+	} {
+		path := filepath.Join(dir, tc.typ+tc.passphrase)
+		out, err := exec.Command(keygen, "-q", "-t", tc.typ, "-N", tc.passphrase, "-C", "host", "-f", path).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+		ids, err := LoadIdentities(path)
+		if !tc.ok {
+			if err == nil || !strings.Contains(err.Error(), "passphrase") {
+				t.Errorf("%s with a passphrase: LoadIdentities = %v, want a passphrase error", tc.typ, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.typ, err)
+		}
+		pub, err := os.ReadFile(path + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := Seal(b, key, mustRecipients(t, string(pub)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Open(env, []PublicKey{key.Public()}, ids); err != nil {
+			t.Errorf("%s: Open: %v", tc.typ, err)
 		}
 	}
 }
