@@ -129,7 +129,7 @@ func (n *Node) Sync(ctx context.Context) (*Report, error) {
 	}
 	rep := &Report{}
 	for {
-		msgs, more, err := fetchPending(cons)
+		msgs, more, err := fetchPending(ctx, cons)
 		if err != nil {
 			return rep, nc.Explain(fmt.Errorf("fetching from consumer %q: %w", wire.ConsumerName(n.cfg.Node), err))
 		}
@@ -144,18 +144,35 @@ func (n *Node) Sync(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
-// fetchPending fetches what the consumer has ready now, up to maxBatch
-// messages, and says whether more is pending.
-func fetchPending(cons jetstream.Consumer) (msgs []jetstream.Msg, more bool, err error) {
+// fetchPending fetches what the consumer holds for the node now, up to
+// maxBatch messages, and says whether more is pending. It asks the server
+// how many messages are pending and waits for exactly those (a no-wait
+// request can miss a message stored a moment ago), then takes what is
+// ready for redelivery.
+func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstream.Msg, more bool, err error) {
+	ictx, cancel := context.WithTimeout(ctx, natsTimeout)
+	info, err := cons.Info(ictx)
+	cancel()
+	if err != nil {
+		return nil, false, err
+	}
+	pending := info.NumPending
 	for len(msgs) < maxBatch {
-		batch, err := cons.FetchNoWait(min(maxBatch-len(msgs), 256))
+		room := min(maxBatch-len(msgs), 256)
+		var batch jetstream.MessageBatch
+		if pending > 0 {
+			batch, err = cons.Fetch(int(min(pending, uint64(room))), jetstream.FetchMaxWait(natsTimeout))
+		} else {
+			batch, err = cons.FetchNoWait(room)
+		}
 		if err != nil {
 			return msgs, false, err
 		}
-		got, pending := 0, uint64(0)
+		got := 0
 		for m := range batch.Messages() {
 			msgs = append(msgs, m)
 			got++
+			pending = 0
 			if md, err := m.Metadata(); err == nil {
 				pending = md.NumPending
 			}
@@ -163,7 +180,7 @@ func fetchPending(cons jetstream.Consumer) (msgs []jetstream.Msg, more bool, err
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return msgs, false, err
 		}
-		if got == 0 || pending == 0 {
+		if got == 0 {
 			return msgs, false, nil
 		}
 	}

@@ -3,6 +3,8 @@ package subscriber
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,15 +37,17 @@ const nodeName = "web1"
 // key, a test CA and one node identity: what tests need to publish bundles
 // the way the publisher does.
 type env struct {
-	t        *testing.T
-	srv      *server.Server
-	url      string
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	key      *crypto.SigningKey
-	ca       *testcert.CA
-	id       *age.X25519Identity
-	baseline uint64 // version of the first bundle a test staged
+	t         *testing.T
+	srv       *server.Server
+	url       string
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	key       *crypto.SigningKey
+	ca        *testcert.CA
+	id        *age.X25519Identity
+	baseline  uint64 // version of the first bundle a test staged
+	published int    // messages published so far
+	unsynced  uint64 // messages published since the last sync
 }
 
 func newEnv(t *testing.T) *env {
@@ -121,18 +125,31 @@ func (e *env) publish(name string, data []byte, c *testcert.Cert) uint64 {
 		m.Header.Set(wire.HeaderNotAfter, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 		m.Header.Set(wire.HeaderVersion, strconv.FormatInt(c.Leaf.NotBefore.Unix(), 10))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ack, err := e.js.PublishMsg(ctx, m)
-	if err != nil {
-		e.t.Fatalf("publishing on %s: %v", m.Subject, err)
+	// The id makes a retry after a lost acknowledgement a no-op, while
+	// two calls with the same data publish twice.
+	e.published++
+	sum := sha256.Sum256(data)
+	m.Header.Set(wire.HeaderMsgID, fmt.Sprintf("%s-%d", hex.EncodeToString(sum[:8]), e.published))
+	// Right after a server restart a publish may go unanswered: retry.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ack, err := e.js.PublishMsg(ctx, m)
+		cancel()
+		if err == nil {
+			e.unsynced++
+			return ack.Sequence
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("publishing on %s: %v", m.Subject, err)
+		}
 	}
-	return ack.Sequence
 }
 
 // testNode is a Node under test with its captured log and stage events.
 type testNode struct {
 	*Node
+	env    *env
 	logs   *logBuffer
 	mu     sync.Mutex
 	staged []Staged
@@ -169,7 +186,7 @@ func (e *env) node(stageDir string, certs ...string) *testNode {
 	if err != nil {
 		e.t.Fatalf("New: %v", err)
 	}
-	tn := &testNode{Node: n, logs: logs}
+	tn := &testNode{Node: n, env: e, logs: logs}
 	n.onStaged = func(s *Staged) {
 		tn.mu.Lock()
 		tn.staged = append(tn.staged, *s)
@@ -180,6 +197,7 @@ func (e *env) node(stageDir string, certs ...string) *testNode {
 
 func (tn *testNode) sync(t *testing.T) *Report {
 	t.Helper()
+	tn.env.waitPending()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rep, err := tn.Sync(ctx)
@@ -187,6 +205,28 @@ func (tn *testNode) sync(t *testing.T) *Report {
 		t.Fatalf("Sync: %v", err)
 	}
 	return rep
+}
+
+// waitPending waits until the node's consumer, if it exists, counts the
+// messages published since the last sync as pending. The server counts
+// them a moment after it acknowledged the publish; a sync within that
+// moment would rightly leave them for the next one.
+func (e *env) waitPending() {
+	e.t.Helper()
+	want := e.unsynced
+	e.unsynced = 0
+	if want == 0 {
+		return
+	}
+	natstest.WaitFor(e.t, 10*time.Second, fmt.Sprintf("%d messages pending on the consumer", want), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cons, err := e.js.Consumer(ctx, wire.Stream, wire.ConsumerName(nodeName))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return true // the node creates it, counting what is there
+		}
+		return err == nil && cons.CachedInfo().NumPending >= want
+	})
 }
 
 // status reads the node's status record for cert.
@@ -252,7 +292,7 @@ func expectOnly(t *testing.T, rep *Report, want ...Outcome) {
 		}
 	}
 	if len(rep.Results) != len(want) {
-		t.Errorf("report has %d results, want %d: %+v", len(rep.Results), len(want), rep.Results)
+		t.Fatalf("report has %d results, want %d: %+v", len(rep.Results), len(want), rep.Results)
 	}
 }
 
@@ -368,6 +408,9 @@ func TestSyncAwayAcrossRenewals(t *testing.T) {
 	e.publish("example.com", e.seal("example.com", c1), c1)
 	n := e.node(t.TempDir(), "example.com", "other.example")
 	expectOnly(t, n.sync(t), OutcomeStaged)
+	if st := e.status("other.example"); st.State != wire.StateMissing || st.StagedVersion != 0 {
+		t.Errorf("status of a certificate never received: %+v", st)
+	}
 
 	var last *testcert.Cert
 	for i := 3; i >= 1; i-- {
@@ -702,6 +745,7 @@ func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
 	}
 	id, _ := age.GenerateX25519Identity()
 	key, _ := crypto.GenerateSigningKey()
+	logs := &logBuffer{}
 	n, err := New(Config{
 		Node:         nodeName,
 		NATS:         natsconn.Options{URL: natstest.URL(srv), User: nodeName, Password: "node"},
@@ -709,7 +753,7 @@ func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
 		Trusted:      []crypto.PublicKey{key.Public()},
 		StageDir:     t.TempDir(),
 		Certificates: map[string]Certificate{"example.com": {Name: "example.com"}},
-	}, slog.New(slog.DiscardHandler))
+	}, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -721,6 +765,37 @@ func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
 	}
 	if _, err := js.Consumer(ctx, wire.Stream, consumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Errorf("consumer lookup: %v, want not found", err)
+	}
+
+	// Once the management side made the consumer, the node receives and
+	// stages with these rights alone. It may not reach the status bucket:
+	// it warns once and goes on.
+	if _, err := js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(nodeName, []string{"example.com"})); err != nil {
+		t.Fatal(err)
+	}
+	c := testcert.NewCA(t).Issue(t, testcert.Options{})
+	data, err := crypto.Seal(bundleOf("example.com", c), key, []age.Recipient{id.Recipient()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, wire.Subject("example.com"), data); err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel = context.WithTimeout(context.Background(), 60*time.Second)
+	defer scancel()
+	rep, err := n.Sync(sctx)
+	if err != nil {
+		t.Fatalf("Sync with least privilege: %v", err)
+	}
+	expectOnly(t, rep, OutcomeStaged)
+	if got := len(logs.events("status_unavailable")); got != 1 {
+		t.Errorf("%d status_unavailable warnings, want 1", got)
+	}
+	ictx, icancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer icancel()
+	ci, err := js.Consumer(ictx, wire.Stream, consumer)
+	if err != nil || ci.CachedInfo().NumAckPending != 0 || ci.CachedInfo().NumPending != 0 {
+		t.Errorf("consumer after Sync: %v, want nothing pending", err)
 	}
 }
 

@@ -31,6 +31,9 @@ type delivery struct {
 func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetstream.Msg) []Result {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	// A batch once started is settled even if ctx ends meanwhile: each
+	// call to the server has its own timeout.
+	ctx = context.WithoutCancel(ctx)
 
 	var results []Result
 	touched := map[string]bool{}

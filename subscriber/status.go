@@ -30,6 +30,10 @@ type statusWriter struct {
 	seeded   bool
 }
 
+// statusTimeout bounds each status bucket call. A server that denies the
+// node the bucket only lets the call time out, so keep it short.
+const statusTimeout = 5 * time.Second
+
 // failure is the last refusal or transient failure of a certificate.
 type failure struct {
 	seq uint64 // stream sequence of the message; 0 when read back from the bucket
@@ -132,7 +136,7 @@ func (s *statusWriter) put(ctx context.Context, js jetstream.JetStream, name str
 		s.n.log.Warn("status_write_failed", "name", name, "error", err)
 		return true
 	}
-	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	if _, err := kv.Put(ctx, wire.StatusKey(s.n.cfg.Node, name), val); err != nil {
 		s.n.log.Warn("status_write_failed", "name", name, "error", err)
@@ -151,7 +155,7 @@ func (s *statusWriter) bucket(ctx context.Context, js jetstream.JetStream) jetst
 		return nil
 	}
 	s.js, s.kv = js, nil
-	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, wire.StatusBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
