@@ -1,0 +1,73 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"filippo.io/age"
+	"github.com/urfave/cli/v2"
+
+	"github.com/certsync/certsync/crypto"
+)
+
+func keygenCommand() *cli.Command {
+	out := &cli.StringFlag{Name: flagOut, Aliases: []string{"o"}, Required: true, Usage: "write the private key to `FILE` (created 0600, never overwritten)"}
+	return &cli.Command{
+		Name:  "keygen",
+		Usage: "create a node identity or a signing key",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "node",
+				Usage:     "create a node's age X25519 identity; prints its recipient (age1…)",
+				ArgsUsage: " ",
+				Flags:     []cli.Flag{out},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return fmt.Errorf("keygen node: unexpected argument %q", c.Args().First())
+					}
+					id, err := age.GenerateX25519Identity()
+					if err != nil {
+						return fmt.Errorf("generating node identity: %w", err)
+					}
+					data := fmt.Sprintf("# created: %s\n# public key: %s\n%s\n",
+						time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
+					if err := writeKey(c.String(flagOut), []byte(data)); err != nil {
+						return err
+					}
+					_, err = fmt.Fprintln(c.App.Writer, id.Recipient())
+					return err
+				},
+			},
+			{
+				Name:      "signing",
+				Usage:     "create the publisher's Ed25519 signing key; prints the public key for trusted_publishers",
+				ArgsUsage: " ",
+				Flags:     []cli.Flag{out},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return fmt.Errorf("keygen signing: unexpected argument %q", c.Args().First())
+					}
+					k, err := crypto.GenerateSigningKey()
+					if err != nil {
+						return fmt.Errorf("generating signing key: %w", err)
+					}
+					if err := writeKey(c.String(flagOut), k.MarshalPEM()); err != nil {
+						return err
+					}
+					_, err = fmt.Fprintln(c.App.Writer, k.Public())
+					return err
+				},
+			},
+		},
+	}
+}
+
+func writeKey(path string, data []byte) error {
+	err := crypto.WriteKeyFile(path, data)
+	if errors.Is(err, fs.ErrExist) {
+		return withHint(err, "certsync never overwrites a key; remove the file first if you really mean to replace it")
+	}
+	return err
+}

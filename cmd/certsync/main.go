@@ -1,0 +1,107 @@
+// Command certsync gets TLS certificates renewed once, centrally, by certbot
+// onto every server that should hold them: signed, encrypted to exactly those
+// servers, carried by NATS JetStream, installed on each server's schedule.
+//
+// Output rules, for every command:
+//
+//   - Results go to stdout, and only for commands whose job is to print
+//     (keygen prints the public key, status and inspect print their tables).
+//     Every other command is quiet on success.
+//   - Everything else goes to stderr: logs, and on failure exactly one line
+//     "certsync: error: <what> <name>: <why>", optionally followed by
+//     "certsync: hint: …" lines.
+//   - The exit status is 0 on success, 1 on failure; status and node sync
+//     also exit 1 when what they report is not healthy.
+//   - No secret is ever printed: not in results, logs, errors or hints.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run builds the app, runs it with args and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	if err := app.Run(args); err != nil {
+		printError(stderr, err)
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) && ec.ExitCode() != 0 {
+			return ec.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:                 "certsync",
+		Usage:                "deliver certbot's certificates to a fleet over NATS JetStream, signed and encrypted",
+		Version:              version,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideHelpCommand:      true,
+		EnableBashCompletion: false,
+		ExitErrHandler:       func(*cli.Context, error) {}, // run prints errors
+		Commands: []*cli.Command{
+			keygenCommand(),
+			serverCommand(),
+			publishCommand(),
+			republishCommand(),
+			nodeCommand(),
+			inspectCommand(),
+		},
+	}
+}
+
+// hintError carries hints to print after the error line.
+type hintError struct {
+	err   error
+	hints []string
+}
+
+func (e *hintError) Error() string { return e.err.Error() }
+func (e *hintError) Unwrap() error { return e.err }
+
+// withHint adds a hint line to err.
+func withHint(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return &hintError{err: err, hints: []string{fmt.Sprintf(format, args...)}}
+}
+
+// exitStatus is returned by commands whose result is unhealthy but whose run
+// went fine (status, node sync): the message, if any, was already printed.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+func (e exitStatus) ExitCode() int { return int(e) }
+
+func printError(w io.Writer, err error) {
+	var es exitStatus
+	if errors.As(err, &es) {
+		return
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	fmt.Fprintf(w, "certsync: error: %s\n", msg)
+	var he *hintError
+	if errors.As(err, &he) {
+		for _, h := range he.hints {
+			fmt.Fprintf(w, "certsync: hint: %s\n", h)
+		}
+	}
+}

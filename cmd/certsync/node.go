@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/certsync/certsync/subscriber"
+)
+
+const flagTimeout = "timeout"
+
+func nodeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "the node side: receive, verify, decrypt and stage certificates",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "run",
+				Usage: "the node daemon: receive bundles as they are published, stage them, report status",
+				Description: `Holds the node's durable consumer and processes every bundle as it arrives:
+verifies the signature, decrypts, refuses downgrades and foreign names, skips
+superseded versions, and stages the newest in stage_dir. Reconnects on its own.
+SIGTERM or SIGINT stops it cleanly, never in the middle of a step.`,
+				ArgsUsage: " ",
+				Flags:     []cli.Flag{configFlag(DefaultNodeConfig), verboseFlag},
+				Action:    runNode,
+			},
+			{
+				Name:  "sync",
+				Usage: "one pass for cron: receive all that is pending, stage it, exit",
+				Description: `Receives every bundle pending for this node, stages the newest of each
+certificate, and exits. It exits non-zero if any bundle for this node was
+refused or failed, or if NATS could not be reached within --timeout.`,
+				ArgsUsage: " ",
+				Flags: []cli.Flag{
+					configFlag(DefaultNodeConfig),
+					&cli.DurationFlag{Name: flagTimeout, Value: time.Minute, Usage: "give up after `DURATION`"},
+					verboseFlag,
+				},
+				Action: syncNode,
+			},
+		},
+	}
+}
+
+func newNode(c *cli.Context, daemon bool) (*subscriber.Node, error) {
+	cfg, err := loadNodeConfig(configPath(c.String(flagConfig), DefaultNodeConfig))
+	if err != nil {
+		return nil, keyHint(err)
+	}
+	cfg.Version = version
+	return subscriber.New(*cfg, newLogger(c, daemon))
+}
+
+func runNode(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("node run: unexpected argument %q", c.Args().First())
+	}
+	n, err := newNode(c, true)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return n.Run(ctx)
+}
+
+func syncNode(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("node sync: unexpected argument %q", c.Args().First())
+	}
+	n, err := newNode(c, false)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration(flagTimeout))
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	report, err := n.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	if err := report.Err(); err != nil {
+		return fmt.Errorf("node sync: %w", err)
+	}
+	return nil
+}
