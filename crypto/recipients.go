@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"filippo.io/age"
+	"filippo.io/age/agessh"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -43,9 +44,9 @@ func ParseRecipient(s string) (age.Recipient, error) {
 		var r age.Recipient
 		switch pub.Type() {
 		case ssh.KeyAlgoED25519:
-			r, err = newSSHEd25519Recipient(pub)
+			r, err = agessh.NewEd25519Recipient(pub)
 		case ssh.KeyAlgoRSA:
-			r, err = newSSHRSARecipient(pub)
+			r, err = agessh.NewRSARecipient(pub)
 		default:
 			return nil, bad(fmt.Sprintf("SSH key type %q", pub.Type()))
 		}
@@ -93,11 +94,11 @@ func parseSSHIdentity(data []byte) ([]age.Identity, error) {
 	var id age.Identity
 	switch k := key.(type) {
 	case *ed25519.PrivateKey:
-		id, err = newSSHEd25519Identity(*k)
+		id, err = agessh.NewEd25519Identity(*k)
 	case ed25519.PrivateKey:
-		id, err = newSSHEd25519Identity(k)
+		id, err = agessh.NewEd25519Identity(k)
 	case *rsa.PrivateKey:
-		id, err = newSSHRSAIdentity(k)
+		id, err = agessh.NewRSAIdentity(k)
 	default:
 		return nil, fmt.Errorf("parsing identities: SSH key type %T is not supported; want ed25519 or rsa", key)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha512"
 	"encoding/pem"
 	"os"
 	"os/exec"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -155,40 +153,6 @@ func TestParseIdentitiesRefuses(t *testing.T) {
 				t.Errorf("error %q holds key material", err)
 			}
 		})
-	}
-}
-
-// TestEdwardsToMontgomery checks the conversion against the X25519 public
-// key derived from the same seed, as age's ssh-ed25519 identity does.
-func TestEdwardsToMontgomery(t *testing.T) {
-	t.Parallel()
-	for range 64 {
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := sha512.Sum512(priv.Seed())
-		want, err := curve25519.X25519(h[:32], curve25519.Basepoint)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := edwardsToMontgomery(pub)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != string(want) {
-			t.Fatalf("edwardsToMontgomery(%x) = %x, want %x", pub, got, want)
-		}
-	}
-	// y = 1 is the identity point; y = 2 is not on the curve.
-	one := make([]byte, 32)
-	one[0] = 1
-	two := make([]byte, 32)
-	two[0] = 2
-	for _, bad := range [][]byte{one, two, make([]byte, 31)} {
-		if _, err := edwardsToMontgomery(bad); err == nil {
-			t.Errorf("edwardsToMontgomery(%x) succeeded", bad)
-		}
 	}
 }
 
