@@ -37,12 +37,12 @@ func main() {
 
 func run(args []string) error {
 	if len(args) < 2 {
-		return errors.New("usage: mkdemo lineage|renew ROOT NAME DOMAIN... | sshkey FILE")
+		return errors.New("usage: mkdemo lineage|renew ROOT NAME DOMAIN [DOMAIN] | sshkey FILE")
 	}
 	switch args[0] {
 	case "lineage", "renew":
 		if len(args) < 4 {
-			return fmt.Errorf("usage: mkdemo %s ROOT NAME DOMAIN...", args[0])
+			return fmt.Errorf("usage: mkdemo %s ROOT NAME DOMAIN [DOMAIN]", args[0])
 		}
 		return writeVersion(args[1], args[2], args[3:])
 	case "sshkey":
