@@ -1,0 +1,170 @@
+// Package metrics holds the Prometheus metrics of `certsync node run` and
+// serves them in the text exposition format on the node's metrics_listen
+// address. Metrics live in their own registry, never the global one, so a
+// process (or a test) may hold several nodes.
+//
+// Names follow Prometheus conventions: the certsync_ prefix, _total for
+// counters, _seconds for times (Unix timestamps included). Labels carry only
+// certificate names, outcomes and refusal reasons: never a secret.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Node is the set of metrics of one node. The zero value is not usable;
+// create it with New. A nil *Node is valid and records nothing, so callers
+// need no checks when metrics are off.
+type Node struct {
+	reg *prometheus.Registry
+
+	notAfter      *prometheus.GaugeVec
+	installs      *prometheus.CounterVec
+	lastInstall   *prometheus.GaugeVec
+	bundles       *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
+	pending       prometheus.Gauge
+	lastProcessed prometheus.Gauge
+}
+
+// New makes the metrics of node, reporting certsync's version in
+// certsync_build_info.
+func New(node, version string) *Node {
+	reg := prometheus.NewRegistry()
+	m := &Node{
+		reg: reg,
+		notAfter: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certsync_certificate_not_after_seconds",
+			Help: "Expiry (not-after, Unix time) of the certificate installed for each certificate name.",
+		}, []string{"certificate"}),
+		installs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certsync_installs_total",
+			Help: "Installs by certificate and result (success, failed).",
+		}, []string{"certificate", "result"}),
+		lastInstall: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certsync_last_install_success_timestamp_seconds",
+			Help: "Unix time of the last successful install of each certificate.",
+		}, []string{"certificate"}),
+		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certsync_bundles_total",
+			Help: "Bundle messages received by outcome (staged, unchanged, superseded, refused, failed).",
+		}, []string{"outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certsync_refusals_total",
+			Help: "Bundles refused, by certificate and reason.",
+		}, []string{"certificate", "reason"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "certsync_consumer_pending_messages",
+			Help: "Bundle messages waiting on this node's consumer (consumer lag).",
+		}),
+		lastProcessed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "certsync_last_bundle_processed_timestamp_seconds",
+			Help: "Unix time this node last decided on a bundle message.",
+		}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "certsync_build_info",
+		Help:        "certsync's version and the node's name; always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "node": node},
+	})
+	build.Set(1)
+	reg.MustRegister(m.notAfter, m.installs, m.lastInstall, m.bundles, m.refusals, m.pending, m.lastProcessed, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Bundle counts one decided bundle message and, for a refusal, its reason.
+func (m *Node) Bundle(certificate, outcome, reason string, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.bundles.WithLabelValues(outcome).Inc()
+	if reason != "" {
+		m.refusals.WithLabelValues(certificate, reason).Inc()
+	}
+	m.lastProcessed.Set(unix(at))
+}
+
+// Installed records the certificate now in service for a name.
+func (m *Node) Installed(certificate string, notAfter time.Time) {
+	if m == nil {
+		return
+	}
+	m.notAfter.WithLabelValues(certificate).Set(unix(notAfter))
+}
+
+// Install counts an install attempt; a success also sets its time.
+func (m *Node) Install(certificate string, ok bool, at time.Time) {
+	if m == nil {
+		return
+	}
+	if !ok {
+		m.installs.WithLabelValues(certificate, "failed").Inc()
+		return
+	}
+	m.installs.WithLabelValues(certificate, "success").Inc()
+	m.lastInstall.WithLabelValues(certificate).Set(unix(at))
+}
+
+// Pending sets the consumer lag: messages not yet delivered to this node.
+func (m *Node) Pending(n uint64) {
+	if m == nil {
+		return
+	}
+	m.pending.Set(float64(n))
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Node) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// Serve listens on addr and serves /metrics until ctx ends. It returns
+// once listening fails or the server has shut down.
+func (m *Node) Serve(ctx context.Context, addr string, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for metrics on %q: %w", addr, err)
+	}
+	return m.serve(ctx, l, log)
+}
+
+func (m *Node) serve(ctx context.Context, l net.Listener, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+	}()
+	log.Info("metrics_listening", "addr", l.Addr().String())
+	err := srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		<-done
+		return nil
+	}
+	return fmt.Errorf("serving metrics: %w", err)
+}
+
+func unix(t time.Time) float64 {
+	return float64(t.UnixNano()) / 1e9
+}

@@ -1,0 +1,134 @@
+package metrics
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+func TestServeTextFormat(t *testing.T) {
+	t.Parallel()
+	m := New("web1", "v1.2.3")
+	notAfter := time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)
+	at := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	m.Installed("example.com", notAfter)
+	m.Install("example.com", true, at)
+	m.Install("example.com", false, at)
+	m.Bundle("example.com", "staged", "", at)
+	m.Bundle("example.com", "refused", "bad_signature", at)
+	m.Pending(3)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- m.serve(ctx, l, slog.New(slog.DiscardHandler)) }()
+
+	resp, err := http.Get("http://" + l.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("Content-Type = %q, want the text format", ct)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("parsing the exposition: %v\n%s", err, body)
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"certsync_certificate_not_after_seconds", map[string]string{"certificate": "example.com"}, float64(notAfter.Unix())},
+		{"certsync_installs_total", map[string]string{"certificate": "example.com", "result": "success"}, 1},
+		{"certsync_installs_total", map[string]string{"certificate": "example.com", "result": "failed"}, 1},
+		{"certsync_last_install_success_timestamp_seconds", map[string]string{"certificate": "example.com"}, float64(at.Unix())},
+		{"certsync_bundles_total", map[string]string{"outcome": "refused"}, 1},
+		{"certsync_refusals_total", map[string]string{"certificate": "example.com", "reason": "bad_signature"}, 1},
+		{"certsync_consumer_pending_messages", nil, 3},
+		{"certsync_build_info", map[string]string{"version": "v1.2.3", "node": "web1"}, 1},
+	} {
+		got, ok := value(families[c.name], c.labels)
+		if !ok {
+			t.Errorf("%s%v missing", c.name, c.labels)
+			continue
+		}
+		if got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if _, ok := families["go_goroutines"]; !ok {
+		t.Error("go runtime metrics missing")
+	}
+
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after its context ended")
+	}
+}
+
+func TestNilRecordsNothing(t *testing.T) {
+	t.Parallel()
+	var m *Node
+	m.Installed("x", time.Now())
+	m.Install("x", true, time.Now())
+	m.Bundle("x", "refused", "malformed", time.Now())
+	m.Pending(1)
+}
+
+func TestServeRefusesBadAddress(t *testing.T) {
+	t.Parallel()
+	err := New("web1", "dev").Serve(context.Background(), "127.0.0.1:notaport", slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "listening for metrics") {
+		t.Fatalf("Serve = %v, want a listen error", err)
+	}
+}
+
+// value finds the sample of family whose labels include want.
+func value(f *dto.MetricFamily, want map[string]string) (float64, bool) {
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.Metric {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		}
+	}
+	return 0, false
+}
