@@ -1,0 +1,333 @@
+package publisher
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// Defaults of HealthOptions.
+const (
+	// DefaultStaleAfter is how old a node's last report may be before its
+	// records are stale. `node run` refreshes its records every 5 minutes by
+	// default, so an hour is a dozen missed refreshes: long enough to ride out
+	// a NATS restart or a reboot, short enough to be noticed the same hour.
+	// Nodes that only run `node sync` from cron report once per run and need
+	// a threshold longer than their cron period.
+	DefaultStaleAfter = time.Hour
+	// DefaultWarnBefore is how close to its not-after a certificate is
+	// flagged as expiring: two weeks, half of the 30 days before expiry at
+	// which certbot renews, so a renewal that did not reach a node is caught
+	// with time to act.
+	DefaultWarnBefore = 14 * 24 * time.Hour
+)
+
+// Problems a Row may have. Each makes a configured row unhealthy.
+const (
+	ProblemFailed   = "failed"   // the node reported a failure (the row's Error says which)
+	ProblemStale    = "stale"    // the node's last report is older than HealthOptions.StaleAfter
+	ProblemMissing  = "missing"  // the node never reported, or holds nothing yet
+	ProblemBehind   = "behind"   // the node holds another certificate than the newest published
+	ProblemExpiring = "expiring" // what the node holds expires within HealthOptions.WarnBefore
+)
+
+// Fleet is what the stream and the status bucket say about the fleet at one
+// moment, unjudged: the configuration it is to be compared with, every
+// status record the nodes wrote, and the newest bundle of each certificate.
+// Rows judges it.
+type Fleet struct {
+	// Certificates is the configuration: certificate name -> node names.
+	Certificates map[string][]string
+	// Records are every record of the status bucket, sorted by node, then
+	// certificate. Node and Certificate always come from the record's key,
+	// which a node can only write for itself. A value that cannot be decoded
+	// is kept as a failed record saying so, last seen when it was written.
+	Records []wire.Status
+	// Newest is the newest bundle the stream holds for each certificate, by
+	// name, read from headers only.
+	Newest map[string]BundleInfo
+	// ReadAt is when the fleet was read.
+	ReadAt time.Time
+}
+
+// Fleet reads the status bucket and the newest bundle of every certificate
+// in the stream. It reads headers only, never a body, needs no signing key
+// and creates nothing: a missing stream or bucket reads as empty. Like the
+// other calls, it retries while NATS is unreachable, until ctx ends or
+// Config.Timeout passes.
+func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
+	ctx, cancel := p.bound(ctx)
+	defer cancel()
+	s, err := p.connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the fleet: %w", err)
+	}
+	defer s.close()
+	f := &Fleet{Certificates: maps.Clone(p.cfg.Certificates), Newest: map[string]BundleInfo{}}
+	err = s.do(ctx, "reading bundles", func() error {
+		bundles, err := s.bundles(ctx, []string{wire.Subjects})
+		if err != nil {
+			return err
+		}
+		clear(f.Newest)
+		for _, b := range bundles {
+			if b.Name == "" {
+				continue
+			}
+			if cur, ok := f.Newest[b.Name]; !ok || b.Sequence > cur.Sequence {
+				f.Newest[b.Name] = b
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the fleet: %w", err)
+	}
+	err = s.do(ctx, "reading status records", func() error {
+		var err error
+		f.Records, err = s.statusRecords(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the fleet: %w", err)
+	}
+	f.ReadAt = p.now()
+	return f, nil
+}
+
+// statusRecords reads every record of the status bucket, sorted by node,
+// then certificate. A missing bucket has none.
+func (s *session) statusRecords(ctx context.Context) ([]wire.Status, error) {
+	kv, err := s.js.KeyValue(ctx, wire.StatusBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", wire.StatusBucket, err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("reading bucket %s: %w", wire.StatusBucket, err)
+	}
+	defer w.Stop()
+	var out []wire.Status
+	for {
+		var e jetstream.KeyValueEntry
+		var ok bool
+		select {
+		case e, ok = <-w.Updates():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reading bucket %s: %w", wire.StatusBucket, context.Cause(ctx))
+		}
+		if !ok {
+			return nil, fmt.Errorf("reading bucket %s: %w", wire.StatusBucket, cmp.Or(ctx.Err(), errors.New("watch ended early")))
+		}
+		if e == nil { // every current value was delivered
+			break
+		}
+		st, ok := s.decodeStatus(e.Key(), e.Value(), e.Created())
+		if ok {
+			out = append(out, st)
+		}
+	}
+	slices.SortFunc(out, func(a, b wire.Status) int {
+		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.Certificate, b.Certificate))
+	})
+	return out, nil
+}
+
+// decodeStatus decodes the record under key, written at written. A key that
+// is not a status key is skipped with a warning; a value that is not a record
+// becomes a failed record saying so, last seen when it was written, so the
+// pair shows up instead of vanishing.
+func (s *session) decodeStatus(key string, value []byte, written time.Time) (wire.Status, bool) {
+	node, cert, err := wire.SplitStatusKey(key)
+	if err != nil {
+		s.log.Warn("status_key_skipped", "bucket", wire.StatusBucket, "error", err)
+		return wire.Status{}, false
+	}
+	var st wire.Status
+	if err := json.Unmarshal(value, &st); err != nil {
+		s.log.Warn("status_record_unreadable", "bucket", wire.StatusBucket, "key", key, "error", err)
+		st = wire.Status{State: wire.StateFailed, Error: fmt.Sprintf("unreadable status record: %v", err), LastSeen: written.UTC()}
+	}
+	st.Node, st.Certificate = node, cert
+	return st, true
+}
+
+// HealthOptions are the thresholds rows are judged by. Zero fields take
+// their defaults.
+type HealthOptions struct {
+	// Now is the moment judged (default Fleet.ReadAt).
+	Now time.Time
+	// StaleAfter is how old a report may be before it is stale
+	// (default DefaultStaleAfter).
+	StaleAfter time.Duration
+	// WarnBefore is how close to expiry a certificate is flagged expiring
+	// (default DefaultWarnBefore).
+	WarnBefore time.Duration
+}
+
+// Row is one node and one certificate, judged.
+type Row struct {
+	// Node and Certificate name the pair.
+	Node, Certificate string
+	// State is wire.StateInstalled, StateStaged or StateFailed as the node
+	// reported it, StateMissing when it never reported (or reported holding
+	// nothing), or StateStale when its last report is older than StaleAfter.
+	// A state this version does not know reads as failed.
+	State string
+	// Configured is false for a record of a pair the configuration no
+	// longer lists (the node left, or no longer receives the certificate).
+	// Such a row is shown but is never unhealthy: republish already named
+	// the certificates to reissue, and the record stays until someone
+	// deletes it from the bucket.
+	Configured bool
+	// Reported is the node's record; nil when it never reported.
+	Reported *wire.Status
+	// Newest is the newest bundle published for the certificate; nil when
+	// none is.
+	Newest *BundleInfo
+	// Serial, Fingerprint and NotAfter describe what the node holds: the
+	// installed certificate, else the staged one; empty when neither.
+	Serial, Fingerprint string
+	NotAfter            time.Time
+	// DaysLeft is the number of whole days until NotAfter, negative once
+	// expired; meaningless when NotAfter is zero.
+	DaysLeft int
+	// LastSeen is when the node last wrote the record; zero when never.
+	LastSeen time.Time
+	// Error is the node's last error, empty when none.
+	Error string
+	// Behind is true when the node holds a certificate other than the
+	// newest published, and not a later one. A node holding nothing is
+	// missing, not behind.
+	Behind bool
+	// Expiring is true when NotAfter is within WarnBefore (or past).
+	Expiring bool
+}
+
+// Problems lists what is wrong with a configured row, in a fixed order
+// (the Problem* values); nil when it is healthy or not configured.
+func (r Row) Problems() []string {
+	if !r.Configured {
+		return nil
+	}
+	var p []string
+	switch r.State {
+	case wire.StateFailed:
+		p = append(p, ProblemFailed)
+	case wire.StateStale:
+		p = append(p, ProblemStale)
+	case wire.StateMissing:
+		p = append(p, ProblemMissing)
+	}
+	if r.Behind {
+		p = append(p, ProblemBehind)
+	}
+	if r.Expiring {
+		p = append(p, ProblemExpiring)
+	}
+	return p
+}
+
+// Healthy is true when the row needs no one's attention: the pair is
+// configured, installed or staged, up to date with the newest bundle and
+// not expiring; or the pair is no longer configured.
+func (r Row) Healthy() bool { return len(r.Problems()) == 0 }
+
+// Rows judges the fleet: one row for each node of each configured
+// certificate, and one for each record of a pair no longer configured,
+// sorted by node, then certificate. It does no I/O.
+func (f *Fleet) Rows(o HealthOptions) []Row {
+	if o.Now.IsZero() {
+		o.Now = f.ReadAt
+	}
+	if o.StaleAfter <= 0 {
+		o.StaleAfter = DefaultStaleAfter
+	}
+	if o.WarnBefore <= 0 {
+		o.WarnBefore = DefaultWarnBefore
+	}
+	type pair struct{ node, cert string }
+	records := make(map[pair]*wire.Status, len(f.Records))
+	for i := range f.Records {
+		st := &f.Records[i]
+		records[pair{st.Node, st.Certificate}] = st
+	}
+	configured := map[pair]bool{}
+	for cert, nodes := range f.Certificates {
+		for _, node := range nodes {
+			configured[pair{node, cert}] = true
+		}
+	}
+	pairs := slices.Collect(maps.Keys(configured))
+	for p := range records {
+		if !configured[p] {
+			pairs = append(pairs, p)
+		}
+	}
+	slices.SortFunc(pairs, func(a, b pair) int {
+		return cmp.Or(strings.Compare(a.node, b.node), strings.Compare(a.cert, b.cert))
+	})
+	rows := make([]Row, 0, len(pairs))
+	for _, p := range pairs {
+		var newest *BundleInfo
+		if b, ok := f.Newest[p.cert]; ok {
+			newest = &b
+		}
+		rows = append(rows, judge(p.node, p.cert, configured[p], records[p], newest, o))
+	}
+	return rows
+}
+
+// judge makes the row of one pair.
+func judge(node, cert string, configured bool, st *wire.Status, newest *BundleInfo, o HealthOptions) Row {
+	r := Row{Node: node, Certificate: cert, Configured: configured, Newest: newest, State: wire.StateMissing}
+	if st == nil {
+		return r
+	}
+	rec := *st
+	r.Reported = &rec
+	r.LastSeen = st.LastSeen
+	r.Error = st.Error
+	var version uint64
+	switch {
+	case st.InstalledFingerprint != "":
+		r.Serial, r.Fingerprint, r.NotAfter, version = st.InstalledSerial, st.InstalledFingerprint, st.InstalledNotAfter, st.InstalledVersion
+	case st.StagedFingerprint != "":
+		r.Serial, r.Fingerprint, r.NotAfter, version = st.StagedSerial, st.StagedFingerprint, st.StagedNotAfter, st.StagedVersion
+	}
+	switch st.State {
+	case wire.StateInstalled, wire.StateStaged, wire.StateFailed, wire.StateMissing:
+		r.State = st.State
+	default:
+		r.State = wire.StateFailed
+		if r.Error == "" {
+			r.Error = fmt.Sprintf("reported unknown state %q", st.State)
+		}
+	}
+	if st.LastSeen.IsZero() || o.Now.Sub(st.LastSeen) > o.StaleAfter {
+		r.State = wire.StateStale
+	}
+	if !r.NotAfter.IsZero() {
+		left := r.NotAfter.Sub(o.Now)
+		r.DaysLeft = int(math.Floor(left.Hours() / 24))
+		r.Expiring = left < o.WarnBefore
+	}
+	if r.Fingerprint != "" && newest != nil && newest.Fingerprint != "" && r.Fingerprint != newest.Fingerprint {
+		r.Behind = version == 0 || newest.Version == 0 || version < newest.Version
+	}
+	return r
+}
