@@ -53,6 +53,11 @@ type Node struct {
 
 	status statusWriter
 
+	installers map[string]*installer // by certificate name
+	schedules  map[string]schedule   // by certificate name
+	wake       chan struct{}         // something was staged: Run's scheduler looks again
+	planned    map[string]string     // scheduler: the plan last logged per certificate
+
 	// onStaged, when set (tests), is called after a bundle is staged.
 	onStaged func(*Staged)
 }
@@ -73,6 +78,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("configuring node %q: no trusted publisher", cfg.Node)
 	}
 	names := make([]string, 0, len(cfg.Certificates))
+	certs := make(map[string]Certificate, len(cfg.Certificates))
 	for name, c := range cfg.Certificates {
 		if err := wire.CheckCertName(name); err != nil {
 			return nil, fmt.Errorf("configuring node %q: %w", cfg.Node, err)
@@ -80,8 +86,13 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		if c.Name != "" && c.Name != name {
 			return nil, fmt.Errorf("configuring node %q: certificate %q has name %q", cfg.Node, name, c.Name)
 		}
+		if err := checkCertificate(name, &c); err != nil {
+			return nil, fmt.Errorf("configuring node %q: %w", cfg.Node, err)
+		}
+		certs[name] = c
 		names = append(names, name)
 	}
+	cfg.Certificates = certs // a copy: the caller's map is not changed
 	slices.Sort(names)
 	if cfg.StageDir == "" {
 		cfg.StageDir = DefaultStageDir
@@ -99,7 +110,13 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, stage: stage, names: names}
+	n := &Node{cfg: cfg, log: log, stage: stage, names: names,
+		installers: map[string]*installer{}, schedules: map[string]schedule{},
+		wake: make(chan struct{}, 1), planned: map[string]string{}}
+	for name, c := range cfg.Certificates {
+		n.installers[name] = &installer{c: c, log: log, now: cfg.Now, node: cfg.Node}
+		n.schedules[name], _ = parseSchedule(c.Schedule) // checked above
+	}
 	n.status.init(n)
 	return n, nil
 }
@@ -140,6 +157,7 @@ func (n *Node) Sync(ctx context.Context) (*Report, error) {
 			break
 		}
 	}
+	rep.Installs, _ = n.installDue(ctx)
 	n.status.writeAll(ctx, js)
 	return rep, nil
 }
@@ -211,6 +229,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { n.refresh(ctx, js) })
+	wg.Go(func() { n.scheduler(ctx, js) })
 	defer wg.Wait()
 
 	wait := time.Second

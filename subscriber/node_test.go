@@ -179,7 +179,8 @@ func (e *env) node(stageDir string, certs ...string) *testNode {
 	}
 	cfg.Certificates = map[string]Certificate{}
 	for _, c := range certs {
-		cfg.Certificates[c] = Certificate{Name: c}
+		// Installed beside the stage folder, in the test's temporary folder.
+		cfg.Certificates[c] = Certificate{Name: c, InstallDir: filepath.Join(stageDir+".live", c)}
 	}
 	logs := &logBuffer{}
 	n, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
@@ -351,7 +352,7 @@ func TestSyncStagesBundle(t *testing.T) {
 	}
 
 	st := e.status("example.com")
-	if st.State != wire.StateStaged || st.StagedVersion != b.Version || st.StagedFingerprint != meta.Fingerprint ||
+	if st.State != wire.StateInstalled || st.StagedVersion != b.Version || st.StagedFingerprint != meta.Fingerprint ||
 		st.Error != "" || st.Version != "test" || st.LastSeen.IsZero() {
 		t.Errorf("status %+v", st)
 	}
@@ -394,7 +395,7 @@ func TestSyncSameBundleAgain(t *testing.T) {
 	if got := n.stagedVersions(); len(got) != 1 {
 		t.Errorf("staged %d times, want once", len(got))
 	}
-	if st := e.status("example.com"); st.State != wire.StateStaged || st.Error != "" {
+	if st := e.status("example.com"); st.State != wire.StateInstalled || st.Error != "" {
 		t.Errorf("status %+v", st)
 	}
 }
@@ -585,7 +586,7 @@ func TestSyncRefusals(t *testing.T) {
 			if err != nil || meta.Version != uint64(next.Leaf.NotBefore.Unix()) {
 				t.Errorf("after the valid bundle: staged %+v, %v", meta, err)
 			}
-			if st := e.status(name); st.State != wire.StateStaged || st.Error != "" || st.StagedVersion != meta.Version {
+			if st := e.status(name); st.State != wire.StateInstalled || st.Error != "" || st.StagedVersion != meta.Version {
 				t.Errorf("status after the valid bundle %+v", st)
 			}
 			checkNoSecret(t, "log", n.logs.String(), base, next, b.cert)
@@ -635,7 +636,7 @@ func TestSyncDowngradeAfterRestart(t *testing.T) {
 	next := e.issue(time.Hour)
 	e.publish("example.com", e.seal("example.com", next), next)
 	expectOnly(t, n.sync(t), OutcomeStaged)
-	if st := e.status("example.com"); st.State != wire.StateStaged || st.Error != "" {
+	if st := e.status("example.com"); st.State != wire.StateInstalled || st.Error != "" {
 		t.Errorf("status %+v", st)
 	}
 }
@@ -697,7 +698,7 @@ func TestSyncTransientFailure(t *testing.T) {
 		rep := n.sync(t)
 		return rep.Count(OutcomeStaged) == 1
 	})
-	if st := e.status("example.com"); st.State != wire.StateStaged || st.Error != "" {
+	if st := e.status("example.com"); st.State != wire.StateInstalled || st.Error != "" {
 		t.Errorf("status %+v", st)
 	}
 }

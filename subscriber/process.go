@@ -185,6 +185,7 @@ func (n *Node) apply(d *delivery) Result {
 	if n.onStaged != nil {
 		n.onStaged(meta)
 	}
+	n.wakeInstaller()
 	r.Outcome = OutcomeStaged
 	return r
 }

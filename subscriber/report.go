@@ -43,17 +43,19 @@ type Result struct {
 }
 
 // Report lists what one Sync did, message by message, in the order they
-// were decided.
+// were decided, then the installs it made; or what one Install did.
 type Report struct {
-	Results []Result
+	Results  []Result
+	Installs []InstallResult
 }
 
-// Failed reports whether any bundle for this node was refused or failed.
-// `node sync` exits non-zero when it is true.
+// Failed reports whether any bundle for this node was refused or failed, or
+// any install failed. `node sync` and `node install` exit non-zero when it
+// is true.
 func (r *Report) Failed() bool { return r.Err() != nil }
 
-// Err joins the errors of the refused and failed messages, one line each,
-// or returns nil.
+// Err joins the errors of the refused and failed messages and of the
+// failed installs, one line each, or returns nil.
 func (r *Report) Err() error {
 	var errs []error
 	for _, res := range r.Results {
@@ -61,7 +63,23 @@ func (r *Report) Err() error {
 			errs = append(errs, fmt.Errorf("bundle %q seq %d %s: %w", res.Name, res.Sequence, res.Outcome, res.Err))
 		}
 	}
+	for _, res := range r.Installs {
+		if res.Outcome == InstallFailed {
+			errs = append(errs, fmt.Errorf("install %q version %d failed: %w", res.Name, res.Version, res.Err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// InstallCount returns how many installs had outcome o.
+func (r *Report) InstallCount(o InstallOutcome) int {
+	c := 0
+	for _, res := range r.Installs {
+		if res.Outcome == o {
+			c++
+		}
+	}
+	return c
 }
 
 // Count returns how many messages had outcome o.

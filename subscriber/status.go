@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,12 +95,40 @@ func (s *statusWriter) record(name string) wire.Status {
 		st.Error = err.Error()
 		st.ErrorTime = st.LastSeen
 	}
+	if in := n.installers[name]; in != nil {
+		s.installed(&st, in, meta)
+	}
 	if f, ok := s.failures[name]; ok {
 		st.State = wire.StateFailed
 		st.Error = f.msg
 		st.ErrorTime = f.at
 	}
 	return st
+}
+
+// installed fills the Installed fields of st and its state: installed when
+// the staged bundle is in service, failed when its install failed.
+func (s *statusWriter) installed(st *wire.Status, in *installer, staged *Staged) {
+	inst, ist, err := in.installed()
+	if err != nil {
+		st.State, st.Error, st.ErrorTime = wire.StateFailed, err.Error(), st.LastSeen
+		return
+	}
+	if inst != nil {
+		st.InstalledVersion = inst.Version
+		st.InstalledSerial = inst.Serial
+		st.InstalledFingerprint = inst.Fingerprint
+		st.InstalledNotAfter = inst.NotAfter
+		st.InstalledAt = inst.InstalledAt
+	}
+	switch {
+	case st.State == wire.StateFailed:
+	case ist.Failed.is(staged):
+		st.State, st.Error, st.ErrorTime = wire.StateFailed, ist.Failed.Error, ist.Failed.At
+	case inst != nil && ist.Pending == nil && (staged == nil ||
+		inst.Version == staged.Version && inst.Fingerprint == staged.Fingerprint):
+		st.State = wire.StateInstalled
+	}
 }
 
 // write writes the record of certificate name, if it is one of the node's.
@@ -196,6 +225,9 @@ func (s *statusWriter) seed(ctx context.Context, kv jetstream.KeyValue) {
 		var st wire.Status
 		if json.Unmarshal(e.Value(), &st) != nil || st.State != wire.StateFailed || st.Error == "" {
 			continue
+		}
+		if strings.HasPrefix(st.Error, installErrorPrefix) {
+			continue // an install's failure: the install state on disk says if it lasts
 		}
 		s.failures[name] = failure{msg: st.Error, at: st.ErrorTime}
 	}

@@ -1,0 +1,749 @@
+package subscriber
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// Names in the install layout.
+const (
+	// storeDir, beside install_dir, holds the installed versions of each
+	// certificate: <parent>/.certsync/<name>/<version>-<fp12>/.
+	storeDir = ".certsync"
+	// fileCombined is the full chain followed by the private key.
+	fileCombined = "combined.pem"
+	// fileState is the install state of a certificate in its store
+	// folder: an install under way, the last failed version.
+	fileState = "state.json"
+	// backupInfix names the old real folder moved aside:
+	// <install_dir>.certsync-backup-<UTC time>.
+	backupInfix = ".certsync-backup-"
+	// linkSuffix names the symbolic link made before it is renamed over
+	// install_dir: <parent>/.<base>.certsync-link.
+	linkSuffix = ".certsync-link"
+	// fpLen is how many hex digits of the fingerprint a version folder's
+	// name holds.
+	fpLen = 12
+	// maxStateSize bounds state.json.
+	maxStateSize = 1 << 20
+	// installErrorPrefix starts the error of every failed install, which
+	// tells it from a bundle's refusal in a status record.
+	installErrorPrefix = "installing "
+)
+
+// Installed is the non-secret record of an installed version, kept in its
+// version folder as certsync.json: the staged record it was installed from
+// and when.
+type Installed struct {
+	Staged
+	// InstalledAt is when the version folder was written.
+	InstalledAt time.Time `json:"installed_at"`
+}
+
+// installState is what a certificate's state.json holds.
+type installState struct {
+	// Pending is an install whose version is (or is about to be) linked
+	// but not yet checked, reloaded and verified. A crash leaves it set;
+	// the next install completes it.
+	Pending *pendingInstall `json:"pending,omitempty"`
+	// Failed is the last version whose install failed. It is not tried
+	// again on its own: a newer bundle or `node install` tries again.
+	Failed *failedInstall `json:"failed,omitempty"`
+}
+
+type pendingInstall struct {
+	Version     uint64 `json:"version"`
+	Fingerprint string `json:"fingerprint"`
+	// Previous is the link target to roll back to ("" when nothing was
+	// in place).
+	Previous string `json:"previous"`
+}
+
+type failedInstall struct {
+	Version     uint64    `json:"version"`
+	Fingerprint string    `json:"fingerprint"`
+	Error       string    `json:"error"`
+	At          time.Time `json:"at"`
+}
+
+func (f *failedInstall) is(m *Staged) bool {
+	return f != nil && m != nil && f.Version == m.Version && f.Fingerprint == m.Fingerprint
+}
+
+// installer puts the bundles of one certificate into its install_dir:
+//
+//	<parent>/<base>                -> .certsync/<name>/<version>-<fp12>   (install_dir, a symbolic link)
+//	<parent>/.certsync/<name>/<version>-<fp12>/  cert.pem chain.pem fullchain.pem privkey.pem [combined.pem] certsync.json
+//	<parent>/.certsync/<name>/state.json          (0600) an install under way, the last failed version
+//	<parent>/.certsync/<name>/.lock               serialises installers of this certificate
+//
+// A version folder is built under a temporary name, every file synced, and
+// renamed into place once complete; install_dir only ever points at a
+// complete one, and changes with one rename of a new link over it. So a
+// reader sees all of one version, and a crash at any instant leaves
+// install_dir at one complete version. What a crash leaves behind (a
+// temporary folder or link) is removed by the next install.
+type installer struct {
+	c    Certificate
+	log  *slog.Logger
+	now  func() time.Time
+	node string // for the splay offset and logs
+
+	// step, when set (tests), is called after each durable step of an
+	// install, with its name.
+	step func(string)
+}
+
+func (in *installer) parent() string { return filepath.Dir(in.c.InstallDir) }
+func (in *installer) base() string   { return filepath.Base(in.c.InstallDir) }
+
+// store is the folder of this certificate's versions.
+func (in *installer) store() string {
+	return filepath.Join(in.parent(), storeDir, in.c.Name)
+}
+
+// linkPrefix is what install_dir's link target starts with when certsync
+// put it there.
+func (in *installer) linkPrefix() string { return storeDir + "/" + in.c.Name + "/" }
+
+func (in *installer) did(step string) {
+	if in.step != nil {
+		in.step(step)
+	}
+}
+
+// folderName names the version folder of m.
+func folderName(m *Staged) string {
+	fp := strings.TrimPrefix(m.Fingerprint, "sha256:")
+	return fmt.Sprintf("%d-%s", m.Version, fp[:min(len(fp), fpLen)])
+}
+
+// lock takes this certificate's install lock, creating the store folder.
+func (in *installer) lock() (func(), error) {
+	if err := os.MkdirAll(in.store(), 0o755); err != nil {
+		return nil, fmt.Errorf("installing %q: creating %s: %w", in.c.Name, in.store(), err)
+	}
+	path := filepath.Join(in.store(), lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("installing %q: opening lock %s: %w", in.c.Name, path, err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("installing %q: locking %s: %w", in.c.Name, path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// target returns install_dir's link target, "" when install_dir does not
+// exist, and whether install_dir is a real folder (not yet certsync's).
+func (in *installer) target() (string, bool, error) {
+	fi, err := os.Lstat(in.c.InstallDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("reading install_dir %s: %w", in.c.InstallDir, err)
+	case fi.IsDir():
+		return "", true, nil
+	case fi.Mode().Type() != fs.ModeSymlink:
+		return "", false, fmt.Errorf("install_dir %s is a %s, not a folder or a symbolic link", in.c.InstallDir, fi.Mode().Type())
+	}
+	t, err := os.Readlink(in.c.InstallDir)
+	if err != nil {
+		return "", false, fmt.Errorf("reading install_dir %s: %w", in.c.InstallDir, err)
+	}
+	return t, false, nil
+}
+
+// record reads the record of the version folder that link target t names,
+// or returns nil when t is not one of this certificate's version folders
+// (a folder moved aside, say).
+func (in *installer) record(t string) (*Installed, error) {
+	folder, ok := strings.CutPrefix(t, in.linkPrefix())
+	if !ok || folder == "" || strings.ContainsAny(folder, "/") || strings.HasPrefix(folder, ".") {
+		return nil, nil
+	}
+	path := filepath.Join(in.store(), folder, fileMeta)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading installed %q: %w", in.c.Name, err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxMetaSize+1))
+	if err != nil || len(raw) > maxMetaSize {
+		return nil, fmt.Errorf("reading installed %q: %s: too large or unreadable (%v)", in.c.Name, path, err)
+	}
+	m := new(Installed)
+	if err := json.Unmarshal(raw, m); err != nil {
+		return nil, fmt.Errorf("reading installed %q: corrupt %s: %v", in.c.Name, path, err)
+	}
+	if err := m.check(in.c.Name); err != nil {
+		return nil, fmt.Errorf("reading installed %q: corrupt %s: %v", in.c.Name, path, err)
+	}
+	return m, nil
+}
+
+// installed returns the version in service and the install state: the
+// version install_dir points at, or, while an install is pending (or was
+// cut short by a crash), the version it would roll back to. It is nil when
+// no version of certsync's is in service.
+func (in *installer) installed() (*Installed, *installState, error) {
+	st, err := in.readState()
+	if err != nil {
+		return nil, nil, err
+	}
+	t, _, err := in.target()
+	if err != nil {
+		return nil, st, err
+	}
+	if st.Pending != nil {
+		t = st.Pending.Previous
+	}
+	m, err := in.record(t)
+	return m, st, err
+}
+
+// readState reads state.json; missing is the empty state.
+func (in *installer) readState() (*installState, error) {
+	path := filepath.Join(in.store(), fileState)
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &installState{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading install state %s: %w", path, err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
+	if err != nil || len(raw) > maxStateSize {
+		return nil, fmt.Errorf("reading install state %s: too large or unreadable (%v)", path, err)
+	}
+	st := new(installState)
+	if err := json.Unmarshal(raw, st); err != nil {
+		return nil, fmt.Errorf("reading install state %s: corrupt (remove it to start over): %v", path, err)
+	}
+	return st, nil
+}
+
+// writeState replaces state.json (temp file, sync, rename, sync folder).
+func (in *installer) writeState(st *installState) error {
+	raw, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(in.store(), fileState)
+	tmp := filepath.Join(in.store(), tmpPrefix+fileState)
+	_ = os.Remove(tmp)
+	if err := writeNewFile(tmp, append(raw, '\n')); err != nil {
+		return fmt.Errorf("writing install state %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing install state %s: %w", path, err)
+	}
+	return syncDir(in.store())
+}
+
+// cleanup removes what an install cut short left behind: version folders
+// being built, the new link not yet renamed, a link made to move a real
+// folder aside. The caller holds the lock.
+func (in *installer) cleanup() error {
+	entries, err := os.ReadDir(in.store())
+	if err != nil {
+		return fmt.Errorf("installing %q: reading %s: %w", in.c.Name, in.store(), err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			path := filepath.Join(in.store(), e.Name())
+			if err := os.RemoveAll(path); err != nil {
+				return fmt.Errorf("installing %q: removing leftover %s: %w", in.c.Name, path, err)
+			}
+			in.log.Info("install_leftover_removed", "name", in.c.Name, "path", path)
+		}
+	}
+	// Only symbolic links are ours to remove here: a real folder under a
+	// backup name is the old folder, moved aside, and stays.
+	links := []string{filepath.Join(in.parent(), "."+in.base()+linkSuffix)}
+	backups, _ := filepath.Glob(filepath.Join(in.parent(), globEscape(in.base()+backupInfix)+"*"))
+	links = append(links, backups...)
+	for _, path := range links {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == fs.ModeSymlink {
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("installing %q: removing leftover %s: %w", in.c.Name, path, err)
+			}
+			in.log.Info("install_leftover_removed", "name", in.c.Name, "path", path)
+		}
+	}
+	return nil
+}
+
+// globEscape escapes the characters filepath.Match treats specially.
+func globEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`).Replace(s)
+}
+
+// ids resolves the configured owner and group; -1 keeps the process's.
+func (in *installer) ids() (uid, gid int, err error) {
+	uid, gid = -1, -1
+	if o := in.c.Owner; o != "" {
+		if uid, err = strconv.Atoi(o); err != nil {
+			u, lerr := user.Lookup(o)
+			if lerr != nil {
+				return 0, 0, fmt.Errorf("installing %q: owner %q: %w", in.c.Name, o, lerr)
+			}
+			uid, _ = strconv.Atoi(u.Uid)
+		}
+	}
+	if g := in.c.Group; g != "" {
+		if gid, err = strconv.Atoi(g); err != nil {
+			gr, lerr := user.LookupGroup(g)
+			if lerr != nil {
+				return 0, 0, fmt.Errorf("installing %q: group %q: %w", in.c.Name, g, lerr)
+			}
+			gid, _ = strconv.Atoi(gr.Gid)
+		}
+	}
+	return uid, gid, nil
+}
+
+// modes returns the modes of the certificate files, the key files and the
+// version folder: the folder lets in (x) whoever may read a file in it.
+func (in *installer) modes() (certMode, keyMode, dirMode fs.FileMode) {
+	certMode, keyMode = fs.FileMode(in.c.CertMode), fs.FileMode(in.c.KeyMode)
+	dirMode = 0o700
+	if (certMode|keyMode)&0o040 != 0 {
+		dirMode |= 0o050
+	}
+	if certMode&0o004 != 0 {
+		dirMode |= 0o005
+	}
+	return certMode, keyMode, dirMode
+}
+
+// build writes the version folder of b and returns its name. A folder of
+// that name that is not in service is replaced: it may hold a version that
+// failed, written with other settings.
+func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
+	name := folderName(meta)
+	fail := func(err error) (string, error) {
+		return "", fmt.Errorf("installing %q version %d: %w", in.c.Name, meta.Version, err)
+	}
+	uid, gid, err := in.ids()
+	if err != nil {
+		return "", err
+	}
+	certMode, keyMode, dirMode := in.modes()
+	rec, err := json.MarshalIndent(&Installed{Staged: *meta, InstalledAt: in.now().UTC()}, "", "  ")
+	if err != nil {
+		return fail(err)
+	}
+	tmp, err := os.MkdirTemp(in.store(), tmpPrefix+name+"-")
+	if err != nil {
+		return fail(err)
+	}
+	in.did("folder_created")
+	files := []struct {
+		name string
+		data []byte
+		mode fs.FileMode
+	}{
+		{fileCert, b.Cert, certMode},
+		{fileChain, b.Chain, certMode},
+		{fileFullChain, b.FullChain, certMode},
+		{fileKey, b.PrivKey, keyMode},
+	}
+	if in.c.Combined {
+		files = append(files, struct {
+			name string
+			data []byte
+			mode fs.FileMode
+		}{fileCombined, slices.Concat(b.FullChain, b.PrivKey), keyMode})
+	}
+	files = append(files, struct {
+		name string
+		data []byte
+		mode fs.FileMode
+	}{fileMeta, append(rec, '\n'), certMode})
+	for _, f := range files {
+		if err := writeOwnedFile(filepath.Join(tmp, f.name), f.data, uid, gid, f.mode); err != nil {
+			return fail(err)
+		}
+		in.did("file_written")
+	}
+	if err := os.Chown(tmp, uid, gid); err != nil {
+		return fail(err)
+	}
+	if err := os.Chmod(tmp, dirMode); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(tmp); err != nil {
+		return fail(err)
+	}
+	final := filepath.Join(in.store(), name)
+	if err := os.RemoveAll(final); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(in.store()); err != nil {
+		return fail(err)
+	}
+	in.did("folder_complete")
+	return name, nil
+}
+
+// writeOwnedFile creates path 0600 (it must not exist), writes data, gives
+// it to uid and gid (-1 keeps), sets mode and syncs it. The mode is set
+// last, so a key is never readable by others, even for a moment.
+func writeOwnedFile(path string, data []byte, uid, gid int, mode fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = func() error {
+		if _, err := io.Copy(f, bytes.NewReader(data)); err != nil {
+			return err
+		}
+		if err := f.Chown(uid, gid); err != nil {
+			return err
+		}
+		if err := f.Chmod(mode); err != nil {
+			return err
+		}
+		return f.Sync()
+	}()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// moveAside moves the real folder at install_dir aside, once: install_dir
+// becomes a link to the folder's new name, in one atomic exchange, so a
+// reader sees the old files throughout. It returns the link target.
+func (in *installer) moveAside() (string, error) {
+	backup := in.base() + backupInfix + in.now().UTC().Format("20060102T150405Z")
+	path := filepath.Join(in.parent(), backup)
+	// The link is made where the folder goes, pointing at its own name:
+	// once exchanged with the folder, install_dir points at the folder.
+	if err := os.Symlink(backup, path); err != nil {
+		return "", fmt.Errorf("installing %q: moving %s aside: %w", in.c.Name, in.c.InstallDir, err)
+	}
+	in.did("backup_link_created")
+	if err := unix.Renameat2(unix.AT_FDCWD, path, unix.AT_FDCWD, in.c.InstallDir, unix.RENAME_EXCHANGE); err != nil {
+		_ = os.Remove(path)
+		return "", fmt.Errorf("installing %q: moving %s aside: %w", in.c.Name, in.c.InstallDir, err)
+	}
+	if err := syncDir(in.parent()); err != nil {
+		return "", fmt.Errorf("installing %q: %w", in.c.Name, err)
+	}
+	in.did("moved_aside")
+	in.log.Warn("install_dir_moved_aside", "name", in.c.Name, "install_dir", in.c.InstallDir, "moved_to", path,
+		"hint", "the old files are kept there; remove them once the service runs on certsync's")
+	return backup, nil
+}
+
+// point makes install_dir a link to target: a new link is made under a
+// temporary name and renamed over install_dir, then the folder is synced.
+func (in *installer) point(target string) error {
+	tmp := filepath.Join(in.parent(), "."+in.base()+linkSuffix)
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("installing %q: %w", in.c.Name, err)
+	}
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("installing %q: %w", in.c.Name, err)
+	}
+	in.did("link_created")
+	if err := os.Rename(tmp, in.c.InstallDir); err != nil {
+		return fmt.Errorf("installing %q: pointing %s at %s: %w", in.c.Name, in.c.InstallDir, target, err)
+	}
+	if err := syncDir(in.parent()); err != nil {
+		return fmt.Errorf("installing %q: %w", in.c.Name, err)
+	}
+	in.did("linked")
+	return nil
+}
+
+// prune removes the version folders beyond Keep: it keeps the one in
+// service and the newest older ones, and removes the rest (a newer version
+// that failed included). Folders moved aside are never touched.
+func (in *installer) prune(current string) {
+	entries, err := os.ReadDir(in.store())
+	if err != nil {
+		in.log.Warn("install_prune_failed", "name", in.c.Name, "error", err)
+		return
+	}
+	curVersion, _, _ := parseFolderName(current)
+	type version struct {
+		name string
+		v    uint64
+	}
+	var older []version
+	for _, e := range entries {
+		v, _, ok := parseFolderName(e.Name())
+		if !ok || !e.IsDir() || e.Name() == current {
+			continue
+		}
+		if v < curVersion {
+			older = append(older, version{e.Name(), v})
+			continue
+		}
+		in.remove(e.Name())
+	}
+	slices.SortFunc(older, func(a, b version) int { return -cmpUint(a.v, b.v) })
+	keep := max(in.c.Keep, 1) - 1
+	for _, o := range older[min(keep, len(older)):] {
+		in.remove(o.name)
+	}
+}
+
+func (in *installer) remove(folder string) {
+	path := filepath.Join(in.store(), folder)
+	if err := os.RemoveAll(path); err != nil {
+		in.log.Warn("install_prune_failed", "name", in.c.Name, "path", path, "error", err)
+		return
+	}
+	in.log.Info("install_version_removed", "name", in.c.Name, "path", path)
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// parseFolderName reads "<version>-<fp12>".
+func parseFolderName(s string) (uint64, string, bool) {
+	v, fp, ok := strings.Cut(s, "-")
+	if !ok || len(fp) != fpLen {
+		return 0, "", false
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	return n, fp, true
+}
+
+// install puts the bundle b, staged as meta, in service. Unless force, a
+// version that failed before is skipped. See Node.Install for the steps.
+func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged, force bool) InstallResult {
+	res := InstallResult{Name: in.c.Name, Version: meta.Version, Fingerprint: meta.Fingerprint}
+	fail := func(err error) InstallResult {
+		res.Outcome, res.Err = InstallFailed, err
+		return res
+	}
+	if err := wire.CheckCertName(in.c.Name); err != nil {
+		return fail(err)
+	}
+	unlock, err := in.lock()
+	if err != nil {
+		return fail(err)
+	}
+	defer unlock()
+	if err := in.cleanup(); err != nil {
+		return fail(err)
+	}
+	st, err := in.readState()
+	if err != nil {
+		return fail(err)
+	}
+	cur, real, err := in.target()
+	if err != nil {
+		return fail(err)
+	}
+	curRec, err := in.record(cur)
+	if err != nil {
+		return fail(err)
+	}
+	folder := folderName(meta)
+	inService := cur == in.linkPrefix()+folder
+	failedBefore := st.Failed.is(meta)
+
+	// Settled: what is in service is this bundle, and it went well.
+	if st.Pending == nil && inService && !failedBefore {
+		res.Outcome = InstallUnchanged
+		return res
+	}
+	if st.Pending == nil && curRec != nil && !inService {
+		switch {
+		case meta.Version < curRec.Version:
+			return in.failed(st, meta, res, fmt.Errorf("installing %q version %d: version %d is installed: %w", in.c.Name, meta.Version, curRec.Version, ErrDowngrade))
+		case meta.Version == curRec.Version:
+			return in.failed(st, meta, res, fmt.Errorf("installing %q version %d: installed with fingerprint %s, this is %s: %w", in.c.Name, meta.Version, curRec.Fingerprint, meta.Fingerprint, ErrConflict))
+		}
+	}
+	if failedBefore && !force {
+		res.Outcome = InstallSkipped
+		res.Err = fmt.Errorf("installing %q version %d: failed before (%s); a newer bundle or certsync node install tries again", in.c.Name, meta.Version, st.Failed.Error)
+		return res
+	}
+
+	// The version to roll back to: what was in service before the
+	// install under way, if one was cut short.
+	previous := cur
+	switch {
+	case st.Pending != nil:
+		previous = st.Pending.Previous
+	case inService:
+		previous = "" // a first install that failed, its files left in place
+	case real:
+		if previous, err = in.moveAside(); err != nil {
+			return fail(err)
+		}
+	}
+	if !inService {
+		if _, err := in.build(b, meta); err != nil {
+			return fail(err)
+		}
+	}
+	st.Pending = &pendingInstall{Version: meta.Version, Fingerprint: meta.Fingerprint, Previous: previous}
+	if err := in.writeState(st); err != nil {
+		return fail(err)
+	}
+	in.did("pending_written")
+	if err := in.point(in.linkPrefix() + folder); err != nil {
+		return fail(in.rollback(ctx, st, previous, err))
+	}
+	in.log.Info("install_linked", "name", in.c.Name, "version", meta.Version, "fingerprint", meta.Fingerprint,
+		"install_dir", in.c.InstallDir, "previous", previous)
+
+	if err := in.activate(ctx, b, meta); err != nil {
+		res.RolledBack = previous != ""
+		err = fmt.Errorf("installing %q version %d: %w", in.c.Name, meta.Version, err)
+		return in.failed(st, meta, res, in.rollback(ctx, st, previous, err))
+	}
+	st.Pending, st.Failed = nil, nil
+	if err := in.writeState(st); err != nil {
+		return fail(err)
+	}
+	in.did("done")
+	in.prune(folder)
+	in.log.Info("install_done", "name", in.c.Name, "version", meta.Version, "serial", meta.Serial,
+		"fingerprint", meta.Fingerprint, "not_after", meta.NotAfter)
+	res.Outcome = InstallInstalled
+	return res
+}
+
+// failed records err as the failure of meta's install, clears any pending
+// install, and returns res failed with err.
+func (in *installer) failed(st *installState, meta *Staged, res InstallResult, err error) InstallResult {
+	st.Pending = nil
+	st.Failed = &failedInstall{Version: meta.Version, Fingerprint: meta.Fingerprint, Error: err.Error(), At: in.now().UTC()}
+	if werr := in.writeState(st); werr != nil {
+		err = fmt.Errorf("%w (and recording the failure: %v)", err, werr)
+	}
+	in.log.Warn("install_failed", "name", in.c.Name, "version", meta.Version, "fingerprint", meta.Fingerprint,
+		"rolled_back", res.RolledBack, "error", err)
+	res.Outcome, res.Err = InstallFailed, err
+	return res
+}
+
+// rollback points install_dir back at previous and reloads again, after
+// cause made the install fail. With no previous version the new one stays
+// in place: a service without files cannot be rolled back to anything. It
+// returns cause, with what rolling back did or why it failed.
+func (in *installer) rollback(ctx context.Context, st *installState, previous string, cause error) error {
+	if previous == "" {
+		return fmt.Errorf("%w; nothing to roll back to, the new files stay in place", cause)
+	}
+	if err := in.point(previous); err != nil {
+		return fmt.Errorf("%w; rolling back failed: %v", cause, err)
+	}
+	in.did("rolled_back")
+	in.log.Warn("install_rolled_back", "name", in.c.Name, "install_dir", in.c.InstallDir, "to", previous, "reason", cause)
+	if in.c.Reload != "" {
+		// The environment names the version rolled back to, if certsync's.
+		env := []string{EnvName + "=" + in.c.Name, EnvInstallDir + "=" + in.c.InstallDir}
+		if rec, _ := in.record(previous); rec != nil {
+			env = append(env, EnvSerial+"="+rec.Serial, EnvFingerprint+"="+rec.Fingerprint)
+		}
+		cmd := command{what: "reload", line: in.c.Reload, timeout: in.commandTimeout(), env: env}
+		if err := cmd.run(ctx); err != nil {
+			return fmt.Errorf("%w; rolled back to %s, but reloading then failed: %v", cause, previous, err)
+		}
+		in.did("reloaded_previous")
+	}
+	return fmt.Errorf("%w; rolled back to %s", cause, previous)
+}
+
+func (in *installer) commandTimeout() time.Duration {
+	if in.c.CommandTimeout > 0 {
+		return in.c.CommandTimeout
+	}
+	return DefaultCommandTimeout
+}
+
+// activate runs check, reload and verify for the version just linked.
+func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Staged) error {
+	env := []string{
+		EnvName + "=" + in.c.Name,
+		EnvInstallDir + "=" + in.c.InstallDir,
+		EnvSerial + "=" + meta.Serial,
+		EnvFingerprint + "=" + meta.Fingerprint,
+	}
+	for _, c := range []command{
+		{what: "check", line: in.c.Check},
+		{what: "reload", line: in.c.Reload},
+	} {
+		if c.line == "" {
+			continue
+		}
+		c.timeout, c.env = in.commandTimeout(), env
+		if err := c.run(ctx); err != nil {
+			return err
+		}
+		in.did(c.what + "_done")
+		in.log.Info("install_"+c.what+"_passed", "name", in.c.Name, "command", c.line)
+	}
+	if in.c.Verify == "" {
+		return nil
+	}
+	sni := ""
+	if blk, _ := pem.Decode(b.Cert); blk != nil {
+		if leaf, err := x509.ParseCertificate(blk.Bytes); err == nil {
+			sni = serverName(leaf)
+		}
+	}
+	timeout := in.c.VerifyTimeout
+	if timeout <= 0 {
+		timeout = DefaultVerifyTimeout
+	}
+	if err := verifyServed(context.WithoutCancel(ctx), in.c.Verify, sni, meta.Fingerprint, timeout); err != nil {
+		return err
+	}
+	in.did("verify_done")
+	in.log.Info("install_verify_passed", "name", in.c.Name, "address", in.c.Verify, "sni", sni)
+	return nil
+}

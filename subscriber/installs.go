@@ -1,0 +1,274 @@
+package subscriber
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/internal/natsconn"
+)
+
+// Defaults for Certificate fields left zero.
+const (
+	DefaultInstallParent  = "/etc/letsencrypt/live"
+	DefaultCertMode       = 0o644
+	DefaultKeyMode        = 0o600
+	DefaultKeep           = 3
+	DefaultCommandTimeout = 60 * time.Second
+	DefaultVerifyTimeout  = 30 * time.Second
+)
+
+// checkCertificate applies the defaults of c's zero fields and refuses
+// settings the installer cannot follow.
+func checkCertificate(name string, c *Certificate) error {
+	c.Name = name
+	if c.InstallDir == "" {
+		c.InstallDir = filepath.Join(DefaultInstallParent, name)
+	}
+	if c.Schedule == "" {
+		c.Schedule = ScheduleImmediate
+	}
+	if c.CertMode == 0 {
+		c.CertMode = DefaultCertMode
+	}
+	if c.KeyMode == 0 {
+		c.KeyMode = DefaultKeyMode
+	}
+	if c.Keep <= 0 {
+		c.Keep = DefaultKeep
+	}
+	if c.CommandTimeout <= 0 {
+		c.CommandTimeout = DefaultCommandTimeout
+	}
+	if c.VerifyTimeout <= 0 {
+		c.VerifyTimeout = DefaultVerifyTimeout
+	}
+	switch {
+	case !filepath.IsAbs(c.InstallDir) || filepath.Clean(c.InstallDir) != c.InstallDir || c.InstallDir == "/":
+		return fmt.Errorf("certificate %q: install_dir %q is not a clean absolute path below /", name, c.InstallDir)
+	case c.KeyMode&0o007 != 0:
+		return fmt.Errorf("certificate %q: key_mode %04o is open to others", name, c.KeyMode)
+	case c.CertMode > 0o777 || c.KeyMode > 0o777:
+		return fmt.Errorf("certificate %q: modes %04o and %04o: want at most 0777", name, c.CertMode, c.KeyMode)
+	}
+	if _, err := parseSchedule(c.Schedule); err != nil {
+		return fmt.Errorf("certificate %q: %w", name, err)
+	}
+	for what, line := range map[string]string{"check": c.Check, "reload": c.Reload} {
+		if line == "" {
+			continue
+		}
+		if _, err := ParseCommand(line); err != nil {
+			return fmt.Errorf("certificate %q: %s: %w", name, what, err)
+		}
+	}
+	return nil
+}
+
+// InstallOutcome is what became of one certificate's install.
+type InstallOutcome string
+
+// Outcomes of an install.
+const (
+	// InstallInstalled: the staged bundle is in service; check, reload and
+	// verify passed.
+	InstallInstalled InstallOutcome = "installed"
+	// InstallUnchanged: the staged bundle was already in service; nothing
+	// was done, nothing reloaded.
+	InstallUnchanged InstallOutcome = "unchanged"
+	// InstallSkipped: the staged version failed to install before; it is
+	// not tried again until a newer bundle or `certsync node install`.
+	InstallSkipped InstallOutcome = "skipped"
+	// InstallFailed: the install failed; install_dir was rolled back to
+	// the previous version when there was one (RolledBack).
+	InstallFailed InstallOutcome = "failed"
+)
+
+// InstallResult is what happened to one certificate's install.
+type InstallResult struct {
+	// Name is the certificate's name.
+	Name string
+	// Version and Fingerprint are the staged bundle's.
+	Version     uint64
+	Fingerprint string
+	// Outcome says what became of it.
+	Outcome InstallOutcome
+	// RolledBack is true when a failed install put the previous version
+	// back in service.
+	RolledBack bool
+	// Err says why, for InstallFailed and InstallSkipped. It holds the tail
+	// of a failed command's output, never the content of a file certsync
+	// wrote.
+	Err error
+}
+
+// wakeInstaller tells Run's scheduler that something was staged.
+func (n *Node) wakeInstaller() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Install puts what is staged for the named certificates (all of them when
+// names is empty) in service now, whatever their schedules, trying again a
+// version whose install failed before. A name that is not one of the
+// node's certificates is an error, before anything is installed. It needs
+// no NATS: ReportStatus tells the status bucket afterwards. The report's
+// Failed says whether any install failed.
+//
+// For each certificate, under a lock shared with other certsync processes:
+// the staged bundle is written into a new version folder beside
+// install_dir; install_dir is pointed at it (one rename); check, reload and
+// verify run; any failure points install_dir back at the previous version
+// and runs reload again. ctx only decides whether an install starts: once
+// started, it runs to its end (each command bounded by CommandTimeout,
+// verify by VerifyTimeout), so a node asked to stop never leaves one half
+// done.
+func (n *Node) Install(ctx context.Context, names ...string) (*Report, error) {
+	for _, name := range names {
+		if _, ok := n.cfg.Certificates[name]; !ok {
+			return nil, fmt.Errorf("installing %q: %w", name, ErrUnknownCertificate)
+		}
+	}
+	if len(names) == 0 {
+		names = n.names
+	}
+	rep := &Report{}
+	for _, name := range names {
+		if ctx.Err() != nil {
+			break
+		}
+		meta, b, err := n.stage.Load(name)
+		if errors.Is(err, ErrNotStaged) {
+			n.log.Info("install_nothing_staged", "name", name)
+			continue
+		}
+		if err != nil {
+			rep.Installs = append(rep.Installs, InstallResult{Name: name, Outcome: InstallFailed, Err: err})
+			continue
+		}
+		rep.Installs = append(rep.Installs, n.installers[name].install(ctx, b, meta, true))
+	}
+	return rep, nil
+}
+
+// installDue installs every certificate whose time has come (and completes
+// installs a crash cut short), and returns what it did and the earliest
+// time a certificate will be due, zero when none will be on its own.
+func (n *Node) installDue(ctx context.Context) ([]InstallResult, time.Time) {
+	var results []InstallResult
+	var next time.Time
+	for _, name := range n.names {
+		if ctx.Err() != nil {
+			break
+		}
+		in := n.installers[name]
+		meta, err := n.stage.Read(name)
+		if errors.Is(err, ErrNotStaged) {
+			continue
+		}
+		if err != nil {
+			results = append(results, InstallResult{Name: name, Outcome: InstallFailed, Err: err})
+			continue
+		}
+		inst, st, err := in.installed()
+		if err != nil {
+			results = append(results, InstallResult{Name: name, Version: meta.Version, Fingerprint: meta.Fingerprint, Outcome: InstallFailed, Err: err})
+			continue
+		}
+		if st.Failed.is(meta) {
+			continue // reported when it failed; tried again by a newer bundle or node install
+		}
+		now := n.cfg.Now()
+		var p plan
+		if st.Pending != nil {
+			p = plan{at: now, ok: true, why: "interrupted"}
+		} else {
+			var installed *Staged
+			if inst != nil {
+				installed = &inst.Staged
+			}
+			c := n.cfg.Certificates[name]
+			p = due(now, n.schedules[name], meta, installed, splayOffset(n.cfg.Node, meta, c.Splay), c.ExpiryDeadline)
+		}
+		if !p.ok {
+			continue
+		}
+		if p.at.After(now) {
+			n.logPlan(name, meta, p)
+			if next.IsZero() || p.at.Before(next) {
+				next = p.at
+			}
+			continue
+		}
+		meta, b, err := n.stage.Load(name)
+		if err != nil {
+			results = append(results, InstallResult{Name: name, Outcome: InstallFailed, Err: err})
+			continue
+		}
+		n.log.Info("install_started", "name", name, "version", meta.Version, "fingerprint", meta.Fingerprint, "why", p.why)
+		results = append(results, in.install(ctx, b, meta, false))
+	}
+	return results, next
+}
+
+// logPlan logs once per bundle and time when it will be installed.
+func (n *Node) logPlan(name string, meta *Staged, p plan) {
+	key := fmt.Sprintf("%d %s %d", meta.Version, meta.Fingerprint, p.at.UnixNano())
+	if n.planned[name] == key {
+		return
+	}
+	n.planned[name] = key
+	n.log.Info("install_scheduled", "name", name, "version", meta.Version, "at", p.at, "why", p.why)
+}
+
+// scheduler is Run's installer: it installs what is due, then sleeps until
+// the next certificate is due or something new is staged, until ctx ends.
+// It writes the status of every certificate it installed.
+func (n *Node) scheduler(ctx context.Context, js jetstream.JetStream) {
+	for {
+		results, next := n.installDue(ctx)
+		for _, r := range results {
+			n.status.write(ctx, js, r.Name)
+		}
+		var alarm <-chan time.Time
+		var t *time.Timer
+		if !next.IsZero() {
+			t = time.NewTimer(max(next.Sub(n.cfg.Now()), 0))
+			alarm = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-n.wake:
+		case <-alarm:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// ReportStatus connects to NATS and writes the status record of every
+// certificate, for `certsync node install`. ctx bounds it, connecting
+// included: give it a short deadline, status is not worth waiting for.
+func (n *Node) ReportStatus(ctx context.Context) error {
+	nc, err := natsconn.Connect(ctx, n.natsOptions(), n.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc.Conn)
+	if err != nil {
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	n.status.writeAll(ctx, js)
+	return nil
+}
