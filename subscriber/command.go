@@ -175,8 +175,14 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 // line returns what was kept on one line: lines joined with " | ", control
 // characters and invalid UTF-8 dropped, "…" in front when the start was cut.
 func (t *tailBuffer) line() string {
-	// The cut may have split a character: ToValidUTF8 drops its rest.
-	s := strings.ToValidUTF8(string(t.buf), "")
+	s := string(t.buf)
+	if t.more {
+		// The cut split a line: start at the next whole one, if any.
+		if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
+			s = s[i+1:]
+		}
+	}
+	s = strings.ToValidUTF8(s, "")
 	var parts []string
 	for l := range strings.Lines(s) {
 		l = strings.TrimSpace(strings.Map(func(r rune) rune {

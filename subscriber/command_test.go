@@ -1,0 +1,108 @@
+package subscriber
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseCommand(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		line string
+		want []string // nil: refused
+	}{
+		{"nginx -t", []string{"nginx", "-t"}},
+		{"  systemctl\treload   nginx  ", []string{"systemctl", "reload", "nginx"}},
+		{`/usr/bin/env 'a b' "c d"`, []string{"/usr/bin/env", "a b", "c d"}},
+		{`sh -c 'nginx -t && systemctl reload nginx'`, []string{"sh", "-c", "nginx -t && systemctl reload nginx"}},
+		{`echo "it's" 'say "hi"'`, []string{"echo", "it's", `say "hi"`}},
+		{`a\ b c\\d`, []string{"a b", `c\d`}},
+		{`"a\"b" "c\\d" "e\f" "\$x"`, []string{`a"b`, `c\d`, `e\f`, `$x`}},
+		{`'a\b'`, []string{`a\b`}},
+		{`x""y ''`, []string{"xy", ""}},
+		{"a \\\nb", []string{"a", "b"}},
+		{`"semi;colon" 'pipe|d'`, []string{"semi;colon", "pipe|d"}},
+		{"", nil},
+		{"   ", nil},
+		{`"unbalanced`, nil},
+		{`'unbalanced`, nil},
+		{`trailing\`, nil},
+		{"nginx -t && systemctl reload nginx", nil},
+		{"nginx -t; reload", nil},
+		{"cat < x", nil},
+		{"echo $HOME", nil},
+		{"echo `id`", nil},
+		{"a | b", nil},
+	} {
+		got, err := ParseCommand(tc.line)
+		if tc.want == nil {
+			if err == nil || !errors.Is(err, ErrBadCommand) {
+				t.Errorf("ParseCommand(%q) = %q, %v; want ErrBadCommand", tc.line, got, err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("ParseCommand(%q) = %q, %v; want %q", tc.line, got, err, tc.want)
+		}
+	}
+}
+
+func TestCommandRun(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	env := []string{EnvName + "=example.com", EnvFingerprint + "=sha256:ab"}
+
+	// The environment reaches the command; success is nil.
+	out := filepath.Join(dir, "env.out")
+	ok := command{what: "reload", line: script("env.sh", `echo "$CERTSYNC_NAME $CERTSYNC_FINGERPRINT" > "$1"`) + " " + out, timeout: 10 * time.Second, env: env}
+	if err := ok.run(context.Background()); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got, _ := os.ReadFile(out); string(got) != "example.com sha256:ab\n" {
+		t.Errorf("command saw %q", got)
+	}
+
+	// A failure names the command and ends with its output on one line.
+	failing := command{what: "check", line: script("fail.sh", "echo first line\necho 'second: bad' >&2\nexit 3\n"), timeout: 10 * time.Second}
+	err := failing.run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `check "`) || !strings.Contains(err.Error(), "exit status 3") ||
+		!strings.HasSuffix(err.Error(), "first line | second: bad") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("failing command: %v", err)
+	}
+
+	// Long output keeps only its end.
+	noisy := command{what: "check", line: script("noisy.sh", "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done; exit 1\n"), timeout: 10 * time.Second}
+	err = noisy.run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "…") || !strings.HasSuffix(err.Error(), "line 1999") || len(err.Error()) > 2*outputTail {
+		t.Errorf("noisy command: %d bytes: %.200v", len(err.Error()), err)
+	}
+
+	// A hung command, with a child holding its output open, times out and
+	// says so; the run's context ending does not cut it short.
+	hung := command{what: "reload", line: script("hang.sh", "echo started\nsleep 60 &\nsleep 60\n"), timeout: 300 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = hung.run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") || !strings.HasSuffix(err.Error(), "started") {
+		t.Errorf("hung command: %v", err)
+	}
+
+	// A command that cannot start.
+	missing := command{what: "reload", line: filepath.Join(dir, "nope"), timeout: time.Second}
+	if err := missing.run(context.Background()); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("missing command: %v", err)
+	}
+}

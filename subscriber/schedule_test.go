@@ -1,0 +1,104 @@
+package subscriber
+
+import (
+	"testing"
+	"time"
+)
+
+func TestDue(t *testing.T) {
+	t.Parallel()
+	loc := time.Local
+	at := func(day, hour, min int) time.Time { return time.Date(2030, 3, day, hour, min, 0, 0, loc) }
+	staged := &Staged{Name: "example.com", Version: 2, Fingerprint: "sha256:02", StagedAt: at(10, 14, 30), NotAfter: at(10, 0, 0).AddDate(0, 3, 0)}
+	old := &Staged{Name: "example.com", Version: 1, Fingerprint: "sha256:01", NotAfter: at(30, 0, 0)}
+	expiring := &Staged{Name: "example.com", Version: 1, Fingerprint: "sha256:01", NotAfter: at(12, 0, 0)}
+	nightly := mustSchedule(t, "0 3 * * *")
+	manual := mustSchedule(t, "manual")
+	immediate := mustSchedule(t, "immediate")
+	week := 7 * 24 * time.Hour
+
+	for _, tc := range []struct {
+		what      string
+		now       time.Time
+		sch       schedule
+		staged    *Staged
+		installed *Staged
+		splay     time.Duration
+		deadline  time.Duration
+		wantOK    bool
+		wantAt    time.Time // zero: now
+		wantWhy   string
+	}{
+		{what: "nothing staged", now: at(10, 15, 0), sch: immediate},
+		{what: "same installed", now: at(10, 15, 0), sch: immediate, staged: staged, installed: staged},
+		{what: "first install ignores manual", now: at(10, 15, 0), sch: manual, staged: staged, wantOK: true, wantWhy: "first"},
+		{what: "first install ignores window", now: at(10, 15, 0), sch: nightly, staged: staged, wantOK: true, wantWhy: "first"},
+		{what: "immediate", now: at(10, 15, 0), sch: immediate, staged: staged, installed: old, deadline: week, wantOK: true, wantWhy: "immediate"},
+		{what: "manual waits", now: at(10, 15, 0), sch: manual, staged: staged, installed: old},
+		{what: "manual until expiry", now: at(10, 15, 0), sch: manual, staged: staged, installed: old, deadline: week,
+			wantOK: true, wantAt: at(23, 0, 0), wantWhy: "expiry"},
+		{what: "manual expiring now", now: at(10, 15, 0), sch: manual, staged: staged, installed: expiring, deadline: week,
+			wantOK: true, wantAt: at(5, 0, 0), wantWhy: "expiry"},
+		{what: "window next night", now: at(10, 15, 0), sch: nightly, staged: staged, installed: old, deadline: week,
+			wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+		{what: "window with splay", now: at(10, 15, 0), sch: nightly, staged: staged, installed: old, splay: 17 * time.Minute,
+			wantOK: true, wantAt: at(11, 3, 17), wantWhy: "window"},
+		{what: "window passed while away", now: at(12, 9, 0), sch: nightly, staged: staged, installed: old,
+			wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+		{what: "expiry before window", now: at(10, 15, 0), sch: nightly, staged: staged, installed: expiring, deadline: week,
+			wantOK: true, wantAt: at(5, 0, 0), wantWhy: "expiry"},
+		{what: "deadline off", now: at(10, 15, 0), sch: manual, staged: staged, installed: expiring},
+		{what: "staged on the minute", now: at(11, 3, 0), sch: nightly, staged: &Staged{Version: 2, Fingerprint: "sha256:02", StagedAt: at(11, 3, 0)},
+			installed: old, wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+	} {
+		p := due(tc.now, tc.sch, tc.staged, tc.installed, tc.splay, tc.deadline)
+		want := tc.wantAt
+		if tc.wantOK && want.IsZero() {
+			want = tc.now
+		}
+		if p.ok != tc.wantOK || !p.at.Equal(want) || p.why != tc.wantWhy {
+			t.Errorf("%s: due = %v %v %q, want %v %v %q", tc.what, p.ok, p.at, p.why, tc.wantOK, want, tc.wantWhy)
+		}
+	}
+}
+
+func mustSchedule(t *testing.T, s string) schedule {
+	t.Helper()
+	sch, err := parseSchedule(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sch
+}
+
+func TestParseScheduleRefuses(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"daily", "0 3 * *", "61 * * * *", "* * * * * *"} {
+		if _, err := parseSchedule(s); err == nil {
+			t.Errorf("parseSchedule(%q): no error", s)
+		}
+	}
+}
+
+func TestSplayOffset(t *testing.T) {
+	t.Parallel()
+	s := &Staged{Name: "example.com", Version: 7, Fingerprint: "sha256:07"}
+	splay := 30 * time.Minute
+	a := splayOffset("web1", s, splay)
+	if a < 0 || a >= splay || a != splayOffset("web1", s, splay) {
+		t.Errorf("offset %v not stable or out of [0, %v)", a, splay)
+	}
+	// Different nodes and renewals spread out.
+	seen := map[time.Duration]bool{}
+	for _, node := range []string{"web1", "web2", "web3", "web4"} {
+		for v := uint64(1); v <= 4; v++ {
+			seen[splayOffset(node, &Staged{Name: "example.com", Version: v, Fingerprint: "sha256:07"}, splay)] = true
+		}
+	}
+	if len(seen) < 12 {
+		t.Errorf("16 node and version pairs share %d offsets", len(seen))
+	}
+	if splayOffset("web1", s, 0) != 0 {
+		t.Error("offset without splay")
+	}
+}
