@@ -1,0 +1,253 @@
+package authconf_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/internal/acmetest"
+	"github.com/certsync/certsync/internal/authconf"
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/wire"
+	"github.com/certsync/certsync/subscriber"
+)
+
+// denyTimeout bounds an action the server refuses: NATS drops a forbidden
+// publish and reports it to the error handler, so the request times out.
+const denyTimeout = 2 * time.Second
+
+// denied checks that err is a failure that Explain turns into a clear
+// permissions violation naming subject.
+func denied(t *testing.T, nc *natsconn.Conn, err error, subject string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("allowed, want a permissions violation on %q", subject)
+	}
+	// The violation reaches the error handler asynchronously.
+	natstest.WaitFor(t, 5*time.Second, "the permissions violation", func() bool {
+		return errors.Is(nc.LastAsyncError(), nats.ErrPermissionViolation)
+	})
+	msg := nc.Explain(err).Error()
+	if !strings.Contains(strings.ToLower(msg), "permissions violation") || !strings.Contains(msg, `"`+subject+`"`) {
+		t.Fatalf("error %q does not explain the permissions violation on %q", msg, subject)
+	}
+}
+
+// TestNodeLeastPrivilege runs a server on the generated configuration and
+// checks what a node's credential may and may not do: through the certsync
+// client, raw JetStream calls and the nats CLI.
+func TestNodeLeastPrivilege(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, map[string][]string{
+		"example.com": {"web1"},
+		"other.com":   {"web2"},
+	}, "", natsconn.TLSOptions{})
+	f.publish("example.com", time.Time{})
+	f.publish("other.com", time.Time{})
+
+	// The allowed path through the certsync client: web1 stages its
+	// bundle and reports its status.
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := f.node("web1", logs).Sync(ctx)
+	if err != nil {
+		t.Fatalf("web1 Sync: %v", err)
+	}
+	if err := rep.Err(); err != nil || rep.Count(subscriber.OutcomeStaged) != 1 {
+		t.Fatalf("web1 Sync: %d staged, %v; want 1 staged", rep.Count(subscriber.OutcomeStaged), err)
+	}
+	if strings.Contains(strings.ToLower(logs.String()), "permissions violation") {
+		t.Errorf("web1's sync met a permissions violation:\n%s", logs)
+	}
+	_, admin := f.connect(authconf.AdminUser)
+	adminKV, err := admin.KeyValue(ctx, wire.StatusBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := adminKV.Get(ctx, wire.StatusKey("web1", "example.com"))
+	if err != nil {
+		t.Fatalf("web1's status: %v", err)
+	}
+	var st wire.Status
+	if err := json.Unmarshal(e.Value(), &st); err != nil || st.State != wire.StateInstalled {
+		t.Fatalf("web1's status %s (%v), want installed", e.Value(), err)
+	}
+	// web2's status record, for web1 to try to read and overwrite.
+	web2Key := wire.StatusKey("web2", "other.com")
+	if _, err := adminKV.Put(ctx, web2Key, []byte(`{"node":"web2"}`)); err != nil {
+		t.Fatal(err)
+	}
+	// A renewal for web1 to pull with the nats CLI.
+	f.publish("example.com", time.Now().Add(-30*time.Second))
+	stream, err := admin.Stream(ctx, wire.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := stream.CachedInfo().State.Msgs
+
+	t.Run("allowed", func(t *testing.T) {
+		t.Parallel()
+		_, js := f.connect("web1")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := js.Consumer(ctx, wire.Stream, wire.ConsumerName("web1")); err != nil {
+			t.Errorf("binding its own consumer: %v", err)
+		}
+		kv, err := js.KeyValue(ctx, wire.StatusBucket)
+		if err != nil {
+			t.Fatalf("binding the status bucket: %v", err)
+		}
+		if _, err := kv.Get(ctx, wire.StatusKey("web1", "example.com")); err != nil {
+			t.Errorf("reading its own status: %v", err)
+		}
+		if _, err := kv.Put(ctx, wire.StatusKey("web1", "extra.com"), []byte(`{}`)); err != nil {
+			t.Errorf("writing its own status: %v", err)
+		}
+	})
+
+	forbidden := []struct {
+		name    string
+		subject string // the subject the server refuses
+		do      func(ctx context.Context, nc *natsconn.Conn, js jetstream.JetStream) error
+	}{
+		{"publish a bundle", wire.Subject("example.com"), func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			_, err := js.Publish(ctx, wire.Subject("example.com"), []byte("forged"))
+			return err
+		}},
+		{"bind another node's consumer", "$JS.API.CONSUMER.INFO.CERTSYNC.node-web2", func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			_, err := js.Consumer(ctx, wire.Stream, wire.ConsumerName("web2"))
+			return err
+		}},
+		{"pull another node's consumer", "$JS.API.CONSUMER.MSG.NEXT.CERTSYNC.node-web2", func(ctx context.Context, nc *natsconn.Conn, _ jetstream.JetStream) error {
+			_, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.CERTSYNC.node-web2", []byte(`{"batch":1}`))
+			return err
+		}},
+		{"create a consumer", "$JS.API.CONSUMER.CREATE.CERTSYNC.node-web3", func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			_, err := js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig("web3", []string{"other.com"}))
+			return err
+		}},
+		{"widen its own consumer", "$JS.API.CONSUMER.CREATE.CERTSYNC.node-web1", func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			_, err := js.UpdateConsumer(ctx, wire.Stream, wire.ConsumerConfig("web1", []string{"example.com", "other.com"}))
+			return err
+		}},
+		{"delete its own consumer", "$JS.API.CONSUMER.DELETE.CERTSYNC.node-web1", func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			return js.DeleteConsumer(ctx, wire.Stream, wire.ConsumerName("web1"))
+		}},
+		{"read the stream", "$JS.API.DIRECT.GET.CERTSYNC.certsync.bundle.other.com", func(ctx context.Context, nc *natsconn.Conn, _ jetstream.JetStream) error {
+			_, err := nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.CERTSYNC.certsync.bundle.other.com", nil)
+			return err
+		}},
+		{"read another node's status", "$JS.API.DIRECT.GET.KV_certsync-status.$KV.certsync-status." + web2Key, func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			kv, err := js.KeyValue(ctx, wire.StatusBucket)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Get(ctx, web2Key)
+			return err
+		}},
+		{"read status by sequence", "$JS.API.STREAM.MSG.GET.KV_certsync-status", func(ctx context.Context, nc *natsconn.Conn, _ jetstream.JetStream) error {
+			_, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_certsync-status", []byte(`{"last_by_subj":"$KV.certsync-status.`+web2Key+`"}`))
+			return err
+		}},
+		{"write another node's status", "$KV.certsync-status." + web2Key, func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			kv, err := js.KeyValue(ctx, wire.StatusBucket)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Put(ctx, web2Key, []byte(`{"node":"web2","state":"installed"}`))
+			return err
+		}},
+		{"read another node's inbox", authconf.NodeInboxPrefix("web2") + ".>", func(ctx context.Context, nc *natsconn.Conn, _ jetstream.JetStream) error {
+			sub, err := nc.SubscribeSync(authconf.NodeInboxPrefix("web2") + ".>")
+			if err != nil {
+				return err
+			}
+			_, err = sub.NextMsgWithContext(ctx)
+			return err
+		}},
+	}
+	for _, tc := range forbidden {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nc, js := f.connect("web1")
+			ctx, cancel := context.WithTimeout(context.Background(), denyTimeout)
+			defer cancel()
+			denied(t, nc, tc.do(ctx, nc, js), tc.subject)
+		})
+	}
+
+	t.Run("nats CLI", func(t *testing.T) {
+		t.Parallel()
+		tool := acmetest.RequireTool(t, "nats")
+		for _, args := range [][]string{
+			{"consumer", "info", wire.Stream, wire.ConsumerName("web1")},
+			{"kv", "get", wire.StatusBucket, wire.StatusKey("web1", "example.com")},
+			{"kv", "put", wire.StatusBucket, wire.StatusKey("web1", "cli.com"), "{}"},
+			{"consumer", "next", wire.Stream, wire.ConsumerName("web1"), "--ack"},
+		} {
+			if out, errOut, err := f.natsCLI(tool, "web1", args...); err != nil || strings.Contains(strings.ToLower(errOut), "violation") {
+				t.Errorf("nats %s as web1: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if info, err := stream.Consumer(ctx, wire.ConsumerName("web1")); err != nil {
+			t.Error(err)
+		} else if ci := info.CachedInfo(); ci.NumPending != 0 || ci.NumAckPending != 0 || ci.Delivered.Stream != ci.AckFloor.Stream {
+			t.Errorf("after nats consumer next --ack: %d pending, %d unacknowledged, want none", ci.NumPending, ci.NumAckPending)
+		}
+		for _, tc := range []struct {
+			args    []string
+			subject string
+		}{
+			{[]string{"pub", wire.Subject("example.com"), "forged"}, wire.Subject("example.com")},
+			{[]string{"consumer", "info", wire.Stream, wire.ConsumerName("web2")}, "$JS.API.CONSUMER.INFO.CERTSYNC.node-web2"},
+			{[]string{"consumer", "next", wire.Stream, wire.ConsumerName("web2")}, "$JS.API.CONSUMER.MSG.NEXT.CERTSYNC.node-web2"},
+			{[]string{"consumer", "add", wire.Stream, "node-web3", "--pull", "--filter", wire.Subject("other.com"), "--defaults"}, "$JS.API.CONSUMER.INFO.CERTSYNC.node-web3"},
+			{[]string{"kv", "get", wire.StatusBucket, web2Key}, "$JS.API.DIRECT.GET.KV_certsync-status.$KV.certsync-status." + web2Key},
+			{[]string{"kv", "put", wire.StatusBucket, web2Key, "forged"}, "$KV.certsync-status." + web2Key},
+			{[]string{"sub", authconf.NodeInboxPrefix("web2") + ".>", "--count", "1"}, authconf.NodeInboxPrefix("web2") + ".>"},
+		} {
+			out, errOut, err := f.natsCLI(tool, "web1", tc.args...)
+			line := strings.ToLower(errOut)
+			if !strings.Contains(line, "permissions violation") || !strings.Contains(errOut, tc.subject) {
+				t.Errorf("nats %s as web1 (%v): stderr does not tell the permissions violation on %q:\n%s%s",
+					strings.Join(tc.args, " "), err, tc.subject, out, errOut)
+			}
+		}
+	})
+
+	t.Cleanup(func() {
+		// Nothing forbidden changed anything: no bundle added, web2's
+		// status as it was, no consumer but the nodes'.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != msgs {
+			t.Errorf("stream holds %d messages, want %d", info.State.Msgs, msgs)
+		}
+		if e, err := adminKV.Get(ctx, web2Key); err != nil {
+			t.Errorf("web2's status: %v", err)
+		} else if string(e.Value()) != `{"node":"web2"}` {
+			t.Errorf("web2's status changed: %s", e.Value())
+		}
+		var names []string
+		for name := range stream.ListConsumers(ctx).Info() {
+			names = append(names, name.Name)
+		}
+		if strings.Join(names, ",") != "node-web1,node-web2" {
+			t.Errorf("consumers %v, want node-web1 and node-web2", names)
+		}
+	})
+}
