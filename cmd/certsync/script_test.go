@@ -11,15 +11,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/certsync/certsync/internal/natstest"
-	"github.com/certsync/certsync/internal/testcert"
 )
 
 // TestScripts runs the scripts in testdata/script: the command line as an
@@ -47,8 +46,9 @@ func TestScripts(t *testing.T) {
 				return fmt.Errorf("testscript gives a %T, not a testing.TB", env.T())
 			}
 			env.Setenv("NATS_URL", natstest.URL(natstest.RunServer(tb)))
-			env.Setenv("LE", env.WorkDir+"/le")
-			env.Values[scriptCertsKey{}] = &scriptCerts{tb: tb, ca: testcert.NewCA(tb), versions: map[string]time.Time{}}
+			le := filepath.Join(env.WorkDir, "le")
+			env.Setenv("LE", le)
+			env.Values[lineagesKey{}] = newLineagesAt(tb, le)
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -60,48 +60,21 @@ func TestScripts(t *testing.T) {
 	})
 }
 
-// scriptCertsKey keys a script's *scriptCerts in its values.
-type scriptCertsKey struct{}
-
-// scriptCerts is one script's CA and the NotBefore of each lineage's newest
-// leaf, so that a renewal always gets a later version.
-type scriptCerts struct {
-	tb       testing.TB
-	ca       *testcert.CA
-	versions map[string]time.Time
-}
+// lineagesKey keys a script's *lineages in its values.
+type lineagesKey struct{}
 
 func cmdMkcert(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! mkcert")
 	}
 	fs := flag.NewFlagSet("mkcert", flag.ContinueOnError)
-	expired := fs.Bool("expired", false, "issue a leaf that expired")
-	badKey := fs.Bool("badkey", false, "pair the leaf with another key")
+	var o certOptions
+	fs.BoolVar(&o.Expired, "expired", false, "issue a leaf that expired")
+	fs.BoolVar(&o.BadKey, "badkey", false, "pair the leaf with another key")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
 		ts.Fatalf("usage: mkcert [-expired] [-badkey] NAME")
 	}
-	name := fs.Arg(0)
-	c := ts.Value(scriptCertsKey{}).(*scriptCerts)
-	notBefore := time.Now().Add(-time.Minute).Truncate(time.Second)
-	if last, ok := c.versions[name]; ok && !notBefore.After(last) {
-		notBefore = last.Add(time.Second)
-	}
-	o := testcert.Options{Names: []string{name, "*." + name}, NotBefore: notBefore}
-	if *expired {
-		o.NotBefore, o.Validity = notBefore.Add(-100*24*time.Hour), 90*24*time.Hour
-	}
-	leaf := c.ca.Issue(c.tb, o)
-	if *badKey {
-		leaf = leaf.WithKeyOf(c.ca.Issue(c.tb, testcert.Options{Names: o.Names}))
-	}
-	le := ts.Getenv("LE")
-	if _, ok := c.versions[name]; ok {
-		testcert.RenewLineage(c.tb, le, name, leaf)
-	} else {
-		testcert.WriteLineage(c.tb, le, name, leaf)
-	}
-	c.versions[name] = o.NotBefore
+	ts.Value(lineagesKey{}).(*lineages).Write(fs.Arg(0), o)
 }
 
 func cmdExpand(ts *testscript.TestScript, neg bool, args []string) {
