@@ -251,3 +251,69 @@ func TestNodeLeastPrivilege(t *testing.T) {
 		}
 	})
 }
+
+// TestPublisherLeastPrivilege checks what the publisher's credential may
+// not do: write a node's status, delete or purge the stream.
+func TestPublisherLeastPrivilege(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, map[string][]string{"example.com": {"web1"}}, "", natsconn.TLSOptions{})
+	f.publish("example.com", time.Time{})
+	key := wire.StatusKey("web1", "example.com")
+	forbidden := []struct {
+		name    string
+		subject string
+		do      func(ctx context.Context, js jetstream.JetStream) error
+	}{
+		{"write a node's status", "$KV.certsync-status." + key, func(ctx context.Context, js jetstream.JetStream) error {
+			kv, err := js.KeyValue(ctx, wire.StatusBucket)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Put(ctx, key, []byte("forged"))
+			return err
+		}},
+		{"delete the stream", "$JS.API.STREAM.DELETE.CERTSYNC", func(ctx context.Context, js jetstream.JetStream) error {
+			return js.DeleteStream(ctx, wire.Stream)
+		}},
+		{"purge the stream", "$JS.API.STREAM.PURGE.CERTSYNC", func(ctx context.Context, js jetstream.JetStream) error {
+			s, err := js.Stream(ctx, wire.Stream)
+			if err != nil {
+				return err
+			}
+			return s.Purge(ctx)
+		}},
+	}
+	for _, tc := range forbidden {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nc, js := f.connect(authconf.PublisherUser)
+			ctx, cancel := context.WithTimeout(context.Background(), denyTimeout)
+			defer cancel()
+			denied(t, nc, tc.do(ctx, js), tc.subject)
+		})
+	}
+}
+
+// TestNodeAckFormatV2 runs a node on a server that uses nats-server's v2
+// ack subjects ($JS.ACK.<domain>.<account>.<stream>.<consumer>.…): its
+// acknowledgements must be allowed too.
+func TestNodeAckFormatV2(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, map[string][]string{"example.com": {"web1"}}, "feature_flags {\n  js_ack_fc_v2: true\n}\n", natsconn.TLSOptions{})
+	f.publish("example.com", time.Time{})
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := f.node("web1", logs).Sync(ctx)
+	if err != nil || rep.Err() != nil || rep.Count(subscriber.OutcomeStaged) != 1 {
+		t.Fatalf("web1 Sync: %v, %v; want 1 staged", err, rep)
+	}
+	_, admin := f.connect(authconf.AdminUser)
+	c, err := admin.Consumer(ctx, wire.Stream, wire.ConsumerName("web1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci := c.CachedInfo(); ci.NumAckPending != 0 || ci.AckFloor.Stream == 0 {
+		t.Fatalf("consumer: %d unacknowledged, ack floor %d; want all acknowledged\n%s", ci.NumAckPending, ci.AckFloor.Stream, logs)
+	}
+}
