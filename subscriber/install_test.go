@@ -1,0 +1,544 @@
+package subscriber
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/testcert"
+)
+
+// stagedOf is the bundle and staged record of c as certificate name.
+func stagedOf(t testing.TB, name string, c *testcert.Cert) (*crypto.Bundle, *Staged) {
+	t.Helper()
+	b := bundleOf(name, c)
+	info, err := b.Check(time.Now())
+	if err != nil {
+		t.Fatalf("bundle: %v", err)
+	}
+	return b, &Staged{Name: name, Version: info.Version, Serial: info.Serial, Fingerprint: info.Fingerprint,
+		NotBefore: info.NotBefore, NotAfter: info.NotAfter, StagedAt: time.Now().UTC()}
+}
+
+// newTestInstaller makes an installer for c (defaults applied) that logs
+// into the test's log.
+func newTestInstaller(t testing.TB, c Certificate) *installer {
+	t.Helper()
+	if err := checkCertificate(c.Name, &c); err != nil {
+		t.Fatal(err)
+	}
+	return &installer{c: c, log: slog.New(slog.DiscardHandler), now: time.Now, node: nodeName}
+}
+
+// counter is a reload command that appends its CERTSYNC_FINGERPRINT to a
+// file, and reads them back.
+type counter struct{ script, log string }
+
+func newCounter(t testing.TB, dir string) *counter {
+	t.Helper()
+	c := &counter{script: filepath.Join(dir, "reload.sh"), log: filepath.Join(dir, "reloads.log")}
+	body := "#!/bin/sh\necho \"$CERTSYNC_NAME $CERTSYNC_FINGERPRINT\" >> " + c.log + "\n"
+	if err := os.WriteFile(c.script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *counter) lines() []string {
+	data, _ := os.ReadFile(c.log)
+	return strings.Fields(strings.ReplaceAll(string(data), "\n", " "))
+}
+
+// reloads is the fingerprints the reloads saw, in order.
+func (c *counter) reloads() []string {
+	var fps []string
+	for _, f := range c.lines() {
+		if strings.HasPrefix(f, "sha256:") {
+			fps = append(fps, f)
+		}
+	}
+	return fps
+}
+
+func install(t *testing.T, in *installer, c *testcert.Cert, force bool) InstallResult {
+	t.Helper()
+	b, meta := stagedOf(t, in.c.Name, c)
+	return in.install(context.Background(), b, meta, force)
+}
+
+// served checks that install_dir holds one consistent set and returns its
+// leaf's fingerprint: cert.pem's key is privkey.pem, fullchain.pem is
+// cert.pem and chain.pem, combined.pem (if any) fullchain.pem and the key.
+func served(dir string) (string, error) {
+	read := func(name string) []byte {
+		data, _ := os.ReadFile(filepath.Join(dir, name))
+		return data
+	}
+	cert, chain, full, key := read(fileCert), read(fileChain), read(fileFullChain), read(fileKey)
+	kp, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		return "", fmt.Errorf("%s: cert.pem and privkey.pem: %v", dir, err)
+	}
+	if !bytes.Equal(full, append(bytes.Clone(cert), chain...)) {
+		return "", fmt.Errorf("%s: fullchain.pem is not cert.pem and chain.pem", dir)
+	}
+	if comb, err := os.ReadFile(filepath.Join(dir, fileCombined)); err == nil && !bytes.Equal(comb, append(bytes.Clone(full), key...)) {
+		return "", fmt.Errorf("%s: combined.pem is not fullchain.pem and privkey.pem", dir)
+	}
+	return fingerprint(kp.Certificate[0]), nil
+}
+
+func wantServed(t *testing.T, dir string, c *testcert.Cert) {
+	t.Helper()
+	fp, err := served(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fingerprint(c.Leaf.Raw); fp != want {
+		t.Fatalf("%s holds %s, want %s", dir, fp, want)
+	}
+}
+
+func TestInstallReplaceAndIdempotence(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := testcert.NewCA(t)
+	rl := newCounter(t, dir)
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Reload: rl.script, Keep: 2})
+	certs := []*testcert.Cert{
+		ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-4 * time.Hour)}),
+		ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-3 * time.Hour)}),
+		ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)}),
+		ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-1 * time.Hour)}),
+	}
+	for i, c := range certs {
+		if r := install(t, in, c, false); r.Outcome != InstallInstalled || r.Err != nil {
+			t.Fatalf("install %d: %+v", i, r)
+		}
+		wantServed(t, in.c.InstallDir, c)
+		// The same bundle again: nothing done, nothing reloaded.
+		if r := install(t, in, c, false); r.Outcome != InstallUnchanged {
+			t.Fatalf("install %d again: %+v", i, r)
+		}
+		if got := len(rl.reloads()); got != i+1 {
+			t.Fatalf("after install %d: %d reloads, want %d", i, got, i+1)
+		}
+	}
+	if got := rl.reloads()[3]; got != fingerprint(certs[3].Leaf.Raw) {
+		t.Errorf("reload saw CERTSYNC_FINGERPRINT %s", got)
+	}
+
+	// install_dir is a link to a version folder; keep 2: the current one
+	// and the one before.
+	target, err := os.Readlink(in.c.InstallDir)
+	_, m3 := stagedOf(t, "example.com", certs[3])
+	_, m2 := stagedOf(t, "example.com", certs[2])
+	if err != nil || target != ".certsync/example.com/"+folderName(m3) {
+		t.Errorf("install_dir links to %q, %v", target, err)
+	}
+	entries, _ := os.ReadDir(in.store())
+	var folders []string
+	for _, e := range entries {
+		if e.IsDir() {
+			folders = append(folders, e.Name())
+		}
+	}
+	if want := []string{folderName(m2), folderName(m3)}; strings.Join(folders, " ") != strings.Join(want, " ") {
+		t.Errorf("version folders %v, want %v", folders, want)
+	}
+	inst, st, err := in.installed()
+	if err != nil || inst == nil || inst.Version != m3.Version || st.Pending != nil || st.Failed != nil || inst.InstalledAt.IsZero() {
+		t.Errorf("installed %+v %+v %v", inst, st, err)
+	}
+
+	// Never back to an older version.
+	r := install(t, in, certs[1], false)
+	if r.Outcome != InstallFailed || !errors.Is(r.Err, ErrDowngrade) {
+		t.Errorf("older version: %+v", r)
+	}
+	wantServed(t, in.c.InstallDir, certs[3])
+	if got := len(rl.reloads()); got != 4 {
+		t.Errorf("%d reloads after a refused downgrade, want 4", got)
+	}
+}
+
+// flagCheck is a check command that fails, saying so, while its flag file
+// exists.
+func flagCheck(t *testing.T, dir string) (script, flag string) {
+	t.Helper()
+	script, flag = filepath.Join(dir, "check.sh"), filepath.Join(dir, "fail-check")
+	body := "#!/bin/sh\nif [ -e " + flag + " ]; then echo 'emerg: cannot load certificate' >&2; exit 1; fi\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return script, flag
+}
+
+func TestInstallRollback(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := testcert.NewCA(t)
+	rl := newCounter(t, dir)
+	check, flag := flagCheck(t, dir)
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: check, Reload: rl.script})
+	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-3 * time.Hour)})
+	c2 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)})
+	c3 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-1 * time.Hour)})
+	if r := install(t, in, c1, false); r.Outcome != InstallInstalled {
+		t.Fatalf("install c1: %+v", r)
+	}
+
+	// The check fails: back to c1, reloaded again, the output reported.
+	os.WriteFile(flag, nil, 0o600)
+	r := install(t, in, c2, false)
+	if r.Outcome != InstallFailed || !r.RolledBack || !strings.Contains(r.Err.Error(), "emerg: cannot load certificate") ||
+		!strings.HasPrefix(r.Err.Error(), installErrorPrefix) || !strings.Contains(r.Err.Error(), "rolled back") {
+		t.Fatalf("failing check: %+v", r)
+	}
+	checkNoSecret(t, "install error", r.Err.Error(), c1, c2)
+	wantServed(t, in.c.InstallDir, c1)
+	fp1, fp2 := fingerprint(c1.Leaf.Raw), fingerprint(c2.Leaf.Raw)
+	if got := strings.Join(rl.reloads(), " "); got != fp1+" "+fp1 {
+		t.Errorf("reloads %s, want c1 then c1 again after the rollback", got)
+	}
+	inst, st, _ := in.installed()
+	if inst == nil || inst.Fingerprint != fp1 || st.Failed == nil || st.Failed.Fingerprint != fp2 {
+		t.Errorf("after rollback: installed %+v, state %+v", inst, st)
+	}
+
+	// Not tried again in a loop, even once the check would pass...
+	os.Remove(flag)
+	if r := install(t, in, c2, false); r.Outcome != InstallSkipped {
+		t.Errorf("failed version again: %+v", r)
+	}
+	wantServed(t, in.c.InstallDir, c1)
+	// ...but when forced (node install).
+	if r := install(t, in, c2, true); r.Outcome != InstallInstalled {
+		t.Errorf("failed version forced: %+v", r)
+	}
+	wantServed(t, in.c.InstallDir, c2)
+
+	// A newer bundle after a failure installs normally.
+	os.WriteFile(flag, nil, 0o600)
+	install(t, in, c3, false)
+	os.Remove(flag)
+	c4 := ca.Issue(t, testcert.Options{})
+	if r := install(t, in, c4, false); r.Outcome != InstallInstalled {
+		t.Errorf("newer after a failure: %+v", r)
+	}
+	wantServed(t, in.c.InstallDir, c4)
+	if _, st, _ := in.installed(); st.Failed != nil || st.Pending != nil {
+		t.Errorf("state after success %+v", st)
+	}
+}
+
+func TestInstallFirstFails(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := testcert.NewCA(t)
+	check, flag := flagCheck(t, dir)
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: check})
+	c1 := ca.Issue(t, testcert.Options{})
+	os.WriteFile(flag, nil, 0o600)
+	r := install(t, in, c1, false)
+	if r.Outcome != InstallFailed || r.RolledBack || !strings.Contains(r.Err.Error(), "nothing to roll back to") {
+		t.Fatalf("first install failing: %+v", r)
+	}
+	// The files stay: there is nothing else to serve.
+	wantServed(t, in.c.InstallDir, c1)
+	if r := install(t, in, c1, false); r.Outcome != InstallSkipped {
+		t.Errorf("again: %+v", r)
+	}
+	os.Remove(flag)
+	if r := install(t, in, c1, true); r.Outcome != InstallInstalled {
+		t.Errorf("forced: %+v", r)
+	}
+	if r := install(t, in, c1, false); r.Outcome != InstallUnchanged {
+		t.Errorf("after forced: %+v", r)
+	}
+}
+
+// writeRealFolder writes c into dir as a plain folder, as the old cron did.
+func writeRealFolder(t testing.TB, dir string, c *testcert.Cert) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{fileCert: c.Cert, fileChain: c.Chain, fileFullChain: c.FullChain, fileKey: c.PrivKey} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func backups(t testing.TB, installDir string) []string {
+	t.Helper()
+	b, err := filepath.Glob(installDir + backupInfix + "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestInstallMovesRealFolderAside(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := testcert.NewCA(t)
+	check, flag := flagCheck(t, dir)
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: check})
+	old := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour)})
+	writeRealFolder(t, in.c.InstallDir, old)
+
+	// A failing first install rolls back to the old folder, moved aside.
+	os.WriteFile(flag, nil, 0o600)
+	c1 := ca.Issue(t, testcert.Options{})
+	if r := install(t, in, c1, false); r.Outcome != InstallFailed || !r.RolledBack {
+		t.Fatalf("failing install over a real folder: %+v", r)
+	}
+	wantServed(t, in.c.InstallDir, old)
+	b := backups(t, in.c.InstallDir)
+	if len(b) != 1 {
+		t.Fatalf("backups %v", b)
+	}
+	wantServed(t, b[0], old)
+	if fi, err := os.Lstat(b[0]); err != nil || !fi.IsDir() {
+		t.Fatalf("backup %s: %v %v", b[0], fi, err)
+	}
+
+	os.Remove(flag)
+	if r := install(t, in, c1, true); r.Outcome != InstallInstalled {
+		t.Fatalf("install: %+v", r)
+	}
+	wantServed(t, in.c.InstallDir, c1)
+	if got := backups(t, in.c.InstallDir); len(got) != 1 || got[0] != b[0] {
+		t.Errorf("backups %v, want %v kept", got, b)
+	}
+	wantServed(t, b[0], old)
+}
+
+func TestInstallOwnerModes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := testcert.NewCA(t)
+	c := Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"),
+		CertMode: 0o640, KeyMode: 0o640, Combined: true}
+	root := os.Geteuid() == 0
+	if root {
+		c.Owner, c.Group = "65534", "65534"
+	} else {
+		t.Log("not root: ownership is not changed, only modes are checked")
+	}
+	in := newTestInstaller(t, c)
+	c1 := ca.Issue(t, testcert.Options{})
+	if r := install(t, in, c1, false); r.Outcome != InstallInstalled {
+		t.Fatalf("install: %+v", r)
+	}
+	wantServed(t, in.c.InstallDir, c1)
+	for name, mode := range map[string]fs.FileMode{
+		fileCert: 0o640, fileChain: 0o640, fileFullChain: 0o640, fileKey: 0o640, fileCombined: 0o640, fileMeta: 0o640, ".": fs.ModeDir | 0o750,
+	} {
+		fi, err := os.Stat(filepath.Join(in.c.InstallDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != mode {
+			t.Errorf("%s: mode %v, want %v", name, fi.Mode(), mode)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		wantUID, wantGID := uint32(os.Geteuid()), uint32(os.Getegid())
+		if root {
+			wantUID, wantGID = 65534, 65534
+		}
+		if st.Uid != wantUID || st.Gid != wantGID {
+			t.Errorf("%s: owner %d:%d, want %d:%d", name, st.Uid, st.Gid, wantUID, wantGID)
+		}
+	}
+	// The state file may hold a command's output: the node's alone.
+	if fi, err := os.Stat(filepath.Join(in.store(), fileState)); err != nil || fi.Mode() != 0o600 {
+		t.Errorf("state file: %v %v", fi, err)
+	}
+
+	// Default modes: the key 0600, the rest 0644, the folder open.
+	dflt := newTestInstaller(t, Certificate{Name: "example.org", InstallDir: filepath.Join(dir, "live", "example.org")})
+	if r := install(t, dflt, c1, false); r.Outcome != InstallInstalled {
+		t.Fatalf("install: %+v", r)
+	}
+	for name, mode := range map[string]fs.FileMode{fileCert: 0o644, fileKey: 0o600, ".": fs.ModeDir | 0o755} {
+		if fi, err := os.Stat(filepath.Join(dflt.c.InstallDir, name)); err != nil || fi.Mode() != mode {
+			t.Errorf("default %s: %v %v, want %v", name, fi.Mode(), err, mode)
+		}
+	}
+
+	// An unknown owner fails before anything changes.
+	bad := newTestInstaller(t, Certificate{Name: "example.net", InstallDir: filepath.Join(dir, "live", "example.net"), Owner: "no-such-user-certsync"})
+	if r := install(t, bad, c1, false); r.Outcome != InstallFailed || !strings.Contains(r.Err.Error(), "no-such-user-certsync") {
+		t.Errorf("unknown owner: %+v", r)
+	}
+	if _, err := os.Lstat(bad.c.InstallDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("unknown owner: install_dir %v", err)
+	}
+}
+
+// The crash test: a helper process installs a bundle and kills itself with
+// SIGKILL after its Nth durable step, for every N; after each kill,
+// install_dir holds one consistent set, and the next run completes the
+// install, reload included.
+
+const (
+	crashEnv      = "CERTSYNC_TEST_CRASH_DIR"
+	crashAtEnv    = "CERTSYNC_TEST_CRASH_AT"
+	crashBundle   = "bundle.json"
+	crashExitFail = 3
+)
+
+// crashJob is what the helper process installs.
+type crashJob struct {
+	Cert   Certificate
+	Bundle crypto.Bundle
+	Meta   Staged
+}
+
+// TestInstallCrashHelper is the helper process; it does nothing in a normal
+// test run.
+func TestInstallCrashHelper(t *testing.T) {
+	dir := os.Getenv(crashEnv)
+	if dir == "" {
+		t.Skip("helper process of TestInstallCrash")
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, crashBundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var job crashJob
+	if err := json.Unmarshal(raw, &job); err != nil {
+		t.Fatal(err)
+	}
+	killAt, _ := strconv.Atoi(os.Getenv(crashAtEnv))
+	in := newTestInstaller(t, job.Cert)
+	steps := 0
+	in.step = func(string) {
+		steps++
+		if steps == killAt {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // SIGKILL is on its way
+		}
+	}
+	r := in.install(context.Background(), &job.Bundle, &job.Meta, false)
+	if r.Outcome != InstallInstalled && r.Outcome != InstallUnchanged {
+		fmt.Fprintln(os.Stderr, r.Err)
+		os.Exit(crashExitFail)
+	}
+}
+
+// runCrashHelper installs job in a helper process killed after step killAt
+// (0: never) and reports whether it was killed.
+func runCrashHelper(t *testing.T, dir string, job *crashJob, killAt int) bool {
+	t.Helper()
+	raw, err := json.Marshal(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, crashBundle), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestInstallCrashHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashEnv+"="+dir, crashAtEnv+"="+strconv.Itoa(killAt))
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return true
+		}
+	}
+	if err != nil {
+		t.Fatalf("helper (kill at %d): %v\n%s", killAt, err, out)
+	}
+	return false
+}
+
+func TestInstallCrash(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("spawns dozens of processes")
+	}
+	ca := testcert.NewCA(t)
+	old := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)})
+	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour)})
+	c2 := ca.Issue(t, testcert.Options{})
+	for _, scenario := range []string{"first over a real folder", "renewal"} {
+		kills := 0
+		for killAt := 1; ; killAt++ {
+			dir := t.TempDir()
+			rl := newCounter(t, dir)
+			c := Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"),
+				Reload: rl.script, Combined: true, Keep: 2}
+			before, target := old, c1
+			if scenario == "renewal" {
+				before, target = c1, c2
+				in := newTestInstaller(t, c)
+				if r := install(t, in, c1, false); r.Outcome != InstallInstalled {
+					t.Fatalf("install c1: %+v", r)
+				}
+			} else {
+				writeRealFolder(t, c.InstallDir, old)
+			}
+			b, meta := stagedOf(t, "example.com", target)
+			job := &crashJob{Cert: c, Bundle: *b, Meta: *meta}
+			if !runCrashHelper(t, dir, job, killAt) {
+				if killAt < 5 {
+					t.Fatalf("%s: helper never killed: only %d steps", scenario, killAt-1)
+				}
+				break // past the last step
+			}
+			kills++
+			fp, err := served(c.InstallDir)
+			if err != nil {
+				t.Fatalf("%s, killed after step %d: %v", scenario, killAt, err)
+			}
+			if fp != fingerprint(before.Leaf.Raw) && fp != fingerprint(target.Leaf.Raw) {
+				t.Fatalf("%s, killed after step %d: install_dir holds %s", scenario, killAt, fp)
+			}
+			// The old folder is never lost: at install_dir or moved aside.
+			if scenario != "renewal" && fp != fingerprint(old.Leaf.Raw) {
+				if bs := backups(t, c.InstallDir); len(bs) != 1 {
+					t.Fatalf("killed after step %d: backups %v", killAt, bs)
+				} else if _, err := served(bs[0]); err != nil {
+					t.Fatalf("killed after step %d: %v", killAt, err)
+				}
+			}
+
+			// The next run completes the install, reload included.
+			runCrashHelper(t, dir, job, 0)
+			wantServed(t, c.InstallDir, target)
+			reloads := rl.reloads()
+			if len(reloads) == 0 || reloads[len(reloads)-1] != fingerprint(target.Leaf.Raw) {
+				t.Fatalf("%s, killed after step %d: reloads %v end without the new version", scenario, killAt, reloads)
+			}
+			in := newTestInstaller(t, c)
+			if _, st, err := in.installed(); err != nil || st.Pending != nil || st.Failed != nil {
+				t.Fatalf("%s, killed after step %d: state %+v %v", scenario, killAt, st, err)
+			}
+			leftovers, _ := filepath.Glob(filepath.Join(in.store(), tmpPrefix+"*"))
+			links, _ := filepath.Glob(filepath.Join(in.parent(), ".*"+linkSuffix))
+			if len(leftovers)+len(links) > 0 {
+				t.Fatalf("%s, killed after step %d: leftovers %v %v", scenario, killAt, leftovers, links)
+			}
+		}
+		t.Logf("%s: killed at %d points, each recovered", scenario, kills)
+	}
+}
+
