@@ -541,4 +541,3 @@ func TestInstallCrash(t *testing.T) {
 		t.Logf("%s: killed at %d points, each recovered", scenario, kills)
 	}
 }
-

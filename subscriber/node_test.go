@@ -169,7 +169,20 @@ func (tn *testNode) stagedVersions() []uint64 {
 // stageDir.
 func (e *env) node(stageDir string, certs ...string) *testNode {
 	e.t.Helper()
+	var cs []Certificate
+	for _, c := range certs {
+		// Installed beside the stage folder, in the test's temporary folder.
+		cs = append(cs, Certificate{Name: c, InstallDir: filepath.Join(stageDir+".live", c)})
+	}
+	return e.nodeWith(stageDir, nil, cs...)
+}
+
+// nodeWith makes a Node for the env with certificates certs and the clock
+// now (nil: time.Now), staging into stageDir.
+func (e *env) nodeWith(stageDir string, now func() time.Time, certs ...Certificate) *testNode {
+	e.t.Helper()
 	cfg := Config{
+		Now:        now,
 		Node:       nodeName,
 		NATS:       natsconn.Options{URL: e.url},
 		Identities: []age.Identity{e.id},
@@ -179,8 +192,7 @@ func (e *env) node(stageDir string, certs ...string) *testNode {
 	}
 	cfg.Certificates = map[string]Certificate{}
 	for _, c := range certs {
-		// Installed beside the stage folder, in the test's temporary folder.
-		cfg.Certificates[c] = Certificate{Name: c, InstallDir: filepath.Join(stageDir+".live", c)}
+		cfg.Certificates[c.Name] = c
 	}
 	logs := &logBuffer{}
 	n, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
