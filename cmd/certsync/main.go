@@ -63,6 +63,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			republishCommand(),
 			nodeCommand(),
 			inspectCommand(),
+			authCommand(),
 			statusCommand(),
 		},
 	}
