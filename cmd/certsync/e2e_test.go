@@ -117,6 +117,7 @@ func TestNodeAwayAcrossRenewals(t *testing.T) {
 	})
 	web1 := f.Nodes["web1"]
 	node := startCertsync(t, nil, "node", "run", "--config", web1.Config)
+	node.WaitLog(t, stageTimeout, "node_started")
 
 	lineage, _ := cb.ObtainWildcard(t, "example", wildcard, certbotHook(t, f))
 	issued := newest(t, inspectBundles(t, f.Publisher))

@@ -10,7 +10,10 @@ package main
 //	certsyncBin(t) string                      absolute path of the certsync command (give it to certbot as a hook)
 //	certsyncCmd(t, args...) cliResult          run to completion; stdout, stderr, exit code
 //	certsyncCmdEnv(t, env, args...) cliResult  the same with extra environment variables ("K=V")
-//	startCertsync(t, env, args...) *proc       run in the background (node run, server)
+//	mustCertsync(t, args...) cliResult         certsyncCmd that fails the test unless certsync exits 0
+//	cliResult.errorLines() []string            its "certsync: error: …" lines
+//	startCertsync(t, env, args...) *proc       run in the background (node run, server); killed when the test ends
+//	(*proc).Log(), .Stop(t) int, .WaitLog(t, timeout, msg)   its output so far; SIGTERM and exit status; wait for a log event
 //	startServer(t) *testServer                 `certsync server` on a free loopback port with its own store
 //	startServerAt(t, addr) *testServer         the same on a chosen loopback HOST:PORT
 //	(*testServer).Stop(t), .Start(t)           SIGTERM (must exit 0), then start again on the same port and store
@@ -23,6 +26,7 @@ package main
 //
 //	newFleet(t, fleetOptions) *fleet   signing key, node keys (age or SSH host key), publisher.yaml and each node.yaml
 //	newLineages(t), newLineagesAt(t, root) *lineages   certbot-shaped lineages from a test CA: Write(name, certOptions) writes or renews one
+//	(*fleet).sync(t, node) cliResult   `certsync node sync` for one node of the fleet, which must exit 0
 //	keygenSigning(t, path) string      `certsync keygen signing`; returns the public key line
 //	keygenNode(t, path) string         `certsync keygen node`; returns the age1… recipient
 //	sshHostKey(t, path) string         an OpenSSH ed25519 private key like /etc/ssh/ssh_host_ed25519_key; returns "ssh-ed25519 …"
@@ -33,6 +37,7 @@ package main
 //
 //	inspectBundles(t, config, names...) []inspectRow  `certsync inspect --json`
 //	readStaged(t, stageDir, name) subscriber.Staged    a staged certificate's certsync.json
+//	stagedFingerprint(stageDir, name) string           its fingerprint, "" when none: a condition to poll with natstest.WaitFor
 //	checkStaged(t, stageDir, name, lineage)            staged files byte-identical to the lineage's, privkey 0600, folder 0700
 //	logEvents(log, msg) []map[string]any               JSON log records whose msg is msg
 //	jetStream(t, url) jetstream.JetStream              a nats.go client, to look at streams and consumers
