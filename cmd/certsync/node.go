@@ -21,21 +21,24 @@ func nodeCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "run",
-				Usage: "the node daemon: receive bundles as they are published, stage them, report status",
+				Usage: "the node daemon: receive bundles as they are published, stage them, install them on schedule, report status",
 				Description: `Holds the node's durable consumer and processes every bundle as it arrives:
 verifies the signature, decrypts, refuses downgrades and foreign names, skips
-superseded versions, and stages the newest in stage_dir. Reconnects on its own.
-SIGTERM or SIGINT stops it cleanly, never in the middle of a step.`,
+superseded versions, and stages the newest in stage_dir. Installs each
+certificate when its schedule says (check, reload, verify, roll back on
+failure), sleeping in between. Reconnects on its own. SIGTERM or SIGINT stops
+it cleanly, never in the middle of an install.`,
 				ArgsUsage: " ",
 				Flags:     []cli.Flag{configFlag(DefaultNodeConfig), verboseFlag},
 				Action:    runNode,
 			},
 			{
 				Name:  "sync",
-				Usage: "one pass for cron: receive all that is pending, stage it, exit",
+				Usage: "one pass for cron: receive all that is pending, stage it, install what is due, exit",
 				Description: `Receives every bundle pending for this node, stages the newest of each
-certificate, and exits. It exits non-zero if any bundle for this node was
-refused or failed, or if NATS could not be reached within --timeout.`,
+certificate, installs what its schedule says is due, and exits. It exits
+non-zero if any bundle for this node was refused or failed, if any install
+failed, or if NATS could not be reached within --timeout.`,
 				ArgsUsage: " ",
 				Flags: []cli.Flag{
 					configFlag(DefaultNodeConfig),
@@ -44,9 +47,25 @@ refused or failed, or if NATS could not be reached within --timeout.`,
 				},
 				Action: syncNode,
 			},
+			{
+				Name:  "install",
+				Usage: "install what is staged now, whatever the schedule",
+				Description: `Installs the staged bundle of each named certificate (all of the node's
+when none is named) into its install_dir now, whatever its schedule, and
+tries again a version whose install failed before: swap, check, reload,
+verify, and roll back on failure. It needs no NATS; it then reports the
+status records if NATS answers within a few seconds, and only warns if not.
+It exits non-zero if a name is unknown or any install failed.`,
+				ArgsUsage: "[NAME…]",
+				Flags:     []cli.Flag{configFlag(DefaultNodeConfig), verboseFlag},
+				Action:    installNode,
+			},
 		},
 	}
 }
+
+// statusReportTimeout bounds how long node install tries to report status.
+const statusReportTimeout = 5 * time.Second
 
 func newNode(c *cli.Context, daemon bool) (*subscriber.Node, error) {
 	cfg, err := loadNodeConfig(configPath(c.String(flagConfig), DefaultNodeConfig))
@@ -88,6 +107,28 @@ func syncNode(c *cli.Context) error {
 	}
 	if err := report.Err(); err != nil {
 		return fmt.Errorf("node sync: %w", err)
+	}
+	return nil
+}
+
+func installNode(c *cli.Context) error {
+	n, err := newNode(c, false)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	report, err := n.Install(ctx, c.Args().Slice()...)
+	if err != nil {
+		return fmt.Errorf("node install: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusReportTimeout)
+	defer cancel()
+	if err := n.ReportStatus(sctx); err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "certsync: warning: status not reported: %v\n", err)
+	}
+	if err := report.Err(); err != nil {
+		return fmt.Errorf("node install: %w", err)
 	}
 	return nil
 }
