@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/internal/acmetest"
@@ -132,7 +133,9 @@ func TestParseRecipes(t *testing.T) {
 // TestOperationsRecipes runs every recipe of docs/OPERATIONS.md, in order,
 // with bash and the real nats CLI, against a server populated by the real
 // certsync: a published certificate, a node that synced, and the record
-// of a node that left. Each must exit 0 (or run until stopped, for a
+// of a node that left. The server grants what `certsync auth` writes: the
+// nats CLI runs as the admin (NATS_NKEY), certsync as the publisher, the
+// node with its own nkey, so the recipes need no more than that. Each must exit 0 (or run until stopped, for a
 // recipe that runs until stopped) and print what its expect lines say.
 func TestOperationsRecipes(t *testing.T) {
 	t.Parallel()
@@ -154,7 +157,11 @@ func TestOperationsRecipes(t *testing.T) {
 	}
 
 	const cert, node, gone = "shop.example.net", "edge7", "old3"
-	f := newFleetFixture(t, map[string][]string{cert: {node}})
+	f := newAuthFleetFixture(t, map[string][]string{cert: {node}})
+	if nc, err := nats.Connect(f.url); err == nil {
+		nc.Close()
+		t.Fatal("the server accepts a client without credentials: auth.conf is not in force")
+	}
 	c := f.publish(cert, 0)
 	f.mustSync(node)
 	if _, err := f.kv().Put(context.Background(), wire.StatusKey(gone, cert), []byte(`{"state":"staged"}`)); err != nil {
@@ -177,7 +184,7 @@ func TestOperationsRecipes(t *testing.T) {
 	subst := strings.NewReplacer(pairs...)
 
 	home := t.TempDir() // the nats CLI keeps its contexts under $HOME
-	env := []string{"HOME=" + home, "NATS_URL=" + f.url,
+	env := []string{"HOME=" + home, "NATS_URL=" + f.url, "NATS_NKEY=" + f.nkey("admin"),
 		"PATH=" + filepath.Dir(natsBin) + string(os.PathListSeparator) + os.Getenv("PATH")}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")

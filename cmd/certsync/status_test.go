@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -38,16 +39,31 @@ type fleetFixture struct {
 	certs     map[string][]string // certificate -> nodes
 	nodes     map[string]string   // node -> recipient
 	issued    map[string]*testcert.Cert
+	auth      string // with least privilege: the folder of the nkeys and auth.conf
 }
 
 // newFleetFixture makes keys for the publisher and every node of certs
-// (certificate -> node names) and writes publisher.yaml.
+// (certificate -> node names), writes publisher.yaml and each node.yaml,
+// and starts a server anyone may use.
 func newFleetFixture(t *testing.T, certs map[string][]string) *fleetFixture {
+	t.Helper()
+	return buildFleetFixture(t, certs, false)
+}
+
+// newAuthFleetFixture is newFleetFixture with least privilege: `certsync
+// auth` writes an nkey per node, for the publisher and the admin, and the
+// server only lets each do what auth.conf grants. The configurations use
+// their own nkeys; the fixture's own client (js, kv) is the admin.
+func newAuthFleetFixture(t *testing.T, certs map[string][]string) *fleetFixture {
+	t.Helper()
+	return buildFleetFixture(t, certs, true)
+}
+
+func buildFleetFixture(t *testing.T, certs map[string][]string, auth bool) *fleetFixture {
 	t.Helper()
 	f := &fleetFixture{
 		t:      t,
 		dir:    t.TempDir(),
-		url:    natstest.URL(natstest.RunServer(t)),
 		ca:     testcert.NewCA(t),
 		certs:  certs,
 		nodes:  map[string]string{},
@@ -68,24 +84,67 @@ func newFleetFixture(t *testing.T, certs map[string][]string) *fleetFixture {
 				t.Fatal(err)
 			}
 			f.nodes[node] = f.keygen("node", filepath.Join(f.dir, node, "node.key"))
-			f.writeNodeConfig(node, f.signing)
 		}
 	}
+	if auth {
+		f.auth = filepath.Join(f.dir, "mgmt", "auth")
+		f.writePublisherConfig() // auth reads the nodes from it
+		f.mustCLI("auth", "--config", f.publisher, "--out", f.auth)
+		conf := filepath.Join(f.dir, "mgmt", "nats-server.conf")
+		if err := os.WriteFile(conf, []byte("include ./auth/auth.conf\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		opts, err := server.ProcessConfigFile(conf)
+		if err != nil {
+			t.Fatalf("nats-server configuration with auth.conf: %v", err)
+		}
+		def := natstest.Options(t.TempDir())
+		opts.ServerName, opts.Host, opts.Port = def.ServerName, def.Host, def.Port
+		opts.JetStream, opts.StoreDir, opts.NoLog, opts.NoSigs = true, def.StoreDir, true, true
+		f.url = natstest.URL(natstest.Start(t, opts))
+	} else {
+		f.url = natstest.URL(natstest.RunServer(t))
+	}
+	f.writePublisherConfig()
+	for node := range f.nodes {
+		f.writeNodeConfig(node, f.signing)
+	}
+	return f
+}
+
+// natsYAML is the nats: line of a configuration for user; none before
+// the server has started.
+func (f *fleetFixture) natsYAML(user string) string {
+	switch {
+	case f.url == "":
+		return ""
+	case f.auth == "":
+		return fmt.Sprintf("nats: {url: %q}\n", f.url)
+	}
+	return fmt.Sprintf("nats: {url: %q, nkey: %s}\n", f.url, f.nkey(user))
+}
+
+// nkey is the path of user's nkey seed, with auth.
+func (f *fleetFixture) nkey(user string) string { return filepath.Join(f.auth, user+".nk") }
+
+// writePublisherConfig writes publisher.yaml.
+func (f *fleetFixture) writePublisherConfig() {
+	f.t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "nats: {url: %q}\nsigning_key: %s\nlineages: %s\nnodes:\n",
-		f.url, filepath.Join(f.dir, "mgmt", "signing.key"), filepath.Join(f.certbot, "live"))
+	b.WriteString(f.natsYAML("publisher"))
+	fmt.Fprintf(&b, "signing_key: %s\nlineages: %s\nnodes:\n",
+		filepath.Join(f.dir, "mgmt", "signing.key"), filepath.Join(f.certbot, "live"))
 	for _, node := range sortedNames(f.nodes) {
 		fmt.Fprintf(&b, "  %s: %s\n", node, f.nodes[node])
 	}
 	b.WriteString("certificates:\n")
-	for _, cert := range sortedNames(certs) {
-		fmt.Fprintf(&b, "  %s: [%s]\n", cert, strings.Join(certs[cert], ", "))
+	for _, cert := range sortedNames(f.certs) {
+		fmt.Fprintf(&b, "  %s: [%s]\n", cert, strings.Join(f.certs[cert], ", "))
 	}
 	b.WriteString("timeout: 20s\n")
 	if err := os.WriteFile(f.publisher, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
-	return f
 }
 
 func sortedNames[V any](m map[string]V) []string {
@@ -141,8 +200,8 @@ func (f *fleetFixture) writeNodeConfig(node, trusted string) {
 	f.t.Helper()
 	dir := filepath.Join(f.dir, node)
 	var b strings.Builder
-	fmt.Fprintf(&b, "name: %s\nnats: {url: %q}\nidentity: %s\ntrusted_publishers: [%q]\nstage_dir: %s\ncertificates:\n",
-		node, f.url, filepath.Join(dir, "node.key"), trusted, filepath.Join(dir, "stage"))
+	fmt.Fprintf(&b, "name: %s\n%sidentity: %s\ntrusted_publishers: [%q]\nstage_dir: %s\ncertificates:\n",
+		node, f.natsYAML(node), filepath.Join(dir, "node.key"), trusted, filepath.Join(dir, "stage"))
 	for _, cert := range sortedNames(f.certs) {
 		if slices.Contains(f.certs[cert], node) {
 			fmt.Fprintf(&b, "  %s:\n    install_dir: %s\n", cert, filepath.Join(dir, "live", cert))
@@ -186,10 +245,18 @@ func (f *fleetFixture) mustSync(node string) {
 	f.mustCLI("node", "sync", "--config", f.nodeConfig(node), "--timeout", "30s")
 }
 
-// js connects a test client to the server.
+// js connects a test client to the server, as the admin with auth.
 func (f *fleetFixture) js() jetstream.JetStream {
 	f.t.Helper()
-	nc, err := nats.Connect(f.url)
+	var opts []nats.Option
+	if f.auth != "" {
+		opt, err := nats.NkeyOptionFromSeed(f.nkey("admin"))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		opts = append(opts, opt)
+	}
+	nc, err := nats.Connect(f.url, opts...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
