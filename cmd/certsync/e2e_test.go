@@ -124,6 +124,7 @@ func TestNodeAwayAcrossRenewals(t *testing.T) {
 	natstest.WaitFor(t, stageTimeout, "web1 to stage the issued certificate", func() bool {
 		return stagedFingerprint(web1.StageDir, "example") == issued.Fingerprint
 	})
+	waitAcked(t, srv.URL, "web1", issued.Sequence)
 	if code := node.Stop(t); code != 0 {
 		t.Fatalf("node run exited with status %d after SIGTERM:\n%s", code, node.Log())
 	}
@@ -246,6 +247,7 @@ func TestServerRestartKeepsState(t *testing.T) {
 	natstest.WaitFor(t, stageTimeout, "web1 to stage example.com", func() bool {
 		return stagedFingerprint(web1.StageDir, "example.com") == v1.Fingerprint
 	})
+	waitAcked(t, srv.URL, "web1", v1.Sequence)
 
 	before := inspectBundles(t, f.Publisher)
 	consumersBefore := consumerInfos(t, srv.URL, "web1", "web2")

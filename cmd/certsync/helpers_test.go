@@ -41,6 +41,7 @@ package main
 //	checkStaged(t, stageDir, name, lineage)            staged files byte-identical to the lineage's, privkey 0600, folder 0700
 //	logEvents(log, msg) []map[string]any               JSON log records whose msg is msg
 //	jetStream(t, url) jetstream.JetStream              a nats.go client, to look at streams and consumers
+//	waitAcked(t, url, node, seq)                       wait until node's consumer has acknowledged stream sequence seq
 //	freeAddr(t) string                                 a loopback HOST:PORT nothing listens on (yet)
 
 import (
@@ -57,6 +58,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,6 +72,7 @@ import (
 
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/subscriber"
 )
 
@@ -763,4 +766,22 @@ func newFleet(t testing.TB, o fleetOptions) *fleet {
 func (f *fleet) sync(t testing.TB, node string) cliResult {
 	t.Helper()
 	return mustCertsync(t, "node", "sync", "--config", f.Nodes[node].Config, "--timeout", "30s")
+}
+
+// waitAcked waits until the durable consumer of node has acknowledged every
+// message up to stream sequence seq: a node stages a bundle before it
+// acknowledges it, so a staged file alone does not say the server knows.
+func waitAcked(t testing.TB, url, node string, seq uint64) {
+	t.Helper()
+	js := jetStream(t, url)
+	natstest.WaitFor(t, 30*time.Second, "consumer "+wire.ConsumerName(node)+" to acknowledge sequence "+strconv.FormatUint(seq, 10), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := js.Consumer(ctx, wire.Stream, wire.ConsumerName(node))
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= seq && info.NumAckPending == 0
+	})
 }
