@@ -37,14 +37,13 @@ type fleet struct {
 	signer *crypto.SigningKey
 	ids    map[string]*age.X25519Identity
 	certs  map[string][]string
-	tls    natsconn.TLSOptions
 }
 
 // newFleet writes the credentials of the nodes of certs (certificate ->
 // nodes), starts a server whose configuration includes auth.conf, plus
-// extra (more server configuration, such as a tls block), and returns the
-// fleet with its scheme (nats or tls) in URLs.
-func newFleet(t *testing.T, certs map[string][]string, extra string, tlsOpts natsconn.TLSOptions) *fleet {
+// extra (more server configuration), and returns the fleet. The same over
+// TLS runs through the command line: TestAuthTLSPipelineE2E in cmd/certsync.
+func newFleet(t *testing.T, certs map[string][]string, extra string) *fleet {
 	t.Helper()
 	signer, err := crypto.GenerateSigningKey()
 	if err != nil {
@@ -58,7 +57,6 @@ func newFleet(t *testing.T, certs map[string][]string, extra string, tlsOpts nat
 		signer: signer,
 		ids:    map[string]*age.X25519Identity{},
 		certs:  certs,
-		tls:    tlsOpts,
 	}
 	var nodes []string
 	for _, ns := range certs {
@@ -106,7 +104,7 @@ func (f *fleet) seed(user string) string { return filepath.Join(f.dir, user+auth
 // natsOptions are a user's connection options, as the configuration loader
 // builds them: its seed file and inbox prefix.
 func (f *fleet) natsOptions(user string) natsconn.Options {
-	o := natsconn.Options{URL: f.url, NKey: f.seed(user), Name: "test " + user, TLS: f.tls}
+	o := natsconn.Options{URL: f.url, NKey: f.seed(user), Name: "test " + user}
 	switch user {
 	case authconf.PublisherUser:
 		o.InboxPrefix = authconf.PublisherInboxPrefix
@@ -183,7 +181,7 @@ func (f *fleet) publish(name string, notBefore time.Time) *testcert.Cert {
 }
 
 // node is the real subscriber of a node with the node's credential,
-// staging and installing into the test's temporary folders.
+// staging and installing into the test's temporary folders, logging to logs.
 func (f *fleet) node(name string, logs *syncBuffer) *subscriber.Node {
 	f.t.Helper()
 	installRoot := f.t.TempDir()
@@ -195,13 +193,7 @@ func (f *fleet) node(name string, logs *syncBuffer) *subscriber.Node {
 			certs[cert] = subscriber.Certificate{Name: cert, InstallDir: filepath.Join(installRoot, cert)}
 		}
 	}
-	var w bytes.Buffer
-	var log *slog.Logger
-	if logs != nil {
-		log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	} else {
-		log = slog.New(slog.NewJSONHandler(&w, nil))
-	}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	n, err := subscriber.New(subscriber.Config{
 		Node:         name,
 		NATS:         f.natsOptions(name),
@@ -243,9 +235,6 @@ func (f *fleet) natsCLI(tool, user string, args ...string) (stdout, stderr strin
 	full := []string{"--server", f.url, "--nkey", o.NKey, "--timeout", "2s"}
 	if o.InboxPrefix != "" {
 		full = append(full, "--inbox-prefix", o.InboxPrefix)
-	}
-	if o.TLS.CA != "" {
-		full = append(full, "--tlsca", o.TLS.CA)
 	}
 	full = append(full, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

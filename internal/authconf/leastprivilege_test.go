@@ -48,7 +48,7 @@ func TestNodeLeastPrivilege(t *testing.T) {
 	f := newFleet(t, map[string][]string{
 		"example.com": {"web1"},
 		"other.com":   {"web2"},
-	}, "", natsconn.TLSOptions{})
+	}, "")
 	f.publish("example.com", time.Time{})
 	f.publish("other.com", time.Time{})
 
@@ -256,7 +256,7 @@ func TestNodeLeastPrivilege(t *testing.T) {
 // not do: write a node's status, delete or purge the stream.
 func TestPublisherLeastPrivilege(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, map[string][]string{"example.com": {"web1"}}, "", natsconn.TLSOptions{})
+	f := newFleet(t, map[string][]string{"example.com": {"web1"}}, "")
 	f.publish("example.com", time.Time{})
 	key := wire.StatusKey("web1", "example.com")
 	forbidden := []struct {
@@ -299,7 +299,7 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 // acknowledgements must be allowed too.
 func TestNodeAckFormatV2(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, map[string][]string{"example.com": {"web1"}}, "feature_flags {\n  js_ack_fc_v2: true\n}\n", natsconn.TLSOptions{})
+	f := newFleet(t, map[string][]string{"example.com": {"web1"}}, "feature_flags {\n  js_ack_fc_v2: true\n}\n")
 	f.publish("example.com", time.Time{})
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
