@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -39,7 +40,8 @@ type fleetFixture struct {
 	certs     map[string][]string // certificate -> nodes
 	nodes     map[string]string   // node -> recipient
 	issued    map[string]*testcert.Cert
-	auth      string // with least privilege: the folder of the nkeys and auth.conf
+	auth      string            // with least privilege: the folder of the nkeys and auth.conf
+	checks    map[string]string // node -> the check command of its certificates
 }
 
 // newFleetFixture makes keys for the publisher and every node of certs
@@ -68,6 +70,7 @@ func buildFleetFixture(t *testing.T, certs map[string][]string, auth bool) *flee
 		certs:  certs,
 		nodes:  map[string]string{},
 		issued: map[string]*testcert.Cert{},
+		checks: map[string]string{},
 	}
 	f.certbot = filepath.Join(f.dir, "letsencrypt")
 	f.publisher = filepath.Join(f.dir, "mgmt", "publisher.yaml")
@@ -195,7 +198,7 @@ func (f *fleetFixture) nodeConfig(node string) string {
 }
 
 // writeNodeConfig writes the node's node.yaml, trusting the publisher key
-// trusted.
+// trusted, with the check command f.checks holds for the node, if any.
 func (f *fleetFixture) writeNodeConfig(node, trusted string) {
 	f.t.Helper()
 	dir := filepath.Join(f.dir, node)
@@ -205,6 +208,9 @@ func (f *fleetFixture) writeNodeConfig(node, trusted string) {
 	for _, cert := range sortedNames(f.certs) {
 		if slices.Contains(f.certs[cert], node) {
 			fmt.Fprintf(&b, "  %s:\n    install_dir: %s\n", cert, filepath.Join(dir, "live", cert))
+			if check := f.checks[node]; check != "" {
+				fmt.Fprintf(&b, "    check: %q\n", check)
+			}
 		}
 	}
 	if err := os.WriteFile(f.nodeConfig(node), []byte(b.String()), 0o600); err != nil {
@@ -369,17 +375,24 @@ func stateOf(line string) string { return strings.Fields(line)[2] }
 // staged today, installed once installing lands.
 func held(state any) bool { return state == wire.StateStaged || state == wire.StateInstalled }
 
-// TestStatusFleet is acceptance 1 of issue 5 as far as nodes only stage: a
-// healthy node, one whose bundle is refused (it trusts another publisher
-// key), one stopped long ago, one that never ran. status flags each and
-// exits 1; once the failing node is fixed and replayed, the stopped one
-// syncs again and the last one runs, it exits 0.
+// TestStatusFleet is acceptance 1 of issue 5: a healthy node, one whose
+// bundle is refused (it trusts another publisher key), one stopped long
+// ago, one that never ran, one whose install check fails. status flags
+// each and exits 1; once the failing nodes are fixed (the refused bundle
+// replayed, the install run again), the stopped one syncs again and the
+// last one runs, it exits 0.
 func TestStatusFleet(t *testing.T) {
 	t.Parallel()
 	const cert = "example.com"
-	f := newFleetFixture(t, map[string][]string{cert: {"web1", "web2", "web3", "web4"}})
+	f := newFleetFixture(t, map[string][]string{cert: {"web1", "web2", "web3", "web4", "web5"}})
 	other := f.keygen("signing", filepath.Join(f.dir, "mgmt", "other.key"))
 	f.writeNodeConfig("web2", other)
+	falseCmd, err := exec.LookPath("false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.checks["web5"] = falseCmd
+	f.writeNodeConfig("web5", f.signing)
 	c := f.publish(cert, 0)
 	serial := fmt.Sprintf("%x", c.Leaf.SerialNumber)
 
@@ -389,6 +402,9 @@ func TestStatusFleet(t *testing.T) {
 	}
 	f.mustSync("web3")
 	f.age("web3", cert, 3*time.Hour)
+	if code := f.sync("web5"); code == 0 {
+		t.Fatal("node sync of web5, whose check fails, exited 0")
+	}
 
 	table, stderr, code := f.status()
 	if code != 1 {
@@ -409,14 +425,18 @@ func TestStatusFleet(t *testing.T) {
 	if strings.Contains(table, "\033[") {
 		t.Errorf("colour codes in a table not printed to a terminal:\n%q", table)
 	}
-	for _, want := range []string{"certsync: error: status: 3 of 4 unhealthy", "web2/example.com failed", "web3/example.com stale", "web4/example.com missing"} {
+	if l := tableRow(t, table, "web5", cert); stateOf(l) != "failed" || !strings.Contains(l, "check") {
+		t.Errorf("web5 row %q: want failed, its check named", l)
+	}
+	for _, want := range []string{"certsync: error: status: 4 of 5 unhealthy", "web2/example.com failed", "web3/example.com stale",
+		"web4/example.com missing", "web5/example.com failed"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	}
 	lines := strings.Split(strings.TrimSpace(table), "\n")
-	if len(lines) != 5 || !strings.HasPrefix(lines[0], "NODE") || !strings.HasPrefix(lines[1], "web1") || !strings.HasPrefix(lines[4], "web4") {
-		t.Errorf("table not a header and four rows sorted by node:\n%s", table)
+	if len(lines) != 6 || !strings.HasPrefix(lines[0], "NODE") || !strings.HasPrefix(lines[1], "web1") || !strings.HasPrefix(lines[5], "web5") {
+		t.Errorf("table not a header and five rows sorted by node:\n%s", table)
 	}
 
 	rows, code := f.statusJSON()
@@ -440,6 +460,9 @@ func TestStatusFleet(t *testing.T) {
 	if r := rows["web4/"+cert]; r["state"] != "missing" || r["last_seen"] != nil || r["not_after"] != nil || r["days_left"] != nil {
 		t.Errorf("web4 json %v: want missing with no times", r)
 	}
+	if r := rows["web5/"+cert]; r["state"] != "failed" || r["staged_serial"] != serial || !strings.Contains(r["error"].(string), "check") {
+		t.Errorf("web5 json %v: want failed, staged, its check named", r)
+	}
 	// A longer threshold accepts web3's age.
 	if rows, _ := f.statusJSON("--stale-after", "4h"); !held(rows["web3/"+cert]["state"]) {
 		t.Errorf("web3 with --stale-after 4h: %v", rows["web3/"+cert])
@@ -460,6 +483,10 @@ func TestStatusFleet(t *testing.T) {
 	}
 	f.mustCLI("republish", "--config", f.publisher)
 	f.mustSync("web2")
+	// Fix web5's check and install what it staged.
+	delete(f.checks, "web5")
+	f.writeNodeConfig("web5", f.signing)
+	f.mustCLI("node", "install", "--config", f.nodeConfig("web5"))
 	// The stopped node comes back; the last one runs for the first time.
 	f.mustSync("web3")
 	f.mustSync("web4")
@@ -468,7 +495,7 @@ func TestStatusFleet(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status after fixing exit %d, want 0\n%s%s", code, table, stderr)
 	}
-	for _, node := range []string{"web1", "web2", "web3", "web4"} {
+	for _, node := range []string{"web1", "web2", "web3", "web4", "web5"} {
 		if l := tableRow(t, table, node, cert); !held(stateOf(l)) || !strings.HasSuffix(strings.TrimSpace(l), "-") {
 			t.Errorf("%s row %q: want staged or installed and no error", node, l)
 		}
@@ -477,7 +504,7 @@ func TestStatusFleet(t *testing.T) {
 		t.Errorf("stderr of a healthy status: %q", stderr)
 	}
 	rows, code = f.statusJSON()
-	if code != 0 || len(rows) != 4 {
+	if code != 0 || len(rows) != 5 {
 		t.Fatalf("status --json after fixing: exit %d, %d rows", code, len(rows))
 	}
 	for pair, r := range rows {
