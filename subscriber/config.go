@@ -47,10 +47,12 @@ type Certificate struct {
 	// InstallDir is where the service reads the files
 	// (default /etc/letsencrypt/live/<Name>).
 	InstallDir string
-	// Schedule is "immediate" (the default), "manual", or a five-field cron
-	// expression in local time.
+	// Schedule is "immediate" (the default when empty), "manual", or a
+	// five-field cron expression in local time.
 	Schedule string
 	// Check runs before reload; a failure rolls back. Empty: no check.
+	// Check and Reload are split into arguments by ParseCommand; no shell
+	// runs them.
 	Check string
 	// Reload makes the service read the new files. Empty: no reload.
 	Reload string
@@ -59,9 +61,11 @@ type Certificate struct {
 	Verify string
 	// Owner and Group own the installed files; empty keeps the process's.
 	Owner, Group string
-	// CertMode is the mode of cert.pem, chain.pem and fullchain.pem (default 0644).
+	// CertMode is the mode of cert.pem, chain.pem, fullchain.pem and
+	// certsync.json (0 means the default 0644).
 	CertMode uint32
-	// KeyMode is the mode of privkey.pem (default 0600); never readable by others.
+	// KeyMode is the mode of privkey.pem and combined.pem (0 means the
+	// default 0600); never open to others.
 	KeyMode uint32
 	// Keep is how many installed versions are kept for rollback (default 3).
 	Keep int
@@ -69,9 +73,10 @@ type Certificate struct {
 	// fleet does not reload at the same second (default 0).
 	Splay time.Duration
 	// ExpiryDeadline installs at once, whatever the schedule, when the
-	// installed certificate expires within it (default 168h).
+	// installed certificate expires within it. 0 turns it off; the
+	// command line's default is 168h.
 	ExpiryDeadline time.Duration
-	// CommandTimeout bounds check and reload (default 60s).
+	// CommandTimeout bounds check and reload, each (default 60s).
 	CommandTimeout time.Duration
 	// VerifyTimeout bounds how long verify waits for the new certificate
 	// (default 30s).

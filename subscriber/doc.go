@@ -1,6 +1,7 @@
 // Package subscriber is the node side of certsync: it receives the bundles
 // of the node's certificates from the node's durable JetStream consumer,
-// checks them and stages them, and reports what it holds.
+// checks them, stages them, installs them into service on each
+// certificate's schedule, and reports what it holds.
 //
 // # Receiving
 //
@@ -43,6 +44,63 @@
 // renameat2), and the record is the node's persisted version: the
 // downgrade check survives restarts. [Stage.Load] reads one consistent
 // set: it is how the installer takes a staged bundle as its candidate.
+//
+// # Installing
+//
+// A staged bundle is installed when its certificate's schedule says
+// ([Certificate].Schedule): "immediate" (the default) at once; "manual" only
+// by [Node.Install] (`certsync node install`); five cron fields (local
+// time) not before the first time they match at or after the bundle was
+// staged, plus a splay offset in [0, Splay) derived from the node, name,
+// version and fingerprint (stable across restarts, different per node and
+// renewal). A node that was down at that time, or a `node sync` that runs
+// later, installs at its first chance after it. Whatever the schedule, a
+// certificate with nothing installed installs at once, and one whose
+// installed certificate expires within ExpiryDeadline installs at once.
+// [Node.Sync] installs what is due after receiving; [Node.Run] sleeps until
+// the next certificate is due or something new is staged.
+//
+// The layout: install_dir is a symbolic link to a version folder kept
+// beside it,
+//
+//	<parent>/<name>  ->  .certsync/<name>/<version>-<fp12>
+//	<parent>/.certsync/<name>/<version>-<fp12>/  cert.pem chain.pem fullchain.pem privkey.pem [combined.pem] certsync.json
+//	<parent>/.certsync/<name>/state.json  (0600) an install under way, the last failed version
+//
+// A version folder is written under a temporary name (each file created
+// 0600, given to Owner and Group, set to CertMode or KeyMode, synced),
+// synced and renamed into place once complete; the folder is 0700 plus
+// group or other access where a mode grants reading. install_dir then
+// changes with one rename of a new link over it, and the parent is synced.
+// A reader sees all of one version or all of the other, and a kill -9 at
+// any instant leaves install_dir pointing at one complete version; the next
+// install removes the leftovers and completes the interrupted install,
+// reload included (state.json records it as pending until it settles). A
+// real folder found at install_dir (an old cron's) is moved aside to
+// <install_dir>.certsync-backup-<UTC time>, in one exchange with the new
+// link, and never deleted. Keep versions are kept (the one in service and
+// the newest older ones) for rollback.
+//
+// After the swap: Check (if set), then Reload (if set), then Verify (if
+// set): TLS handshakes with that address, sending the certificate's first
+// DNS name as SNI ("*.example.com" as "certsync-verify.example.com"), until
+// it serves the new leaf or VerifyTimeout passes. Any failure points
+// install_dir back at the previous version and runs Reload again, and is
+// reported (log, [Report], status record) with the tail of the command's
+// output. A first install that fails has nothing to go back to: its files
+// stay in place and it is reported failed. A failed version is recorded in
+// state.json and not tried again on its own; a newer bundle, or
+// `node install`, tries again. An identical bundle delivered again changes
+// nothing and reloads nothing; a version lower than the installed one is
+// refused ([ErrDowngrade]).
+//
+// Commands come only from the node's configuration, are split by
+// [ParseCommand] (no shell), run with CommandTimeout in their own process
+// group, and receive the node's environment plus CERTSYNC_NAME,
+// CERTSYNC_INSTALL_DIR, CERTSYNC_SERIAL and CERTSYNC_FINGERPRINT. Once an
+// install has started it runs to its end even if the node is asked to
+// stop: a stop waits at most twice CommandTimeout plus VerifyTimeout (and
+// a reload after a rollback).
 //
 // # Reporting
 //
