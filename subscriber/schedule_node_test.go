@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
 	"github.com/certsync/certsync/internal/wire"
 )
@@ -144,4 +146,37 @@ func TestSyncReportsInstallFailure(t *testing.T) {
 	if rep := n.sync(t); rep.Failed() || len(rep.Installs) != 0 {
 		t.Errorf("next sync: %+v", rep.Installs)
 	}
+}
+
+// TestRunStopFinishesInstall: a daemon asked to stop during a reload
+// finishes the install before Run returns.
+func TestRunStopFinishesInstall(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stageDir := t.TempDir()
+	dir := t.TempDir()
+	started, finished := filepath.Join(dir, "started"), filepath.Join(dir, "finished")
+	reload := filepath.Join(dir, "reload.sh")
+	if err := os.WriteFile(reload, []byte("#!/bin/sh\ntouch "+started+"\nsleep 1\ntouch "+finished+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	installDir := filepath.Join(stageDir+".live", "example.com")
+	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: installDir, Reload: reload})
+	stop := startRun(t, n)
+	c := e.issue(time.Hour)
+	e.publish("example.com", e.seal("example.com", c), c)
+	natstest.WaitFor(t, 30*time.Second, "the reload to start", func() bool {
+		_, err := os.Stat(started)
+		return err == nil
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := os.Stat(finished); err != nil {
+		t.Error("Run returned before the reload finished")
+	}
+	if len(n.logs.events("install_done")) != 1 {
+		t.Error("Run returned before the install was done")
+	}
+	wantServed(t, installDir, c)
 }
