@@ -310,10 +310,17 @@ func (p *Publisher) certsOf(node string) []string {
 	return certs
 }
 
-// bound limits ctx to the configured timeout; its cause says so.
+// bound limits ctx to the configured timeout; its cause says so and
+// matches context.DeadlineExceeded.
 func (p *Publisher) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, p.timeout, fmt.Errorf("no success within the %v timeout", p.timeout))
+	return context.WithTimeoutCause(ctx, p.timeout, timeoutError{p.timeout})
 }
+
+// timeoutError is why a call bounded by Config.Timeout gave up.
+type timeoutError struct{ d time.Duration }
+
+func (e timeoutError) Error() string        { return fmt.Sprintf("no success within the %v timeout", e.d) }
+func (e timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

@@ -68,7 +68,7 @@ func (s *session) do(ctx context.Context, what string, fn func() error) error {
 				continue
 			}
 		}
-		return fmt.Errorf("%w (gave up: %v)", s.nc.Explain(err), context.Cause(ctx))
+		return fmt.Errorf("%w (gave up: %w)", s.nc.Explain(err), context.Cause(ctx))
 	}
 }
 

@@ -1,10 +1,3 @@
-//go:build testscript
-
-// The scripts need github.com/rogpeppe/go-internal/testscript, whose txtar
-// package needs golang.org/x/tools in go.sum; until go.sum has it, they run
-// with -tags testscript and a go.mod that has it (see the report of issue 2's
-// e2e tests). Remove this build constraint once it does.
-
 package main
 
 import (

@@ -82,7 +82,7 @@ func Connect(ctx context.Context, o Options, log *slog.Logger) (*Conn, error) {
 		log.Debug("nats_connect_failed", "url", url, "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to %s: %w (gave up: %v)", url, err, context.Cause(ctx))
+			return nil, fmt.Errorf("connecting to %s: %w (gave up: %w)", url, err, context.Cause(ctx))
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 2*time.Second)
