@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -28,12 +30,13 @@ func serverCommand() *cli.Command {
 		Description: `Runs NATS for a single management host. --config takes a full nats-server
 configuration (TLS, accounts, cluster, leafnodes); --listen and --store, when
 given, override its listen address and JetStream store. JetStream is always on.
+SIGHUP reloads the configuration file (after "certsync auth" changed users).
 SIGTERM or SIGINT stops the server cleanly; streams and consumers survive.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagListen, Value: defaultListen, Usage: "client listen `HOST:PORT`", EnvVars: []string{"CERTSYNC_LISTEN"}},
 			&cli.StringFlag{Name: flagStore, Value: defaultStore, Usage: "JetStream store `DIR`", EnvVars: []string{"CERTSYNC_STORE"}},
 			&cli.StringFlag{Name: flagConfig, Usage: "nats-server configuration `FILE`"},
-			verboseFlag,
+			verboseFlag(),
 		},
 		Action: runServer,
 	}
@@ -59,14 +62,45 @@ func runServer(c *cli.Context) error {
 		return fmt.Errorf("starting nats server on %s: not ready after 30s", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
 	}
 	log.Info("server_ready", "url", s.ClientURL(), "store", opts.StoreDir)
-	select {
-	case <-ctx.Done():
-		log.Info("server_stopping", "reason", context.Cause(ctx))
-	case <-waitShutdown(s):
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	stopped := waitShutdown(s)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("server_stopping", "reason", context.Cause(ctx))
+			break wait
+		case <-stopped:
+			break wait
+		case <-hup:
+			// Re-read --config (e.g. after `certsync auth` wrote new users)
+			// with the same flags applied, so only the file's changes differ.
+			if err := reloadServer(c, s); err != nil {
+				log.Error("server_reload_failed", "error", err)
+			} else {
+				log.Info("server_reloaded")
+			}
+		}
 	}
 	s.Shutdown()
 	s.WaitForShutdown()
 	log.Info("server_stopped")
+	return nil
+}
+
+func reloadServer(c *cli.Context, s *server.Server) error {
+	if c.String(flagConfig) == "" {
+		return errors.New("reloading: no --config file to reload")
+	}
+	opts, err := serverOptions(c)
+	if err != nil {
+		return err
+	}
+	if err := s.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("reloading server config %q: %w", c.String(flagConfig), err)
+	}
 	return nil
 }
 
