@@ -28,8 +28,8 @@ own status keys; see docs/SECURITY.md.`,
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			configFlag(DefaultPublisherConfig),
-			&cli.StringFlag{Name: flagOut, Aliases: []string{"o"}, Required: true, Usage: "credentials `DIR` (created 0700 when missing)"},
-			verboseFlag,
+			&cli.StringFlag{Name: flagOut, Aliases: []string{"o"}, Usage: "credentials `DIR` (created 0700 when missing)"},
+			verboseFlag(),
 		},
 		Action: runAuth,
 	}
@@ -38,6 +38,9 @@ own status keys; see docs/SECURITY.md.`,
 func runAuth(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("auth: unexpected argument %q", c.Args().First())
+	}
+	if err := requireFlag(c, flagOut); err != nil {
+		return err
 	}
 	cfg, err := loadPublisherConfigWithoutKey(configPath(c.String(flagConfig), DefaultPublisherConfig))
 	if err != nil {

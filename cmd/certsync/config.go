@@ -95,6 +95,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/authconf"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
@@ -133,9 +134,7 @@ const (
 	maxStreamHistory       = 100
 	maxKeep                = 50
 	publisherClientName    = "certsync publisher"
-	publisherInboxPrefix   = "_INBOX_certsync_publisher"
 	nodeClientNamePrefix   = "certsync node "
-	nodeInboxPrefixPrefix  = "_INBOX_certsync_node_"
 	scheduleImmediate      = "immediate"
 	scheduleManual         = "manual"
 	maxOwnerLen            = 256
@@ -699,7 +698,7 @@ func parsePublisherFile(data []byte) (*publisherFile, error) {
 		return nil, err
 	}
 	f := &publisherFile{config: publisher.Config{
-		NATS:         natsconn.Options{Name: publisherClientName, InboxPrefix: publisherInboxPrefix},
+		NATS:         natsconn.Options{Name: publisherClientName, InboxPrefix: authconf.PublisherInboxPrefix},
 		Lineages:     defaultLineages,
 		Nodes:        map[string]string{},
 		Certificates: map[string][]string{},
@@ -931,7 +930,7 @@ func parseNodeFile(data []byte) (*nodeFile, error) {
 		return nil, errAt(n, "certificates", "none: add at least one certificate")
 	}
 	cfg.NATS.Name = nodeClientNamePrefix + cfg.Node
-	cfg.NATS.InboxPrefix = nodeInboxPrefixPrefix + cfg.Node
+	cfg.NATS.InboxPrefix = authconf.NodeInboxPrefix(cfg.Node)
 
 	installs := make(map[string]string) // install dir -> certificate
 	for _, e := range certEntries {

@@ -1,6 +1,11 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
 
 // Flags shared by several commands.
 const (
@@ -10,7 +15,21 @@ const (
 	flagJSON    = "json"
 )
 
-var verboseFlag = &cli.BoolFlag{Name: flagVerbose, Aliases: []string{"v"}, Usage: "log debug details on stderr"}
+// verboseFlag is --verbose. Each command gets its own flag value: urfave/cli
+// records parsing state in it.
+func verboseFlag() *cli.BoolFlag {
+	return &cli.BoolFlag{Name: flagVerbose, Aliases: []string{"v"}, Usage: "log debug details on stderr"}
+}
+
+// requireFlag returns an error naming the flag when it is not set. Flags are
+// not marked Required, because urfave/cli then prints the whole help.
+func requireFlag(c *cli.Context, name string) error {
+	if c.String(name) == "" {
+		cmd := commandName(c)
+		return withHint(fmt.Errorf("%s: --%s is required", strings.TrimPrefix(cmd, "certsync "), name), "%s --help", cmd)
+	}
+	return nil
+}
 
 // configFlag is --config for commands that read publisher.yaml or node.yaml;
 // CERTSYNC_CONFIG is read by configPath, after the flag.

@@ -21,7 +21,7 @@ and no secret is shown.`,
 		Flags: []cli.Flag{
 			configFlag(DefaultPublisherConfig),
 			&cli.BoolFlag{Name: flagJSON, Usage: "print a JSON array"},
-			verboseFlag,
+			verboseFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			p, err := newPublisher(c)

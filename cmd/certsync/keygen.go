@@ -13,7 +13,9 @@ import (
 )
 
 func keygenCommand() *cli.Command {
-	out := &cli.StringFlag{Name: flagOut, Aliases: []string{"o"}, Required: true, Usage: "write the private key to `FILE` (created 0600, never overwritten)"}
+	out := func() cli.Flag {
+		return &cli.StringFlag{Name: flagOut, Aliases: []string{"o"}, Usage: "write the private key to `FILE` (created 0600, never overwritten)"}
+	}
 	return &cli.Command{
 		Name:  "keygen",
 		Usage: "create a node identity or a signing key",
@@ -22,7 +24,7 @@ func keygenCommand() *cli.Command {
 				Name:      "node",
 				Usage:     "create a node's age X25519 identity; prints its recipient (age1…)",
 				ArgsUsage: " ",
-				Flags:     []cli.Flag{out},
+				Flags:     []cli.Flag{out()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
 						return fmt.Errorf("keygen node: unexpected argument %q", c.Args().First())
@@ -33,7 +35,7 @@ func keygenCommand() *cli.Command {
 					}
 					data := fmt.Sprintf("# created: %s\n# public key: %s\n%s\n",
 						time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
-					if err := writeKey(c.String(flagOut), []byte(data)); err != nil {
+					if err := writeKey(c, []byte(data)); err != nil {
 						return err
 					}
 					_, err = fmt.Fprintln(c.App.Writer, id.Recipient())
@@ -44,7 +46,7 @@ func keygenCommand() *cli.Command {
 				Name:      "signing",
 				Usage:     "create the publisher's Ed25519 signing key; prints the public key for trusted_publishers",
 				ArgsUsage: " ",
-				Flags:     []cli.Flag{out},
+				Flags:     []cli.Flag{out()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
 						return fmt.Errorf("keygen signing: unexpected argument %q", c.Args().First())
@@ -53,7 +55,7 @@ func keygenCommand() *cli.Command {
 					if err != nil {
 						return fmt.Errorf("generating signing key: %w", err)
 					}
-					if err := writeKey(c.String(flagOut), k.MarshalPEM()); err != nil {
+					if err := writeKey(c, k.MarshalPEM()); err != nil {
 						return err
 					}
 					_, err = fmt.Fprintln(c.App.Writer, k.Public())
@@ -64,8 +66,12 @@ func keygenCommand() *cli.Command {
 	}
 }
 
-func writeKey(path string, data []byte) error {
-	err := crypto.WriteKeyFile(path, data)
+// writeKey writes a new key file at --out, refusing to overwrite one.
+func writeKey(c *cli.Context, data []byte) error {
+	if err := requireFlag(c, flagOut); err != nil {
+		return err
+	}
+	err := crypto.WriteKeyFile(c.String(flagOut), data)
 	if errors.Is(err, fs.ErrExist) {
 		return withHint(err, "certsync never overwrites a key; remove the file first if you really mean to replace it")
 	}

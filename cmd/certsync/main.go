@@ -35,7 +35,13 @@ func main() {
 // run builds the app, runs it with args and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	if err := app.Run(args); err != nil {
+	var unknown string
+	app.CommandNotFound = func(_ *cli.Context, name string) { unknown = name }
+	err := app.Run(args)
+	if err == nil && unknown != "" {
+		err = withHint(fmt.Errorf("unknown command %q", unknown), "certsync --help lists the commands")
+	}
+	if err != nil {
 		printError(stderr, err)
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) && ec.ExitCode() != 0 {
@@ -47,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "certsync",
 		Usage:                "deliver certbot's certificates to a fleet over NATS JetStream, signed and encrypted",
 		Version:              version,
@@ -66,6 +72,34 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			authCommand(),
 			statusCommand(),
 		},
+	}
+	app.OnUsageError = usageError
+	setUsageError(app.Commands)
+	return app
+}
+
+// usageError turns a flag parsing error into the one error line every
+// failure prints, instead of urfave/cli's usage text on stdout.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := commandName(c)
+	if name != c.App.Name {
+		err = fmt.Errorf("%s: %w", strings.TrimPrefix(name, c.App.Name+" "), err)
+	}
+	return withHint(err, "%s --help", name)
+}
+
+// commandName is the running command's full name, "certsync keygen node".
+func commandName(c *cli.Context) string {
+	if c.Command != nil && c.Command.HelpName != "" {
+		return c.Command.HelpName
+	}
+	return c.App.Name
+}
+
+func setUsageError(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+		setUsageError(c.Subcommands)
 	}
 }
 

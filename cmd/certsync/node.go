@@ -29,7 +29,7 @@ certificate when its schedule says (check, reload, verify, roll back on
 failure), sleeping in between. Reconnects on its own. SIGTERM or SIGINT stops
 it cleanly, never in the middle of an install.`,
 				ArgsUsage: " ",
-				Flags:     []cli.Flag{configFlag(DefaultNodeConfig), verboseFlag},
+				Flags:     []cli.Flag{configFlag(DefaultNodeConfig), verboseFlag()},
 				Action:    runNode,
 			},
 			{
@@ -43,7 +43,7 @@ failed, or if NATS could not be reached within --timeout.`,
 				Flags: []cli.Flag{
 					configFlag(DefaultNodeConfig),
 					&cli.DurationFlag{Name: flagTimeout, Value: time.Minute, Usage: "give up after `DURATION`"},
-					verboseFlag,
+					verboseFlag(),
 				},
 				Action: syncNode,
 			},
@@ -57,7 +57,7 @@ verify, and roll back on failure. It needs no NATS; it then reports the
 status records if NATS answers within a few seconds, and only warns if not.
 It exits non-zero if a name is unknown or any install failed.`,
 				ArgsUsage: "[NAME…]",
-				Flags:     []cli.Flag{configFlag(DefaultNodeConfig), verboseFlag},
+				Flags:     []cli.Flag{configFlag(DefaultNodeConfig), verboseFlag()},
 				Action:    installNode,
 			},
 		},

@@ -42,7 +42,7 @@ fails, and "certsync republish" publishes it later.`,
 			&cli.StringFlag{Name: flagCert, Usage: "certificate PEM `FILE` (instead of a lineage)"},
 			&cli.StringFlag{Name: flagKey, Usage: "private key PEM `FILE` (with --cert)"},
 			&cli.StringFlag{Name: flagChain, Usage: "chain PEM `FILE` (with --cert; default: the certificates after the first in --cert)"},
-			verboseFlag,
+			verboseFlag(),
 		},
 		Action: runPublish,
 	}
@@ -133,7 +133,7 @@ its deploy hook failed, and this pass is what makes every renewal reach the
 fleet. When a node was removed, it names the certificates that node may hold:
 reissue them.`,
 		ArgsUsage: "[NAME…]",
-		Flags:     []cli.Flag{configFlag(DefaultPublisherConfig), verboseFlag},
+		Flags:     []cli.Flag{configFlag(DefaultPublisherConfig), verboseFlag()},
 		Action: func(c *cli.Context) error {
 			p, err := newPublisher(c)
 			if err != nil {

@@ -63,7 +63,7 @@ It reads headers and status records only; it needs no signing key.`,
 				Usage: "a node whose last report is older than `DURATION` is stale"},
 			&cli.DurationFlag{Name: flagWarnBefore, Value: publisher.DefaultWarnBefore,
 				Usage: "a certificate expiring within `DURATION` is flagged (336h = 14 days)"},
-			verboseFlag,
+			verboseFlag(),
 		},
 		Action: runStatus,
 	}
