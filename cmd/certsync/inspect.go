@@ -24,7 +24,7 @@ and no secret is shown.`,
 			verboseFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			p, err := newPublisher(c)
+			p, err := newReadOnlyPublisher(c)
 			if err != nil {
 				return err
 			}

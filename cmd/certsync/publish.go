@@ -103,6 +103,17 @@ func newPublisher(c *cli.Context) (*publisher.Publisher, error) {
 	return publisher.New(*cfg, newLogger(c, false))
 }
 
+// newReadOnlyPublisher is a Publisher for the commands that only read the
+// stream and the bucket: the configuration is loaded without the signing
+// key, so they run where the key is not readable.
+func newReadOnlyPublisher(c *cli.Context) (*publisher.Publisher, error) {
+	cfg, err := loadPublisherConfigWithoutKey(configPath(c.String(flagConfig), DefaultPublisherConfig))
+	if err != nil {
+		return nil, err
+	}
+	return publisher.New(*cfg, newLogger(c, false))
+}
+
 // keyHint adds the usual cure to a key file others may read.
 func keyHint(err error) error {
 	if errors.Is(err, crypto.ErrKeyPermissions) {

@@ -111,17 +111,6 @@ func runStatus(c *cli.Context) error {
 	return nil
 }
 
-// newReadOnlyPublisher is a Publisher for the commands that only read the
-// stream and the bucket: the configuration is loaded without the signing
-// key, so they run where the key is not readable.
-func newReadOnlyPublisher(c *cli.Context) (*publisher.Publisher, error) {
-	cfg, err := loadPublisherConfigWithoutKey(configPath(c.String(flagConfig), DefaultPublisherConfig))
-	if err != nil {
-		return nil, err
-	}
-	return publisher.New(*cfg, newLogger(c, false))
-}
-
 // statusJSON is one row of status --json. The first fields are the
 // contract's; the others may grow.
 type statusJSON struct {
