@@ -221,17 +221,28 @@ type Status struct {
 	Version   string    `json:"certsync_version,omitempty"`
 }
 
+// Status bucket limits. A record is well under 2 KiB; the bucket's total
+// bound keeps a stolen node credential, which may write any number of keys
+// under its own prefix, from filling the server's storage. When it is full,
+// status writes fail; bundles and installs go on.
+const (
+	MaxStatusValueSize = 16 << 10
+	MaxStatusBytes     = 256 << 20
+)
+
 // StatusBucketConfig is the configuration of the status bucket: one value per
-// key (history 1), replicated like the stream.
+// key (history 1), bounded, replicated like the stream.
 func StatusBucketConfig(replicas int) jetstream.KeyValueConfig {
 	if replicas <= 0 {
 		replicas = 1
 	}
 	return jetstream.KeyValueConfig{
-		Bucket:      StatusBucket,
-		Description: "certsync: what each node holds, one key per node and certificate",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Bucket:       StatusBucket,
+		Description:  "certsync: what each node holds, one key per node and certificate",
+		History:      1,
+		MaxValueSize: MaxStatusValueSize,
+		MaxBytes:     MaxStatusBytes,
+		Storage:      jetstream.FileStorage,
+		Replicas:     replicas,
 	}
 }
