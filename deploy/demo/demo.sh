@@ -2,7 +2,7 @@
 # make demo: the whole certsync flow in a temporary folder, with no root and no
 # outside service. An embedded NATS server, a signing key, two nodes (one with
 # an age key, one using an SSH host key), a certbot-shaped lineage, a publish,
-# both nodes syncing, a renewal, and what each node holds.
+# both nodes syncing and installing, a renewal, and the fleet's status.
 #
 # Usage: deploy/demo/demo.sh [path/to/certsync]   (KEEP=1 keeps the folder)
 set -euo pipefail
@@ -82,17 +82,20 @@ step "publish, as certbot's deploy hook does (RENEWED_LINEAGE is set by certbot)
 show env RENEWED_LINEAGE="$demo/mgmt/letsencrypt/live/example.test" "$certsync" publish --config mgmt/publisher.yaml
 show "$certsync" inspect --config mgmt/publisher.yaml
 
-step "each node receives, verifies, decrypts and stages it (certsync node sync)"
+step "each node receives, verifies, decrypts, stages and installs it (certsync node sync)"
 for node in web1 web2; do show "$certsync" node sync --config $node/node.yaml; done
 same_as_certbot() {
   for node in web1 web2; do
     for f in cert chain fullchain privkey; do
-      cmp -s "$node/stage/example.test/$f.pem" "mgmt/letsencrypt/live/example.test/$f.pem" || { echo "$node: $f.pem differs"; exit 1; }
+      cmp -s "$node/stage/example.test/$f.pem" "mgmt/letsencrypt/live/example.test/$f.pem" || { echo "$node: staged $f.pem differs"; exit 1; }
+      cmp -s "$node/live/example.test/$f.pem" "mgmt/letsencrypt/live/example.test/$f.pem" || { echo "$node: installed $f.pem differs"; exit 1; }
     done
-    echo "$node: the four files are byte-identical to certbot's current ones"
+    echo "$node: staged and installed files are byte-identical to certbot's current ones"
   done
 }
 show ls -l web1/stage/example.test
+echo "installed: install_dir is a symlink to a complete version folder, swapped atomically"
+show ls -l web1/live web1/live/example.test/
 same_as_certbot
 
 step "a renewal: certbot renews, the hook publishes, the nodes sync"
@@ -104,4 +107,6 @@ show "$certsync" inspect --config mgmt/publisher.yaml
 
 
 
+step "the fleet (certsync status): exits 0 when every node holds the newest certificate"
+show "$certsync" status --config mgmt/publisher.yaml
 printf '\nThe demo worked. Read README.md for production use.\n'
