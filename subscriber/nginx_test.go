@@ -110,11 +110,21 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 		Check: check, Reload: reload, Verify: ngx.Addr, VerifyTimeout: 3 * time.Second,
 	})
 	n.cfg.StatusInterval = time.Hour
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("node log:\n%s", n.logs.String())
+		}
+	})
 	startRun(t, n)
 
+	// nginx applies a reload a moment after `nginx -s reload` returns.
 	servedIs := func(c *testcert.Cert) bool {
 		leaf, err := nginxtest.FetchLeaf(ngx.Addr, "example.com")
 		return err == nil && fingerprint(leaf.Raw) == fingerprint(c.Leaf.Raw)
+	}
+	waitServed := func(what string, c *testcert.Cert) {
+		t.Helper()
+		natstest.WaitFor(t, 10*time.Second, what, func() bool { return servedIs(c) })
 	}
 	installed := func(c *testcert.Cert) func() bool {
 		return func() bool {
@@ -133,9 +143,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	c1 := issue(4 * time.Hour)
 	e.publish("example.com", e.seal("example.com", c1), c1)
 	natstest.WaitFor(t, 30*time.Second, "c1 installed", installed(c1))
-	if !servedIs(c1) {
-		t.Fatal("nginx does not serve c1 after its install")
-	}
+	waitServed("nginx to serve c1 after its install", c1)
 	wantServed(t, installDir, c1)
 	if got := countReloads(); got != 1 {
 		t.Errorf("%d reloads for one install, want 1", got)
@@ -160,9 +168,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	}
 	checkNoSecret(t, "status error", st.Error, c1, c2)
 	wantServed(t, installDir, c1)
-	if !servedIs(c1) {
-		t.Error("nginx does not serve c1 after the rollback")
-	}
+	waitServed("nginx to serve c1 after the rollback", c1)
 	if got := countReloads(); got != 2 {
 		t.Errorf("%d reloads, want 2 (the rollback's)", got)
 	}
@@ -178,18 +184,14 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 		t.Errorf("status after the failed verify: %+v", st)
 	}
 	wantServed(t, installDir, c1)
-	if !servedIs(c1) {
-		t.Error("nginx does not serve c1 after the second rollback")
-	}
+	waitServed("nginx to serve c1 after the second rollback", c1)
 	os.Remove(noopReload)
 
 	// 3. The next good bundle installs normally.
 	c4 := issue(time.Hour)
 	e.publish("example.com", e.seal("example.com", c4), c4)
 	natstest.WaitFor(t, 30*time.Second, "c4 installed", installed(c4))
-	if !servedIs(c4) {
-		t.Error("nginx does not serve c4")
-	}
+	waitServed("nginx to serve c4", c4)
 	wantServed(t, installDir, c4)
 	if got := len(n.logs.events("install_failed")); got != 2 {
 		t.Errorf("%d install_failed events, want 2", got)
