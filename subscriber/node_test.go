@@ -765,7 +765,7 @@ func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
 		Identities:   []age.Identity{id},
 		Trusted:      []crypto.PublicKey{key.Public()},
 		StageDir:     t.TempDir(),
-		Certificates: map[string]Certificate{"example.com": {Name: "example.com"}},
+		Certificates: map[string]Certificate{"example.com": {Name: "example.com", InstallDir: filepath.Join(t.TempDir(), "example.com")}},
 	}, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -101,7 +101,7 @@ func TestAuthRefuses(t *testing.T) {
 		want string // in the error line
 		hint string // in a hint line, if any
 	}{
-		{"no --out", []string{"auth", "--config", authPublisherYAML(t, t.TempDir(), "web1")}, `"out"`, ""},
+		{"no --out", []string{"auth", "--config", authPublisherYAML(t, t.TempDir(), "web1")}, "--out is required", "certsync auth --help"},
 		{"node named admin", []string{"auth", "--config", authPublisherYAML(t, t.TempDir(), "admin"), "--out", filepath.Join(dir, "a")},
 			`node name "admin"`, "another name"},
 		{"missing config", []string{"auth", "--config", filepath.Join(dir, "none.yaml"), "--out", filepath.Join(dir, "b")},
