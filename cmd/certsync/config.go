@@ -503,6 +503,19 @@ func stringOf(v *yaml.Node, path string) (string, error) {
 	return s, nil
 }
 
+// commandOf reads a command line (check, reload), refusing one the node
+// could not run: it is split into words without a shell.
+func commandOf(v *yaml.Node, path string) (string, error) {
+	line, err := stringOf(v, path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := subscriber.ParseCommand(line); err != nil {
+		return "", &configError{line: v.Line, path: path, err: err}
+	}
+	return line, nil
+}
+
 // absPathOf returns the absolute path v, cleaned. The root is refused.
 func absPathOf(v *yaml.Node, path string) (string, error) {
 	s, err := stringOf(v, path)
@@ -1027,9 +1040,9 @@ func applyCertificate(c *subscriber.Certificate, n *yaml.Node, path string) erro
 				}
 			}
 		case "check":
-			c.Check, err = stringOf(v, p)
+			c.Check, err = commandOf(v, p)
 		case "reload":
-			c.Reload, err = stringOf(v, p)
+			c.Reload, err = commandOf(v, p)
 		case "verify":
 			if c.Verify, err = stringOf(v, p); err == nil {
 				if err = checkHostPort(c.Verify, false); err != nil {

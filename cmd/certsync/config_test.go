@@ -535,6 +535,8 @@ func TestParseNodeInvalid(t *testing.T) {
 		{"check blank", cert("check: '   '"), []string{"line 6: certificates.example.com.check: empty"}},
 		{"reload list", cert("reload: [systemctl, reload, nginx]"), []string{"line 6: certificates.example.com.reload: want a string, got a list"}},
 		{"reload null", cert("reload:"), []string{"line 6: certificates.example.com.reload: want a string, got nothing"}},
+		{"check shell operator", cert("check: 'nginx -t && true'"), []string{"line 6: certificates.example.com.check: ", "invalid command line"}},
+		{"reload unbalanced quote", cert(`reload: "systemctl reload 'nginx"`), []string{"line 6: certificates.example.com.reload: ", "invalid command line"}},
 		{"verify no port", cert("verify: 127.0.0.1"), []string{`line 6: certificates.example.com.verify: want HOST:PORT, got "127.0.0.1"`}},
 		{"verify named port", cert("verify: '127.0.0.1:https'"), []string{"line 6: certificates.example.com.verify: want HOST:PORT with a numeric port"}},
 		{"verify port zero", cert("verify: '127.0.0.1:0'"), []string{"line 6: certificates.example.com.verify: want HOST:PORT with a numeric port"}},
