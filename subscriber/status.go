@@ -24,6 +24,9 @@ type statusWriter struct {
 
 	mu       sync.Mutex // held while a record is built and written
 	failures map[string]failure
+	// cleared are the certificates a bundle succeeded for since start:
+	// a failure recorded before the restart no longer holds for them.
+	cleared map[string]bool
 	js       jetstream.JetStream // the connection kv belongs to
 	kv       jetstream.KeyValue
 	retryAt  time.Time
@@ -45,6 +48,7 @@ type failure struct {
 func (s *statusWriter) init(n *Node) {
 	s.n = n
 	s.failures = map[string]failure{}
+	s.cleared = map[string]bool{}
 }
 
 // succeeded clears the failure of name unless it came from a later message
@@ -52,6 +56,7 @@ func (s *statusWriter) init(n *Node) {
 func (s *statusWriter) succeeded(name string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.cleared[name] = true
 	if f, ok := s.failures[name]; ok && seq >= f.seq {
 		delete(s.failures, name)
 	}
@@ -208,14 +213,15 @@ func (s *statusWriter) bucket(ctx context.Context, js jetstream.JetStream) jetst
 }
 
 // seed takes back, once per Node, the failures recorded before a restart,
-// so a refusal stays visible until a later bundle succeeds.
+// so a refusal stays visible until a later bundle succeeds, unless one
+// already has (the bucket is first reached after a pass, in Sync).
 func (s *statusWriter) seed(ctx context.Context, kv jetstream.KeyValue) {
 	if s.seeded {
 		return
 	}
 	s.seeded = true
 	for _, name := range s.n.names {
-		if _, ok := s.failures[name]; ok {
+		if _, ok := s.failures[name]; ok || s.cleared[name] {
 			continue
 		}
 		e, err := kv.Get(ctx, wire.StatusKey(s.n.cfg.Node, name))

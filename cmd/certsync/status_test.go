@@ -471,13 +471,6 @@ func TestStatusFleet(t *testing.T) {
 	// Fix web2: trust the right key, replay the newest bundle to it (delete
 	// its consumer, republish recreates it at the newest bundle), sync.
 	f.writeNodeConfig("web2", f.signing)
-	// Workaround, to remove once fixed: a node takes back the failures of
-	// its previous run from the bucket only when it first writes a record,
-	// after the pass, so the old refusal overwrites this pass's success
-	// (subscriber/status.go, seed). Deleting the record stands for it.
-	if err := f.kv().Delete(context.Background(), wire.StatusKey("web2", cert)); err != nil {
-		t.Fatal(err)
-	}
 	if err := f.js().DeleteConsumer(context.Background(), wire.Stream, wire.ConsumerName("web2")); err != nil {
 		t.Fatalf("deleting web2's consumer: %v", err)
 	}
