@@ -233,6 +233,7 @@ func (n *Node) logPlan(name string, meta *Staged, p plan) {
 func (n *Node) scheduler(ctx context.Context, js jetstream.JetStream) {
 	for {
 		results, next := n.installDue(ctx)
+		n.observeInstalls(results)
 		for _, r := range results {
 			n.status.write(ctx, js, r.Name)
 		}

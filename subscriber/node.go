@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/internal/metrics"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
@@ -57,6 +58,7 @@ type Node struct {
 	schedules  map[string]schedule   // by certificate name
 	wake       chan struct{}         // something was staged: Run's scheduler looks again
 	planned    map[string]string     // scheduler: the plan last logged per certificate
+	metrics    *metrics.Node         // nil unless MetricsListen is set
 
 	// onStaged, when set (tests), is called after a bundle is staged.
 	onStaged func(*Staged)
@@ -113,6 +115,9 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, stage: stage, names: names,
 		installers: map[string]*installer{}, schedules: map[string]schedule{},
 		wake: make(chan struct{}, 1), planned: map[string]string{}}
+	if cfg.MetricsListen != "" {
+		n.metrics = metrics.New(cfg.Node, cfg.Version)
+	}
 	for name, c := range cfg.Certificates {
 		n.installers[name] = &installer{c: c, log: log, now: cfg.Now, node: cfg.Node}
 		n.schedules[name], _ = parseSchedule(c.Schedule) // checked above
@@ -213,6 +218,12 @@ func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstrea
 // records every StatusInterval. It returns nil once ctx ends, and an error
 // only when it cannot start (such as a refused login).
 func (n *Node) Run(ctx context.Context) error {
+	waitMetrics, err := n.serveMetrics(ctx)
+	if err != nil {
+		return err
+	}
+	defer waitMetrics()
+	n.observeInstalled()
 	nc, err := natsconn.Connect(ctx, n.natsOptions(), n.log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -297,6 +308,7 @@ func (n *Node) consume(ctx context.Context, js jetstream.JetStream, cons jetstre
 			batch = append(batch, m)
 			msg = m
 		}
+		n.metrics.Pending(pending(msg))
 		n.process(ctx, js, batch)
 	}
 }

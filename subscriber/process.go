@@ -193,6 +193,7 @@ func (n *Node) apply(d *delivery) Result {
 // settle tells the server what became of d and records refusals and
 // failures in the log and the status.
 func (n *Node) settle(ctx context.Context, d *delivery, r *Result) {
+	n.observeBundle(r)
 	var err error
 	switch r.Outcome {
 	case OutcomeStaged, OutcomeUnchanged, OutcomeSuperseded:

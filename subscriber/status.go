@@ -27,11 +27,11 @@ type statusWriter struct {
 	// cleared are the certificates a bundle succeeded for since start:
 	// a failure recorded before the restart no longer holds for them.
 	cleared map[string]bool
-	js       jetstream.JetStream // the connection kv belongs to
-	kv       jetstream.KeyValue
-	retryAt  time.Time
-	warned   bool
-	seeded   bool
+	js      jetstream.JetStream // the connection kv belongs to
+	kv      jetstream.KeyValue
+	retryAt time.Time
+	warned  bool
+	seeded  bool
 }
 
 // statusTimeout bounds each status bucket call. A server that denies the

@@ -129,17 +129,18 @@ func (m *Node) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-// Serve listens on addr and serves /metrics until ctx ends. It returns
-// once listening fails or the server has shut down.
-func (m *Node) Serve(ctx context.Context, addr string, log *slog.Logger) error {
+// Listen opens the metrics address, so that a bad one fails at start.
+func Listen(addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listening for metrics on %q: %w", addr, err)
+		return nil, fmt.Errorf("listening for metrics on %q: %w", addr, err)
 	}
-	return m.serve(ctx, l, log)
+	return l, nil
 }
 
-func (m *Node) serve(ctx context.Context, l net.Listener, log *slog.Logger) error {
+// Serve serves /metrics on l until ctx ends, then shuts down and returns
+// nil; it returns an error if serving fails.
+func (m *Node) Serve(ctx context.Context, l net.Listener, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	srv := &http.Server{

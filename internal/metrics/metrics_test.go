@@ -2,17 +2,13 @@ package metrics
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/certsync/certsync/internal/metrics/metricstest"
 )
 
 func TestServeTextFormat(t *testing.T) {
@@ -33,24 +29,11 @@ func TestServeTextFormat(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- m.serve(ctx, l, slog.New(slog.DiscardHandler)) }()
+	go func() { served <- m.Serve(ctx, l, slog.New(slog.DiscardHandler)) }()
 
-	resp, err := http.Get("http://" + l.Addr().String() + "/metrics")
+	families, err := metricstest.Scrape("http://" + l.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
-		t.Errorf("Content-Type = %q, want the text format", ct)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("parsing the exposition: %v\n%s", err, body)
 	}
 	for _, c := range []struct {
 		name   string
@@ -66,7 +49,7 @@ func TestServeTextFormat(t *testing.T) {
 		{"certsync_consumer_pending_messages", nil, 3},
 		{"certsync_build_info", map[string]string{"version": "v1.2.3", "node": "web1"}, 1},
 	} {
-		got, ok := value(families[c.name], c.labels)
+		got, ok := metricstest.Value(families[c.name], c.labels)
 		if !ok {
 			t.Errorf("%s%v missing", c.name, c.labels)
 			continue
@@ -99,36 +82,10 @@ func TestNilRecordsNothing(t *testing.T) {
 	m.Pending(1)
 }
 
-func TestServeRefusesBadAddress(t *testing.T) {
+func TestListenRefusesBadAddress(t *testing.T) {
 	t.Parallel()
-	err := New("web1", "dev").Serve(context.Background(), "127.0.0.1:notaport", slog.New(slog.DiscardHandler))
-	if err == nil || !strings.Contains(err.Error(), "listening for metrics") {
-		t.Fatalf("Serve = %v, want a listen error", err)
+	_, err := Listen("127.0.0.1:notaport")
+	if err == nil || !strings.Contains(err.Error(), `listening for metrics on "127.0.0.1:notaport"`) {
+		t.Fatalf("Listen = %v, want a listen error", err)
 	}
-}
-
-// value finds the sample of family whose labels include want.
-func value(f *dto.MetricFamily, want map[string]string) (float64, bool) {
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		}
-	}
-	return 0, false
 }

@@ -1,0 +1,120 @@
+package subscriber
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/certsync/certsync/internal/metrics/metricstest"
+	"github.com/certsync/certsync/internal/natstest"
+)
+
+// TestRunServesMetrics: with metrics_listen set, `node run` serves what it
+// installed, received and refused in the Prometheus text format.
+func TestRunServesMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c1 := e.issue(time.Hour)
+	e.publish("example.com", e.seal("example.com", c1), c1)
+
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	n := e.node(t.TempDir(), "example.com")
+	n.cfg.MetricsListen = addr
+	if n2 := e.node(t.TempDir(), "example.com"); n2.metrics != nil {
+		t.Fatal("metrics are on without metrics_listen")
+	}
+	// New turns metrics on from the configuration; this node was made
+	// without, so make them as New would.
+	n.Node = mustNodeWithMetrics(t, n.Node)
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("node log:\n%s", n.logs.String())
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("Run did not stop")
+		}
+	}()
+
+	var families map[string]*dto.MetricFamily
+	waitMetric := func(name string, labels map[string]string) {
+		t.Helper()
+		natstest.WaitFor(t, 30*time.Second, fmt.Sprintf("%s%v to be 1", name, labels), func() bool {
+			var err error
+			if families, err = metricstest.Scrape("http://" + addr + "/metrics"); err != nil {
+				return false
+			}
+			v, _ := metricstest.Value(families[name], labels)
+			return v == 1
+		})
+	}
+	waitMetric("certsync_installs_total", map[string]string{"certificate": "example.com", "result": "success"})
+	// The node's consumer exists now: a poisoned message reaches it.
+	e.publish("example.com", []byte("not an envelope"), c1)
+	waitMetric("certsync_refusals_total", map[string]string{"certificate": "example.com", "reason": "malformed"})
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"certsync_certificate_not_after_seconds", map[string]string{"certificate": "example.com"}, float64(c1.Leaf.NotAfter.Unix())},
+		{"certsync_bundles_total", map[string]string{"outcome": "staged"}, 1},
+		{"certsync_bundles_total", map[string]string{"outcome": "refused"}, 1},
+		{"certsync_consumer_pending_messages", nil, 0},
+		{"certsync_build_info", map[string]string{"node": nodeName, "version": "test"}, 1},
+	} {
+		got, ok := metricstest.Value(families[c.name], c.labels)
+		if !ok || got != c.want {
+			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	if v, ok := metricstest.Value(families["certsync_last_install_success_timestamp_seconds"], map[string]string{"certificate": "example.com"}); !ok || v < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last install time = %v (present %v), want about now", v, ok)
+	}
+}
+
+// TestRunRefusesBadMetricsAddress: a metrics_listen that cannot be opened
+// stops `node run` at start with an error naming it.
+func TestRunRefusesBadMetricsAddress(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.node(t.TempDir(), "example.com")
+	n.cfg.MetricsListen = "127.0.0.1:notaport"
+	n.Node = mustNodeWithMetrics(t, n.Node)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := n.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), `listening for metrics on "127.0.0.1:notaport"`) {
+		t.Fatalf("Run = %v, want the metrics address refused", err)
+	}
+}
+
+// mustNodeWithMetrics remakes n with New, so that New's handling of
+// MetricsListen applies, keeping its test hooks.
+func mustNodeWithMetrics(t *testing.T, n *Node) *Node {
+	t.Helper()
+	m, err := New(n.cfg, n.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.metrics == nil {
+		t.Fatal("New made no metrics with metrics_listen set")
+	}
+	m.onStaged = n.onStaged
+	return m
+}
