@@ -10,6 +10,7 @@ package main
 //	adversarial_e2e_test.go  every envelope field tampered, replays, downgrade after a restart, 1025 recipients,
 //	                         headers that lie or are huge
 //	symlink_e2e_test.go      symbolic links and foreign owners on the stage and install paths
+//	forged_headers_e2e_test.go  forged headers on a subject must not block the publisher
 //
 // The suite relies on, and does not repeat: the refusal of each check at
 // the package level (subscriber/node_test.go), byte flips and test vectors

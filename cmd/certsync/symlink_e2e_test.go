@@ -119,6 +119,7 @@ func TestSymlinkTricksE2E(t *testing.T) {
 			if res.Code != 1 || len(errs) != 1 || (tt.waiting == "" && !named) {
 				t.Errorf("node sync through %s: exit %d, want 1 and one error line naming %s; stderr:\n%s", link, res.Code, link, res.Stderr)
 			}
+			checkStatusRefused(t, "through "+link, f.Publisher, tt.node, tt.cert, "")
 			checkUnchanged(t, "the link's target", targetBefore, target)
 			if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 				t.Errorf("%s is no longer the link: %v", link, err)
