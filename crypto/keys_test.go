@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/certsync/certsync/internal/acmetest"
 )
 
 func TestSigningKeyPEM(t *testing.T) {
@@ -37,10 +39,7 @@ func TestSigningKeyPEM(t *testing.T) {
 
 func TestSigningKeyOpenSSL(t *testing.T) {
 	t.Parallel()
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl not installed")
-	}
+	openssl := acmetest.RequireTool(t, "openssl")
 	k := mustSigningKey(t)
 	path := filepath.Join(t.TempDir(), "signing.key")
 	if err := WriteKeyFile(path, k.MarshalPEM()); err != nil {

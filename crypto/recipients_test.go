@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/certsync/certsync/internal/acmetest"
 )
 
 func TestParseRecipient(t *testing.T) {
@@ -160,10 +162,7 @@ func TestParseIdentitiesRefuses(t *testing.T) {
 // a node's host keys are made.
 func TestSSHKeygenKeys(t *testing.T) {
 	t.Parallel()
-	keygen, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		t.Skip("ssh-keygen not installed")
-	}
+	keygen := acmetest.RequireTool(t, "ssh-keygen")
 	dir := t.TempDir()
 	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
 	key := mustSigningKey(t)

@@ -11,10 +11,12 @@ import (
 // installHints says how to install each outside tool the end-to-end tests
 // use, in the words CI uses (.ci/run).
 var installHints = map[string]string{
-	"certbot": "apt-get install -y certbot",
-	"pebble":  "apt-get install -y pebble",
-	"nginx":   "apt-get install -y nginx",
-	"nats":    "go install github.com/nats-io/natscli/nats@v0.5.0",
+	"certbot":    "apt-get install -y certbot",
+	"pebble":     "apt-get install -y pebble",
+	"nginx":      "apt-get install -y nginx",
+	"nats":       "go install github.com/nats-io/natscli/nats@v0.5.0",
+	"openssl":    "apt-get install -y openssl",
+	"ssh-keygen": "apt-get install -y openssh-client",
 }
 
 // sbinDirs are searched after PATH: Debian installs nginx in /usr/sbin, which
