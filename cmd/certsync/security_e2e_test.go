@@ -1,7 +1,7 @@
 package main
 
 // Security acceptance tests of issue 4 through the command, against real
-// parts: `certsync server` (or the nats-server it embeds), keys from
+// parts: `certsync server` as a process, keys from
 // `certsync keygen`, configurations on disk, `certsync node sync` as cron
 // runs it.
 //
