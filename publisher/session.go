@@ -180,7 +180,7 @@ func streamUpdate(cur, want jetstream.StreamConfig) (jetstream.StreamConfig, []s
 	return upd, changed
 }
 
-// published is what the headers of a stored bundle say.
+// published is what a stored bundle says of itself.
 type published struct {
 	Version     uint64
 	Fingerprint string
@@ -188,17 +188,28 @@ type published struct {
 	Serial      string
 }
 
-// parsePublished reads the headers of a stored bundle; ok is false when
-// the message is not a bundle certsync published.
-func parsePublished(h nats.Header) (published, bool) {
-	v, err := strconv.ParseUint(h.Get(wire.HeaderVersion), 10, 64)
-	pub := published{
-		Version:     v,
-		Fingerprint: h.Get(wire.HeaderFingerprint),
-		Recipients:  h.Get(wire.HeaderRecipients),
-		Serial:      h.Get(wire.HeaderSerial),
+// parsePublished reads the newest message on a subject. It counts as a
+// bundle only when its body is an envelope for name signed with key, the
+// publisher's own: anyone else allowed to publish on the subject could
+// store junk whose headers claim a huge version (which would make every
+// later publish look older) or today's certificate (which would make it
+// look unchanged). The version is the signed one; the fingerprint and
+// recipients digest, which the signature does not cover, are read from the
+// headers of a message the publisher itself signed. After a rotation of the
+// signing key the newest bundle does not verify, so it is published over:
+// that is how bundles come to carry the new signature.
+func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicKey) (published, bool) {
+	h, err := crypto.Verify(msg.Data, []crypto.PublicKey{key})
+	if err != nil || h.Name != name {
+		return published{}, false
 	}
-	return pub, err == nil && v > 0 && strings.HasPrefix(pub.Fingerprint, "sha256:")
+	pub := published{
+		Version:     h.Version,
+		Fingerprint: msg.Header.Get(wire.HeaderFingerprint),
+		Recipients:  msg.Header.Get(wire.HeaderRecipients),
+		Serial:      msg.Header.Get(wire.HeaderSerial),
+	}
+	return pub, strings.HasPrefix(pub.Fingerprint, "sha256:")
 }
 
 // publish stores j on its subject unless the newest bundle there is the
@@ -226,9 +237,10 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 			return fmt.Errorf("reading the newest bundle: %w", err)
 		default:
 			prev = last.Sequence
-			pub, ok := parsePublished(last.Header)
+			pub, ok := parsePublished(last, name, s.p.cfg.SigningKey.Public())
 			if !ok {
-				s.log.Warn("newest_message_not_a_bundle", "name", name, "sequence", last.Sequence)
+				s.log.Warn("newest_message_not_our_bundle", "name", name, "sequence", last.Sequence,
+					"hint", "not signed with this signing key: published over")
 				break
 			}
 			if pub.Fingerprint == j.info.Fingerprint && pub.Recipients == j.digest && !force {

@@ -160,7 +160,10 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		MaxMsgsPerSubject: o.History,
 		Duplicates:        o.DuplicateWindow,
 		Replicas:          o.Replicas,
-		AllowDirect:       true,
+		// No direct get: its replies carry the stored message's own headers,
+		// so a message published with a forged Nats-Sequence header would
+		// mislead readers about its sequence. The stream API's answer does not.
+		AllowDirect: false,
 	}
 }
 
