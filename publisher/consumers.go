@@ -61,7 +61,7 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 		if !consumerDiffers(info.Config, cfg) {
 			continue
 		}
-		err := s.do(ctx, "updating consumer", func() error {
+		err := s.do(ctx, "updating consumer", func(ctx context.Context) error {
 			if _, err := s.js.UpdateConsumer(ctx, wire.Stream, cfg); err != nil {
 				return fmt.Errorf("updating consumer %q: %w", wire.ConsumerName(node), err)
 			}
@@ -107,7 +107,7 @@ func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstre
 		return Dropped{}, err
 	}
 	certs = union(certs, reported)
-	err = s.do(ctx, "deleting consumer", func() error {
+	err = s.do(ctx, "deleting consumer", func(ctx context.Context) error {
 		err := s.js.DeleteConsumer(ctx, wire.Stream, wire.ConsumerName(node))
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("deleting consumer %q: %w", wire.ConsumerName(node), err)
@@ -128,7 +128,7 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 	var errs []error
 	for _, node := range nodes {
 		cfg := wire.ConsumerConfig(node, want[node])
-		err := s.do(ctx, "creating consumer", func() error {
+		err := s.do(ctx, "creating consumer", func(ctx context.Context) error {
 			if _, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg); err != nil {
 				return fmt.Errorf("creating consumer %q: %w", cfg.Durable, err)
 			}
@@ -146,7 +146,7 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 // listConsumers returns the stream's node consumers by node name.
 func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, error) {
 	var out map[string]*jetstream.ConsumerInfo
-	err := s.do(ctx, "listing consumers", func() error {
+	err := s.do(ctx, "listing consumers", func(ctx context.Context) error {
 		out = map[string]*jetstream.ConsumerInfo{}
 		l := s.stream.ListConsumers(ctx)
 		for info := range l.Info() {
@@ -167,7 +167,7 @@ func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.Cons
 // statusCerts lists the certificates a node reported in the status bucket.
 func (s *session) statusCerts(ctx context.Context, node string) ([]string, error) {
 	var certs []string
-	err := s.do(ctx, "listing status keys", func() error {
+	err := s.do(ctx, "listing status keys", func(ctx context.Context) error {
 		certs = nil
 		kl, err := s.status.ListKeysFiltered(ctx, node+".>")
 		if err != nil {

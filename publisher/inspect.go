@@ -68,7 +68,7 @@ func (p *Publisher) Bundles(ctx context.Context, names []string) ([]BundleInfo, 
 	}
 	defer s.close()
 	var out []BundleInfo
-	err = s.do(ctx, "listing bundles", func() error {
+	err = s.do(ctx, "listing bundles", func(ctx context.Context) error {
 		var err error
 		out, err = s.bundles(ctx, filters)
 		return err

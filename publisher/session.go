@@ -44,20 +44,21 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 
 func (s *session) close() { s.nc.Close() }
 
-// do runs fn until it succeeds, fails for good, or ctx ends. Transient
+// do runs fn until it succeeds, fails for good, or ctx ends; a permission
+// the server denies is for good, and is known at once (natsconn.Call). Transient
 // failures (no servers, no JetStream leader, timeouts) are retried with a
 // capped backoff; others are returned as they are. When ctx ends, the last
 // error is returned with why it gave up. fn's errors say what failed; what
 // names the step in logs.
-func (s *session) do(ctx context.Context, what string, fn func() error) error {
+func (s *session) do(ctx context.Context, what string, fn func(ctx context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {
-		err := fn()
+		err := s.nc.Call(ctx, fn)
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() == nil && !transient(err) {
-			return s.nc.Explain(err)
+			return err
 		}
 		if ctx.Err() == nil {
 			s.log.Debug("nats_retry", "doing", what, "error", err, "retry_in", wait)
@@ -68,7 +69,7 @@ func (s *session) do(ctx context.Context, what string, fn func() error) error {
 				continue
 			}
 		}
-		return fmt.Errorf("%w (gave up: %w)", s.nc.Explain(err), context.Cause(ctx))
+		return fmt.Errorf("%w (gave up: %w)", err, context.Cause(ctx))
 	}
 }
 
@@ -99,10 +100,10 @@ func wrongLastSequence(err error) bool {
 // ensure makes sure the stream and the status bucket exist with certsync's
 // settings.
 func (s *session) ensure(ctx context.Context, o wire.StreamOptions) error {
-	if err := s.do(ctx, "ensuring stream "+wire.Stream, func() error { return s.ensureStream(ctx, o) }); err != nil {
+	if err := s.do(ctx, "ensuring stream "+wire.Stream, func(ctx context.Context) error { return s.ensureStream(ctx, o) }); err != nil {
 		return err
 	}
-	return s.do(ctx, "ensuring bucket "+wire.StatusBucket, func() error {
+	return s.do(ctx, "ensuring bucket "+wire.StatusBucket, func(ctx context.Context) error {
 		kv, err := s.js.CreateOrUpdateKeyValue(ctx, wire.StatusBucketConfig(o.Replicas))
 		if err != nil {
 			return fmt.Errorf("ensuring bucket %s: %w", wire.StatusBucket, err)
@@ -228,7 +229,7 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 	}
 	var envelope []byte
 	var refused error
-	err := s.do(ctx, "storing the bundle", func() error {
+	err := s.do(ctx, "storing the bundle", func(ctx context.Context) error {
 		var prev uint64
 		last, err := s.stream.GetLastMsgForSubject(ctx, subject)
 		switch {

@@ -75,7 +75,7 @@ func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
 	}
 	defer s.close()
 	f := &Fleet{Certificates: maps.Clone(p.cfg.Certificates), Newest: map[string]BundleInfo{}}
-	err = s.do(ctx, "reading bundles", func() error {
+	err = s.do(ctx, "reading bundles", func(ctx context.Context) error {
 		bundles, err := s.bundles(ctx, []string{wire.Subjects})
 		if err != nil {
 			return err
@@ -94,7 +94,7 @@ func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the fleet: %w", err)
 	}
-	err = s.do(ctx, "reading status records", func() error {
+	err = s.do(ctx, "reading status records", func(ctx context.Context) error {
 		var err error
 		f.Records, err = s.statusRecords(ctx)
 		return err

@@ -339,7 +339,11 @@ func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Co
 	name := wire.ConsumerName(n.cfg.Node)
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	cons, err := js.Consumer(ctx, wire.Stream, name)
+	var cons jetstream.Consumer
+	err := nc.Call(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.Consumer(ctx, wire.Stream, name)
+		return err
+	})
 	switch {
 	case err == nil:
 		n.checkFilter(cons.CachedInfo())
@@ -347,15 +351,18 @@ func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Co
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return nil, fmt.Errorf("binding consumer %q: stream %s not found (nothing published yet?): %w", name, wire.Stream, ErrNoConsumer)
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
-		return nil, nc.Explain(fmt.Errorf("binding consumer %q: %w", name, err))
+		return nil, fmt.Errorf("binding consumer %q: %w", name, err)
 	}
-	cons, err = js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(n.cfg.Node, n.names))
-	if errors.Is(err, jetstream.ErrConsumerExists) {
-		cons, err = js.Consumer(ctx, wire.Stream, name) // created meanwhile by someone else
-	}
+	err = nc.Call(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(n.cfg.Node, n.names))
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			cons, err = js.Consumer(ctx, wire.Stream, name) // created meanwhile by someone else
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("binding consumer %q: it does not exist and this node may not create it (%v); the management side creates it when it runs certsync publish or republish: %w",
-			name, nc.Explain(err), ErrNoConsumer)
+			name, err, ErrNoConsumer)
 	}
 	n.log.Info("consumer_created", "consumer", name, "certificates", n.names)
 	return cons, nil

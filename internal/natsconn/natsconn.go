@@ -54,13 +54,18 @@ type Conn struct {
 	*nats.Conn
 	mu      sync.Mutex
 	lastErr error
+	denied  chan struct{} // closed, and replaced, at each permissions violation
 }
+
+// ErrDenied means the server refused a call for lack of permission. Errors
+// that wrap it also say what the server said.
+var ErrDenied = errors.New("denied by the server's permissions")
 
 // Connect connects to NATS, retrying with a capped backoff until ctx ends, so
 // the caller bounds the wait with ctx. Once connected, the client reconnects
 // forever on its own.
 func Connect(ctx context.Context, o Options, log *slog.Logger) (*Conn, error) {
-	c := &Conn{}
+	c := &Conn{denied: make(chan struct{})}
 	opts, err := o.natsOptions(c, log)
 	if err != nil {
 		return nil, err
@@ -98,6 +103,10 @@ func (o Options) natsOptions(c *Conn, log *slog.Logger) ([]nats.Option, error) {
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			c.mu.Lock()
 			c.lastErr = err
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				close(c.denied)
+				c.denied = make(chan struct{})
+			}
 			c.mu.Unlock()
 			subject := ""
 			if sub != nil {
@@ -169,4 +178,27 @@ func (c *Conn) Explain(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w (server said: %v)", err, last)
+}
+
+// Call runs fn, ending its context early when the server reports a
+// permissions violation while it runs: the server denies a request without
+// answering it, so fn would otherwise wait for its whole timeout. The error
+// then wraps ErrDenied and says what the server said; any other error of fn
+// is returned through Explain.
+func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context) error) error {
+	c.mu.Lock()
+	denied := c.denied
+	c.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case err := <-done:
+		return c.Explain(err)
+	case <-denied:
+		cancel()
+		<-done
+		return fmt.Errorf("%w (server said: %v)", ErrDenied, c.LastAsyncError())
+	}
 }
