@@ -22,8 +22,12 @@ test:
 demo: build
 	./deploy/demo/demo.sh $(BIN)
 
+# Every package's benchmarks, then the fleet benchmarks (a publisher, up to
+# 500 nodes and a server in one process) at a fixed 3 rounds each: about
+# three minutes on 2 cores. docs/BENCHMARKS.md says what they measure.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /internal/fleetbench)
+	$(GO) test -run '^$$' -bench . -benchtime 3x -benchmem -timeout 30m ./internal/fleetbench/
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)

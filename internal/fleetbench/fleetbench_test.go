@@ -1,0 +1,506 @@
+// Package fleetbench measures certsync at fleet scale: a publisher and many
+// nodes in one process, against a real in-process NATS server on loopback.
+//
+// It holds benchmarks only; `go test` without -bench runs nothing here but
+// one tiny test of the fixture. Run them with
+//
+//	go test -run '^$' -bench . -benchtime 3x -benchmem -timeout 30m ./internal/fleetbench/
+//
+// (make bench does) and read docs/BENCHMARKS.md for what each one measures.
+// Everything shares one machine: the server, the publisher and every node
+// compete for the same cores, so the figures are an upper bound of what a
+// real fleet, with one machine per node, would see for its nodes.
+package fleetbench
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"filippo.io/age/agessh"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/wire"
+	"github.com/certsync/certsync/publisher"
+	"github.com/certsync/certsync/subscriber"
+)
+
+// certName is the one certificate every node of a fleet receives.
+const certName = "example.com"
+
+// syncTimeout bounds one node's Sync and one Publish.
+const syncTimeout = 2 * time.Minute
+
+// fleet is a management host and its nodes: a signing key, a CA, and one
+// identity per node, X25519 and ssh-ed25519 in turn.
+type fleet struct {
+	tb      testing.TB
+	url     string
+	signer  *crypto.SigningKey
+	ca      *testcert.CA
+	names   []string // sorted: the order of the envelope's stanzas
+	kinds   []string // "x25519" or "ssh-ed25519", by index in names
+	ids     []age.Identity
+	cfg     publisher.Config
+	notBase time.Time // NotBefore of version 0
+	version int       // the newest version issued
+}
+
+// newFleet configures n nodes for certName against the server at url.
+// With mixed, every second node has an ssh-ed25519 identity; otherwise
+// all are X25519.
+func newFleet(tb testing.TB, url string, n int, mixed bool) *fleet {
+	tb.Helper()
+	signer, err := crypto.GenerateSigningKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &fleet{
+		tb:      tb,
+		url:     url,
+		signer:  signer,
+		ca:      testcert.NewCA(tb),
+		notBase: time.Now().Add(-24 * time.Hour).Truncate(time.Second),
+		cfg: publisher.Config{
+			NATS:         natsconn.Options{URL: url, Name: "certsync-fleetbench-publisher"},
+			SigningKey:   signer,
+			Nodes:        map[string]string{},
+			Certificates: map[string][]string{},
+			Timeout:      syncTimeout,
+		},
+	}
+	for i := range n {
+		name := fmt.Sprintf("node%04d", i)
+		kind := "x25519"
+		if mixed && i%2 == 1 {
+			kind = "ssh-ed25519"
+		}
+		id, recipient := newIdentity(tb, kind)
+		f.names = append(f.names, name)
+		f.kinds = append(f.kinds, kind)
+		f.ids = append(f.ids, id)
+		f.cfg.Nodes[name] = recipient
+	}
+	f.cfg.Certificates[certName] = f.names
+	return f
+}
+
+// newIdentity returns a fresh identity of kind and its recipient as the
+// publisher's configuration writes it.
+func newIdentity(tb testing.TB, kind string) (age.Identity, string) {
+	tb.Helper()
+	if kind == "x25519" {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return id, id.Recipient().String()
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	spub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := agessh.NewEd25519Identity(priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return id, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub)))
+}
+
+// renew issues the next version of the certificate: a new leaf and key,
+// one second later than the previous one.
+func (f *fleet) renew() *crypto.Bundle {
+	f.tb.Helper()
+	f.version++
+	c := f.ca.Issue(f.tb, testcert.Options{
+		Names:     []string{certName, "*." + certName},
+		NotBefore: f.notBase.Add(time.Duration(f.version) * time.Second),
+	})
+	return &crypto.Bundle{Name: certName, Cert: c.Cert, Chain: c.Chain, FullChain: c.FullChain, PrivKey: c.PrivKey}
+}
+
+// expected is the bundle version of the newest renewal.
+func (f *fleet) expected() uint64 {
+	return uint64(f.notBase.Add(time.Duration(f.version) * time.Second).Unix())
+}
+
+// publish publishes b as certbot's hook does: a new Publisher, one
+// connection, seal, store. It fails unless b was stored.
+func (f *fleet) publish(b *crypto.Bundle) *publisher.Result {
+	f.tb.Helper()
+	p, err := publisher.New(f.cfg, nil)
+	if err != nil {
+		f.tb.Fatalf("publisher.New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	res, err := p.Publish(ctx, b)
+	if err != nil {
+		f.tb.Fatalf("Publish: %v", err)
+	}
+	if res.Action != publisher.Published {
+		f.tb.Fatalf("Publish: %s, want %s", res.Action, publisher.Published)
+	}
+	return res
+}
+
+// node builds node i, staging and installing under dir, installing at once
+// with no check and no reload.
+func (f *fleet) node(i int, dir string) (*subscriber.Node, string) {
+	f.tb.Helper()
+	install := filepath.Join(dir, f.names[i], "live", certName)
+	n, err := subscriber.New(subscriber.Config{
+		Node:       f.names[i],
+		NATS:       natsconn.Options{URL: f.url},
+		Identities: []age.Identity{f.ids[i]},
+		Trusted:    []crypto.PublicKey{f.signer.Public()},
+		StageDir:   filepath.Join(dir, f.names[i], "stage"),
+		Version:    "fleetbench",
+		Certificates: map[string]subscriber.Certificate{
+			certName: {Name: certName, InstallDir: install, Schedule: "immediate"},
+		},
+	}, nil)
+	if err != nil {
+		f.tb.Fatalf("subscriber.New %s: %v", f.names[i], err)
+	}
+	return n, install
+}
+
+// envelopeBytes is the size of the newest bundle on the stream.
+func (f *fleet) envelopeBytes() int {
+	f.tb.Helper()
+	nc, err := nats.Connect(f.url)
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, wire.Stream)
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	msg, err := st.GetLastMsgForSubject(ctx, wire.Subject(certName))
+	if err != nil {
+		f.tb.Fatalf("newest bundle: %v", err)
+	}
+	return len(msg.Data)
+}
+
+// syncOnce runs one Sync of n and checks that it staged and installed
+// version want, as it must after a renewal.
+func syncOnce(n *subscriber.Node, install string, want uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	rep, err := n.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	if err := rep.Err(); err != nil {
+		return err
+	}
+	if rep.Count(subscriber.OutcomeStaged) != 1 || rep.InstallCount(subscriber.InstallInstalled) != 1 {
+		return fmt.Errorf("sync staged %d and installed %d bundles, want 1 and 1",
+			rep.Count(subscriber.OutcomeStaged), rep.InstallCount(subscriber.InstallInstalled))
+	}
+	return checkInstalled(n, install, want)
+}
+
+// checkInstalled reports whether version want is staged and in service at
+// install (a link to a version folder named "<version>-<fingerprint>").
+func checkInstalled(n *subscriber.Node, install string, want uint64) error {
+	staged, err := n.Stage().Read(certName)
+	if err != nil {
+		return err
+	}
+	if staged.Version != want {
+		return fmt.Errorf("staged version %d, want %d", staged.Version, want)
+	}
+	target, err := os.Readlink(install)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(filepath.Base(target), strconv.FormatUint(want, 10)+"-") {
+		return fmt.Errorf("install_dir points at %s, want version %d", target, want)
+	}
+	return nil
+}
+
+// syncAll runs one Sync of every node, at most workers at a time, and
+// returns each node's duration.
+func syncAll(nodes []*subscriber.Node, installs []string, want uint64, workers int) ([]time.Duration, error) {
+	took := make([]time.Duration, len(nodes))
+	errs := make([]error, len(nodes))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(nodes) {
+					return
+				}
+				start := time.Now()
+				if err := syncOnce(nodes[i], installs[i], want); err != nil {
+					errs[i] = fmt.Errorf("node %d: %w", i, err)
+				}
+				took[i] = time.Since(start)
+			}
+		})
+	}
+	wg.Wait()
+	return took, errors.Join(errs...)
+}
+
+// workers is how many nodes sync at once: nodes mostly wait for the server
+// and the disk, so a few per core keep both cores busy.
+func workers() int { return 4 * runtime.GOMAXPROCS(0) }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkFleetDelivery measures one renewal reaching a fleet: the
+// publish, then every node's Sync until all have staged and installed it.
+// Half the nodes are X25519, half ssh-ed25519, alternating in the
+// envelope's stanza order. The fleet has received version 0 before timing
+// starts, so each round is a steady-state renewal.
+func BenchmarkFleetDelivery(b *testing.B) {
+	for _, n := range []int{10, 100, 500} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			if n > 100 && testing.Short() {
+				b.Skip("500 nodes: skipped under -short")
+			}
+			f := newFleet(b, natstest.URL(natstest.RunServer(b)), n, true)
+			dir := b.TempDir()
+			nodes := make([]*subscriber.Node, n)
+			installs := make([]string, n)
+			for i := range n {
+				nodes[i], installs[i] = f.node(i, dir)
+			}
+			f.publish(f.renew())
+			if _, err := syncAll(nodes, installs, f.expected(), workers()); err != nil {
+				b.Fatalf("first delivery: %v", err)
+			}
+
+			var publish, syncs time.Duration
+			var byKind = map[string]time.Duration{}
+			var rounds int
+			for b.Loop() {
+				b.StopTimer()
+				bundle := f.renew() // certbot's work, not certsync's
+				b.StartTimer()
+				start := time.Now()
+				f.publish(bundle)
+				publish += time.Since(start)
+				took, err := syncAll(nodes, installs, f.expected(), workers())
+				if err != nil {
+					b.Fatalf("round %d: %v", rounds+1, err)
+				}
+				for i, d := range took {
+					syncs += d
+					byKind[f.kinds[i]] += d
+				}
+				rounds++
+			}
+			b.ReportMetric(ms(publish)/float64(rounds), "publish_ms")
+			b.ReportMetric(ms(syncs)/float64(rounds*n), "per_node_sync_ms")
+			// Nodes alternate, so each kind is half of them (rounded).
+			b.ReportMetric(ms(byKind["x25519"])/float64(rounds*((n+1)/2)), "x25519_sync_ms")
+			b.ReportMetric(ms(byKind["ssh-ed25519"])/float64(rounds*(n/2)), "ssh_sync_ms")
+			b.ReportMetric(float64(f.envelopeBytes()), "envelope_bytes")
+		})
+	}
+}
+
+// BenchmarkNodeSync measures one node's Sync of one renewal (connect, bind,
+// fetch, verify, open, stage, install, status records) with its
+// allocations. The publish of each renewal is not timed. The server runs
+// in the same process, so allocs/op and B/op include the server's side of
+// the node's requests.
+func BenchmarkNodeSync(b *testing.B) {
+	b.ReportAllocs()
+	f := newFleet(b, natstest.URL(natstest.RunServer(b)), 1, false)
+	n, install := f.node(0, b.TempDir())
+	f.publish(f.renew())
+	if err := syncOnce(n, install, f.expected()); err != nil {
+		b.Fatalf("first delivery: %v", err)
+	}
+	for b.Loop() {
+		b.StopTimer()
+		f.publish(f.renew())
+		b.StartTimer()
+		if err := syncOnce(n, install, f.expected()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRunMemory measures the heap of a long-running node (Run). Each
+// iteration starts Run on a node that already holds the previous version,
+// publishes a renewal, and waits until Run has staged and installed it
+// (ns/op is that: start, receive, install). Then, after a GC:
+//
+//   - heap_bytes: live heap while Run is idle after the bundle, minus the
+//     live heap before Run started;
+//   - run_heap_bytes: live heap while Run is idle, minus the live heap once
+//     Run has returned: what Run holds, including the server's state for
+//     the node's connection, since the server runs in this process;
+//   - goroutines: goroutines while Run is idle, minus before it started.
+func BenchmarkRunMemory(b *testing.B) {
+	f := newFleet(b, natstest.URL(natstest.RunServer(b)), 1, false)
+	n, install := f.node(0, b.TempDir())
+	f.publish(f.renew())
+	if err := syncOnce(n, install, f.expected()); err != nil {
+		b.Fatalf("first delivery: %v", err)
+	}
+	var grown, held, routines float64
+	var rounds int
+	for b.Loop() {
+		b.StopTimer()
+		bundle := f.renew()
+		before, beforeG := liveHeap()
+		b.StartTimer()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
+		f.publish(bundle)
+		natstest.WaitFor(b, syncTimeout, "run to install the renewal", func() bool {
+			return checkInstalled(n, install, f.expected()) == nil
+		})
+		b.StopTimer()
+		running, runningG := liveHeap()
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatalf("Run: %v", err)
+		}
+		after, _ := liveHeap()
+		grown += float64(running) - float64(before)
+		held += float64(running) - float64(after)
+		routines += float64(runningG - beforeG)
+		rounds++
+		b.StartTimer()
+	}
+	b.ReportMetric(grown/float64(rounds), "heap_bytes")
+	b.ReportMetric(held/float64(rounds), "run_heap_bytes")
+	b.ReportMetric(routines/float64(rounds), "goroutines")
+}
+
+// liveHeap collects garbage and returns the live heap and the number of
+// goroutines.
+func liveHeap() (uint64, int) {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc, runtime.NumGoroutine()
+}
+
+// BenchmarkPublishRecipients measures Publish end to end as certbot's hook
+// runs it (New, connect, stream check, consumers, seal, store) for one
+// certificate sealed to X25519 recipients.
+//
+//   - first: a fresh server each iteration, so the publish also creates the
+//     stream and one consumer per node. Starting the server is not timed.
+//   - renewal: the stream and consumers exist; each iteration publishes
+//     the next version.
+func BenchmarkPublishRecipients(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("recipients=%d/first", n), func(b *testing.B) {
+			f := newFleet(b, "", n, false)
+			bundle := f.renew()
+			for b.Loop() {
+				b.StopTimer()
+				srv, dir := startServer(b)
+				f.cfg.NATS.URL = natstest.URL(srv)
+				b.StartTimer()
+				f.publish(bundle)
+				b.StopTimer()
+				srv.Shutdown()
+				srv.WaitForShutdown()
+				if err := os.RemoveAll(dir); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+		b.Run(fmt.Sprintf("recipients=%d/renewal", n), func(b *testing.B) {
+			f := newFleet(b, natstest.URL(natstest.RunServer(b)), n, false)
+			f.publish(f.renew())
+			for b.Loop() {
+				b.StopTimer()
+				bundle := f.renew()
+				b.StartTimer()
+				f.publish(bundle)
+			}
+			b.ReportMetric(float64(f.envelopeBytes()), "envelope_bytes")
+		})
+	}
+}
+
+// startServer starts a server the caller shuts down, with its storage in
+// a folder the caller removes.
+func startServer(b *testing.B) (*server.Server, string) {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "fleetbench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := server.NewServer(natstest.Options(dir))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats server not ready")
+	}
+	return srv, dir
+}
+
+// TestFleetRound checks the fixture the benchmarks rely on, at the
+// smallest size: a renewal published to two nodes (one of each kind) is
+// staged and installed by both.
+func TestFleetRound(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, natstest.URL(natstest.RunServer(t)), 2, true)
+	dir := t.TempDir()
+	nodes := make([]*subscriber.Node, 2)
+	installs := make([]string, 2)
+	for i := range nodes {
+		nodes[i], installs[i] = f.node(i, dir)
+	}
+	for round := range 2 {
+		f.publish(f.renew())
+		if _, err := syncAll(nodes, installs, f.expected(), 2); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	if f.kinds[0] == f.kinds[1] {
+		t.Errorf("nodes are both %s, want one of each kind", f.kinds[0])
+	}
+}
