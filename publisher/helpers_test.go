@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
@@ -31,7 +31,7 @@ type fixture struct {
 	signer *crypto.SigningKey
 	ids    map[string]*age.X25519Identity
 	cfg    Config
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 }
 
 // newFixture configures nodes and certificates (name -> nodes) against the
@@ -49,7 +49,7 @@ func newFixture(t *testing.T, url string, certs map[string][]string) *fixture {
 		root:   t.TempDir(),
 		signer: signer,
 		ids:    map[string]*age.X25519Identity{},
-		logs:   &syncBuffer{},
+		logs:   &logtest.Buffer{},
 	}
 	f.cfg = Config{
 		NATS:         natsconn.Options{URL: url, Name: "certsync-publisher-test"},
@@ -203,24 +203,6 @@ func (f *fixture) checkNoSecrets(what, s string, keys ...[]byte) {
 			}
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // runServer starts one test server and returns its URL.

@@ -45,7 +45,6 @@ package main
 //	freeAddr(t) string                                 a loopback HOST:PORT nothing listens on (yet)
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -60,7 +59,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,6 +68,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
 	"github.com/certsync/certsync/internal/wire"
@@ -173,31 +172,12 @@ func mustCertsync(t testing.TB, args ...string) cliResult {
 	return res
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writing and a test
-// reading at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a certsync process running in the background. It is killed when
 // the test ends if it still runs.
 type proc struct {
 	args []string
 	cmd  *exec.Cmd
-	out  syncBuffer
+	out  logtest.Buffer
 	done chan struct{}
 	code int
 }
@@ -288,22 +268,8 @@ func (p *proc) WaitLog(t testing.TB, timeout time.Duration, msg string) map[stri
 }
 
 // logEvents returns the JSON log records (CERTSYNC_LOG_FORMAT=json) in log
-// whose msg is msg, in order. Lines that are not JSON are skipped.
-func logEvents(log, msg string) []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(log))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		var rec map[string]any
-		if json.Unmarshal(sc.Bytes(), &rec) != nil {
-			continue
-		}
-		if rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
+// whose msg is msg, in order.
+func logEvents(log, msg string) []map[string]any { return logtest.Events(log, msg) }
 
 // freeAddr returns a loopback HOST:PORT that was free a moment ago. Another
 // process may take it before it is used; startServer retries.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/internal/acmetest"
+	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/wire"
 )
@@ -249,7 +249,7 @@ func runRecipe(t *testing.T, bash string, env []string, script string, r recipe,
 	cmd := exec.CommandContext(ctx, bash, "-eo", "pipefail", "-c", script)
 	cmd.Env = env
 	cmd.Dir = t.TempDir()
-	out := &recipeOutput{}
+	out := &logtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -292,22 +292,4 @@ func runRecipe(t *testing.T, bash string, env []string, script string, r recipe,
 	}
 	<-done
 	return out.String()
-}
-
-// recipeOutput collects a recipe's output while the test reads it.
-type recipeOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *recipeOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *recipeOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
 }

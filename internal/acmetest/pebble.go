@@ -1,7 +1,6 @@
 package acmetest
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -20,10 +19,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/certsync/certsync/internal/logtest"
 )
 
 // pebbleEnv makes pebble deterministic and fast: every challenge is valid
@@ -58,7 +57,7 @@ type Pebble struct {
 	CACertFile string
 
 	client *http.Client
-	out    *syncBuffer
+	out    *logtest.Buffer
 }
 
 // StartPebble runs the pebble binary on loopback random ports, with a config
@@ -144,7 +143,7 @@ func startPebble(t testing.TB, bin, dir string, attempt int, certFile, keyFile s
 		DirectoryURL:  "https://" + cfg.Pebble.ListenAddress + "/dir",
 		ManagementURL: "https://" + cfg.Pebble.ManagementListenAddress,
 		client:        client,
-		out:           &syncBuffer{},
+		out:           &logtest.Buffer{},
 	}
 	// -dnsserver points at a loopback port nobody serves, so pebble never
 	// asks an outside resolver (always-valid mode makes no lookups anyway).
@@ -342,23 +341,4 @@ func writePEM(t testing.TB, path string, perm os.FileMode, typ string, der []byt
 	if err := errors.Join(pem.Encode(f, &pem.Block{Type: typ, Bytes: der}), f.Close()); err != nil {
 		t.Fatalf("write %q: %v", path, err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a test
-// reading it at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Clone(b.buf.String())
 }

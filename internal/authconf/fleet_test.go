@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/authconf"
+	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
@@ -182,7 +182,7 @@ func (f *fleet) publish(name string, notBefore time.Time) *testcert.Cert {
 
 // node is the real subscriber of a node with the node's credential,
 // staging and installing into the test's temporary folders, logging to logs.
-func (f *fleet) node(name string, logs *syncBuffer) *subscriber.Node {
+func (f *fleet) node(name string, logs *logtest.Buffer) *subscriber.Node {
 	f.t.Helper()
 	installRoot := f.t.TempDir()
 	certs := map[string]subscriber.Certificate{}
@@ -207,24 +207,6 @@ func (f *fleet) node(name string, logs *syncBuffer) *subscriber.Node {
 		f.t.Fatalf("subscriber.New: %v", err)
 	}
 	return n
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // natsCLI runs the nats command line tool as user with a short timeout and

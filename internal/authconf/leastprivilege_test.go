@@ -13,6 +13,7 @@ import (
 
 	"github.com/certsync/certsync/internal/acmetest"
 	"github.com/certsync/certsync/internal/authconf"
+	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/wire"
@@ -54,7 +55,7 @@ func TestNodeLeastPrivilege(t *testing.T) {
 
 	// The allowed path through the certsync client: web1 stages its
 	// bundle and reports its status.
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rep, err := f.node("web1", logs).Sync(ctx)
@@ -301,7 +302,7 @@ func TestNodeAckFormatV2(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, map[string][]string{"example.com": {"web1"}}, "feature_flags {\n  js_ack_fc_v2: true\n}\n")
 	f.publish("example.com", time.Time{})
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rep, err := f.node("web1", logs).Sync(ctx)
