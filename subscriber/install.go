@@ -103,6 +103,13 @@ func (f *failedInstall) is(m *Staged) bool {
 // reader sees all of one version, and a crash at any instant leaves
 // install_dir at one complete version. What a crash leaves behind (a
 // temporary folder or link) is removed by the next install.
+//
+// Before each install, and before reading what is installed, the path to
+// install_dir's parent, .certsync and .certsync/<name> is checked as
+// paths.go says. install_dir must be missing, a real folder (moved aside),
+// or a link certsync made: to one of this certificate's version folders,
+// or to the folder it moved aside. state.json, .lock, certsync.json and
+// the version folders are never followed through a link.
 type installer struct {
 	c    Certificate
 	log  *slog.Logger
@@ -126,6 +133,55 @@ func (in *installer) store() string {
 // put it there.
 func (in *installer) linkPrefix() string { return storeDir + "/" + in.c.Name + "/" }
 
+// installWhat names install_dir in errors.
+const installWhat = "install_dir"
+
+// check checks the certificate's name and the path from / to its store
+// folder (see paths.go).
+func (in *installer) check() error {
+	if err := wire.CheckCertName(in.c.Name); err != nil {
+		return err
+	}
+	if err := checkFolders(installWhat, in.c.InstallDir, in.parent(), in.store()); err != nil {
+		return fmt.Errorf("installing %q: %w", in.c.Name, err)
+	}
+	return nil
+}
+
+// unsafe is an ErrUnsafePath for path, in install_dir or beside it.
+func (in *installer) unsafe(path, reason string) error {
+	return fmt.Errorf("installing %q: %w", in.c.Name, &unsafePathError{what: installWhat, subject: in.c.InstallDir, path: path, reason: reason})
+}
+
+// entry is checkEntry for an entry in install_dir's parent or the store.
+func (in *installer) entry(path string, want fs.FileMode, owned bool) error {
+	err := checkEntry(installWhat, in.c.InstallDir, path, want, owned)
+	if errors.Is(err, ErrUnsafePath) {
+		return fmt.Errorf("installing %q: %w", in.c.Name, err)
+	}
+	return err
+}
+
+// checkTarget refuses a link target of install_dir that certsync does not
+// make: it is either "" (nothing), .certsync/<name>/<version folder>, or
+// the name of the folder moved aside, <base>.certsync-backup-<time>, in
+// install_dir's parent. It returns the version folder's name, or "" for
+// the others.
+func (in *installer) checkTarget(t string) (string, error) {
+	if t == "" {
+		return "", nil
+	}
+	if folder, ok := strings.CutPrefix(t, in.linkPrefix()); ok {
+		if _, _, ok := parseFolderName(folder); ok && !strings.ContainsRune(folder, '/') {
+			return folder, nil
+		}
+	}
+	if rest, ok := strings.CutPrefix(t, in.base()+backupInfix); ok && rest != "" && !strings.ContainsRune(rest, '/') {
+		return "", nil
+	}
+	return "", in.unsafe(in.c.InstallDir, fmt.Sprintf("is a symbolic link to %q, not one certsync made (remove it, or put the real folder there)", t))
+}
+
 func (in *installer) did(step string) {
 	if in.step != nil {
 		in.step(step)
@@ -138,13 +194,20 @@ func folderName(m *Staged) string {
 	return fmt.Sprintf("%d-%s", m.Version, fp[:min(len(fp), fpLen)])
 }
 
-// lock takes this certificate's install lock, creating the store folder.
+// lock checks the path to the store folder, creates it and takes this
+// certificate's install lock.
 func (in *installer) lock() (func(), error) {
+	if err := in.check(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(in.store(), 0o755); err != nil {
 		return nil, fmt.Errorf("installing %q: creating %s: %w", in.c.Name, in.store(), err)
 	}
 	path := filepath.Join(in.store(), lockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
+	if errors.Is(err, ErrUnsafePath) {
+		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("installing %q: opening lock %s: %w", in.c.Name, path, err)
 	}
@@ -162,7 +225,8 @@ func (in *installer) lock() (func(), error) {
 }
 
 // target returns install_dir's link target, "" when install_dir does not
-// exist, and whether install_dir is a real folder (not yet certsync's).
+// exist, and whether install_dir is a real folder (not yet certsync's). A
+// link certsync did not make is an ErrUnsafePath.
 func (in *installer) target() (string, bool, error) {
 	fi, err := os.Lstat(in.c.InstallDir)
 	switch {
@@ -173,27 +237,50 @@ func (in *installer) target() (string, bool, error) {
 	case fi.IsDir():
 		return "", true, nil
 	case fi.Mode().Type() != fs.ModeSymlink:
-		return "", false, fmt.Errorf("install_dir %s is a %s, not a folder or a symbolic link", in.c.InstallDir, fi.Mode().Type())
+		return "", false, in.unsafe(in.c.InstallDir, fmt.Sprintf("is a %s, not a folder or a symbolic link", typeName(fi.Mode())))
 	}
 	t, err := os.Readlink(in.c.InstallDir)
 	if err != nil {
 		return "", false, fmt.Errorf("reading install_dir %s: %w", in.c.InstallDir, err)
 	}
+	if _, err := in.checkTarget(t); err != nil {
+		return "", false, err
+	}
 	return t, false, nil
 }
 
 // record reads the record of the version folder that link target t names,
-// or returns nil when t is not one of this certificate's version folders
-// (a folder moved aside, say).
+// or returns nil when t is "" or the folder moved aside. The folder t
+// names must be a real folder, and certsync.json a real file.
 func (in *installer) record(t string) (*Installed, error) {
-	folder, ok := strings.CutPrefix(t, in.linkPrefix())
-	if !ok || folder == "" || strings.ContainsAny(folder, "/") || strings.HasPrefix(folder, ".") {
+	folder, err := in.checkTarget(t)
+	if err != nil || t == "" {
+		return nil, err
+	}
+	fail := func(err error) (*Installed, error) {
+		if errors.Is(err, ErrUnsafePath) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("reading installed %q: %w", in.c.Name, err)
+	}
+	if folder == "" {
+		// The real folder moved aside: it must still be one.
+		if err := in.entry(filepath.Join(in.parent(), t), fs.ModeDir, false); err != nil {
+			return fail(err)
+		}
 		return nil, nil
 	}
-	path := filepath.Join(in.store(), folder, fileMeta)
-	f, err := os.Open(path)
+	dir := filepath.Join(in.store(), folder)
+	if err := in.entry(dir, fs.ModeDir, false); err != nil {
+		return fail(err)
+	}
+	path := filepath.Join(dir, fileMeta)
+	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDONLY, 0, 0, false)
+	if errors.Is(err, ErrUnsafePath) {
+		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("reading installed %q: %w", in.c.Name, err)
+		return fail(err)
 	}
 	defer f.Close()
 	raw, err := io.ReadAll(io.LimitReader(f, maxMetaSize+1))
@@ -215,6 +302,9 @@ func (in *installer) record(t string) (*Installed, error) {
 // cut short by a crash), the version it would roll back to. It is nil when
 // no version of certsync's is in service.
 func (in *installer) installed() (*Installed, *installState, error) {
+	if err := in.check(); err != nil {
+		return nil, nil, err
+	}
 	st, err := in.readState()
 	if err != nil {
 		return nil, nil, err
@@ -233,9 +323,12 @@ func (in *installer) installed() (*Installed, *installState, error) {
 // readState reads state.json; missing is the empty state.
 func (in *installer) readState() (*installState, error) {
 	path := filepath.Join(in.store(), fileState)
-	f, err := os.Open(path)
+	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDONLY, 0, 0, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &installState{}, nil
+	}
+	if errors.Is(err, ErrUnsafePath) {
+		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading install state %s: %w", path, err)
@@ -248,6 +341,13 @@ func (in *installer) readState() (*installState, error) {
 	st := new(installState)
 	if err := json.Unmarshal(raw, st); err != nil {
 		return nil, fmt.Errorf("reading install state %s: corrupt (remove it to start over): %v", path, err)
+	}
+	if st.Pending != nil {
+		// Rolling back points install_dir at Previous: only where
+		// certsync would.
+		if _, err := in.checkTarget(st.Pending.Previous); err != nil {
+			return nil, fmt.Errorf("reading install state %s: corrupt (remove it to start over): previous %q is not a version certsync installed", path, st.Pending.Previous)
+		}
 	}
 	return st, nil
 }
@@ -423,7 +523,7 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 // it to uid and gid (-1 keeps), sets mode and syncs it. The mode is set
 // last, so a key is never readable by others, even for a moment.
 func writeOwnedFile(path string, data []byte, uid, gid int, mode fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
@@ -564,10 +664,7 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 		res.Outcome, res.Err = InstallFailed, err
 		return res
 	}
-	if err := wire.CheckCertName(in.c.Name); err != nil {
-		return fail(err)
-	}
-	unlock, err := in.lock()
+	unlock, err := in.lock() // checks the name and the paths
 	if err != nil {
 		return fail(err)
 	}

@@ -93,6 +93,12 @@ func (m *Staged) check(name string) error {
 // Writers in several processes take turns through a lock file. Methods are
 // safe for concurrent use. Names must have passed wire.CheckCertName; Stage
 // checks them again and never takes a path from anywhere else.
+//
+// OpenStage, Put, Read and Load first check the path to the stage folder
+// and the certificate's folder as paths.go says (no symbolic link, owned by
+// root or certsync's user, not writable by others), and every file is
+// opened with O_NOFOLLOW: a folder or file swapped for a link is refused
+// with an error wrapping ErrUnsafePath and never followed.
 type Stage struct {
 	dir string
 	log *slog.Logger
@@ -100,10 +106,15 @@ type Stage struct {
 
 // OpenStage opens the stage folder dir, creating it 0700 if missing, and
 // removes what a crash may have left behind: folders half built, or old
-// ones not yet removed.
+// ones not yet removed. It refuses, before creating anything, a dir whose
+// path could redirect what is written (see paths.go), with an error
+// wrapping ErrUnsafePath.
 func OpenStage(dir string, log *slog.Logger) (*Stage, error) {
 	if dir == "" {
 		return nil, errors.New("opening stage folder: no folder given")
+	}
+	if err := checkFolders(stageWhat, dir, dir, dir); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating stage folder %q: %w", dir, err)
@@ -137,10 +148,21 @@ func (s *Stage) Dir() string { return s.dir }
 // Path is the folder of certificate name.
 func (s *Stage) Path(name string) string { return filepath.Join(s.dir, name) }
 
+// stageWhat names the stage folder in errors.
+const stageWhat = "stage folder"
+
+// check checks name and the path from / to its folder (see paths.go).
+func (s *Stage) check(name string) error {
+	if err := wire.CheckCertName(name); err != nil {
+		return err
+	}
+	return checkFolders(stageWhat, s.dir, s.dir, s.Path(name))
+}
+
 // lock takes the stage's exclusive lock and returns its release.
 func (s *Stage) lock() (func(), error) {
 	path := filepath.Join(s.dir, lockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openNoFollow(stageWhat, s.dir, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
 	if err != nil {
 		return nil, fmt.Errorf("opening stage lock %q: %w", path, err)
 	}
@@ -174,7 +196,7 @@ func (s *Stage) Load(name string) (*Staged, *crypto.Bundle, error) {
 }
 
 func (s *Stage) load(name string, files bool) (*Staged, *crypto.Bundle, error) {
-	if err := wire.CheckCertName(name); err != nil {
+	if err := s.check(name); err != nil {
 		return nil, nil, err
 	}
 	for attempt := 1; ; attempt++ {
@@ -193,23 +215,29 @@ func (s *Stage) load(name string, files bool) (*Staged, *crypto.Bundle, error) {
 var errReplaced = errors.New("missing")
 
 func (s *Stage) loadOnce(name string, files bool) (*Staged, *crypto.Bundle, error) {
-	root, err := os.OpenRoot(s.dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening stage folder %q: %w", s.dir, err)
-	}
-	defer root.Close()
-	// OpenRoot refuses a symbolic link that leads out of the stage folder;
-	// the handle keeps pointing at this version's folder after a swap.
-	dir, err := root.OpenRoot(name)
+	// The certificate's folder is opened without following a link in its
+	// place; the handle keeps pointing at this version's folder after a
+	// swap, and its files are opened through it.
+	path := s.Path(name)
+	dir, err := openNoFollow(stageWhat, s.dir, path, os.O_RDONLY, 0, fs.ModeDir, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("reading staged %q: %w", name, ErrNotStaged)
+	}
+	if errors.Is(err, ErrUnsafePath) {
+		return nil, nil, err
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening staged %q: %w", name, err)
 	}
 	defer dir.Close()
+	read := func(file string, limit int64) ([]byte, error) {
+		return readBounded(stageWhat, s.dir, dir, path, file, limit)
+	}
 
-	raw, err := readBounded(dir, fileMeta, maxMetaSize)
+	raw, err := read(fileMeta, maxMetaSize)
+	if errors.Is(err, ErrUnsafePath) {
+		return nil, nil, err
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading staged %q: %w", name, err)
 	}
@@ -228,17 +256,18 @@ func (s *Stage) loadOnce(name string, files bool) (*Staged, *crypto.Bundle, erro
 		name string
 		dst  *[]byte
 	}{{fileCert, &b.Cert}, {fileChain, &b.Chain}, {fileFullChain, &b.FullChain}, {fileKey, &b.PrivKey}} {
-		if *f.dst, err = readBounded(dir, f.name, crypto.MaxFileSize); err != nil {
+		if *f.dst, err = read(f.name, crypto.MaxFileSize); err != nil {
 			return nil, nil, fmt.Errorf("reading staged %q: %w", name, err)
 		}
 	}
 	return meta, b, nil
 }
 
-// readBounded reads file name in dir, refusing more than limit bytes. A
-// missing file is errReplaced: every staged folder holds all its files.
-func readBounded(dir *os.Root, name string, limit int64) ([]byte, error) {
-	f, err := dir.Open(name)
+// readBounded reads file name in dir (opened from path, in the folder
+// subject), never through a symbolic link, refusing more than limit bytes.
+// A missing file is errReplaced: every staged folder holds all its files.
+func readBounded(what, subject string, dir *os.File, path, name string, limit int64) ([]byte, error) {
+	f, err := openInDir(what, subject, dir, path, name, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s %w", name, errReplaced)
 	}
@@ -264,7 +293,7 @@ func readBounded(dir *os.Root, name string, limit int64) ([]byte, error) {
 // returns true when b was staged.
 func (s *Stage) Put(b *crypto.Bundle, meta *Staged) (bool, error) {
 	name := b.Name
-	if err := wire.CheckCertName(name); err != nil {
+	if err := s.check(name); err != nil {
 		return false, err
 	}
 	if meta.Name != name || meta.Version != b.Version {
@@ -331,15 +360,17 @@ func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
 		return fmt.Errorf("staging %q: %w", name, err)
 	}
 
+	// What is exchanged must be the certificate's real folder: a link
+	// swapped in its place is refused, not exchanged (which would leave
+	// the link's target in service on the next swap).
 	final := s.Path(name)
-	st, err := os.Lstat(final)
+	err = checkEntry(stageWhat, s.dir, final, fs.ModeDir, true)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE)
-	case err != nil:
-	case !st.IsDir():
-		err = fmt.Errorf("%s is a %s, not a folder", final, st.Mode().Type())
-	default:
+	case errors.Is(err, ErrUnsafePath):
+		return err
+	case err == nil:
 		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE)
 	}
 	if err != nil {
@@ -351,9 +382,10 @@ func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
 	return nil
 }
 
-// writeNewFile creates path 0600 (it must not exist), writes data and syncs it.
+// writeNewFile creates path 0600 (it must not exist, not even as a
+// symbolic link), writes data and syncs it.
 func writeNewFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
@@ -368,9 +400,10 @@ func writeNewFile(path string, data []byte) error {
 	return f.Close()
 }
 
-// syncDir makes the entries of dir durable.
+// syncDir makes the entries of dir durable. dir is a checked folder; a
+// symbolic link in its place is not followed.
 func syncDir(dir string) error {
-	f, err := os.Open(dir)
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
