@@ -163,6 +163,9 @@ func (s *Stage) check(name string) error {
 func (s *Stage) lock() (func(), error) {
 	path := filepath.Join(s.dir, lockFile)
 	f, err := openNoFollow(stageWhat, s.dir, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
+	if errors.Is(err, ErrUnsafePath) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening stage lock %q: %w", path, err)
 	}
@@ -256,7 +259,11 @@ func (s *Stage) loadOnce(name string, files bool) (*Staged, *crypto.Bundle, erro
 		name string
 		dst  *[]byte
 	}{{fileCert, &b.Cert}, {fileChain, &b.Chain}, {fileFullChain, &b.FullChain}, {fileKey, &b.PrivKey}} {
-		if *f.dst, err = read(f.name, crypto.MaxFileSize); err != nil {
+		*f.dst, err = read(f.name, crypto.MaxFileSize)
+		if errors.Is(err, ErrUnsafePath) {
+			return nil, nil, err
+		}
+		if err != nil {
 			return nil, nil, fmt.Errorf("reading staged %q: %w", name, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -128,7 +129,10 @@ func TestStageRefuses(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := openTestStage(t, dir)
-	for _, name := range []string{"../etc", "..", ".hidden", "a/b", ""} {
+	// Names that would leave the stage folder, called directly, not
+	// through the node (which checks them first): nothing is written.
+	outside := snapshot(t, filepath.Dir(dir))
+	for _, name := range []string{"../etc", "..", "../../etc", ".", ".hidden", "a/b", "/etc", "a\\x00", ""} {
 		b, m := fakeBundle(name, 1, "")
 		if _, err := s.Put(b, m); err == nil {
 			t.Errorf("Put %q: no error", name)
@@ -136,7 +140,11 @@ func TestStageRefuses(t *testing.T) {
 		if _, err := s.Read(name); err == nil || errors.Is(err, ErrNotStaged) {
 			t.Errorf("Read %q: %v, want a name error", name, err)
 		}
+		if _, _, err := s.Load(name); err == nil || errors.Is(err, ErrNotStaged) {
+			t.Errorf("Load %q: %v, want a name error", name, err)
+		}
 	}
+	wantUnchanged(t, "refused names", outside, filepath.Dir(dir))
 	b, m := fakeBundle("example.com", 1, "")
 	m.Version = 2
 	if _, err := s.Put(b, m); err == nil {
@@ -147,11 +155,11 @@ func TestStageRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, m = fakeBundle("link.example", 1, "")
-	if _, err := s.Put(b, m); err == nil {
-		t.Error("Put over a symbolic link: no error")
+	if _, err := s.Put(b, m); !errors.Is(err, ErrUnsafePath) {
+		t.Errorf("Put over a symbolic link: %v, want ErrUnsafePath", err)
 	}
-	if _, err := s.Read("link.example"); err == nil {
-		t.Error("Read through a symbolic link leading out of the stage: no error")
+	if _, err := s.Read("link.example"); !errors.Is(err, ErrUnsafePath) {
+		t.Errorf("Read through a symbolic link leading out of the stage: %v, want ErrUnsafePath", err)
 	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 2 { // the lock and the link
@@ -283,4 +291,173 @@ func TestStageSwapAtomic(t *testing.T) {
 	}
 	b, m = fakeBundle("example.com", versions, "")
 	checkStaged(t, s, b, m)
+}
+
+// TestStageSymlinkTricks swaps a link (or a folder others may write) into
+// the stage's path: each is refused with an error naming it, nothing is
+// written through it, and the stage works again once it is undone.
+func TestStageSymlinkTricks(t *testing.T) {
+	t.Parallel()
+	const name = "example.com"
+	tests := []struct {
+		what string
+		// trick plays on base/var/stage, with name staged at version 5,
+		// and returns the path to be named, what the error says, the
+		// folder that must not change and how to undo it.
+		trick func(t *testing.T, base, stage string) (bad, why, target string, undo func())
+		// open: refused at OpenStage (else at Put and Load).
+		open bool
+		// loadOnly: only loading the files is refused; Put, which reads
+		// just the record, replaces the folder, link included, without
+		// following the link.
+		loadOnly bool
+		// lock: the trick is on the lock, which OpenStage and Put take,
+		// not Load.
+		lock bool
+	}{
+		{what: "certificate folder replaced by a link", trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
+			// The link's target holds a copy of what is staged, so that
+			// following it would look like business as usual.
+			folder := filepath.Join(stage, name)
+			target := filepath.Join(base, "attacker")
+			if err := os.Rename(folder, filepath.Join(base, "held")); err != nil {
+				t.Fatal(err)
+			}
+			copyTree(t, filepath.Join(base, "held"), target)
+			return folder, `is a symbolic link to "` + target + `"`, target, swapLink(t, folder, target, filepath.Join(base, "held"))
+		}},
+		{what: "the record replaced by a link", trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
+			file := filepath.Join(stage, name, fileMeta)
+			target := filepath.Join(base, "attacker")
+			copyTree(t, filepath.Join(stage, name), target)
+			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, fileMeta), filepath.Join(base, "held"))
+		}},
+		{what: "the key replaced by a link", loadOnly: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
+			file := filepath.Join(stage, name, fileKey)
+			target := filepath.Join(base, "attacker")
+			copyTree(t, filepath.Join(stage, name), target)
+			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, fileKey), filepath.Join(base, "held"))
+		}},
+		{what: "the lock replaced by a link", lock: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
+			file := filepath.Join(stage, lockFile)
+			target := filepath.Join(base, "attacker")
+			mkdir(t, target, 0o755)
+			if err := os.WriteFile(filepath.Join(target, "passwd"), []byte("root:x:0:0"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, "passwd"), filepath.Join(base, "held"))
+		}},
+		{what: "stage_dir's parent a link to a world-writable folder", open: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
+			parent := filepath.Dir(stage)
+			target := mkdir(t, filepath.Join(base, "attacker"), 0o777|fs.ModeSticky)
+			return parent, `is a symbolic link to "` + target + `" (configure the real path)`, target, swapLink(t, parent, target, filepath.Join(base, "held"))
+		}},
+		{what: "stage_dir's parent world-writable", open: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
+			parent := filepath.Dir(stage)
+			if err := os.Chmod(parent, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			return parent, "is writable by others", stage, func() { os.Chmod(parent, 0o755) }
+		}},
+		{what: "stage_dir group-writable", open: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
+			if err := os.Chmod(stage, 0o770); err != nil {
+				t.Fatal(err)
+			}
+			return stage, "is writable by its group", stage, func() { os.Chmod(stage, 0o700) }
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.what, func(t *testing.T) {
+			t.Parallel()
+			base := t.TempDir()
+			stage := filepath.Join(base, "var", "stage")
+			s := openTestStage(t, stage)
+			b5, m5 := fakeBundle(name, 5, "")
+			if _, err := s.Put(b5, m5); err != nil {
+				t.Fatal(err)
+			}
+			bad, why, target, undo := tt.trick(t, base, stage)
+			before := snapshot(t, target)
+
+			_, err := OpenStage(stage, slog.New(slog.DiscardHandler))
+			if tt.open || tt.lock {
+				wantUnsafe(t, "OpenStage", err, bad, why, `refusing stage folder "`+stage+`"`)
+			} else if err != nil {
+				t.Fatalf("OpenStage: %v", err)
+			}
+			if !tt.lock {
+				_, _, err = s.Load(name)
+				wantUnsafe(t, "Load", err, bad, why)
+				t.Logf("refused: %v", err)
+				if _, err = s.Read(name); !tt.loadOnly {
+					wantUnsafe(t, "Read", err, bad, why)
+				}
+			}
+			b6, m6 := fakeBundle(name, 6, "")
+			changed, err := s.Put(b6, m6)
+			if tt.loadOnly {
+				if err != nil || !changed {
+					t.Fatalf("Put over a folder holding a link: %v, %v", changed, err)
+				}
+				wantUnchanged(t, "the trick's target", before, target)
+				checkStaged(t, s, b6, m6)
+				return
+			}
+			if changed {
+				t.Error("Put reports a change")
+			}
+			wantUnsafe(t, "Put", err, bad, why)
+			wantUnchanged(t, "the trick's target", before, target)
+
+			undo()
+			s = openTestStage(t, stage)
+			checkStaged(t, s, b5, m5)
+			if changed, err := s.Put(b6, m6); err != nil || !changed {
+				t.Fatalf("Put once undone: %v, %v", changed, err)
+			}
+			checkStaged(t, s, b6, m6)
+		})
+	}
+}
+
+// swapLink moves path to aside and puts a symbolic link to target in its
+// place; the function it returns puts path back.
+func swapLink(t *testing.T, path, target, aside string) func() {
+	t.Helper()
+	if _, err := os.Lstat(aside); err != nil {
+		if err := os.Rename(path, aside); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(aside, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// copyTree copies the regular files of folder src into a new folder dst.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	mkdir(t, dst, 0o700)
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
