@@ -39,6 +39,9 @@ const (
 	// natsTimeout bounds each JetStream call that Sync and Run make
 	// (consumer lookup, acks, status writes).
 	natsTimeout = 10 * time.Second
+	// emptyWait is how long Sync waits for a message when the consumer
+	// says none is pending (see fetchPending).
+	emptyWait = 300 * time.Millisecond
 )
 
 // Node receives the bundles of one node's certificates from its durable
@@ -185,6 +188,11 @@ func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstrea
 		var batch jetstream.MessageBatch
 		if pending > 0 {
 			batch, err = cons.Fetch(int(min(pending, uint64(room))), jetstream.FetchMaxWait(natsTimeout))
+		} else if len(msgs) == 0 {
+			// The server acknowledges a publish before it counts the
+			// message as pending on each consumer, so "nothing pending"
+			// right after a publish may be wrong: wait a little for it.
+			batch, err = cons.Fetch(room, jetstream.FetchMaxWait(emptyWait))
 		} else {
 			batch, err = cons.FetchNoWait(room)
 		}

@@ -935,3 +935,26 @@ func waitStaged(t *testing.T, n *testNode, version uint64) {
 		t.Fatalf("staged %+v, %v; want version %d", m, err, version)
 	}
 }
+
+// TestSyncRightAfterPublish: a sync started the moment a publish is
+// acknowledged still receives the bundle, although the server counts it as
+// pending on the consumer only a little later.
+func TestSyncRightAfterPublish(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.node(t.TempDir(), "example.com")
+	for i := 20; i >= 1; i-- {
+		c := e.issue(time.Duration(i) * time.Minute)
+		e.publish("example.com", e.seal("example.com", c), c)
+		e.unsynced = 0 // no waiting for the server: that is the point
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		rep, err := n.Sync(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("Sync: %v", err)
+		}
+		if got := rep.Count(OutcomeStaged); got != 1 {
+			t.Fatalf("round %d: %d staged, want the bundle just published", 21-i, got)
+		}
+	}
+}
