@@ -130,6 +130,9 @@ func (n *Node) wakeInstaller() {
 // verify by VerifyTimeout), so a node asked to stop never leaves one half
 // done.
 func (n *Node) Install(ctx context.Context, names ...string) (*Report, error) {
+	if n.stageErr != nil {
+		return nil, n.reportUnsafeStage(ctx)
+	}
 	for _, name := range names {
 		if _, ok := n.cfg.Certificates[name]; !ok {
 			return nil, fmt.Errorf("installing %q: %w", name, ErrUnknownCertificate)

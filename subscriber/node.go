@@ -62,6 +62,7 @@ type Node struct {
 	wake       chan struct{}         // something was staged: Run's scheduler looks again
 	planned    map[string]string     // scheduler: the plan last logged per certificate
 	metrics    *metrics.Node         // nil unless MetricsListen is set
+	stageErr   error                 // why the stage folder is unsafe; stage is nil then
 
 	// onStaged, when set (tests), is called after a bundle is staged.
 	onStaged func(*Staged)
@@ -111,11 +112,13 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// An unsafe stage folder still makes a Node, so that Sync and Run can
+	// report the refusal in the status bucket before they fail with it.
 	stage, err := OpenStage(cfg.StageDir, log)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrUnsafePath) {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, stage: stage, names: names,
+	n := &Node{cfg: cfg, log: log, stage: stage, stageErr: err, names: names,
 		installers: map[string]*installer{}, schedules: map[string]schedule{},
 		wake: make(chan struct{}, 1), planned: map[string]string{}}
 	if cfg.MetricsListen != "" {
@@ -139,6 +142,9 @@ func (n *Node) Stage() *Stage { return n.stage }
 // deadline. Sync fails only when it cannot do its job (NATS unreachable,
 // consumer missing); refused bundles are in the report (see Report.Failed).
 func (n *Node) Sync(ctx context.Context) (*Report, error) {
+	if n.stageErr != nil {
+		return nil, n.reportUnsafeStage(ctx)
+	}
 	nc, err := natsconn.Connect(ctx, n.natsOptions(), n.log)
 	if err != nil {
 		return nil, err
@@ -226,6 +232,9 @@ func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstrea
 // records every StatusInterval. It returns nil once ctx ends, and an error
 // only when it cannot start (such as a refused login).
 func (n *Node) Run(ctx context.Context) error {
+	if n.stageErr != nil {
+		return n.reportUnsafeStage(ctx)
+	}
 	waitMetrics, err := n.serveMetrics(ctx)
 	if err != nil {
 		return err
@@ -396,4 +405,19 @@ func (n *Node) checkFilter(info *jetstream.ConsumerInfo) {
 		n.log.Warn("consumer_filter_mismatch", "consumer", info.Name, "missing", missing,
 			"hint", "add this node to these certificates on the management side and run certsync republish")
 	}
+}
+
+// reportUnsafeStage marks every certificate failed with the reason the
+// stage folder was refused, as far as NATS answers within statusTimeout, and
+// returns that reason: the node does nothing else until it is fixed.
+func (n *Node) reportUnsafeStage(ctx context.Context) error {
+	for _, name := range n.names {
+		n.status.failed(name, 0, n.stageErr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	if err := n.ReportStatus(ctx); err != nil {
+		n.log.Warn("status_unavailable", "error", err)
+	}
+	return n.stageErr
 }

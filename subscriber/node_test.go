@@ -832,16 +832,30 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		"name mismatch":   func(c *Config) { c.Certificates = map[string]Certificate{"a.example": {Name: "b.example"}} },
 		"no identity":     func(c *Config) { c.Identities = nil },
 		"no trusted key":  func(c *Config) { c.Trusted = nil },
-		"stage not a dir": func(c *Config) {
-			c.StageDir = filepath.Join(t.TempDir(), "f")
-			os.WriteFile(c.StageDir, nil, 0o600)
-		},
 	} {
 		cfg := good()
 		change(&cfg)
 		if _, err := New(cfg, nil); err == nil {
 			t.Errorf("New with %s: no error", what)
 		}
+	}
+
+	// An unsafe stage folder makes a Node that only reports the refusal:
+	// Sync fails with it (after trying, briefly, to tell the status bucket).
+	cfg := good()
+	cfg.StageDir = filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(cfg.StageDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.NATS.URL = fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	n, err := New(cfg, nil)
+	if err != nil {
+		t.Fatalf("New with a stage folder that is a file: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := n.Sync(ctx); !errors.Is(err, ErrUnsafePath) || !strings.Contains(err.Error(), cfg.StageDir) {
+		t.Errorf("Sync with a stage folder that is a file = %v, want ErrUnsafePath naming it", err)
 	}
 }
 

@@ -85,7 +85,11 @@ func (s *statusWriter) record(name string) wire.Status {
 		LastSeen:    n.cfg.Now().UTC(),
 		Version:     n.cfg.Version,
 	}
-	meta, err := n.stage.Read(name)
+	var meta *Staged
+	err := n.stageErr
+	if n.stage != nil {
+		meta, err = n.stage.Read(name)
+	}
 	switch {
 	case err == nil:
 		st.State = wire.StateStaged

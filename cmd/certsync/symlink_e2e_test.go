@@ -26,10 +26,6 @@ func TestSymlinkTricksE2E(t *testing.T) {
 		// stages: the trick is on the install side, so the pending
 		// renewal is rightly staged; only installing must be refused.
 		stages bool
-		// statusWaiting: the node refuses before it can tell the status
-		// bucket (subscriber.New fails in OpenStage), so only the status
-		// check waits, for node.New to report an unsafe stage folder.
-		statusWaiting string
 		// trick points a path of the node elsewhere and returns the link
 		// made, the folder it leads to, and how to undo it.
 		trick func(t *testing.T, n *fleetNode, cert string) (link, target string, undo func())
@@ -47,7 +43,6 @@ func TestSymlinkTricksE2E(t *testing.T) {
 		},
 		{
 			name: "parent of stage_dir is a link", node: "stageparent", cert: "b.example",
-			statusWaiting: "OpenStage refuses the stage folder in subscriber.New, before the node can write a status record",
 			trick: func(t *testing.T, n *fleetNode, cert string) (string, string, func()) {
 				link := filepath.Dir(n.StageDir)
 				target := attackerDir(t)
@@ -109,9 +104,7 @@ func TestSymlinkTricksE2E(t *testing.T) {
 			if res.Code != 1 || len(errs) != 1 || !named {
 				t.Errorf("node sync through %s: exit %d, want 1 and one error line naming %s; stderr:\n%s", link, res.Code, link, res.Stderr)
 			}
-			if tt.statusWaiting == "" {
-				checkStatusRefused(t, "through "+link, f.Publisher, tt.node, tt.cert, "")
-			}
+			checkStatusRefused(t, "through "+link, f.Publisher, tt.node, tt.cert, "")
 			checkUnchanged(t, "the link's target", targetBefore, target)
 			if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 				t.Errorf("%s is no longer the link: %v", link, err)
@@ -126,9 +119,6 @@ func TestSymlinkTricksE2E(t *testing.T) {
 			f.sync(t, tt.node)
 			checkStaged(t, n.StageDir, tt.cert, lineage)
 			checkInstalled(t, installDirOf(n, tt.cert), lineage)
-			if tt.statusWaiting != "" {
-				t.Skip("all else passed; the status check waits: " + tt.statusWaiting)
-			}
 		})
 	}
 }
