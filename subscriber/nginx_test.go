@@ -153,7 +153,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	} else {
 		wantServed(t, b[0], old)
 	}
-	if len(n.logs.events("install_verify_passed")) != 1 {
+	if len(n.logs.Events("install_verify_passed")) != 1 {
 		t.Error("no install_verify_passed event")
 	}
 
@@ -193,7 +193,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	natstest.WaitFor(t, 30*time.Second, "c4 installed", installed(c4))
 	waitServed("nginx to serve c4", c4)
 	wantServed(t, installDir, c4)
-	if got := len(n.logs.events("install_failed")); got != 2 {
+	if got := len(n.logs.Events("install_failed")); got != 2 {
 		t.Errorf("%d install_failed events, want 2", got)
 	}
 	checkNoSecret(t, "log", n.logs.String(), old, c1, c2, c3, c4)

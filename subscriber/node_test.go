@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
@@ -150,7 +151,7 @@ func (e *env) publish(name string, data []byte, c *testcert.Cert) uint64 {
 type testNode struct {
 	*Node
 	env    *env
-	logs   *logBuffer
+	logs   *logtest.Buffer
 	mu     sync.Mutex
 	staged []Staged
 }
@@ -194,7 +195,7 @@ func (e *env) nodeWith(stageDir string, now func() time.Time, certs ...Certifica
 	for _, c := range certs {
 		cfg.Certificates[c.Name] = c
 	}
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	n, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		e.t.Fatalf("New: %v", err)
@@ -260,36 +261,6 @@ func (e *env) status(cert string) wire.Status {
 		e.t.Fatalf("status of %s: %v", cert, err)
 	}
 	return st
-}
-
-// logBuffer collects JSON log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// events returns the logged records whose msg is event.
-func (l *logBuffer) events(event string) []map[string]any {
-	var out []map[string]any
-	for line := range strings.Lines(l.String()) {
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == event {
-			out = append(out, rec)
-		}
-	}
-	return out
 }
 
 // expectOnly checks that rep holds exactly the outcomes want, in any order.
@@ -447,7 +418,7 @@ func TestSyncAwayAcrossRenewals(t *testing.T) {
 	if meta.Version != uint64(last.Leaf.NotBefore.Unix()) || !bytes.Equal(b.Cert, last.Cert) || !bytes.Equal(b.PrivKey, last.PrivKey) {
 		t.Errorf("staged version %d, want the newest %d", meta.Version, last.Leaf.NotBefore.Unix())
 	}
-	if got := len(n2.logs.events("bundle_superseded")); got != 2 {
+	if got := len(n2.logs.Events("bundle_superseded")); got != 2 {
 		t.Errorf("%d bundle_superseded events, want 2", got)
 	}
 	expectOnly(t, n2.sync(t))
@@ -569,7 +540,7 @@ func TestSyncRefusals(t *testing.T) {
 			if len(n.stagedVersions()) != 1 {
 				t.Errorf("staged %v", n.stagedVersions())
 			}
-			refusals := n.logs.events("bundle_refused")
+			refusals := n.logs.Events("bundle_refused")
 			if len(refusals) != 1 || refusals[0]["name"] != subject || refusals[0]["seq"] != float64(seq) || refusals[0]["reason"] == "" {
 				t.Errorf("bundle_refused log: %v", refusals)
 			}
@@ -758,7 +729,7 @@ func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
 	}
 	id, _ := age.GenerateX25519Identity()
 	key, _ := crypto.GenerateSigningKey()
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	n, err := New(Config{
 		Node:         nodeName,
 		NATS:         natsconn.Options{URL: natstest.URL(srv), User: nodeName, Password: "node"},
@@ -801,7 +772,7 @@ func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
 		t.Fatalf("Sync with least privilege: %v", err)
 	}
 	expectOnly(t, rep, OutcomeStaged)
-	if got := len(logs.events("status_unavailable")); got != 1 {
+	if got := len(logs.Events("status_unavailable")); got != 1 {
 		t.Errorf("%d status_unavailable warnings, want 1", got)
 	}
 	ictx, icancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -908,12 +879,12 @@ func TestRunSurvivesServerRestart(t *testing.T) {
 	t.Cleanup(func() { stop() })
 	waitStaged(t, n, uint64(c4.Leaf.NotBefore.Unix()))
 	natstest.WaitFor(t, 10*time.Second, "the older two acknowledged as superseded", func() bool {
-		return len(n.logs.events("bundle_superseded")) >= 2
+		return len(n.logs.Events("bundle_superseded")) >= 2
 	})
 	if got := n.stagedVersions(); len(got) != 1 {
 		t.Errorf("staged %v, want only the newest once", got)
 	}
-	if got := len(n.logs.events("bundle_superseded")); got != 2 {
+	if got := len(n.logs.Events("bundle_superseded")); got != 2 {
 		t.Errorf("%d bundle_superseded events, want 2", got)
 	}
 

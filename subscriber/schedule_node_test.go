@@ -175,7 +175,7 @@ func TestRunStopFinishesInstall(t *testing.T) {
 	if _, err := os.Stat(finished); err != nil {
 		t.Error("Run returned before the reload finished")
 	}
-	if len(n.logs.events("install_done")) != 1 {
+	if len(n.logs.Events("install_done")) != 1 {
 		t.Error("Run returned before the install was done")
 	}
 	wantServed(t, installDir, c)
