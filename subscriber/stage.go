@@ -1,7 +1,6 @@
 package subscriber
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -392,19 +391,7 @@ func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
 // writeNewFile creates path 0600 (it must not exist, not even as a
 // symbolic link), writes data and syncs it.
 func writeNewFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, bytes.NewReader(data)); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeOwnedFile(path, data, -1, -1, 0o600)
 }
 
 // syncDir makes the entries of dir durable. dir is a checked folder; a
