@@ -42,6 +42,9 @@ const (
 	// emptyWait is how long Sync waits for a message when the consumer
 	// says none is pending (see fetchPending).
 	emptyWait = 300 * time.Millisecond
+	// statusRetry is how soon Run writes its records again after one
+	// could not be written.
+	statusRetry = 10 * time.Second
 )
 
 // Node receives the bundles of one node's certificates from its durable
@@ -284,16 +287,29 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 // refresh writes every status record now and every StatusInterval until
-// ctx ends.
+// ctx ends, and again statusRetry after a record could not be written.
 func (n *Node) refresh(ctx context.Context, js jetstream.JetStream) {
-	t := time.NewTicker(n.cfg.StatusInterval)
-	defer t.Stop()
 	for {
 		n.status.writeAll(ctx, js)
+		wait := n.cfg.StatusInterval
+		select {
+		case <-n.status.retry:
+			wait = min(wait, statusRetry)
+		default:
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
+		case <-n.status.retry:
+			t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(statusRetry):
+			}
 		}
 	}
 }

@@ -24,6 +24,10 @@ type statusWriter struct {
 
 	mu       sync.Mutex // held while a record is built and written
 	failures map[string]failure
+	// retry is signalled when a record could not be written (a timeout
+	// under load, a lost connection): Run then writes again soon rather
+	// than after StatusInterval.
+	retry chan struct{}
 	// cleared are the certificates a bundle succeeded for since start:
 	// a failure recorded before the restart no longer holds for them.
 	cleared map[string]bool
@@ -49,6 +53,7 @@ func (s *statusWriter) init(n *Node) {
 	s.n = n
 	s.failures = map[string]failure{}
 	s.cleared = map[string]bool{}
+	s.retry = make(chan struct{}, 1)
 }
 
 // succeeded clears the failure of name unless it came from a later message
@@ -178,6 +183,10 @@ func (s *statusWriter) put(ctx context.Context, js jetstream.JetStream, name str
 	defer cancel()
 	if _, err := kv.Put(ctx, wire.StatusKey(s.n.cfg.Node, name), val); err != nil {
 		s.n.log.Warn("status_write_failed", "name", name, "error", err)
+		select {
+		case s.retry <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }
