@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/treetest"
+
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testcert"
 )
@@ -654,7 +656,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			}
 			reloads := len(rl.reloads())
 			bad, why, target, undo := tt.trick(t, in)
-			before := snapshot(t, target)
+			before := treetest.Snapshot(t, target)
 
 			r := install(t, in, c2, true)
 			if r.Outcome != InstallFailed || r.RolledBack {
@@ -668,7 +670,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			if _, _, err := in.installed(); !tt.lock {
 				wantUnsafe(t, "installed", err, bad, why)
 			}
-			wantUnchanged(t, "the trick's target", before, target)
+			treetest.Unchanged(t, "the trick's target", before, target)
 			if n := len(rl.reloads()); n != reloads {
 				t.Errorf("%d reloads after the refusal, want none", n-reloads)
 			}
@@ -692,7 +694,7 @@ func TestInstallNamesNeverEscape(t *testing.T) {
 	c1 := ca.Issue(t, testcert.Options{})
 	dir := t.TempDir()
 	live := mkdir(t, filepath.Join(dir, "etc"), 0o755)
-	before := snapshot(t, dir)
+	before := treetest.Snapshot(t, dir)
 	for _, name := range []string{"..", "../../etc", "../etc", ".", ".certsync", "a/b", "/etc", ""} {
 		// No checkCertificate: it is the installer's own check under test.
 		in := &installer{c: Certificate{Name: name, InstallDir: filepath.Join(live, "example.com"), CertMode: DefaultCertMode, KeyMode: DefaultKeyMode},
@@ -706,7 +708,7 @@ func TestInstallNamesNeverEscape(t *testing.T) {
 			t.Errorf("installed %q: no error", name)
 		}
 	}
-	wantUnchanged(t, "the install folders", before, dir)
+	treetest.Unchanged(t, "the install folders", before, dir)
 }
 
 // relink points the link path at target; the function it returns points it

@@ -10,63 +10,6 @@ import (
 	"testing"
 )
 
-// snapshot describes every folder, file and symbolic link under root
-// (which need not exist): path -> mode and content, or link target. Two
-// equal snapshots mean nothing under root changed.
-func snapshot(t testing.TB, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) && path == root {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			out[path] = "link -> " + target
-		case fi.IsDir():
-			out[path] = fi.Mode().String()
-		default:
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			out[path] = fi.Mode().String() + " " + string(data)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// wantUnchanged fails the test if root differs from before.
-func wantUnchanged(t testing.TB, what string, before map[string]string, root string) {
-	t.Helper()
-	after := snapshot(t, root)
-	for p, v := range after {
-		if before[p] != v {
-			t.Errorf("%s: %s is now %q, was %q", what, p, v, before[p])
-		}
-	}
-	for p := range before {
-		if _, ok := after[p]; !ok {
-			t.Errorf("%s: %s is gone", what, p)
-		}
-	}
-}
-
 // wantUnsafe fails the test unless err is one line wrapping ErrUnsafePath
 // that names path and says each of why.
 func wantUnsafe(t testing.TB, what string, err error, path string, why ...string) {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/treetest"
+
 	"github.com/certsync/certsync/crypto"
 )
 
@@ -131,7 +133,7 @@ func TestStageRefuses(t *testing.T) {
 	s := openTestStage(t, dir)
 	// Names that would leave the stage folder, called directly, not
 	// through the node (which checks them first): nothing is written.
-	outside := snapshot(t, filepath.Dir(dir))
+	outside := treetest.Snapshot(t, filepath.Dir(dir))
 	for _, name := range []string{"../etc", "..", "../../etc", ".", ".hidden", "a/b", "/etc", "a\\x00", ""} {
 		b, m := fakeBundle(name, 1, "")
 		if _, err := s.Put(b, m); err == nil {
@@ -144,7 +146,7 @@ func TestStageRefuses(t *testing.T) {
 			t.Errorf("Load %q: %v, want a name error", name, err)
 		}
 	}
-	wantUnchanged(t, "refused names", outside, filepath.Dir(dir))
+	treetest.Unchanged(t, "refused names", outside, filepath.Dir(dir))
 	b, m := fakeBundle("example.com", 1, "")
 	m.Version = 2
 	if _, err := s.Put(b, m); err == nil {
@@ -377,7 +379,7 @@ func TestStageSymlinkTricks(t *testing.T) {
 				t.Fatal(err)
 			}
 			bad, why, target, undo := tt.trick(t, base, stage)
-			before := snapshot(t, target)
+			before := treetest.Snapshot(t, target)
 
 			_, err := OpenStage(stage, slog.New(slog.DiscardHandler))
 			if tt.open || tt.lock {
@@ -399,7 +401,7 @@ func TestStageSymlinkTricks(t *testing.T) {
 				if err != nil || !changed {
 					t.Fatalf("Put over a folder holding a link: %v, %v", changed, err)
 				}
-				wantUnchanged(t, "the trick's target", before, target)
+				treetest.Unchanged(t, "the trick's target", before, target)
 				checkStaged(t, s, b6, m6)
 				return
 			}
@@ -407,7 +409,7 @@ func TestStageSymlinkTricks(t *testing.T) {
 				t.Error("Put reports a change")
 			}
 			wantUnsafe(t, "Put", err, bad, why)
-			wantUnchanged(t, "the trick's target", before, target)
+			treetest.Unchanged(t, "the trick's target", before, target)
 
 			undo()
 			s = openTestStage(t, stage)

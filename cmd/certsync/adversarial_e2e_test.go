@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/treetest"
+
 	"filippo.io/age"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -190,7 +192,7 @@ func TestEnvelopeTamperedE2E(t *testing.T) {
 		if bytes.Equal(tt.body, env) {
 			t.Fatalf("%s: the tampered body equals the original", tt.name)
 		}
-		before := nodeFiles(t, dirs...)
+		before := treetest.Snapshot(t, dirs...)
 		header := tt.header
 		if header == nil {
 			header = orig.Header
@@ -204,7 +206,7 @@ func TestEnvelopeTamperedE2E(t *testing.T) {
 				t.Errorf("%s: the error line does not say %q: %s", tt.name, w, line)
 			}
 		}
-		checkUnchanged(t, tt.name, before, dirs...)
+		treetest.Unchanged(t, tt.name, before, dirs...)
 		checkStatusRefused(t, tt.name, f.Publisher, "web1", "example.com", tt.want[0])
 	}
 
@@ -250,7 +252,7 @@ func TestDowngradeAfterRestartE2E(t *testing.T) {
 		t.Fatalf("node run exited with status %d:\n%s", code, node.Log())
 	}
 	dirs := nodeDirs(web1)
-	before := nodeFiles(t, dirs...)
+	before := treetest.Snapshot(t, dirs...)
 
 	seq := publishForged(t, js, wire.Subject("example.com"), old.Data, old.Header)
 	node = startCertsync(t, nil, "node", "run", "--config", web1.Config)
@@ -262,15 +264,15 @@ func TestDowngradeAfterRestartE2E(t *testing.T) {
 	if code := node.Stop(t); code != 0 {
 		t.Fatalf("node run exited with status %d:\n%s", code, node.Log())
 	}
-	checkUnchanged(t, "after the replay", before, dirs...)
+	treetest.Unchanged(t, "after the replay", before, dirs...)
 	checkStatusRefused(t, "replay", f.Publisher, "web1", "example.com", subscriber.ErrDowngrade.Error())
 
 	// The same replay seen by node sync, a process of its own each time.
-	before = nodeFiles(t, dirs...)
+	before = treetest.Snapshot(t, dirs...)
 	publishForged(t, js, wire.Subject("example.com"), old.Data, old.Header)
 	res := certsyncCmd(t, "node", "sync", "--config", web1.Config, "--timeout", "30s")
 	checkRefused(t, "replay to node sync", res, "example.com", subscriber.ErrDowngrade.Error())
-	checkUnchanged(t, "after the replay to node sync", before, dirs...)
+	treetest.Unchanged(t, "after the replay to node sync", before, dirs...)
 
 	le.Write("example.com", certOptions{})
 	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
@@ -345,7 +347,7 @@ func TestHeadersNotTrustedE2E(t *testing.T) {
 	genuine := newestBundle(t, js, "example.com").Header
 	otherHeader := newestBundle(t, js, "other.example").Header
 	otherDir := filepath.Join(web1.StageDir, "other.example")
-	otherFiles := nodeFiles(t, otherDir)
+	otherFiles := treetest.Snapshot(t, otherDir)
 
 	key, err := crypto.LoadSigningKey(f.PublisherConfig.SigningKey)
 	if err != nil {
@@ -412,18 +414,18 @@ func TestHeadersNotTrustedE2E(t *testing.T) {
 		if got := readStaged(t, web1.StageDir, "example.com").Fingerprint; got != fp {
 			t.Errorf("%s: staged %s, want the envelope's %s", tt.name, got, fp)
 		}
-		checkUnchanged(t, tt.name+": other.example", otherFiles, otherDir)
+		treetest.Unchanged(t, tt.name+": other.example", otherFiles, otherDir)
 	}
 
 	// A worthless body with a 60 KiB header is refused like any other.
-	before := nodeFiles(t, nodeDirs(web1)...)
+	before := treetest.Snapshot(t, nodeDirs(web1)...)
 	junk := make([]byte, 1024)
 	rand.Read(junk)
 	publishForged(t, js, wire.Subject("example.com"), junk, with(genuine, "X-Padding", huge, wire.HeaderName, "other.example"))
 	res := certsyncCmd(t, "node", "sync", "--config", web1.Config, "--timeout", "30s")
 	checkRefused(t, "junk with a 60 KiB header", res, "example.com", "malformed envelope")
-	checkUnchanged(t, "junk with a 60 KiB header", before, nodeDirs(web1)...)
-	checkUnchanged(t, "junk with a 60 KiB header: other.example", otherFiles, otherDir)
+	treetest.Unchanged(t, "junk with a 60 KiB header", before, nodeDirs(web1)...)
+	treetest.Unchanged(t, "junk with a 60 KiB header: other.example", otherFiles, otherDir)
 
 	// Headers over 64 KiB never reach the stream: the server refuses them.
 	msg := nats.NewMsg(wire.Subject("example.com"))
@@ -435,5 +437,5 @@ func TestHeadersNotTrustedE2E(t *testing.T) {
 		t.Errorf("publish with a 64 KiB header: %v, want the server's refusal", err)
 	}
 	f.sync(t, "web1")
-	checkUnchanged(t, "after the refused 64 KiB header", before, nodeDirs(web1)...)
+	treetest.Unchanged(t, "after the refused 64 KiB header", before, nodeDirs(web1)...)
 }

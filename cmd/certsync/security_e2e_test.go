@@ -25,7 +25,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,6 +34,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/treetest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -42,70 +43,6 @@ import (
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/wire"
 )
-
-// nodeFiles describes every folder, file and symbolic link under the
-// folders roots (which need not exist): path -> mode and content, or link
-// target. Two equal results mean nothing on the node changed, byte for byte.
-func nodeFiles(t testing.TB, roots ...string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for _, root := range roots {
-		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-			if errors.Is(err, fs.ErrNotExist) && path == root {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			switch {
-			case fi.Mode()&fs.ModeSymlink != 0:
-				target, err := os.Readlink(path)
-				if err != nil {
-					return err
-				}
-				out[path] = "link -> " + target
-			case fi.IsDir():
-				out[path] = fi.Mode().String()
-			default:
-				data, err := os.ReadFile(path)
-				if err != nil {
-					return err
-				}
-				out[path] = fi.Mode().String() + " " + string(data)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("list %s: %v", root, err)
-		}
-	}
-	return out
-}
-
-// checkUnchanged fails the test unless the folders roots hold exactly what
-// before (from nodeFiles) says.
-func checkUnchanged(t testing.TB, what string, before map[string]string, roots ...string) {
-	t.Helper()
-	after := nodeFiles(t, roots...)
-	for path, was := range before {
-		now, ok := after[path]
-		switch {
-		case !ok:
-			t.Errorf("%s: %s was removed", what, path)
-		case now != was:
-			t.Errorf("%s: %s changed", what, path)
-		}
-	}
-	for path := range after {
-		if _, ok := before[path]; !ok {
-			t.Errorf("%s: %s appeared", what, path)
-		}
-	}
-}
 
 // nodeDirs are the folders a fleet node writes to: its stage folder and the
 // parent of its install folders (writeNodeConfig puts them side by side).
@@ -384,10 +321,10 @@ func TestSigningKeyRotationE2E(t *testing.T) {
 	le.Write("example.com", certOptions{})
 	mustCertsync(t, "publish", "--config", stale, "--lineage", lineage)
 	for _, n := range nodes {
-		before := nodeFiles(t, nodeDirs(n)...)
+		before := treetest.Snapshot(t, nodeDirs(n)...)
 		res := certsyncCmd(t, "node", "sync", "--config", n.Config, "--timeout", "30s")
 		checkRefused(t, n.Name+" with a bundle signed by the dropped key", res, "example.com", crypto.ErrUntrustedSigner.Error())
-		checkUnchanged(t, n.Name+" after a bundle signed by the dropped key", before, nodeDirs(n)...)
+		treetest.Unchanged(t, n.Name+" after a bundle signed by the dropped key", before, nodeDirs(n)...)
 		checkStatusRefused(t, n.Name, f.Publisher, n.Name, "example.com", crypto.ErrUntrustedSigner.Error())
 	}
 
@@ -509,7 +446,7 @@ func TestNodeRemovalE2E(t *testing.T) {
 	for _, name := range sortedNames(all) {
 		checkStaged(t, web3Dirs[0], name, live[name])
 	}
-	web3 := nodeFiles(t, web3Dirs...)
+	web3 := treetest.Snapshot(t, web3Dirs...)
 	checkHolds := func(name string) {
 		t.Helper()
 		for _, n := range all[name] {
@@ -557,7 +494,7 @@ func TestNodeRemovalE2E(t *testing.T) {
 	notForWeb3("example.com")
 	res := sync("web3")
 	checkRefused(t, "web3 with a bundle sealed without it", res, "example.com", crypto.ErrNotRecipient.Error())
-	checkUnchanged(t, "web3 after a bundle sealed without it", web3, web3Dirs...)
+	treetest.Unchanged(t, "web3 after a bundle sealed without it", web3, web3Dirs...)
 	checkHolds("example.com")
 
 	// 2. certsync republish names what web3 may hold and deletes its
@@ -588,7 +525,7 @@ func TestNodeRemovalE2E(t *testing.T) {
 		!strings.Contains(errs[0], "does not exist") {
 		t.Errorf("node sync web3 without its consumer: exit %d, want 1 and one error line saying its consumer does not exist; stderr:\n%s", res.Code, res.Stderr)
 	}
-	checkUnchanged(t, "web3 without its consumer", web3, web3Dirs...)
+	treetest.Unchanged(t, "web3 without its consumer", web3, web3Dirs...)
 
 	// 3. certsync auth again, which names web3's seed, and a server reload:
 	// web3's credential stops working.
@@ -626,7 +563,7 @@ func TestNodeRemovalE2E(t *testing.T) {
 		notForWeb3(name)
 		checkHolds(name)
 	}
-	checkUnchanged(t, "web3 after its removal", web3, web3Dirs...)
+	treetest.Unchanged(t, "web3 after its removal", web3, web3Dirs...)
 	if res := certsyncCmd(t, "status", "--config", r.publisher); res.Code != 0 {
 		t.Errorf("certsync status after the removal: exit %d, want 0 (web3's records are unconfigured)\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/certsync/certsync/internal/treetest"
 )
 
 // TestSymlinkTricksE2E is acceptance 3 of issue 4 for the node's disk:
@@ -94,9 +96,9 @@ func TestSymlinkTricksE2E(t *testing.T) {
 			if !tt.stages {
 				dirs = append(dirs, filepath.Dir(n.StageDir))
 			}
-			before := nodeFiles(t, dirs...)
+			before := treetest.Snapshot(t, dirs...)
 			link, target, undo := tt.trick(t, n, tt.cert)
-			targetBefore := nodeFiles(t, target)
+			targetBefore := treetest.Snapshot(t, target)
 
 			res := certsyncCmd(t, "node", "sync", "--config", n.Config, "--timeout", "30s")
 			errs := res.errorLines()
@@ -105,12 +107,12 @@ func TestSymlinkTricksE2E(t *testing.T) {
 				t.Errorf("node sync through %s: exit %d, want 1 and one error line naming %s; stderr:\n%s", link, res.Code, link, res.Stderr)
 			}
 			checkStatusRefused(t, "through "+link, f.Publisher, tt.node, tt.cert, "")
-			checkUnchanged(t, "the link's target", targetBefore, target)
+			treetest.Unchanged(t, "the link's target", targetBefore, target)
 			if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 				t.Errorf("%s is no longer the link: %v", link, err)
 			}
 			undo()
-			checkUnchanged(t, "the node's folders", before, dirs...)
+			treetest.Unchanged(t, "the node's folders", before, dirs...)
 			// What is installed is still the certificate held before.
 			checkInstalled(t, installDirOf(n, tt.cert), held)
 
