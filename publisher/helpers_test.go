@@ -165,11 +165,18 @@ func (f *fixture) count(name string) uint64 {
 // last is the newest message on a certificate's subject.
 func (f *fixture) last(name string) *jetstream.RawStreamMsg {
 	f.t.Helper()
-	st, err := f.js().Stream(context.Background(), wire.Stream)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	msg, err := st.GetLastMsgForSubject(context.Background(), wire.Subject(name))
+	js := f.js()
+	var msg *jetstream.RawStreamMsg
+	var err error
+	// A loaded cluster may leave a request unanswered for a while (the
+	// stream's leader is busy): ask again until the deadline.
+	natstest.WaitFor(f.t, 30*time.Second, "the newest message of "+name, func() bool {
+		var st jetstream.Stream
+		if st, err = js.Stream(context.Background(), wire.Stream); err == nil {
+			msg, err = st.GetLastMsgForSubject(context.Background(), wire.Subject(name))
+		}
+		return err == nil || errors.Is(err, jetstream.ErrMsgNotFound)
+	})
 	if err != nil {
 		f.t.Fatalf("newest message of %s: %v", name, err)
 	}

@@ -168,10 +168,17 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	}
 	checkNoSecret(t, "status error", st.Error, c1, c2)
 	wantServed(t, installDir, c1)
-	waitServed("nginx to serve c1 after the rollback", c1)
 	if got := countReloads(); got != 2 {
 		t.Errorf("%d reloads, want 2 (the rollback's)", got)
 	}
+	// nginx applies a reload a moment after `nginx -s reload` returns, and
+	// serves c1 all along: wait until it has taken the rollback's reload,
+	// or it could still be reconfiguring, and read c3's files, in step 2b.
+	natstest.WaitFor(t, 10*time.Second, "nginx to take the rollback's reload", func() bool {
+		// Once at start, then once per reload, after the new files are read.
+		return strings.Count(ngx.ErrorLogText(), "start worker processes") >= 3
+	})
+	waitServed("nginx to serve c1 after the rollback", c1)
 	os.Remove(failCheck)
 
 	// 2b. A reload that does nothing: verify never sees c3; rolled back.
