@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/certsync/certsync/internal/loopback"
 
 	"filippo.io/age"
 	"github.com/nats-io/nats.go/jetstream"
@@ -240,20 +241,9 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port nothing listens on (for now).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestPublishWhileNATSDownThenRepublish(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := loopback.FreePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	f := newFixture(t, url, map[string][]string{"example.com": {"web1"}})
 	f.cfg.Timeout = time.Second
@@ -525,7 +515,7 @@ func TestPublishRefusesBeforeConnecting(t *testing.T) {
 	t.Parallel()
 	// Nothing listens at this URL: a refusal must come before any attempt
 	// to connect, or the error would be about connecting.
-	f := newFixture(t, fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)), map[string][]string{"example.com": {"web1"}})
+	f := newFixture(t, fmt.Sprintf("nats://127.0.0.1:%d", loopback.FreePort(t)), map[string][]string{"example.com": {"web1"}})
 	f.cfg.Timeout = 5 * time.Second
 	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
 
@@ -595,7 +585,7 @@ func TestPublishConcurrentHooksStoreOnce(t *testing.T) {
 
 func TestPublishWaitsForNATS(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := loopback.FreePort(t)
 	f := newFixture(t, fmt.Sprintf("nats://127.0.0.1:%d", port), map[string][]string{"example.com": {"web1"}})
 	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
 	type outcome struct {

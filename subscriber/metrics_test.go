@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/loopback"
+
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/certsync/certsync/internal/metrics/metricstest"
@@ -21,7 +23,7 @@ func TestRunServesMetrics(t *testing.T) {
 	c1 := e.issue(time.Hour)
 	e.publish("example.com", e.seal("example.com", c1), c1)
 
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", loopback.FreePort(t))
 	n := e.node(t.TempDir(), "example.com")
 	n.cfg.MetricsListen = addr
 	if n2 := e.node(t.TempDir(), "example.com"); n2.metrics != nil {
@@ -36,18 +38,10 @@ func TestRunServesMetrics(t *testing.T) {
 			t.Logf("node log:\n%s", n.logs.String())
 		}
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
+	stop := startRun(t, n)
 	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("Run did not stop")
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	}()
 

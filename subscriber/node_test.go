@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/certsync/certsync/internal/loopback"
 
 	"filippo.io/age"
 	"github.com/nats-io/nats-server/v2/server"
@@ -818,7 +819,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	if err := os.WriteFile(cfg.StageDir, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg.NATS.URL = fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	cfg.NATS.URL = fmt.Sprintf("nats://127.0.0.1:%d", loopback.FreePort(t))
 	n, err := New(cfg, nil)
 	if err != nil {
 		t.Fatalf("New with a stage folder that is a file: %v", err)
@@ -830,24 +831,13 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 }
 
-// freePort reserves a loopback port for a server that must come back on it.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestRunSurvivesServerRestart: the daemon stages what arrives, skips
 // superseded versions that piled up while it was away, keeps going across a
 // restart of the server, and stops cleanly.
 func TestRunSurvivesServerRestart(t *testing.T) {
 	t.Parallel()
 	opts := natstest.Options(t.TempDir())
-	opts.Port = freePort(t)
+	opts.Port = loopback.FreePort(t)
 	e := startEnv(t, opts)
 	stageDir := t.TempDir()
 
@@ -864,19 +854,7 @@ func TestRunSurvivesServerRestart(t *testing.T) {
 
 	n := e.node(stageDir, "example.com")
 	n.cfg.StatusInterval = 200 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(20 * time.Second):
-			return errors.New("Run did not stop after its context ended")
-		}
-	})
-	t.Cleanup(func() { stop() })
+	stop := startRun(t, n)
 	waitStaged(t, n, uint64(c4.Leaf.NotBefore.Unix()))
 	natstest.WaitFor(t, 10*time.Second, "the older two acknowledged as superseded", func() bool {
 		return len(n.logs.Events("bundle_superseded")) >= 2

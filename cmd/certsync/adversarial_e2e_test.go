@@ -85,18 +85,8 @@ func splice(env []byte, from, to int, repl []byte) []byte {
 // own headers in refusals_e2e_test.go.)
 func TestEnvelopeTamperedE2E(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t)
-	le := newLineages(t)
-	lineage, _ := le.Write("example.com", certOptions{})
-	other, _ := le.Write("other.example", certOptions{})
-	f := newFleet(t, fleetOptions{
-		URL: srv.URL, Lineages: le.Live(),
-		Certificates: map[string][]string{"example.com": {"web1"}, "other.example": {"web1"}},
-	})
+	srv, le, f, lineage, other := twoCertificates(t)
 	web1 := f.Nodes["web1"]
-	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
-	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", other)
-	f.sync(t, "web1")
 	checkStaged(t, web1.StageDir, "example.com", lineage)
 
 	js := jetStream(t, srv.URL)
@@ -331,18 +321,8 @@ func TestTooManyRecipientsE2E(t *testing.T) {
 // worthless body is refused like any worthless body; the node never stalls.
 func TestHeadersNotTrustedE2E(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t)
-	le := newLineages(t)
-	lineage, _ := le.Write("example.com", certOptions{})
-	other, _ := le.Write("other.example", certOptions{})
-	f := newFleet(t, fleetOptions{
-		URL: srv.URL, Lineages: le.Live(),
-		Certificates: map[string][]string{"example.com": {"web1"}, "other.example": {"web1"}},
-	})
+	srv, le, f, lineage, _ := twoCertificates(t)
 	web1 := f.Nodes["web1"]
-	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
-	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", other)
-	f.sync(t, "web1")
 	js := jetStream(t, srv.URL)
 	genuine := newestBundle(t, js, "example.com").Header
 	otherHeader := newestBundle(t, js, "other.example").Header
@@ -438,4 +418,23 @@ func TestHeadersNotTrustedE2E(t *testing.T) {
 	}
 	f.sync(t, "web1")
 	treetest.Unchanged(t, "after the refused 64 KiB header", before, nodeDirs(web1)...)
+}
+
+// twoCertificates starts a server and a fleet whose one node, web1, holds
+// two certificates, example.com and other.example, both published and
+// synced. It returns the lineages of both.
+func twoCertificates(t *testing.T) (srv *testServer, le *lineages, f *fleet, lineage, other string) {
+	t.Helper()
+	srv = startServer(t)
+	le = newLineages(t)
+	lineage, _ = le.Write("example.com", certOptions{})
+	other, _ = le.Write("other.example", certOptions{})
+	f = newFleet(t, fleetOptions{
+		URL: srv.URL, Lineages: le.Live(),
+		Certificates: map[string][]string{"example.com": {"web1"}, "other.example": {"web1"}},
+	})
+	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
+	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", other)
+	f.sync(t, "web1")
+	return srv, le, f, lineage, other
 }

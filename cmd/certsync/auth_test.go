@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/loopback"
+
 	"github.com/nats-io/nkeys"
 
 	"github.com/certsync/certsync/internal/authconf"
@@ -155,7 +157,7 @@ func TestAuthTLSPipelineE2E(t *testing.T) {
 	lin := newLineages(t)
 	signing := keygenSigning(t, filepath.Join(dir, "signing.key"))
 	auth := filepath.Join(dir, "auth")
-	addr := freeAddr(t)
+	addr := loopback.FreeAddr(t)
 	url := "tls://" + addr
 	nats := func(user string) string {
 		return "nats: {url: \"" + url + "\", nkey: " + filepath.Join(auth, user+".nk") + ", tls: {ca: " + ca + "}}\n"

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/loopback"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/internal/acmetest"
@@ -171,7 +173,7 @@ func TestNodeAwayAcrossRenewals(t *testing.T) {
 // publishes once the server is up; the same hook run twice publishes once.
 func TestPublishWhileServerDown(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t) // nothing listens there yet
+	addr := loopback.FreeAddr(t) // nothing listens there yet
 	le := newLineages(t)
 	lineage, _ := le.Write("example.com", certOptions{})
 	f := newFleet(t, fleetOptions{

@@ -42,7 +42,7 @@ package main
 //	logEvents(log, msg) []map[string]any               JSON log records whose msg is msg
 //	jetStream(t, url) jetstream.JetStream              a nats.go client, to look at streams and consumers
 //	waitAcked(t, url, node, seq)                       wait until node's consumer has acknowledged stream sequence seq
-//	freeAddr(t) string                                 a loopback HOST:PORT nothing listens on (yet)
+//	loopback.FreeAddr(t) string                                 a loopback HOST:PORT nothing listens on (yet)
 
 import (
 	"bytes"
@@ -52,7 +52,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +61,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certsync/certsync/internal/loopback"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -271,21 +272,6 @@ func (p *proc) WaitLog(t testing.TB, timeout time.Duration, msg string) map[stri
 // whose msg is msg, in order.
 func logEvents(log, msg string) []map[string]any { return logtest.Events(log, msg) }
 
-// freeAddr returns a loopback HOST:PORT that was free a moment ago. Another
-// process may take it before it is used; startServer retries.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("reserve a loopback port: %v", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatalf("release port %s: %v", addr, err)
-	}
-	return addr
-}
-
 // testServer is `certsync server` running as a subprocess on loopback.
 type testServer struct {
 	// Addr is the client listen address, HOST:PORT; URL is nats://Addr.
@@ -308,7 +294,7 @@ func startServer(t testing.TB) *testServer {
 	// The port is free when chosen but may be taken before the server
 	// binds it; then the server exits and another port is tried.
 	for attempt := 0; ; attempt++ {
-		s.Addr = freeAddr(t)
+		s.Addr = loopback.FreeAddr(t)
 		s.URL = "nats://" + s.Addr
 		if s.start(t) {
 			return s

@@ -34,6 +34,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/loopback"
+
 	"github.com/certsync/certsync/internal/treetest"
 
 	"github.com/nats-io/nats.go"
@@ -384,7 +386,7 @@ func TestNodeRemovalE2E(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	lin := newLineages(t)
-	addr := freeAddr(t)
+	addr := loopback.FreeAddr(t)
 	r := &removalFleet{
 		dir: dir, url: "nats://" + addr, auth: filepath.Join(dir, "auth"),
 		publisher: filepath.Join(dir, "publisher.yaml"), signing: filepath.Join(dir, "signing.key"),

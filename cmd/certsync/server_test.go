@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/loopback"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/certsync/certsync/internal/natstest"
@@ -18,7 +20,7 @@ import (
 func TestServerReloadsOnSIGHUP(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := loopback.FreeAddr(t)
 	conf := filepath.Join(dir, "server.conf")
 	write := func(password string) {
 		t.Helper()

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/loopback"
+
 	"github.com/certsync/certsync/internal/logtest"
 )
 
@@ -119,7 +121,7 @@ type pebbleSettings struct {
 
 func startPebble(t testing.TB, bin, dir string, attempt int, certFile, keyFile string, client *http.Client) (*Pebble, error) {
 	t.Helper()
-	ports := freePorts(t, 4)
+	ports := loopback.FreePorts(t, 4)
 	cfg := pebbleConfig{Pebble: pebbleSettings{
 		ListenAddress:           fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		ManagementListenAddress: fmt.Sprintf("127.0.0.1:%d", ports[1]),
@@ -238,27 +240,6 @@ func (p *Pebble) IssuerRoots(t testing.TB) []byte {
 
 // Output returns what pebble has written to stdout and stderr so far.
 func (p *Pebble) Output() string { return p.out.String() }
-
-// freePorts returns n distinct loopback TCP ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	ports := make([]int, 0, n)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("reserve a loopback port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
 
 // writeServerCert makes a CA and an HTTPS certificate for 127.0.0.1, ::1 and
 // localhost signed by it, writes them to dir, and returns the three paths.

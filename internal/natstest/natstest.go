@@ -5,11 +5,12 @@ package natstest
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/certsync/certsync/internal/loopback"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -70,16 +71,10 @@ func RunCluster(t testing.TB, n int) ([]*server.Server, string) {
 	t.Helper()
 	// Routes need each other's addresses before start, so reserve the
 	// cluster ports first.
-	ports := make([]int, n)
+	ports := loopback.FreePorts(t, n)
 	routes := make([]*url.URL, n)
-	for i := range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("reserve a cluster port: %v", err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+	for i, port := range ports {
+		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", port)}
 	}
 	var servers []*server.Server
 	for i := range n {
