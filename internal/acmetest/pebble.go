@@ -2,19 +2,12 @@ package acmetest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +16,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/loopback"
+	"github.com/certsync/certsync/internal/testcert"
 
 	"github.com/certsync/certsync/internal/logtest"
 )
@@ -242,84 +236,23 @@ func (p *Pebble) IssuerRoots(t testing.TB) []byte {
 func (p *Pebble) Output() string { return p.out.String() }
 
 // writeServerCert makes a CA and an HTTPS certificate for 127.0.0.1, ::1 and
-// localhost signed by it, writes them to dir, and returns the three paths.
+// localhost signed by it, writes them to dir, and returns the three paths:
+// the CA's root (for REQUESTS_CA_BUNDLE), the full chain and the key.
 func writeServerCert(t testing.TB, dir string) (caFile, certFile, keyFile string) {
 	t.Helper()
-	now := time.Now().Truncate(time.Second)
-	caKey := newECKey(t)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          randSerial(t),
-		Subject:               pkix.Name{CommonName: "certsync acmetest pebble https ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatalf("create pebble https ca: %v", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatalf("parse pebble https ca: %v", err)
-	}
-	key := newECKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          randSerial(t),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatalf("create pebble https certificate: %v", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatalf("marshal pebble https key: %v", err)
-	}
+	ca := testcert.NewCA(t)
+	c := ca.Issue(t, testcert.Options{Names: []string{"localhost", "127.0.0.1", "::1"}})
 	caFile = filepath.Join(dir, "https-ca.pem")
 	certFile = filepath.Join(dir, "https-cert.pem")
 	keyFile = filepath.Join(dir, "https-key.pem")
-	writePEM(t, caFile, 0o644, "CERTIFICATE", caDER)
-	writePEM(t, certFile, 0o644, "CERTIFICATE", der)
-	writePEM(t, keyFile, 0o600, "PRIVATE KEY", keyDER)
+	for _, f := range []struct {
+		path string
+		data []byte
+		perm os.FileMode
+	}{{caFile, ca.RootPEM, 0o644}, {certFile, c.FullChain, 0o644}, {keyFile, c.PrivKey, 0o600}} {
+		if err := os.WriteFile(f.path, f.data, f.perm); err != nil {
+			t.Fatalf("write %s: %v", f.path, err)
+		}
+	}
 	return caFile, certFile, keyFile
-}
-
-func newECKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("generate key: %v", err)
-	}
-	return key
-}
-
-func randSerial(t testing.TB) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatalf("generate serial: %v", err)
-	}
-	return n.Add(n, big.NewInt(1))
-}
-
-// writePEM writes one PEM block to a new file (O_EXCL) with mode perm.
-func writePEM(t testing.TB, path string, perm os.FileMode, typ string, der []byte) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		t.Fatalf("create %q: %v", path, err)
-	}
-	if err := errors.Join(pem.Encode(f, &pem.Block{Type: typ, Bytes: der}), f.Close()); err != nil {
-		t.Fatalf("write %q: %v", path, err)
-	}
 }

@@ -24,6 +24,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -77,7 +78,8 @@ func NewCA(t testing.TB) *CA {
 
 // Options choose a leaf's names and validity.
 type Options struct {
-	// Names are the DNS names (default "example.com" and "*.example.com").
+	// Names are the DNS names (default "example.com" and "*.example.com");
+	// a name that parses as an IP address is an IP address SAN instead.
 	// The first is the subject's common name.
 	Names []string
 	// NotBefore is the start of validity (default a minute ago). It is
@@ -113,10 +115,20 @@ func (ca *CA) Issue(t testing.TB, o Options) *Cert {
 		o.Validity = 90 * 24 * time.Hour
 	}
 	key := newKey(t)
+	var dnsNames []string
+	var ips []net.IP
+	for _, n := range o.Names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dnsNames = append(dnsNames, n)
+		}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: newSerial(t),
 		Subject:      pkix.Name{CommonName: o.Names[0]},
-		DNSNames:     o.Names,
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
 		NotBefore:    o.NotBefore,
 		NotAfter:     o.NotBefore.Add(o.Validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
