@@ -68,8 +68,11 @@ type Info struct {
 //   - privkey.pem holds exactly one private key ("PRIVATE KEY" PKCS#8,
 //     "EC PRIVATE KEY" or "RSA PRIVATE KEY"), unencrypted, whose public key
 //     is the leaf's;
+//   - the leaf's NotBefore is not before 1970;
 //   - no certificate has expired at now, and the leaf's NotBefore is at most
-//     [MaxFutureNotBefore] after now and not before 1970;
+//     [MaxFutureNotBefore] after now: these two depend on now alone and are
+//     checked last, so their failure, a [*ClockError] wrapping [ErrExpired]
+//     or [ErrNotYetValid], means the bundle passed every other check;
 //   - each file is at most [MaxFileSize] bytes and holds nothing but PEM
 //     blocks and white space.
 //
@@ -111,19 +114,24 @@ func (b *Bundle) Check(now time.Time) (*Info, error) {
 	if !ok || !pub.Equal(leaf.PublicKey) {
 		return nil, fmt.Errorf("checking %s: the private key does not match the certificate in cert.pem", "privkey.pem")
 	}
-	if now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("checking %s: certificate expired at %s", "cert.pem", leaf.NotAfter.UTC().Format(time.RFC3339))
-	}
-	for i, c := range chain {
-		if now.After(c.NotAfter) {
-			return nil, fmt.Errorf("checking %s: certificate %d (%s) expired at %s", "chain.pem", i+1, c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))
-		}
-	}
+	// What follows needs no clock; the clock's checks come last, so a
+	// ClockError means nothing else is wrong with the bundle.
 	if leaf.NotBefore.Unix() <= 0 {
 		return nil, fmt.Errorf("checking %s: certificate valid from %s, before 1970", "cert.pem", leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
+	if now.After(leaf.NotAfter) {
+		return nil, &ClockError{Err: ErrExpired, At: now,
+			Reason: fmt.Sprintf("checking %s: certificate expired at %s", "cert.pem", leaf.NotAfter.UTC().Format(time.RFC3339))}
+	}
+	for i, c := range chain {
+		if now.After(c.NotAfter) {
+			return nil, &ClockError{Err: ErrExpired, At: now,
+				Reason: fmt.Sprintf("checking %s: certificate %d (%s) expired at %s", "chain.pem", i+1, c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))}
+		}
+	}
 	if leaf.NotBefore.After(now.Add(MaxFutureNotBefore)) {
-		return nil, fmt.Errorf("checking %s: certificate not valid until %s, more than %s ahead", "cert.pem", leaf.NotBefore.UTC().Format(time.RFC3339), MaxFutureNotBefore)
+		return nil, &ClockError{Err: ErrNotYetValid, At: now,
+			Reason: fmt.Sprintf("checking %s: certificate not valid until %s, more than %s ahead", "cert.pem", leaf.NotBefore.UTC().Format(time.RFC3339), MaxFutureNotBefore)}
 	}
 	sum := sha256.Sum256(leaf.Raw)
 	return &Info{

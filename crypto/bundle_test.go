@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -107,38 +108,44 @@ func TestCheckRefuses(t *testing.T) {
 		return &Bundle{Cert: cert, Chain: ca.pem, FullChain: slices.Concat(cert, ca.pem), PrivKey: keyPEM}
 	}
 	for _, tc := range []struct {
-		name string
-		edit func(*Bundle)
-		want string // file named in the error
+		name  string
+		edit  func(*Bundle)
+		want  string // file named in the error
+		clock error  // ErrExpired or ErrNotYetValid for a *ClockError; nil for none
 	}{
-		{"key mismatch", func(b *Bundle) { b.PrivKey = otherPEM }, "privkey.pem"},
-		{"two keys", func(b *Bundle) { b.PrivKey = slices.Concat(keyPEM, otherPEM) }, "privkey.pem"},
-		{"no key", func(b *Bundle) { b.PrivKey = nil }, "privkey.pem"},
-		{"garbled key", func(b *Bundle) { b.PrivKey = garbledKey }, "privkey.pem"},
-		{"encrypted key", func(b *Bundle) { b.PrivKey = encrypted }, "privkey.pem"},
-		{"certificate as key", func(b *Bundle) { b.PrivKey = cert }, "privkey.pem"},
-		{"key file over the limit", func(b *Bundle) { b.PrivKey = slices.Concat(keyPEM, make([]byte, MaxFileSize)) }, "privkey.pem"},
-		{"expired leaf", func(b *Bundle) { b.Cert = expired; b.FullChain = slices.Concat(expired, ca.pem) }, "cert.pem"},
-		{"leaf from the future", func(b *Bundle) { b.Cert = future; b.FullChain = slices.Concat(future, ca.pem) }, "cert.pem"},
-		{"leaf from 1970", func(b *Bundle) { b.Cert = old; b.FullChain = slices.Concat(old, ca.pem) }, "cert.pem"},
+		{"key mismatch", func(b *Bundle) { b.PrivKey = otherPEM }, "privkey.pem", nil},
+		{"two keys", func(b *Bundle) { b.PrivKey = slices.Concat(keyPEM, otherPEM) }, "privkey.pem", nil},
+		{"no key", func(b *Bundle) { b.PrivKey = nil }, "privkey.pem", nil},
+		{"garbled key", func(b *Bundle) { b.PrivKey = garbledKey }, "privkey.pem", nil},
+		{"encrypted key", func(b *Bundle) { b.PrivKey = encrypted }, "privkey.pem", nil},
+		{"certificate as key", func(b *Bundle) { b.PrivKey = cert }, "privkey.pem", nil},
+		{"key file over the limit", func(b *Bundle) { b.PrivKey = slices.Concat(keyPEM, make([]byte, MaxFileSize)) }, "privkey.pem", nil},
+		{"expired leaf", func(b *Bundle) { b.Cert = expired; b.FullChain = slices.Concat(expired, ca.pem) }, "cert.pem", ErrExpired},
+		{"leaf from the future", func(b *Bundle) { b.Cert = future; b.FullChain = slices.Concat(future, ca.pem) }, "cert.pem", ErrNotYetValid},
+		{"leaf from 1970", func(b *Bundle) { b.Cert = old; b.FullChain = slices.Concat(old, ca.pem) }, "cert.pem", nil},
 		{"expired chain certificate", func(b *Bundle) {
 			b.Chain = slices.Concat(ca.pem, expiredCA.pem)
 			b.FullChain = slices.Concat(cert, ca.pem, expiredCA.pem)
-		}, "chain.pem"},
-		{"garbage cert", func(b *Bundle) { b.Cert = []byte("not a certificate\n") }, "cert.pem"},
-		{"garbage after cert", func(b *Bundle) { b.Cert = slices.Concat(cert, []byte("junk")) }, "cert.pem"},
-		{"unterminated PEM", func(b *Bundle) { b.Cert = cert[:len(cert)-10] }, "cert.pem"},
+		}, "chain.pem", ErrExpired},
+		// A fault the clock cannot cure is reported as such, even when the
+		// clock would refuse the bundle too.
+		{"expired leaf with another key", func(b *Bundle) {
+			b.Cert, b.FullChain, b.PrivKey = expired, slices.Concat(expired, ca.pem), otherPEM
+		}, "privkey.pem", nil},
+		{"garbage cert", func(b *Bundle) { b.Cert = []byte("not a certificate\n") }, "cert.pem", nil},
+		{"garbage after cert", func(b *Bundle) { b.Cert = slices.Concat(cert, []byte("junk")) }, "cert.pem", nil},
+		{"unterminated PEM", func(b *Bundle) { b.Cert = cert[:len(cert)-10] }, "cert.pem", nil},
 		{"bad DER", func(b *Bundle) {
 			b.Cert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{0x30, 0x03, 1, 2, 3}})
-		}, "cert.pem"},
-		{"two leaves", func(b *Bundle) { b.Cert = slices.Concat(cert, cert) }, "cert.pem"},
-		{"empty cert", func(b *Bundle) { b.Cert = nil }, "cert.pem"},
-		{"key in cert.pem", func(b *Bundle) { b.Cert = keyPEM }, "cert.pem"},
-		{"empty chain", func(b *Bundle) { b.Chain = []byte("\n") }, "chain.pem"},
-		{"fullchain without chain", func(b *Bundle) { b.FullChain = cert }, "fullchain.pem"},
-		{"fullchain reversed", func(b *Bundle) { b.FullChain = slices.Concat(ca.pem, cert) }, "fullchain.pem"},
-		{"fullchain with another leaf", func(b *Bundle) { b.FullChain = slices.Concat(expired, ca.pem) }, "fullchain.pem"},
-		{"fullchain garbage", func(b *Bundle) { b.FullChain = []byte("-----BEGIN CERTIFICATE-----\n") }, "fullchain.pem"},
+		}, "cert.pem", nil},
+		{"two leaves", func(b *Bundle) { b.Cert = slices.Concat(cert, cert) }, "cert.pem", nil},
+		{"empty cert", func(b *Bundle) { b.Cert = nil }, "cert.pem", nil},
+		{"key in cert.pem", func(b *Bundle) { b.Cert = keyPEM }, "cert.pem", nil},
+		{"empty chain", func(b *Bundle) { b.Chain = []byte("\n") }, "chain.pem", nil},
+		{"fullchain without chain", func(b *Bundle) { b.FullChain = cert }, "fullchain.pem", nil},
+		{"fullchain reversed", func(b *Bundle) { b.FullChain = slices.Concat(ca.pem, cert) }, "fullchain.pem", nil},
+		{"fullchain with another leaf", func(b *Bundle) { b.FullChain = slices.Concat(expired, ca.pem) }, "fullchain.pem", nil},
+		{"fullchain garbage", func(b *Bundle) { b.FullChain = []byte("-----BEGIN CERTIFICATE-----\n") }, "fullchain.pem", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -154,6 +161,13 @@ func TestCheckRefuses(t *testing.T) {
 			}
 			if strings.Contains(msg, secret[:16]) || strings.Contains(msg, "AAAAAAAA") {
 				t.Errorf("Check = %q, holds key material", msg)
+			}
+			var ce *ClockError
+			switch {
+			case tc.clock == nil && errors.As(err, &ce):
+				t.Errorf("Check = %q, a ClockError; want a refusal the clock cannot cure", msg)
+			case tc.clock != nil && (!errors.As(err, &ce) || !errors.Is(err, tc.clock) || !ce.At.Equal(now)):
+				t.Errorf("Check = %#v, want a ClockError wrapping %v at %v", err, tc.clock, now)
 			}
 		})
 	}

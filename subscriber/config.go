@@ -73,7 +73,9 @@ type Certificate struct {
 	// fleet does not reload at the same second (default 0).
 	Splay time.Duration
 	// ExpiryDeadline installs at once, whatever the schedule, when the
-	// installed certificate expires within it. 0 turns it off; the
+	// installed certificate expires within it (a certificate not valid yet
+	// still waits for its NotBefore), and then tries a version whose
+	// install failed again, 1m doubling to 1h. 0 turns both off; the
 	// command line's default is 168h.
 	ExpiryDeadline time.Duration
 	// CommandTimeout bounds check and reload, each (default 60s).

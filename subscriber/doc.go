@@ -24,16 +24,31 @@
 // configuration. Of the verified bundles of one certificate only the
 // newest is opened; older ones are acknowledged as superseded, so a node
 // that was away across several renewals stages only the newest, once. The
-// opened bundle must be a valid certificate, key and chain that has not
-// expired, and must not be older than what is staged ([ErrDowngrade]) nor
-// another certificate with the staged version ([ErrConflict]); the same
-// bundle again changes nothing.
+// opened bundle must be a valid certificate, key and chain, and must not be
+// older than what is staged ([ErrDowngrade]) nor another certificate with
+// the staged version ([ErrConflict]); the same bundle again changes
+// nothing. An older version than the staged one that was published before
+// it (a lower stream sequence: a message retried while a newer one staged)
+// is acknowledged as superseded, not refused.
 //
 // A refusal terminates the message (it is never delivered again), is
 // logged as "bundle_refused" and shows in the certificate's status record.
 // Such errors are [PermanentError]s ([IsPermanent]). A transient failure (a
-// full disk, say) is retried later with a growing delay. No message can
-// block the ones after it.
+// full disk, say) is retried later with a growing delay (5s doubling to 5m,
+// by the message's deliveries; the consumer never gives up on a message).
+// No message can block the ones after it.
+//
+// The node's clock: a bundle whose certificate has expired by the node's
+// clock, or whose leaf is not valid until more than
+// crypto.MaxFutureNotBefore ahead of it (a *crypto.ClockError from
+// crypto.Bundle.Check, the one place this is decided), is not refused:
+// the node cannot tell its clock is wrong. It is held back ([ErrClock]), a
+// transient failure retried with the same delays, logged as a warning
+// ("bundle_retry") on each delivery, shown failed in the status record with
+// an error that names the node's clock, and counted as a refusal with
+// reason "clock". It supersedes the older bundles of its batch, so a wrong
+// clock never has an older bundle staged in its place. Once the clock is
+// right its next delivery stages it.
 //
 // # Staging
 //
@@ -57,8 +72,16 @@
 // later, installs at its first chance after it. Whatever the schedule, a
 // certificate with nothing installed installs at once, and one whose
 // installed certificate expires within ExpiryDeadline installs at once.
-// [Node.Sync] installs what is due after receiving; [Node.Run] sleeps until
-// the next certificate is due or something new is staged.
+// But a certificate that is not valid yet (its NotBefore ahead of the
+// node's clock) never replaces what install_dir holds before its NotBefore,
+// unless what it replaces has expired by then: a working certificate is
+// not swapped for one clients reject. Into an empty install_dir it
+// installs at once (clients reject it either way; the service gets files
+// to start with, which turn valid without a reload). [Node.Sync] installs
+// what is due after receiving and lists what waits ([Report].Scheduled);
+// [Node.Run] sleeps until the next certificate is due (a window, a
+// NotBefore, a retry) or something new is staged. The status record's
+// install_at says when.
 //
 // The layout: install_dir is a symbolic link to a version folder kept
 // beside it,
@@ -89,8 +112,13 @@
 // reported (log, [Report], status record) with the tail of the command's
 // output. A first install that fails has nothing to go back to: its files
 // stay in place and it is reported failed. A failed version is recorded in
-// state.json and not tried again on its own; a newer bundle, or
-// `node install`, tries again. An identical bundle delivered again changes
+// state.json with how many times in a row it failed. It is not tried again
+// on its own while the installed certificate has time left; a newer
+// bundle, or `node install`, tries again. Under ExpiryDeadline, once the
+// installed certificate expires within it (or has expired, or nothing
+// that works is installed), it is tried again on its own: a minute after
+// the failure, doubling up to an hour, across restarts, until it installs
+// or a newer bundle replaces it. A downgrade or conflict is never retried. An identical bundle delivered again changes
 // nothing and reloads nothing; a version lower than the installed one is
 // refused ([ErrDowngrade]).
 //

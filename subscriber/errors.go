@@ -24,8 +24,18 @@ var (
 	// is refused before anything reads it.
 	ErrTooLarge = errors.New("message larger than an envelope may be")
 	// ErrInvalidBundle means a bundle opened fine but its files do not make a
-	// usable certificate: unparsable, a key that does not match, expired.
+	// usable certificate: unparsable, a key that does not match, before
+	// 1970, a signed version that is not the leaf's.
 	ErrInvalidBundle = errors.New("invalid bundle")
+	// ErrClock means a bundle is held back because of the node's clock: at
+	// the node's time a certificate has expired, or the leaf is not valid
+	// until more than crypto.MaxFutureNotBefore ahead (the error also wraps
+	// the *crypto.ClockError). The node cannot tell a wrong clock from a
+	// wrong bundle, so this is not a refusal: the message is delivered
+	// again with a growing delay until the bundle passes or a newer one
+	// takes its place, and the older bundles of its batch are superseded
+	// by it (never staged instead of it).
+	ErrClock = errors.New("held back by the node's clock, tried again in case it is wrong")
 	// ErrNotStaged means nothing is staged for a certificate.
 	ErrNotStaged = errors.New("nothing staged")
 	// ErrNoConsumer means the node's durable consumer does not exist and the
@@ -37,8 +47,8 @@ var (
 // PermanentError marks a failure that retrying cannot cure: the message is
 // terminated rather than delivered again. Refusals (bad signature, untrusted
 // signer, not a recipient, malformed, too large, downgrade, wrong subject,
-// unknown certificate, invalid bundle) are permanent; a full disk or a NATS
-// hiccup is not.
+// unknown certificate, invalid bundle) are permanent; a full disk, a NATS
+// hiccup or a bundle the node's clock holds back ([ErrClock]) is not.
 type PermanentError struct {
 	Err error
 }

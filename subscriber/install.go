@@ -66,8 +66,9 @@ type installState struct {
 	// but not yet checked, reloaded and verified. A crash leaves it set;
 	// the next install completes it.
 	Pending *pendingInstall `json:"pending,omitempty"`
-	// Failed is the last version whose install failed. It is not tried
-	// again on its own: a newer bundle or `node install` tries again.
+	// Failed is the last version whose install failed. It is tried again
+	// on its own only under the expiry deadline (see retryDue); a newer
+	// bundle or `node install` tries again.
 	Failed *failedInstall `json:"failed,omitempty"`
 }
 
@@ -83,7 +84,13 @@ type failedInstall struct {
 	Version     uint64    `json:"version"`
 	Fingerprint string    `json:"fingerprint"`
 	Error       string    `json:"error"`
-	At          time.Time `json:"at"`
+	At          time.Time `json:"at"` // the last failure
+	// Attempts counts the failed installs of this version in a row, for
+	// the retry's backoff (0 in a state.json from before: one).
+	Attempts int `json:"attempts,omitempty"`
+	// Permanent is set when trying again cannot help (a downgrade, a
+	// conflict with the installed version): never retried on its own.
+	Permanent bool `json:"permanent,omitempty"`
 }
 
 func (f *failedInstall) is(m *Staged) bool {
@@ -696,14 +703,14 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 	if st.Pending == nil && curRec != nil && !inService {
 		switch {
 		case meta.Version < curRec.Version:
-			return in.failed(st, meta, res, fmt.Errorf("installing %q version %d: version %d is installed: %w", in.c.Name, meta.Version, curRec.Version, ErrDowngrade))
+			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: version %d is installed: %w", in.c.Name, meta.Version, curRec.Version, ErrDowngrade)))
 		case meta.Version == curRec.Version:
-			return in.failed(st, meta, res, fmt.Errorf("installing %q version %d: installed with fingerprint %s, this is %s: %w", in.c.Name, meta.Version, curRec.Fingerprint, meta.Fingerprint, ErrConflict))
+			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: installed with fingerprint %s, this is %s: %w", in.c.Name, meta.Version, curRec.Fingerprint, meta.Fingerprint, ErrConflict)))
 		}
 	}
 	if failedBefore && !force {
 		res.Outcome = InstallSkipped
-		res.Err = fmt.Errorf("installing %q version %d: failed before (%s); a newer bundle or certsync node install tries again", in.c.Name, meta.Version, st.Failed.Error)
+		res.Err = fmt.Errorf("installing %q version %d: failed before (%s); a newer bundle, certsync node install, or a retry under expiry_deadline tries again", in.c.Name, meta.Version, st.Failed.Error)
 		return res
 	}
 
@@ -753,16 +760,22 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 	return res
 }
 
-// failed records err as the failure of meta's install, clears any pending
-// install, and returns res failed with err.
+// failed records err as the failure of meta's install (one more in a row
+// when the same version failed before; permanent when err is), clears any
+// pending install, and returns res failed with err.
 func (in *installer) failed(st *installState, meta *Staged, res InstallResult, err error) InstallResult {
+	attempts := 1
+	if st.Failed.is(meta) {
+		attempts = max(st.Failed.Attempts, 1) + 1
+	}
 	st.Pending = nil
-	st.Failed = &failedInstall{Version: meta.Version, Fingerprint: meta.Fingerprint, Error: err.Error(), At: in.now().UTC()}
+	st.Failed = &failedInstall{Version: meta.Version, Fingerprint: meta.Fingerprint, Error: err.Error(), At: in.now().UTC(),
+		Attempts: attempts, Permanent: IsPermanent(err)}
 	if werr := in.writeState(st); werr != nil {
 		err = fmt.Errorf("%w (and recording the failure: %v)", err, werr)
 	}
 	in.log.Warn("install_failed", "name", in.c.Name, "version", meta.Version, "fingerprint", meta.Fingerprint,
-		"rolled_back", res.RolledBack, "error", err)
+		"rolled_back", res.RolledBack, "attempts", attempts, "error", err)
 	res.Outcome, res.Err = InstallFailed, err
 	return res
 }

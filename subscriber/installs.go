@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,7 +84,8 @@ const (
 	// was done, nothing reloaded.
 	InstallUnchanged InstallOutcome = "unchanged"
 	// InstallSkipped: the staged version failed to install before; it is
-	// not tried again until a newer bundle or `certsync node install`.
+	// not tried again until its retry is due (under the expiry deadline),
+	// a newer bundle arrives or `certsync node install` runs.
 	InstallSkipped InstallOutcome = "skipped"
 	// InstallFailed: the install failed; install_dir was rolled back to
 	// the previous version when there was one (RolledBack).
@@ -115,8 +119,9 @@ func (n *Node) wakeInstaller() {
 }
 
 // Install puts what is staged for the named certificates (all of them when
-// names is empty) in service now, whatever their schedules, trying again a
-// version whose install failed before. A name that is not one of the
+// names is empty) in service now, whatever their schedules and even before
+// the certificate's NotBefore (with a warning), trying again a version
+// whose install failed before. A name that is not one of the
 // node's certificates is an error, before anything is installed. It needs
 // no NATS: ReportStatus tells the status bucket afterwards. The report's
 // Failed says whether any install failed.
@@ -155,17 +160,21 @@ func (n *Node) Install(ctx context.Context, names ...string) (*Report, error) {
 			rep.Installs = append(rep.Installs, InstallResult{Name: name, Outcome: InstallFailed, Err: err})
 			continue
 		}
+		if meta.NotBefore.After(n.cfg.Now()) {
+			n.log.Warn("install_not_yet_valid", "name", name, "version", meta.Version, "not_before", meta.NotBefore,
+				"hint", "installed as asked; clients reject the certificate until then")
+		}
 		rep.Installs = append(rep.Installs, n.installers[name].install(ctx, b, meta, true))
 	}
 	return rep, nil
 }
 
 // installDue installs every certificate whose time has come (and completes
-// installs a crash cut short), and returns what it did and the earliest
-// time a certificate will be due, zero when none will be on its own.
-func (n *Node) installDue(ctx context.Context) ([]InstallResult, time.Time) {
+// installs a crash cut short, and tries again failed ones whose retry is
+// due), and returns what it did and what waits, soonest first.
+func (n *Node) installDue(ctx context.Context) ([]InstallResult, []Scheduled) {
 	var results []InstallResult
-	var next time.Time
+	var waiting []Scheduled
 	for _, name := range n.names {
 		if ctx.Err() != nil {
 			break
@@ -184,29 +193,14 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, time.Time) {
 			results = append(results, InstallResult{Name: name, Version: meta.Version, Fingerprint: meta.Fingerprint, Outcome: InstallFailed, Err: err})
 			continue
 		}
-		if st.Failed.is(meta) {
-			continue // reported when it failed; tried again by a newer bundle or node install
-		}
 		now := n.cfg.Now()
-		var p plan
-		if st.Pending != nil {
-			p = plan{at: now, ok: true, why: "interrupted"}
-		} else {
-			var installed *Staged
-			if inst != nil {
-				installed = &inst.Staged
-			}
-			c := n.cfg.Certificates[name]
-			p = due(now, n.schedules[name], meta, installed, splayOffset(n.cfg.Node, meta, c.Splay), c.ExpiryDeadline)
-		}
+		p := n.planFor(name, meta, inst, st, now)
 		if !p.ok {
-			continue
+			continue // a failed version without retry: reported when it failed
 		}
 		if p.at.After(now) {
 			n.logPlan(name, meta, p)
-			if next.IsZero() || p.at.Before(next) {
-				next = p.at
-			}
+			waiting = append(waiting, Scheduled{Name: name, Version: meta.Version, At: p.at, Why: p.why})
 			continue
 		}
 		meta, b, err := n.stage.Load(name)
@@ -215,9 +209,54 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, time.Time) {
 			continue
 		}
 		n.log.Info("install_started", "name", name, "version", meta.Version, "fingerprint", meta.Fingerprint, "why", p.why)
-		results = append(results, in.install(ctx, b, meta, false))
+		// A retry is the one due install that may try a failed version.
+		res := in.install(ctx, b, meta, p.why == "retry")
+		results = append(results, res)
+		if res.Outcome != InstallFailed {
+			continue
+		}
+		// When is it tried again, if it is?
+		if inst, st, err := in.installed(); err == nil {
+			if p := n.planFor(name, meta, inst, st, n.cfg.Now()); p.ok && p.why == "retry" {
+				n.logPlan(name, meta, p)
+				waiting = append(waiting, Scheduled{Name: name, Version: meta.Version, At: p.at, Why: p.why})
+			}
+		}
 	}
-	return results, next
+	slices.SortStableFunc(waiting, func(a, b Scheduled) int { return a.At.Compare(b.At) })
+	return results, waiting
+}
+
+// planFor says when the staged bundle meta of certificate name installs
+// on its own, given what is in service (inst) and the install state st:
+// at once when an install was cut short; a version that failed by
+// retryDue; any other by due. Either way not before the certificate's
+// NotBefore while install_dir holds something (see due).
+func (n *Node) planFor(name string, meta *Staged, inst *Installed, st *installState, now time.Time) plan {
+	c := n.cfg.Certificates[name]
+	var installed *Staged
+	if inst != nil {
+		installed = &inst.Staged
+	}
+	occupied := installed != nil
+	if !occupied {
+		// A real folder, or the link to it that certsync made: the old
+		// files the service runs on. Anything but "not there" counts.
+		_, err := os.Lstat(c.InstallDir)
+		occupied = !errors.Is(err, fs.ErrNotExist)
+	}
+	switch {
+	case st.Pending != nil:
+		return plan{at: now, ok: true, why: "interrupted"}
+	case st.Failed.is(meta):
+		if st.Failed.is(installed) {
+			// A first install that failed left its files in place:
+			// nothing that works is installed.
+			installed = nil
+		}
+		return notBefore(retryDue(st.Failed, installed, c.ExpiryDeadline), meta, installed, occupied)
+	}
+	return due(now, n.schedules[name], meta, installed, occupied, splayOffset(n.cfg.Node, meta, c.Splay), c.ExpiryDeadline)
 }
 
 // logPlan logs once per bundle and time when it will be installed.
@@ -227,6 +266,14 @@ func (n *Node) logPlan(name string, meta *Staged, p plan) {
 		return
 	}
 	n.planned[name] = key
+	if p.why == "not_before" || p.why == "installed_expires" {
+		// Certificate authorities date certificates back, not ahead: one
+		// that is not valid yet says a clock is wrong, the node's or the
+		// publisher's. A warning, so that `node sync` shows it.
+		n.log.Warn("install_scheduled", "name", name, "version", meta.Version, "at", p.at, "why", p.why,
+			"not_before", meta.NotBefore, "hint", "the certificate is not valid yet by this node's clock; it is installed then (check the clock: timedatectl)")
+		return
+	}
 	n.log.Info("install_scheduled", "name", name, "version", meta.Version, "at", p.at, "why", p.why)
 }
 
@@ -235,15 +282,16 @@ func (n *Node) logPlan(name string, meta *Staged, p plan) {
 // It writes the status of every certificate it installed.
 func (n *Node) scheduler(ctx context.Context, js jetstream.JetStream) {
 	for {
-		results, next := n.installDue(ctx)
+		results, waiting := n.installDue(ctx)
 		n.observeInstalls(results)
+		n.observeScheduled(waiting)
 		for _, r := range results {
 			n.status.write(ctx, js, r.Name)
 		}
 		var alarm <-chan time.Time
 		var t *time.Timer
-		if !next.IsZero() {
-			t = time.NewTimer(max(next.Sub(n.cfg.Now()), 0))
+		if len(waiting) > 0 {
+			t = time.NewTimer(max(waiting[0].At.Sub(n.cfg.Now()), 0))
 			alarm = t.C
 		}
 		select {

@@ -3,6 +3,7 @@ package subscriber
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/metrics"
@@ -36,8 +37,11 @@ func refusalReason(err error) string {
 // observeBundle counts a decided bundle message.
 func (n *Node) observeBundle(r *Result) {
 	reason := ""
-	if r.Outcome == OutcomeRefused {
+	switch {
+	case r.Outcome == OutcomeRefused:
 		reason = refusalReason(r.Err)
+	case r.Outcome == OutcomeFailed && errors.Is(r.Err, ErrClock):
+		reason = "clock" // held back for now, counted with the refusals
 	}
 	n.metrics.Bundle(r.Name, string(r.Outcome), reason, n.cfg.Now())
 }
@@ -54,6 +58,21 @@ func (n *Node) observeInstalls(results []InstallResult) {
 		}
 	}
 	n.observeInstalled()
+}
+
+// observeScheduled sets when each certificate's staged bundle installs
+// on its own, from what installDue found waiting.
+func (n *Node) observeScheduled(waiting []Scheduled) {
+	if n.metrics == nil {
+		return
+	}
+	at := map[string]time.Time{}
+	for _, w := range waiting {
+		at[w.Name] = w.At
+	}
+	for _, name := range n.names {
+		n.metrics.Scheduled(name, at[name])
+	}
 }
 
 // observeInstalled sets the not-after of every certificate in service.

@@ -69,6 +69,10 @@ type Node struct {
 
 	// onStaged, when set (tests), is called after a bundle is staged.
 	onStaged func(*Staged)
+	// retryBase and retryMax bound the delay before a message that failed
+	// for a transient reason is delivered again (retryBase and retryMax
+	// unless a test sets them).
+	retryBase, retryMax time.Duration
 }
 
 // New checks cfg, applies its defaults and opens the stage folder (creating
@@ -123,7 +127,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, stage: stage, stageErr: err, names: names,
 		installers: map[string]*installer{}, schedules: map[string]schedule{},
-		wake: make(chan struct{}, 1), planned: map[string]string{}}
+		wake: make(chan struct{}, 1), planned: map[string]string{},
+		retryBase: retryBase, retryMax: retryMax}
 	if cfg.MetricsListen != "" {
 		n.metrics = metrics.New(cfg.Node, cfg.Version)
 	}
@@ -174,7 +179,7 @@ func (n *Node) Sync(ctx context.Context) (*Report, error) {
 			break
 		}
 	}
-	rep.Installs, _ = n.installDue(ctx)
+	rep.Installs, rep.Scheduled = n.installDue(ctx)
 	n.status.writeAll(ctx, js)
 	return rep, nil
 }

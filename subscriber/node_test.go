@@ -486,8 +486,10 @@ func TestSyncRefusals(t *testing.T) {
 			c := e.issue(time.Hour).WithKeyOf(e.issue(time.Hour))
 			return bad{data: e.seal(name, c), cert: c}
 		}, ErrInvalidBundle},
-		{"expired", func(e *env) bad {
-			c := e.ca.Issue(e.t, testcert.Options{NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
+		// An expired certificate is held back, not refused: see
+		// TestSyncClockHoldsBack.
+		{"expired, with a key that does not match", func(e *env) bad {
+			c := e.ca.Issue(e.t, testcert.Options{NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour}).WithKeyOf(e.issue(time.Hour))
 			return bad{data: e.seal(name, c), cert: c}
 		}, ErrInvalidBundle},
 		{"signed version is not the certificate's", func(e *env) bad {
@@ -693,8 +695,8 @@ func TestRetryDelay(t *testing.T) {
 		delivered uint64
 		want      time.Duration
 	}{{0, 5 * time.Second}, {1, 5 * time.Second}, {2, 10 * time.Second}, {4, 40 * time.Second}, {7, 5 * time.Minute}, {1000, 5 * time.Minute}} {
-		if got := retryDelay(tc.delivered); got != tc.want {
-			t.Errorf("retryDelay(%d) = %v, want %v", tc.delivered, got, tc.want)
+		if got := backoff(tc.delivered, retryBase, retryMax); got != tc.want {
+			t.Errorf("backoff(%d, %v, %v) = %v, want %v", tc.delivered, retryBase, retryMax, got, tc.want)
 		}
 	}
 }

@@ -64,7 +64,10 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 	// Second pass, per certificate: newest first. The first one that
 	// stages (or is already staged) supersedes the older ones; a refused
 	// one lets the next older one try, so a bad newest bundle does not hide
-	// a good one.
+	// a good one. One held back by the node's clock (ErrClock) is not
+	// refused: it supersedes the older ones as a staged one does, so that
+	// a wrong clock never has an older bundle staged instead of the newest.
+	// A transient failure of another kind has the older ones wait with it.
 	names := make([]string, 0, len(byName))
 	for name := range byName {
 		names = append(names, name)
@@ -75,6 +78,9 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 		slices.SortFunc(ds, func(a, b *delivery) int {
 			return cmp.Or(cmp.Compare(b.header.Version, a.header.Version), cmp.Compare(b.seq, a.seq))
 		})
+		// The staged bundle, to tell a late redelivery of an older message
+		// from a replay (see lateFor).
+		staged, _ := n.stage.Read(name)
 		var done *delivery
 		for i, d := range ds {
 			if done != nil {
@@ -83,12 +89,20 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 				settle(d, Result{Version: d.header.Version, Outcome: OutcomeSuperseded})
 				continue
 			}
+			if lateFor(d, staged) {
+				n.log.Info("bundle_superseded", "name", name, "seq", d.seq, "version", d.header.Version,
+					"by_seq", staged.Sequence, "by_version", staged.Version)
+				settle(d, Result{Version: d.header.Version, Outcome: OutcomeSuperseded})
+				continue
+			}
 			r := n.apply(d)
 			settle(d, r)
-			switch r.Outcome {
-			case OutcomeStaged, OutcomeUnchanged:
+			switch {
+			case r.Outcome == OutcomeStaged, r.Outcome == OutcomeUnchanged:
 				done = d
-			case OutcomeFailed:
+			case r.Outcome == OutcomeFailed && errors.Is(r.Err, ErrClock):
+				done = d
+			case r.Outcome == OutcomeFailed:
 				// A transient failure: the older ones wait with it, to
 				// be judged together when they come back.
 				for _, older := range ds[i+1:] {
@@ -96,7 +110,7 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 						Err: fmt.Errorf("waiting for seq %d: %w", d.seq, r.Err)})
 				}
 			}
-			if r.Outcome == OutcomeFailed {
+			if r.Outcome == OutcomeFailed && done == nil {
 				break
 			}
 		}
@@ -107,6 +121,16 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 		}
 	}
 	return results
+}
+
+// lateFor reports whether d is a late redelivery of a message the staged
+// bundle already supersedes: an older version, published before the
+// staged one (a lower stream sequence). Such a message was held back or
+// retried while a newer one staged (a node whose clock was wrong, say);
+// it is acknowledged as superseded. An older version published after the
+// staged one is a replay, and apply refuses it as a downgrade.
+func lateFor(d *delivery, staged *Staged) bool {
+	return staged != nil && d.header.Version < staged.Version && d.seq < staged.Sequence
 }
 
 // verify checks what can be checked before decrypting: the size, the
@@ -150,7 +174,17 @@ func (n *Node) apply(d *delivery) Result {
 	if err != nil {
 		return refuse(fmt.Errorf("opening %q seq %d: %w", d.name, d.seq, err))
 	}
-	info, err := b.Check(n.cfg.Now())
+	now := n.cfg.Now()
+	info, err := b.Check(now)
+	var clockErr *crypto.ClockError
+	if errors.As(err, &clockErr) {
+		// The one place a refusal that depends on the node's clock is
+		// told from one that does not: it is transient.
+		r.Outcome = OutcomeFailed
+		r.Err = fmt.Errorf("checking %q seq %d: %w (the node's time is %s): %w", d.name, d.seq, err,
+			now.UTC().Format(time.RFC3339), ErrClock)
+		return r
+	}
 	if err != nil {
 		return refuse(fmt.Errorf("checking %q seq %d: %v: %w", d.name, d.seq, err, ErrInvalidBundle))
 	}
@@ -165,7 +199,7 @@ func (n *Node) apply(d *delivery) Result {
 		NotBefore:   info.NotBefore,
 		NotAfter:    info.NotAfter,
 		Signer:      h.Signer.String(),
-		StagedAt:    n.cfg.Now().UTC(),
+		StagedAt:    now.UTC(),
 		Sequence:    d.seq,
 	}
 	changed, err := n.stage.Put(b, meta)
@@ -208,7 +242,7 @@ func (n *Node) settle(ctx context.Context, d *delivery, r *Result) {
 		n.status.failed(r.Name, d.seq, r.Err)
 		err = d.msg.TermWithReason(r.Err.Error())
 	case OutcomeFailed:
-		delay := retryDelay(d.delivered)
+		delay := backoff(d.delivered, n.retryBase, n.retryMax)
 		n.log.Warn("bundle_retry", "name", r.Name, "seq", d.seq, "error", r.Err, "retry_in", delay)
 		n.status.failed(r.Name, d.seq, r.Err)
 		err = d.msg.NakWithDelay(delay)
@@ -219,11 +253,13 @@ func (n *Node) settle(ctx context.Context, d *delivery, r *Result) {
 	}
 }
 
-// retryDelay grows with the number of deliveries: 5s, 10s, 20s … up to 5m.
-func retryDelay(delivered uint64) time.Duration {
-	d := retryBase
-	for i := uint64(1); i < delivered && d < retryMax; i++ {
+// backoff is the delay after try number tries: base after the first (and
+// for 0), doubling with each one after, up to limit. A message's retries
+// use retryBase and retryMax (5s, 10s, 20s … 5m, by its deliveries).
+func backoff(tries uint64, base, limit time.Duration) time.Duration {
+	d := base
+	for i := uint64(1); i < tries && d < limit; i++ {
 		d *= 2
 	}
-	return min(d, retryMax)
+	return min(d, limit)
 }

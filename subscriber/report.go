@@ -3,6 +3,7 @@ package subscriber
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Outcome is what became of one bundle message.
@@ -43,10 +44,27 @@ type Result struct {
 }
 
 // Report lists what one Sync did, message by message, in the order they
-// were decided, then the installs it made; or what one Install did.
+// were decided, then the installs it made and the staged bundles that wait
+// to be installed on their own; or what one Install did.
 type Report struct {
-	Results  []Result
-	Installs []InstallResult
+	Results   []Result
+	Installs  []InstallResult
+	Scheduled []Scheduled
+}
+
+// Scheduled is a staged bundle that waits to be installed on its own.
+type Scheduled struct {
+	// Name is the certificate's name; Version the staged bundle's.
+	Name    string
+	Version uint64
+	// At is when it will be installed.
+	At time.Time
+	// Why says what decided At: "window" (the schedule), "expiry" (the
+	// installed certificate comes within expiry_deadline), "not_before"
+	// (the new certificate is not valid until then), "installed_expires"
+	// (the installed one expires before that NotBefore), "retry" (a failed
+	// install is tried again under expiry_deadline).
+	Why string
 }
 
 // Failed reports whether any bundle for this node was refused or failed, or

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -83,8 +84,8 @@ func TestSyncSchedules(t *testing.T) {
 	if rep := n.sync(t); len(rep.Installs) != 0 {
 		t.Errorf("before the window: %+v", rep.Installs)
 	}
-	if _, next := n.installDue(context.Background()); !next.Equal(window) {
-		t.Errorf("next due %v, want %v", next, window)
+	if _, waiting := n.installDue(context.Background()); len(waiting) != 1 || !waiting[0].At.Equal(window) || waiting[0].Why != "window" {
+		t.Errorf("waiting %+v, want cron.example at %v", waiting, window)
 	}
 	setClock(window)
 	rep = n.sync(t)
@@ -179,4 +180,223 @@ func TestRunStopFinishesInstall(t *testing.T) {
 		t.Error("Run returned before the install was done")
 	}
 	wantServed(t, installDir, c)
+}
+
+// TestSyncNotYetValidWaits: a renewal not valid yet by the node's clock
+// (within crypto.MaxFutureNotBefore) is staged but installed only at its
+// NotBefore, and the report, the log and the status say when; over an
+// installed certificate that has expired it installs at once.
+func TestSyncNotYetValidWaits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var clock offsetClock
+	stageDir := t.TempDir()
+	installDir := filepath.Join(stageDir+".live", "example.com")
+	n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir, ExpiryDeadline: 7 * 24 * time.Hour})
+	base := e.issue(3 * time.Hour)
+	e.publish("example.com", e.seal("example.com", base), base)
+	expectOnly(t, n.sync(t), OutcomeStaged)
+	wantServed(t, installDir, base)
+
+	early := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(2 * time.Hour)})
+	nb := early.Leaf.NotBefore
+	e.publish("example.com", e.seal("example.com", early), early)
+	rep := n.sync(t)
+	expectOnly(t, rep, OutcomeStaged)
+	if rep.Failed() || len(rep.Installs) != 0 {
+		t.Fatalf("installs %+v, err %v; want none before NotBefore", rep.Installs, rep.Err())
+	}
+	if len(rep.Scheduled) != 1 || rep.Scheduled[0].Name != "example.com" || !rep.Scheduled[0].At.Equal(nb) || rep.Scheduled[0].Why != "not_before" {
+		t.Errorf("scheduled %+v, want example.com at %v (not_before)", rep.Scheduled, nb)
+	}
+	wantServed(t, installDir, base)
+	if st := e.status("example.com"); st.State != wire.StateStaged || !st.InstallAt.Equal(nb) ||
+		st.StagedFingerprint != fingerprint(early.Leaf.Raw) || st.InstalledFingerprint != fingerprint(base.Leaf.Raw) {
+		t.Errorf("status %+v, want staged, installing at %v", st, nb)
+	}
+	if ev := n.logs.Events("install_scheduled"); len(ev) == 0 || ev[len(ev)-1]["level"] != "WARN" || ev[len(ev)-1]["why"] != "not_before" {
+		t.Errorf("install_scheduled log %v, want a warning saying not_before", ev)
+	}
+
+	// A minute before: still waiting. At NotBefore: installed.
+	clock.set(time.Until(nb) - time.Minute)
+	if rep := n.sync(t); len(rep.Installs) != 0 {
+		t.Errorf("a minute before NotBefore: %+v", rep.Installs)
+	}
+	clock.set(time.Until(nb) + time.Second)
+	rep = n.sync(t)
+	if len(rep.Installs) != 1 || rep.Installs[0].Outcome != InstallInstalled || len(rep.Scheduled) != 0 {
+		t.Fatalf("at NotBefore: installs %+v, scheduled %+v", rep.Installs, rep.Scheduled)
+	}
+	wantServed(t, installDir, early)
+	if st := e.status("example.com"); st.State != wire.StateInstalled || !st.InstallAt.IsZero() {
+		t.Errorf("status after NotBefore %+v", st)
+	}
+}
+
+// TestSyncNotYetValidOverExpired: when the installed certificate has
+// expired, a renewal that is not valid yet installs at once: the held one
+// is no better.
+func TestSyncNotYetValidOverExpired(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var clock offsetClock
+	stageDir := t.TempDir()
+	installDir := filepath.Join(stageDir+".live", "example.com")
+	n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir})
+	// Valid from 48h to 24h ago: installed while the node's clock said 30h ago.
+	old := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-48 * time.Hour), Validity: 24 * time.Hour})
+	clock.set(-30 * time.Hour)
+	e.publish("example.com", e.seal("example.com", old), old)
+	expectOnly(t, n.sync(t), OutcomeStaged)
+	wantServed(t, installDir, old)
+
+	clock.set(0)
+	early := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(2 * time.Hour)})
+	e.publish("example.com", e.seal("example.com", early), early)
+	rep := n.sync(t)
+	if rep.Count(OutcomeStaged) != 1 || len(rep.Installs) != 1 || rep.Installs[0].Outcome != InstallInstalled {
+		t.Fatalf("over an expired certificate: results %+v, installs %+v", rep.Results, rep.Installs)
+	}
+	wantServed(t, installDir, early)
+}
+
+// TestRunWakesAtNotBefore: `node run` installs a renewal that is not valid
+// yet at its NotBefore, not before.
+func TestRunWakesAtNotBefore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stageDir := t.TempDir()
+	installDir := filepath.Join(stageDir+".live", "example.com")
+	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: installDir})
+	base := e.issue(time.Hour)
+	e.publish("example.com", e.seal("example.com", base), base)
+	stop := startRun(t, n)
+	natstest.WaitFor(t, 30*time.Second, "the base installed", func() bool {
+		st, ok := e.tryStatus("example.com")
+		return ok && st.State == wire.StateInstalled
+	})
+	early := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(3 * time.Second)})
+	e.publish("example.com", e.seal("example.com", early), early)
+	natstest.WaitFor(t, 30*time.Second, "the renewal installed", func() bool {
+		st, ok := e.tryStatus("example.com")
+		return ok && st.State == wire.StateInstalled && st.InstalledFingerprint == fingerprint(early.Leaf.Raw)
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if st := e.status("example.com"); st.InstalledAt.Before(early.Leaf.NotBefore) {
+		t.Errorf("installed at %v, before its NotBefore %v", st.InstalledAt, early.Leaf.NotBefore)
+	}
+	wantServed(t, installDir, early)
+}
+
+// TestSyncRetriesFailedInstallUnderDeadline: a version whose install
+// failed is tried again on its own while the installed certificate expires
+// within expiry_deadline, with a growing delay kept in state.json, until it
+// installs; outside the deadline it is left alone until the deadline.
+func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var clock offsetClock
+	stageDir := t.TempDir()
+	dir := t.TempDir()
+	check, flag := flagCheck(t, dir)
+	week := 7 * 24 * time.Hour
+	live := func(name string) string { return filepath.Join(stageDir+".live", name) }
+	certs := []Certificate{
+		{Name: "expiring.example", InstallDir: live("expiring.example"), Check: check, ExpiryDeadline: week},
+		{Name: "later.example", InstallDir: live("later.example"), Check: check, ExpiryDeadline: week},
+	}
+	n := e.nodeWith(stageDir, clock.now, certs...)
+	first := map[string]*testcert.Cert{
+		"expiring.example": e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-3 * time.Hour), Validity: 3 * 24 * time.Hour}),
+		"later.example":    e.issue(3 * time.Hour),
+	}
+	for name, c := range first {
+		e.publish(name, e.seal(name, c), c)
+	}
+	if rep := n.sync(t); rep.InstallCount(InstallInstalled) != 2 {
+		t.Fatalf("first installs %+v", rep.Installs)
+	}
+
+	// Renewals whose check fails.
+	if err := os.WriteFile(flag, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second := map[string]*testcert.Cert{}
+	for name := range first {
+		second[name] = e.issue(2 * time.Hour)
+		e.publish(name, e.seal(name, second[name]), second[name])
+	}
+	rep := n.sync(t)
+	if rep.InstallCount(InstallFailed) != 2 {
+		t.Fatalf("renewals: %+v", rep.Installs)
+	}
+	failedAt := clock.now()
+	retry := func() Scheduled {
+		t.Helper()
+		for _, s := range rep.Scheduled {
+			if s.Name == "expiring.example" {
+				return s
+			}
+		}
+		t.Fatalf("scheduled %+v, want a retry of expiring.example", rep.Scheduled)
+		return Scheduled{}
+	}
+	if s := retry(); s.Why != "retry" || s.At.Before(failedAt.Add(time.Minute-time.Second)) || s.At.After(failedAt.Add(time.Minute)) {
+		t.Errorf("retry %+v, want a minute after %v", s, failedAt)
+	}
+	// Outside the deadline a failed version is left alone until the
+	// installed certificate comes within it.
+	for _, s := range rep.Scheduled {
+		if s.Name == "later.example" && (s.Why != "retry" || !s.At.Equal(first["later.example"].Leaf.NotAfter.Add(-week))) {
+			t.Errorf("later.example scheduled %+v, want a retry when its installed certificate comes within the deadline", s)
+		}
+	}
+	st := e.status("expiring.example")
+	if st.State != wire.StateFailed || !strings.Contains(st.Error, "tried again at") || !st.InstallAt.Equal(retry().At.UTC()) {
+		t.Errorf("status %+v, want failed and when it is tried again", st)
+	}
+	// Not before its time.
+	if rep := n.sync(t); len(rep.Installs) != 0 {
+		t.Errorf("at once again: %+v", rep.Installs)
+	}
+
+	// A minute later: tried again, fails again; the next try is two
+	// minutes later, also for a restarted node (state.json keeps count).
+	clock.set(time.Minute)
+	rep = n.sync(t)
+	if len(rep.Installs) != 1 || rep.Installs[0].Name != "expiring.example" || rep.Installs[0].Outcome != InstallFailed {
+		t.Fatalf("first retry: %+v", rep.Installs)
+	}
+	secondTry := retry().At
+	n = e.nodeWith(stageDir, clock.now, certs...)
+	rep = n.sync(t)
+	if len(rep.Installs) != 0 || !retry().At.Equal(secondTry) || secondTry.Sub(clock.now()) < 110*time.Second {
+		t.Errorf("after a restart: installs %+v, next try %v (%v from now), want two minutes after the last", rep.Installs, secondTry, secondTry.Sub(clock.now()))
+	}
+	if _, waiting := n.installDue(context.Background()); len(waiting) == 0 || !waiting[0].At.Equal(secondTry) {
+		t.Errorf("the scheduler would wake at %+v, want %v", waiting, secondTry)
+	}
+
+	// Fixed: the next retry installs it.
+	if err := os.Remove(flag); err != nil {
+		t.Fatal(err)
+	}
+	clock.set(time.Minute + 2*time.Minute + time.Second)
+	rep = n.sync(t)
+	if len(rep.Installs) != 1 || rep.Installs[0].Name != "expiring.example" || rep.Installs[0].Outcome != InstallInstalled {
+		t.Fatalf("second retry: %+v", rep.Installs)
+	}
+	wantServed(t, live("expiring.example"), second["expiring.example"])
+	if st := e.status("expiring.example"); st.State != wire.StateInstalled || st.Error != "" || !st.InstallAt.IsZero() {
+		t.Errorf("status after the retry %+v", st)
+	}
+	// The one outside the deadline is still left alone, hours later.
+	clock.set(5 * time.Hour)
+	if rep := n.sync(t); len(rep.Installs) != 0 {
+		t.Errorf("later.example: %+v", rep.Installs)
+	}
+	wantServed(t, live("later.example"), first["later.example"])
 }

@@ -16,6 +16,10 @@ func TestDue(t *testing.T) {
 	manual := mustSchedule(t, "manual")
 	immediate := mustSchedule(t, "immediate")
 	week := 7 * 24 * time.Hour
+	// Staged at 14:30 on the 10th, not valid until 20:00 that day.
+	early := &Staged{Name: "example.com", Version: 3, Fingerprint: "sha256:03", StagedAt: at(10, 14, 30), NotBefore: at(10, 20, 0), NotAfter: at(10, 20, 0).AddDate(0, 3, 0)}
+	expired := &Staged{Name: "example.com", Version: 1, Fingerprint: "sha256:01", NotAfter: at(10, 12, 0)}
+	expiresSoon := &Staged{Name: "example.com", Version: 1, Fingerprint: "sha256:01", NotAfter: at(10, 17, 0)}
 
 	for _, tc := range []struct {
 		what      string
@@ -23,6 +27,7 @@ func TestDue(t *testing.T) {
 		sch       schedule
 		staged    *Staged
 		installed *Staged
+		occupied  bool // install_dir holds something (implied by installed)
 		splay     time.Duration
 		deadline  time.Duration
 		wantOK    bool
@@ -50,8 +55,25 @@ func TestDue(t *testing.T) {
 		{what: "deadline off", now: at(10, 15, 0), sch: manual, staged: staged, installed: expiring},
 		{what: "staged on the minute", now: at(11, 3, 0), sch: nightly, staged: &Staged{Version: 2, Fingerprint: "sha256:02", StagedAt: at(11, 3, 0)},
 			installed: old, wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+		// Not valid yet: never replaces a certificate clients accept.
+		{what: "not valid yet waits for NotBefore", now: at(10, 15, 0), sch: immediate, staged: early, installed: old, deadline: week,
+			wantOK: true, wantAt: at(10, 20, 0), wantWhy: "not_before"},
+		{what: "not valid yet, the expiry deadline waits too", now: at(10, 15, 0), sch: manual, staged: early, installed: expiring, deadline: week,
+			wantOK: true, wantAt: at(10, 20, 0), wantWhy: "not_before"},
+		{what: "not valid yet, installed one expired: now", now: at(10, 15, 0), sch: immediate, staged: early, installed: expired, deadline: week,
+			wantOK: true, wantWhy: "immediate"},
+		{what: "not valid yet, installed one expires first", now: at(10, 15, 0), sch: immediate, staged: early, installed: expiresSoon,
+			wantOK: true, wantAt: at(10, 17, 0), wantWhy: "installed_expires"},
+		{what: "not valid yet, window after NotBefore", now: at(10, 15, 0), sch: nightly, staged: early, installed: old,
+			wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+		{what: "not valid yet, manual stays manual", now: at(10, 15, 0), sch: manual, staged: early, installed: old},
+		{what: "valid since: now", now: at(10, 20, 0), sch: immediate, staged: early, installed: old, wantOK: true, wantWhy: "immediate"},
+		{what: "not valid yet over an old folder waits", now: at(10, 15, 0), sch: immediate, staged: early, occupied: true,
+			wantOK: true, wantAt: at(10, 20, 0), wantWhy: "not_before"},
+		{what: "not valid yet into an empty install_dir: now", now: at(10, 15, 0), sch: immediate, staged: early,
+			wantOK: true, wantWhy: "first"},
 	} {
-		p := due(tc.now, tc.sch, tc.staged, tc.installed, tc.splay, tc.deadline)
+		p := due(tc.now, tc.sch, tc.staged, tc.installed, tc.occupied, tc.splay, tc.deadline)
 		want := tc.wantAt
 		if tc.wantOK && want.IsZero() {
 			want = tc.now
@@ -100,5 +122,39 @@ func TestSplayOffset(t *testing.T) {
 	}
 	if splayOffset("web1", s, 0) != 0 {
 		t.Error("offset without splay")
+	}
+}
+
+func TestRetryDue(t *testing.T) {
+	t.Parallel()
+	failedAt := time.Date(2030, 3, 10, 12, 0, 0, 0, time.UTC)
+	failed := func(attempts int) *failedInstall {
+		return &failedInstall{Version: 2, Fingerprint: "sha256:02", At: failedAt, Attempts: attempts}
+	}
+	week := 7 * 24 * time.Hour
+	expiring := &Staged{Version: 1, Fingerprint: "sha256:01", NotAfter: failedAt.Add(3 * 24 * time.Hour)}
+	later := &Staged{Version: 1, Fingerprint: "sha256:01", NotAfter: failedAt.Add(30 * 24 * time.Hour)}
+	expired := &Staged{Version: 1, Fingerprint: "sha256:01", NotAfter: failedAt.Add(-time.Hour)}
+	for _, tc := range []struct {
+		what      string
+		f         *failedInstall
+		installed *Staged
+		deadline  time.Duration
+		wantAt    time.Time // zero: no retry
+	}{
+		{"no failure", nil, expiring, week, time.Time{}},
+		{"deadline off", failed(1), expiring, 0, time.Time{}},
+		{"first failure, a minute", failed(1), expiring, week, failedAt.Add(time.Minute)},
+		{"a state.json from before, a minute", failed(0), expired, week, failedAt.Add(time.Minute)},
+		{"third failure, four minutes", failed(3), expiring, week, failedAt.Add(4 * time.Minute)},
+		{"many failures, an hour", failed(40), expiring, week, failedAt.Add(time.Hour)},
+		{"nothing that works installed", failed(2), nil, week, failedAt.Add(2 * time.Minute)},
+		{"not within the deadline yet: at the deadline", failed(1), later, week, later.NotAfter.Add(-week)},
+		{"permanent", &failedInstall{Version: 2, Fingerprint: "sha256:02", At: failedAt, Attempts: 1, Permanent: true}, expired, week, time.Time{}},
+	} {
+		p := retryDue(tc.f, tc.installed, tc.deadline)
+		if p.ok != !tc.wantAt.IsZero() || !p.at.Equal(tc.wantAt) || (p.ok && p.why != "retry") {
+			t.Errorf("%s: retryDue = %v %v %q, want %v", tc.what, p.ok, p.at, p.why, tc.wantAt)
+		}
 	}
 }

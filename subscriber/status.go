@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -110,7 +111,7 @@ func (s *statusWriter) record(name string) wire.Status {
 		st.ErrorTime = st.LastSeen
 	}
 	if in := n.installers[name]; in != nil {
-		s.installed(&st, in, meta)
+		s.installed(&st, name, in, meta)
 	}
 	if f, ok := s.failures[name]; ok {
 		st.State = wire.StateFailed
@@ -120,9 +121,10 @@ func (s *statusWriter) record(name string) wire.Status {
 	return st
 }
 
-// installed fills the Installed fields of st and its state: installed when
-// the staged bundle is in service, failed when its install failed.
-func (s *statusWriter) installed(st *wire.Status, in *installer, staged *Staged) {
+// installed fills the Installed fields of st, InstallAt, and its state:
+// installed when the staged bundle is in service, failed when its install
+// failed (the error then says when it is retried, if it is).
+func (s *statusWriter) installed(st *wire.Status, name string, in *installer, staged *Staged) {
 	inst, ist, err := in.installed()
 	if err != nil {
 		st.State, st.Error, st.ErrorTime = wire.StateFailed, err.Error(), st.LastSeen
@@ -135,10 +137,21 @@ func (s *statusWriter) installed(st *wire.Status, in *installer, staged *Staged)
 		st.InstalledNotAfter = inst.NotAfter
 		st.InstalledAt = inst.InstalledAt
 	}
+	var p plan
+	if staged != nil {
+		p = s.n.planFor(name, staged, inst, ist, st.LastSeen)
+		if p.ok && p.why != "interrupted" {
+			st.InstallAt = p.at.UTC()
+		}
+	}
 	switch {
 	case st.State == wire.StateFailed:
 	case ist.Failed.is(staged):
 		st.State, st.Error, st.ErrorTime = wire.StateFailed, ist.Failed.Error, ist.Failed.At
+		if p.ok {
+			st.Error += fmt.Sprintf("; failed %d times, tried again at %s under expiry_deadline",
+				max(ist.Failed.Attempts, 1), st.InstallAt.Format(time.RFC3339))
+		}
 	case inst != nil && ist.Pending == nil && (staged == nil ||
 		inst.Version == staged.Version && inst.Fingerprint == staged.Fingerprint):
 		st.State = wire.StateInstalled

@@ -27,7 +27,14 @@ verifies the signature, decrypts, refuses downgrades and foreign names, skips
 superseded versions, and stages the newest in stage_dir. Installs each
 certificate when its schedule says (check, reload, verify, roll back on
 failure), sleeping in between. Reconnects on its own. SIGTERM or SIGINT stops
-it cleanly, never in the middle of an install.`,
+it cleanly, never in the middle of an install.
+
+A bundle this node's clock says is expired, or not valid until more than 24h
+ahead, is held back and tried again with a growing delay (up to 5m), never
+refused for good: once the clock is right it is staged. A certificate not
+valid yet is installed at its not-before (at once if the installed one has
+expired). Under expiry_deadline a failed install is tried again, 1m doubling
+to 1h, until it installs or a newer bundle arrives.`,
 				ArgsUsage: " ",
 				Flags:     []cli.Flag{configFlag(DefaultNodeConfig), verboseFlag()},
 				Action:    runNode,
@@ -37,8 +44,11 @@ it cleanly, never in the middle of an install.`,
 				Usage: "one pass for cron: receive all that is pending, stage it, install what is due, exit",
 				Description: `Receives every bundle pending for this node, stages the newest of each
 certificate, installs what its schedule says is due, and exits. It exits
-non-zero if any bundle for this node was refused or failed, if any install
-failed, or if NATS could not be reached within --timeout.`,
+non-zero if any bundle for this node was refused or failed (held back by the
+node's clock included: it comes back on a later run), if any install failed,
+or if NATS could not be reached within --timeout. A certificate not valid
+yet is staged and installed by the first run at or after its not-before; a
+warning names that time.`,
 				ArgsUsage: " ",
 				Flags: []cli.Flag{
 					configFlag(DefaultNodeConfig),
@@ -51,8 +61,9 @@ failed, or if NATS could not be reached within --timeout.`,
 				Name:  "install",
 				Usage: "install what is staged now, whatever the schedule",
 				Description: `Installs the staged bundle of each named certificate (all of the node's
-when none is named) into its install_dir now, whatever its schedule, and
-tries again a version whose install failed before: swap, check, reload,
+when none is named) into its install_dir now, whatever its schedule (even
+before the certificate's not-before, with a warning), and tries again a
+version whose install failed before: swap, check, reload,
 verify, and roll back on failure. It needs no NATS; it then reports the
 status records if NATS answers within a few seconds, and only warns if not.
 It exits non-zero if a name is unknown or any install failed.`,

@@ -51,8 +51,16 @@ installed_fingerprint, not_after and last_seen (RFC 3339, null when unknown),
 error (empty when none), and healthy, problems, configured, behind, expiring,
 days_left, reported_state, staged_serial, staged_fingerprint,
 published_sequence, published_serial, published_fingerprint,
-published_not_after, error_time, certsync_version. not_after is that of the
-installed certificate, else of the staged one.
+published_not_after, install_at, error_time, certsync_version. not_after is
+that of the installed certificate, else of the staged one. install_at is when
+the node will install what it staged on its own (its schedule's window, the
+certificate's not-before, the next retry of a failed install; null when
+nothing waits or it waits for "node install"); the table shows it in ERROR
+as "installs at …" when there is no error.
+
+A bundle a node's clock says is expired or not valid yet is not refused but
+held back and tried again: its row is failed, and the error says "held back
+by the node's clock".
 
 It reads headers and status records only; it needs no signing key.`,
 		ArgsUsage: " ",
@@ -136,6 +144,7 @@ type statusJSON struct {
 	PublishedSerial      string   `json:"published_serial"`
 	PublishedFingerprint string   `json:"published_fingerprint"`
 	PublishedNotAfter    *string  `json:"published_not_after"`
+	InstallAt            *string  `json:"install_at"`
 	ErrorTime            *string  `json:"error_time"`
 	Version              string   `json:"certsync_version"`
 }
@@ -166,6 +175,7 @@ func printStatusJSON(w io.Writer, rows []publisher.Row) error {
 			j.InstalledSerial, j.InstalledFingerprint = st.InstalledSerial, st.InstalledFingerprint
 			j.StagedSerial, j.StagedFingerprint = st.StagedSerial, st.StagedFingerprint
 			j.ReportedState, j.ErrorTime, j.Version = st.State, rfc3339(st.ErrorTime), st.Version
+			j.InstallAt = rfc3339(st.InstallAt)
 		}
 		if b := r.Newest; b != nil {
 			j.PublishedSequence, j.PublishedSerial, j.PublishedFingerprint = b.Sequence, b.Serial, b.Fingerprint
@@ -207,7 +217,7 @@ func printStatusTable(w io.Writer, rows []publisher.Row, now time.Time, color bo
 	for i, r := range rows {
 		states[i] = stateText(r)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Certificate, states[i],
-			dash(r.Serial), notAfterText(r), seenText(r.LastSeen, now), dash(r.Error))
+			dash(r.Serial), notAfterText(r), seenText(r.LastSeen, now), errorText(r))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -282,6 +292,16 @@ func seenText(t, now time.Time) string {
 		return fmt.Sprintf("%dh ago", int(d/time.Hour))
 	}
 	return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
+}
+
+// errorText is the ERROR column: the error, or else when the node will
+// install what it staged (a schedule's window, a certificate not valid
+// yet), or "-".
+func errorText(r publisher.Row) string {
+	if r.Error == "" && r.Reported != nil && !r.Reported.InstallAt.IsZero() {
+		return "installs at " + day(r.Reported.InstallAt)
+	}
+	return dash(r.Error)
 }
 
 func dash(s string) string {

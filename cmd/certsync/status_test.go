@@ -718,6 +718,9 @@ func TestStatusTableColour(t *testing.T) {
 			LastSeen: now.Add(-3 * 24 * time.Hour)},
 		{Node: "web3", Certificate: "a.example", State: wire.StateStaged, Configured: true, Behind: true, Expiring: true,
 			NotAfter: now.Add(-time.Hour), DaysLeft: -1, LastSeen: now},
+		{Node: "web4", Certificate: "a.example", State: wire.StateStaged, Configured: true, Serial: "02",
+			NotAfter: now.Add(50 * 24 * time.Hour), DaysLeft: 50, LastSeen: now,
+			Reported: &wire.Status{State: wire.StateStaged, InstallAt: now.Add(90 * time.Minute)}},
 	}
 	var plain, color bytes.Buffer
 	if err := printStatusTable(&plain, rows, now, false); err != nil {
@@ -730,6 +733,7 @@ func TestStatusTableColour(t *testing.T) {
 web1  a.example    staged                  01      2030-02-20 00:00 (50d)      1m ago     -
 web2  a.example    failed                  -       -                           3d ago     refused: bad signature
 web3  a.example    staged,behind,expiring  -       2029-12-31 23:00 (expired)  0s ago     -
+web4  a.example    staged                  02      2030-02-20 00:00 (50d)      0s ago     installs at 2030-01-01 01:30
 `
 	if plain.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", plain.String(), want)
@@ -742,6 +746,33 @@ web3  a.example    staged,behind,expiring  -       2029-12-31 23:00 (expired)  0
 		if !strings.Contains(color.String(), w) {
 			t.Errorf("coloured table lacks %q:\n%q", w, color.String())
 		}
+	}
+}
+
+// TestStatusJSONInstallAt: --json says when a node installs what it
+// staged, and null when nothing waits.
+func TestStatusJSONInstallAt(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2030, 1, 1, 1, 30, 0, 0, time.UTC)
+	rows := []publisher.Row{
+		{Node: "web1", Certificate: "a.example", State: wire.StateStaged, Configured: true,
+			Reported: &wire.Status{State: wire.StateStaged, InstallAt: at}},
+		{Node: "web2", Certificate: "a.example", State: wire.StateInstalled, Configured: true,
+			Reported: &wire.Status{State: wire.StateInstalled}},
+	}
+	var out bytes.Buffer
+	if err := printStatusJSON(&out, rows); err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0]["install_at"] != "2030-01-01T01:30:00Z" || got[1]["install_at"] != nil {
+		t.Errorf("install_at of %s", out.String())
+	}
+	if _, ok := got[1]["install_at"]; !ok {
+		t.Error("install_at missing where nothing waits; want null")
 	}
 }
 

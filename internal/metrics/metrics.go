@@ -31,6 +31,7 @@ type Node struct {
 	notAfter      *prometheus.GaugeVec
 	installs      *prometheus.CounterVec
 	lastInstall   *prometheus.GaugeVec
+	scheduled     *prometheus.GaugeVec
 	bundles       *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
 	pending       prometheus.Gauge
@@ -55,6 +56,10 @@ func New(node, version string) *Node {
 			Name: "certsync_last_install_success_timestamp_seconds",
 			Help: "Unix time of the last successful install of each certificate.",
 		}, []string{"certificate"}),
+		scheduled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certsync_install_scheduled_timestamp_seconds",
+			Help: "Unix time the staged bundle of each certificate will be installed on its own: its schedule's window, its not-before, or the next retry of a failed install; absent when none waits.",
+		}, []string{"certificate"}),
 		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certsync_bundles_total",
 			Help: "Bundle messages received by outcome (staged, unchanged, superseded, refused, failed).",
@@ -78,7 +83,7 @@ func New(node, version string) *Node {
 		ConstLabels: prometheus.Labels{"version": version, "node": node},
 	})
 	build.Set(1)
-	reg.MustRegister(m.notAfter, m.installs, m.lastInstall, m.bundles, m.refusals, m.pending, m.lastProcessed, build,
+	reg.MustRegister(m.notAfter, m.installs, m.lastInstall, m.scheduled, m.bundles, m.refusals, m.pending, m.lastProcessed, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -114,6 +119,19 @@ func (m *Node) Install(certificate string, ok bool, at time.Time) {
 	}
 	m.installs.WithLabelValues(certificate, "success").Inc()
 	m.lastInstall.WithLabelValues(certificate).Set(unix(at))
+}
+
+// Scheduled records when the staged bundle of a certificate will be
+// installed on its own; a zero at means none waits.
+func (m *Node) Scheduled(certificate string, at time.Time) {
+	if m == nil {
+		return
+	}
+	if at.IsZero() {
+		m.scheduled.DeleteLabelValues(certificate)
+		return
+	}
+	m.scheduled.WithLabelValues(certificate).Set(unix(at))
 }
 
 // Pending sets the consumer lag: messages not yet delivered to this node.

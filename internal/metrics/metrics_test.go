@@ -22,6 +22,9 @@ func TestServeTextFormat(t *testing.T) {
 	m.Bundle("example.com", "staged", "", at)
 	m.Bundle("example.com", "refused", "bad_signature", at)
 	m.Pending(3)
+	m.Scheduled("example.com", notAfter)
+	m.Scheduled("other.example", at)
+	m.Scheduled("other.example", time.Time{})
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -47,6 +50,7 @@ func TestServeTextFormat(t *testing.T) {
 		{"certsync_bundles_total", map[string]string{"outcome": "refused"}, 1},
 		{"certsync_refusals_total", map[string]string{"certificate": "example.com", "reason": "bad_signature"}, 1},
 		{"certsync_consumer_pending_messages", nil, 3},
+		{"certsync_install_scheduled_timestamp_seconds", map[string]string{"certificate": "example.com"}, float64(notAfter.Unix())},
 		{"certsync_build_info", map[string]string{"version": "v1.2.3", "node": "web1"}, 1},
 	} {
 		got, ok := metricstest.Value(families[c.name], c.labels)
@@ -57,6 +61,9 @@ func TestServeTextFormat(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
+	}
+	if _, ok := metricstest.Value(families["certsync_install_scheduled_timestamp_seconds"], map[string]string{"certificate": "other.example"}); ok {
+		t.Error("a certificate with nothing waiting has a scheduled install time")
 	}
 	if _, ok := families["go_goroutines"]; !ok {
 		t.Error("go runtime metrics missing")

@@ -217,6 +217,11 @@ type Status struct {
 	InstalledFingerprint string    `json:"installed_fingerprint,omitempty"`
 	InstalledNotAfter    time.Time `json:"installed_not_after,omitzero"`
 	InstalledAt          time.Time `json:"installed_at,omitzero"`
+	// InstallAt is when the node will install the staged bundle on its
+	// own: its schedule's window, its NotBefore (a certificate not valid
+	// yet waits for it), or the next retry of a failed install. Zero when
+	// nothing waits to be installed, or it waits for `node install`.
+	InstallAt time.Time `json:"install_at,omitzero"`
 
 	Error     string    `json:"error"`
 	ErrorTime time.Time `json:"error_time,omitzero"`
