@@ -124,13 +124,15 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 }
 
 // lateFor reports whether d is a late redelivery of a message the staged
-// bundle already supersedes: an older version, published before the
-// staged one (a lower stream sequence). Such a message was held back or
-// retried while a newer one staged (a node whose clock was wrong, say);
-// it is acknowledged as superseded. An older version published after the
-// staged one is a replay, and apply refuses it as a downgrade.
+// bundle already supersedes: an older version, delivered before (so not
+// for the first time), and published before the staged one (a lower
+// stream sequence). Such a message was held back or retried while a newer
+// one staged (a node whose clock was wrong, say); it is acknowledged as
+// superseded. An older version delivered for the first time, or published
+// after the staged one, is a replay (or a stream rebuilt with old
+// bundles), and apply refuses it as a downgrade, reported.
 func lateFor(d *delivery, staged *Staged) bool {
-	return staged != nil && d.header.Version < staged.Version && d.seq < staged.Sequence
+	return staged != nil && d.delivered > 1 && d.header.Version < staged.Version && d.seq < staged.Sequence
 }
 
 // verify checks what can be checked before decrypting: the size, the
