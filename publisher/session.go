@@ -181,15 +181,16 @@ func (s *session) ensureStream(ctx context.Context, want jetstream.StreamConfig,
 		return st, nil
 	}
 	changed := strings.Join(plan.changed, ", ")
+	var updated jetstream.Stream
 	err = s.do(ctx, "updating stream "+name, func(ctx context.Context) error {
 		var err error
-		st, err = s.js.UpdateStream(ctx, plan.upd)
+		updated, err = s.js.UpdateStream(ctx, plan.upd)
 		return err
 	})
 	switch {
 	case err == nil:
 		s.log.Info("stream_updated", "stream", name, "changed", strings.Join(plan.changed, ","))
-		return st, nil
+		return updated, nil
 	case errors.Is(err, natsconn.ErrDenied) && !setup && len(plan.unsafe) == 0:
 		// Nothing that protects the stream: go on with what it has.
 		s.log.Warn("stream_settings_differ", "stream", name, "changed", strings.Join(plan.changed, ","),

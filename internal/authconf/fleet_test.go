@@ -22,6 +22,7 @@ import (
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
 )
@@ -37,6 +38,8 @@ type fleet struct {
 	signer *crypto.SigningKey
 	ids    map[string]*age.X25519Identity
 	certs  map[string][]string
+	stream wire.StreamOptions // publisher.yaml's stream: settings
+	logs   *logtest.Buffer    // the publisher's and setup's logs
 }
 
 // newFleet writes the credentials of the nodes of certs (certificate ->
@@ -71,6 +74,7 @@ func newFleetWithoutSetup(t *testing.T, certs map[string][]string, extra string)
 		signer: signer,
 		ids:    map[string]*age.X25519Identity{},
 		certs:  certs,
+		logs:   &logtest.Buffer{},
 	}
 	var nodes []string
 	for _, ns := range certs {
@@ -97,7 +101,7 @@ func newFleetWithoutSetup(t *testing.T, certs map[string][]string, extra string)
 // setup runs the publisher's Setup (certsync setup) with user's credential.
 func (f *fleet) setup(user string) error {
 	f.t.Helper()
-	p, err := publisher.New(publisher.Config{NATS: f.natsOptions(user), Timeout: 20 * time.Second}, slog.New(slog.DiscardHandler))
+	p, err := publisher.New(publisher.Config{NATS: f.natsOptions(user), Stream: f.stream, Timeout: 20 * time.Second}, f.log())
 	if err != nil {
 		f.t.Fatalf("publisher.New: %v", err)
 	}
@@ -158,6 +162,11 @@ func (f *fleet) connect(user string) (*natsconn.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// log is the logger of the publisher and setup, into f.logs.
+func (f *fleet) log() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 // publisher is the real publisher with the publisher's credential.
 func (f *fleet) publisher() *publisher.Publisher {
 	f.t.Helper()
@@ -171,8 +180,9 @@ func (f *fleet) publisher() *publisher.Publisher {
 		Lineages:     filepath.Join(f.root, "live"),
 		Nodes:        nodes,
 		Certificates: f.certs,
+		Stream:       f.stream,
 		Timeout:      20 * time.Second,
-	}, slog.New(slog.DiscardHandler))
+	}, f.log())
 	if err != nil {
 		f.t.Fatalf("publisher.New: %v", err)
 	}

@@ -3,6 +3,7 @@ package authconf_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,24 @@ func TestSetupFirstRun(t *testing.T) {
 	if _, err := kv.Get(ctx, wire.StatusKey("web1", "example.com")); err != nil {
 		t.Errorf("web1's status after setup: %v", err)
 	}
+
+	// publisher.yaml's history changes: the publisher may not apply it,
+	// says so, and publishes all the same; setup applies it.
+	f.stream.History = 7
+	f.publish("example.com", time.Now().Add(-30*time.Second)) // a renewal: a later version
+	if ev := f.logs.Events("stream_settings_differ"); len(ev) != 1 || ev[0]["changed"] != "history" || !strings.Contains(fmt.Sprint(ev[0]["hint"]), "certsync setup") {
+		t.Errorf("publish with another history logged stream_settings_differ %v, want once, for history, naming certsync setup:\n%s", ev, f.logs)
+	}
+	if h := streamInfos(t, admin)[wire.Stream].Config.MaxMsgsPerSubject; h != 5 {
+		t.Errorf("history %d after the publisher's publish, want 5", h)
+	}
+	if err := f.setup(authconf.AdminUser); err != nil {
+		t.Fatalf("setup with history 7: %v", err)
+	}
+	if h := streamInfos(t, admin)[wire.Stream].Config.MaxMsgsPerSubject; h != 7 {
+		t.Errorf("history %d after setup, want 7", h)
+	}
+	checkProtected(t, admin)
 }
 
 // TestSetupUpgrades runs setup on a stream and a bucket made as certsync
