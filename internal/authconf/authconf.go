@@ -205,6 +205,9 @@ func Fragment(users []User) []byte {
 # relative to that file:  include ./certsync/auth.conf
 # It defines the accounts block: a configuration that defines its own accounts
 # must copy the ` + Account + ` account into it instead. No secret is held here.
+# The publisher may not create or change the stream and the status bucket: once
+# the server runs this file, the admin sets them up (again after changing
+# stream: in publisher.yaml):  certsync setup --nkey admin.nk
 accounts {
   ` + Account + ` {
     jetstream: enabled
