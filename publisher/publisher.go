@@ -82,6 +82,18 @@ var (
 	// or has the same version with another certificate. Nodes would refuse
 	// it as a downgrade, so it is not published.
 	ErrOlder = errors.New("older than the published bundle")
+	// ErrNotSetUp means the stream or the status bucket is missing, or
+	// lacks a protection certsync needs (no purges, deletes or roll-ups),
+	// and this credential may not fix it: under least privilege only the
+	// admin creates and updates them, with Setup (certsync setup).
+	ErrNotSetUp = errors.New("not set up for certsync")
+	// ErrRefusedSettings means the stream or the status bucket has
+	// sources, a mirror, republish, a subject transform, message
+	// schedules or subject delete markers. Each can copy messages into the
+	// status bucket or out of the stream, or needs roll-ups; certsync
+	// neither keeps nor removes them silently: the admin looks and removes
+	// them (nats stream edit), then runs Setup.
+	ErrRefusedSettings = errors.New("which certsync never keeps nor removes by itself")
 )
 
 // Action says what a publish did.
@@ -207,7 +219,7 @@ func (p *Publisher) Publish(ctx context.Context, b *crypto.Bundle) (*Result, err
 		return nil, fmt.Errorf("publishing certificate %q: %w", b.Name, err)
 	}
 	defer s.close()
-	if err := s.ensure(ctx, p.cfg.Stream); err != nil {
+	if err := s.ensure(ctx, p.cfg.Stream, false); err != nil {
 		return nil, fmt.Errorf("publishing certificate %q: %w", b.Name, err)
 	}
 	want := make(map[string][]string, len(j.nodes))

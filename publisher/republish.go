@@ -77,7 +77,7 @@ func (p *Publisher) Republish(ctx context.Context, names []string) (*Report, err
 		return report, errors.Join(append(errs, fmt.Errorf("republishing: %w", err))...)
 	}
 	defer s.close()
-	if err := s.ensure(ctx, p.cfg.Stream); err != nil {
+	if err := s.ensure(ctx, p.cfg.Stream, false); err != nil {
 		return report, errors.Join(append(errs, fmt.Errorf("republishing: %w", err))...)
 	}
 

@@ -98,87 +98,208 @@ func wrongLastSequence(err error) bool {
 }
 
 // ensure makes sure the stream and the status bucket exist with certsync's
-// settings.
-func (s *session) ensure(ctx context.Context, o wire.StreamOptions) error {
-	if err := s.do(ctx, "ensuring stream "+wire.Stream, func(ctx context.Context) error { return s.ensureStream(ctx, o) }); err != nil {
+// settings, creating or upgrading them where this credential may; see
+// ensureStream. With setup (certsync setup, the admin's credential) every
+// change certsync owns must be made; otherwise (publish, republish) a
+// setting that differs but protects nothing (history, replicas…) and that
+// this credential may not change is only reported.
+func (s *session) ensure(ctx context.Context, o wire.StreamOptions, setup bool) error {
+	st, err := s.ensureStream(ctx, wire.StreamConfig(o), setup)
+	if err != nil {
 		return err
 	}
-	return s.do(ctx, "ensuring bucket "+wire.StatusBucket, func(ctx context.Context) error {
-		kv, err := s.js.CreateOrUpdateKeyValue(ctx, wire.StatusBucketConfig(o.Replicas))
+	s.stream = st
+	if _, err := s.ensureStream(ctx, wire.StatusStreamConfig(o.Replicas), setup); err != nil {
+		return err
+	}
+	return s.do(ctx, "binding bucket "+wire.StatusBucket, func(ctx context.Context) error {
+		kv, err := s.js.KeyValue(ctx, wire.StatusBucket)
 		if err != nil {
-			return fmt.Errorf("ensuring bucket %s: %w", wire.StatusBucket, err)
+			return fmt.Errorf("binding bucket %q: %w", wire.StatusBucket, err)
 		}
 		s.status = kv
 		return nil
 	})
 }
 
-// ensureStream creates the stream, or updates the settings certsync owns
-// on an existing one. Settings an operator added (limits, placement…) are
-// kept; storage and retention cannot change and are only reported.
-func (s *session) ensureStream(ctx context.Context, o wire.StreamOptions) error {
-	want := wire.StreamConfig(o)
-	st, err := s.js.Stream(ctx, wire.Stream)
+// ensureStream makes sure the stream want names exists with the settings
+// certsync owns: it creates a missing one and updates one whose settings
+// differ. Settings an operator added (limits, placement…) are kept; storage
+// and retention cannot change and are only reported.
+//
+// The stream's protections (DenyPurge, DenyDelete, no roll-ups, its
+// subjects, direct gets) must hold: when they do not and this credential
+// may not create or update the stream (the publisher's, under least
+// privilege), it fails with ErrNotSetUp. Sources, a mirror, republish, a
+// subject transform and message schedules are never taken off silently: each
+// can copy messages into the status bucket or out of the stream, so they
+// are refused with ErrRefusedSettings, naming them, for the admin to look
+// at and remove.
+func (s *session) ensureStream(ctx context.Context, want jetstream.StreamConfig, setup bool) (jetstream.Stream, error) {
+	name := want.Name
+	var st jetstream.Stream
+	read := func(ctx context.Context) error {
+		var err error
+		if st, err = s.js.Stream(ctx, name); err != nil {
+			return fmt.Errorf("reading stream %q: %w", name, err)
+		}
+		return nil
+	}
+	err := s.do(ctx, "reading stream "+name, read)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		st, err = s.js.CreateStream(ctx, want)
-		if err == nil {
-			s.log.Info("stream_created", "stream", wire.Stream, "replicas", want.Replicas,
+		err = s.do(ctx, "creating stream "+name, func(ctx context.Context) error {
+			var err error
+			st, err = s.js.CreateStream(ctx, want)
+			return err
+		})
+		switch {
+		case err == nil:
+			s.log.Info("stream_created", "stream", name, "replicas", want.Replicas,
 				"history", want.MaxMsgsPerSubject, "duplicate_window", want.Duplicates)
-			s.stream = st
-			return nil
+			return st, nil
+		case errors.Is(err, natsconn.ErrDenied):
+			return nil, fmt.Errorf("stream %q is %w: it is missing and this credential may not create it: %w", name, ErrNotSetUp, err)
+		case !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
+			return nil, fmt.Errorf("creating stream %q: %w", name, err)
 		}
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			// Created by someone else meanwhile: look again.
-			st, err = s.js.Stream(ctx, wire.Stream)
-		}
+		// Created by someone else meanwhile: look again.
+		err = s.do(ctx, "reading stream "+name, read)
 	}
 	if err != nil {
-		return fmt.Errorf("ensuring stream %s: %w", wire.Stream, err)
+		return nil, err
 	}
 	cur := st.CachedInfo().Config
-	upd, changed := streamUpdate(cur, want)
+	plan := streamUpdate(cur, want)
+	if len(plan.refused) > 0 {
+		return nil, fmt.Errorf("stream %q has %s, %w", name, strings.Join(plan.refused, ", "), ErrRefusedSettings)
+	}
 	if cur.Storage != want.Storage || cur.Retention != want.Retention {
-		s.log.Warn("stream_settings_kept", "stream", wire.Stream, "storage", cur.Storage.String(),
+		s.log.Warn("stream_settings_kept", "stream", name, "storage", cur.Storage.String(),
 			"retention", cur.Retention.String(), "reason", "cannot be changed on an existing stream")
 	}
-	if len(changed) > 0 {
-		st, err = s.js.UpdateStream(ctx, upd)
-		if err != nil {
-			return fmt.Errorf("updating stream %s (%s): %w", wire.Stream, strings.Join(changed, ", "), err)
-		}
-		s.log.Info("stream_updated", "stream", wire.Stream, "changed", strings.Join(changed, ","))
+	if len(plan.changed) == 0 {
+		return st, nil
 	}
-	s.stream = st
-	return nil
+	changed := strings.Join(plan.changed, ", ")
+	var updated jetstream.Stream
+	err = s.do(ctx, "updating stream "+name, func(ctx context.Context) error {
+		var err error
+		updated, err = s.js.UpdateStream(ctx, plan.upd)
+		return err
+	})
+	switch {
+	case err == nil:
+		s.log.Info("stream_updated", "stream", name, "changed", strings.Join(plan.changed, ","))
+		return updated, nil
+	case errors.Is(err, natsconn.ErrDenied) && !setup && len(plan.unsafe) == 0:
+		// Nothing that protects the stream: go on with what it has.
+		s.log.Warn("stream_settings_differ", "stream", name, "changed", strings.Join(plan.changed, ","),
+			"reason", "this credential may not update the stream",
+			"hint", "run certsync setup with the admin credential to apply them")
+		return st, nil
+	case errors.Is(err, natsconn.ErrDenied):
+		return nil, fmt.Errorf("stream %q is %w: its settings %s differ from certsync's, and this credential may not update it: %w",
+			name, ErrNotSetUp, changed, err)
+	}
+	return nil, fmt.Errorf("updating stream %q (%s): %w", name, changed, err)
 }
 
-// streamUpdate returns cur with the settings certsync owns taken from want,
-// and the names of those that differed.
-func streamUpdate(cur, want jetstream.StreamConfig) (jetstream.StreamConfig, []string) {
-	var changed []string
-	upd := cur
+// streamPlan is what ensureStream must do to an existing stream.
+type streamPlan struct {
+	// upd is the stream's configuration with the settings certsync owns
+	// taken from what it wants.
+	upd jetstream.StreamConfig
+	// changed names the settings that differed.
+	changed []string
+	// unsafe names those of changed that protect the stream's content.
+	unsafe []string
+	// refused names what certsync never removes by itself.
+	refused []string
+}
+
+// streamUpdate compares an existing stream's configuration cur with want,
+// the one certsync creates it with. It owns the subjects, the history per
+// subject, the duplicate window, the replicas, the discard policy, direct
+// gets, no MaxAge, the byte and message size limits want sets (non-zero),
+// and the protections: DenyPurge and DenyDelete on, roll-ups off. It never
+// adds sources, a mirror, republish or a subject transform, and refuses a
+// stream that has them, or message schedules or subject delete markers
+// (which need roll-ups), rather than remove them silently.
+func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
+	p := streamPlan{upd: cur}
+	change := func(name string, protects bool) {
+		p.changed = append(p.changed, name)
+		if protects {
+			p.unsafe = append(p.unsafe, name)
+		}
+	}
 	if !slices.Equal(cur.Subjects, want.Subjects) {
-		upd.Subjects, changed = want.Subjects, append(changed, "subjects")
+		p.upd.Subjects = want.Subjects
+		change("subjects", true)
 	}
 	if cur.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
-		upd.MaxMsgsPerSubject, changed = want.MaxMsgsPerSubject, append(changed, "history")
+		p.upd.MaxMsgsPerSubject = want.MaxMsgsPerSubject
+		change("history", false)
 	}
 	if cur.Duplicates != want.Duplicates {
-		upd.Duplicates, changed = want.Duplicates, append(changed, "duplicate_window")
+		p.upd.Duplicates = want.Duplicates
+		change("duplicate_window", false)
 	}
 	if cur.Replicas != want.Replicas {
-		upd.Replicas, changed = want.Replicas, append(changed, "replicas")
+		p.upd.Replicas = want.Replicas
+		change("replicas", false)
 	}
 	if cur.MaxAge != 0 {
-		upd.MaxAge, changed = 0, append(changed, "max_age")
+		p.upd.MaxAge = 0
+		change("max_age", false)
+	}
+	if want.MaxBytes > 0 && cur.MaxBytes != want.MaxBytes {
+		p.upd.MaxBytes = want.MaxBytes
+		change("max_bytes", false)
+	}
+	if want.MaxMsgSize > 0 && cur.MaxMsgSize != want.MaxMsgSize {
+		p.upd.MaxMsgSize = want.MaxMsgSize
+		change("max_msg_size", false)
 	}
 	if cur.Discard != want.Discard {
-		upd.Discard, changed = want.Discard, append(changed, "discard")
+		p.upd.Discard = want.Discard
+		change("discard", false)
 	}
 	if cur.AllowDirect != want.AllowDirect {
-		upd.AllowDirect, changed = want.AllowDirect, append(changed, "allow_direct")
+		p.upd.AllowDirect = want.AllowDirect
+		change("allow_direct", true)
 	}
-	return upd, changed
+	if cur.AllowRollup != want.AllowRollup {
+		p.upd.AllowRollup = want.AllowRollup
+		change("allow_rollup", true)
+	}
+	if cur.DenyPurge != want.DenyPurge {
+		p.upd.DenyPurge = want.DenyPurge
+		change("deny_purge", true)
+	}
+	if cur.DenyDelete != want.DenyDelete {
+		p.upd.DenyDelete = want.DenyDelete
+		change("deny_delete", true)
+	}
+	if len(cur.Sources) > 0 {
+		p.refused = append(p.refused, "sources")
+	}
+	if cur.Mirror != nil {
+		p.refused = append(p.refused, "a mirror")
+	}
+	if cur.RePublish != nil {
+		p.refused = append(p.refused, "republish")
+	}
+	if cur.SubjectTransform != nil {
+		p.refused = append(p.refused, "a subject transform")
+	}
+	if cur.AllowMsgSchedules {
+		p.refused = append(p.refused, "message schedules")
+	}
+	if cur.SubjectDeleteMarkerTTL != 0 {
+		p.refused = append(p.refused, "subject delete markers")
+	}
+	return p
 }
 
 // published is what a stored bundle says of itself.

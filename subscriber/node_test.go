@@ -340,6 +340,23 @@ func TestSyncStagesBundle(t *testing.T) {
 		st.Error != "" || st.Version != "test" || st.LastSeen.IsZero() {
 		t.Errorf("status %+v", st)
 	}
+	// The node created the bucket on this open server: protected like the
+	// management side's, so a put with Nats-Rollup: all wipes nothing.
+	kvs, err := e.js.Stream(ctx, wire.StatusStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := kvs.CachedInfo().Config; c.AllowRollup || !c.DenyPurge || !c.DenyDelete {
+		t.Errorf("bucket the node created: allow_rollup %v, deny_purge %v, deny_delete %v", c.AllowRollup, c.DenyPurge, c.DenyDelete)
+	}
+	rollup := nats.NewMsg(wire.StatusSubjectPrefix + wire.StatusKey(nodeName, "other.example"))
+	rollup.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
+	if _, err := e.js.PublishMsg(ctx, rollup); err == nil || !strings.Contains(err.Error(), "rollup not permitted") {
+		t.Errorf("a roll-up of the bucket: %v, want it refused", err)
+	}
+	if e.status("example.com").LastSeen.IsZero() {
+		t.Error("the record is gone")
+	}
 
 	// Nothing pending: a second pass does nothing.
 	expectOnly(t, n.sync(t))

@@ -219,9 +219,12 @@ func (s *statusWriter) bucket(ctx context.Context, js jetstream.JetStream) jetst
 	defer cancel()
 	kv, err := js.KeyValue(ctx, wire.StatusBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, wire.StatusBucketConfig(1))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, wire.StatusBucket) // another node was quicker
+		// Only on a server without permissions: the bucket's stream, with
+		// the protections the management side gives it (no roll-ups,
+		// purges or deletes), not CreateKeyValue's, which allow roll-ups.
+		_, err = js.CreateStream(ctx, wire.StatusStreamConfig(1))
+		if err == nil || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			kv, err = js.KeyValue(ctx, wire.StatusBucket) // ours, or another node was quicker
 		}
 	}
 	if err != nil {

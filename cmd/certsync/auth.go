@@ -24,7 +24,9 @@ func authCommand() *cli.Command {
 Seed files are created 0600 and kept when they exist, so run it again after
 nodes change, then reload the server: a removed node loses its access, and
 its seed file is reported. Each node may read only its own consumer and its
-own status keys; see docs/SECURITY.md.`,
+own status keys; the publisher may not create or change the stream and the
+status bucket, so once the server runs auth.conf, set them up with the admin's
+credential: certsync setup --nkey DIR/admin.nk. See docs/SECURITY.md.`,
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			configFlag(DefaultPublisherConfig),

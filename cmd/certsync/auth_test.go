@@ -189,6 +189,7 @@ func TestAuthTLSPipelineE2E(t *testing.T) {
 	if srv.exited() {
 		t.Fatalf("certsync server --config exited:\n%s", srv.Log())
 	}
+	mustCertsync(t, "setup", "--config", pubCfg, "--nkey", filepath.Join(auth, "admin.nk"))
 
 	live, _ := lin.Write("example.com", certOptions{})
 	mustCertsync(t, "publish", "--config", pubCfg, "--lineage", live)

@@ -105,7 +105,8 @@ func procEnv(extra []string) []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "CERTSYNC_CONFIG", "JOURNAL_STREAM", "CERTSYNC_LOG_FORMAT", "RENEWED_LINEAGE", "CERTSYNC_LISTEN", "CERTSYNC_STORE":
+		case "CERTSYNC_CONFIG", "JOURNAL_STREAM", "CERTSYNC_LOG_FORMAT", "RENEWED_LINEAGE", "CERTSYNC_LISTEN", "CERTSYNC_STORE",
+			adminNKeyEnv, adminCredsEnv:
 			continue
 		}
 		env = append(env, kv)

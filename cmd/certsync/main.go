@@ -70,6 +70,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			nodeCommand(),
 			inspectCommand(),
 			authCommand(),
+			setupCommand(),
 			statusCommand(),
 		},
 	}

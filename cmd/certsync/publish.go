@@ -128,6 +128,8 @@ func publishHint(err error) error {
 		return withHint(err, "the certificate is not lost: once NATS is reachable, `certsync republish` (run by its timer) publishes it")
 	case errors.Is(err, publisher.ErrUnknownCertificate):
 		return withHint(err, "list the certificate and its nodes under certificates: in publisher.yaml")
+	case errors.Is(err, publisher.ErrNotSetUp), errors.Is(err, publisher.ErrRefusedSettings):
+		return setupHint(err)
 	}
 	return err
 }

@@ -410,6 +410,7 @@ func TestNodeRemovalE2E(t *testing.T) {
 	}
 	srv := startCertsync(t, nil, "server", "--config", conf)
 	srv.WaitLog(t, serverReady, "server_ready")
+	mustCertsync(t, "setup", "--config", r.publisher, "--nkey", filepath.Join(r.auth, "admin.nk"))
 
 	nodeCfg := map[string]string{}
 	for _, n := range nodeNames {

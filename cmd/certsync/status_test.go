@@ -56,7 +56,18 @@ func newFleetFixture(t *testing.T, certs map[string][]string) *fleetFixture {
 // auth` writes an nkey per node, for the publisher and the admin, and the
 // server only lets each do what auth.conf grants. The configurations use
 // their own nkeys; the fixture's own client (js, kv) is the admin.
+// The admin then runs the first setup, as docs/SECURITY.md has it:
+// certsync setup --nkey admin.nk.
 func newAuthFleetFixture(t *testing.T, certs map[string][]string) *fleetFixture {
+	t.Helper()
+	f := buildFleetFixture(t, certs, true)
+	f.mustCLI("setup", "--config", f.publisher, "--nkey", f.nkey("admin"))
+	return f
+}
+
+// newAuthFleetFixtureWithoutSetup is newAuthFleetFixture before the first
+// setup: the server holds no stream and no bucket.
+func newAuthFleetFixtureWithoutSetup(t *testing.T, certs map[string][]string) *fleetFixture {
 	t.Helper()
 	return buildFleetFixture(t, certs, true)
 }

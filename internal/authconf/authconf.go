@@ -9,11 +9,12 @@
 //   - a node may bind and pull its own durable consumer node-<name>,
 //     acknowledge what it delivered, and put and get its own keys
 //     <name>.<certificate> in the status bucket ([NodePermissions]);
-//   - the publisher may publish bundles, create and update the stream and
-//     the status bucket, manage the consumers and read the status
-//     ([PublisherPermissions]);
-//   - the admin may do anything in the account, for an operator with the
-//     nats CLI.
+//   - the publisher may publish bundles, read the stream and the status
+//     bucket, and manage the consumers ([PublisherPermissions]); it may
+//     not create or update the stream or the bucket;
+//   - the admin may do anything in the account: it creates and upgrades
+//     the stream and the bucket (certsync setup), and serves an operator
+//     with the nats CLI.
 //
 // Each client receives its replies on its own inbox prefix
 // ([NodeInboxPrefix], [PublisherInboxPrefix]); the admin uses the default
@@ -204,6 +205,9 @@ func Fragment(users []User) []byte {
 # relative to that file:  include ./certsync/auth.conf
 # It defines the accounts block: a configuration that defines its own accounts
 # must copy the ` + Account + ` account into it instead. No secret is held here.
+# The publisher may not create or change the stream and the status bucket: once
+# the server runs this file, the admin sets them up (again after changing
+# stream: in publisher.yaml):  certsync setup --nkey admin.nk
 accounts {
   ` + Account + ` {
     jetstream: enabled

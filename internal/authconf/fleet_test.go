@@ -22,6 +22,7 @@ import (
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
 )
@@ -37,13 +38,29 @@ type fleet struct {
 	signer *crypto.SigningKey
 	ids    map[string]*age.X25519Identity
 	certs  map[string][]string
+	stream wire.StreamOptions // publisher.yaml's stream: settings
+	logs   *logtest.Buffer    // the publisher's and setup's logs
 }
 
 // newFleet writes the credentials of the nodes of certs (certificate ->
 // nodes), starts a server whose configuration includes auth.conf, plus
-// extra (more server configuration), and returns the fleet. The same over
-// TLS runs through the command line: TestAuthTLSPipelineE2E in cmd/certsync.
+// extra (more server configuration), has the admin set up the stream and
+// the bucket, and returns the fleet. The same over TLS runs through the
+// command line: TestAuthTLSPipelineE2E in cmd/certsync.
 func newFleet(t *testing.T, certs map[string][]string, extra string) *fleet {
+	t.Helper()
+	f := newFleetWithoutSetup(t, certs, extra)
+	// The first setup, as docs/SECURITY.md has it: the admin creates the
+	// stream and the bucket, which the publisher may not.
+	if err := f.setup(authconf.AdminUser); err != nil {
+		t.Fatalf("setup with the admin's credential: %v", err)
+	}
+	return f
+}
+
+// newFleetWithoutSetup is newFleet on a server without the stream and the
+// bucket.
+func newFleetWithoutSetup(t *testing.T, certs map[string][]string, extra string) *fleet {
 	t.Helper()
 	signer, err := crypto.GenerateSigningKey()
 	if err != nil {
@@ -57,6 +74,7 @@ func newFleet(t *testing.T, certs map[string][]string, extra string) *fleet {
 		signer: signer,
 		ids:    map[string]*age.X25519Identity{},
 		certs:  certs,
+		logs:   &logtest.Buffer{},
 	}
 	var nodes []string
 	for _, ns := range certs {
@@ -78,6 +96,18 @@ func newFleet(t *testing.T, certs map[string][]string, extra string) *fleet {
 	srv := startServer(t, filepath.Dir(f.dir), "include ./auth/auth.conf\n"+extra)
 	f.url = srv.ClientURL()
 	return f
+}
+
+// setup runs the publisher's Setup (certsync setup) with user's credential.
+func (f *fleet) setup(user string) error {
+	f.t.Helper()
+	p, err := publisher.New(publisher.Config{NATS: f.natsOptions(user), Stream: f.stream, Timeout: 20 * time.Second}, f.log())
+	if err != nil {
+		f.t.Fatalf("publisher.New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return p.Setup(ctx)
 }
 
 // startServer writes a server configuration into dir, with body after the
@@ -132,6 +162,11 @@ func (f *fleet) connect(user string) (*natsconn.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// log is the logger of the publisher and setup, into f.logs.
+func (f *fleet) log() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 // publisher is the real publisher with the publisher's credential.
 func (f *fleet) publisher() *publisher.Publisher {
 	f.t.Helper()
@@ -145,8 +180,9 @@ func (f *fleet) publisher() *publisher.Publisher {
 		Lineages:     filepath.Join(f.root, "live"),
 		Nodes:        nodes,
 		Certificates: f.certs,
+		Stream:       f.stream,
 		Timeout:      20 * time.Second,
-	}, slog.New(slog.DiscardHandler))
+	}, f.log())
 	if err != nil {
 		f.t.Fatalf("publisher.New: %v", err)
 	}
@@ -156,6 +192,19 @@ func (f *fleet) publisher() *publisher.Publisher {
 // publish issues a new leaf for name, writes it as the lineage's next
 // version and publishes it with the publisher's credential.
 func (f *fleet) publish(name string, notBefore time.Time) *testcert.Cert {
+	f.t.Helper()
+	c, res, err := f.tryPublish(name, notBefore)
+	if err != nil {
+		f.t.Fatalf("publishing %s with the publisher's credential: %v", name, err)
+	}
+	if res.Action != publisher.Published {
+		f.t.Fatalf("publishing %s: %s, want published", name, res.Action)
+	}
+	return c
+}
+
+// tryPublish is publish, returning what Publish did.
+func (f *fleet) tryPublish(name string, notBefore time.Time) (*testcert.Cert, *publisher.Result, error) {
 	f.t.Helper()
 	c := f.ca.Issue(f.t, testcert.Options{Names: []string{name}, NotBefore: notBefore})
 	live := filepath.Join(f.root, "live", name)
@@ -171,13 +220,7 @@ func (f *fleet) publish(name string, notBefore time.Time) *testcert.Cert {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := f.publisher().Publish(ctx, b)
-	if err != nil {
-		f.t.Fatalf("publishing %s with the publisher's credential: %v", name, err)
-	}
-	if res.Action != publisher.Published {
-		f.t.Fatalf("publishing %s: %s, want published", name, res.Action)
-	}
-	return c
+	return c, res, err
 }
 
 // node is the real subscriber of a node with the node's credential,

@@ -4,6 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +45,38 @@ func denied(t *testing.T, nc *natsconn.Conn, err error, subject string) {
 	if !strings.Contains(strings.ToLower(msg), "permissions violation") || !strings.Contains(msg, `"`+subject+`"`) {
 		t.Fatalf("error %q does not explain the permissions violation on %q", msg, subject)
 	}
+}
+
+// JetStream's error codes for what the stream and the bucket refuse
+// whoever asks (nats-server's JSStreamRollupFailedErrF, …).
+const (
+	errCodeRollupRefused = 10111 // "rollup not permitted"
+	errCodePurgeRefused  = 10110 // "stream purge not permitted"
+	errCodeDeleteRefused = 10057 // "message delete not permitted"
+)
+
+// refused checks that err is the JetStream error code: an action the
+// server's permissions allow but the stream's own settings refuse. Some
+// calls (DeleteMsg) keep only the text of the server's error.
+func refused(t *testing.T, err error, code jetstream.ErrorCode) {
+	t.Helper()
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == code {
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("err_code=%d ", code)) {
+		t.Fatalf("got %v, want JetStream error %d", err, code)
+	}
+}
+
+// rollup publishes body to subject with the header Nats-Rollup: value and
+// waits for the stream's answer.
+func rollup(ctx context.Context, js jetstream.JetStream, subject, value string) error {
+	msg := nats.NewMsg(subject)
+	msg.Data = []byte(`{"node":"web1"}`)
+	msg.Header.Set(jetstream.MsgRollup, value)
+	_, err := js.PublishMsg(ctx, msg)
+	return err
 }
 
 // TestNodeLeastPrivilege runs a server on the generated configuration and
@@ -185,6 +223,31 @@ func TestNodeLeastPrivilege(t *testing.T) {
 		})
 	}
 
+	// Subjects the node may publish to, refused by the bucket itself: one
+	// put to its own key with Nats-Rollup: all would purge every node's
+	// record; sub, and the key/value purge that sends it, its own key's.
+	web1Key := wire.StatusKey("web1", "example.com")
+	for _, value := range []string{jetstream.MsgRollupAll, jetstream.MsgRollupSubject} {
+		t.Run("roll up the bucket ("+value+")", func(t *testing.T) {
+			t.Parallel()
+			_, js := f.connect("web1")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			refused(t, rollup(ctx, js, wire.StatusSubjectPrefix+web1Key, value), errCodeRollupRefused)
+		})
+	}
+	t.Run("purge its own key", func(t *testing.T) {
+		t.Parallel()
+		_, js := f.connect("web1")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		kv, err := js.KeyValue(ctx, wire.StatusBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused(t, kv.Purge(ctx, web1Key), errCodeRollupRefused)
+	})
+
 	t.Run("nats CLI", func(t *testing.T) {
 		t.Parallel()
 		tool := acmetest.RequireTool(t, "nats")
@@ -224,6 +287,16 @@ func TestNodeLeastPrivilege(t *testing.T) {
 					strings.Join(tc.args, " "), err, tc.subject, out, errOut)
 			}
 		}
+		for _, args := range [][]string{
+			{"pub", "--jetstream", "-H", "Nats-Rollup:all", wire.StatusSubjectPrefix + web1Key, "{}"},
+			{"pub", "--jetstream", "-H", "Nats-Rollup:sub", wire.StatusSubjectPrefix + web1Key, "{}"},
+			{"kv", "purge", wire.StatusBucket, web1Key, "-f"},
+		} {
+			if out, errOut, err := f.natsCLI(tool, "web1", args...); err == nil || !strings.Contains(errOut, "rollup not permitted") {
+				t.Errorf("nats %s as web1 (%v): stderr does not say the roll-up was refused:\n%s%s",
+					strings.Join(args, " "), err, out, errOut)
+			}
+		}
 	})
 
 	t.Cleanup(func() {
@@ -243,6 +316,12 @@ func TestNodeLeastPrivilege(t *testing.T) {
 		} else if string(e.Value()) != `{"node":"web2"}` {
 			t.Errorf("web2's status changed: %s", e.Value())
 		}
+		// No roll-up or purge took web1's own record either.
+		if e, err := adminKV.Get(ctx, web1Key); err != nil {
+			t.Errorf("web1's status after the roll-ups: %v", err)
+		} else if !strings.Contains(string(e.Value()), `"node":"web1"`) {
+			t.Errorf("web1's status after the roll-ups: %s", e.Value())
+		}
 		var names []string
 		for name := range stream.ListConsumers(ctx).Info() {
 			names = append(names, name.Name)
@@ -254,18 +333,46 @@ func TestNodeLeastPrivilege(t *testing.T) {
 }
 
 // TestPublisherLeastPrivilege checks what the publisher's credential may
-// not do: write a node's status, delete or purge the stream.
+// not do: write a node's status; delete, purge, create or update the
+// stream or the bucket (an update could turn roll-ups on, or add a source
+// or republish that copies its bundles into the status bucket, which is
+// forging every node's status); delete a message; roll up the stream
+// through a subject it may publish to. Through the certsync client and the
+// nats CLI; the stream, the bucket and their settings stay as they were.
 func TestPublisherLeastPrivilege(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, map[string][]string{"example.com": {"web1"}}, "")
 	f.publish("example.com", time.Time{})
 	key := wire.StatusKey("web1", "example.com")
+	_, admin := f.connect(authconf.AdminUser)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	adminKV, err := admin.KeyValue(ctx, wire.StatusBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adminKV.Put(ctx, key, []byte(`{"node":"web1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	before := streamInfos(t, admin)
+
+	// A stream update, or a create, that would make the publisher's
+	// bundles land in the status bucket: a source from CERTSYNC with a
+	// subject transform, or republish.
+	intoStatus := []jetstream.SubjectTransformConfig{{Source: wire.SubjectPrefix + "*", Destination: wire.StatusSubjectPrefix + "web1.{{wildcard(1)}}"}}
+	sourced := wire.StatusStreamConfig(1)
+	sourced.Sources = []*jetstream.StreamSource{{Name: wire.Stream, SubjectTransforms: intoStatus}}
+	republished := wire.StreamConfig(wire.StreamOptions{})
+	republished.RePublish = &jetstream.RePublish{Source: wire.SubjectPrefix + "*", Destination: wire.StatusSubjectPrefix + "web1.{{wildcard(1)}}"}
+	forge := jetstream.StreamConfig{Name: "FORGE", Storage: jetstream.FileStorage,
+		Sources: []*jetstream.StreamSource{{Name: wire.Stream, SubjectTransforms: intoStatus}}}
+
 	forbidden := []struct {
 		name    string
 		subject string
 		do      func(ctx context.Context, js jetstream.JetStream) error
 	}{
-		{"write a node's status", "$KV.certsync-status." + key, func(ctx context.Context, js jetstream.JetStream) error {
+		{"write a node's status", wire.StatusSubjectPrefix + key, func(ctx context.Context, js jetstream.JetStream) error {
 			kv, err := js.KeyValue(ctx, wire.StatusBucket)
 			if err != nil {
 				return err
@@ -283,6 +390,52 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 			}
 			return s.Purge(ctx)
 		}},
+		{"delete a bundle", "$JS.API.STREAM.MSG.DELETE.CERTSYNC", func(ctx context.Context, js jetstream.JetStream) error {
+			s, err := js.Stream(ctx, wire.Stream)
+			if err != nil {
+				return err
+			}
+			return s.DeleteMsg(ctx, 1)
+		}},
+		{"turn roll-ups on", "$JS.API.STREAM.UPDATE.CERTSYNC", func(ctx context.Context, js jetstream.JetStream) error {
+			cfg := wire.StreamConfig(wire.StreamOptions{})
+			cfg.AllowRollup, cfg.DenyPurge = true, false
+			_, err := js.UpdateStream(ctx, cfg)
+			return err
+		}},
+		{"republish bundles into the bucket", "$JS.API.STREAM.UPDATE.CERTSYNC", func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := js.UpdateStream(ctx, republished)
+			return err
+		}},
+		{"source bundles into the bucket", "$JS.API.STREAM.UPDATE.KV_certsync-status", func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := js.UpdateStream(ctx, sourced)
+			return err
+		}},
+		{"create the bucket with a source", "$JS.API.STREAM.CREATE.KV_certsync-status", func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := js.CreateStream(ctx, sourced)
+			return err
+		}},
+		{"create a stream with a source", "$JS.API.STREAM.CREATE.FORGE", func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := js.CreateStream(ctx, forge)
+			return err
+		}},
+		{"purge the bucket", "$JS.API.STREAM.PURGE.KV_certsync-status", func(ctx context.Context, js jetstream.JetStream) error {
+			s, err := js.Stream(ctx, wire.StatusStream)
+			if err != nil {
+				return err
+			}
+			return s.Purge(ctx)
+		}},
+		{"delete a status record", "$JS.API.STREAM.MSG.DELETE.KV_certsync-status", func(ctx context.Context, js jetstream.JetStream) error {
+			s, err := js.Stream(ctx, wire.StatusStream)
+			if err != nil {
+				return err
+			}
+			return s.DeleteMsg(ctx, 1)
+		}},
+		{"delete the bucket", "$JS.API.STREAM.DELETE.KV_certsync-status", func(ctx context.Context, js jetstream.JetStream) error {
+			return js.DeleteKeyValue(ctx, wire.StatusBucket)
+		}},
 	}
 	for _, tc := range forbidden {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,6 +446,121 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 			denied(t, nc, tc.do(ctx, js), tc.subject)
 		})
 	}
+	// A subject the publisher may publish to, refused by the stream: one
+	// bundle with Nats-Rollup: all would purge every other.
+	for _, value := range []string{jetstream.MsgRollupAll, jetstream.MsgRollupSubject} {
+		t.Run("roll up the stream ("+value+")", func(t *testing.T) {
+			t.Parallel()
+			_, js := f.connect(authconf.PublisherUser)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			refused(t, rollup(ctx, js, wire.Subject("example.com"), value), errCodeRollupRefused)
+		})
+	}
+
+	t.Run("nats CLI", func(t *testing.T) {
+		t.Parallel()
+		tool := acmetest.RequireTool(t, "nats")
+		dir := t.TempDir()
+		writeJSON := func(name string, v any) string {
+			data, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, name)
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}
+		cases := []struct {
+			args    []string
+			subject string // the permissions violation; "" for a refusal by the stream
+		}{
+			{[]string{"stream", "purge", wire.Stream, "-f"}, "$JS.API.STREAM.PURGE.CERTSYNC"},
+			{[]string{"stream", "rm", wire.Stream, "-f"}, "$JS.API.STREAM.DELETE.CERTSYNC"},
+			{[]string{"stream", "rmm", wire.Stream, "1", "-f"}, "$JS.API.STREAM.MSG.DELETE.CERTSYNC"},
+			{[]string{"stream", "edit", wire.Stream, "--allow-rollup", "--no-deny-purge", "-f"}, "$JS.API.STREAM.UPDATE.CERTSYNC"},
+			{[]string{"stream", "edit", wire.Stream, "--config", writeJSON("republish.json", republished), "-f"}, "$JS.API.STREAM.UPDATE.CERTSYNC"},
+			{[]string{"stream", "add", "FORGE", "--config", writeJSON("forge.json", forge)}, "$JS.API.STREAM.CREATE.FORGE"},
+			// nats stream asks on a terminal before it touches a bucket's
+			// stream; nats req sends the same API request without asking.
+			{[]string{"req", "--no-templates", "$JS.API.STREAM.UPDATE.KV_certsync-status", string(readFile(t, writeJSON("sourced.json", sourced)))}, "$JS.API.STREAM.UPDATE.KV_certsync-status"},
+			{[]string{"req", "--no-templates", "$JS.API.STREAM.PURGE.KV_certsync-status", ""}, "$JS.API.STREAM.PURGE.KV_certsync-status"},
+			{[]string{"kv", "rm", wire.StatusBucket, "-f"}, "$JS.API.STREAM.DELETE.KV_certsync-status"},
+			{[]string{"kv", "put", wire.StatusBucket, key, "forged"}, wire.StatusSubjectPrefix + key},
+			{[]string{"pub", "--jetstream", "-H", "Nats-Rollup:all", wire.Subject("example.com"), "x"}, ""},
+		}
+		for _, tc := range cases {
+			t.Run(strings.Join(tc.args[:3], " "), func(t *testing.T) {
+				t.Parallel()
+				// nats req exits 0 when its request times out, so stderr
+				// says whether it was refused (and Cleanup that nothing
+				// changed).
+				out, errOut, err := f.natsCLI(tool, authconf.PublisherUser, tc.args...)
+				switch {
+				case tc.subject == "" && !strings.Contains(errOut, "rollup not permitted"):
+					t.Errorf("nats %s as the publisher (%v): stderr does not say the roll-up was refused:\n%s%s",
+						strings.Join(tc.args, " "), err, out, errOut)
+				case tc.subject != "" && (!strings.Contains(strings.ToLower(errOut), "permissions violation") || !strings.Contains(errOut, `"`+tc.subject+`"`)):
+					t.Errorf("nats %s as the publisher (%v): stderr does not tell the permissions violation on %q:\n%s%s",
+						strings.Join(tc.args, " "), err, tc.subject, out, errOut)
+				}
+			})
+		}
+	})
+
+	t.Cleanup(func() {
+		// Nothing changed: the same bundles, records and settings, and no
+		// other stream.
+		after := streamInfos(t, admin)
+		for name, b := range before {
+			a, ok := after[name]
+			switch {
+			case !ok:
+				t.Errorf("stream %s is gone", name)
+			case a.State.Msgs != b.State.Msgs || a.State.FirstSeq != b.State.FirstSeq:
+				t.Errorf("stream %s holds messages %d-%d (%d), want %d-%d (%d)", name,
+					a.State.FirstSeq, a.State.LastSeq, a.State.Msgs, b.State.FirstSeq, b.State.LastSeq, b.State.Msgs)
+			case !reflect.DeepEqual(a.Config, b.Config):
+				t.Errorf("stream %s settings changed:\n%+v\nwant\n%+v", name, a.Config, b.Config)
+			}
+		}
+		if len(after) != len(before) {
+			t.Errorf("streams %v, want only %v", slices.Sorted(maps.Keys(after)), slices.Sorted(maps.Keys(before)))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if e, err := adminKV.Get(ctx, key); err != nil || string(e.Value()) != `{"node":"web1"}` {
+			t.Errorf("web1's status after the publisher's attempts: %v", err)
+		}
+	})
+}
+
+// readFile returns the content of the file at path.
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// streamInfos returns the information of every stream of the account.
+func streamInfos(t *testing.T, js jetstream.JetStream) map[string]*jetstream.StreamInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	infos := map[string]*jetstream.StreamInfo{}
+	l := js.ListStreams(ctx)
+	for info := range l.Info() {
+		infos[info.Config.Name] = info
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return infos
 }
 
 // TestNodeAckFormatV2 runs a node on a server that uses nats-server's v2

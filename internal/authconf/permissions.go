@@ -36,9 +36,9 @@ const (
 	ackPrefix = "$JS.ACK."
 	fcPrefix  = "$JS.FC."
 	// kvStream is the stream behind the status bucket.
-	kvStream = "KV_" + wire.StatusBucket
+	kvStream = wire.StatusStream
 	// kvPrefix starts the subject of every key of the status bucket.
-	kvPrefix = "$KV." + wire.StatusBucket + "."
+	kvPrefix = wire.StatusSubjectPrefix
 )
 
 // NodePermissions are the permissions of a node: it reads its own durable
@@ -78,23 +78,20 @@ func NodePermissions(node string) Permissions {
 }
 
 // PublisherPermissions are the permissions of the publisher: it publishes
-// bundles; creates, updates and reads the stream and the status bucket;
-// reads the newest bundle of a subject; creates, updates, lists, reads and
-// deletes consumers of both (its node consumers, and the short-lived
-// ordered consumers that list bundles and watch the status bucket); answers
-// their flow control; and receives replies on its own inbox. It cannot
-// delete or purge the stream or the bucket, delete messages, or write a
-// node's status.
+// bundles; reads the stream's and the status bucket's configuration and
+// state; reads the newest bundle of a subject; creates, updates, lists,
+// reads and deletes consumers of both (its node consumers, and the
+// short-lived ordered consumers that list bundles and watch the status
+// bucket); answers their flow control; and receives replies on its own
+// inbox. It cannot create, update, delete or purge the stream or the
+// bucket (the admin creates and upgrades them: certsync setup), delete
+// messages, or write a node's status: STREAM.UPDATE would let it turn
+// roll-ups on, or add a source or republish that copies its messages into
+// the status bucket, which is writing every node's status.
 func PublisherPermissions() Permissions {
-	pub := []string{
-		wire.Subjects,
-		// Account information: creating the status bucket asks for it.
-		apiPrefix + "INFO",
-	}
+	pub := []string{wire.Subjects}
 	for _, stream := range []string{wire.Stream, kvStream} {
 		pub = append(pub,
-			apiPrefix+"STREAM.CREATE."+stream,
-			apiPrefix+"STREAM.UPDATE."+stream,
 			apiPrefix+"STREAM.INFO."+stream,
 			apiPrefix+"STREAM.MSG.GET."+stream,
 			apiPrefix+"DIRECT.GET."+stream,

@@ -24,6 +24,13 @@ const (
 	Subjects = SubjectPrefix + ">"
 	// StatusBucket is the key/value bucket nodes report into.
 	StatusBucket = "certsync-status"
+	// StatusStream is the stream behind the status bucket, named as
+	// JetStream's key/value layer names it.
+	StatusStream = "KV_" + StatusBucket
+	// StatusSubjectPrefix starts the subject of every key of the status
+	// bucket; StatusSubjects is its stream's subject filter.
+	StatusSubjectPrefix = "$KV." + StatusBucket + "."
+	StatusSubjects      = StatusSubjectPrefix + ">"
 	// ConsumerPrefix starts every node's durable consumer name.
 	ConsumerPrefix = "node-"
 )
@@ -140,6 +147,12 @@ const (
 //
 // MaxAge stays unset so a certificate that is not renewed for a while does not
 // vanish for nodes that join later; the history per subject bounds the size.
+//
+// The stream refuses purges, message deletes and roll-ups (DenyPurge,
+// DenyDelete, no AllowRollup): a bundle leaves it only when the history per
+// subject drops it. Nothing in certsync purges or deletes bundles. The
+// server lets these protections be turned on in an existing stream but
+// never off again, so once set they hold against every credential.
 func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
@@ -164,6 +177,9 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		// so a message published with a forged Nats-Sequence header would
 		// mislead readers about its sequence. The stream API's answer does not.
 		AllowDirect: false,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowRollup: false,
 	}
 }
 
@@ -238,19 +254,44 @@ const (
 	MaxStatusBytes     = 256 << 20
 )
 
-// StatusBucketConfig is the configuration of the status bucket: one value per
-// key (history 1), bounded, replicated like the stream.
-func StatusBucketConfig(replicas int) jetstream.KeyValueConfig {
+// StatusDuplicateWindow is the status stream's duplicate window, the one
+// JetStream's key/value layer gives a bucket without a TTL.
+const StatusDuplicateWindow = 2 * time.Minute
+
+// StatusStreamConfig is the configuration of the stream behind the status
+// bucket: one value per key (history 1), bounded, replicated like the
+// stream, laid out as JetStream's key/value layer lays out a bucket
+// (subjects, direct gets, discard new), so that js.KeyValue and the nats
+// CLI's kv commands work on it.
+//
+// It is not made with CreateKeyValue, which turns roll-ups on for every
+// bucket: with them, one put to a node's own key with the header
+// "Nats-Rollup: all" would wipe every node's record. The stream refuses
+// roll-ups, purges and message deletes instead. A key is still deleted the
+// key/value way, with a delete marker (nats kv del, KeyValue.Delete), which
+// is an ordinary put; KeyValue.Purge and nats kv purge, which roll up, are
+// refused.
+func StatusStreamConfig(replicas int) jetstream.StreamConfig {
 	if replicas <= 0 {
 		replicas = 1
 	}
-	return jetstream.KeyValueConfig{
-		Bucket:       StatusBucket,
-		Description:  "certsync: what each node holds, one key per node and certificate",
-		History:      1,
-		MaxValueSize: MaxStatusValueSize,
-		MaxBytes:     MaxStatusBytes,
-		Storage:      jetstream.FileStorage,
-		Replicas:     replicas,
+	return jetstream.StreamConfig{
+		Name:              StatusStream,
+		Description:       "certsync: what each node holds, one key per node and certificate",
+		Subjects:          []string{StatusSubjects},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardNew,
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          MaxStatusBytes,
+		MaxMsgSize:        MaxStatusValueSize,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Duplicates:        StatusDuplicateWindow,
+		Replicas:          replicas,
+		AllowDirect:       true,
+		DenyDelete:        true,
+		DenyPurge:         true,
+		AllowRollup:       false,
 	}
 }
