@@ -118,6 +118,11 @@ func (f *failedInstall) is(m *Staged) bool {
 //	<parent>/.certsync/<name>/state.json          (0600) an install under way, the last failed version
 //	<parent>/.certsync/<name>/.lock               serialises installers of this certificate
 //
+// .certsync and .certsync/<name> are storeMode; the version folders and
+// their certsync.json are root's (certsync's user's) alone, and only the
+// certificate and key files in them are the configured owner's (see build
+// and record).
+//
 // A version folder is built under a temporary name, every file synced, and
 // renamed into place once complete; install_dir only ever points at a
 // complete one, and changes with one rename of a new link over it. So a
