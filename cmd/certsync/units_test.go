@@ -769,7 +769,14 @@ func TestNodeUnitSandboxInstall(t *testing.T) {
 	}
 	keyPath := filepath.Join(installDir, "privkey.pem")
 	if fi, err := os.Stat(liveDir); err != nil || fi.Mode().Perm()&0o001 == 0 {
-		t.Fatalf("%s is not open for others to pass through (%v, %v): no group could reach its key", liveDir, fi.Mode(), err)
+		// certbot's own 0700 folder, on this machine before the test: a
+		// group reader needs the chmod docs/INSTALL.md describes, which
+		// this test does not make on the machine's /etc.
+		msg := fmt.Sprintf("%s was here before the test and lets no group through (%v, %v): not testing the group's read", liveDir, fi.Mode(), err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
 	member := exec.Command(setpriv, "--reuid=65534", "--regid="+g.Gid, "--clear-groups", "cat", keyPath)
 	if got, err := member.Output(); err != nil || !bytes.Equal(got, key) {
