@@ -52,7 +52,8 @@
 //
 // # Staging
 //
-// [Stage] keeps one folder per certificate under the stage folder, 0700,
+// [Stage] keeps one folder per certificate under the stage folder (0700,
+// like it, whatever the umask; a new stage folder is synced into its parent),
 // holding cert.pem, chain.pem, fullchain.pem and privkey.pem (0600) byte for
 // byte as the publisher read them, and certsync.json, the [Staged] record.
 // A certificate's set changes all at once (a folder exchanged with
@@ -90,11 +91,20 @@
 //	<parent>/.certsync/<name>/<version>-<fp12>/  cert.pem chain.pem fullchain.pem privkey.pem [combined.pem] certsync.json
 //	<parent>/.certsync/<name>/state.json  (0600) an install under way, the last failed version
 //
-// A version folder is written under a temporary name (each file created
-// 0600, given to Owner and Group, set to CertMode or KeyMode, synced),
-// synced and renamed into place once complete; the folder is 0700 plus
-// group or other access where a mode grants reading. install_dir then
-// changes with one rename of a new link over it, and the parent is synced.
+// .certsync and .certsync/<name> are 0711, set at every install whatever
+// the umask; install_dir's parent, when certsync creates it, 0755; each
+// folder certsync creates is synced into its parent. A version folder is
+// written under a temporary name (each file created 0600, the certificates
+// and key given to Owner and Group and set to CertMode or KeyMode, synced)
+// and moved into place once complete and synced. It stays root's (its
+// group Group), 0700 plus group or other access where a mode grants
+// reading, and others' x when Owner is another user; certsync.json in it
+// is root's, 0644: Owner cannot change the record the downgrade check,
+// the status, the expiry deadline and the metrics trust. A version folder
+// or record that is not root's alone (an older certsync gave the folder to
+// Owner) is not believed: it holds no known version, and installing that
+// version again rebuilds it in one exchange. install_dir then changes with
+// one rename of a new link over it, and the parent is synced.
 // A reader sees all of one version or all of the other, and a kill -9 at
 // any instant leaves install_dir pointing at one complete version; the next
 // install removes the leftovers and completes the interrupted install,

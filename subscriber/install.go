@@ -49,7 +49,28 @@ const (
 	// installErrorPrefix starts the error of every failed install, which
 	// tells it from a bundle's refusal in a status record.
 	installErrorPrefix = "installing "
+	// storeMode is the mode of .certsync and .certsync/<name>, set on
+	// every install whatever the umask: anyone may pass through to a
+	// version folder, whose own mode says who gets in; only root lists
+	// them.
+	storeMode fs.FileMode = 0o711
+	// parentMode is the mode of install_dir's parent, and of the folders
+	// above it, when certsync creates them: what mkdir -p gives with
+	// umask 022.
+	parentMode fs.FileMode = 0o755
+	// recordMode is the mode of certsync.json, root's (certsync's user's)
+	// alone whatever the owner: it is not secret, and it is what the
+	// downgrade check, the status, the expiry deadline and the metrics
+	// trust.
+	recordMode fs.FileMode = 0o644
 )
+
+// InstallStore is the folder certsync keeps beside installDir for the
+// installed versions of every certificate installed in the same parent
+// folder: <parent>/.certsync. The stage folder may not overlap it.
+func InstallStore(installDir string) string {
+	return filepath.Join(filepath.Dir(installDir), storeDir)
+}
 
 // Installed is the non-secret record of an installed version, kept in its
 // version folder as certsync.json: the staged record it was installed from
@@ -103,6 +124,11 @@ func (f *failedInstall) is(m *Staged) bool {
 //	<parent>/.certsync/<name>/<version>-<fp12>/  cert.pem chain.pem fullchain.pem privkey.pem [combined.pem] certsync.json
 //	<parent>/.certsync/<name>/state.json          (0600) an install under way, the last failed version
 //	<parent>/.certsync/<name>/.lock               serialises installers of this certificate
+//
+// .certsync and .certsync/<name> are storeMode; the version folders and
+// their certsync.json are root's (certsync's user's) alone, and only the
+// certificate and key files in them are the configured owner's (see build
+// and record).
 //
 // A version folder is built under a temporary name, every file synced, and
 // renamed into place once complete; install_dir only ever points at a
@@ -201,14 +227,15 @@ func folderName(m *Staged) string {
 	return fmt.Sprintf("%d-%s", m.Version, fp[:min(len(fp), fpLen)])
 }
 
-// lock checks the path to the store folder, creates it and takes this
-// certificate's install lock.
+// lock checks the path to the store folder, creates what is missing of it
+// (each new folder synced into its parent), gives .certsync and
+// .certsync/<name> their mode, and takes this certificate's install lock.
 func (in *installer) lock() (func(), error) {
 	if err := in.check(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(in.store(), 0o755); err != nil {
-		return nil, fmt.Errorf("installing %q: creating %s: %w", in.c.Name, in.store(), err)
+	if err := in.makeStore(); err != nil {
+		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
 	}
 	path := filepath.Join(in.store(), lockFile)
 	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
@@ -229,6 +256,39 @@ func (in *installer) lock() (func(), error) {
 		return nil, fmt.Errorf("installing %q: locking %s: %w", in.c.Name, path, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// makeStore creates install_dir's parent (parentMode, as the folders above
+// it) and the store folders (storeMode) where missing, and sets the store
+// folders' mode where it differs: a folder an older certsync made under a
+// umask such as 0077 would keep a group named in Group out. The path has
+// been checked: these folders are root's or certsync's.
+func (in *installer) makeStore() error {
+	parent, err := filepath.Abs(in.parent())
+	if err != nil {
+		return err
+	}
+	if err := makeFolders(parent, parentMode, parentMode); err != nil {
+		return err
+	}
+	for _, dir := range []string{filepath.Join(parent, storeDir), filepath.Join(parent, storeDir, in.c.Name)} {
+		if err := makeFolders(dir, storeMode, storeMode); err != nil {
+			return err
+		}
+		if err := checkEntry(installWhat, in.c.InstallDir, dir, fs.ModeDir, true); err != nil {
+			return err
+		}
+		fi, err := os.Lstat(dir)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm() != storeMode {
+			if err := os.Chmod(dir, storeMode); err != nil {
+				return fmt.Errorf("setting the mode of %s: %w", dir, err)
+			}
+		}
+	}
+	return nil
 }
 
 // target returns install_dir's link target, "" when install_dir does not
@@ -256,9 +316,31 @@ func (in *installer) target() (string, bool, error) {
 	return t, false, nil
 }
 
+// errUntrusted marks a version folder whose record certsync does not trust:
+// the folder or its certsync.json is not root's (or certsync's user's)
+// alone. An older certsync gave version folders to the configured owner,
+// who could then rewrite the record; a folder like that counts as holding
+// no known version, and installing that version again rebuilds it.
+var errUntrusted = errors.New("not root's alone")
+
+// trustProblem says why the folder or file path, whose Lstat is fi, cannot
+// hold a record certsync trusts, or "": it must be owned by root or
+// certsync's user and writable by nobody else.
+func trustProblem(fi fs.FileInfo) string {
+	if reason := ownerProblem(fi, os.Geteuid()); reason != "" {
+		return reason
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Sprintf("has mode %04o, writable by others than its owner", fi.Mode().Perm())
+	}
+	return ""
+}
+
 // record reads the record of the version folder that link target t names,
 // or returns nil when t is "" or the folder moved aside. The folder t
-// names must be a real folder, and certsync.json a real file.
+// names must be a real folder, and certsync.json a real file. Either not
+// root's alone (see trustProblem) is an error wrapping errUntrusted: the
+// record is not read.
 func (in *installer) record(t string) (*Installed, error) {
 	folder, err := in.checkTarget(t)
 	if err != nil || t == "" {
@@ -281,6 +363,18 @@ func (in *installer) record(t string) (*Installed, error) {
 	if err := in.entry(dir, fs.ModeDir, false); err != nil {
 		return fail(err)
 	}
+	untrusted := func(path, reason string) (*Installed, error) {
+		return nil, fmt.Errorf("reading installed %q: %s %s: %w", in.c.Name, path, reason, errUntrusted)
+	}
+	// The folder first: once it is root's alone, nobody else can replace
+	// the record in it.
+	dfi, err := os.Lstat(dir)
+	if err != nil {
+		return fail(err)
+	}
+	if reason := trustProblem(dfi); reason != "" {
+		return untrusted(dir, reason)
+	}
 	path := filepath.Join(dir, fileMeta)
 	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDONLY, 0, 0, false)
 	if errors.Is(err, ErrUnsafePath) {
@@ -290,6 +384,13 @@ func (in *installer) record(t string) (*Installed, error) {
 		return fail(err)
 	}
 	defer f.Close()
+	ffi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if reason := trustProblem(ffi); reason != "" {
+		return untrusted(path, reason)
+	}
 	raw, err := io.ReadAll(io.LimitReader(f, maxMetaSize+1))
 	if err != nil || len(raw) > maxMetaSize {
 		return nil, fmt.Errorf("reading installed %q: %s: too large or unreadable (%v)", in.c.Name, path, err)
@@ -307,7 +408,8 @@ func (in *installer) record(t string) (*Installed, error) {
 // installed returns the version in service and the install state: the
 // version install_dir points at, or, while an install is pending (or was
 // cut short by a crash), the version it would roll back to. It is nil when
-// no version of certsync's is in service.
+// no version of certsync's is in service, or when that version's record is
+// not root's alone (errUntrusted).
 func (in *installer) installed() (*Installed, *installState, error) {
 	if err := in.check(); err != nil {
 		return nil, nil, err
@@ -324,6 +426,11 @@ func (in *installer) installed() (*Installed, *installState, error) {
 		t = st.Pending.Previous
 	}
 	m, err := in.record(t)
+	if errors.Is(err, errUntrusted) {
+		// No version known to be in service: the next install (at once,
+		// as for a first install) rebuilds the folder.
+		return nil, st, nil
+	}
 	return m, st, err
 }
 
@@ -440,8 +547,13 @@ func (in *installer) ids() (uid, gid int, err error) {
 }
 
 // modes returns the modes of the certificate files, the key files and the
-// version folder: the folder lets in (x) whoever may read a file in it.
-func (in *installer) modes() (certMode, keyMode, dirMode fs.FileMode) {
+// version folder, for files owned by uid (-1: certsync's user). The folder
+// is root's (certsync's user's) and lets in whoever may read a file in it:
+// its group (Group, when set) where a mode grants the group reading,
+// others where cert_mode grants others reading, and an owner other than
+// certsync's user, who is none of these, may pass through (x, not r) to
+// its files.
+func (in *installer) modes(uid int) (certMode, keyMode, dirMode fs.FileMode) {
 	certMode, keyMode = fs.FileMode(in.c.CertMode), fs.FileMode(in.c.KeyMode)
 	dirMode = 0o700
 	if (certMode|keyMode)&0o040 != 0 {
@@ -450,12 +562,19 @@ func (in *installer) modes() (certMode, keyMode, dirMode fs.FileMode) {
 	if certMode&0o004 != 0 {
 		dirMode |= 0o005
 	}
+	if uid >= 0 && uid != os.Geteuid() {
+		dirMode |= 0o001
+	}
 	return certMode, keyMode, dirMode
 }
 
-// build writes the version folder of b and returns its name. A folder of
-// that name that is not in service is replaced: it may hold a version that
-// failed, written with other settings.
+// build writes the version folder of b and returns its name. The folder and
+// certsync.json are root's (certsync's user's) alone; only the certificate
+// and key files are given to Owner and Group, and the folder to Group, so
+// that neither can change the record certsync trusts. A folder of that name
+// already there is replaced in one exchange: it may hold a version that
+// failed, written with other settings, or one whose record is not trusted
+// (errUntrusted), in service.
 func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 	name := folderName(meta)
 	fail := func(err error) (string, error) {
@@ -465,7 +584,7 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	certMode, keyMode, dirMode := in.modes()
+	certMode, keyMode, dirMode := in.modes(uid)
 	rec, err := json.MarshalIndent(&Installed{Staged: *meta, InstalledAt: in.now().UTC()}, "", "  ")
 	if err != nil {
 		return fail(err)
@@ -474,36 +593,34 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 	if err != nil {
 		return fail(err)
 	}
+	// MkdirTemp's 0700 is subject to the umask; 0700 while it is written.
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return fail(err)
+	}
 	in.did("folder_created")
-	files := []struct {
-		name string
-		data []byte
-		mode fs.FileMode
-	}{
-		{fileCert, b.Cert, certMode},
-		{fileChain, b.Chain, certMode},
-		{fileFullChain, b.FullChain, certMode},
-		{fileKey, b.PrivKey, keyMode},
+	type file struct {
+		name     string
+		data     []byte
+		uid, gid int
+		mode     fs.FileMode
+	}
+	files := []file{
+		{fileCert, b.Cert, uid, gid, certMode},
+		{fileChain, b.Chain, uid, gid, certMode},
+		{fileFullChain, b.FullChain, uid, gid, certMode},
+		{fileKey, b.PrivKey, uid, gid, keyMode},
 	}
 	if in.c.Combined {
-		files = append(files, struct {
-			name string
-			data []byte
-			mode fs.FileMode
-		}{fileCombined, slices.Concat(b.FullChain, b.PrivKey), keyMode})
+		files = append(files, file{fileCombined, slices.Concat(b.FullChain, b.PrivKey), uid, gid, keyMode})
 	}
-	files = append(files, struct {
-		name string
-		data []byte
-		mode fs.FileMode
-	}{fileMeta, append(rec, '\n'), certMode})
+	files = append(files, file{fileMeta, append(rec, '\n'), -1, -1, recordMode})
 	for _, f := range files {
-		if err := writeOwnedFile(filepath.Join(tmp, f.name), f.data, uid, gid, f.mode); err != nil {
+		if err := writeOwnedFile(filepath.Join(tmp, f.name), f.data, f.uid, f.gid, f.mode); err != nil {
 			return fail(err)
 		}
 		in.did("file_written")
 	}
-	if err := os.Chown(tmp, uid, gid); err != nil {
+	if err := os.Chown(tmp, -1, gid); err != nil {
 		return fail(err)
 	}
 	if err := os.Chmod(tmp, dirMode); err != nil {
@@ -512,15 +629,27 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 	if err := syncDir(tmp); err != nil {
 		return fail(err)
 	}
+	// Into place in one step: renamed when the name is free, exchanged
+	// with what holds it otherwise (which then goes, under tmp's name, so
+	// a crash leaves it to cleanup). install_dir may point at that name:
+	// it sees one whole folder or the other.
 	final := filepath.Join(in.store(), name)
-	if err := os.RemoveAll(final); err != nil {
-		return fail(err)
+	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE)
+	exchanged := false
+	if errors.Is(err, unix.EEXIST) {
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE)
+		exchanged = err == nil
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return fail(err)
+	if err != nil {
+		return fail(fmt.Errorf("renaming %s to %s: %w", tmp, final, err))
 	}
 	if err := syncDir(in.store()); err != nil {
 		return fail(err)
+	}
+	if exchanged {
+		if err := os.RemoveAll(tmp); err != nil {
+			in.log.Warn("install_cleanup_failed", "name", in.c.Name, "path", tmp, "error", err)
+		}
 	}
 	in.did("folder_complete")
 	return name, nil
@@ -688,6 +817,15 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 		return fail(err)
 	}
 	curRec, err := in.record(cur)
+	untrusted := errors.Is(err, errUntrusted)
+	if untrusted {
+		// Its record cannot be believed: no downgrade check against it
+		// (the stage's still holds), and this version's folder, if it is
+		// that one, is built again, root's.
+		in.log.Warn("install_record_untrusted", "name", in.c.Name, "error", err,
+			"hint", "the version folder is rebuilt, root's, with the staged bundle")
+		curRec, err = nil, nil
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -696,7 +834,7 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 	failedBefore := st.Failed.is(meta)
 
 	// Settled: what is in service is this bundle, and it went well.
-	if st.Pending == nil && inService && !failedBefore {
+	if st.Pending == nil && inService && !untrusted && !failedBefore {
 		res.Outcome = InstallUnchanged
 		return res
 	}
@@ -721,13 +859,15 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 	case st.Pending != nil:
 		previous = st.Pending.Previous
 	case inService:
-		previous = "" // a first install that failed, its files left in place
+		// A first install that failed, its files left in place, or this
+		// version's folder about to be rebuilt: nothing else to go back to.
+		previous = ""
 	case real:
 		if previous, err = in.moveAside(); err != nil {
 			return fail(err)
 		}
 	}
-	if !inService {
+	if !inService || untrusted {
 		if _, err := in.build(b, meta); err != nil {
 			return fail(err)
 		}

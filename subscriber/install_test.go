@@ -21,6 +21,7 @@ import (
 	"github.com/certsync/certsync/internal/treetest"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/acmetest"
 	"github.com/certsync/certsync/internal/testcert"
 )
 
@@ -350,23 +351,44 @@ func TestInstallOwnerModes(t *testing.T) {
 		t.Fatalf("install: %+v", r)
 	}
 	wantServed(t, in.c.InstallDir, c1)
-	for name, mode := range map[string]fs.FileMode{
-		fileCert: 0o640, fileChain: 0o640, fileFullChain: 0o640, fileKey: 0o640, fileCombined: 0o640, fileMeta: 0o640, ".": fs.ModeDir | 0o750,
+	// The files are the owner's and the group's; the version folder and
+	// the record are root's (the group may enter the folder, the owner
+	// pass through it), so the owner cannot change what certsync trusts.
+	folderMode := fs.ModeDir | 0o750
+	if root {
+		folderMode = fs.ModeDir | 0o751
+	}
+	self, me := uint32(os.Geteuid()), uint32(os.Getegid())
+	for _, f := range []struct {
+		name     string
+		mode     fs.FileMode
+		uid, gid uint32 // as root; not root, every file is the test's
+	}{
+		{fileCert, 0o640, 65534, 65534}, {fileChain, 0o640, 65534, 65534}, {fileFullChain, 0o640, 65534, 65534},
+		{fileKey, 0o640, 65534, 65534}, {fileCombined, 0o640, 65534, 65534},
+		{fileMeta, 0o644, self, me},
+		{".", folderMode, self, 65534},
 	} {
-		fi, err := os.Stat(filepath.Join(in.c.InstallDir, name))
+		fi, err := os.Stat(filepath.Join(in.c.InstallDir, f.name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fi.Mode() != mode {
-			t.Errorf("%s: mode %v, want %v", name, fi.Mode(), mode)
+		if fi.Mode() != f.mode {
+			t.Errorf("%s: mode %v, want %v", f.name, fi.Mode(), f.mode)
 		}
 		st := fi.Sys().(*syscall.Stat_t)
-		wantUID, wantGID := uint32(os.Geteuid()), uint32(os.Getegid())
+		wantUID, wantGID := self, me
 		if root {
-			wantUID, wantGID = 65534, 65534
+			wantUID, wantGID = f.uid, f.gid
 		}
 		if st.Uid != wantUID || st.Gid != wantGID {
-			t.Errorf("%s: owner %d:%d, want %d:%d", name, st.Uid, st.Gid, wantUID, wantGID)
+			t.Errorf("%s: owner %d:%d, want %d:%d", f.name, st.Uid, st.Gid, wantUID, wantGID)
+		}
+	}
+	// The store folders: anyone may pass through, only root lists them.
+	for _, dir := range []string{filepath.Dir(in.store()), in.store()} {
+		if fi, err := os.Stat(dir); err != nil || fi.Mode() != fs.ModeDir|0o711 {
+			t.Errorf("%s: %v %v, want %v", dir, fi.Mode(), err, fs.ModeDir|0o711)
 		}
 	}
 	// The state file may hold a command's output: the node's alone.
@@ -395,6 +417,105 @@ func TestInstallOwnerModes(t *testing.T) {
 	}
 }
 
+// TestInstallRecordIsRoots: the user named in owner gets the certificate and
+// key files, never the version folder or its certsync.json, so it cannot
+// change the record that the downgrade check, the status, the expiry
+// deadline and the metrics trust. A version folder as an older certsync
+// left it (the owner's, with a record the owner could rewrite, here
+// forged) is not believed: it holds no known version, its forged version
+// blocks no install, and installing that version again rebuilds it root's.
+func TestInstallRecordIsRoots(t *testing.T) {
+	t.Parallel()
+	acmetest.RequireRoot(t, "gives the installed files to another owner")
+	dir := t.TempDir()
+	ca := testcert.NewCA(t)
+	rl := newCounter(t, dir)
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"),
+		Owner: "65534", Group: "65534", KeyMode: 0o640, Reload: rl.script})
+	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)})
+	c2 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour)})
+	_, m1 := stagedOf(t, "example.com", c1)
+	_, m2 := stagedOf(t, "example.com", c2)
+	owner := func(path string) uint32 {
+		t.Helper()
+		fi, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Uid
+	}
+	// legacy gives folder and its record to the owner, as an older
+	// certsync did, with a record the owner forged: a far higher version,
+	// valid for a century.
+	legacy := func(m *Staged) {
+		t.Helper()
+		folder := filepath.Join(in.store(), folderName(m))
+		forged := Installed{Staged: *m, InstalledAt: time.Now().UTC()}
+		forged.Version, forged.Serial, forged.NotAfter = m.Version+1<<32, "f0f0", time.Now().AddDate(100, 0, 0).UTC()
+		raw, _ := json.Marshal(&forged)
+		meta := filepath.Join(folder, fileMeta)
+		if err := os.WriteFile(meta, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{folder, meta} {
+			if err := os.Chown(p, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wantRecord := func(what string, m *Staged) {
+		t.Helper()
+		inst, _, err := in.installed()
+		if err != nil || inst == nil || inst.Version != m.Version || inst.Serial != m.Serial || !inst.NotAfter.Equal(m.NotAfter) {
+			t.Fatalf("%s: installed record %+v, %v; want version %d serial %s", what, inst, err, m.Version, m.Serial)
+		}
+	}
+
+	if r := install(t, in, c1, false); r.Outcome != InstallInstalled {
+		t.Fatalf("install c1: %+v", r)
+	}
+	folder1 := filepath.Join(in.store(), folderName(m1))
+	if owner(folder1) != 0 || owner(filepath.Join(folder1, fileMeta)) != 0 || owner(filepath.Join(folder1, fileKey)) != 65534 {
+		t.Errorf("version folder owned by %d, record by %d, key by %d; want 0, 0, 65534",
+			owner(folder1), owner(filepath.Join(folder1, fileMeta)), owner(filepath.Join(folder1, fileKey)))
+	}
+	wantRecord("after c1", m1)
+
+	// The owner's folder with a forged record: nothing known is in
+	// service, and the forged version refuses nothing.
+	legacy(m1)
+	if inst, _, err := in.installed(); err != nil || inst != nil {
+		t.Fatalf("a record the owner holds was read: %+v, %v", inst, err)
+	}
+	if r := install(t, in, c2, false); r.Outcome != InstallInstalled {
+		t.Fatalf("install c2 after a forged record: %+v", r)
+	}
+	wantRecord("after c2", m2)
+
+	// The version in service in the owner's hands: installed again,
+	// rebuilt root's in one exchange, reloaded; served throughout.
+	legacy(m2)
+	if r := install(t, in, c2, false); r.Outcome != InstallInstalled {
+		t.Fatalf("install c2 over its own forged folder: %+v", r)
+	}
+	wantServed(t, in.c.InstallDir, c2)
+	wantRecord("after c2's rebuild", m2)
+	folder2 := filepath.Join(in.store(), folderName(m2))
+	if owner(folder2) != 0 || owner(filepath.Join(folder2, fileMeta)) != 0 {
+		t.Errorf("rebuilt folder owned by %d, record by %d; want root's", owner(folder2), owner(filepath.Join(folder2, fileMeta)))
+	}
+	if got := len(rl.reloads()); got != 3 {
+		t.Errorf("%d reloads, want 3 (c1, c2, c2 rebuilt)", got)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(in.store(), tmpPrefix+"*")); len(leftovers) > 0 {
+		t.Errorf("leftovers %v", leftovers)
+	}
+	// And now it is settled.
+	if r := install(t, in, c2, false); r.Outcome != InstallUnchanged {
+		t.Errorf("install c2 once more: %+v", r)
+	}
+}
+
 // The crash test: a helper process installs a bundle and kills itself with
 // SIGKILL after its Nth durable step, for every N; after each kill,
 // install_dir holds one consistent set, and the next run completes the
@@ -412,7 +533,12 @@ type crashJob struct {
 	Cert   Certificate
 	Bundle crypto.Bundle
 	Meta   Staged
+	// StageDir, when set, is opened with OpenStage before the install.
+	StageDir string
 }
+
+// umaskEnv sets the helper process's umask (octal) before it does anything.
+const umaskEnv = "CERTSYNC_TEST_UMASK"
 
 // TestInstallCrashHelper is the helper process; it does nothing in a normal
 // test run.
@@ -428,6 +554,19 @@ func TestInstallCrashHelper(t *testing.T) {
 	var job crashJob
 	if err := json.Unmarshal(raw, &job); err != nil {
 		t.Fatal(err)
+	}
+	if m := os.Getenv(umaskEnv); m != "" {
+		mask, err := strconv.ParseUint(m, 8, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syscall.Umask(int(mask))
+	}
+	if job.StageDir != "" {
+		if _, err := OpenStage(job.StageDir, slog.New(slog.DiscardHandler)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(crashExitFail)
+		}
 	}
 	killAt, _ := strconv.Atoi(os.Getenv(crashAtEnv))
 	in := newTestInstaller(t, job.Cert)
@@ -447,8 +586,9 @@ func TestInstallCrashHelper(t *testing.T) {
 }
 
 // runCrashHelper installs job in a helper process killed after step killAt
-// (0: never) and reports whether it was killed.
-func runCrashHelper(t *testing.T, dir string, job *crashJob, killAt int) bool {
+// (0: never) and reports whether it was killed. env ("K=V") is added to
+// the helper's environment.
+func runCrashHelper(t *testing.T, dir string, job *crashJob, killAt int, env ...string) bool {
 	t.Helper()
 	raw, err := json.Marshal(job)
 	if err != nil {
@@ -459,6 +599,7 @@ func runCrashHelper(t *testing.T, dir string, job *crashJob, killAt int) bool {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestInstallCrashHelper$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashEnv+"="+dir, crashAtEnv+"="+strconv.Itoa(killAt))
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -541,6 +682,106 @@ func TestInstallCrash(t *testing.T) {
 			}
 		}
 		t.Logf("%s: killed at %d points, each recovered", scenario, kills)
+	}
+}
+
+// TestInstallModesWhateverUmask: under the node unit's UMask=0077, and under
+// a umask that takes everything away, every folder certsync makes gets its
+// own mode: the folders above install_dir and the stage folder like mkdir
+// -p with umask 022, .certsync and .certsync/<name> 0711, the version
+// folder open as its files' modes say, the stage folder 0700.
+func TestInstallModesWhateverUmask(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t)
+	c1 := ca.Issue(t, testcert.Options{})
+	for _, umask := range []string{"0077", "0777"} {
+		dir := t.TempDir()
+		c := Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "etc", "live", "example.com"), KeyMode: 0o640}
+		if err := checkCertificate(c.Name, &c); err != nil {
+			t.Fatal(err)
+		}
+		b, meta := stagedOf(t, "example.com", c1)
+		stage := filepath.Join(dir, "certsync", "live")
+		job := &crashJob{Cert: c, Bundle: *b, Meta: *meta, StageDir: stage}
+		runCrashHelper(t, dir, job, 0, umaskEnv+"="+umask)
+		in := newTestInstaller(t, c)
+		version := filepath.Join(in.store(), folderName(meta))
+		for path, want := range map[string]fs.FileMode{
+			filepath.Join(dir, "etc"):            fs.ModeDir | 0o755,
+			in.parent():                          fs.ModeDir | 0o755,
+			filepath.Dir(in.store()):             fs.ModeDir | 0o711,
+			in.store():                           fs.ModeDir | 0o711,
+			version:                              fs.ModeDir | 0o755, // cert.pem is 0644
+			filepath.Join(version, fileKey):      0o640,
+			filepath.Join(version, fileCert):     0o644,
+			filepath.Join(version, fileMeta):     0o644,
+			filepath.Join(in.store(), fileState): 0o600,
+			filepath.Join(dir, "certsync"):       fs.ModeDir | 0o755,
+			stage:                                fs.ModeDir | 0o700,
+		} {
+			fi, err := os.Lstat(path)
+			if err != nil {
+				t.Errorf("umask %s: %v", umask, err)
+				continue
+			}
+			if fi.Mode() != want {
+				t.Errorf("umask %s: %s has mode %v, want %v", umask, path, fi.Mode(), want)
+			}
+		}
+		wantServed(t, c.InstallDir, c1)
+	}
+}
+
+// TestInstallRepairsStoreModes: .certsync and .certsync/<name> made 0700 (by
+// an older certsync under UMask=0077) get 0711 at the next install, or a
+// group named in group could not reach its key.
+func TestInstallRepairsStoreModes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := testcert.NewCA(t)
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), KeyMode: 0o640})
+	if err := os.MkdirAll(in.store(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Dir(in.store()), in.store()} {
+		os.Chmod(d, 0o700)
+	}
+	if r := install(t, in, ca.Issue(t, testcert.Options{}), false); r.Outcome != InstallInstalled {
+		t.Fatalf("install: %+v", r)
+	}
+	for _, d := range []string{filepath.Dir(in.store()), in.store()} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode() != fs.ModeDir|0o711 {
+			t.Errorf("%s: %v %v, want %v", d, fi.Mode(), err, fs.ModeDir|0o711)
+		}
+	}
+}
+
+// TestFirstInstallSyncsNewFolders: every folder a first install creates
+// (install_dir's parent and what is missing above it, .certsync,
+// .certsync/<name>) and the stage folder (and the folders above it that
+// OpenStage creates) is synced into the folder that holds it, so that a
+// power cut after the install cannot lose the folder with the keys in it.
+func TestFirstInstallSyncsNewFolders(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synced := watchSyncs(t, dir)
+	ca := testcert.NewCA(t)
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "a", "b", "live", "example.com")})
+	if r := install(t, in, ca.Issue(t, testcert.Options{}), false); r.Outcome != InstallInstalled {
+		t.Fatalf("install: %+v", r)
+	}
+	openTestStage(t, filepath.Join(dir, "s", "t", "stage"))
+	got := synced()
+	for _, parent := range []string{
+		dir, filepath.Join(dir, "a"), filepath.Join(dir, "a", "b"), // a, b and live
+		in.parent(),                                           // .certsync, and install_dir's link
+		filepath.Dir(in.store()),                              // .certsync/<name>
+		in.store(),                                            // the version folder
+		filepath.Join(dir, "s"), filepath.Join(dir, "s", "t"), // t and stage
+	} {
+		if !got[parent] {
+			t.Errorf("%s was never synced after a folder was made in it", parent)
+		}
 	}
 }
 

@@ -187,8 +187,9 @@ func typeName(m fs.FileMode) string {
 // folders, unless it is a real file of type want (fs.ModeDir, or 0 for a
 // regular file), never a symbolic link. With owned, it must also be owned
 // by root or certsync's user and, for a folder, not writable by group or
-// others; version folders and their files belong to the configured owner
-// and are checked without. A missing entry is fs.ErrNotExist.
+// others; the files of a version folder belong to the configured owner and
+// are checked without (the folder and its record are checked as
+// trustProblem says). A missing entry is fs.ErrNotExist.
 func checkEntry(what, subject, path string, want fs.FileMode, owned bool) error {
 	fi, err := os.Lstat(path)
 	if err != nil {

@@ -103,7 +103,8 @@ type Stage struct {
 	log *slog.Logger
 }
 
-// OpenStage opens the stage folder dir, creating it 0700 if missing, and
+// OpenStage opens the stage folder dir, creating it 0700 if missing (and
+// synced into its parent, as every folder above it that it creates), and
 // removes what a crash may have left behind: folders half built, or old
 // ones not yet removed. It refuses, before creating anything, a dir whose
 // path could redirect what is written (see paths.go), with an error
@@ -115,7 +116,13 @@ func OpenStage(dir string, log *slog.Logger) (*Stage, error) {
 	if err := checkFolders(stageWhat, dir, dir, dir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("creating stage folder %q: %w", dir, err)
+	}
+	// The stage folder 0700 (the keys wait here), folders above it made
+	// like mkdir -p would with umask 022.
+	if err := makeFolders(abs, 0o755, 0o700); err != nil {
 		return nil, fmt.Errorf("creating stage folder %q: %w", dir, err)
 	}
 	s := &Stage{dir: dir, log: log}
@@ -352,6 +359,10 @@ func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
 			s.log.Warn("stage_cleanup_failed", "name", name, "path", tmp, "error", err)
 		}
 	}()
+	// MkdirTemp's 0700 is subject to the umask; the folder's mode is not.
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return fmt.Errorf("staging %q: %w", name, err)
+	}
 	for _, f := range []struct {
 		name string
 		data []byte
@@ -404,6 +415,57 @@ func syncDir(dir string) error {
 	defer f.Close()
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	if dirSynced != nil {
+		dirSynced(dir)
+	}
+	return nil
+}
+
+// dirSynced, when set, is told of every folder syncDir made durable. Tests
+// set it once, before any test runs, to see that a new folder is synced
+// into its parent.
+var dirSynced func(dir string)
+
+// makeFolders creates the folders of the clean absolute path dir that are
+// missing, from the top down: each one above dir with mode parentMode, dir
+// itself with mode. Each is made 0700, then given its mode explicitly, so
+// the process's umask (0077 under the shipped unit) decides nothing, and is
+// synced into the folder that holds it, so that a crash cannot lose a
+// folder certsync has written files in. Folders that exist are left as they
+// are. The caller has checked the path (paths.go).
+func makeFolders(dir string, parentMode, mode fs.FileMode) error {
+	var missing []string
+	for p := dir; ; p = filepath.Dir(p) {
+		_, err := os.Lstat(p)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("creating %s: %w", dir, err)
+		}
+		missing = append(missing, p)
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		p, m := missing[i], parentMode
+		if p == dir {
+			m = mode
+		}
+		if err := os.Mkdir(p, 0o700); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				continue // made by another certsync process a moment ago
+			}
+			return fmt.Errorf("creating %s: %w", p, err)
+		}
+		if err := os.Chmod(p, m); err != nil {
+			return fmt.Errorf("creating %s: %w", p, err)
+		}
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			return fmt.Errorf("creating %s: %w", p, err)
+		}
 	}
 	return nil
 }

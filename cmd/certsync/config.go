@@ -53,7 +53,8 @@ package main
 //	certificates:                  # required, at least one; certificate name -> settings (may be empty)
 //	  example.com:
 //	    install_dir: /etc/letsencrypt/live/example.com   # absolute; default /etc/letsencrypt/live/<name>;
-//	                               # may not share or nest with another's, nor with stage_dir
+//	                               # may not share or nest with another's, nor with stage_dir;
+//	                               # stage_dir may not nest with <its parent>/.certsync either
 //	    schedule: "0 3 * * *"      # immediate (default) | manual | five cron fields
 //	                               # (minute hour day-of-month month day-of-week), local time;
 //	                               # no @descriptors, no seconds field, no TZ=
@@ -959,12 +960,29 @@ func parseNodeFile(data []byte) (*nodeFile, error) {
 		if err := applyCertificate(&c, v, p); err != nil {
 			return nil, err
 		}
-		if nested(c.InstallDir, cfg.StageDir) {
+		// What each certificate's installs write: install_dir, and the
+		// install store beside it (<parent>/.certsync, shared by the
+		// certificates of one parent). Neither may overlap stage_dir, and
+		// no install_dir another's, or any install store: a stage swapped
+		// or cleaned up in the store, or versions pruned in the stage,
+		// would lose keys.
+		store := subscriber.InstallStore(c.InstallDir)
+		switch {
+		case nested(c.InstallDir, cfg.StageDir):
 			return nil, errAt(k, p, "install_dir %q overlaps stage_dir %q", c.InstallDir, cfg.StageDir)
+		case nested(store, cfg.StageDir):
+			return nil, errAt(k, p, "stage_dir %q overlaps the install store %q that install_dir %q keeps its versions in", cfg.StageDir, store, c.InstallDir)
+		case nested(c.InstallDir, store):
+			return nil, errAt(k, p, "install_dir %q overlaps its own install store %q", c.InstallDir, store)
 		}
 		for dir, other := range installs {
-			if nested(c.InstallDir, dir) {
+			switch otherStore := subscriber.InstallStore(dir); {
+			case nested(c.InstallDir, dir):
 				return nil, errAt(k, p, "install_dir %q overlaps certificate %q's %q", c.InstallDir, other, dir)
+			case nested(c.InstallDir, otherStore):
+				return nil, errAt(k, p, "install_dir %q overlaps certificate %q's install store %q", c.InstallDir, other, otherStore)
+			case nested(dir, store):
+				return nil, errAt(k, p, "install_dir %q keeps its versions in %q, which overlaps certificate %q's install_dir %q", c.InstallDir, store, other, dir)
 			}
 		}
 		installs[c.InstallDir] = name

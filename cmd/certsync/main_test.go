@@ -16,6 +16,11 @@ import (
 // helpers_test.go), scripts run it with "exec certsync …", and certbot runs
 // it as its deploy hook.
 func TestMain(m *testing.M) {
+	if os.Getenv(sandboxEnv) != "" {
+		// Started by inSandbox (units_test.go) in a private mount
+		// namespace: set up a unit's sandbox and run a command in it.
+		os.Exit(runSandbox())
+	}
 	if filepath.Base(os.Args[0]) == "certsync" {
 		os.Args[0] = "certsync"
 		os.Exit(run(os.Args, os.Stdout, os.Stderr))

@@ -17,6 +17,12 @@ var installHints = map[string]string{
 	"nats":       "go install github.com/nats-io/natscli/nats@v0.5.0",
 	"openssl":    "apt-get install -y openssl",
 	"ssh-keygen": "apt-get install -y openssh-client",
+	// The node unit's tests: its score and its mount namespace.
+	"systemd-analyze": "apt-get install -y systemd",
+	"unshare":         "apt-get install -y util-linux",
+	"setpriv":         "apt-get install -y util-linux",
+	"groupadd":        "apt-get install -y passwd",
+	"groupdel":        "apt-get install -y passwd",
 }
 
 // sbinDirs are searched after PATH: Debian installs nginx in /usr/sbin, which
@@ -75,4 +81,18 @@ func missingTool(name string) string {
 func inCI() bool {
 	ci, err := strconv.ParseBool(os.Getenv("CI"))
 	return err == nil && ci
+}
+
+// RequireRoot skips the test unless it runs as root, saying why it needs
+// root; under CI=true (which runs as root) it fails instead.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	msg := "needs root: " + why
+	if inCI() {
+		t.Fatalf("%s (CI=true: CI runs as root)", msg)
+	}
+	t.Skip(msg)
 }
