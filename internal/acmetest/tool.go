@@ -17,6 +17,9 @@ var installHints = map[string]string{
 	"nats":       "go install github.com/nats-io/natscli/nats@v0.5.0",
 	"openssl":    "apt-get install -y openssl",
 	"ssh-keygen": "apt-get install -y openssh-client",
+	"haproxy":    "apt-get install -y haproxy",
+	"promtool":   "apt-get install -y prometheus",
+	"kill":       "apt-get install -y procps",
 }
 
 // sbinDirs are searched after PATH: Debian installs nginx in /usr/sbin, which
