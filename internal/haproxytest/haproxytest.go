@@ -26,8 +26,9 @@
 // socket (-S) says how many reloads it handled and which workers run:
 // Procs reads it, and WaitReloads waits on it.
 //
-// CheckCommand is `haproxy -c -q -f CONFIG`, the check an operator
-// configures. Running as root, HAProxy keeps root (the configuration names
+// CheckCommand is `haproxy -c -f CONFIG`, the check an operator
+// configures; not with -q, which hides why a configuration fails, so that
+// certsync's error cannot say it. Running as root, HAProxy keeps root (the configuration names
 // no user); it needs no root.
 //
 // Leaves are read with nginxtest.FetchLeaf, which speaks TLS to any server.
@@ -216,9 +217,9 @@ func (h *HAProxy) WriteConfig(t testing.TB, extra string) {
 }
 
 // CheckCommand is the command line that checks the configuration and the
-// certificates it names, as a node's check: haproxy -c -q -f CONFIG.
+// certificates it names, as a node's check: haproxy -c -f CONFIG.
 func (h *HAProxy) CheckCommand() []string {
-	return []string{h.Bin, "-c", "-q", "-f", h.ConfFile}
+	return []string{h.Bin, "-c", "-f", h.ConfFile}
 }
 
 // ReloadCommand is the command line that reloads the master, as a node's
