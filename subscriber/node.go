@@ -126,6 +126,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		wake: make(chan struct{}, 1), planned: map[string]string{}}
 	if cfg.MetricsListen != "" {
 		n.metrics = metrics.New(cfg.Node, cfg.Version)
+		n.knownMetrics()
 	}
 	for name, c := range cfg.Certificates {
 		n.installers[name] = &installer{c: c, log: log, now: cfg.Now, node: cfg.Node}
