@@ -56,12 +56,14 @@ func TestHAProxyE2E(t *testing.T) {
 	if got := nginxtest.ServedLeaf(t, h.Addr, name); !got.Equal(old.Leaf) {
 		t.Fatalf("haproxy serves serial %x at start, want the old copy's %x", got.SerialNumber, old.Leaf.SerialNumber)
 	}
-	setCertificate(t, web1.Config, name, map[string]any{
-		"install_dir": installDir,
-		"combined":    true,
-		"check":       commandLine(h.CheckCommand()),
-		"reload":      commandLine(h.ReloadCommand()),
-		"verify":      h.Addr,
+	editYAML(t, web1.Config, func(cfg map[string]any) {
+		cfg["certificates"] = map[string]any{name: map[string]any{
+			"install_dir": installDir,
+			"combined":    true,
+			"check":       commandLine(h.CheckCommand()),
+			"reload":      commandLine(h.ReloadCommand()),
+			"verify":      h.Addr,
+		}}
 	})
 
 	// The first certificate: installed, checked, reloaded once, verified.
@@ -126,24 +128,20 @@ func TestHAProxyE2E(t *testing.T) {
 	checkCombined(t, combined, v2)
 }
 
-// setCertificate sets the settings of certificate name in the node.yaml at
-// path, as an operator would write them.
-func setCertificate(t testing.TB, path, name string, settings map[string]any) {
+// editYAML reads the YAML file at path, lets edit change it, and writes it
+// back: a node.yaml or publisher.yaml changed as an operator would.
+func editYAML(t testing.TB, path string, edit func(map[string]any)) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg map[string]any
-	if err := yaml.Unmarshal(data, &cfg); err != nil {
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatalf("parse %s: %v", path, err)
 	}
-	certs, _ := cfg["certificates"].(map[string]any)
-	if certs == nil {
-		t.Fatalf("%s has no certificates", path)
-	}
-	certs[name] = settings
-	writeYAML(t, path, cfg)
+	edit(doc)
+	writeYAML(t, path, doc)
 }
 
 // commandLine makes args one check or reload line: each word in single
