@@ -122,6 +122,9 @@ func TestHAProxyE2E(t *testing.T) {
 	// `node install` tries the failed version again, and it goes in.
 	res = mustCertsync(t, "node", "install", "--config", web1.Config, name)
 	noSecrets(t, "node install", res)
+	if p := h.WaitReloads(t, 4); p.Failed != 0 {
+		t.Fatalf("after node install haproxy's master says %+v, want a fourth reload that loaded", p)
+	}
 	if got := nginxtest.ServedLeaf(t, h.Addr, name); !got.Equal(v2.Leaf) {
 		t.Fatalf("haproxy serves serial %x after node install, want the second %x", got.SerialNumber, v2.Leaf.SerialNumber)
 	}
