@@ -9,29 +9,55 @@ import (
 	"github.com/certsync/certsync/internal/metrics"
 )
 
-// refusalReason names why a bundle was refused, for the refusals metric:
-// a short, fixed label, never the error's text.
+// bundleOutcomes are the outcomes a bundle message can have (every
+// Outcome): the certsync_bundles_total series each certificate starts with.
+var bundleOutcomes = []Outcome{OutcomeStaged, OutcomeUnchanged, OutcomeSuperseded, OutcomeRefused, OutcomeFailed}
+
+// refusalReasons name why a bundle was refused, for the refusals metric:
+// a short, fixed label, never the error's text. The first whose error a
+// refusal wraps names it; reasonOther names the rest. Each certificate's
+// certsync_refusals_total starts with a series for each of them.
+var refusalReasons = []struct {
+	err    error
+	reason string
+}{
+	{crypto.ErrUntrustedSigner, "untrusted_signer"},
+	{crypto.ErrBadSignature, "bad_signature"},
+	{crypto.ErrNotRecipient, "not_recipient"},
+	{crypto.ErrMalformed, "malformed"},
+	{ErrTooLarge, "too_large"},
+	{ErrDowngrade, "downgrade"},
+	{ErrConflict, "conflict"},
+	{ErrWrongSubject, "wrong_subject"},
+	{ErrUnknownCertificate, "unknown_certificate"},
+	{ErrInvalidBundle, "invalid_bundle"},
+}
+
+// reasonOther is the reason of a refusal none of refusalReasons names.
+const reasonOther = "other"
+
+// refusalReason names why a bundle was refused (see refusalReasons).
 func refusalReason(err error) string {
-	for _, r := range []struct {
-		err    error
-		reason string
-	}{
-		{crypto.ErrUntrustedSigner, "untrusted_signer"},
-		{crypto.ErrBadSignature, "bad_signature"},
-		{crypto.ErrNotRecipient, "not_recipient"},
-		{crypto.ErrMalformed, "malformed"},
-		{ErrTooLarge, "too_large"},
-		{ErrDowngrade, "downgrade"},
-		{ErrConflict, "conflict"},
-		{ErrWrongSubject, "wrong_subject"},
-		{ErrUnknownCertificate, "unknown_certificate"},
-		{ErrInvalidBundle, "invalid_bundle"},
-	} {
+	for _, r := range refusalReasons {
 		if errors.Is(err, r.err) {
 			return r.reason
 		}
 	}
-	return "other"
+	return reasonOther
+}
+
+// knownMetrics makes every counter series of the node's certificates, at
+// 0, so that monitoring sees them before anything happens.
+func (n *Node) knownMetrics() {
+	outcomes := make([]string, 0, len(bundleOutcomes))
+	for _, o := range bundleOutcomes {
+		outcomes = append(outcomes, string(o))
+	}
+	reasons := make([]string, 0, len(refusalReasons)+1)
+	for _, r := range refusalReasons {
+		reasons = append(reasons, r.reason)
+	}
+	n.metrics.Known(n.names, outcomes, append(reasons, reasonOther))
 }
 
 // observeBundle counts a decided bundle message.

@@ -2,7 +2,10 @@ package subscriber
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -111,4 +114,66 @@ func mustNodeWithMetrics(t *testing.T, n *Node) *Node {
 	}
 	m.onStaged = n.onStaged
 	return m
+}
+
+// TestMetricsKnownFromStart: a node with metrics exports every counter
+// series of each configured certificate at 0 before it received anything:
+// installs by result, bundles by outcome, refusals by reason.
+func TestMetricsKnownFromStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.node(t.TempDir(), "example.com", "example.org")
+	n.cfg.MetricsListen = "127.0.0.1:0"
+	m := mustNodeWithMetrics(t, n.Node)
+
+	rec := httptest.NewRecorder()
+	m.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	families, err := metricstest.Parse(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := []string{"other"}
+	for _, r := range refusalReasons {
+		reasons = append(reasons, r.reason)
+	}
+	for _, cert := range []string{"example.com", "example.org"} {
+		check := func(name, label, value string) {
+			t.Helper()
+			labels := map[string]string{"certificate": cert, label: value}
+			if v, ok := metricstest.Value(families[name], labels); !ok || v != 0 {
+				t.Errorf("%s%v = %v (present %v), want 0 from the start", name, labels, v, ok)
+			}
+		}
+		for _, r := range []string{"success", "failed"} {
+			check("certsync_installs_total", "result", r)
+		}
+		for _, o := range []Outcome{OutcomeStaged, OutcomeUnchanged, OutcomeSuperseded, OutcomeRefused, OutcomeFailed} {
+			check("certsync_bundles_total", "outcome", string(o))
+		}
+		for _, r := range reasons {
+			check("certsync_refusals_total", "reason", r)
+		}
+	}
+}
+
+// TestRefusalReasonIsKnown: every reason refusalReason gives is one whose
+// series a node starts with.
+func TestRefusalReasonIsKnown(t *testing.T) {
+	t.Parallel()
+	known := map[string]bool{reasonOther: true}
+	for _, r := range refusalReasons {
+		if known[r.reason] {
+			t.Errorf("reason %q listed twice", r.reason)
+		}
+		known[r.reason] = true
+	}
+	errs := []error{errors.New("something else"), fmt.Errorf("wrapped: %w", ErrDowngrade)}
+	for _, r := range refusalReasons {
+		errs = append(errs, permanent(fmt.Errorf("refusing: %w", r.err)))
+	}
+	for _, err := range errs {
+		if got := refusalReason(err); !known[got] {
+			t.Errorf("refusalReason(%v) = %q, not a known reason", err, got)
+		}
+	}
 }

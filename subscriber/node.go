@@ -131,6 +131,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		retryBase: retryBase, retryMax: retryMax}
 	if cfg.MetricsListen != "" {
 		n.metrics = metrics.New(cfg.Node, cfg.Version)
+		n.knownMetrics()
 	}
 	for name, c := range cfg.Certificates {
 		n.installers[name] = &installer{c: c, log: log, now: cfg.Now, node: cfg.Node}

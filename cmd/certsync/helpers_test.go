@@ -32,6 +32,8 @@ package main
 //	sshHostKey(t, path) string         an OpenSSH ed25519 private key like /etc/ssh/ssh_host_ed25519_key; returns "ssh-ed25519 …"
 //	writePublisherConfig(t, path, publisherConfig)   publisher.yaml
 //	writeNodeConfig(t, path, nodeConfig)             node.yaml
+//	editYAML(t, path, func(map[string]any))          change a written node.yaml or publisher.yaml (haproxy_e2e_test.go)
+//	commandLine(args) string                         a check or reload line from argv, each word quoted (haproxy_e2e_test.go)
 //
 // Reading results:
 //

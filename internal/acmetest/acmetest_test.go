@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -233,11 +234,39 @@ func TestMissingToolHints(t *testing.T) {
 		{"certbot", "apt-get install -y certbot"},
 		{"nginx", "apt-get install -y nginx"},
 		{"nats", "go install github.com/nats-io/natscli/nats@v0.5.0"},
+		{"haproxy", "apt-get install -y haproxy"},
+		{"promtool", "apt-get install -y prometheus"},
+		{"kill", "apt-get install -y procps"},
 		{"other", "install it"},
 	}
 	for _, tt := range tests {
 		if got := missingTool(tt.tool); !strings.HasPrefix(got, tt.tool+" not found") || !strings.HasSuffix(got, tt.want) {
 			t.Errorf("missingTool(%q) = %q, want it to end with %q", tt.tool, got, tt.want)
+		}
+	}
+}
+
+// TestCIInstallsEveryTool: each Debian package an install hint names is on
+// the apt-get line of .ci/run, so that under CI=true no test fails for a
+// tool CI did not install.
+func TestCIInstallsEveryTool(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var installed []string
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "apt-get install -y "); ok {
+			installed = append(installed, strings.Fields(rest)...)
+		}
+	}
+	if len(installed) == 0 {
+		t.Fatal(".ci/run has no apt-get install -y line")
+	}
+	for tool, hint := range installHints {
+		if pkg, ok := strings.CutPrefix(hint, "apt-get install -y "); ok && !slices.Contains(installed, pkg) {
+			t.Errorf(".ci/run does not install %s, which %s comes from", pkg, tool)
 		}
 	}
 }

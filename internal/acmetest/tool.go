@@ -23,6 +23,10 @@ var installHints = map[string]string{
 	"setpriv":         "apt-get install -y util-linux",
 	"groupadd":        "apt-get install -y passwd",
 	"groupdel":        "apt-get install -y passwd",
+	// HAProxy and the metrics checks.
+	"haproxy":  "apt-get install -y haproxy",
+	"promtool": "apt-get install -y prometheus",
+	"kill":     "apt-get install -y procps",
 }
 
 // sbinDirs are searched after PATH: Debian installs nginx in /usr/sbin, which

@@ -6,6 +6,13 @@
 // Names follow Prometheus conventions: the certsync_ prefix, _total for
 // counters, _seconds for times (Unix timestamps included). Labels carry only
 // certificate names, outcomes and refusal reasons: never a secret.
+//
+// Every counter series a node can have is there from the start, at 0 (see
+// Known), as Prometheus advises for metrics whose labels are known in
+// advance: rate() and increase() then see the first failure, and an alert
+// on it fires, instead of a series that appears at 1 and has no increase.
+// The gauges of an installed certificate appear once one is installed,
+// since 0 would read as a certificate expired in 1970.
 package metrics
 
 import (
@@ -36,7 +43,24 @@ type Node struct {
 	refusals      *prometheus.CounterVec
 	pending       prometheus.Gauge
 	lastProcessed prometheus.Gauge
+
+	// known are the configured certificates, once Known was called; a
+	// label for any other name is UnknownCertificate.
+	known map[string]bool
 }
+
+// Results of an install, the result label of certsync_installs_total.
+const (
+	ResultSuccess = "success"
+	ResultFailed  = "failed"
+)
+
+// UnknownCertificate is the certificate label of what a node records for a
+// name it is not configured with (a bundle on another certificate's
+// subject, or on a subject that names none), once Known was called. It
+// cannot be a certificate name, which starts with a letter or digit, and it
+// bounds the series a node holds whatever the stream brings it.
+const UnknownCertificate = "_unknown"
 
 // New makes the metrics of node, reporting certsync's version in
 // certsync_build_info.
@@ -50,7 +74,7 @@ func New(node, version string) *Node {
 		}, []string{"certificate"}),
 		installs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certsync_installs_total",
-			Help: "Installs by certificate and result (success, failed).",
+			Help: "Install attempts by certificate and result (success, failed).",
 		}, []string{"certificate", "result"}),
 		lastInstall: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "certsync_last_install_success_timestamp_seconds",
@@ -62,8 +86,8 @@ func New(node, version string) *Node {
 		}, []string{"certificate"}),
 		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certsync_bundles_total",
-			Help: "Bundle messages received by outcome (staged, unchanged, superseded, refused, failed).",
-		}, []string{"outcome"}),
+			Help: "Bundle messages decided, by certificate and outcome (staged, unchanged, superseded, refused, failed).",
+		}, []string{"certificate", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certsync_refusals_total",
 			Help: "Bundles refused, by certificate and reason.",
@@ -88,12 +112,46 @@ func New(node, version string) *Node {
 	return m
 }
 
+// Known makes every counter series of the given certificates at 0: for
+// each certificate, certsync_installs_total for each result,
+// certsync_bundles_total for each of outcomes and certsync_refusals_total
+// for each of reasons (the caller's fixed lists). From then on a name not
+// among certificates is recorded as UnknownCertificate. Call it once,
+// before the node records anything.
+func (m *Node) Known(certificates, outcomes, reasons []string) {
+	if m == nil {
+		return
+	}
+	m.known = make(map[string]bool, len(certificates))
+	for _, c := range certificates {
+		m.known[c] = true
+		for _, r := range []string{ResultSuccess, ResultFailed} {
+			m.installs.WithLabelValues(c, r)
+		}
+		for _, o := range outcomes {
+			m.bundles.WithLabelValues(c, o)
+		}
+		for _, r := range reasons {
+			m.refusals.WithLabelValues(c, r)
+		}
+	}
+}
+
+// certificate is the certificate label of name.
+func (m *Node) certificate(name string) string {
+	if m.known != nil && !m.known[name] {
+		return UnknownCertificate
+	}
+	return name
+}
+
 // Bundle counts one decided bundle message and, for a refusal, its reason.
 func (m *Node) Bundle(certificate, outcome, reason string, at time.Time) {
 	if m == nil {
 		return
 	}
-	m.bundles.WithLabelValues(outcome).Inc()
+	certificate = m.certificate(certificate)
+	m.bundles.WithLabelValues(certificate, outcome).Inc()
 	if reason != "" {
 		m.refusals.WithLabelValues(certificate, reason).Inc()
 	}
@@ -105,7 +163,7 @@ func (m *Node) Installed(certificate string, notAfter time.Time) {
 	if m == nil {
 		return
 	}
-	m.notAfter.WithLabelValues(certificate).Set(unix(notAfter))
+	m.notAfter.WithLabelValues(m.certificate(certificate)).Set(unix(notAfter))
 }
 
 // Install counts an install attempt; a success also sets its time.
@@ -113,11 +171,12 @@ func (m *Node) Install(certificate string, ok bool, at time.Time) {
 	if m == nil {
 		return
 	}
+	certificate = m.certificate(certificate)
 	if !ok {
-		m.installs.WithLabelValues(certificate, "failed").Inc()
+		m.installs.WithLabelValues(certificate, ResultFailed).Inc()
 		return
 	}
-	m.installs.WithLabelValues(certificate, "success").Inc()
+	m.installs.WithLabelValues(certificate, ResultSuccess).Inc()
 	m.lastInstall.WithLabelValues(certificate).Set(unix(at))
 }
 

@@ -4,9 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/certsync/certsync/internal/metrics/metricstest"
 )
@@ -87,6 +91,7 @@ func TestNilRecordsNothing(t *testing.T) {
 	m.Install("x", true, time.Now())
 	m.Bundle("x", "refused", "malformed", time.Now())
 	m.Pending(1)
+	m.Known([]string{"x"}, []string{"refused"}, []string{"malformed"})
 }
 
 func TestListenRefusesBadAddress(t *testing.T) {
@@ -95,4 +100,94 @@ func TestListenRefusesBadAddress(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `listening for metrics on "127.0.0.1:notaport"`) {
 		t.Fatalf("Listen = %v, want a listen error", err)
 	}
+}
+
+// TestKnownSeriesStartAtZero: after Known, every counter series of each
+// configured certificate is exported at 0 before anything happened, and a
+// name the node is not configured with gets no series of its own.
+func TestKnownSeriesStartAtZero(t *testing.T) {
+	t.Parallel()
+	m := New("web1", "v1.2.3")
+	certs := []string{"example.com", "example.org"}
+	outcomes := []string{"staged", "refused"}
+	reasons := []string{"bad_signature", "other"}
+	m.Known(certs, outcomes, reasons)
+
+	families := scrape(t, m)
+	type series struct {
+		name   string
+		labels map[string]string
+	}
+	var want []series
+	for _, c := range certs {
+		for _, r := range []string{ResultSuccess, ResultFailed} {
+			want = append(want, series{"certsync_installs_total", map[string]string{"certificate": c, "result": r}})
+		}
+		for _, o := range outcomes {
+			want = append(want, series{"certsync_bundles_total", map[string]string{"certificate": c, "outcome": o}})
+		}
+		for _, r := range reasons {
+			want = append(want, series{"certsync_refusals_total", map[string]string{"certificate": c, "reason": r}})
+		}
+	}
+	for _, s := range want {
+		if v, ok := metricstest.Value(families[s.name], s.labels); !ok || v != 0 {
+			t.Errorf("%s%v = %v (present %v), want 0 from the start", s.name, s.labels, v, ok)
+		}
+	}
+	for name, n := range map[string]int{
+		"certsync_installs_total": len(certs) * 2,
+		"certsync_bundles_total":  len(certs) * len(outcomes),
+		"certsync_refusals_total": len(certs) * len(reasons),
+	} {
+		if got := len(families[name].GetMetric()); got != n {
+			t.Errorf("%s has %d series, want %d", name, got, n)
+		}
+	}
+	if _, ok := families["certsync_certificate_not_after_seconds"]; ok {
+		t.Error("certsync_certificate_not_after_seconds is exported before any install")
+	}
+
+	// A bundle of a certificate the node does not hold, and one whose
+	// subject names none: counted, under one label for all such names.
+	at := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	m.Bundle("evil.example", "refused", "unknown_certificate", at)
+	m.Bundle("", "refused", "wrong_subject", at)
+	m.Bundle("example.com", "staged", "", at)
+	families = scrape(t, m)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"certsync_bundles_total", map[string]string{"certificate": UnknownCertificate, "outcome": "refused"}, 2},
+		{"certsync_refusals_total", map[string]string{"certificate": UnknownCertificate, "reason": "unknown_certificate"}, 1},
+		{"certsync_refusals_total", map[string]string{"certificate": UnknownCertificate, "reason": "wrong_subject"}, 1},
+		{"certsync_bundles_total", map[string]string{"certificate": "example.com", "outcome": "staged"}, 1},
+	} {
+		if got, ok := metricstest.Value(families[c.name], c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "certificate" && (l.GetValue() == "evil.example" || l.GetValue() == "") {
+					t.Errorf("%s has a series for certificate %q", f.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+}
+
+// scrape reads what m's handler serves.
+func scrape(t *testing.T, m *Node) map[string]*dto.MetricFamily {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	families, err := metricstest.Parse(rec.Body)
+	if err != nil {
+		t.Fatalf("parse metrics: %v", err)
+	}
+	return families
 }
