@@ -33,8 +33,13 @@ var refusalReasons = []struct {
 	{ErrInvalidBundle, "invalid_bundle"},
 }
 
-// reasonOther is the reason of a refusal none of refusalReasons names.
-const reasonOther = "other"
+// reasonOther is the reason of a refusal none of refusalReasons names;
+// reasonClock counts, with the refusals, a bundle held back for now because
+// the node's clock says it is expired or not valid yet (ErrClock).
+const (
+	reasonOther = "other"
+	reasonClock = "clock"
+)
 
 // refusalReason names why a bundle was refused (see refusalReasons).
 func refusalReason(err error) string {
@@ -53,11 +58,11 @@ func (n *Node) knownMetrics() {
 	for _, o := range bundleOutcomes {
 		outcomes = append(outcomes, string(o))
 	}
-	reasons := make([]string, 0, len(refusalReasons)+1)
+	reasons := make([]string, 0, len(refusalReasons)+2)
 	for _, r := range refusalReasons {
 		reasons = append(reasons, r.reason)
 	}
-	n.metrics.Known(n.names, outcomes, append(reasons, reasonOther))
+	n.metrics.Known(n.names, outcomes, append(reasons, reasonOther, reasonClock))
 }
 
 // observeBundle counts a decided bundle message.
@@ -67,7 +72,7 @@ func (n *Node) observeBundle(r *Result) {
 	case r.Outcome == OutcomeRefused:
 		reason = refusalReason(r.Err)
 	case r.Outcome == OutcomeFailed && errors.Is(r.Err, ErrClock):
-		reason = "clock" // held back for now, counted with the refusals
+		reason = reasonClock
 	}
 	n.metrics.Bundle(r.Name, string(r.Outcome), reason, n.cfg.Now())
 }

@@ -132,7 +132,7 @@ func TestMetricsKnownFromStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reasons := []string{"other"}
+	reasons := []string{"other", "clock"}
 	for _, r := range refusalReasons {
 		reasons = append(reasons, r.reason)
 	}
