@@ -71,6 +71,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			inspectCommand(),
 			authCommand(),
 			statusCommand(),
+			importCommand(),
+			enrollCommand(),
 		},
 	}
 	app.OnUsageError = usageError
