@@ -90,11 +90,8 @@ func AddNode(data []byte, name, recipient string, certs []string) ([]byte, error
 			return nil, fmt.Errorf("adding node %q: its recipient is node %q's already (line %d): each node has its own key", name, k.Value, v.Line)
 		}
 	}
-	e := &editor{src: data}
-	e.lines = splitLines(data)
-	if err := e.appendPair(nodes, name, recipient); err != nil {
-		return nil, fmt.Errorf("adding node %q: nodes: %w", name, err)
-	}
+	var seqs []*yaml.Node
+	var seqNames []string
 	seen := map[string]bool{}
 	for _, c := range certs {
 		if seen[c] {
@@ -108,13 +105,25 @@ func AddNode(data []byte, name, recipient string, certs []string) ([]byte, error
 		if seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 {
 			return nil, fmt.Errorf("adding node %q: certificates.%s is not a list of nodes", name, c)
 		}
+		seqs = append(seqs, seq)
+		seqNames = append(seqNames, c)
+	}
+	cannot := func(what string, err error) error {
+		return fmt.Errorf("adding node %q: cannot edit %s in place (%v): add the node by hand", name, what, err)
+	}
+	e := &editor{src: data}
+	e.lines = splitLines(data)
+	if err := e.appendPair(nodes, name, recipient); err != nil {
+		return nil, cannot("nodes", err)
+	}
+	for i, seq := range seqs {
 		if err := e.appendItem(seq, name); err != nil {
-			return nil, fmt.Errorf("adding node %q: certificates.%s: %w", name, c, err)
+			return nil, cannot("certificates."+seqNames[i], err)
 		}
 	}
 	out := e.apply()
 	if err := sameBut(data, out, name, recipient, certs); err != nil {
-		return nil, fmt.Errorf("adding node %q: cannot edit the file in place (%v): add the node by hand", name, err)
+		return nil, cannot("the file", err)
 	}
 	return out, nil
 }
