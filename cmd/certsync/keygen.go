@@ -33,9 +33,7 @@ func keygenCommand() *cli.Command {
 					if err != nil {
 						return fmt.Errorf("generating node identity: %w", err)
 					}
-					data := fmt.Sprintf("# created: %s\n# public key: %s\n%s\n",
-						time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
-					if err := writeKey(c, []byte(data)); err != nil {
+					if err := writeKey(c, ageIdentityFile(id)); err != nil {
 						return err
 					}
 					_, err = fmt.Fprintln(c.App.Writer, id.Recipient())
@@ -64,6 +62,13 @@ func keygenCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// ageIdentityFile is the file form of a node's age identity, as keygen
+// node and node init write it.
+func ageIdentityFile(id *age.X25519Identity) []byte {
+	return fmt.Appendf(nil, "# created: %s\n# public key: %s\n%s\n",
+		time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
 }
 
 // writeKey writes a new key file at --out, refusing to overwrite one.

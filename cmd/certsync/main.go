@@ -5,8 +5,10 @@
 // Output rules, for every command:
 //
 //   - Results go to stdout, and only for commands whose job is to print
-//     (keygen prints the public key, status and inspect print their tables).
-//     Every other command is quiet on success.
+//     (keygen prints the public key, status and inspect print their tables,
+//     node init prints the node's line for publisher.yaml, import prints the
+//     file it makes when not given --out, else import seed its table of
+//     nodes). Every other command is quiet on success.
 //   - Everything else goes to stderr: logs, and on failure exactly one line
 //     "certsync: error: <what> <name>: <why>", optionally followed by
 //     "certsync: hint: …" lines.
@@ -72,6 +74,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			authCommand(),
 			setupCommand(),
 			statusCommand(),
+			importCommand(),
+			enrollCommand(),
 		},
 	}
 	app.OnUsageError = usageError

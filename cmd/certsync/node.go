@@ -19,6 +19,7 @@ func nodeCommand() *cli.Command {
 		Name:  "node",
 		Usage: "the node side: receive, verify, decrypt and stage certificates",
 		Subcommands: []*cli.Command{
+			nodeInitCommand(),
 			{
 				Name:  "run",
 				Usage: "the node daemon: receive bundles as they are published, stage them, install them on schedule, report status",
