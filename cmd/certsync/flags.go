@@ -13,6 +13,9 @@ const (
 	flagVerbose = "verbose"
 	flagOut     = "out"
 	flagJSON    = "json"
+	// flagNKey names an nkey seed file: the admin's for setup, a node's for
+	// the node.yaml that import seed-node and node init write.
+	flagNKey = "nkey"
 )
 
 // verboseFlag is --verbose. Each command gets its own flag value: urfave/cli

@@ -30,7 +30,6 @@ const (
 	flagInstallParent    = "install-parent"
 	flagCheck            = "check"
 	flagReload           = "reload"
-	flagNKey             = "nkey"
 	flagCA               = "ca"
 )
 

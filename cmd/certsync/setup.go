@@ -10,7 +10,6 @@ import (
 )
 
 const (
-	flagNKey  = "nkey"
 	flagCreds = "creds"
 
 	// adminNKeyEnv and adminCredsEnv name the admin's credential for
