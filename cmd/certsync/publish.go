@@ -98,7 +98,7 @@ func readBundle(c *cli.Context) (*crypto.Bundle, error) {
 func newPublisher(c *cli.Context) (*publisher.Publisher, error) {
 	cfg, err := loadPublisherConfig(configPath(c.String(flagConfig), DefaultPublisherConfig))
 	if err != nil {
-		return nil, keyHint(err)
+		return nil, err
 	}
 	return publisher.New(*cfg, newLogger(c, false))
 }
@@ -114,9 +114,19 @@ func newReadOnlyPublisher(c *cli.Context) (*publisher.Publisher, error) {
 	return publisher.New(*cfg, newLogger(c, false))
 }
 
-// keyHint adds the usual cure to a key file others may read.
+// keyHint adds the cure to a key file others may read, naming the file,
+// unless the error already carries hints. run applies it to every
+// command's error, whichever key file (signing key, identity, NATS seed,
+// creds or TLS key) was refused.
 func keyHint(err error) error {
-	if errors.Is(err, crypto.ErrKeyPermissions) {
+	var he *hintError
+	var kpe *crypto.KeyPermissionsError
+	switch {
+	case errors.As(err, &he):
+		return err
+	case errors.As(err, &kpe):
+		return withHint(err, "a key file must be readable by its owner only: chmod 600 %s", kpe.Path)
+	case errors.Is(err, crypto.ErrKeyPermissions):
 		return withHint(err, "a key file must be readable by its owner only: chmod 600 FILE")
 	}
 	return err

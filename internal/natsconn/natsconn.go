@@ -100,7 +100,7 @@ func Connect(ctx context.Context, o Options, log *slog.Logger) (*Conn, error) {
 			c.Conn = nc
 			return c, nil
 		}
-		err = redactError(err)
+		err = RedactError(err)
 		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrNoServers) && strings.Contains(err.Error(), "authorization") {
 			return nil, fmt.Errorf("connecting to %s: %w", shown, err)
 		}
@@ -213,9 +213,11 @@ type redactedError struct {
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
 
-// redactError returns err with its message redacted, or err itself when
-// its message holds no URL user information.
-func redactError(err error) error {
+// RedactError returns err with its message passed through Redact (errors.Is
+// and errors.As still see err), or err itself when its message holds no URL
+// user information. Use it on errors of code that may repeat a URL (the NATS
+// client, nats-server's configuration parser).
+func RedactError(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -244,11 +246,11 @@ func (o Options) natsOptions(c *Conn, log *slog.Logger) ([]nats.Option, error) {
 			if sub != nil {
 				subject = sub.Subject
 			}
-			log.Warn("nats_error", "error", redactError(err), "subject", subject)
+			log.Warn("nats_error", "error", RedactError(err), "subject", subject)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("nats_disconnected", "error", redactError(err))
+				log.Warn("nats_disconnected", "error", RedactError(err))
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
