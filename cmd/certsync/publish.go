@@ -14,6 +14,7 @@ import (
 )
 
 const (
+	flagForce   = "force"
 	flagLineage = "lineage"
 	flagName    = "name"
 	flagCert    = "cert"
@@ -152,15 +153,29 @@ certificate or was sealed to other nodes. It also brings every node's consumer
 in line with the configuration. Run it from a timer: certbot exits 0 even when
 its deploy hook failed, and this pass is what makes every renewal reach the
 fleet. When a node was removed, it names the certificates that node may hold:
-reissue them.`,
+reissue them.
+
+--force seals and publishes the newest bundle of each (or the named)
+certificate even when nothing changed: every node of it receives a fresh
+message. Nodes that hold it change nothing; a node that refused or lost the
+earlier message (say it did not trust the signing key yet) gets it again.
+It is the way out of any stuck node.`,
 		ArgsUsage: "[NAME…]",
-		Flags:     []cli.Flag{configFlag(DefaultPublisherConfig), verboseFlag()},
+		Flags: []cli.Flag{
+			configFlag(DefaultPublisherConfig),
+			&cli.BoolFlag{Name: flagForce, Usage: "seal and publish again even when nothing changed"},
+			verboseFlag(),
+		},
 		Action: func(c *cli.Context) error {
 			p, err := newPublisher(c)
 			if err != nil {
 				return err
 			}
-			report, err := p.Republish(c.Context, c.Args().Slice())
+			var opts []publisher.RepublishOption
+			if c.Bool(flagForce) {
+				opts = append(opts, publisher.Force())
+			}
+			report, err := p.Republish(c.Context, c.Args().Slice(), opts...)
 			log := newLogger(c, false)
 			for _, r := range report.Results {
 				log.Info("republish_result", "name", r.Name, "action", r.Action, "seq", r.Sequence)
