@@ -121,19 +121,15 @@ func checkURLs(list string) error {
 	for i, s := range strings.Split(list, ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {
-			return fmt.Errorf("server %d of the URL list is empty", i+1)
+			continue // the client skips empty entries too
 		}
 		if !strings.Contains(s, "://") {
 			s = "nats://" + s
 		}
-		u, err := url.Parse(s)
-		if err != nil {
+		if _, err := url.Parse(s); err != nil {
 			// url.Error repeats the URL; its innermost reason may quote a
 			// piece of it (an invalid escape, a port), so none is shown.
 			return fmt.Errorf("server %d of the URL list is not a valid URL", i+1)
-		}
-		if u.Hostname() == "" {
-			return fmt.Errorf("server %d of the URL list has no host", i+1)
 		}
 	}
 	return nil
