@@ -3,7 +3,9 @@ package crypto
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -51,9 +53,15 @@ const (
 	// extRecipientGroup is reserved for recipient groups: "this is sealed
 	// copy group_id of group_count of one version". Critical.
 	extRecipientGroup = 0x0001
+	// extSealRecord is the seal record: the leaf's fingerprint and the
+	// digest of the recipients, as the publisher vouches for them.
+	// Ignorable: a node does not need it.
+	extSealRecord = 0x8001
 	// extStanzaIndex is reserved for the signed index from a recipient to
 	// its stanza. Ignorable: without it a reader tries every stanza.
 	extStanzaIndex = 0x8002
+	// sealRecordSize is the seal record's value size: two SHA-256 sums.
+	sealRecordSize = 2 * sha256.Size
 )
 
 // Header is the signed, non-secret part of an envelope.
@@ -66,6 +74,82 @@ type Header struct {
 	Version uint64
 	// Signer is the key that signed the envelope, one of the trusted keys.
 	Signer PublicKey
+	// Record is the envelope's signed seal record; its zero value means
+	// the envelope carries none (as envelopes written before it existed).
+	Record SealRecord
+}
+
+// SealRecord is what a publisher vouches for, under the signature, about
+// what it sealed and to whom, so that it can later tell from the stream
+// alone, and without decrypting, whether a certificate must be sealed
+// again. Nodes need none of it. Both fields are "sha256:" and 64 lowercase
+// hex digits.
+type SealRecord struct {
+	// Fingerprint is the SHA-256 of the DER of the leaf (the first
+	// certificate of cert.pem), as Info.Fingerprint.
+	Fingerprint string
+	// Recipients is the RecipientsDigest of the recipients the envelope
+	// was sealed to.
+	Recipients string
+}
+
+// IsZero tells whether r is the zero SealRecord: no record.
+func (r SealRecord) IsZero() bool { return r == SealRecord{} }
+
+// RecipientsDigest is the digest of a set of recipients as written in a
+// configuration ("age1…", "ssh-ed25519 AAAA…"): "sha256:" and the hex
+// SHA-256 of the distinct recipient strings, space-trimmed, sorted
+// bytewise, joined by "\n". The order and repetitions of recipients do not
+// change it.
+func RecipientsDigest(recipients []string) string {
+	texts := make([]string, len(recipients))
+	for i, r := range recipients {
+		texts[i] = strings.TrimSpace(r)
+	}
+	slices.Sort(texts)
+	texts = slices.Compact(texts)
+	sum := sha256.Sum256([]byte(strings.Join(texts, "\n")))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// A SealOption adds to what [Seal] writes.
+type SealOption func(*sealOptions)
+
+type sealOptions struct {
+	recipientsDigest string
+}
+
+// WithRecipientsDigest makes Seal write a signed seal record (see
+// [SealRecord]) holding the fingerprint of the bundle's leaf, which Seal
+// computes from b.Cert, and digest, the [RecipientsDigest] of the
+// recipients given to Seal. Seal refuses a digest not of that form, and a
+// cert.pem that holds no certificate.
+func WithRecipientsDigest(digest string) SealOption {
+	return func(o *sealOptions) { o.recipientsDigest = digest }
+}
+
+// parseDigest decodes "sha256:" and 64 lowercase hex digits.
+func parseDigest(s string) ([]byte, bool) {
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(h) != 2*sha256.Size || strings.ToLower(h) != h {
+		return nil, false
+	}
+	b, err := hex.DecodeString(h)
+	return b, err == nil
+}
+
+// marshalSealRecord encodes a seal record's value.
+func marshalSealRecord(fingerprint, recipients []byte) []byte {
+	return slices.Concat(fingerprint, recipients)
+}
+
+// parseSealRecord decodes a seal record's value, already checked to be
+// sealRecordSize bytes.
+func parseSealRecord(v []byte) SealRecord {
+	return SealRecord{
+		Fingerprint: "sha256:" + hex.EncodeToString(v[:sha256.Size]),
+		Recipients:  "sha256:" + hex.EncodeToString(v[sha256.Size:]),
+	}
 }
 
 // extension is one type-length-value record of the extension area.
@@ -91,7 +175,8 @@ type envelope struct {
 // recipients ([ErrNoRecipients]), more than [MaxRecipients] recipients or
 // age stanzas ([ErrTooManyRecipients]) and an envelope over
 // [MaxEnvelopeSize] ([ErrTooLarge]). Seal does not call [Bundle.Check].
-func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient) ([]byte, error) {
+// With [WithRecipientsDigest] the envelope carries a signed seal record.
+func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOption) ([]byte, error) {
 	if b == nil || key == nil {
 		return nil, errors.New("sealing envelope: nil bundle or signing key")
 	}
@@ -120,9 +205,26 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient) ([]byte, error
 			return nil, fmt.Errorf("sealing envelope %q: %s is %d bytes, over the limit of %d", b.Name, f.name, len(f.data), MaxFileSize)
 		}
 	}
+	var o sealOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var exts []extension
+	if o.recipientsDigest != "" {
+		digest, ok := parseDigest(o.recipientsDigest)
+		if !ok {
+			return nil, fmt.Errorf("sealing envelope %q: seal record: recipients digest %q is not \"sha256:\" and 64 lowercase hex digits", b.Name, o.recipientsDigest)
+		}
+		certs, err := parseCertFile("cert.pem", b.Cert)
+		if err != nil {
+			return nil, fmt.Errorf("sealing envelope %q: seal record: %w", b.Name, err)
+		}
+		fp := sha256.Sum256(certs[0].Raw)
+		exts = append(exts, extension{typ: extSealRecord, value: marshalSealRecord(fp[:], digest)})
+	}
 	pt := marshalPlaintext(b.Name, b.Version, b)
 	defer clear(pt)
-	env, err := seal(key, b.Name, b.Version, nil, pt, recipients)
+	env, err := seal(key, b.Name, b.Version, exts, pt, recipients)
 	if err != nil {
 		return nil, fmt.Errorf("sealing envelope %q: %w", b.Name, err)
 	}
@@ -181,7 +283,13 @@ func verify(data []byte, trusted []PublicKey) (*Header, *envelope, error) {
 	if !env.signer.verify(signedMessage(data), env.signature) {
 		return nil, nil, fmt.Errorf("verifying envelope %q version %d: signer %s: %w", env.name, env.version, env.signer, ErrBadSignature)
 	}
-	return &Header{Format: Format, Name: env.name, Version: env.version, Signer: env.signer}, env, nil
+	hdr := &Header{Format: Format, Name: env.name, Version: env.version, Signer: env.signer}
+	for _, x := range env.exts {
+		if x.typ == extSealRecord {
+			hdr.Record = parseSealRecord(x.value)
+		}
+	}
+	return hdr, env, nil
 }
 
 // Open verifies an envelope as [Verify] does, then decrypts it with
@@ -450,6 +558,10 @@ func parseEnvelope(data []byte) (*envelope, error) {
 		if typ&extIgnorable == 0 {
 			r.off -= 6
 			return nil, r.errorf("extension type", "unsupported critical extension record 0x%04x", typ)
+		}
+		if typ == extSealRecord && n != sealRecordSize {
+			r.off -= 4
+			return nil, r.errorf("extension length", "seal record (0x%04x) is %d bytes, want %d", typ, n, sealRecordSize)
 		}
 		v, _ := r.take(int(n), "extension value")
 		e.exts = append(e.exts, extension{typ: typ, value: v})

@@ -433,3 +433,73 @@ func TestOpenedBundleIsACopy(t *testing.T) {
 		t.Error("opened bundle changed when the envelope buffer was cleared")
 	}
 }
+
+// TestSealRecord: WithRecipientsDigest writes the signed seal record, which
+// Verify and Open return; without it there is none; a bad digest or a
+// cert.pem without a certificate is refused.
+func TestSealRecord(t *testing.T) {
+	t.Parallel()
+	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
+	info, err := b.Check(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := mustSigningKey(t)
+	rec, idFile := x25519Pair(t)
+	rs := mustRecipients(t, rec)
+	trusted := []PublicKey{key.Public()}
+	digest := RecipientsDigest([]string{rec})
+
+	env, err := Seal(b, key, rs, WithRecipientsDigest(digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SealRecord{Fingerprint: info.Fingerprint, Recipients: digest}
+	if hdr, err := Verify(env, trusted); err != nil || hdr.Record != want {
+		t.Errorf("Verify = %+v, %v; want record %+v", hdr, err, want)
+	}
+	if hdr, _, err := Open(env, trusted, mustIdentities(t, idFile)); err != nil || hdr.Record != want {
+		t.Errorf("Open = %+v, %v; want record %+v", hdr, err, want)
+	}
+	plain, err := Seal(b, key, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr, err := Verify(plain, trusted); err != nil || !hdr.Record.IsZero() {
+		t.Errorf("Verify of an envelope without a record = %+v, %v; want no record", hdr, err)
+	}
+	if len(env) != len(plain)+6+sealRecordSize {
+		t.Errorf("the record adds %d bytes, want %d", len(env)-len(plain), 6+sealRecordSize)
+	}
+
+	for _, bad := range []string{"", "sha256:", "sha256:" + strings.Repeat("A", 64), "md5:" + strings.Repeat("0", 64), digest + "00"} {
+		if bad == "" {
+			continue // no option: no record
+		}
+		if _, err := Seal(b, key, rs, WithRecipientsDigest(bad)); err == nil || !strings.Contains(err.Error(), "recipients digest") {
+			t.Errorf("Seal with digest %q = %v, want a refusal", bad, err)
+		}
+	}
+	junk := *b
+	junk.Cert = []byte("not a certificate")
+	if _, err := Seal(&junk, key, rs, WithRecipientsDigest(digest)); err == nil || !strings.Contains(err.Error(), "cert.pem") {
+		t.Errorf("Seal of a junk cert.pem with a record = %v, want a refusal naming cert.pem", err)
+	}
+}
+
+func TestRecipientsDigest(t *testing.T) {
+	t.Parallel()
+	a, b := "age1aaaa", "ssh-ed25519 AAAAC3Nz host"
+	d := RecipientsDigest([]string{a, b})
+	for _, same := range [][]string{{b, a}, {" " + a + "\n", b, a}} {
+		if got := RecipientsDigest(same); got != d {
+			t.Errorf("RecipientsDigest(%q) = %s, want %s", same, got, d)
+		}
+	}
+	if RecipientsDigest([]string{a}) == d {
+		t.Error("another set has the same digest")
+	}
+	if _, ok := parseDigest(d); !ok {
+		t.Errorf("digest %q is not of the record's form", d)
+	}
+}

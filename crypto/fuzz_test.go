@@ -12,7 +12,8 @@ import (
 
 // FuzzOpen feeds arbitrary bodies to Verify and Open, seeded with the test
 // vectors. Nothing may panic; whatever parses must re-marshal to the same
-// bytes; errors must wrap a documented sentinel; Open may succeed only where
+// bytes; a seal record is returned exactly when one parsed, and holds two
+// digests; errors must wrap a documented sentinel; Open may succeed only where
 // Verify does, with the same header, and its bundle must round-trip
 // through the plaintext encoding.
 func FuzzOpen(f *testing.F) {
@@ -40,6 +41,17 @@ func FuzzOpen(f *testing.F) {
 		} else if !errors.Is(perr, ErrMalformed) {
 			t.Fatalf("parseEnvelope = %v, want ErrMalformed", perr)
 		}
+		hasRecord := false
+		if perr == nil {
+			for _, x := range env.exts {
+				if x.typ == extSealRecord {
+					hasRecord = true
+					if len(x.value) != sealRecordSize {
+						t.Fatalf("parsed a seal record of %d bytes", len(x.value))
+					}
+				}
+			}
+		}
 		hdr, verr := Verify(data, trusted)
 		if verr == nil {
 			if perr != nil {
@@ -47,6 +59,14 @@ func FuzzOpen(f *testing.F) {
 			}
 			if hdr.Name != env.name || hdr.Version != env.version || hdr.Signer != env.signer || hdr.Format != Format {
 				t.Fatalf("Verify = %+v, parse = %q %d %v", hdr, env.name, env.version, env.signer)
+			}
+			if hdr.Record.IsZero() == hasRecord {
+				t.Fatalf("Verify's record %+v, but the envelope has a seal record: %v", hdr.Record, hasRecord)
+			}
+			for _, d := range []string{hdr.Record.Fingerprint, hdr.Record.Recipients} {
+				if _, ok := parseDigest(d); hasRecord && !ok {
+					t.Fatalf("Verify's record holds %q, not a digest", d)
+				}
 			}
 		} else if !isOneOf(verr, []error{ErrMalformed, ErrUntrustedSigner, ErrBadSignature}) {
 			t.Fatalf("Verify = %v, want a documented sentinel", verr)

@@ -64,9 +64,7 @@ func syncDir(dir string) error {
 }
 
 // ReadKeyFile reads a key file of at most [MaxKeyFileSize] bytes. It refuses
-// anything but a regular file, and a file whose mode lets group or others
-// read or write it: that error names the path and mode and wraps
-// [ErrKeyPermissions].
+// what [CheckKeyFile] refuses, checked on the opened file.
 func ReadKeyFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -77,11 +75,8 @@ func ReadKeyFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading key file %q: %w", path, unwrapPath(err))
 	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("reading key file %q: not a regular file (%s)", path, st.Mode().Type())
-	}
-	if perm := st.Mode().Perm(); perm&0o066 != 0 {
-		return nil, fmt.Errorf("reading key file %q: mode %04o lets group or others access it: %w", path, perm, ErrKeyPermissions)
+	if err := checkKeyFileInfo(path, st); err != nil {
+		return nil, fmt.Errorf("reading key file %q: %w", path, err)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
 	if err != nil {
@@ -92,6 +87,53 @@ func ReadKeyFile(path string) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// CheckKeyFile applies the rule for every file holding a secret, without
+// reading it: it must exist and be a regular file (a symbolic link to one
+// is followed), and its mode must not let group or others read or write
+// it. That error is a *[KeyPermissionsError], naming the path and mode and
+// wrapping [ErrKeyPermissions]. It is for secret files another library
+// reads itself (the NATS nkey seed, creds and TLS key); [ReadKeyFile]
+// applies the same rule to the file it opens.
+func CheckKeyFile(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("checking key file %q: %w", path, unwrapPath(err))
+	}
+	if err := checkKeyFileInfo(path, st); err != nil {
+		return fmt.Errorf("checking key file %q: %w", path, err)
+	}
+	return nil
+}
+
+// checkKeyFileInfo is the rule of CheckKeyFile on a file's information.
+func checkKeyFileInfo(path string, st fs.FileInfo) error {
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("not a regular file (%s)", st.Mode().Type())
+	}
+	if perm := st.Mode().Perm(); perm&0o066 != 0 {
+		return &KeyPermissionsError{Path: path, Mode: perm}
+	}
+	return nil
+}
+
+// KeyPermissionsError is the refusal of a key file whose mode lets group or
+// others read or write it. It wraps [ErrKeyPermissions]; Path is what to
+// chmod 600.
+type KeyPermissionsError struct {
+	// Path is the key file as given.
+	Path string
+	// Mode is its permission bits.
+	Mode fs.FileMode
+}
+
+// Error implements error; the caller's message names the path.
+func (e *KeyPermissionsError) Error() string {
+	return fmt.Sprintf("mode %04o lets group or others access it: %v", e.Mode, ErrKeyPermissions)
+}
+
+// Unwrap returns [ErrKeyPermissions].
+func (e *KeyPermissionsError) Unwrap() error { return ErrKeyPermissions }
 
 // LoadSigningKey reads and parses a signing key file (see [ReadKeyFile] and
 // [ParseSigningKey]).

@@ -81,17 +81,28 @@ func TestReadKeyFileRefuses(t *testing.T) {
 		if err := os.Chmod(path, tc.mode); err != nil {
 			t.Fatal(err)
 		}
-		_, err := ReadKeyFile(path)
-		if tc.ok && err != nil {
-			t.Errorf("mode %04o: %v", tc.mode, err)
-		}
-		if !tc.ok {
-			if !errors.Is(err, ErrKeyPermissions) {
-				t.Errorf("mode %04o: ReadKeyFile = %v, want ErrKeyPermissions", tc.mode, err)
+		// ReadKeyFile and CheckKeyFile apply one rule.
+		for fn, check := range map[string]func(string) error{
+			"ReadKeyFile":  func(p string) error { _, err := ReadKeyFile(p); return err },
+			"CheckKeyFile": CheckKeyFile,
+		} {
+			err := check(path)
+			if tc.ok && err != nil {
+				t.Errorf("mode %04o: %s: %v", tc.mode, fn, err)
+			}
+			if tc.ok {
+				continue
+			}
+			var kpe *KeyPermissionsError
+			if !errors.Is(err, ErrKeyPermissions) || !errors.As(err, &kpe) || kpe.Path != path {
+				t.Errorf("mode %04o: %s = %v, want a *KeyPermissionsError for %s", tc.mode, fn, err, path)
 			} else if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, fmt.Sprintf("%04o", tc.mode)) {
-				t.Errorf("mode %04o: error %q does not name the path and mode", tc.mode, msg)
+				t.Errorf("mode %04o: %s: error %q does not name the path and mode", tc.mode, fn, msg)
 			}
 		}
+	}
+	if err := CheckKeyFile(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("CheckKeyFile of a missing file = %v, want ErrNotExist", err)
 	}
 	big := filepath.Join(dir, "big")
 	if err := WriteKeyFile(big, make([]byte, MaxKeyFileSize+1)); err != nil {
@@ -113,5 +124,8 @@ func TestReadKeyFileRefuses(t *testing.T) {
 	}
 	if _, err := ReadKeyFile(sub); err == nil {
 		t.Error("ReadKeyFile read a directory")
+	}
+	if err := CheckKeyFile(sub); err == nil {
+		t.Error("CheckKeyFile accepted a directory")
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/cryptotest"
 	"time"
 
 	"filippo.io/age"
@@ -50,6 +51,7 @@ type vector struct {
 	name        string   // header name; with version, checked when Verify succeeds
 	version     uint64
 	fingerprint string            // leaf fingerprint, on success
+	record      SealRecord        // the signed seal record, when Verify succeeds; zero if none
 	sums        map[string]string // file name -> hex SHA-256, on success
 	envelope    []byte
 }
@@ -75,6 +77,9 @@ func (v *vector) marshal() []byte {
 	}
 	if v.fingerprint != "" {
 		fmt.Fprintf(&b, "fingerprint: %s\n", v.fingerprint)
+	}
+	if !v.record.IsZero() {
+		fmt.Fprintf(&b, "record fingerprint: %s\nrecord recipients: %s\n", v.record.Fingerprint, v.record.Recipients)
 	}
 	for _, f := range []string{"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"} {
 		if s, ok := v.sums[f]; ok {
@@ -134,6 +139,10 @@ func parseVector(data []byte) (*vector, error) {
 			v.version, err = strconv.ParseUint(val, 10, 64)
 		case key == "fingerprint":
 			v.fingerprint = val
+		case key == "record fingerprint":
+			v.record.Fingerprint = val
+		case key == "record recipients":
+			v.record.Recipients = val
 		case strings.HasPrefix(key, "sha256 "):
 			v.sums[strings.TrimPrefix(key, "sha256 ")] = val
 		default:
@@ -209,7 +218,12 @@ func readVectors(t testing.TB) map[string]*vector {
 
 func TestVectors(t *testing.T) {
 	if *update {
-		writeVectors(t)
+		// A fixed random stream makes the regenerated files the same on
+		// every run (for one Go version's use of randomness).
+		t.Run("update", func(t *testing.T) {
+			cryptotest.SetGlobalRandom(t, 1)
+			writeVectors(t)
+		})
 	}
 	t.Parallel()
 	for file, v := range readVectors(t) {
@@ -233,8 +247,8 @@ func checkVector(t *testing.T, v *vector) {
 		if verr != nil {
 			t.Fatalf("Verify = %v, want success", verr)
 		}
-		if hdr.Name != v.name || hdr.Version != v.version || hdr.Format != Format || !slices.Contains(trusted, hdr.Signer) {
-			t.Errorf("Verify = %+v, want name %q version %d", hdr, v.name, v.version)
+		if hdr.Name != v.name || hdr.Version != v.version || hdr.Format != Format || !slices.Contains(trusted, hdr.Signer) || hdr.Record != v.record {
+			t.Errorf("Verify = %+v, want name %q version %d record %+v", hdr, v.name, v.version, v.record)
 		}
 	}
 	refused := func(target error) *FormatError {
@@ -266,6 +280,9 @@ func checkVector(t *testing.T, v *vector) {
 		}
 		if info.Version != v.version || info.Fingerprint != v.fingerprint {
 			t.Errorf("Check = version %d %s, want %d %s", info.Version, info.Fingerprint, v.version, v.fingerprint)
+		}
+		if !v.record.IsZero() && v.record.Fingerprint != info.Fingerprint {
+			t.Errorf("record fingerprint %s, the opened leaf's is %s", v.record.Fingerprint, info.Fingerprint)
 		}
 	case expectMalformed:
 		refused(ErrMalformed)
@@ -343,8 +360,8 @@ func writeVectors(t *testing.T) {
 	older := bundle(n.Add(-time.Second), 1000)
 	sameVersion := bundle(n, 1002)
 
-	mustSeal := func(b *Bundle, key *SigningKey, rs []age.Recipient) []byte {
-		env, err := Seal(b, key, rs)
+	mustSeal := func(b *Bundle, key *SigningKey, rs []age.Recipient, opts ...SealOption) []byte {
+		env, err := Seal(b, key, rs, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -396,6 +413,20 @@ func writeVectors(t *testing.T) {
 		return env
 	}
 
+	myDigest := RecipientsDigest([]string{id.Recipient().String()})
+	recorded := mustSeal(current, signer, me, WithRecipientsDigest(myDigest))
+	withRecord := func(v *vector) *vector {
+		h, err := Verify(recorded, []PublicKey{signer.Public()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.record = h.Record
+		return v
+	}
+	// The seal record's value: after the signer, the extensions length and
+	// the record's type and length.
+	recordOff := len(envelopeMagic) + 1 + 1 + len(current.Name) + 8 + ed25519.PublicKeySize + 4 + 6
+
 	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -418,6 +449,13 @@ func writeVectors(t *testing.T) {
 			"A valid envelope sealed to two X25519 recipients and an ssh-rsa key (identity-openssh)."),
 		"success_ignorable_extension.txt": success(current, rawSeal([]extension{{typ: 0xfffe, value: []byte("a future ignorable record")}}, pt(current.Name, current.Version, current)),
 			"A valid envelope with an unknown extension record 0xfffe marked ignorable (bit 0x8000): skipped."),
+		"success_seal_record.txt": withRecord(success(current, recorded,
+			"A valid envelope carrying the seal record (0x8001, ignorable): the leaf's fingerprint and the digest of",
+			"the one recipient it is sealed to (the identity's), which Verify returns; a reader without it skips it.")),
+		"bad_signature_seal_record.txt": failure(expectBadSignature, flip(recorded, recordOff+sha256.Size),
+			"success_seal_record.txt with the first byte of the recipients digest flipped: the record is signed."),
+		"malformed_seal_record.txt": failure(expectMalformed, rawSeal([]extension{{typ: extSealRecord, value: make([]byte, sealRecordSize-1)}}, pt(current.Name, current.Version, current)),
+			"A signed envelope whose seal record (0x8001) is 63 bytes instead of 64: refused by a reader that knows it."),
 		"success_rotated_signer.txt": func() *vector {
 			v := success(current, mustSeal(current, rotated, me), "Signed by the second of two trusted keys (key rotation).")
 			v.trusted = []string{signer.Public().String(), rotated.Public().String()}

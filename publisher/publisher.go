@@ -54,8 +54,6 @@ package publisher
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,7 +121,8 @@ type Result struct {
 	Fingerprint string
 	NotAfter    time.Time
 	// Recipients is the digest of the recipients the bundle is sealed to
-	// (the Certsync-Recipients header).
+	// (signed in the envelope's seal record; also the Certsync-Recipients
+	// header).
 	Recipients string
 	// Nodes are the nodes the bundle is sealed to, sorted.
 	Nodes []string
@@ -296,19 +295,11 @@ func (p *Publisher) prepare(b *crypto.Bundle) (*job, error) {
 	return j, nil
 }
 
-// RecipientsDigest is the value of the Certsync-Recipients header for a set
-// of recipients as written in the configuration: "sha256:" and the hex
-// SHA-256 of the sorted, distinct, space-trimmed recipients, one per line.
-func RecipientsDigest(recipients []string) string {
-	texts := make([]string, len(recipients))
-	for i, r := range recipients {
-		texts[i] = strings.TrimSpace(r)
-	}
-	slices.Sort(texts)
-	texts = slices.Compact(texts)
-	sum := sha256.Sum256([]byte(strings.Join(texts, "\n")))
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
+// RecipientsDigest is the digest of a set of recipients as written in the
+// configuration, crypto.RecipientsDigest: what the seal record of each
+// envelope holds, signed, and the Certsync-Recipients header repeats for
+// operators.
+func RecipientsDigest(recipients []string) string { return crypto.RecipientsDigest(recipients) }
 
 // certsOf lists the configured certificates of a node, sorted.
 func (p *Publisher) certsOf(node string) []string {

@@ -22,19 +22,42 @@ type Report struct {
 	Dropped []Dropped
 }
 
+// A RepublishOption changes what [Publisher.Republish] does.
+type RepublishOption func(*republishOptions)
+
+type republishOptions struct {
+	force bool
+}
+
+// Force makes Republish seal and publish the newest lineage of each
+// certificate even when the stream's newest bundle already is that
+// certificate sealed to those recipients: the operator's way out of any
+// stuck node. Every node of the certificate receives a fresh message; one
+// that holds the certificate finds it unchanged, one that refused or lost
+// the earlier message gets it again. Older certificates are still refused
+// (ErrOlder).
+func Force() RepublishOption {
+	return func(o *republishOptions) { o.force = true }
+}
+
 // Republish reconciles the stream with the configuration and the lineages
 // on disk. For each named certificate (all configured ones when names is
 // empty; an unconfigured name is an error before anything is done), it
 // reads the lineage under Config.Lineages/<name> and publishes it when the
 // subject is empty, holds another certificate, or holds one sealed to
-// other recipients. It also makes every node's consumer match the
+// other recipients, as the newest bundle's signed seal record says (or
+// always, with Force). It also makes every node's consumer match the
 // configuration exactly, deletes the consumers of nodes that left it, and
 // reports in Report.Dropped what those nodes may hold.
 //
 // Republish carries on past a certificate that fails and returns the
 // report of what succeeded with the joined errors of what did not; the
 // report is never nil.
-func (p *Publisher) Republish(ctx context.Context, names []string) (*Report, error) {
+func (p *Publisher) Republish(ctx context.Context, names []string, opts ...RepublishOption) (*Report, error) {
+	var o republishOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	report := &Report{}
 	if p.cfg.SigningKey == nil {
 		return report, errors.New("refusing to republish: no signing key configured")
@@ -101,7 +124,7 @@ func (p *Publisher) Republish(ctx context.Context, names []string) (*Report, err
 	}
 
 	for _, j := range jobs {
-		res, err := s.publish(ctx, j, plan.added[j.bundle.Name])
+		res, err := s.publish(ctx, j, o.force || plan.added[j.bundle.Name])
 		if err != nil {
 			err = wrapPublishError(j.bundle.Name, err)
 			errs = append(errs, err)

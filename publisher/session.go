@@ -302,12 +302,15 @@ func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 	return p
 }
 
-// published is what a stored bundle says of itself.
+// published is what a stored bundle says of itself, under its signature.
 type published struct {
-	Version     uint64
+	Version uint64
+	// Fingerprint and Recipients come from the envelope's signed seal
+	// record; both are empty when the envelope has none.
 	Fingerprint string
 	Recipients  string
-	Serial      string
+	// Serial is the Certsync-Serial header, for messages only.
+	Serial string
 }
 
 // parsePublished reads the newest message on a subject. It counts as a
@@ -315,23 +318,27 @@ type published struct {
 // publisher's own: anyone else allowed to publish on the subject could
 // store junk whose headers claim a huge version (which would make every
 // later publish look older) or today's certificate (which would make it
-// look unchanged). The version is the signed one; the fingerprint and
-// recipients digest, which the signature does not cover, are read from the
-// headers of a message the publisher itself signed. After a rotation of the
-// signing key the newest bundle does not verify, so it is published over:
-// that is how bundles come to carry the new signature.
+// look unchanged). Everything compared comes from under the signature: the
+// version, and the leaf's fingerprint and recipients digest of the seal
+// record. The headers are not trusted at all, not even on the publisher's
+// own body: whoever may publish can store that body again with other
+// headers (say a Certsync-Recipients of today's recipients, so that a
+// change of recipients would be missed). A body without a seal record
+// (sealed before records existed) has an unknown certificate and
+// recipients, so it is sealed again. After a rotation of the signing key
+// the newest bundle does not verify, so it is published over: that is how
+// bundles come to carry the new signature.
 func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicKey) (published, bool) {
 	h, err := crypto.Verify(msg.Data, []crypto.PublicKey{key})
 	if err != nil || h.Name != name {
 		return published{}, false
 	}
-	pub := published{
+	return published{
 		Version:     h.Version,
-		Fingerprint: msg.Header.Get(wire.HeaderFingerprint),
-		Recipients:  msg.Header.Get(wire.HeaderRecipients),
+		Fingerprint: h.Record.Fingerprint,
+		Recipients:  h.Record.Recipients,
 		Serial:      msg.Header.Get(wire.HeaderSerial),
-	}
-	return pub, strings.HasPrefix(pub.Fingerprint, "sha256:")
+	}, true
 }
 
 // publish stores j on its subject unless the newest bundle there is the
@@ -374,14 +381,17 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 					ErrOlder, j.info.Version, j.info.Serial, pub.Version, pub.Serial, last.Sequence)
 				return nil
 			}
-			if pub.Version == j.info.Version && pub.Fingerprint != j.info.Fingerprint {
+			// Without a seal record the certificate is unknown: sealing it
+			// again is harmless, since a node treats the same version of
+			// the same certificate as unchanged (and refuses another).
+			if pub.Version == j.info.Version && pub.Fingerprint != "" && pub.Fingerprint != j.info.Fingerprint {
 				refused = fmt.Errorf("%w: stream holds another certificate (serial %s) with the same version %d at sequence %d",
 					ErrOlder, pub.Serial, pub.Version, last.Sequence)
 				return nil
 			}
 		}
 		if envelope == nil {
-			env, err := crypto.Seal(&j.bundle, s.p.cfg.SigningKey, j.recipients)
+			env, err := crypto.Seal(&j.bundle, s.p.cfg.SigningKey, j.recipients, crypto.WithRecipientsDigest(j.digest))
 			if err != nil {
 				refused = fmt.Errorf("sealing: %w", err)
 				return nil

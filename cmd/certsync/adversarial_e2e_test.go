@@ -102,11 +102,13 @@ func TestEnvelopeTamperedE2E(t *testing.T) {
 	// The payload starts after the header's MAC line "--- …\n".
 	payload := at.ct + bytes.Index(env[at.ct:], []byte("\n--- ")) + 1
 	payload += bytes.IndexByte(env[payload:], '\n') + 1
+	// record inserts an empty record of type typ before the records the
+	// publisher wrote (its seal record, 0x8001).
 	record := func(typ uint16) []byte {
 		ext := binary.BigEndian.AppendUint16(nil, typ)
 		ext = binary.BigEndian.AppendUint32(ext, 0)
 		e := splice(env, at.ext, at.ext, ext)
-		binary.BigEndian.PutUint32(e[at.extLen:], uint32(len(ext)))
+		binary.BigEndian.PutUint32(e[at.extLen:], uint32(at.e+len(ext)))
 		return e
 	}
 	flip := func(i int) []byte {
@@ -147,7 +149,8 @@ func TestEnvelopeTamperedE2E(t *testing.T) {
 		{name: "signer byte", body: flip(at.signer + 31), want: []string{crypto.ErrUntrustedSigner.Error()}},
 		{name: "extensions length 4", body: u32(at.extLen, 4), want: []string{malformed, "extension"}},
 		{name: "extensions length past the end", body: u32(at.extLen, 1<<31), want: []string{malformed, "extensions length"}},
-		{name: "extension record ignorable", body: record(0x8001), want: []string{badSig}},
+		{name: "extension record ignorable", body: record(0x8000), want: []string{badSig}},
+		{name: "seal record recipients digest", body: flip(at.ext + 6 + 32), want: []string{badSig}},
 		{name: "extension record critical", body: record(0x0001), want: []string{malformed, "critical"}},
 		{name: "extension record type 0", body: record(0x0000), want: []string{malformed, "extension type"}},
 		{name: "ciphertext length one long", body: u32(at.ctLen, at.c+1), want: []string{malformed, "ciphertext length"}},

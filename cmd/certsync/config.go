@@ -258,6 +258,8 @@ type publisherFile struct {
 	// signingKey is the path of the signing key, given on signingKeyLine.
 	signingKey     string
 	signingKeyLine int
+	// natsLines are the lines of the NATS secret files, by natsconn.KeyFile key.
+	natsLines map[string]int
 }
 
 // nodeFile is node.yaml, parsed and validated, before its identities are
@@ -268,6 +270,8 @@ type nodeFile struct {
 	// identity is the path of the identity file, given on identityLine.
 	identity     string
 	identityLine int
+	// natsLines are the lines of the NATS secret files, by natsconn.KeyFile key.
+	natsLines map[string]int
 }
 
 // loadKeys loads the signing key and returns the complete configuration.
@@ -275,6 +279,9 @@ func (f *publisherFile) loadKeys() (*publisher.Config, error) {
 	key, err := crypto.LoadSigningKey(f.signingKey)
 	if err != nil {
 		return nil, &configError{line: f.signingKeyLine, path: "signing_key", err: err}
+	}
+	if err := checkNATSKeyFiles(f.config.NATS, f.natsLines); err != nil {
+		return nil, err
 	}
 	cfg := f.config
 	cfg.SigningKey = key
@@ -287,9 +294,27 @@ func (f *nodeFile) loadKeys() (*subscriber.Config, error) {
 	if err != nil {
 		return nil, &configError{line: f.identityLine, path: "identity", err: err}
 	}
+	if err := checkNATSKeyFiles(f.config.NATS, f.natsLines); err != nil {
+		return nil, err
+	}
 	cfg := f.config
 	cfg.Identities = ids
 	return &cfg, nil
+}
+
+// checkNATSKeyFiles applies the rule of every key file to the NATS secret
+// files (nkey seed, creds, TLS key) when the configuration is loaded, so a
+// file others may read is refused before any work, at its line. A missing
+// file is left to the connection, which refuses it too (natsconn checks
+// every one again when it connects): `node install` needs no NATS and
+// installs without the seed deployed.
+func checkNATSKeyFiles(o natsconn.Options, lines map[string]int) error {
+	for _, kf := range o.KeyFiles() {
+		if err := crypto.CheckKeyFile(kf.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return &configError{line: lines[kf.Key], path: "nats." + kf.Key, err: err}
+		}
+	}
+	return nil
 }
 
 // configError is an error at a line of the configuration, about the key at
@@ -592,7 +617,8 @@ func listOf(v *yaml.Node, path string) ([]*yaml.Node, error) {
 }
 
 // parseNATS parses the nats mapping into o.
-func parseNATS(n *yaml.Node, path string, o *natsconn.Options) error {
+// lines receives the line of each secret file's key (natsconn.KeyFile keys).
+func parseNATS(n *yaml.Node, path string, o *natsconn.Options, lines map[string]int) error {
 	var userNode, passNode *yaml.Node
 	err := walkMapping(n, path, natsKeys, func(key string, _, v *yaml.Node) error {
 		p := join(path, key)
@@ -604,8 +630,10 @@ func parseNATS(n *yaml.Node, path string, o *natsconn.Options) error {
 			}
 		case "creds":
 			o.Creds, err = stringOf(v, p)
+			lines["creds"] = v.Line
 		case "nkey":
 			o.NKey, err = stringOf(v, p)
+			lines["nkey"] = v.Line
 		case "user":
 			userNode = v
 			o.User, err = stringOf(v, p)
@@ -622,6 +650,7 @@ func parseNATS(n *yaml.Node, path string, o *natsconn.Options) error {
 					o.TLS.Cert, err = stringOf(v, join(p, key))
 				case "key":
 					o.TLS.Key, err = stringOf(v, join(p, key))
+					lines["tls.key"] = v.Line
 				}
 				return err
 			})
@@ -735,7 +764,8 @@ func parsePublisherFile(data []byte) (*publisherFile, error) {
 		var err error
 		switch key {
 		case "nats":
-			err = parseNATS(v, key, &cfg.NATS)
+			f.natsLines = map[string]int{}
+			err = parseNATS(v, key, &cfg.NATS, f.natsLines)
 		case "signing_key":
 			f.signingKey, err = stringOf(v, key)
 			f.signingKeyLine = v.Line
@@ -889,7 +919,8 @@ func parseNodeFile(data []byte) (*nodeFile, error) {
 				}
 			}
 		case "nats":
-			err = parseNATS(v, key, &cfg.NATS)
+			f.natsLines = map[string]int{}
+			err = parseNATS(v, key, &cfg.NATS, f.natsLines)
 		case "identity":
 			f.identity, err = stringOf(v, key)
 			f.identityLine = v.Line

@@ -388,7 +388,17 @@ func sshHostKey(t testing.TB, path string) string {
 
 // natsConfig is the nats: section of both configuration files.
 type natsConfig struct {
-	URL string `yaml:"url"`
+	URL   string         `yaml:"url"`
+	NKey  string         `yaml:"nkey,omitempty"`
+	Creds string         `yaml:"creds,omitempty"`
+	TLS   *natsTLSConfig `yaml:"tls,omitempty"`
+}
+
+// natsTLSConfig is the nats.tls: section.
+type natsTLSConfig struct {
+	CA   string `yaml:"ca,omitempty"`
+	Cert string `yaml:"cert,omitempty"`
+	Key  string `yaml:"key,omitempty"`
 }
 
 // streamConfig is publisher.yaml's stream: section.

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/certsync/certsync/internal/natsconn"
 )
 
 // newLogger returns the logger of a command: text for people, JSON when
@@ -32,12 +34,16 @@ func makeLogger(w io.Writer, daemon, verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// natsLogger adapts slog to the embedded nats-server's logger.
+// natsLogger adapts slog to the embedded nats-server's logger. Every line
+// passes through natsconn.Redact: nats-server hides the passwords of the
+// URLs it logs, not always a token (a user alone).
 type natsLogger struct{ log *slog.Logger }
 
-func (l natsLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Info(redactf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(redactf(format, v...)) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(redactf(format, v...)) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(redactf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(redactf(format, v...)) }
+func (l natsLogger) Tracef(format string, v ...any)  { l.log.Debug(redactf(format, v...)) }
+
+func redactf(format string, v ...any) string { return natsconn.Redact(fmt.Sprintf(format, v...)) }

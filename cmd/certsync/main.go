@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = withHint(fmt.Errorf("unknown command %q", unknown), "certsync --help lists the commands")
 	}
 	if err != nil {
-		printError(stderr, err)
+		printError(stderr, keyHint(err))
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) && ec.ExitCode() != 0 {
 			return ec.ExitCode()

@@ -82,7 +82,7 @@ const statusReportTimeout = 5 * time.Second
 func newNode(c *cli.Context, daemon bool) (*subscriber.Node, error) {
 	cfg, err := loadNodeConfig(configPath(c.String(flagConfig), DefaultNodeConfig))
 	if err != nil {
-		return nil, keyHint(err)
+		return nil, err
 	}
 	cfg.Version = version
 	return subscriber.New(*cfg, newLogger(c, daemon))

@@ -210,7 +210,8 @@ func TestOperationsRecipes(t *testing.T) {
 	}
 
 	// What the recipes did: the replay left the newest bundle pending for
-	// the node, which a sync takes; the record of the node that left is gone.
+	// the node, and the forced republish a fresh copy of it, which a sync
+	// takes; the record of the node that left is gone.
 	ctx := context.Background()
 	if _, err := f.kv().Get(ctx, wire.StatusKey(gone, cert)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("record of %s after the recipe deleting it: %v", gone, err)
@@ -219,8 +220,8 @@ func TestOperationsRecipes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("consumer of %s after the replay: %v", node, err)
 	}
-	if info := cons.CachedInfo(); info.NumPending != 1 || info.Delivered.Stream != 0 {
-		t.Errorf("replayed consumer: %d pending, delivered up to %d; want the newest bundle pending", info.NumPending, info.Delivered.Stream)
+	if info := cons.CachedInfo(); info.NumPending != 2 || info.Delivered.Stream != 0 {
+		t.Errorf("replayed consumer: %d pending, delivered up to %d; want the newest bundle and its forced copy pending", info.NumPending, info.Delivered.Stream)
 	}
 	f.mustSync(node)
 	info, err := cons.Info(ctx)

@@ -14,6 +14,7 @@ import (
 )
 
 const (
+	flagForce   = "force"
 	flagLineage = "lineage"
 	flagName    = "name"
 	flagCert    = "cert"
@@ -98,7 +99,7 @@ func readBundle(c *cli.Context) (*crypto.Bundle, error) {
 func newPublisher(c *cli.Context) (*publisher.Publisher, error) {
 	cfg, err := loadPublisherConfig(configPath(c.String(flagConfig), DefaultPublisherConfig))
 	if err != nil {
-		return nil, keyHint(err)
+		return nil, err
 	}
 	return publisher.New(*cfg, newLogger(c, false))
 }
@@ -114,9 +115,19 @@ func newReadOnlyPublisher(c *cli.Context) (*publisher.Publisher, error) {
 	return publisher.New(*cfg, newLogger(c, false))
 }
 
-// keyHint adds the usual cure to a key file others may read.
+// keyHint adds the cure to a key file others may read, naming the file,
+// unless the error already carries hints. run applies it to every
+// command's error, whichever key file (signing key, identity, NATS seed,
+// creds or TLS key) was refused.
 func keyHint(err error) error {
-	if errors.Is(err, crypto.ErrKeyPermissions) {
+	var he *hintError
+	var kpe *crypto.KeyPermissionsError
+	switch {
+	case errors.As(err, &he):
+		return err
+	case errors.As(err, &kpe):
+		return withHint(err, "a key file must be readable by its owner only: chmod 600 %s", kpe.Path)
+	case errors.Is(err, crypto.ErrKeyPermissions):
 		return withHint(err, "a key file must be readable by its owner only: chmod 600 FILE")
 	}
 	return err
@@ -144,15 +155,29 @@ certificate or was sealed to other nodes. It also brings every node's consumer
 in line with the configuration. Run it from a timer: certbot exits 0 even when
 its deploy hook failed, and this pass is what makes every renewal reach the
 fleet. When a node was removed, it names the certificates that node may hold:
-reissue them.`,
+reissue them.
+
+--force seals and publishes the newest bundle of each (or the named)
+certificate even when nothing changed: every node of it receives a fresh
+message. Nodes that hold it change nothing; a node that refused or lost the
+earlier message (say it did not trust the signing key yet) gets it again.
+It is the way out of any stuck node.`,
 		ArgsUsage: "[NAME…]",
-		Flags:     []cli.Flag{configFlag(DefaultPublisherConfig), verboseFlag()},
+		Flags: []cli.Flag{
+			configFlag(DefaultPublisherConfig),
+			&cli.BoolFlag{Name: flagForce, Usage: "seal and publish again even when nothing changed"},
+			verboseFlag(),
+		},
 		Action: func(c *cli.Context) error {
 			p, err := newPublisher(c)
 			if err != nil {
 				return err
 			}
-			report, err := p.Republish(c.Context, c.Args().Slice())
+			var opts []publisher.RepublishOption
+			if c.Bool(flagForce) {
+				opts = append(opts, publisher.Force())
+			}
+			report, err := p.Republish(c.Context, c.Args().Slice(), opts...)
 			log := newLogger(c, false)
 			for _, r := range report.Results {
 				log.Info("republish_result", "name", r.Name, "action", r.Action, "seq", r.Sequence)

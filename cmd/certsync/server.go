@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/urfave/cli/v2"
+
+	"github.com/certsync/certsync/internal/natsconn"
 )
 
 const (
@@ -50,7 +52,7 @@ func runServer(c *cli.Context) error {
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
-		return fmt.Errorf("starting nats server: %w", err)
+		return fmt.Errorf("starting nats server: %w", natsconn.RedactError(err))
 	}
 	s.SetLoggerV2(natsLogger{log.With("component", "nats")}, opts.Debug, opts.Trace, false)
 
@@ -99,7 +101,7 @@ func reloadServer(c *cli.Context, s *server.Server) error {
 		return err
 	}
 	if err := s.ReloadOptions(opts); err != nil {
-		return fmt.Errorf("reloading server config %q: %w", c.String(flagConfig), err)
+		return fmt.Errorf("reloading server config %q: %w", c.String(flagConfig), natsconn.RedactError(err))
 	}
 	return nil
 }
@@ -120,7 +122,9 @@ func serverOptions(c *cli.Context) (*server.Options, error) {
 	if f := c.String(flagConfig); f != "" {
 		var err error
 		if opts, err = server.ProcessConfigFile(f); err != nil {
-			return nil, fmt.Errorf("reading server config %q: %w", f, err)
+			// nats-server's parser repeats a URL it cannot parse, with
+			// its password.
+			return nil, fmt.Errorf("reading server config %q: %w", f, natsconn.RedactError(err))
 		}
 	}
 	fromFile := c.String(flagConfig) != ""

@@ -6,6 +6,15 @@
 // NATS reports a denied permission only to the connection's error handler; the
 // JetStream call that caused it just times out. Conn keeps the last such error
 // so Explain can tell the user why instead of "timeout".
+//
+// # Secrets
+//
+// A server URL may carry a password (nats://user:password@host) or a token
+// (nats://token@host). No URL reaches an error or a log line without going
+// through [Redact], and the errors of the NATS client are redacted as well.
+// The nkey seed, creds and TLS key files are secret files: Connect refuses
+// them, before connecting, when group or others may read them
+// ([crypto.CheckKeyFile], the rule of every key file).
 package natsconn
 
 import (
@@ -13,11 +22,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/certsync/certsync/crypto"
 )
 
 // Options say how to reach and authenticate to NATS. Zero values are fine for
@@ -63,35 +75,153 @@ var ErrDenied = errors.New("denied by the server's permissions")
 
 // Connect connects to NATS, retrying with a capped backoff until ctx ends, so
 // the caller bounds the wait with ctx. Once connected, the client reconnects
-// forever on its own.
+// forever on its own. An invalid URL list, conflicting credentials, or a
+// secret file group or others may read (an error wrapping
+// crypto.ErrKeyPermissions) fail at once. Errors and logs show the URLs
+// through Redact.
 func Connect(ctx context.Context, o Options, log *slog.Logger) (*Conn, error) {
 	c := &Conn{denied: make(chan struct{})}
+	raw := o.URL
+	if raw == "" {
+		raw = DefaultURL
+	}
+	shown := Redact(withSchemes(raw))
+	if err := checkURLs(raw); err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", shown, err)
+	}
 	opts, err := o.natsOptions(c, log)
 	if err != nil {
 		return nil, err
 	}
-	url := o.URL
-	if url == "" {
-		url = DefaultURL
-	}
 	wait := 100 * time.Millisecond
 	for {
-		nc, err := nats.Connect(url, opts...)
+		nc, err := nats.Connect(raw, opts...)
 		if err == nil {
 			c.Conn = nc
 			return c, nil
 		}
+		err = RedactError(err)
 		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrNoServers) && strings.Contains(err.Error(), "authorization") {
-			return nil, fmt.Errorf("connecting to %s: %w", url, err)
+			return nil, fmt.Errorf("connecting to %s: %w", shown, err)
 		}
-		log.Debug("nats_connect_failed", "url", url, "error", err, "retry_in", wait)
+		log.Debug("nats_connect_failed", "url", shown, "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to %s: %w (gave up: %w)", url, err, context.Cause(ctx))
+			return nil, fmt.Errorf("connecting to %s: %w (gave up: %w)", shown, err, context.Cause(ctx))
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
+}
+
+// checkURLs checks that every URL of a comma-separated list parses, so the
+// client never reports a parse error, whose text repeats the URL. Its own
+// errors name a URL by its position only.
+func checkURLs(list string) error {
+	for i, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue // the client skips empty entries too
+		}
+		if !strings.Contains(s, "://") {
+			s = "nats://" + s
+		}
+		if _, err := url.Parse(s); err != nil {
+			// url.Error repeats the URL; its innermost reason may quote a
+			// piece of it (an invalid escape, a port), so none is shown.
+			return fmt.Errorf("server %d of the URL list is not a valid URL", i+1)
+		}
+	}
+	return nil
+}
+
+// withSchemes gives each URL of a list without a scheme the one the client
+// assumes, nats://, so that Redact recognises its user information.
+func withSchemes(list string) string {
+	urls := strings.Split(list, ",")
+	for i, s := range urls {
+		if s = strings.TrimSpace(s); s != "" && !strings.Contains(s, "://") {
+			urls[i] = "nats://" + s
+		}
+	}
+	return strings.Join(urls, ",")
+}
+
+// Redact returns s with the user information of every URL in it hidden: a
+// user and password become "user:***", a token (a user alone) "***", so
+// "nats://alice:s3cret@host:4222" shows as "nats://alice:***@host:4222"
+// and "nats://t0ken@host" as "nats://***@host". s may be one URL, a
+// comma-separated list, or any text that holds URLs (an error message, a
+// log line). Whatever stands between "://" and the last "@" before the
+// next space or the next URL counts as user information, so an unusual
+// password (one holding "/" or "@") is hidden too; redacting too much is
+// preferred to showing a secret.
+func Redact(s string) string {
+	var b strings.Builder
+	rest := s
+	for {
+		i := strings.Index(rest, "://")
+		if i < 0 {
+			b.WriteString(rest)
+			return b.String()
+		}
+		start := i + len("://")
+		b.WriteString(rest[:start])
+		rest = rest[start:]
+		// The authority ends at a space or where the next URL's scheme begins.
+		end := len(rest)
+		if j := strings.IndexAny(rest, " \t\r\n"); j >= 0 {
+			end = j
+		}
+		if j := strings.Index(rest[:end], "://"); j >= 0 {
+			k := j
+			for k > 0 && isSchemeByte(rest[k-1]) {
+				k--
+			}
+			end = k
+		}
+		at := strings.LastIndexByte(rest[:end], '@')
+		if at < 0 {
+			continue
+		}
+		user, _, hasPassword := strings.Cut(rest[:at], ":")
+		if hasPassword && !strings.ContainsAny(user, ",/?#[]") {
+			b.WriteString(user + ":***")
+		} else {
+			b.WriteString("***")
+		}
+		rest = rest[at:]
+	}
+}
+
+// isSchemeByte tells the bytes a URL scheme is made of.
+func isSchemeByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'
+}
+
+// redactedError is an error whose message passed through Redact; errors.Is
+// and errors.As still see the error it redacts.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// RedactError returns err with its message passed through Redact (errors.Is
+// and errors.As still see err), or err itself when its message holds no URL
+// user information. Use it on errors of code that may repeat a URL (the NATS
+// client, nats-server's configuration parser).
+func RedactError(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if red := Redact(msg); red != msg {
+		return &redactedError{msg: red, err: err}
+	}
+	return err
 }
 
 func (o Options) natsOptions(c *Conn, log *slog.Logger) ([]nats.Option, error) {
@@ -112,16 +242,19 @@ func (o Options) natsOptions(c *Conn, log *slog.Logger) ([]nats.Option, error) {
 			if sub != nil {
 				subject = sub.Subject
 			}
-			log.Warn("nats_error", "error", err, "subject", subject)
+			log.Warn("nats_error", "error", RedactError(err), "subject", subject)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("nats_disconnected", "error", err)
+				log.Warn("nats_disconnected", "error", RedactError(err))
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("nats_reconnected", "url", nc.ConnectedUrlRedacted())
+			log.Info("nats_reconnected", "url", Redact(nc.ConnectedUrl()))
 		}),
+	}
+	if err := o.checkKeyFiles(); err != nil {
+		return nil, err
 	}
 	n := 0
 	if o.Creds != "" {
@@ -156,6 +289,39 @@ func (o Options) natsOptions(c *Conn, log *slog.Logger) ([]nats.Option, error) {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
 	}
 	return opts, nil
+}
+
+// KeyFiles returns the secret files o names, each with its configuration
+// key: the creds file ("creds"), the nkey seed ("nkey") and the TLS client
+// key ("tls.key"). Connect checks each with crypto.CheckKeyFile; a
+// configuration loader may check them earlier.
+func (o Options) KeyFiles() []KeyFile {
+	var files []KeyFile
+	for _, f := range []KeyFile{{"creds", o.Creds}, {"nkey", o.NKey}, {"tls.key", o.TLS.Key}} {
+		if f.Path != "" {
+			files = append(files, f)
+		}
+	}
+	return files
+}
+
+// KeyFile is a secret file named by Options.
+type KeyFile struct {
+	// Key is the option's configuration key: "creds", "nkey" or "tls.key".
+	Key string
+	// Path is the file.
+	Path string
+}
+
+// checkKeyFiles refuses a secret file that is missing or that group or
+// others may read.
+func (o Options) checkKeyFiles() error {
+	for _, f := range o.KeyFiles() {
+		if err := crypto.CheckKeyFile(f.Path); err != nil {
+			return fmt.Errorf("nats %s: %w", f.Key, err)
+		}
+	}
+	return nil
 }
 
 // LastAsyncError returns the last error the server reported asynchronously,

@@ -46,8 +46,9 @@ const (
 	HeaderFormat      = "Certsync-Format"      // the envelope's format version, decimal
 	HeaderVersion     = "Certsync-Version"     // the bundle's signed version, decimal
 	// HeaderRecipients is "sha256:" + hex of the sorted recipient strings the
-	// bundle was sealed to, one per line. republish compares it with today's
-	// configuration to know whether a certificate must be sealed again.
+	// bundle was sealed to, one per line. It is informational only, like
+	// every header: republish compares the same digest from the envelope's
+	// signed seal record (docs/FORMAT.md), never this header.
 	HeaderRecipients = "Certsync-Recipients"
 )
 
