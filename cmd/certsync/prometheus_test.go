@@ -56,7 +56,9 @@ func TestNodeRunMetricsPromtool(t *testing.T) {
 	var text []byte
 	var families map[string]*dto.MetricFamily
 	installed := map[string]string{"certificate": "example.com", "result": "success"}
-	natstest.WaitFor(t, stageTimeout, "web1 to count the install of example.com", func() bool {
+	// The install is counted, then the not-after of what is in service is
+	// set: wait for both.
+	natstest.WaitFor(t, stageTimeout, "web1 to count the install of example.com and serve its not-after", func() bool {
 		var err error
 		if text, err = getMetrics("http://" + addr + "/metrics"); err != nil {
 			return false
@@ -65,7 +67,8 @@ func TestNodeRunMetricsPromtool(t *testing.T) {
 			t.Fatalf("parse /metrics: %v", err)
 		}
 		v, _ := metricstest.Value(families["certsync_installs_total"], installed)
-		return v == 1
+		_, served := metricstest.Value(families["certsync_certificate_not_after_seconds"], map[string]string{"certificate": "example.com"})
+		return v == 1 && served
 	})
 
 	// example.org was never published: its counters are there, at 0.
