@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// NATS names. See CONTRACT.md, "On NATS".
+// NATS names. See docs/CONTRACT.md, "On NATS".
 const (
 	// Stream is the JetStream stream that holds every bundle.
 	Stream = "CERTSYNC"
