@@ -118,13 +118,9 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	startRun(t, n)
 
 	// nginx applies a reload a moment after `nginx -s reload` returns.
-	servedIs := func(c *testcert.Cert) bool {
-		leaf, err := nginxtest.FetchLeaf(ngx.Addr, "example.com")
-		return err == nil && fingerprint(leaf.Raw) == fingerprint(c.Leaf.Raw)
-	}
-	waitServed := func(what string, c *testcert.Cert) {
+	waitServed := func(c *testcert.Cert) {
 		t.Helper()
-		natstest.WaitFor(t, 10*time.Second, what, func() bool { return servedIs(c) })
+		nginxtest.WaitServes(t, ngx.Addr, "example.com", c.Leaf, 10*time.Second)
 	}
 	installed := func(c *testcert.Cert) func() bool {
 		return func() bool {
@@ -143,7 +139,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	c1 := issue(4 * time.Hour)
 	e.publish("example.com", e.seal("example.com", c1), c1)
 	natstest.WaitFor(t, 30*time.Second, "c1 installed", installed(c1))
-	waitServed("nginx to serve c1 after its install", c1)
+	waitServed(c1) // nginx to serve c1 after its install
 	wantServed(t, installDir, c1)
 	if got := countReloads(); got != 1 {
 		t.Errorf("%d reloads for one install, want 1", got)
@@ -178,7 +174,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 		// Once at start, then once per reload, after the new files are read.
 		return strings.Count(ngx.ErrorLogText(), "start worker processes") >= 3
 	})
-	waitServed("nginx to serve c1 after the rollback", c1)
+	waitServed(c1) // nginx to serve c1 after the rollback
 	os.Remove(failCheck)
 
 	// 2b. A reload that does nothing: verify never sees c3; rolled back.
@@ -191,14 +187,14 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 		t.Errorf("status after the failed verify: %+v", st)
 	}
 	wantServed(t, installDir, c1)
-	waitServed("nginx to serve c1 after the second rollback", c1)
+	waitServed(c1) // nginx to serve c1 after the second rollback
 	os.Remove(noopReload)
 
 	// 3. The next good bundle installs normally.
 	c4 := issue(time.Hour)
 	e.publish("example.com", e.seal("example.com", c4), c4)
 	natstest.WaitFor(t, 30*time.Second, "c4 installed", installed(c4))
-	waitServed("nginx to serve c4", c4)
+	waitServed(c4) // nginx to serve c4
 	wantServed(t, installDir, c4)
 	if got := len(n.logs.Events("install_failed")); got != 2 {
 		t.Errorf("%d install_failed events, want 2", got)

@@ -734,9 +734,7 @@ func TestNodeUnitSandboxInstall(t *testing.T) {
 	if err != nil || !strings.HasPrefix(target, ".certsync/"+name+"/") {
 		t.Fatalf("%s links to %q, %v", installDir, target, err)
 	}
-	if leaf := nginxtest.ServedLeaf(t, ngx.Addr, name); !bytes.Equal(leaf.Raw, renewed.Leaf.Raw) {
-		t.Error("nginx does not serve the renewed certificate")
-	}
+	nginxtest.WaitServes(t, ngx.Addr, name, renewed.Leaf, 10*time.Second)
 	version := filepath.Join(liveDir, target)
 	gid, _ := strconv.Atoi(g.Gid)
 	for _, c := range []struct {

@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/acmetest"
+	"github.com/certsync/certsync/internal/natstest"
 )
 
 // startTimeout bounds how long StartNginx waits for the port to accept TLS;
@@ -293,6 +294,19 @@ func ServedLeaf(t testing.TB, addr, sni string) *x509.Certificate {
 		t.Fatalf("served leaf: %v", err)
 	}
 	return leaf
+}
+
+// WaitServes waits until a TLS handshake with addr (sni as the server name)
+// gets want as the leaf, and fails the test after timeout. After a reload
+// nginx's old workers finish what they accepted and may still take a new
+// connection for a moment, so one handshake that sees the new leaf does
+// not mean every next one will: tests wait for the leaf they expect.
+func WaitServes(t testing.TB, addr, sni string, want *x509.Certificate, timeout time.Duration) {
+	t.Helper()
+	natstest.WaitFor(t, timeout, fmt.Sprintf("%s to serve the certificate with serial %x", addr, want.SerialNumber), func() bool {
+		leaf, err := FetchLeaf(addr, sni)
+		return err == nil && leaf.Equal(want)
+	})
 }
 
 // quote makes s one nginx configuration token.
