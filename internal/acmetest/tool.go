@@ -30,7 +30,7 @@ var installHints = map[string]string{
 	// The Puppet module's checks (deploy/puppet/certsync).
 	"puppet":      "apt-get install -y puppet",
 	"puppet-lint": "apt-get install -y puppet-lint",
-	"rspec":       "apt-get install -y ruby-rspec-puppet ruby-puppetlabs-spec-helper",
+	"rspec":       "apt-get install -y ruby-rspec-puppet",
 }
 
 // sbinDirs are searched after PATH: Debian installs nginx in /usr/sbin, which
