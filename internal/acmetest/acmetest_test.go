@@ -237,6 +237,9 @@ func TestMissingToolHints(t *testing.T) {
 		{"haproxy", "apt-get install -y haproxy"},
 		{"promtool", "apt-get install -y prometheus"},
 		{"kill", "apt-get install -y procps"},
+		{"puppet", "apt-get install -y puppet"},
+		{"puppet-lint", "apt-get install -y puppet-lint"},
+		{"rspec", "apt-get install -y ruby-rspec-puppet"},
 		{"other", "install it"},
 	}
 	for _, tt := range tests {

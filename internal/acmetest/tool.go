@@ -27,6 +27,10 @@ var installHints = map[string]string{
 	"haproxy":  "apt-get install -y haproxy",
 	"promtool": "apt-get install -y prometheus",
 	"kill":     "apt-get install -y procps",
+	// The Puppet module's checks (deploy/puppet/certsync).
+	"puppet":      "apt-get install -y puppet",
+	"puppet-lint": "apt-get install -y puppet-lint",
+	"rspec":       "apt-get install -y ruby-rspec-puppet",
 }
 
 // sbinDirs are searched after PATH: Debian installs nginx in /usr/sbin, which
