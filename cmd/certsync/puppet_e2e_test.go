@@ -190,6 +190,13 @@ func TestPuppetSpecs(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`(?m)^\d+ examples, 0 failures`).MatchString(out) {
 		t.Errorf("rspec: exit status %d\n%s", code, out)
 	}
+	// The specs write nothing into the checkout (rspec-puppet's own fixture
+	// setup would: spec/fixtures with a link to the module).
+	for _, dir := range []string{"fixtures", "functions", "hosts"} {
+		if _, err := os.Lstat(filepath.Join(puppetModuleDir, "spec", dir)); err == nil {
+			t.Errorf("rspec left spec/%s in the module's folder", dir)
+		}
+	}
 }
 
 // TestPuppetApplyNode: `puppet apply` of certsync::node into a temporary

@@ -20,6 +20,9 @@ File.symlink(module_root, File.join(fixtures, 'modules', 'certsync'))
 at_exit { FileUtils.remove_entry(fixtures) }
 
 RSpec.configure do |c|
+  # rspec-puppet would otherwise make spec/fixtures (and a link to the module
+  # in it) inside the checkout before every group.
+  c.setup_fixtures = false
   c.module_path = File.join(fixtures, 'modules')
   c.manifest_dir = File.join(fixtures, 'manifests')
   c.environmentpath = fixtures
