@@ -57,7 +57,10 @@ func runAuth(c *cli.Context) error {
 	}
 	slices.Sort(nodes)
 	log := newLogger(c, false)
-	_, err = authconf.Write(authconf.Config{Dir: c.String(flagOut), Nodes: nodes}, log)
+	res, err := authconf.Write(authconf.Config{Dir: c.String(flagOut), Nodes: nodes}, log)
+	if err == nil {
+		authSummary(summaryWriter(c), res)
+	}
 	switch {
 	case errors.Is(err, crypto.ErrKeyPermissions):
 		return withHint(err, "a seed file must be readable by its owner only: chmod 600 FILE")
