@@ -195,3 +195,26 @@ func TestEnsureSeedKeepsExisting(t *testing.T) {
 		t.Error("existing seed file changed")
 	}
 }
+
+// TestFragmentIncludeMatchesDocs: the include line auth.conf's header
+// tells the operator to write is the one the README, docs/SECURITY.md and
+// the shipped server configurations use.
+func TestFragmentIncludeMatchesDocs(t *testing.T) {
+	t.Parallel()
+	const include = "include ./nats-auth/auth.conf"
+	if !strings.Contains(string(authconf.Fragment(nil)), include) {
+		t.Errorf("auth.conf's header does not say %q:\n%s", include, authconf.Fragment(nil))
+	}
+	for _, f := range []string{"README.md", "docs/SECURITY.md", "deploy/nats/nats-server.conf", "deploy/nats/cluster/cluster.conf"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), include) {
+			t.Errorf("%s does not say %q", f, include)
+		}
+	}
+	if !strings.Contains(string(authconf.LeafFragment(nil, "SEED")), "include ./nats-auth/"+authconf.LeafConfFile) {
+		t.Errorf("leaf-auth.conf's header does not name its include path")
+	}
+}
