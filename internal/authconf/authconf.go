@@ -16,6 +16,10 @@
 //     the stream and the bucket (certsync setup), and serves an operator
 //     with the nats CLI.
 //
+// A leaf server at a remote site logs in to the hub as the leaf link's user,
+// which may only connect as a leaf node and holds the nodes' permissions in
+// the hub's JetStream domain form ([LeafPermissions]); see leaf.go.
+//
 // Each client receives its replies on its own inbox prefix
 // ([NodeInboxPrefix], [PublisherInboxPrefix]); the admin uses the default
 // _INBOX.
@@ -23,13 +27,15 @@
 // # Files
 //
 // [Write] keeps one seed file per user in a folder, <node>.nk,
-// publisher.nk and admin.nk: each created 0600 with O_EXCL when missing and
-// kept as it is when present ([EnsureSeed]), so running it again after the
-// nodes changed keeps every existing credential. It then writes auth.conf
+// publisher.nk, admin.nk and leaf.nk: each created 0600 with O_EXCL when
+// missing and kept as it is when present ([EnsureSeed]), so running it
+// again after the nodes changed keeps every existing credential. It then writes auth.conf
 // ([Fragment]), which names users by public key only and holds no secret,
 // for the server's configuration to include. A node removed from the
 // configuration loses its user, hence its access, once the server reloads
-// auth.conf; its seed file stays and [Result] lists it.
+// auth.conf; its seed file stays and [Result] lists it. Write also writes
+// leaf-auth.conf ([LeafFragment]) for leaf servers, 0600, since it holds
+// the leaf link's seed.
 package authconf
 
 import (
