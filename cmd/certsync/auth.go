@@ -19,8 +19,11 @@ func authCommand() *cli.Command {
   <node>.nk      one nkey seed per node under nodes:, for node.yaml's nats.nkey
   publisher.nk   the publisher's, for publisher.yaml's nats.nkey
   admin.nk       everything in the account, for an operator: nats --nkey admin.nk …
+  leaf.nk        the leaf link of a leaf server at a remote site (deploy/nats/leaf)
   auth.conf      the nats-server fragment (account CERTSYNC with JetStream, one user
                  per key with its permissions) to include from the server's configuration
+  leaf-auth.conf the fragment of a leaf server: the nodes' users, their JetStream
+                 requests mapped to the hub's domain, and leaf.nk's seed (0600)
 Seed files are created 0600 and kept when they exist, so run it again after
 nodes change, then reload the server: a removed node loses its access, and
 its seed file is reported. Each node may read only its own consumer and its
@@ -54,12 +57,15 @@ func runAuth(c *cli.Context) error {
 	}
 	slices.Sort(nodes)
 	log := newLogger(c, false)
-	_, err = authconf.Write(authconf.Config{Dir: c.String(flagOut), Nodes: nodes}, log)
+	res, err := authconf.Write(authconf.Config{Dir: c.String(flagOut), Nodes: nodes}, log)
+	if err == nil {
+		authSummary(summaryWriter(c), res)
+	}
 	switch {
 	case errors.Is(err, crypto.ErrKeyPermissions):
 		return withHint(err, "a seed file must be readable by its owner only: chmod 600 FILE")
 	case errors.Is(err, authconf.ErrReservedName):
-		return withHint(err, "publisher.nk and admin.nk are taken: give the node another name in publisher.yaml and its node.yaml")
+		return withHint(err, "publisher.nk, admin.nk and leaf.nk are taken: give the node another name in publisher.yaml and its node.yaml")
 	}
 	return err
 }

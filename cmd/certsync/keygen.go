@@ -12,6 +12,9 @@ import (
 	"github.com/certsync/certsync/crypto"
 )
 
+// flagPublic is keygen signing's --public FILE.
+const flagPublic = "public"
+
 func keygenCommand() *cli.Command {
 	out := func() cli.Flag {
 		return &cli.StringFlag{Name: flagOut, Aliases: []string{"o"}, Usage: "write the private key to `FILE` (created 0600, never overwritten)"}
@@ -41,13 +44,32 @@ func keygenCommand() *cli.Command {
 				},
 			},
 			{
-				Name:      "signing",
-				Usage:     "create the publisher's Ed25519 signing key; prints the public key for trusted_publishers",
+				Name:  "signing",
+				Usage: "create the publisher's Ed25519 signing key; prints the public key for trusted_publishers",
+				Description: `With --out, creates a new signing key (0600, never overwriting a file) and
+prints its public key, the line nodes list in trusted_publishers. With
+--public FILE instead, prints that line again for an existing key, read with
+the same checks as publish (a key others may read is refused).`,
 				ArgsUsage: " ",
-				Flags:     []cli.Flag{out()},
+				Flags: []cli.Flag{
+					out(),
+					&cli.StringFlag{Name: flagPublic, Usage: "print the public key of the existing signing key `FILE` (instead of --out)"},
+				},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
 						return fmt.Errorf("keygen signing: unexpected argument %q", c.Args().First())
+					}
+					if path := c.String(flagPublic); path != "" {
+						if c.String(flagOut) != "" {
+							return withHint(errors.New("keygen signing: --out and --public exclude each other"),
+								"--out creates a new key; --public prints the public key of an existing one")
+						}
+						k, err := crypto.LoadSigningKey(path)
+						if err != nil {
+							return err
+						}
+						_, err = fmt.Fprintln(c.App.Writer, k.Public())
+						return err
 					}
 					k, err := crypto.GenerateSigningKey()
 					if err != nil {

@@ -5,13 +5,19 @@
 // Output rules, for every command:
 //
 //   - Results go to stdout, and only for commands whose job is to print
-//     (keygen prints the public key, status and inspect print their tables,
-//     node init prints the node's line for publisher.yaml, import prints the
-//     file it makes when not given --out, else import seed its table of
-//     nodes). Every other command is quiet on success.
+//     (keygen prints the public key, also keygen signing --public of an
+//     existing key, status and inspect print their tables, node init
+//     prints the node's line for publisher.yaml, import prints the file it
+//     makes when not given --out, else import seed its table of nodes).
+//     Every other command prints nothing on stdout.
 //   - Everything else goes to stderr: logs, and on failure exactly one line
 //     "certsync: error: <what> <name>: <why>", optionally followed by
 //     "certsync: hint: …" lines.
+//   - When stderr is a terminal, auth, publish, republish and node sync
+//     also say what they did there, one "certsync: <name>: …" line per
+//     certificate (one for auth; summary.go). Where stderr is not a
+//     terminal (cron, systemd, certbot's deploy hook) they are quiet on
+//     success.
 //   - The exit status is 0 on success, 1 on failure; status and node sync
 //     also exit 1 when what they report is not healthy.
 //   - No secret is ever printed: not in results, logs, errors or hints.

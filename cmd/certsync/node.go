@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -80,12 +82,20 @@ It exits non-zero if a name is unknown or any install failed.`,
 const statusReportTimeout = 5 * time.Second
 
 func newNode(c *cli.Context, daemon bool) (*subscriber.Node, error) {
+	n, _, err := newNodeWithCertificates(c, daemon)
+	return n, err
+}
+
+// newNodeWithCertificates is newNode that also returns the names of the
+// node's certificates, for node sync's summary lines.
+func newNodeWithCertificates(c *cli.Context, daemon bool) (*subscriber.Node, []string, error) {
 	cfg, err := loadNodeConfig(configPath(c.String(flagConfig), DefaultNodeConfig))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg.Version = version
-	return subscriber.New(*cfg, newLogger(c, daemon))
+	n, err := subscriber.New(*cfg, newLogger(c, daemon))
+	return n, slices.Collect(maps.Keys(cfg.Certificates)), err
 }
 
 func runNode(c *cli.Context) error {
@@ -105,7 +115,7 @@ func syncNode(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("node sync: unexpected argument %q", c.Args().First())
 	}
-	n, err := newNode(c, false)
+	n, names, err := newNodeWithCertificates(c, false)
 	if err != nil {
 		return err
 	}
@@ -117,6 +127,7 @@ func syncNode(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	syncSummary(summaryWriter(c), names, report)
 	if err := report.Err(); err != nil {
 		return fmt.Errorf("node sync: %w", err)
 	}

@@ -66,6 +66,7 @@ func runPublish(c *cli.Context) error {
 		return publishHint(err)
 	}
 	newLogger(c, false).Info("publish_done", "name", res.Name, "action", res.Action, "seq", res.Sequence)
+	publishSummary(summaryWriter(c), *res)
 	return nil
 }
 
@@ -179,8 +180,10 @@ It is the way out of any stuck node.`,
 			}
 			report, err := p.Republish(c.Context, c.Args().Slice(), opts...)
 			log := newLogger(c, false)
+			summary := summaryWriter(c)
 			for _, r := range report.Results {
 				log.Info("republish_result", "name", r.Name, "action", r.Action, "seq", r.Sequence)
+				publishSummary(summary, r)
 			}
 			for _, d := range report.Dropped {
 				// The operator must act on this, so it is said even on success.

@@ -16,6 +16,10 @@
 //     the stream and the bucket (certsync setup), and serves an operator
 //     with the nats CLI.
 //
+// A leaf server at a remote site logs in to the hub as the leaf link's user,
+// which may only connect as a leaf node and holds the nodes' permissions in
+// the hub's JetStream domain form ([LeafPermissions]); see leaf.go.
+//
 // Each client receives its replies on its own inbox prefix
 // ([NodeInboxPrefix], [PublisherInboxPrefix]); the admin uses the default
 // _INBOX.
@@ -23,13 +27,15 @@
 // # Files
 //
 // [Write] keeps one seed file per user in a folder, <node>.nk,
-// publisher.nk and admin.nk: each created 0600 with O_EXCL when missing and
-// kept as it is when present ([EnsureSeed]), so running it again after the
-// nodes changed keeps every existing credential. It then writes auth.conf
+// publisher.nk, admin.nk and leaf.nk: each created 0600 with O_EXCL when
+// missing and kept as it is when present ([EnsureSeed]), so running it
+// again after the nodes changed keeps every existing credential. It then writes auth.conf
 // ([Fragment]), which names users by public key only and holds no secret,
 // for the server's configuration to include. A node removed from the
 // configuration loses its user, hence its access, once the server reloads
-// auth.conf; its seed file stays and [Result] lists it.
+// auth.conf; its seed file stays and [Result] lists it. Write also writes
+// leaf-auth.conf ([LeafFragment]) for leaf servers, 0600, since it holds
+// the leaf link's seed.
 package authconf
 
 import (
@@ -97,8 +103,10 @@ type Config struct {
 type Result struct {
 	// Conf is the path of auth.conf.
 	Conf string
-	// Users are the users of the fragment: the publisher, the admin, then
-	// the nodes sorted by name.
+	// LeafConf is the path of leaf-auth.conf, for leaf servers.
+	LeafConf string
+	// Users are the users of the fragment: the publisher, the admin, the
+	// leaf link, then the nodes sorted by name.
 	Users []User
 	// Created are the seed files created by this run; the others were kept.
 	Created []string
@@ -125,7 +133,7 @@ func Write(cfg Config, log *slog.Logger) (*Result, error) {
 		if err := wire.CheckNodeName(node); err != nil {
 			return nil, fmt.Errorf("writing nats credentials: %w", err)
 		}
-		if node == PublisherUser || node == AdminUser {
+		if node == PublisherUser || node == AdminUser || node == LeafUser {
 			return nil, fmt.Errorf("writing nats credentials: node name %q: %w: %s%s is the %s's credential; rename the node",
 				node, ErrReservedName, node, SeedExt, node)
 		}
@@ -157,6 +165,10 @@ func Write(cfg Config, log *slog.Logger) (*Result, error) {
 	if err := add(AdminUser, RoleAdmin, nil); err != nil {
 		return nil, err
 	}
+	lp := LeafPermissions(nodes)
+	if err := add(LeafUser, RoleLeaf, &lp); err != nil {
+		return nil, err
+	}
 	for _, node := range nodes {
 		np := NodePermissions(node)
 		if err := add(node, RoleNode, &np); err != nil {
@@ -176,6 +188,11 @@ func Write(cfg Config, log *slog.Logger) (*Result, error) {
 		return nil, err
 	}
 	log.Info("auth_conf_written", "path", res.Conf, "users", len(res.Users))
+	res.LeafConf = filepath.Join(cfg.Dir, LeafConfFile)
+	if err := writeLeafConf(res.LeafConf, filepath.Join(cfg.Dir, LeafUser+SeedExt), res.Users); err != nil {
+		return nil, err
+	}
+	log.Info("leaf_conf_written", "path", res.LeafConf)
 
 	entries, err := os.ReadDir(cfg.Dir)
 	if err != nil {
@@ -202,7 +219,7 @@ func Fragment(users []User) []byte {
 	b.WriteString(`# certsync: least-privilege NATS users. Written by ` + "`certsync auth`" + `; do not edit,
 # run it again after nodes change, then reload the server (nats-server --signal reload).
 # Include it at the top level of the server's configuration, with a path
-# relative to that file:  include ./certsync/auth.conf
+# relative to that file:  include ./nats-auth/auth.conf
 # It defines the accounts block: a configuration that defines its own accounts
 # must copy the ` + Account + ` account into it instead. No secret is held here.
 # The publisher may not create or change the stream and the status bucket: once
@@ -214,17 +231,7 @@ accounts {
     users: [
 `)
 	for _, u := range users {
-		fmt.Fprintf(&b, "      # %s %s\n", u.Role, u.Name)
-		fmt.Fprintf(&b, "      {\n        nkey: %s\n", quote(u.PublicKey))
-		if u.Permissions == nil {
-			b.WriteString("        # no permissions block: everything in the account\n")
-		} else {
-			b.WriteString("        permissions: {\n")
-			writeList(&b, "publish", u.Permissions.Publish)
-			writeList(&b, "subscribe", u.Permissions.Subscribe)
-			b.WriteString("        }\n")
-		}
-		b.WriteString("      }\n")
+		writeUser(&b, u)
 	}
 	b.WriteString("    ]\n  }\n}\n")
 	return []byte(b.String())

@@ -41,10 +41,14 @@ func TestWriteCreatesThenKeeps(t *testing.T) {
 			t.Errorf("seed %s not reported created", path)
 		}
 	}
-	if want := "publisher,admin,web1,web2"; strings.Join(names, ",") != want {
+	if want := "publisher,admin,leaf,web1,web2"; strings.Join(names, ",") != want {
 		t.Errorf("users %v, want %s", names, want)
 	}
 	conf, err := os.ReadFile(res.Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafConf, err := os.ReadFile(res.LeafConf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +64,23 @@ func TestWriteCreatesThenKeeps(t *testing.T) {
 		s, _ := kp.Seed()
 		if strings.Contains(string(conf), string(s)) {
 			t.Errorf("auth.conf holds %s's seed", name)
+		}
+		// leaf-auth.conf holds the leaf link's seed, and no other.
+		if held := strings.Contains(string(leafConf), string(s)); held != (name == authconf.LeafUser) {
+			t.Errorf("leaf-auth.conf holds %s's seed: %v", name, held)
+		}
+	}
+	if fi, err := os.Stat(res.LeafConf); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("leaf-auth.conf: %v, mode %v, want 0600 (it holds a seed)", err, fi.Mode().Perm())
+	}
+	for _, user := range []string{"web1", "web2"} {
+		if !strings.Contains(string(leafConf), `nkey: "`+pubs[user]+`"`) {
+			t.Errorf("leaf-auth.conf lacks node %s", user)
+		}
+	}
+	for _, user := range []string{authconf.PublisherUser, authconf.AdminUser, authconf.LeafUser} {
+		if strings.Contains(string(leafConf), `nkey: "`+pubs[user]+`"`) {
+			t.Errorf("leaf-auth.conf lets %s log in at a leaf server", user)
 		}
 	}
 
@@ -97,6 +118,7 @@ func TestWriteRefuses(t *testing.T) {
 	}{
 		{name: "node named publisher", nodes: []string{"publisher"}, want: `node name "publisher"`, is: authconf.ErrReservedName},
 		{name: "node named admin", nodes: []string{"web1", "admin"}, want: `node name "admin"`, is: authconf.ErrReservedName},
+		{name: "node named leaf", nodes: []string{"leaf"}, want: `node name "leaf"`, is: authconf.ErrReservedName},
 		{name: "invalid node name", nodes: []string{"web.1"}, want: `invalid node name "web.1"`},
 		{name: "node twice", nodes: []string{"web1", "web1"}, want: "listed twice"},
 		{name: "seed readable by others", nodes: []string{"web1"}, setup: func(dir string) {
@@ -171,5 +193,28 @@ func TestEnsureSeedKeepsExisting(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(path); string(after) != string(before) {
 		t.Error("existing seed file changed")
+	}
+}
+
+// TestFragmentIncludeMatchesDocs: the include line auth.conf's header
+// tells the operator to write is the one the README, docs/SECURITY.md and
+// the shipped server configurations use.
+func TestFragmentIncludeMatchesDocs(t *testing.T) {
+	t.Parallel()
+	const include = "include ./nats-auth/auth.conf"
+	if !strings.Contains(string(authconf.Fragment(nil)), include) {
+		t.Errorf("auth.conf's header does not say %q:\n%s", include, authconf.Fragment(nil))
+	}
+	for _, f := range []string{"README.md", "docs/SECURITY.md", "deploy/nats/nats-server.conf", "deploy/nats/cluster/cluster.conf"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), include) {
+			t.Errorf("%s does not say %q", f, include)
+		}
+	}
+	if !strings.Contains(string(authconf.LeafFragment(nil, "SEED")), "include ./nats-auth/"+authconf.LeafConfFile) {
+		t.Errorf("leaf-auth.conf's header does not name its include path")
 	}
 }

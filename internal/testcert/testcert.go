@@ -89,6 +89,10 @@ type Options struct {
 	// Validity is how long the leaf is valid from NotBefore (default 90
 	// days). A short validity with an old NotBefore makes an expired leaf.
 	Validity time.Duration
+	// ClientAuth makes the leaf valid for TLS client authentication too,
+	// as a NATS server's certificate must be for its cluster routes and
+	// leaf node links, where it is also the client.
+	ClientAuth bool
 }
 
 // Cert is an issued leaf and its files, byte for byte as certbot writes
@@ -115,6 +119,10 @@ func (ca *CA) Issue(t testing.TB, o Options) *Cert {
 		o.Validity = 90 * 24 * time.Hour
 	}
 	key := newKey(t)
+	usage := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	if o.ClientAuth {
+		usage = append(usage, x509.ExtKeyUsageClientAuth)
+	}
 	var dnsNames []string
 	var ips []net.IP
 	for _, n := range o.Names {
@@ -132,7 +140,7 @@ func (ca *CA) Issue(t testing.TB, o Options) *Cert {
 		NotBefore:    o.NotBefore,
 		NotAfter:     o.NotBefore.Add(o.Validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  usage,
 	}
 	leaf, leafPEM := sign(t, tmpl, ca.Intermediate, &key.PublicKey, ca.key)
 	der, err := x509.MarshalPKCS8PrivateKey(key)
