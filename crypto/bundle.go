@@ -48,8 +48,8 @@ type BundleFile struct {
 // Files returns b's four PEM files in their order (FileCert, FileChain,
 // FileFullChain, FileKey), pointing into b: a reader fills them, a writer
 // reads them.
-func (b *Bundle) Files() [4]BundleFile {
-	return [4]BundleFile{
+func (b *Bundle) Files() []BundleFile {
+	return []BundleFile{
 		{FileCert, &b.Cert}, {FileChain, &b.Chain}, {FileFullChain, &b.FullChain}, {FileKey, &b.PrivKey},
 	}
 }

@@ -43,7 +43,7 @@ func TestPublishLineage(t *testing.T) {
 	wantHeaders := map[string]string{
 		wire.HeaderName:        "example.com",
 		wire.HeaderSerial:      c.Leaf.SerialNumber.Text(16),
-		wire.HeaderFingerprint: res.Fingerprint,
+		wire.HeaderFingerprint: res.Fingerprint.String(),
 		wire.HeaderNotBefore:   c.Leaf.NotBefore.UTC().Format(time.RFC3339),
 		wire.HeaderNotAfter:    c.Leaf.NotAfter.UTC().Format(time.RFC3339),
 		wire.HeaderFormat:      strconv.Itoa(crypto.Format),
@@ -55,10 +55,10 @@ func TestPublishLineage(t *testing.T) {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
 	}
-	if !strings.HasPrefix(res.Fingerprint, "sha256:") || len(res.Fingerprint) != len("sha256:")+64 {
+	if fp := res.Fingerprint.String(); !strings.HasPrefix(fp, "sha256:") || len(fp) != len("sha256:")+64 {
 		t.Errorf("fingerprint %q", res.Fingerprint)
 	}
-	if id := msg.Header.Get(wire.HeaderMsgID); !strings.HasPrefix(id, "example.com/"+strings.TrimPrefix(res.Fingerprint, "sha256:")+"/") {
+	if id := msg.Header.Get(wire.HeaderMsgID); !strings.HasPrefix(id, "example.com/"+strings.TrimPrefix(res.Fingerprint.String(), "sha256:")+"/") {
 		t.Errorf("Nats-Msg-Id %q does not start with the name and fingerprint", id)
 	}
 	for k, v := range msg.Header {

@@ -30,8 +30,6 @@ const (
 	// storeDir, beside install_dir, holds the installed versions of each
 	// certificate: <parent>/.certsync/<name>/<version>-<fp12>/.
 	storeDir = ".certsync"
-	// fileCombined is the full chain followed by the private key.
-	fileCombined = "combined.pem"
 	// fileState is the install state of a certificate in its store
 	// folder: an install under way, the last failed version.
 	fileState = "state.json"
@@ -94,18 +92,18 @@ type installState struct {
 }
 
 type pendingInstall struct {
-	Version     uint64 `json:"version"`
-	Fingerprint string `json:"fingerprint"`
+	// Release is the version being installed.
+	crypto.Release
 	// Previous is the link target to roll back to ("" when nothing was
 	// in place).
 	Previous string `json:"previous"`
 }
 
 type failedInstall struct {
-	Version     uint64    `json:"version"`
-	Fingerprint string    `json:"fingerprint"`
-	Error       string    `json:"error"`
-	At          time.Time `json:"at"` // the last failure
+	// Release is the version that failed.
+	crypto.Release
+	Error string    `json:"error"`
+	At    time.Time `json:"at"` // the last failure
 	// Attempts counts the failed installs of this version in a row, for
 	// the retry's backoff (0 in a state.json from before: one).
 	Attempts int `json:"attempts,omitempty"`
@@ -115,7 +113,7 @@ type failedInstall struct {
 }
 
 func (f *failedInstall) is(m *Staged) bool {
-	return f != nil && m != nil && f.Version == m.Version && f.Fingerprint == m.Fingerprint
+	return f != nil && m != nil && crypto.Compare(f.Release, m.Release) == crypto.Same
 }
 
 // installer puts the bundles of one certificate into its install_dir:
@@ -223,8 +221,7 @@ func (in *installer) did(step string) {
 
 // folderName names the version folder of m.
 func folderName(m *Staged) string {
-	fp := strings.TrimPrefix(m.Fingerprint, "sha256:")
-	return fmt.Sprintf("%d-%s", m.Version, fp[:min(len(fp), fpLen)])
+	return fmt.Sprintf("%d-%s", m.Version, m.Fingerprint.Hex()[:fpLen])
 }
 
 // lock checks the path to the store folder, creates what is missing of it
@@ -375,7 +372,7 @@ func (in *installer) record(t string) (*Installed, error) {
 	if reason := trustProblem(dfi); reason != "" {
 		return untrusted(dir, reason)
 	}
-	path := filepath.Join(dir, fileMeta)
+	path := filepath.Join(dir, crypto.FileRecord)
 	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDONLY, 0, 0, false)
 	if errors.Is(err, ErrUnsafePath) {
 		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
@@ -604,16 +601,18 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 		uid, gid int
 		mode     fs.FileMode
 	}
-	files := []file{
-		{fileCert, b.Cert, uid, gid, certMode},
-		{fileChain, b.Chain, uid, gid, certMode},
-		{fileFullChain, b.FullChain, uid, gid, certMode},
-		{fileKey, b.PrivKey, uid, gid, keyMode},
+	var files []file
+	for _, f := range b.Files() {
+		mode := certMode
+		if f.Name == crypto.FileKey {
+			mode = keyMode
+		}
+		files = append(files, file{f.Name, *f.Data, uid, gid, mode})
 	}
 	if in.c.Combined {
-		files = append(files, file{fileCombined, slices.Concat(b.FullChain, b.PrivKey), uid, gid, keyMode})
+		files = append(files, file{crypto.FileCombined, slices.Concat(b.FullChain, b.PrivKey), uid, gid, keyMode})
 	}
-	files = append(files, file{fileMeta, append(rec, '\n'), -1, -1, recordMode})
+	files = append(files, file{crypto.FileRecord, append(rec, '\n'), -1, -1, recordMode})
 	for _, f := range files {
 		if err := writeOwnedFile(filepath.Join(tmp, f.name), f.data, f.uid, f.gid, f.mode); err != nil {
 			return fail(err)
@@ -795,7 +794,7 @@ func parseFolderName(s string) (uint64, string, bool) {
 // install puts the bundle b, staged as meta, in service. Unless force, a
 // version that failed before is skipped. See Node.Install for the steps.
 func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged, force bool) InstallResult {
-	res := InstallResult{Name: in.c.Name, Version: meta.Version, Fingerprint: meta.Fingerprint}
+	res := InstallResult{Name: in.c.Name, Release: meta.Release}
 	fail := func(err error) InstallResult {
 		res.Outcome, res.Err = InstallFailed, err
 		return res
@@ -839,11 +838,9 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 		return res
 	}
 	if st.Pending == nil && curRec != nil && !inService {
-		switch {
-		case meta.Version < curRec.Version:
-			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: version %d is installed: %w", in.c.Name, meta.Version, curRec.Version, ErrDowngrade)))
-		case meta.Version == curRec.Version:
-			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: installed with fingerprint %s, this is %s: %w", in.c.Name, meta.Version, curRec.Fingerprint, meta.Fingerprint, ErrConflict)))
+		if err := crypto.CheckOrder(curRec.Release, meta.Release); err != nil {
+			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: %s: %w",
+				in.c.Name, meta.Version, heldAs("installed", curRec.Release, meta.Release), err)))
 		}
 	}
 	if failedBefore && !force {
@@ -872,7 +869,7 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 			return fail(err)
 		}
 	}
-	st.Pending = &pendingInstall{Version: meta.Version, Fingerprint: meta.Fingerprint, Previous: previous}
+	st.Pending = &pendingInstall{Release: meta.Release, Previous: previous}
 	if err := in.writeState(st); err != nil {
 		return fail(err)
 	}
@@ -909,7 +906,7 @@ func (in *installer) failed(st *installState, meta *Staged, res InstallResult, e
 		attempts = max(st.Failed.Attempts, 1) + 1
 	}
 	st.Pending = nil
-	st.Failed = &failedInstall{Version: meta.Version, Fingerprint: meta.Fingerprint, Error: err.Error(), At: in.now().UTC(),
+	st.Failed = &failedInstall{Release: meta.Release, Error: err.Error(), At: in.now().UTC(),
 		Attempts: attempts, Permanent: IsPermanent(err)}
 	if werr := in.writeState(st); werr != nil {
 		err = fmt.Errorf("%w (and recording the failure: %v)", err, werr)
@@ -937,7 +934,7 @@ func (in *installer) rollback(ctx context.Context, st *installState, previous st
 		// The environment names the version rolled back to, if certsync's.
 		env := []string{EnvName + "=" + in.c.Name, EnvInstallDir + "=" + in.c.InstallDir}
 		if rec, _ := in.record(previous); rec != nil {
-			env = append(env, EnvSerial+"="+rec.Serial, EnvFingerprint+"="+rec.Fingerprint)
+			env = append(env, EnvSerial+"="+rec.Serial, EnvFingerprint+"="+rec.Fingerprint.String())
 		}
 		cmd := command{what: "reload", line: in.c.Reload, timeout: in.commandTimeout(), env: env}
 		if err := cmd.run(ctx); err != nil {
@@ -961,7 +958,7 @@ func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Stage
 		EnvName + "=" + in.c.Name,
 		EnvInstallDir + "=" + in.c.InstallDir,
 		EnvSerial + "=" + meta.Serial,
-		EnvFingerprint + "=" + meta.Fingerprint,
+		EnvFingerprint + "=" + meta.Fingerprint.String(),
 	}
 	for _, c := range []command{
 		{what: "check", line: in.c.Check},

@@ -320,7 +320,7 @@ func TestSyncStagesBundle(t *testing.T) {
 	}
 	checkStaged(t, n.Stage(), b, meta)
 	if meta.Serial != c.Leaf.SerialNumber.Text(16) || meta.Sequence != seq || meta.Signer != e.key.Public().String() ||
-		!meta.NotAfter.Equal(c.Leaf.NotAfter) || !strings.HasPrefix(meta.Fingerprint, "sha256:") {
+		!meta.NotAfter.Equal(c.Leaf.NotAfter) || !strings.HasPrefix(meta.Fingerprint.String(), "sha256:") {
 		t.Errorf("staged record %+v does not describe the bundle", meta)
 	}
 
@@ -336,7 +336,7 @@ func TestSyncStagesBundle(t *testing.T) {
 	}
 
 	st := e.status("example.com")
-	if st.State != wire.StateInstalled || st.StagedVersion != b.Version || st.StagedFingerprint != meta.Fingerprint ||
+	if st.State != wire.StateInstalled || st.StagedVersion != b.Version || st.StagedFingerprint != meta.Fingerprint.String() ||
 		st.Error != "" || st.Version != "test" || st.LastSeen.IsZero() {
 		t.Errorf("status %+v", st)
 	}
@@ -625,7 +625,7 @@ func TestSyncDowngradeAfterRestart(t *testing.T) {
 	if err != nil || meta.Version != uint64(newer.Leaf.NotBefore.Unix()) || !bytes.Equal(b.PrivKey, newer.PrivKey) {
 		t.Fatalf("staged %+v, %v; want the newer bundle kept", meta, err)
 	}
-	if st := e.status("example.com"); st.State != wire.StateFailed || !strings.Contains(st.Error, "older than the staged version") {
+	if st := e.status("example.com"); st.State != wire.StateFailed || !strings.Contains(st.Error, "older than the version held") {
 		t.Errorf("status %+v", st)
 	}
 
@@ -682,7 +682,7 @@ func TestSyncTransientFailure(t *testing.T) {
 	if err := os.MkdirAll(n.Stage().Path("example.com"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(n.Stage().Path("example.com"), fileMeta), []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(n.Stage().Path("example.com"), crypto.FileRecord), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	rep := n.sync(t)

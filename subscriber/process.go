@@ -194,15 +194,11 @@ func (n *Node) apply(d *delivery) Result {
 		return refuse(fmt.Errorf("checking %q seq %d: signed version %d, certificate's version %d: %w", d.name, d.seq, h.Version, info.Version, ErrInvalidBundle))
 	}
 	meta := &Staged{
-		Name:        d.name,
-		Version:     h.Version,
-		Serial:      info.Serial,
-		Fingerprint: info.Fingerprint,
-		NotBefore:   info.NotBefore,
-		NotAfter:    info.NotAfter,
-		Signer:      h.Signer.String(),
-		StagedAt:    now.UTC(),
-		Sequence:    d.seq,
+		Name:     d.name,
+		Release:  info.Release, // its Version is h.Version, checked above
+		Signer:   h.Signer.String(),
+		StagedAt: now.UTC(),
+		Sequence: d.seq,
 	}
 	changed, err := n.stage.Put(b, meta)
 	switch {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -99,10 +100,7 @@ func (s *statusWriter) record(name string) wire.Status {
 	switch {
 	case err == nil:
 		st.State = wire.StateStaged
-		st.StagedVersion = meta.Version
-		st.StagedSerial = meta.Serial
-		st.StagedFingerprint = meta.Fingerprint
-		st.StagedNotAfter = meta.NotAfter
+		st.SetStaged(meta.Release)
 	case errors.Is(err, ErrNotStaged):
 		st.State = wire.StateMissing
 	default:
@@ -131,10 +129,7 @@ func (s *statusWriter) installed(st *wire.Status, name string, in *installer, st
 		return
 	}
 	if inst != nil {
-		st.InstalledVersion = inst.Version
-		st.InstalledSerial = inst.Serial
-		st.InstalledFingerprint = inst.Fingerprint
-		st.InstalledNotAfter = inst.NotAfter
+		st.SetInstalled(inst.Release)
 		st.InstalledAt = inst.InstalledAt
 	}
 	var p plan
@@ -152,8 +147,7 @@ func (s *statusWriter) installed(st *wire.Status, name string, in *installer, st
 			st.Error += fmt.Sprintf("; failed %d times, tried again at %s under expiry_deadline",
 				max(ist.Failed.Attempts, 1), st.InstallAt.Format(time.RFC3339))
 		}
-	case inst != nil && ist.Pending == nil && (staged == nil ||
-		inst.Version == staged.Version && inst.Fingerprint == staged.Fingerprint):
+	case inst != nil && ist.Pending == nil && (staged == nil || crypto.Compare(inst.Release, staged.Release) == crypto.Same):
 		st.State = wire.StateInstalled
 	}
 }

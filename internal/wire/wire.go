@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
 )
 
 // NATS names. See CONTRACT.md, "On NATS".
@@ -244,6 +246,33 @@ type Status struct {
 	ErrorTime time.Time `json:"error_time,omitzero"`
 	LastSeen  time.Time `json:"last_seen"`
 	Version   string    `json:"certsync_version,omitempty"`
+}
+
+// SetStaged fills the Staged fields of s from r.
+func (s *Status) SetStaged(r crypto.Release) {
+	s.StagedVersion, s.StagedSerial, s.StagedFingerprint, s.StagedNotAfter = r.Version, r.Serial, r.Fingerprint.String(), r.NotAfter
+}
+
+// SetInstalled fills the Installed fields of s (but InstalledAt) from r.
+func (s *Status) SetInstalled(r crypto.Release) {
+	s.InstalledVersion, s.InstalledSerial, s.InstalledFingerprint, s.InstalledNotAfter = r.Version, r.Serial, r.Fingerprint.String(), r.NotAfter
+}
+
+// Staged is the release s says is staged; zero when none. A fingerprint
+// that does not parse (a record is the node's word, not signed) is zero.
+func (s *Status) Staged() crypto.Release {
+	return release(s.StagedVersion, s.StagedSerial, s.StagedFingerprint, s.StagedNotAfter)
+}
+
+// Installed is the release s says is installed; zero when none, and a
+// fingerprint that does not parse zero, as for Staged.
+func (s *Status) Installed() crypto.Release {
+	return release(s.InstalledVersion, s.InstalledSerial, s.InstalledFingerprint, s.InstalledNotAfter)
+}
+
+func release(version uint64, serial, fingerprint string, notAfter time.Time) crypto.Release {
+	fp, _ := crypto.ParseFingerprint(fingerprint)
+	return crypto.Release{Version: version, Serial: serial, Fingerprint: fp, NotAfter: notAfter}
 }
 
 // Status bucket limits. A record is well under 2 KiB; the bucket's total
