@@ -44,9 +44,6 @@ const (
 	fpLen = 12
 	// maxStateSize bounds state.json.
 	maxStateSize = 1 << 20
-	// installErrorPrefix starts the error of every failed install, which
-	// tells it from a bundle's refusal in a status record.
-	installErrorPrefix = "installing "
 	// storeMode is the mode of .certsync and .certsync/<name>, set on
 	// every install whatever the umask: anyone may pass through to a
 	// version folder, whose own mode says who gets in; only root lists
@@ -796,7 +793,7 @@ func parseFolderName(s string) (uint64, string, bool) {
 func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged, force bool) InstallResult {
 	res := InstallResult{Name: in.c.Name, Release: meta.Release}
 	fail := func(err error) InstallResult {
-		res.Outcome, res.Err = InstallFailed, err
+		res.Outcome, res.Err = InstallFailed, &InstallError{Name: in.c.Name, Err: err}
 		return res
 	}
 	unlock, err := in.lock() // checks the name and the paths
@@ -913,7 +910,7 @@ func (in *installer) failed(st *installState, meta *Staged, res InstallResult, e
 	}
 	in.log.Warn("install_failed", "name", in.c.Name, "version", meta.Version, "fingerprint", meta.Fingerprint,
 		"rolled_back", res.RolledBack, "attempts", attempts, "error", err)
-	res.Outcome, res.Err = InstallFailed, err
+	res.Outcome, res.Err = InstallFailed, &InstallError{Name: in.c.Name, Err: err}
 	return res
 }
 

@@ -625,7 +625,8 @@ func TestSyncDowngradeAfterRestart(t *testing.T) {
 	if err != nil || meta.Version != uint64(newer.Leaf.NotBefore.Unix()) || !bytes.Equal(b.PrivKey, newer.PrivKey) {
 		t.Fatalf("staged %+v, %v; want the newer bundle kept", meta, err)
 	}
-	if st := e.status("example.com"); st.State != wire.StateFailed || !strings.Contains(st.Error, "older than the version held") {
+	if st := e.status("example.com"); st.State != wire.StateFailed || !strings.Contains(st.Error, "older than the version held") ||
+		st.ErrorKind != wire.ErrorKindBundle {
 		t.Errorf("status %+v", st)
 	}
 
@@ -641,6 +642,39 @@ func TestSyncDowngradeAfterRestart(t *testing.T) {
 	expectOnly(t, n.sync(t), OutcomeStaged)
 	if st := e.status("example.com"); st.State != wire.StateInstalled || st.Error != "" {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// TestStatusInstallFailureNotKept: a failure to install (here, to read the
+// install state) is recorded as an install's, whatever its text, and is not
+// taken back from the status bucket by a restarted node: the install state
+// on disk says whether it still holds.
+func TestStatusInstallFailureNotKept(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stageDir := t.TempDir()
+	c := e.issue(time.Hour)
+	e.publish("example.com", e.seal("example.com", c), c)
+	n := e.node(stageDir, "example.com")
+	expectOnly(t, n.sync(t), OutcomeStaged)
+
+	state := filepath.Join(stageDir+".live", ".certsync", "example.com", "state.json")
+	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expectOnly(t, n.sync(t))
+	if st := e.status("example.com"); st.State != wire.StateFailed || st.ErrorKind != wire.ErrorKindInstall ||
+		!strings.HasPrefix(st.Error, "reading install state ") {
+		t.Fatalf("status with a corrupt state.json: %+v, want failed, of kind install", st)
+	}
+
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	n = e.node(stageDir, "example.com") // restarted
+	expectOnly(t, n.sync(t))
+	if st := e.status("example.com"); st.State != wire.StateInstalled || st.Error != "" || st.ErrorKind != "" {
+		t.Errorf("status after the fix and a restart: %+v, want installed, no error", st)
 	}
 }
 

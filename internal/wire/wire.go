@@ -218,6 +218,20 @@ const (
 	StateStale     = "stale"
 )
 
+// Kinds of error in a status record.
+const (
+	// ErrorKindBundle is the last refusal or failure of a bundle (or of
+	// the node's stage folder, which stops it taking bundles): it holds
+	// until a later bundle is staged, across restarts of the node.
+	ErrorKindBundle = "bundle"
+	// ErrorKindInstall is the failure of an install, or of reading what
+	// is installed: the node's install state on disk says whether it
+	// still holds.
+	ErrorKindInstall = "install"
+	// ErrorKindStage is a staged record the node cannot read.
+	ErrorKindStage = "stage"
+)
+
 // Status is the record a node keeps under StatusKey(node, cert) in the status
 // bucket. It never holds key material: only public facts about certificates
 // and the text of the last error, which is built to hold no secret.
@@ -244,6 +258,10 @@ type Status struct {
 
 	Error     string    `json:"error"`
 	ErrorTime time.Time `json:"error_time,omitzero"`
+	// ErrorKind says where Error comes from, and so how long it holds:
+	// ErrorKindBundle, ErrorKindInstall or ErrorKindStage. Empty when
+	// Error is, and in records written before it existed.
+	ErrorKind string `json:"error_kind,omitempty"`
 	LastSeen  time.Time `json:"last_seen"`
 	Version   string    `json:"certsync_version,omitempty"`
 }
