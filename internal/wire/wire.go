@@ -261,7 +261,7 @@ type Status struct {
 	// ErrorKind says where Error comes from, and so how long it holds:
 	// ErrorKindBundle, ErrorKindInstall or ErrorKindStage. Empty when
 	// Error is, and in records written before it existed.
-	ErrorKind string `json:"error_kind,omitempty"`
+	ErrorKind string    `json:"error_kind,omitempty"`
 	LastSeen  time.Time `json:"last_seen"`
 	Version   string    `json:"certsync_version,omitempty"`
 }
