@@ -6,61 +6,30 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"filippo.io/age"
+
+	"github.com/certsync/certsync/internal/atomicfile"
 )
 
 // MaxKeyFileSize bounds what [ReadKeyFile] reads: 64 KiB holds any key file
 // this package accepts (an RSA 16384-bit OpenSSH key is about 13 KiB).
 const MaxKeyFileSize = 64 << 10
 
-// WriteKeyFile creates the key file path with mode 0600, writes data, and
-// syncs the file and its directory. It never overwrites: if path exists the
-// error wraps [fs.ErrExist] and names the path. On a failed write the
-// partial file is removed.
+// WriteKeyFile creates the key file path with mode 0600 (whatever the
+// umask) holding data, durably and all at once (atomicfile.Create: a
+// temporary file beside it, synced, linked to path, the folder synced). It
+// never overwrites: if path exists, even as a symbolic link, the error
+// wraps [fs.ErrExist] and names the path.
 func WriteKeyFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	err := atomicfile.Create(path, data, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating key file %q: refusing to overwrite: %w", path, fs.ErrExist)
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("creating key file %q: refusing to overwrite: %w", path, fs.ErrExist)
-		}
-		return fmt.Errorf("creating key file %q: %w", path, unwrapPath(err))
-	}
-	fail := func(doing string, err error) error {
-		_ = f.Close()
-		_ = os.Remove(path)
-		return fmt.Errorf("%s key file %q: %w", doing, path, unwrapPath(err))
-	}
-	// The umask may have cleared bits of 0600 but never adds any; Chmod
-	// makes the mode exactly 0600 whatever the umask.
-	if err := f.Chmod(0o600); err != nil {
-		return fail("setting mode of", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail("writing", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail("syncing", err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(path)
-		return fmt.Errorf("closing key file %q: %w", path, unwrapPath(err))
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("syncing directory of key file %q: %w", path, err)
+		return fmt.Errorf("writing key file %q: %w", path, err)
 	}
 	return nil
-}
-
-// syncDir makes a new directory entry durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return unwrapPath(err)
-	}
-	defer d.Close()
-	return unwrapPath(d.Sync())
 }
 
 // ReadKeyFile reads a key file of at most [MaxKeyFileSize] bytes. It refuses

@@ -1,7 +1,6 @@
 package subscriber
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -460,22 +460,18 @@ func (in *installer) readState() (*installState, error) {
 	return st, nil
 }
 
-// writeState replaces state.json (temp file, sync, rename, sync folder).
+// writeState replaces state.json, 0600 (atomicfile.Replace: temp file,
+// sync, rename, sync folder; a temporary file a crash leaves is cleanup's).
 func (in *installer) writeState(st *installState) error {
 	raw, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
 	path := filepath.Join(in.store(), fileState)
-	tmp := filepath.Join(in.store(), tmpPrefix+fileState)
-	_ = os.Remove(tmp)
-	if err := writeNewFile(tmp, append(raw, '\n')); err != nil {
+	if err := atomicfile.Replace(path, append(raw, '\n'), atomicfile.Keep, atomicfile.Keep, 0o600); err != nil {
 		return fmt.Errorf("writing install state %s: %w", path, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing install state %s: %w", path, err)
-	}
-	return syncDir(in.store())
+	return nil
 }
 
 // cleanup removes what an install cut short left behind: version folders
@@ -611,7 +607,7 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 	}
 	files = append(files, file{crypto.FileRecord, append(rec, '\n'), -1, -1, recordMode})
 	for _, f := range files {
-		if err := writeOwnedFile(filepath.Join(tmp, f.name), f.data, f.uid, f.gid, f.mode); err != nil {
+		if err := atomicfile.WriteNew(filepath.Join(tmp, f.name), f.data, f.uid, f.gid, f.mode); err != nil {
 			return fail(err)
 		}
 		in.did("file_written")
@@ -649,32 +645,6 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 	}
 	in.did("folder_complete")
 	return name, nil
-}
-
-// writeOwnedFile creates path 0600 (it must not exist), writes data, gives
-// it to uid and gid (-1 keeps), sets mode and syncs it. The mode is set
-// last, so a key is never readable by others, even for a moment.
-func writeOwnedFile(path string, data []byte, uid, gid int, mode fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	err = func() error {
-		if _, err := io.Copy(f, bytes.NewReader(data)); err != nil {
-			return err
-		}
-		if err := f.Chown(uid, gid); err != nil {
-			return err
-		}
-		if err := f.Chmod(mode); err != nil {
-			return err
-		}
-		return f.Sync()
-	}()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // moveAside moves the real folder at install_dir aside, once: install_dir

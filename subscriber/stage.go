@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -26,10 +27,10 @@ const (
 	// one stage folder. It starts with a dot, so no certificate name
 	// collides with it.
 	lockFile = ".lock"
-	// tmpPrefix starts every folder being built, and every old folder
-	// being removed. Such folders are crash leftovers when no writer holds
-	// the lock.
-	tmpPrefix = ".tmp-"
+	// tmpPrefix starts every folder being built, every old folder being
+	// removed, and every temporary file (atomicfile's). Such entries are
+	// crash leftovers when no writer holds the lock.
+	tmpPrefix = atomicfile.TempPrefix
 	// maxMetaSize bounds certsync.json; the real one is a few hundred bytes.
 	maxMetaSize = 64 << 10
 	// loadAttempts bounds how often Load starts again when the folder it
@@ -352,7 +353,7 @@ func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
 	}
 	files := append(b.Files(), crypto.BundleFile{Name: crypto.FileRecord, Data: &rawMeta})
 	for _, f := range files {
-		if err := writeNewFile(filepath.Join(tmp, f.Name), *f.Data); err != nil {
+		if err := atomicfile.WriteNew(filepath.Join(tmp, f.Name), *f.Data, atomicfile.Keep, atomicfile.Keep, 0o600); err != nil {
 			return fmt.Errorf("staging %q: %w", name, err)
 		}
 	}
@@ -382,22 +383,11 @@ func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
 	return nil
 }
 
-// writeNewFile creates path 0600 (it must not exist, not even as a
-// symbolic link), writes data and syncs it.
-func writeNewFile(path string, data []byte) error {
-	return writeOwnedFile(path, data, -1, -1, 0o600)
-}
-
-// syncDir makes the entries of dir durable. dir is a checked folder; a
-// symbolic link in its place is not followed.
+// syncDir is atomicfile.SyncDir, which tests watch (dirSynced). dir is a
+// checked folder; a symbolic link in its place is not followed.
 func syncDir(dir string) error {
-	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
-	if err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	if dirSynced != nil {
 		dirSynced(dir)
