@@ -37,19 +37,19 @@ func WriteKeyFile(path string, data []byte) error {
 func ReadKeyFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading key file %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading key file %q: %w", path, atomicfile.Cause(err))
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("reading key file %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading key file %q: %w", path, atomicfile.Cause(err))
 	}
 	if err := checkKeyFileInfo(path, st); err != nil {
 		return nil, fmt.Errorf("reading key file %q: %w", path, err)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading key file %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading key file %q: %w", path, atomicfile.Cause(err))
 	}
 	if len(data) > MaxKeyFileSize {
 		return nil, fmt.Errorf("reading key file %q: larger than %d bytes", path, MaxKeyFileSize)
@@ -67,7 +67,7 @@ func ReadKeyFile(path string) ([]byte, error) {
 func CheckKeyFile(path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("checking key file %q: %w", path, unwrapPath(err))
+		return fmt.Errorf("checking key file %q: %w", path, atomicfile.Cause(err))
 	}
 	if err := checkKeyFileInfo(path, st); err != nil {
 		return fmt.Errorf("checking key file %q: %w", path, err)
@@ -107,37 +107,26 @@ func (e *KeyPermissionsError) Unwrap() error { return ErrKeyPermissions }
 // LoadSigningKey reads and parses a signing key file (see [ReadKeyFile] and
 // [ParseSigningKey]).
 func LoadSigningKey(path string) (*SigningKey, error) {
-	data, err := ReadKeyFile(path)
-	if err != nil {
-		return nil, err
-	}
-	k, err := ParseSigningKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("loading signing key %q: %w", path, err)
-	}
-	return k, nil
+	return loadKeyFile(path, "signing key", ParseSigningKey)
 }
 
 // LoadIdentities reads and parses a node's identity file (see [ReadKeyFile]
 // and [ParseIdentities]).
 func LoadIdentities(path string) ([]age.Identity, error) {
-	data, err := ReadKeyFile(path)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := ParseIdentities(data)
-	if err != nil {
-		return nil, fmt.Errorf("loading identities %q: %w", path, err)
-	}
-	return ids, nil
+	return loadKeyFile(path, "identities", ParseIdentities)
 }
 
-// unwrapPath drops the *fs.PathError layer, whose message repeats the path
-// the caller's error already names.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
+// loadKeyFile reads the key file path and parses it; a parse error names
+// what it held ("loading <what> <path>: …").
+func loadKeyFile[T any](path, what string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	data, err := ReadKeyFile(path)
+	if err != nil {
+		return zero, err
 	}
-	return err
+	v, err := parse(data)
+	if err != nil {
+		return zero, fmt.Errorf("loading %s %q: %w", what, path, err)
+	}
+	return v, nil
 }

@@ -49,24 +49,6 @@ var (
 	ErrNoConsumer = errors.New("consumer not found")
 )
 
-// InstallError is the failure of an install (InstallResult.Err when the
-// outcome is InstallFailed): what the node's install state on disk records
-// and decides about, as opposed to the refusal or failure of a bundle,
-// which holds until a later bundle is staged. Its text is Err's, which
-// names the certificate ("installing "example.com" version …: …").
-type InstallError struct {
-	// Name is the certificate's name.
-	Name string
-	// Err is why the install failed.
-	Err error
-}
-
-// Error implements error.
-func (e *InstallError) Error() string { return e.Err.Error() }
-
-// Unwrap returns Err.
-func (e *InstallError) Unwrap() error { return e.Err }
-
 // PermanentError marks a failure that retrying cannot cure: the message is
 // terminated rather than delivered again. Refusals (bad signature, untrusted
 // signer, not a recipient, malformed, too large, downgrade, wrong subject,

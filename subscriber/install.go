@@ -232,24 +232,14 @@ func (in *installer) lock() (func(), error) {
 		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
 	}
 	path := filepath.Join(in.store(), lockFile)
-	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
-	if errors.Is(err, ErrUnsafePath) {
+	unlock, doing, err := lockIn(installWhat, in.c.InstallDir, path)
+	switch {
+	case errors.Is(err, ErrUnsafePath):
 		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
+	case err != nil:
+		return nil, fmt.Errorf("installing %q: %s lock %s: %w", in.c.Name, doing, path, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("installing %q: opening lock %s: %w", in.c.Name, path, err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("installing %q: locking %s: %w", in.c.Name, path, err)
-	}
-	return func() { f.Close() }, nil
+	return unlock, nil
 }
 
 // makeStore creates install_dir's parent (parentMode, as the folders above
@@ -763,7 +753,7 @@ func parseFolderName(s string) (uint64, string, bool) {
 func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged, force bool) InstallResult {
 	res := InstallResult{Name: in.c.Name, Release: meta.Release}
 	fail := func(err error) InstallResult {
-		res.Outcome, res.Err = InstallFailed, &InstallError{Name: in.c.Name, Err: err}
+		res.Outcome, res.Err = InstallFailed, err
 		return res
 	}
 	unlock, err := in.lock() // checks the name and the paths
@@ -880,7 +870,7 @@ func (in *installer) failed(st *installState, meta *Staged, res InstallResult, e
 	}
 	in.log.Warn("install_failed", "name", in.c.Name, "version", meta.Version, "fingerprint", meta.Fingerprint,
 		"rolled_back", res.RolledBack, "attempts", attempts, "error", err)
-	res.Outcome, res.Err = InstallFailed, &InstallError{Name: in.c.Name, Err: err}
+	res.Outcome, res.Err = InstallFailed, err
 	return res
 }
 

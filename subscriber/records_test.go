@@ -3,6 +3,7 @@ package subscriber
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +12,8 @@ import (
 
 // The records nodes already hold, byte for byte as certsync wrote them
 // before the bundle's identity became crypto.Release: they must read the
-// same, and what certsync writes now must be the same bytes.
+// same, and what certsync writes now must be the same bytes. An installed
+// version's certsync.json is the staged one and installed_at.
 const (
 	oldStagedJSON = `{
   "name": "example.com",
@@ -23,18 +25,6 @@ const (
   "signer": "certsync-ed25519:AAAA",
   "staged_at": "2025-01-01T00:05:00Z",
   "stream_sequence": 42
-}`
-	oldInstalledJSON = `{
-  "name": "example.com",
-  "version": 1735689600,
-  "serial": "3f2a",
-  "fingerprint": "sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
-  "not_before": "2025-01-01T00:00:00Z",
-  "not_after": "2025-04-01T00:00:00Z",
-  "signer": "certsync-ed25519:AAAA",
-  "staged_at": "2025-01-01T00:05:00Z",
-  "stream_sequence": 42,
-  "installed_at": "2025-01-01T03:00:00Z"
 }`
 	oldStateJSON = `{
   "pending": {
@@ -74,6 +64,7 @@ func TestOldRecordsRead(t *testing.T) {
 		t.Errorf("certsync.json written as\n%s\nwant\n%s", raw, oldStagedJSON)
 	}
 
+	oldInstalledJSON := strings.TrimSuffix(oldStagedJSON, "\n}") + ",\n  \"installed_at\": \"2025-01-01T03:00:00Z\"\n}"
 	installed := Installed{Staged: staged, InstalledAt: day.Add(3 * time.Hour)}
 	var gotInstalled Installed
 	if err := json.Unmarshal([]byte(oldInstalledJSON), &gotInstalled); err != nil || !reflect.DeepEqual(gotInstalled, installed) {

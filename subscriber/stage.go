@@ -158,24 +158,14 @@ func (s *Stage) check(name string) error {
 // lock takes the stage's exclusive lock and returns its release.
 func (s *Stage) lock() (func(), error) {
 	path := filepath.Join(s.dir, lockFile)
-	f, err := openNoFollow(stageWhat, s.dir, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
-	if errors.Is(err, ErrUnsafePath) {
+	unlock, doing, err := lockIn(stageWhat, s.dir, path)
+	switch {
+	case errors.Is(err, ErrUnsafePath):
 		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("%s stage lock %q: %w", doing, path, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("opening stage lock %q: %w", path, err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking stage %q: %w", path, err)
-	}
-	return func() { f.Close() }, nil // closing releases the lock
+	return unlock, nil
 }
 
 // Read returns the record of the bundle staged for name, or an error

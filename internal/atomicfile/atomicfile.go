@@ -19,8 +19,9 @@
 //
 // Temporary files are named [TempPrefix] followed by the target's name and
 // a random suffix, in the target's folder, so whoever cleans up after a
-// crash knows them. Errors are *fs.PathError naming the file; a failed
-// write removes its temporary file. The package checks no path: callers
+// crash knows them. Errors are *fs.PathError naming the file ([Cause]
+// drops that layer for a message that names it already); a failed write
+// removes its temporary file. The package checks no path: callers
 // that must not be redirected (the node side) check the folders first.
 package atomicfile
 
@@ -55,7 +56,7 @@ func WriteNew(path string, data []byte, uid, gid int, mode fs.FileMode) error {
 	fail := func(op string, err error) error {
 		_ = f.Close()
 		_ = os.Remove(path)
-		return &fs.PathError{Op: op, Path: path, Err: unwrap(err)}
+		return &fs.PathError{Op: op, Path: path, Err: Cause(err)}
 	}
 	if _, err := f.Write(data); err != nil {
 		return fail("write", err)
@@ -75,7 +76,7 @@ func WriteNew(path string, data []byte, uid, gid int, mode fs.FileMode) error {
 	}
 	if err := f.Close(); err != nil {
 		_ = os.Remove(path)
-		return &fs.PathError{Op: "close", Path: path, Err: unwrap(err)}
+		return &fs.PathError{Op: "close", Path: path, Err: Cause(err)}
 	}
 	return nil
 }
@@ -91,7 +92,7 @@ func Replace(path string, data []byte, uid, gid int, mode fs.FileMode) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
-		return &fs.PathError{Op: "rename", Path: path, Err: unwrap(err)}
+		return &fs.PathError{Op: "rename", Path: path, Err: Cause(err)}
 	}
 	return SyncDir(filepath.Dir(path))
 }
@@ -114,7 +115,7 @@ func Create(path string, data []byte, mode fs.FileMode) error {
 		if errors.Is(err, fs.ErrExist) {
 			return &fs.PathError{Op: "create", Path: path, Err: fs.ErrExist}
 		}
-		return &fs.PathError{Op: "create", Path: path, Err: unwrap(err)}
+		return &fs.PathError{Op: "create", Path: path, Err: Cause(err)}
 	}
 	if err := os.Remove(tmp); err != nil {
 		return err
@@ -132,7 +133,7 @@ func SyncDir(dir string) error {
 	}
 	defer f.Close()
 	if err := f.Sync(); err != nil {
-		return &fs.PathError{Op: "sync", Path: dir, Err: unwrap(err)}
+		return &fs.PathError{Op: "sync", Path: dir, Err: Cause(err)}
 	}
 	return nil
 }
@@ -158,9 +159,9 @@ func writeTemp(path string, data []byte, uid, gid int, mode fs.FileMode) (string
 	return "", &fs.PathError{Op: "create", Path: filepath.Join(dir, TempPrefix+base+"-*"), Err: fs.ErrExist}
 }
 
-// unwrap drops a *fs.PathError or *os.LinkError layer: the error it goes
-// into names the path already.
-func unwrap(err error) error {
+// Cause is the error beneath a *fs.PathError or *os.LinkError, for a
+// caller whose message names the path already (`writing %q: %w`).
+func Cause(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return pe.Err

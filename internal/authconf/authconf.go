@@ -35,7 +35,6 @@ package authconf
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -132,7 +131,7 @@ func Write(cfg Config, log *slog.Logger) (*Result, error) {
 		}
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating folder %q: %w", cfg.Dir, unwrapPath(err))
+		return nil, fmt.Errorf("creating folder %q: %w", cfg.Dir, atomicfile.Cause(err))
 	}
 
 	res := &Result{Conf: filepath.Join(cfg.Dir, ConfFile)}
@@ -174,13 +173,13 @@ func Write(cfg Config, log *slog.Logger) (*Result, error) {
 	}
 
 	if err := atomicfile.Replace(res.Conf, Fragment(res.Users), atomicfile.Keep, atomicfile.Keep, 0o644); err != nil {
-		return nil, fmt.Errorf("writing %q: %w", res.Conf, unwrapPath(err))
+		return nil, fmt.Errorf("writing %q: %w", res.Conf, atomicfile.Cause(err))
 	}
 	log.Info("auth_conf_written", "path", res.Conf, "users", len(res.Users))
 
 	entries, err := os.ReadDir(cfg.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading folder %q: %w", cfg.Dir, unwrapPath(err))
+		return nil, fmt.Errorf("reading folder %q: %w", cfg.Dir, atomicfile.Cause(err))
 	}
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), SeedExt)
@@ -245,14 +244,4 @@ func writeList(b *strings.Builder, key string, subjects []string) {
 func quote(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 	return `"` + r.Replace(s) + `"`
-}
-
-// unwrapPath drops the operation and path of a *fs.PathError, which the
-// caller's message already names.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

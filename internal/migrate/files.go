@@ -22,7 +22,7 @@ func WriteNewFile(path string, data []byte, perm fs.FileMode) error {
 		return fmt.Errorf("writing %q: refusing to overwrite: %w", path, fs.ErrExist)
 	}
 	if err != nil {
-		return fmt.Errorf("writing %q: %w", path, unwrapPath(err))
+		return fmt.Errorf("writing %q: %w", path, atomicfile.Cause(err))
 	}
 	return nil
 }
@@ -35,7 +35,7 @@ func WriteNewFile(path string, data []byte, perm fs.FileMode) error {
 func ReplaceFile(path string, data, old []byte) error {
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return fmt.Errorf("replacing %q: %w", path, unwrapPath(err))
+		return fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
 	}
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("replacing %q: not a regular file (%s): edit the file itself", path, fi.Mode().Type())
@@ -46,27 +46,13 @@ func ReplaceFile(path string, data, old []byte) error {
 	}
 	now, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("replacing %q: %w", path, unwrapPath(err))
+		return fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
 	}
 	if !bytes.Equal(now, old) {
 		return fmt.Errorf("replacing %q: it changed while certsync edited it: nothing written, run again", path)
 	}
 	if err := atomicfile.Replace(path, data, uid, gid, fi.Mode().Perm()); err != nil {
-		return fmt.Errorf("replacing %q: %w", path, unwrapPath(err))
+		return fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
 	}
 	return nil
-}
-
-// unwrapPath drops the *fs.PathError layer, whose message repeats the path
-// the caller's error already names.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return le.Err
-	}
-	return err
 }
