@@ -131,6 +131,7 @@ func TestPublishRefusals(t *testing.T) {
 		bundle func(f *fixture) *crypto.Bundle
 		want   string
 		is     error
+		alsoIs error  // the crypto.CheckOrder sentinel, for the order refusals
 		stored uint64 // messages left on example.com
 	}{
 		{
@@ -172,6 +173,7 @@ func TestPublishRefusals(t *testing.T) {
 			},
 			want:   `refusing to publish certificate "example.com": older than the published bundle`,
 			is:     ErrOlder,
+			alsoIs: crypto.ErrDowngrade,
 			stored: 1,
 		},
 		{
@@ -181,6 +183,7 @@ func TestPublishRefusals(t *testing.T) {
 				return f.lineage("example.com", f.issue("example.com", now.Add(-time.Minute)))
 			},
 			is:     ErrOlder,
+			alsoIs: crypto.ErrConflict,
 			stored: 1,
 		},
 	}
@@ -201,6 +204,11 @@ func TestPublishRefusals(t *testing.T) {
 			}
 			if tt.is != nil && !errors.Is(err, tt.is) {
 				t.Errorf("error %q is not %v", err, tt.is)
+			}
+			// The nodes' own rule decided: the stage and the installer
+			// refuse with the same errors.
+			if tt.alsoIs != nil && !errors.Is(err, tt.alsoIs) {
+				t.Errorf("error %q is not %v", err, tt.alsoIs)
 			}
 			f.checkNoSecrets("error", err.Error(), b.PrivKey)
 			if n := f.count("example.com"); n != tt.stored {
