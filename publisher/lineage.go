@@ -31,20 +31,12 @@ func ReadLineage(dir, name string) (*crypto.Bundle, error) {
 		return nil, fmt.Errorf("reading lineage %q: %w", dir, err)
 	}
 	b := &crypto.Bundle{Name: name}
-	for _, f := range []struct {
-		file string
-		dst  *[]byte
-	}{
-		{"cert.pem", &b.Cert},
-		{"chain.pem", &b.Chain},
-		{"fullchain.pem", &b.FullChain},
-		{"privkey.pem", &b.PrivKey},
-	} {
-		data, err := readFile(filepath.Join(abs, f.file))
+	for _, f := range b.Files() {
+		data, err := readFile(filepath.Join(abs, f.Name))
 		if err != nil {
 			return nil, fmt.Errorf("reading lineage %q: %w", dir, err)
 		}
-		*f.dst = data
+		*f.Data = data
 	}
 	return b, nil
 }
