@@ -6,9 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -17,6 +15,44 @@ import (
 
 // MaxFileSize bounds each of a bundle's four PEM files.
 const MaxFileSize = 64 << 10
+
+// The names of a bundle's files, wherever they are kept: in certbot's
+// lineage, in the envelope's plaintext (in this order), in a node's stage
+// folder and in each installed version folder. Nothing else names them.
+const (
+	// FileCert is the leaf certificate.
+	FileCert = "cert.pem"
+	// FileChain is the intermediate certificates.
+	FileChain = "chain.pem"
+	// FileFullChain is FileCert followed by FileChain.
+	FileFullChain = "fullchain.pem"
+	// FileKey is the leaf's private key. Secret.
+	FileKey = "privkey.pem"
+	// FileCombined is FileFullChain followed by FileKey, which a node
+	// installs for HAProxy when asked to. Secret.
+	FileCombined = "combined.pem"
+	// FileRecord is the non-secret record a node keeps beside a staged or
+	// installed bundle (its [Release], signer and times).
+	FileRecord = "certsync.json"
+)
+
+// BundleFile is one of a bundle's four PEM files: its name and where its
+// bytes are held.
+type BundleFile struct {
+	// Name is FileCert, FileChain, FileFullChain or FileKey.
+	Name string
+	// Data points at the field of the Bundle holding the file.
+	Data *[]byte
+}
+
+// Files returns b's four PEM files in their order (FileCert, FileChain,
+// FileFullChain, FileKey), pointing into b: a reader fills them, a writer
+// reads them.
+func (b *Bundle) Files() []BundleFile {
+	return []BundleFile{
+		{FileCert, &b.Cert}, {FileChain, &b.Chain}, {FileFullChain, &b.FullChain}, {FileKey, &b.PrivKey},
+	}
+}
 
 // MaxFutureNotBefore is how far in the future a leaf's NotBefore may lie
 // when checked. The version is the NotBefore, and nodes refuse lower
@@ -29,7 +65,7 @@ const MaxFutureNotBefore = 24 * time.Hour
 type Bundle struct {
 	// Name is the certificate name (certbot's lineage name).
 	Name string
-	// Version is the bundle's monotonic version, [Info.Version] of its leaf.
+	// Version is the bundle's monotonic version, [Release.Version] of its leaf.
 	Version uint64
 	// Cert is cert.pem: the leaf certificate.
 	Cert []byte
@@ -43,16 +79,8 @@ type Bundle struct {
 
 // Info describes a checked bundle's leaf certificate. None of it is secret.
 type Info struct {
-	// Version is the leaf's NotBefore as Unix seconds: a later certificate
-	// has a higher version. Nodes refuse a version lower than the one they
-	// hold, and an equal version with a different certificate.
-	Version uint64
-	// Serial is the leaf's serial number in lowercase hex.
-	Serial string
-	// Fingerprint is "sha256:" and the lowercase hex SHA-256 of the leaf's DER.
-	Fingerprint string
-	// NotBefore and NotAfter bound the leaf's validity, in UTC.
-	NotBefore, NotAfter time.Time
+	// Release is the leaf's version, serial, fingerprint and validity.
+	Release
 	// DNSNames are the leaf's DNS subject alternative names.
 	DNSNames []string
 	// Leaf is the parsed leaf certificate.
@@ -79,32 +107,32 @@ type Info struct {
 // Errors name the file and the reason and never contain key material.
 // Check does not look at b.Name or b.Version.
 func (b *Bundle) Check(now time.Time) (*Info, error) {
-	certs, err := parseCertFile("cert.pem", b.Cert)
+	certs, err := parseCertFile(FileCert, b.Cert)
 	if err != nil {
 		return nil, err
 	}
 	if len(certs) != 1 {
-		return nil, fmt.Errorf("checking %s: %d certificates, want exactly one", "cert.pem", len(certs))
+		return nil, fmt.Errorf("checking %s: %d certificates, want exactly one", FileCert, len(certs))
 	}
 	leaf := certs[0]
-	chain, err := parseCertFile("chain.pem", b.Chain)
+	chain, err := parseCertFile(FileChain, b.Chain)
 	if err != nil {
 		return nil, err
 	}
-	full, err := parseCertFile("fullchain.pem", b.FullChain)
+	full, err := parseCertFile(FileFullChain, b.FullChain)
 	if err != nil {
 		return nil, err
 	}
 	want := append([]*x509.Certificate{leaf}, chain...)
 	if len(full) != len(want) {
-		return nil, fmt.Errorf("checking %s: %d certificates, want %d (cert.pem followed by chain.pem)", "fullchain.pem", len(full), len(want))
+		return nil, fmt.Errorf("checking %s: %d certificates, want %d (%s followed by %s)", FileFullChain, len(full), len(want), FileCert, FileChain)
 	}
 	for i := range full {
 		if !full[i].Equal(want[i]) {
-			return nil, fmt.Errorf("checking %s: certificate %d differs from cert.pem followed by chain.pem", "fullchain.pem", i+1)
+			return nil, fmt.Errorf("checking %s: certificate %d differs from %s followed by %s", FileFullChain, i+1, FileCert, FileChain)
 		}
 	}
-	key, err := parseKeyFile("privkey.pem", b.PrivKey)
+	key, err := parseKeyFile(FileKey, b.PrivKey)
 	if err != nil {
 		return nil, err
 	}
@@ -112,36 +140,37 @@ func (b *Bundle) Check(now time.Time) (*Info, error) {
 		Equal(stdcrypto.PublicKey) bool
 	})
 	if !ok || !pub.Equal(leaf.PublicKey) {
-		return nil, fmt.Errorf("checking %s: the private key does not match the certificate in cert.pem", "privkey.pem")
+		return nil, fmt.Errorf("checking %s: the private key does not match the certificate in %s", FileKey, FileCert)
 	}
 	// What follows needs no clock; the clock's checks come last, so a
 	// ClockError means nothing else is wrong with the bundle.
 	if leaf.NotBefore.Unix() <= 0 {
-		return nil, fmt.Errorf("checking %s: certificate valid from %s, before 1970", "cert.pem", leaf.NotBefore.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("checking %s: certificate valid from %s, before 1970", FileCert, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	if now.After(leaf.NotAfter) {
 		return nil, &ClockError{Err: ErrExpired, At: now,
-			Reason: fmt.Sprintf("checking %s: certificate expired at %s", "cert.pem", leaf.NotAfter.UTC().Format(time.RFC3339))}
+			Reason: fmt.Sprintf("checking %s: certificate expired at %s", FileCert, leaf.NotAfter.UTC().Format(time.RFC3339))}
 	}
 	for i, c := range chain {
 		if now.After(c.NotAfter) {
 			return nil, &ClockError{Err: ErrExpired, At: now,
-				Reason: fmt.Sprintf("checking %s: certificate %d (%s) expired at %s", "chain.pem", i+1, c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))}
+				Reason: fmt.Sprintf("checking %s: certificate %d (%s) expired at %s", FileChain, i+1, c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))}
 		}
 	}
 	if leaf.NotBefore.After(now.Add(MaxFutureNotBefore)) {
 		return nil, &ClockError{Err: ErrNotYetValid, At: now,
-			Reason: fmt.Sprintf("checking %s: certificate not valid until %s, more than %s ahead", "cert.pem", leaf.NotBefore.UTC().Format(time.RFC3339), MaxFutureNotBefore)}
+			Reason: fmt.Sprintf("checking %s: certificate not valid until %s, more than %s ahead", FileCert, leaf.NotBefore.UTC().Format(time.RFC3339), MaxFutureNotBefore)}
 	}
-	sum := sha256.Sum256(leaf.Raw)
 	return &Info{
-		Version:     uint64(leaf.NotBefore.Unix()),
-		Serial:      leaf.SerialNumber.Text(16),
-		Fingerprint: "sha256:" + hex.EncodeToString(sum[:]),
-		NotBefore:   leaf.NotBefore.UTC(),
-		NotAfter:    leaf.NotAfter.UTC(),
-		DNSNames:    leaf.DNSNames,
-		Leaf:        leaf,
+		Release: Release{
+			Version:     uint64(leaf.NotBefore.Unix()),
+			Serial:      leaf.SerialNumber.Text(16),
+			Fingerprint: FingerprintOf(leaf.Raw),
+			NotBefore:   leaf.NotBefore.UTC(),
+			NotAfter:    leaf.NotAfter.UTC(),
+		},
+		DNSNames: leaf.DNSNames,
+		Leaf:     leaf,
 	}, nil
 }
 

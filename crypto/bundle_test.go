@@ -29,7 +29,7 @@ func TestCheck(t *testing.T) {
 	if info.Version != uint64(nb.Unix()) {
 		t.Errorf("Version = %d, want %d", info.Version, nb.Unix())
 	}
-	if want := "sha256:" + hex.EncodeToString(sum[:]); info.Fingerprint != want {
+	if want := "sha256:" + hex.EncodeToString(sum[:]); info.Fingerprint.String() != want {
 		t.Errorf("Fingerprint = %s, want %s", info.Fingerprint, want)
 	}
 	if want := strings.ToLower(info.Leaf.SerialNumber.Text(16)); info.Serial != want || want == "" {

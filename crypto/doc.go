@@ -22,8 +22,9 @@
 // refusal from a transient failure. No error, and nothing this package
 // returns except the keys themselves, contains private key material.
 //
-// Key files ([WriteKeyFile], [ReadKeyFile]) are created with O_EXCL and mode
-// 0600 and refused when group or others may read or write them.
+// Key files ([WriteKeyFile], [ReadKeyFile]) are created whole, never over
+// an existing file, with mode 0600, and refused when group or others may
+// read or write them.
 //
 // The package knows nothing of NATS or of a node's file layout.
 package crypto

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +69,7 @@ type Header struct {
 	Format int
 	// Name is the certificate name the envelope is for.
 	Name string
-	// Version is the bundle's version (see [Info.Version]).
+	// Version is the bundle's version (see [Release.Version]).
 	Version uint64
 	// Signer is the key that signed the envelope, one of the trusted keys.
 	Signer PublicKey
@@ -82,14 +81,13 @@ type Header struct {
 // SealRecord is what a publisher vouches for, under the signature, about
 // what it sealed and to whom, so that it can later tell from the stream
 // alone, and without decrypting, whether a certificate must be sealed
-// again. Nodes need none of it. Both fields are "sha256:" and 64 lowercase
-// hex digits.
+// again. Nodes need none of it.
 type SealRecord struct {
-	// Fingerprint is the SHA-256 of the DER of the leaf (the first
-	// certificate of cert.pem), as Info.Fingerprint.
-	Fingerprint string
+	// Fingerprint is the fingerprint of the leaf (the first certificate of
+	// cert.pem), as Info.Fingerprint.
+	Fingerprint Fingerprint
 	// Recipients is the RecipientsDigest of the recipients the envelope
-	// was sealed to.
+	// was sealed to: "sha256:" and 64 lowercase hex digits.
 	Recipients string
 }
 
@@ -108,8 +106,9 @@ func RecipientsDigest(recipients []string) string {
 	}
 	slices.Sort(texts)
 	texts = slices.Compact(texts)
-	sum := sha256.Sum256([]byte(strings.Join(texts, "\n")))
-	return "sha256:" + hex.EncodeToString(sum[:])
+	// A digest in the text form of a fingerprint, although it names no
+	// certificate: one format for every SHA-256 certsync writes.
+	return Fingerprint(sha256.Sum256([]byte(strings.Join(texts, "\n")))).String()
 }
 
 // A SealOption adds to what [Seal] writes.
@@ -128,16 +127,6 @@ func WithRecipientsDigest(digest string) SealOption {
 	return func(o *sealOptions) { o.recipientsDigest = digest }
 }
 
-// parseDigest decodes "sha256:" and 64 lowercase hex digits.
-func parseDigest(s string) ([]byte, bool) {
-	h, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || len(h) != 2*sha256.Size || strings.ToLower(h) != h {
-		return nil, false
-	}
-	b, err := hex.DecodeString(h)
-	return b, err == nil
-}
-
 // marshalSealRecord encodes a seal record's value.
 func marshalSealRecord(fingerprint, recipients []byte) []byte {
 	return slices.Concat(fingerprint, recipients)
@@ -147,8 +136,8 @@ func marshalSealRecord(fingerprint, recipients []byte) []byte {
 // sealRecordSize bytes.
 func parseSealRecord(v []byte) SealRecord {
 	return SealRecord{
-		Fingerprint: "sha256:" + hex.EncodeToString(v[:sha256.Size]),
-		Recipients:  "sha256:" + hex.EncodeToString(v[sha256.Size:]),
+		Fingerprint: Fingerprint(v[:sha256.Size]),
+		Recipients:  Fingerprint(v[sha256.Size:]).String(),
 	}
 }
 
@@ -197,12 +186,9 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 			return nil, fmt.Errorf("sealing envelope %q: recipient %d is nil", b.Name, i+1)
 		}
 	}
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{{"cert.pem", b.Cert}, {"chain.pem", b.Chain}, {"fullchain.pem", b.FullChain}, {"privkey.pem", b.PrivKey}} {
-		if len(f.data) > MaxFileSize {
-			return nil, fmt.Errorf("sealing envelope %q: %s is %d bytes, over the limit of %d", b.Name, f.name, len(f.data), MaxFileSize)
+	for _, f := range b.Files() {
+		if len(*f.Data) > MaxFileSize {
+			return nil, fmt.Errorf("sealing envelope %q: %s is %d bytes, over the limit of %d", b.Name, f.Name, len(*f.Data), MaxFileSize)
 		}
 	}
 	var o sealOptions
@@ -211,16 +197,16 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 	}
 	var exts []extension
 	if o.recipientsDigest != "" {
-		digest, ok := parseDigest(o.recipientsDigest)
-		if !ok {
+		digest, err := ParseFingerprint(o.recipientsDigest)
+		if err != nil {
 			return nil, fmt.Errorf("sealing envelope %q: seal record: recipients digest %q is not \"sha256:\" and 64 lowercase hex digits", b.Name, o.recipientsDigest)
 		}
-		certs, err := parseCertFile("cert.pem", b.Cert)
+		certs, err := parseCertFile(FileCert, b.Cert)
 		if err != nil {
 			return nil, fmt.Errorf("sealing envelope %q: seal record: %w", b.Name, err)
 		}
-		fp := sha256.Sum256(certs[0].Raw)
-		exts = append(exts, extension{typ: extSealRecord, value: marshalSealRecord(fp[:], digest)})
+		fp := FingerprintOf(certs[0].Raw)
+		exts = append(exts, extension{typ: extSealRecord, value: marshalSealRecord(fp[:], digest[:])})
 	}
 	pt := marshalPlaintext(b.Name, b.Version, b)
 	defer clear(pt)
@@ -599,9 +585,9 @@ func marshalPlaintext(name string, version uint64, b *Bundle) []byte {
 	p = append(p, plaintextFormat, byte(len(name)))
 	p = append(p, name...)
 	p = binary.BigEndian.AppendUint64(p, version)
-	for _, f := range [][]byte{b.Cert, b.Chain, b.FullChain, b.PrivKey} {
-		p = binary.BigEndian.AppendUint32(p, uint32(len(f)))
-		p = append(p, f...)
+	for _, f := range b.Files() {
+		p = binary.BigEndian.AppendUint32(p, uint32(len(*f.Data)))
+		p = append(p, *f.Data...)
 	}
 	return p
 }
@@ -625,26 +611,23 @@ func parsePlaintext(pt []byte) (*Bundle, error) {
 	if b.Version, err = r.version(); err != nil {
 		return nil, err
 	}
-	for _, file := range []struct {
-		field string
-		dst   *[]byte
-	}{{"cert.pem", &b.Cert}, {"chain.pem", &b.Chain}, {"fullchain.pem", &b.FullChain}, {"privkey.pem", &b.PrivKey}} {
-		n, err := r.uint32(file.field + " length")
+	for _, file := range b.Files() {
+		n, err := r.uint32(file.Name + " length")
 		if err != nil {
 			return nil, err
 		}
 		if n > MaxFileSize {
 			r.off -= 4
-			return nil, r.errorf(file.field+" length", "%d exceeds the limit of %d", n, MaxFileSize)
+			return nil, r.errorf(file.Name+" length", "%d exceeds the limit of %d", n, MaxFileSize)
 		}
-		v, err := r.take(int(n), file.field)
+		v, err := r.take(int(n), file.Name)
 		if err != nil {
 			return nil, err
 		}
-		*file.dst = bytes.Clone(v)
+		*file.Data = bytes.Clone(v)
 	}
 	if r.off != len(pt) {
-		return nil, r.errorf("end", "%d trailing bytes after privkey.pem", len(pt)-r.off)
+		return nil, r.errorf("end", "%d trailing bytes after %s", len(pt)-r.off, FileKey)
 	}
 	return b, nil
 }

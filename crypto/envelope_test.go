@@ -499,7 +499,7 @@ func TestRecipientsDigest(t *testing.T) {
 	if RecipientsDigest([]string{a}) == d {
 		t.Error("another set has the same digest")
 	}
-	if _, ok := parseDigest(d); !ok {
+	if _, err := ParseFingerprint(d); err != nil {
 		t.Errorf("digest %q is not of the record's form", d)
 	}
 }

@@ -6,61 +6,30 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"filippo.io/age"
+
+	"github.com/certsync/certsync/internal/atomicfile"
 )
 
 // MaxKeyFileSize bounds what [ReadKeyFile] reads: 64 KiB holds any key file
 // this package accepts (an RSA 16384-bit OpenSSH key is about 13 KiB).
 const MaxKeyFileSize = 64 << 10
 
-// WriteKeyFile creates the key file path with mode 0600, writes data, and
-// syncs the file and its directory. It never overwrites: if path exists the
-// error wraps [fs.ErrExist] and names the path. On a failed write the
-// partial file is removed.
+// WriteKeyFile creates the key file path with mode 0600 (whatever the
+// umask) holding data, durably and all at once (atomicfile.Create: a
+// temporary file beside it, synced, linked to path, the folder synced). It
+// never overwrites: if path exists, even as a symbolic link, the error
+// wraps [fs.ErrExist] and names the path.
 func WriteKeyFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	err := atomicfile.Create(path, data, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating key file %q: refusing to overwrite: %w", path, fs.ErrExist)
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("creating key file %q: refusing to overwrite: %w", path, fs.ErrExist)
-		}
-		return fmt.Errorf("creating key file %q: %w", path, unwrapPath(err))
-	}
-	fail := func(doing string, err error) error {
-		_ = f.Close()
-		_ = os.Remove(path)
-		return fmt.Errorf("%s key file %q: %w", doing, path, unwrapPath(err))
-	}
-	// The umask may have cleared bits of 0600 but never adds any; Chmod
-	// makes the mode exactly 0600 whatever the umask.
-	if err := f.Chmod(0o600); err != nil {
-		return fail("setting mode of", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail("writing", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail("syncing", err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(path)
-		return fmt.Errorf("closing key file %q: %w", path, unwrapPath(err))
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("syncing directory of key file %q: %w", path, err)
+		return fmt.Errorf("writing key file %q: %w", path, err)
 	}
 	return nil
-}
-
-// syncDir makes a new directory entry durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return unwrapPath(err)
-	}
-	defer d.Close()
-	return unwrapPath(d.Sync())
 }
 
 // ReadKeyFile reads a key file of at most [MaxKeyFileSize] bytes. It refuses
@@ -68,19 +37,19 @@ func syncDir(dir string) error {
 func ReadKeyFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading key file %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading key file %q: %w", path, atomicfile.Cause(err))
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("reading key file %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading key file %q: %w", path, atomicfile.Cause(err))
 	}
 	if err := checkKeyFileInfo(path, st); err != nil {
 		return nil, fmt.Errorf("reading key file %q: %w", path, err)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading key file %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading key file %q: %w", path, atomicfile.Cause(err))
 	}
 	if len(data) > MaxKeyFileSize {
 		return nil, fmt.Errorf("reading key file %q: larger than %d bytes", path, MaxKeyFileSize)
@@ -98,7 +67,7 @@ func ReadKeyFile(path string) ([]byte, error) {
 func CheckKeyFile(path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("checking key file %q: %w", path, unwrapPath(err))
+		return fmt.Errorf("checking key file %q: %w", path, atomicfile.Cause(err))
 	}
 	if err := checkKeyFileInfo(path, st); err != nil {
 		return fmt.Errorf("checking key file %q: %w", path, err)
@@ -138,37 +107,26 @@ func (e *KeyPermissionsError) Unwrap() error { return ErrKeyPermissions }
 // LoadSigningKey reads and parses a signing key file (see [ReadKeyFile] and
 // [ParseSigningKey]).
 func LoadSigningKey(path string) (*SigningKey, error) {
-	data, err := ReadKeyFile(path)
-	if err != nil {
-		return nil, err
-	}
-	k, err := ParseSigningKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("loading signing key %q: %w", path, err)
-	}
-	return k, nil
+	return loadKeyFile(path, "signing key", ParseSigningKey)
 }
 
 // LoadIdentities reads and parses a node's identity file (see [ReadKeyFile]
 // and [ParseIdentities]).
 func LoadIdentities(path string) ([]age.Identity, error) {
-	data, err := ReadKeyFile(path)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := ParseIdentities(data)
-	if err != nil {
-		return nil, fmt.Errorf("loading identities %q: %w", path, err)
-	}
-	return ids, nil
+	return loadKeyFile(path, "identities", ParseIdentities)
 }
 
-// unwrapPath drops the *fs.PathError layer, whose message repeats the path
-// the caller's error already names.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
+// loadKeyFile reads the key file path and parses it; a parse error names
+// what it held ("loading <what> <path>: …").
+func loadKeyFile[T any](path, what string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	data, err := ReadKeyFile(path)
+	if err != nil {
+		return zero, err
 	}
-	return err
+	v, err := parse(data)
+	if err != nil {
+		return zero, fmt.Errorf("loading %s %q: %w", what, path, err)
+	}
+	return v, nil
 }

@@ -140,7 +140,7 @@ func parseVector(data []byte) (*vector, error) {
 		case key == "fingerprint":
 			v.fingerprint = val
 		case key == "record fingerprint":
-			v.record.Fingerprint = val
+			v.record.Fingerprint, err = ParseFingerprint(val)
 		case key == "record recipients":
 			v.record.Recipients = val
 		case strings.HasPrefix(key, "sha256 "):
@@ -278,7 +278,7 @@ func checkVector(t *testing.T, v *vector) {
 		if err != nil {
 			t.Fatalf("Check: %v", err)
 		}
-		if info.Version != v.version || info.Fingerprint != v.fingerprint {
+		if info.Version != v.version || info.Fingerprint.String() != v.fingerprint {
 			t.Errorf("Check = version %d %s, want %d %s", info.Version, info.Fingerprint, v.version, v.fingerprint)
 		}
 		if !v.record.IsZero() && v.record.Fingerprint != info.Fingerprint {
@@ -378,7 +378,7 @@ func writeVectors(t *testing.T) {
 			sums[f] = hex.EncodeToString(s[:])
 		}
 		return &vector{comment: comment, expect: expectSuccess, trusted: trusted, identity: ids, name: b.Name,
-			version: b.Version, fingerprint: info.Fingerprint, sums: sums, envelope: env}
+			version: b.Version, fingerprint: info.Fingerprint.String(), sums: sums, envelope: env}
 	}
 	failure := func(expect string, env []byte, comment ...string) *vector {
 		return &vector{comment: comment, expect: expect, trusted: trusted, identity: ids, envelope: env}

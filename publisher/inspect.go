@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -28,14 +29,11 @@ type BundleInfo struct {
 	Subject string
 	// Name is the certificate name, from the subject.
 	Name string
-	// Serial, Fingerprint, NotBefore and NotAfter describe the leaf.
-	Serial      string
-	Fingerprint string
-	NotBefore   time.Time
-	NotAfter    time.Time
-	// Version is the bundle's signed version; Format the envelope's.
-	Version uint64
-	Format  int
+	// Release is the bundle's version, its leaf's serial, fingerprint and
+	// validity, as the headers say (they are not signed).
+	crypto.Release
+	// Format is the envelope's format version.
+	Format int
 	// Recipients is the digest of the recipients it is sealed to.
 	Recipients string
 	// Published is when the stream stored it.
@@ -148,13 +146,13 @@ func bundleInfo(subject string, meta *jetstream.MsgMetadata, h map[string][]stri
 		return ""
 	}
 	b := BundleInfo{
-		Sequence:    meta.Sequence.Stream,
-		Subject:     subject,
-		Serial:      get(wire.HeaderSerial),
-		Fingerprint: get(wire.HeaderFingerprint),
-		Recipients:  get(wire.HeaderRecipients),
-		Published:   meta.Timestamp,
+		Sequence:   meta.Sequence.Stream,
+		Subject:    subject,
+		Recipients: get(wire.HeaderRecipients),
+		Published:  meta.Timestamp,
 	}
+	b.Serial = get(wire.HeaderSerial)
+	b.Fingerprint, _ = crypto.ParseFingerprint(get(wire.HeaderFingerprint))
 	b.Name, _ = wire.NameFromSubject(subject)
 	b.NotBefore, _ = time.Parse(time.RFC3339, get(wire.HeaderNotBefore))
 	b.NotAfter, _ = time.Parse(time.RFC3339, get(wire.HeaderNotAfter))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -30,20 +31,12 @@ func ReadLineage(dir, name string) (*crypto.Bundle, error) {
 		return nil, fmt.Errorf("reading lineage %q: %w", dir, err)
 	}
 	b := &crypto.Bundle{Name: name}
-	for _, f := range []struct {
-		file string
-		dst  *[]byte
-	}{
-		{"cert.pem", &b.Cert},
-		{"chain.pem", &b.Chain},
-		{"fullchain.pem", &b.FullChain},
-		{"privkey.pem", &b.PrivKey},
-	} {
-		data, err := readFile(filepath.Join(abs, f.file))
+	for _, f := range b.Files() {
+		data, err := readFile(filepath.Join(abs, f.Name))
 		if err != nil {
 			return nil, fmt.Errorf("reading lineage %q: %w", dir, err)
 		}
-		*f.dst = data
+		*f.Data = data
 	}
 	return b, nil
 }
@@ -119,7 +112,7 @@ func countBlocks(data []byte) int {
 func readFile(path string) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("reading %q: not a regular file", path)
@@ -129,24 +122,15 @@ func readFile(path string) ([]byte, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, crypto.MaxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
 	}
 	if len(data) > crypto.MaxFileSize {
 		return nil, fmt.Errorf("reading %q: more than the limit of %d bytes", path, crypto.MaxFileSize)
 	}
 	return data, nil
-}
-
-// unwrapPath drops the *os.PathError wrapper, whose text repeats the path
-// the caller already names.
-func unwrapPath(err error) error {
-	if pe, ok := err.(*os.PathError); ok {
-		return pe.Err
-	}
-	return err
 }

@@ -78,7 +78,9 @@ var (
 	ErrUnknownCertificate = errors.New("not in the configuration")
 	// ErrOlder means the bundle is older than the newest one on its subject,
 	// or has the same version with another certificate. Nodes would refuse
-	// it as a downgrade, so it is not published.
+	// it as a downgrade, so it is not published. The error also wraps
+	// crypto.ErrDowngrade or crypto.ErrConflict: the rule is
+	// crypto.CheckOrder, the nodes' own.
 	ErrOlder = errors.New("older than the published bundle")
 	// ErrNotSetUp means the stream or the status bucket is missing, or
 	// lacks a protection certsync needs (no purges, deletes or roll-ups),
@@ -115,11 +117,9 @@ type Result struct {
 	// Sequence is the stream sequence of the message holding the bundle:
 	// the new one, or the newest one when unchanged.
 	Sequence uint64
-	// Version, Serial, Fingerprint and NotAfter describe the certificate.
-	Version     uint64
-	Serial      string
-	Fingerprint string
-	NotAfter    time.Time
+	// Release is the certificate's version, serial, fingerprint and
+	// validity.
+	crypto.Release
 	// Recipients is the digest of the recipients the bundle is sealed to
 	// (signed in the envelope's seal record; also the Certsync-Recipients
 	// header).

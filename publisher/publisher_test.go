@@ -43,7 +43,7 @@ func TestPublishLineage(t *testing.T) {
 	wantHeaders := map[string]string{
 		wire.HeaderName:        "example.com",
 		wire.HeaderSerial:      c.Leaf.SerialNumber.Text(16),
-		wire.HeaderFingerprint: res.Fingerprint,
+		wire.HeaderFingerprint: res.Fingerprint.String(),
 		wire.HeaderNotBefore:   c.Leaf.NotBefore.UTC().Format(time.RFC3339),
 		wire.HeaderNotAfter:    c.Leaf.NotAfter.UTC().Format(time.RFC3339),
 		wire.HeaderFormat:      strconv.Itoa(crypto.Format),
@@ -55,10 +55,10 @@ func TestPublishLineage(t *testing.T) {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
 	}
-	if !strings.HasPrefix(res.Fingerprint, "sha256:") || len(res.Fingerprint) != len("sha256:")+64 {
+	if fp := res.Fingerprint.String(); !strings.HasPrefix(fp, "sha256:") || len(fp) != len("sha256:")+64 {
 		t.Errorf("fingerprint %q", res.Fingerprint)
 	}
-	if id := msg.Header.Get(wire.HeaderMsgID); !strings.HasPrefix(id, "example.com/"+strings.TrimPrefix(res.Fingerprint, "sha256:")+"/") {
+	if id := msg.Header.Get(wire.HeaderMsgID); !strings.HasPrefix(id, "example.com/"+strings.TrimPrefix(res.Fingerprint.String(), "sha256:")+"/") {
 		t.Errorf("Nats-Msg-Id %q does not start with the name and fingerprint", id)
 	}
 	for k, v := range msg.Header {
@@ -131,6 +131,7 @@ func TestPublishRefusals(t *testing.T) {
 		bundle func(f *fixture) *crypto.Bundle
 		want   string
 		is     error
+		alsoIs error  // the crypto.CheckOrder sentinel, for the order refusals
 		stored uint64 // messages left on example.com
 	}{
 		{
@@ -172,6 +173,7 @@ func TestPublishRefusals(t *testing.T) {
 			},
 			want:   `refusing to publish certificate "example.com": older than the published bundle`,
 			is:     ErrOlder,
+			alsoIs: crypto.ErrDowngrade,
 			stored: 1,
 		},
 		{
@@ -181,6 +183,7 @@ func TestPublishRefusals(t *testing.T) {
 				return f.lineage("example.com", f.issue("example.com", now.Add(-time.Minute)))
 			},
 			is:     ErrOlder,
+			alsoIs: crypto.ErrConflict,
 			stored: 1,
 		},
 	}
@@ -201,6 +204,11 @@ func TestPublishRefusals(t *testing.T) {
 			}
 			if tt.is != nil && !errors.Is(err, tt.is) {
 				t.Errorf("error %q is not %v", err, tt.is)
+			}
+			// The nodes' own rule decided: the stage and the installer
+			// refuse with the same errors.
+			if tt.alsoIs != nil && !errors.Is(err, tt.alsoIs) {
+				t.Errorf("error %q is not %v", err, tt.alsoIs)
 			}
 			f.checkNoSecrets("error", err.Error(), b.PrivKey)
 			if n := f.count("example.com"); n != tt.stored {

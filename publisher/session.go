@@ -304,13 +304,12 @@ func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 
 // published is what a stored bundle says of itself, under its signature.
 type published struct {
-	Version uint64
-	// Fingerprint and Recipients come from the envelope's signed seal
-	// record; both are empty when the envelope has none.
-	Fingerprint string
-	Recipients  string
-	// Serial is the Certsync-Serial header, for messages only.
-	Serial string
+	// Release holds the signed version and the fingerprint of the
+	// envelope's signed seal record (zero when it has none). Its Serial is
+	// the Certsync-Serial header, for messages only.
+	crypto.Release
+	// Recipients comes from the seal record too; empty when there is none.
+	Recipients string
 }
 
 // parsePublished reads the newest message on a subject. It counts as a
@@ -334,10 +333,12 @@ func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicK
 		return published{}, false
 	}
 	return published{
-		Version:     h.Version,
-		Fingerprint: h.Record.Fingerprint,
-		Recipients:  h.Record.Recipients,
-		Serial:      msg.Header.Get(wire.HeaderSerial),
+		Release: crypto.Release{
+			Version:     h.Version,
+			Fingerprint: h.Record.Fingerprint,
+			Serial:      msg.Header.Get(wire.HeaderSerial),
+		},
+		Recipients: h.Record.Recipients,
 	}, true
 }
 
@@ -347,13 +348,10 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 	name := j.bundle.Name
 	subject := wire.Subject(name)
 	res := &Result{
-		Name:        name,
-		Version:     j.info.Version,
-		Serial:      j.info.Serial,
-		Fingerprint: j.info.Fingerprint,
-		NotAfter:    j.info.NotAfter,
-		Recipients:  j.digest,
-		Nodes:       j.nodes,
+		Name:       name,
+		Release:    j.info.Release,
+		Recipients: j.digest,
+		Nodes:      j.nodes,
 	}
 	var envelope []byte
 	var refused error
@@ -372,21 +370,23 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 					"hint", "not signed with this signing key: published over")
 				break
 			}
-			if pub.Fingerprint == j.info.Fingerprint && pub.Recipients == j.digest && !force {
+			// Without a seal record the certificate is unknown (a zero
+			// fingerprint, which Compare does not compare): sealing it
+			// again is harmless, since a node treats the same version of
+			// the same certificate as unchanged (and refuses another).
+			order := crypto.Compare(pub.Release, j.info.Release)
+			if order == crypto.Same && pub.Fingerprint == j.info.Fingerprint && pub.Recipients == j.digest && !force {
 				res.Action, res.Sequence = Unchanged, last.Sequence
 				return nil
 			}
-			if pub.Version > j.info.Version {
-				refused = fmt.Errorf("%w: version %d (serial %s), stream holds version %d (serial %s) at sequence %d",
-					ErrOlder, j.info.Version, j.info.Serial, pub.Version, pub.Serial, last.Sequence)
-				return nil
-			}
-			// Without a seal record the certificate is unknown: sealing it
-			// again is harmless, since a node treats the same version of
-			// the same certificate as unchanged (and refuses another).
-			if pub.Version == j.info.Version && pub.Fingerprint != "" && pub.Fingerprint != j.info.Fingerprint {
-				refused = fmt.Errorf("%w: stream holds another certificate (serial %s) with the same version %d at sequence %d",
-					ErrOlder, pub.Serial, pub.Version, last.Sequence)
+			if oerr := crypto.CheckOrder(pub.Release, j.info.Release); oerr != nil {
+				if order == crypto.Conflict {
+					refused = fmt.Errorf("%w: stream holds another certificate (serial %s) with the same version %d at sequence %d: %w",
+						ErrOlder, pub.Serial, pub.Version, last.Sequence, oerr)
+				} else {
+					refused = fmt.Errorf("%w: version %d (serial %s), stream holds version %d (serial %s) at sequence %d: %w",
+						ErrOlder, j.info.Version, j.info.Serial, pub.Version, pub.Serial, last.Sequence, oerr)
+				}
 				return nil
 			}
 		}
@@ -439,16 +439,17 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 // recipient set (a node removed, then added back) be stored within the
 // duplicate window.
 func msgID(j *job, prev uint64) string {
-	fp := strings.TrimPrefix(j.info.Fingerprint, "sha256:")
-	digest := strings.TrimPrefix(j.digest, "sha256:")
-	return fmt.Sprintf("%s/%s/%s/%d", j.bundle.Name, fp, digest[:16], prev)
+	// The recipients digest has a fingerprint's text form (and parses:
+	// crypto.RecipientsDigest made it).
+	digest, _ := crypto.ParseFingerprint(j.digest)
+	return fmt.Sprintf("%s/%s/%s/%d", j.bundle.Name, j.info.Fingerprint.Hex(), digest.Hex()[:16], prev)
 }
 
 // setHeaders sets the contract's headers. None holds a secret.
 func setHeaders(h nats.Header, j *job) {
 	h.Set(wire.HeaderName, j.bundle.Name)
 	h.Set(wire.HeaderSerial, j.info.Serial)
-	h.Set(wire.HeaderFingerprint, j.info.Fingerprint)
+	h.Set(wire.HeaderFingerprint, j.info.Fingerprint.String())
 	h.Set(wire.HeaderNotBefore, j.info.NotBefore.UTC().Format(time.RFC3339))
 	h.Set(wire.HeaderNotAfter, j.info.NotAfter.UTC().Format(time.RFC3339))
 	h.Set(wire.HeaderFormat, strconv.Itoa(crypto.Format))

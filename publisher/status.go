@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -199,10 +200,10 @@ type Row struct {
 	// Newest is the newest bundle published for the certificate; nil when
 	// none is.
 	Newest *BundleInfo
-	// Serial, Fingerprint and NotAfter describe what the node holds: the
-	// installed certificate, else the staged one; empty when neither.
-	Serial, Fingerprint string
-	NotAfter            time.Time
+	// Release describes what the node holds, as its record says: the
+	// installed certificate, else the staged one; zero when neither (its
+	// NotBefore is never reported).
+	crypto.Release
 	// DaysLeft is the number of whole days until NotAfter, negative once
 	// expired; meaningless when NotAfter is zero.
 	DaysLeft int
@@ -302,12 +303,11 @@ func judge(node, cert string, configured bool, st *wire.Status, newest *BundleIn
 	r.Reported = &rec
 	r.LastSeen = st.LastSeen
 	r.Error = st.Error
-	var version uint64
 	switch {
 	case st.InstalledFingerprint != "":
-		r.Serial, r.Fingerprint, r.NotAfter, version = st.InstalledSerial, st.InstalledFingerprint, st.InstalledNotAfter, st.InstalledVersion
+		r.Release = st.Installed()
 	case st.StagedFingerprint != "":
-		r.Serial, r.Fingerprint, r.NotAfter, version = st.StagedSerial, st.StagedFingerprint, st.StagedNotAfter, st.StagedVersion
+		r.Release = st.Staged()
 	}
 	switch st.State {
 	case wire.StateInstalled, wire.StateStaged, wire.StateFailed, wire.StateMissing:
@@ -326,8 +326,8 @@ func judge(node, cert string, configured bool, st *wire.Status, newest *BundleIn
 		r.DaysLeft = int(math.Floor(left.Hours() / 24))
 		r.Expiring = left < o.WarnBefore
 	}
-	if r.Fingerprint != "" && newest != nil && newest.Fingerprint != "" && r.Fingerprint != newest.Fingerprint {
-		r.Behind = version == 0 || newest.Version == 0 || version < newest.Version
+	if !r.Fingerprint.IsZero() && newest != nil && !newest.Fingerprint.IsZero() && r.Fingerprint != newest.Fingerprint {
+		r.Behind = r.Version == 0 || newest.Version == 0 || r.Version < newest.Version
 	}
 	return r
 }

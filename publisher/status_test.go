@@ -9,13 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
 )
 
 func TestRowsJudgeEachPair(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2030, 5, 1, 12, 0, 0, 0, time.UTC)
-	newest := BundleInfo{Name: "a.example", Sequence: 7, Version: 20, Serial: "02", Fingerprint: "sha256:new", NotAfter: now.Add(80 * 24 * time.Hour)}
+	fpNew, fpOld, fpLater := testFingerprint("new"), testFingerprint("old"), testFingerprint("later")
+	newest := BundleInfo{Name: "a.example", Sequence: 7, Release: crypto.Release{Version: 20, Serial: "02", Fingerprint: crypto.FingerprintOf([]byte("new")), NotAfter: now.Add(80 * 24 * time.Hour)}}
 	staged := func(node, fp string, version uint64, notAfter time.Time) wire.Status {
 		return wire.Status{Node: node, Certificate: "a.example", State: wire.StateStaged, LastSeen: now.Add(-time.Minute),
 			StagedVersion: version, StagedSerial: "s-" + fp, StagedFingerprint: fp, StagedNotAfter: notAfter}
@@ -30,41 +32,41 @@ func TestRowsJudgeEachPair(t *testing.T) {
 		days     int
 	}{
 		{name: "never reported", state: wire.StateMissing, problems: []string{ProblemMissing}, newest: &newest},
-		{name: "staged newest", record: ptr(staged("n", "sha256:new", 20, fresh)), newest: &newest,
+		{name: "staged newest", record: ptr(staged("n", fpNew, 20, fresh)), newest: &newest,
 			state: wire.StateStaged, days: 80},
 		{name: "installed newest, older staged ignored", record: &wire.Status{State: wire.StateInstalled, LastSeen: now,
-			InstalledVersion: 20, InstalledFingerprint: "sha256:new", InstalledNotAfter: fresh,
-			StagedVersion: 10, StagedFingerprint: "sha256:old", StagedNotAfter: now.Add(time.Hour)},
+			InstalledVersion: 20, InstalledFingerprint: fpNew, InstalledNotAfter: fresh,
+			StagedVersion: 10, StagedFingerprint: fpOld, StagedNotAfter: now.Add(time.Hour)},
 			newest: &newest, state: wire.StateInstalled, days: 80},
 		{name: "installed older while newest staged is behind", record: &wire.Status{State: wire.StateStaged, LastSeen: now,
-			InstalledVersion: 10, InstalledFingerprint: "sha256:old", InstalledNotAfter: fresh,
-			StagedVersion: 20, StagedFingerprint: "sha256:new", StagedNotAfter: fresh},
+			InstalledVersion: 10, InstalledFingerprint: fpOld, InstalledNotAfter: fresh,
+			StagedVersion: 20, StagedFingerprint: fpNew, StagedNotAfter: fresh},
 			newest: &newest, state: wire.StateStaged, problems: []string{ProblemBehind}, days: 80},
-		{name: "staged older", record: ptr(staged("n", "sha256:old", 10, fresh)), newest: &newest,
+		{name: "staged older", record: ptr(staged("n", fpOld, 10, fresh)), newest: &newest,
 			state: wire.StateStaged, problems: []string{ProblemBehind}, days: 80},
-		{name: "staged later than the stream's newest", record: ptr(staged("n", "sha256:later", 30, fresh)), newest: &newest,
+		{name: "staged later than the stream's newest", record: ptr(staged("n", fpLater, 30, fresh)), newest: &newest,
 			state: wire.StateStaged, days: 80},
-		{name: "nothing published", record: ptr(staged("n", "sha256:new", 20, fresh)), state: wire.StateStaged, days: 80},
+		{name: "nothing published", record: ptr(staged("n", fpNew, 20, fresh)), state: wire.StateStaged, days: 80},
 		{name: "failed keeps what it holds", record: &wire.Status{State: wire.StateFailed, Error: "bad signature", LastSeen: now,
-			StagedVersion: 20, StagedFingerprint: "sha256:new", StagedNotAfter: fresh},
+			StagedVersion: 20, StagedFingerprint: fpNew, StagedNotAfter: fresh},
 			newest: &newest, state: wire.StateFailed, problems: []string{ProblemFailed}, days: 80},
 		{name: "reported holding nothing", record: &wire.Status{State: wire.StateMissing, LastSeen: now},
 			newest: &newest, state: wire.StateMissing, problems: []string{ProblemMissing}},
 		{name: "stale", record: &wire.Status{State: wire.StateStaged, LastSeen: now.Add(-61 * time.Minute),
-			StagedVersion: 20, StagedFingerprint: "sha256:new", StagedNotAfter: fresh},
+			StagedVersion: 20, StagedFingerprint: fpNew, StagedNotAfter: fresh},
 			newest: &newest, state: wire.StateStale, problems: []string{ProblemStale}, days: 80},
 		{name: "stale failed", record: &wire.Status{State: wire.StateFailed, Error: "x", LastSeen: now.Add(-2 * time.Hour)},
 			state: wire.StateStale, problems: []string{ProblemStale}},
-		{name: "no last seen is stale", record: &wire.Status{State: wire.StateStaged, StagedFingerprint: "sha256:new", StagedVersion: 20, StagedNotAfter: fresh},
+		{name: "no last seen is stale", record: &wire.Status{State: wire.StateStaged, StagedFingerprint: fpNew, StagedVersion: 20, StagedNotAfter: fresh},
 			newest: &newest, state: wire.StateStale, problems: []string{ProblemStale}, days: 80},
 		{name: "just within stale after", record: &wire.Status{State: wire.StateStaged, LastSeen: now.Add(-time.Hour),
-			StagedVersion: 20, StagedFingerprint: "sha256:new", StagedNotAfter: fresh},
+			StagedVersion: 20, StagedFingerprint: fpNew, StagedNotAfter: fresh},
 			newest: &newest, state: wire.StateStaged, days: 80},
-		{name: "expiring", record: ptr(staged("n", "sha256:new", 20, now.Add(5*24*time.Hour+time.Hour))), newest: &newest,
+		{name: "expiring", record: ptr(staged("n", fpNew, 20, now.Add(5*24*time.Hour+time.Hour))), newest: &newest,
 			state: wire.StateStaged, problems: []string{ProblemExpiring}, days: 5},
-		{name: "expired", record: ptr(staged("n", "sha256:new", 20, now.Add(-time.Hour))), newest: &newest,
+		{name: "expired", record: ptr(staged("n", fpNew, 20, now.Add(-time.Hour))), newest: &newest,
 			state: wire.StateStaged, problems: []string{ProblemExpiring}, days: -1},
-		{name: "behind and expiring", record: ptr(staged("n", "sha256:old", 10, now.Add(24*time.Hour))), newest: &newest,
+		{name: "behind and expiring", record: ptr(staged("n", fpOld, 10, now.Add(24*time.Hour))), newest: &newest,
 			state: wire.StateStaged, problems: []string{ProblemBehind, ProblemExpiring}, days: 1},
 		{name: "unknown state reads as failed", record: &wire.Status{State: "exploded", LastSeen: now},
 			state: wire.StateFailed, problems: []string{ProblemFailed}},
@@ -118,7 +120,7 @@ func TestRowsOrderUnconfiguredAndOptions(t *testing.T) {
 	now := time.Date(2030, 5, 1, 12, 0, 0, 0, time.UTC)
 	rec := func(node, cert string, seen time.Time, notAfter time.Time) wire.Status {
 		return wire.Status{Node: node, Certificate: cert, State: wire.StateStaged, LastSeen: seen,
-			StagedVersion: 1, StagedFingerprint: "sha256:" + cert, StagedNotAfter: notAfter}
+			StagedVersion: 1, StagedFingerprint: testFingerprint(cert), StagedNotAfter: notAfter}
 	}
 	f := &Fleet{
 		Certificates: map[string][]string{"b.example": {"web2", "web1"}, "a.example": {"web2"}},
@@ -211,10 +213,10 @@ func TestFleetReadsRecordsAndNewestBundles(t *testing.T) {
 	}
 	seen := time.Now().UTC().Truncate(time.Second)
 	put("web1.a.example", wire.Status{Node: "web1", Certificate: "a.example", State: wire.StateStaged, LastSeen: seen,
-		StagedVersion: first.Version, StagedSerial: first.Serial, StagedFingerprint: first.Fingerprint, StagedNotAfter: first.NotAfter})
+		StagedVersion: first.Version, StagedSerial: first.Serial, StagedFingerprint: first.Fingerprint.String(), StagedNotAfter: first.NotAfter})
 	// The key is authoritative: a record naming another node is filed under its key.
 	put("web2.b.example", wire.Status{Node: "web1", Certificate: "x", State: wire.StateStaged, LastSeen: seen,
-		StagedVersion: other.Version, StagedFingerprint: other.Fingerprint, StagedNotAfter: other.NotAfter})
+		StagedVersion: other.Version, StagedFingerprint: other.Fingerprint.String(), StagedNotAfter: other.NotAfter})
 	put("web2.a.example", []byte("{not json"))
 	put("not-a-status-key", []byte(`{}`))
 	put("web3.a.example", wire.Status{State: wire.StateStaged, LastSeen: seen})
@@ -289,3 +291,7 @@ func TestFleetGivesUpWhenNATSIsAway(t *testing.T) {
 		t.Fatalf("Fleet with no server: %v, want an error reading the fleet", err)
 	}
 }
+
+// testFingerprint is the text form of a made-up fingerprint, one for each
+// label.
+func testFingerprint(label string) string { return crypto.FingerprintOf([]byte(label)).String() }

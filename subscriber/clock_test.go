@@ -207,7 +207,7 @@ func TestRunClock72HoursBehind(t *testing.T) {
 	natstest.WaitFor(t, 30*time.Second, "the renewal delivered again", func() bool {
 		return len(n.logs.Events("bundle_retry")) >= 3
 	})
-	if meta, err := n.Stage().Read("example.com"); err != nil || meta.Fingerprint != fingerprint(base.Leaf.Raw) {
+	if meta, err := n.Stage().Read("example.com"); err != nil || meta.Fingerprint.String() != fingerprint(base.Leaf.Raw) {
 		t.Errorf("staged %+v, %v; want the base", meta, err)
 	}
 	wantServed(t, installDir, base)

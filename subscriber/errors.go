@@ -2,17 +2,22 @@ package subscriber
 
 import (
 	"errors"
+	"fmt"
+
+	"github.com/certsync/certsync/crypto"
 )
 
 // Sentinel errors. Errors from this package wrap them; test with errors.Is.
 var (
-	// ErrDowngrade means a bundle is older than the one staged: it is
-	// refused even when validly signed.
-	ErrDowngrade = errors.New("older than the staged version")
-	// ErrConflict means a bundle has the version of the staged one but
-	// another certificate: two different certificates cannot share a
-	// version, so the newcomer is refused.
-	ErrConflict = errors.New("same version as the staged bundle but another certificate")
+	// ErrDowngrade means a bundle is older than the one staged (or
+	// installed): it is refused even when validly signed. It is
+	// crypto.ErrDowngrade, the one rule's error (crypto.CheckOrder).
+	ErrDowngrade = crypto.ErrDowngrade
+	// ErrConflict means a bundle has the version of the staged (or
+	// installed) one but another certificate: two different certificates
+	// cannot share a version, so the newcomer is refused. It is
+	// crypto.ErrConflict.
+	ErrConflict = crypto.ErrConflict
 	// ErrUnknownCertificate means a bundle is for a certificate that is not
 	// in this node's configuration.
 	ErrUnknownCertificate = errors.New("certificate not in this node's configuration")
@@ -71,4 +76,14 @@ func permanent(err error) error {
 func IsPermanent(err error) bool {
 	var pe *PermanentError
 	return errors.As(err, &pe)
+}
+
+// heldAs says, in a refusal by crypto.CheckOrder, what is held and where
+// (where is "staged" or "installed"): "version 7 is staged" before a
+// downgrade, "staged with fingerprint …, this is …" before a conflict.
+func heldAs(where string, held, incoming crypto.Release) string {
+	if held.Version == incoming.Version {
+		return fmt.Sprintf("%s with fingerprint %s, this is %s", where, held.Fingerprint, incoming.Fingerprint)
+	}
+	return fmt.Sprintf("version %d is %s", held.Version, where)
 }

@@ -1,7 +1,6 @@
 package subscriber
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -30,8 +30,6 @@ const (
 	// storeDir, beside install_dir, holds the installed versions of each
 	// certificate: <parent>/.certsync/<name>/<version>-<fp12>/.
 	storeDir = ".certsync"
-	// fileCombined is the full chain followed by the private key.
-	fileCombined = "combined.pem"
 	// fileState is the install state of a certificate in its store
 	// folder: an install under way, the last failed version.
 	fileState = "state.json"
@@ -46,9 +44,6 @@ const (
 	fpLen = 12
 	// maxStateSize bounds state.json.
 	maxStateSize = 1 << 20
-	// installErrorPrefix starts the error of every failed install, which
-	// tells it from a bundle's refusal in a status record.
-	installErrorPrefix = "installing "
 	// storeMode is the mode of .certsync and .certsync/<name>, set on
 	// every install whatever the umask: anyone may pass through to a
 	// version folder, whose own mode says who gets in; only root lists
@@ -94,18 +89,18 @@ type installState struct {
 }
 
 type pendingInstall struct {
-	Version     uint64 `json:"version"`
-	Fingerprint string `json:"fingerprint"`
+	// Release is the version being installed.
+	crypto.Release
 	// Previous is the link target to roll back to ("" when nothing was
 	// in place).
 	Previous string `json:"previous"`
 }
 
 type failedInstall struct {
-	Version     uint64    `json:"version"`
-	Fingerprint string    `json:"fingerprint"`
-	Error       string    `json:"error"`
-	At          time.Time `json:"at"` // the last failure
+	// Release is the version that failed.
+	crypto.Release
+	Error string    `json:"error"`
+	At    time.Time `json:"at"` // the last failure
 	// Attempts counts the failed installs of this version in a row, for
 	// the retry's backoff (0 in a state.json from before: one).
 	Attempts int `json:"attempts,omitempty"`
@@ -115,7 +110,7 @@ type failedInstall struct {
 }
 
 func (f *failedInstall) is(m *Staged) bool {
-	return f != nil && m != nil && f.Version == m.Version && f.Fingerprint == m.Fingerprint
+	return f != nil && m != nil && crypto.Compare(f.Release, m.Release) == crypto.Same
 }
 
 // installer puts the bundles of one certificate into its install_dir:
@@ -223,8 +218,7 @@ func (in *installer) did(step string) {
 
 // folderName names the version folder of m.
 func folderName(m *Staged) string {
-	fp := strings.TrimPrefix(m.Fingerprint, "sha256:")
-	return fmt.Sprintf("%d-%s", m.Version, fp[:min(len(fp), fpLen)])
+	return fmt.Sprintf("%d-%s", m.Version, m.Fingerprint.Hex()[:fpLen])
 }
 
 // lock checks the path to the store folder, creates what is missing of it
@@ -238,24 +232,14 @@ func (in *installer) lock() (func(), error) {
 		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
 	}
 	path := filepath.Join(in.store(), lockFile)
-	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
-	if errors.Is(err, ErrUnsafePath) {
+	unlock, doing, err := lockIn(installWhat, in.c.InstallDir, path)
+	switch {
+	case errors.Is(err, ErrUnsafePath):
 		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
+	case err != nil:
+		return nil, fmt.Errorf("installing %q: %s lock %s: %w", in.c.Name, doing, path, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("installing %q: opening lock %s: %w", in.c.Name, path, err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("installing %q: locking %s: %w", in.c.Name, path, err)
-	}
-	return func() { f.Close() }, nil
+	return unlock, nil
 }
 
 // makeStore creates install_dir's parent (parentMode, as the folders above
@@ -375,7 +359,7 @@ func (in *installer) record(t string) (*Installed, error) {
 	if reason := trustProblem(dfi); reason != "" {
 		return untrusted(dir, reason)
 	}
-	path := filepath.Join(dir, fileMeta)
+	path := filepath.Join(dir, crypto.FileRecord)
 	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDONLY, 0, 0, false)
 	if errors.Is(err, ErrUnsafePath) {
 		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
@@ -466,22 +450,18 @@ func (in *installer) readState() (*installState, error) {
 	return st, nil
 }
 
-// writeState replaces state.json (temp file, sync, rename, sync folder).
+// writeState replaces state.json, 0600 (atomicfile.Replace: temp file,
+// sync, rename, sync folder; a temporary file a crash leaves is cleanup's).
 func (in *installer) writeState(st *installState) error {
 	raw, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
 	path := filepath.Join(in.store(), fileState)
-	tmp := filepath.Join(in.store(), tmpPrefix+fileState)
-	_ = os.Remove(tmp)
-	if err := writeNewFile(tmp, append(raw, '\n')); err != nil {
+	if err := atomicfile.Replace(path, append(raw, '\n'), atomicfile.Keep, atomicfile.Keep, 0o600); err != nil {
 		return fmt.Errorf("writing install state %s: %w", path, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing install state %s: %w", path, err)
-	}
-	return syncDir(in.store())
+	return nil
 }
 
 // cleanup removes what an install cut short left behind: version folders
@@ -604,18 +584,20 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 		uid, gid int
 		mode     fs.FileMode
 	}
-	files := []file{
-		{fileCert, b.Cert, uid, gid, certMode},
-		{fileChain, b.Chain, uid, gid, certMode},
-		{fileFullChain, b.FullChain, uid, gid, certMode},
-		{fileKey, b.PrivKey, uid, gid, keyMode},
+	var files []file
+	for _, f := range b.Files() {
+		mode := certMode
+		if f.Name == crypto.FileKey {
+			mode = keyMode
+		}
+		files = append(files, file{f.Name, *f.Data, uid, gid, mode})
 	}
 	if in.c.Combined {
-		files = append(files, file{fileCombined, slices.Concat(b.FullChain, b.PrivKey), uid, gid, keyMode})
+		files = append(files, file{crypto.FileCombined, slices.Concat(b.FullChain, b.PrivKey), uid, gid, keyMode})
 	}
-	files = append(files, file{fileMeta, append(rec, '\n'), -1, -1, recordMode})
+	files = append(files, file{crypto.FileRecord, append(rec, '\n'), -1, -1, recordMode})
 	for _, f := range files {
-		if err := writeOwnedFile(filepath.Join(tmp, f.name), f.data, f.uid, f.gid, f.mode); err != nil {
+		if err := atomicfile.WriteNew(filepath.Join(tmp, f.name), f.data, f.uid, f.gid, f.mode); err != nil {
 			return fail(err)
 		}
 		in.did("file_written")
@@ -653,32 +635,6 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 	}
 	in.did("folder_complete")
 	return name, nil
-}
-
-// writeOwnedFile creates path 0600 (it must not exist), writes data, gives
-// it to uid and gid (-1 keeps), sets mode and syncs it. The mode is set
-// last, so a key is never readable by others, even for a moment.
-func writeOwnedFile(path string, data []byte, uid, gid int, mode fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	err = func() error {
-		if _, err := io.Copy(f, bytes.NewReader(data)); err != nil {
-			return err
-		}
-		if err := f.Chown(uid, gid); err != nil {
-			return err
-		}
-		if err := f.Chmod(mode); err != nil {
-			return err
-		}
-		return f.Sync()
-	}()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // moveAside moves the real folder at install_dir aside, once: install_dir
@@ -795,7 +751,7 @@ func parseFolderName(s string) (uint64, string, bool) {
 // install puts the bundle b, staged as meta, in service. Unless force, a
 // version that failed before is skipped. See Node.Install for the steps.
 func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged, force bool) InstallResult {
-	res := InstallResult{Name: in.c.Name, Version: meta.Version, Fingerprint: meta.Fingerprint}
+	res := InstallResult{Name: in.c.Name, Release: meta.Release}
 	fail := func(err error) InstallResult {
 		res.Outcome, res.Err = InstallFailed, err
 		return res
@@ -839,11 +795,9 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 		return res
 	}
 	if st.Pending == nil && curRec != nil && !inService {
-		switch {
-		case meta.Version < curRec.Version:
-			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: version %d is installed: %w", in.c.Name, meta.Version, curRec.Version, ErrDowngrade)))
-		case meta.Version == curRec.Version:
-			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: installed with fingerprint %s, this is %s: %w", in.c.Name, meta.Version, curRec.Fingerprint, meta.Fingerprint, ErrConflict)))
+		if err := crypto.CheckOrder(curRec.Release, meta.Release); err != nil {
+			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: %s: %w",
+				in.c.Name, meta.Version, heldAs("installed", curRec.Release, meta.Release), err)))
 		}
 	}
 	if failedBefore && !force {
@@ -872,7 +826,7 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 			return fail(err)
 		}
 	}
-	st.Pending = &pendingInstall{Version: meta.Version, Fingerprint: meta.Fingerprint, Previous: previous}
+	st.Pending = &pendingInstall{Release: meta.Release, Previous: previous}
 	if err := in.writeState(st); err != nil {
 		return fail(err)
 	}
@@ -909,7 +863,7 @@ func (in *installer) failed(st *installState, meta *Staged, res InstallResult, e
 		attempts = max(st.Failed.Attempts, 1) + 1
 	}
 	st.Pending = nil
-	st.Failed = &failedInstall{Version: meta.Version, Fingerprint: meta.Fingerprint, Error: err.Error(), At: in.now().UTC(),
+	st.Failed = &failedInstall{Release: meta.Release, Error: err.Error(), At: in.now().UTC(),
 		Attempts: attempts, Permanent: IsPermanent(err)}
 	if werr := in.writeState(st); werr != nil {
 		err = fmt.Errorf("%w (and recording the failure: %v)", err, werr)
@@ -937,7 +891,7 @@ func (in *installer) rollback(ctx context.Context, st *installState, previous st
 		// The environment names the version rolled back to, if certsync's.
 		env := []string{EnvName + "=" + in.c.Name, EnvInstallDir + "=" + in.c.InstallDir}
 		if rec, _ := in.record(previous); rec != nil {
-			env = append(env, EnvSerial+"="+rec.Serial, EnvFingerprint+"="+rec.Fingerprint)
+			env = append(env, EnvSerial+"="+rec.Serial, EnvFingerprint+"="+rec.Fingerprint.String())
 		}
 		cmd := command{what: "reload", line: in.c.Reload, timeout: in.commandTimeout(), env: env}
 		if err := cmd.run(ctx); err != nil {
@@ -961,7 +915,7 @@ func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Stage
 		EnvName + "=" + in.c.Name,
 		EnvInstallDir + "=" + in.c.InstallDir,
 		EnvSerial + "=" + meta.Serial,
-		EnvFingerprint + "=" + meta.Fingerprint,
+		EnvFingerprint + "=" + meta.Fingerprint.String(),
 	}
 	for _, c := range []command{
 		{what: "check", line: in.c.Check},

@@ -33,8 +33,7 @@ func stagedOf(t testing.TB, name string, c *testcert.Cert) (*crypto.Bundle, *Sta
 	if err != nil {
 		t.Fatalf("bundle: %v", err)
 	}
-	return b, &Staged{Name: name, Version: info.Version, Serial: info.Serial, Fingerprint: info.Fingerprint,
-		NotBefore: info.NotBefore, NotAfter: info.NotAfter, StagedAt: time.Now().UTC()}
+	return b, &Staged{Name: name, Release: crypto.Release{Version: info.Version, Serial: info.Serial, Fingerprint: info.Fingerprint, NotBefore: info.NotBefore, NotAfter: info.NotAfter}, StagedAt: time.Now().UTC()}
 }
 
 // newTestInstaller makes an installer for c (defaults applied) that logs
@@ -91,7 +90,7 @@ func served(dir string) (string, error) {
 		data, _ := os.ReadFile(filepath.Join(dir, name))
 		return data
 	}
-	cert, chain, full, key := read(fileCert), read(fileChain), read(fileFullChain), read(fileKey)
+	cert, chain, full, key := read(crypto.FileCert), read(crypto.FileChain), read(crypto.FileFullChain), read(crypto.FileKey)
 	kp, err := tls.X509KeyPair(cert, key)
 	if err != nil {
 		return "", fmt.Errorf("%s: cert.pem and privkey.pem: %v", dir, err)
@@ -99,7 +98,7 @@ func served(dir string) (string, error) {
 	if !bytes.Equal(full, append(bytes.Clone(cert), chain...)) {
 		return "", fmt.Errorf("%s: fullchain.pem is not cert.pem and chain.pem", dir)
 	}
-	if comb, err := os.ReadFile(filepath.Join(dir, fileCombined)); err == nil && !bytes.Equal(comb, append(bytes.Clone(full), key...)) {
+	if comb, err := os.ReadFile(filepath.Join(dir, crypto.FileCombined)); err == nil && !bytes.Equal(comb, append(bytes.Clone(full), key...)) {
 		return "", fmt.Errorf("%s: combined.pem is not fullchain.pem and privkey.pem", dir)
 	}
 	return fingerprint(kp.Certificate[0]), nil
@@ -209,7 +208,7 @@ func TestInstallRollback(t *testing.T) {
 	os.WriteFile(flag, nil, 0o600)
 	r := install(t, in, c2, false)
 	if r.Outcome != InstallFailed || !r.RolledBack || !strings.Contains(r.Err.Error(), "emerg: cannot load certificate") ||
-		!strings.HasPrefix(r.Err.Error(), installErrorPrefix) || !strings.Contains(r.Err.Error(), "rolled back") {
+		!strings.HasPrefix(r.Err.Error(), "installing ") || !strings.Contains(r.Err.Error(), "rolled back") {
 		t.Fatalf("failing check: %+v", r)
 	}
 	checkNoSecret(t, "install error", r.Err.Error(), c1, c2)
@@ -219,7 +218,7 @@ func TestInstallRollback(t *testing.T) {
 		t.Errorf("reloads %s, want c1 then c1 again after the rollback", got)
 	}
 	inst, st, _ := in.installed()
-	if inst == nil || inst.Fingerprint != fp1 || st.Failed == nil || st.Failed.Fingerprint != fp2 {
+	if inst == nil || inst.Fingerprint.String() != fp1 || st.Failed == nil || st.Failed.Fingerprint.String() != fp2 {
 		t.Errorf("after rollback: installed %+v, state %+v", inst, st)
 	}
 
@@ -281,7 +280,7 @@ func writeRealFolder(t testing.TB, dir string, c *testcert.Cert) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string][]byte{fileCert: c.Cert, fileChain: c.Chain, fileFullChain: c.FullChain, fileKey: c.PrivKey} {
+	for name, data := range map[string][]byte{crypto.FileCert: c.Cert, crypto.FileChain: c.Chain, crypto.FileFullChain: c.FullChain, crypto.FileKey: c.PrivKey} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -364,9 +363,9 @@ func TestInstallOwnerModes(t *testing.T) {
 		mode     fs.FileMode
 		uid, gid uint32 // as root; not root, every file is the test's
 	}{
-		{fileCert, 0o640, 65534, 65534}, {fileChain, 0o640, 65534, 65534}, {fileFullChain, 0o640, 65534, 65534},
-		{fileKey, 0o640, 65534, 65534}, {fileCombined, 0o640, 65534, 65534},
-		{fileMeta, 0o644, self, me},
+		{crypto.FileCert, 0o640, 65534, 65534}, {crypto.FileChain, 0o640, 65534, 65534}, {crypto.FileFullChain, 0o640, 65534, 65534},
+		{crypto.FileKey, 0o640, 65534, 65534}, {crypto.FileCombined, 0o640, 65534, 65534},
+		{crypto.FileRecord, 0o644, self, me},
 		{".", folderMode, self, 65534},
 	} {
 		fi, err := os.Stat(filepath.Join(in.c.InstallDir, f.name))
@@ -401,7 +400,7 @@ func TestInstallOwnerModes(t *testing.T) {
 	if r := install(t, dflt, c1, false); r.Outcome != InstallInstalled {
 		t.Fatalf("install: %+v", r)
 	}
-	for name, mode := range map[string]fs.FileMode{fileCert: 0o644, fileKey: 0o600, ".": fs.ModeDir | 0o755} {
+	for name, mode := range map[string]fs.FileMode{crypto.FileCert: 0o644, crypto.FileKey: 0o600, ".": fs.ModeDir | 0o755} {
 		if fi, err := os.Stat(filepath.Join(dflt.c.InstallDir, name)); err != nil || fi.Mode() != mode {
 			t.Errorf("default %s: %v %v, want %v", name, fi.Mode(), err, mode)
 		}
@@ -453,7 +452,7 @@ func TestInstallRecordIsRoots(t *testing.T) {
 		forged := Installed{Staged: *m, InstalledAt: time.Now().UTC()}
 		forged.Version, forged.Serial, forged.NotAfter = m.Version+1<<32, "f0f0", time.Now().AddDate(100, 0, 0).UTC()
 		raw, _ := json.Marshal(&forged)
-		meta := filepath.Join(folder, fileMeta)
+		meta := filepath.Join(folder, crypto.FileRecord)
 		if err := os.WriteFile(meta, raw, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -475,9 +474,9 @@ func TestInstallRecordIsRoots(t *testing.T) {
 		t.Fatalf("install c1: %+v", r)
 	}
 	folder1 := filepath.Join(in.store(), folderName(m1))
-	if owner(folder1) != 0 || owner(filepath.Join(folder1, fileMeta)) != 0 || owner(filepath.Join(folder1, fileKey)) != 65534 {
+	if owner(folder1) != 0 || owner(filepath.Join(folder1, crypto.FileRecord)) != 0 || owner(filepath.Join(folder1, crypto.FileKey)) != 65534 {
 		t.Errorf("version folder owned by %d, record by %d, key by %d; want 0, 0, 65534",
-			owner(folder1), owner(filepath.Join(folder1, fileMeta)), owner(filepath.Join(folder1, fileKey)))
+			owner(folder1), owner(filepath.Join(folder1, crypto.FileRecord)), owner(filepath.Join(folder1, crypto.FileKey)))
 	}
 	wantRecord("after c1", m1)
 
@@ -501,8 +500,8 @@ func TestInstallRecordIsRoots(t *testing.T) {
 	wantServed(t, in.c.InstallDir, c2)
 	wantRecord("after c2's rebuild", m2)
 	folder2 := filepath.Join(in.store(), folderName(m2))
-	if owner(folder2) != 0 || owner(filepath.Join(folder2, fileMeta)) != 0 {
-		t.Errorf("rebuilt folder owned by %d, record by %d; want root's", owner(folder2), owner(filepath.Join(folder2, fileMeta)))
+	if owner(folder2) != 0 || owner(filepath.Join(folder2, crypto.FileRecord)) != 0 {
+		t.Errorf("rebuilt folder owned by %d, record by %d; want root's", owner(folder2), owner(filepath.Join(folder2, crypto.FileRecord)))
 	}
 	if got := len(rl.reloads()); got != 3 {
 		t.Errorf("%d reloads, want 3 (c1, c2, c2 rebuilt)", got)
@@ -707,17 +706,17 @@ func TestInstallModesWhateverUmask(t *testing.T) {
 		in := newTestInstaller(t, c)
 		version := filepath.Join(in.store(), folderName(meta))
 		for path, want := range map[string]fs.FileMode{
-			filepath.Join(dir, "etc"):            fs.ModeDir | 0o755,
-			in.parent():                          fs.ModeDir | 0o755,
-			filepath.Dir(in.store()):             fs.ModeDir | 0o711,
-			in.store():                           fs.ModeDir | 0o711,
-			version:                              fs.ModeDir | 0o755, // cert.pem is 0644
-			filepath.Join(version, fileKey):      0o640,
-			filepath.Join(version, fileCert):     0o644,
-			filepath.Join(version, fileMeta):     0o644,
-			filepath.Join(in.store(), fileState): 0o600,
-			filepath.Join(dir, "certsync"):       fs.ModeDir | 0o755,
-			stage:                                fs.ModeDir | 0o700,
+			filepath.Join(dir, "etc"):                 fs.ModeDir | 0o755,
+			in.parent():                               fs.ModeDir | 0o755,
+			filepath.Dir(in.store()):                  fs.ModeDir | 0o711,
+			in.store():                                fs.ModeDir | 0o711,
+			version:                                   fs.ModeDir | 0o755, // cert.pem is 0644
+			filepath.Join(version, crypto.FileKey):    0o640,
+			filepath.Join(version, crypto.FileCert):   0o644,
+			filepath.Join(version, crypto.FileRecord): 0o644,
+			filepath.Join(in.store(), fileState):      0o600,
+			filepath.Join(dir, "certsync"):            fs.ModeDir | 0o755,
+			stage:                                     fs.ModeDir | 0o700,
 		} {
 			fi, err := os.Lstat(path)
 			if err != nil {
@@ -904,8 +903,8 @@ func TestInstallSymlinkTricks(t *testing.T) {
 				t.Errorf("install: %+v, want failed, nothing rolled back", r)
 			}
 			wantUnsafe(t, "install", r.Err, bad, why, `refusing install_dir "`+in.c.InstallDir+`"`)
-			if r.Err != nil && !strings.HasPrefix(r.Err.Error(), installErrorPrefix) {
-				t.Errorf("install error %q does not start with %q", r.Err, installErrorPrefix)
+			if r.Err != nil && !strings.HasPrefix(r.Err.Error(), "installing ") {
+				t.Errorf("install error %q does not start with %q", r.Err, "installing ")
 			}
 			t.Logf("refused: %v", r.Err)
 			if _, _, err := in.installed(); !tt.lock {
@@ -1031,4 +1030,12 @@ func TestInstallStatePreviousElsewhere(t *testing.T) {
 	if r := install(t, in, c2, false); r.Outcome != InstallInstalled {
 		t.Fatalf("install c2: %+v", r)
 	}
+}
+
+// fingerprint is the text form of der's fingerprint, as in the headers.
+func fingerprint(der []byte) string { return crypto.FingerprintOf(der).String() }
+
+// testFingerprint is a made-up fingerprint, one for each label.
+func testFingerprint(label string) crypto.Fingerprint {
+	return crypto.FingerprintOf([]byte(label))
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
 )
 
@@ -96,9 +97,9 @@ const (
 type InstallResult struct {
 	// Name is the certificate's name.
 	Name string
-	// Version and Fingerprint are the staged bundle's.
-	Version     uint64
-	Fingerprint string
+	// Release is the staged bundle's version, serial, fingerprint and
+	// validity (zero when the staged record could not be read).
+	crypto.Release
 	// Outcome says what became of it.
 	Outcome InstallOutcome
 	// RolledBack is true when a failed install put the previous version
@@ -190,7 +191,7 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, []Scheduled) {
 		}
 		inst, st, err := in.installed()
 		if err != nil {
-			results = append(results, InstallResult{Name: name, Version: meta.Version, Fingerprint: meta.Fingerprint, Outcome: InstallFailed, Err: err})
+			results = append(results, InstallResult{Name: name, Release: meta.Release, Outcome: InstallFailed, Err: err})
 			continue
 		}
 		now := n.cfg.Now()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/nginxtest"
 	"github.com/certsync/certsync/internal/testcert"
@@ -82,7 +83,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	}
 	old := issue(5 * time.Hour)
 	writeRealFolder(t, installDir, old)
-	ngx := nginxtest.StartNginx(t, nginxtest.TLSFiles(filepath.Join(installDir, fileFullChain), filepath.Join(installDir, fileKey)))
+	ngx := nginxtest.StartNginx(t, nginxtest.TLSFiles(filepath.Join(installDir, crypto.FileFullChain), filepath.Join(installDir, crypto.FileKey)))
 	if got := nginxtest.ServedLeaf(t, ngx.Addr, "example.com"); fingerprint(got.Raw) != fingerprint(old.Leaf.Raw) {
 		t.Fatal("nginx does not serve the old certificate")
 	}

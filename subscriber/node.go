@@ -137,7 +137,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		n.installers[name] = &installer{c: c, log: log, now: cfg.Now, node: cfg.Node}
 		n.schedules[name], _ = parseSchedule(c.Schedule) // checked above
 	}
-	n.status.init(n)
+	n.status.init(n, cfg, names, log)
 	return n, nil
 }
 

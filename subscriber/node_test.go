@@ -320,7 +320,7 @@ func TestSyncStagesBundle(t *testing.T) {
 	}
 	checkStaged(t, n.Stage(), b, meta)
 	if meta.Serial != c.Leaf.SerialNumber.Text(16) || meta.Sequence != seq || meta.Signer != e.key.Public().String() ||
-		!meta.NotAfter.Equal(c.Leaf.NotAfter) || !strings.HasPrefix(meta.Fingerprint, "sha256:") {
+		!meta.NotAfter.Equal(c.Leaf.NotAfter) || !strings.HasPrefix(meta.Fingerprint.String(), "sha256:") {
 		t.Errorf("staged record %+v does not describe the bundle", meta)
 	}
 
@@ -336,7 +336,7 @@ func TestSyncStagesBundle(t *testing.T) {
 	}
 
 	st := e.status("example.com")
-	if st.State != wire.StateInstalled || st.StagedVersion != b.Version || st.StagedFingerprint != meta.Fingerprint ||
+	if st.State != wire.StateInstalled || st.StagedVersion != b.Version || st.StagedFingerprint != meta.Fingerprint.String() ||
 		st.Error != "" || st.Version != "test" || st.LastSeen.IsZero() {
 		t.Errorf("status %+v", st)
 	}
@@ -625,7 +625,8 @@ func TestSyncDowngradeAfterRestart(t *testing.T) {
 	if err != nil || meta.Version != uint64(newer.Leaf.NotBefore.Unix()) || !bytes.Equal(b.PrivKey, newer.PrivKey) {
 		t.Fatalf("staged %+v, %v; want the newer bundle kept", meta, err)
 	}
-	if st := e.status("example.com"); st.State != wire.StateFailed || !strings.Contains(st.Error, "older than the staged version") {
+	if st := e.status("example.com"); st.State != wire.StateFailed || !strings.Contains(st.Error, "older than the version held") ||
+		st.ErrorKind != wire.ErrorKindBundle {
 		t.Errorf("status %+v", st)
 	}
 
@@ -641,6 +642,39 @@ func TestSyncDowngradeAfterRestart(t *testing.T) {
 	expectOnly(t, n.sync(t), OutcomeStaged)
 	if st := e.status("example.com"); st.State != wire.StateInstalled || st.Error != "" {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// TestStatusInstallFailureNotKept: a failure to install (here, to read the
+// install state) is recorded as an install's, whatever its text, and is not
+// taken back from the status bucket by a restarted node: the install state
+// on disk says whether it still holds.
+func TestStatusInstallFailureNotKept(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stageDir := t.TempDir()
+	c := e.issue(time.Hour)
+	e.publish("example.com", e.seal("example.com", c), c)
+	n := e.node(stageDir, "example.com")
+	expectOnly(t, n.sync(t), OutcomeStaged)
+
+	state := filepath.Join(stageDir+".live", ".certsync", "example.com", "state.json")
+	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expectOnly(t, n.sync(t))
+	if st := e.status("example.com"); st.State != wire.StateFailed || st.ErrorKind != wire.ErrorKindInstall ||
+		!strings.HasPrefix(st.Error, "reading install state ") {
+		t.Fatalf("status with a corrupt state.json: %+v, want failed, of kind install", st)
+	}
+
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	n = e.node(stageDir, "example.com") // restarted
+	expectOnly(t, n.sync(t))
+	if st := e.status("example.com"); st.State != wire.StateInstalled || st.Error != "" || st.ErrorKind != "" {
+		t.Errorf("status after the fix and a restart: %+v, want installed, no error", st)
 	}
 }
 
@@ -682,7 +716,7 @@ func TestSyncTransientFailure(t *testing.T) {
 	if err := os.MkdirAll(n.Stage().Path("example.com"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(n.Stage().Path("example.com"), fileMeta), []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(n.Stage().Path("example.com"), crypto.FileRecord), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	rep := n.sync(t)

@@ -283,3 +283,25 @@ func openat(dirfd int, name string, flag int) (int, error) {
 		}
 	}
 }
+
+// lockIn takes the exclusive lock path, a lock file in one of certsync's
+// checked folders (what and subject as for openNoFollow), creating it 0600
+// if missing and never through a symbolic link, and returns its release.
+// On failure doing says what failed ("opening" or "locking").
+func lockIn(what, subject, path string) (unlock func(), doing string, err error) {
+	f, err := openNoFollow(what, subject, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
+	if err != nil {
+		return nil, "opening", err
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, "locking", err
+	}
+	return func() { f.Close() }, "", nil // closing releases the lock
+}

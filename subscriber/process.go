@@ -21,7 +21,7 @@ type delivery struct {
 	delivered uint64 // how many times the server delivered it
 	subject   string
 	name      string         // certificate name, from the subject
-	header    *crypto.Header // set once the signature verified
+	header    *crypto.Header // set once authenticated
 }
 
 // process decides on a batch of messages and settles each one with the
@@ -54,7 +54,7 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 		if md, err := m.Metadata(); err == nil {
 			d.seq, d.delivered = md.Sequence.Stream, md.NumDelivered
 		}
-		if err := n.verify(d); err != nil {
+		if err := n.authenticate(d); err != nil {
 			settle(d, Result{Outcome: OutcomeRefused, Err: err})
 			continue
 		}
@@ -135,11 +135,13 @@ func lateFor(d *delivery, staged *Staged) bool {
 	return staged != nil && d.delivered > 1 && d.header.Version < staged.Version && d.seq < staged.Sequence
 }
 
-// verify checks what can be checked before decrypting: the size, the
-// subject, the signature, and that the signed name is the subject's and one
-// of this node's certificates. On success d.name and d.header are set.
-// Every failure is permanent.
-func (n *Node) verify(d *delivery) error {
+// authenticate checks what can be checked before decrypting: the size, the
+// subject, the signature (crypto.Verify), and that the signed name is the
+// subject's and one of this node's certificates. On success d.name and
+// d.header are set. Every failure is permanent. (In this package "verify"
+// is the served-certificate check after a reload, the verify: setting;
+// see verifyServed.)
+func (n *Node) authenticate(d *delivery) error {
 	name, err := wire.NameFromSubject(d.subject)
 	if err != nil {
 		return permanent(fmt.Errorf("refusing seq %d: %v: %w", d.seq, err, ErrWrongSubject))
@@ -194,15 +196,11 @@ func (n *Node) apply(d *delivery) Result {
 		return refuse(fmt.Errorf("checking %q seq %d: signed version %d, certificate's version %d: %w", d.name, d.seq, h.Version, info.Version, ErrInvalidBundle))
 	}
 	meta := &Staged{
-		Name:        d.name,
-		Version:     h.Version,
-		Serial:      info.Serial,
-		Fingerprint: info.Fingerprint,
-		NotBefore:   info.NotBefore,
-		NotAfter:    info.NotAfter,
-		Signer:      h.Signer.String(),
-		StagedAt:    now.UTC(),
-		Sequence:    d.seq,
+		Name:     d.name,
+		Release:  info.Release, // its Version is h.Version, checked above
+		Signer:   h.Signer.String(),
+		StagedAt: now.UTC(),
+		Sequence: d.seq,
 	}
 	changed, err := n.stage.Put(b, meta)
 	switch {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/certsync/certsync/crypto"
 )
 
 // Schedules of a certificate, besides five cron fields.
@@ -83,7 +85,7 @@ func due(now time.Time, sch schedule, staged, installed *Staged, occupied bool, 
 		return plan{}
 	case installed == nil:
 		return notBefore(plan{at: now, ok: true, why: "first"}, staged, nil, occupied)
-	case installed.Version == staged.Version && installed.Fingerprint == staged.Fingerprint:
+	case crypto.Compare(installed.Release, staged.Release) == crypto.Same:
 		return plan{}
 	}
 	var p plan

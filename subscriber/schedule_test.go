@@ -3,23 +3,25 @@ package subscriber
 import (
 	"testing"
 	"time"
+
+	"github.com/certsync/certsync/crypto"
 )
 
 func TestDue(t *testing.T) {
 	t.Parallel()
 	loc := time.Local
 	at := func(day, hour, min int) time.Time { return time.Date(2030, 3, day, hour, min, 0, 0, loc) }
-	staged := &Staged{Name: "example.com", Version: 2, Fingerprint: "sha256:02", StagedAt: at(10, 14, 30), NotAfter: at(10, 0, 0).AddDate(0, 3, 0)}
-	old := &Staged{Name: "example.com", Version: 1, Fingerprint: "sha256:01", NotAfter: at(30, 0, 0)}
-	expiring := &Staged{Name: "example.com", Version: 1, Fingerprint: "sha256:01", NotAfter: at(12, 0, 0)}
+	staged := &Staged{Name: "example.com", Release: crypto.Release{Version: 2, Fingerprint: testFingerprint("02"), NotAfter: at(10, 0, 0).AddDate(0, 3, 0)}, StagedAt: at(10, 14, 30)}
+	old := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(30, 0, 0)}}
+	expiring := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(12, 0, 0)}}
 	nightly := mustSchedule(t, "0 3 * * *")
 	manual := mustSchedule(t, "manual")
 	immediate := mustSchedule(t, "immediate")
 	week := 7 * 24 * time.Hour
 	// Staged at 14:30 on the 10th, not valid until 20:00 that day.
-	early := &Staged{Name: "example.com", Version: 3, Fingerprint: "sha256:03", StagedAt: at(10, 14, 30), NotBefore: at(10, 20, 0), NotAfter: at(10, 20, 0).AddDate(0, 3, 0)}
-	expired := &Staged{Name: "example.com", Version: 1, Fingerprint: "sha256:01", NotAfter: at(10, 12, 0)}
-	expiresSoon := &Staged{Name: "example.com", Version: 1, Fingerprint: "sha256:01", NotAfter: at(10, 17, 0)}
+	early := &Staged{Name: "example.com", Release: crypto.Release{Version: 3, Fingerprint: testFingerprint("03"), NotBefore: at(10, 20, 0), NotAfter: at(10, 20, 0).AddDate(0, 3, 0)}, StagedAt: at(10, 14, 30)}
+	expired := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(10, 12, 0)}}
+	expiresSoon := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(10, 17, 0)}}
 
 	for _, tc := range []struct {
 		what      string
@@ -53,7 +55,7 @@ func TestDue(t *testing.T) {
 		{what: "expiry before window", now: at(10, 15, 0), sch: nightly, staged: staged, installed: expiring, deadline: week,
 			wantOK: true, wantAt: at(5, 0, 0), wantWhy: "expiry"},
 		{what: "deadline off", now: at(10, 15, 0), sch: manual, staged: staged, installed: expiring},
-		{what: "staged on the minute", now: at(11, 3, 0), sch: nightly, staged: &Staged{Version: 2, Fingerprint: "sha256:02", StagedAt: at(11, 3, 0)},
+		{what: "staged on the minute", now: at(11, 3, 0), sch: nightly, staged: &Staged{Release: crypto.Release{Version: 2, Fingerprint: testFingerprint("02")}, StagedAt: at(11, 3, 0)},
 			installed: old, wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
 		// Not valid yet: never replaces a certificate clients accept.
 		{what: "not valid yet waits for NotBefore", now: at(10, 15, 0), sch: immediate, staged: early, installed: old, deadline: week,
@@ -104,7 +106,7 @@ func TestParseScheduleRefuses(t *testing.T) {
 
 func TestSplayOffset(t *testing.T) {
 	t.Parallel()
-	s := &Staged{Name: "example.com", Version: 7, Fingerprint: "sha256:07"}
+	s := &Staged{Name: "example.com", Release: crypto.Release{Version: 7, Fingerprint: testFingerprint("07")}}
 	splay := 30 * time.Minute
 	a := splayOffset("web1", s, splay)
 	if a < 0 || a >= splay || a != splayOffset("web1", s, splay) {
@@ -114,7 +116,7 @@ func TestSplayOffset(t *testing.T) {
 	seen := map[time.Duration]bool{}
 	for _, node := range []string{"web1", "web2", "web3", "web4"} {
 		for v := uint64(1); v <= 4; v++ {
-			seen[splayOffset(node, &Staged{Name: "example.com", Version: v, Fingerprint: "sha256:07"}, splay)] = true
+			seen[splayOffset(node, &Staged{Name: "example.com", Release: crypto.Release{Version: v, Fingerprint: testFingerprint("07")}}, splay)] = true
 		}
 	}
 	if len(seen) < 12 {
@@ -129,12 +131,12 @@ func TestRetryDue(t *testing.T) {
 	t.Parallel()
 	failedAt := time.Date(2030, 3, 10, 12, 0, 0, 0, time.UTC)
 	failed := func(attempts int) *failedInstall {
-		return &failedInstall{Version: 2, Fingerprint: "sha256:02", At: failedAt, Attempts: attempts}
+		return &failedInstall{Release: crypto.Release{Version: 2, Fingerprint: testFingerprint("02")}, At: failedAt, Attempts: attempts}
 	}
 	week := 7 * 24 * time.Hour
-	expiring := &Staged{Version: 1, Fingerprint: "sha256:01", NotAfter: failedAt.Add(3 * 24 * time.Hour)}
-	later := &Staged{Version: 1, Fingerprint: "sha256:01", NotAfter: failedAt.Add(30 * 24 * time.Hour)}
-	expired := &Staged{Version: 1, Fingerprint: "sha256:01", NotAfter: failedAt.Add(-time.Hour)}
+	expiring := &Staged{Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: failedAt.Add(3 * 24 * time.Hour)}}
+	later := &Staged{Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: failedAt.Add(30 * 24 * time.Hour)}}
+	expired := &Staged{Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: failedAt.Add(-time.Hour)}}
 	for _, tc := range []struct {
 		what      string
 		f         *failedInstall
@@ -150,7 +152,7 @@ func TestRetryDue(t *testing.T) {
 		{"many failures, an hour", failed(40), expiring, week, failedAt.Add(time.Hour)},
 		{"nothing that works installed", failed(2), nil, week, failedAt.Add(2 * time.Minute)},
 		{"not within the deadline yet: at the deadline", failed(1), later, week, later.NotAfter.Add(-week)},
-		{"permanent", &failedInstall{Version: 2, Fingerprint: "sha256:02", At: failedAt, Attempts: 1, Permanent: true}, expired, week, time.Time{}},
+		{"permanent", &failedInstall{Release: crypto.Release{Version: 2, Fingerprint: testFingerprint("02")}, At: failedAt, Attempts: 1, Permanent: true}, expired, week, time.Time{}},
 	} {
 		p := retryDue(tc.f, tc.installed, tc.deadline)
 		if p.ok != !tc.wantAt.IsZero() || !p.at.Equal(tc.wantAt) || (p.ok && p.why != "retry") {

@@ -15,26 +15,22 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/wire"
 )
 
-// The files of a staged certificate. The four PEM files are byte for byte
-// those the publisher read from certbot's lineage.
+// A staged certificate's folder holds the bundle's four PEM files
+// (crypto.Bundle.Files), byte for byte those the publisher read from
+// certbot's lineage, and its record, crypto.FileRecord.
 const (
-	fileCert      = "cert.pem"
-	fileChain     = "chain.pem"
-	fileFullChain = "fullchain.pem"
-	fileKey       = "privkey.pem"
-	fileMeta      = "certsync.json"
-
 	// lockFile serialises writers (node run, node sync, node install) in
 	// one stage folder. It starts with a dot, so no certificate name
 	// collides with it.
 	lockFile = ".lock"
-	// tmpPrefix starts every folder being built, and every old folder
-	// being removed. Such folders are crash leftovers when no writer holds
-	// the lock.
-	tmpPrefix = ".tmp-"
+	// tmpPrefix starts every folder being built, every old folder being
+	// removed, and every temporary file (atomicfile's). Such entries are
+	// crash leftovers when no writer holds the lock.
+	tmpPrefix = atomicfile.TempPrefix
 	// maxMetaSize bounds certsync.json; the real one is a few hundred bytes.
 	maxMetaSize = 64 << 10
 	// loadAttempts bounds how often Load starts again when the folder it
@@ -48,16 +44,10 @@ const (
 type Staged struct {
 	// Name is the certificate name, equal to the folder's name.
 	Name string `json:"name"`
-	// Version is the bundle's signed version (the leaf's NotBefore in Unix
-	// seconds); a bundle with a lower one is a downgrade.
-	Version uint64 `json:"version"`
-	// Serial is the leaf's serial number, lowercase hex.
-	Serial string `json:"serial"`
-	// Fingerprint is "sha256:" and the hex SHA-256 of the leaf's DER.
-	Fingerprint string `json:"fingerprint"`
-	// NotBefore and NotAfter bound the leaf's validity.
-	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
+	// Release is the bundle's signed version (the leaf's NotBefore in Unix
+	// seconds; a bundle with a lower one is a downgrade) and its leaf's
+	// serial, fingerprint and validity.
+	crypto.Release
 	// Signer is the publisher key that signed the bundle.
 	Signer string `json:"signer"`
 	// StagedAt is when this node staged the bundle.
@@ -73,8 +63,8 @@ func (m *Staged) check(name string) error {
 		return fmt.Errorf("names certificate %q", m.Name)
 	case m.Version == 0:
 		return errors.New("no version")
-	case !strings.HasPrefix(m.Fingerprint, "sha256:"):
-		return fmt.Errorf("fingerprint %q is not sha256", m.Fingerprint)
+	case m.Fingerprint.IsZero():
+		return errors.New("no fingerprint")
 	}
 	return nil
 }
@@ -168,24 +158,14 @@ func (s *Stage) check(name string) error {
 // lock takes the stage's exclusive lock and returns its release.
 func (s *Stage) lock() (func(), error) {
 	path := filepath.Join(s.dir, lockFile)
-	f, err := openNoFollow(stageWhat, s.dir, path, os.O_RDWR|os.O_CREATE, 0o600, 0, true)
-	if errors.Is(err, ErrUnsafePath) {
+	unlock, doing, err := lockIn(stageWhat, s.dir, path)
+	switch {
+	case errors.Is(err, ErrUnsafePath):
 		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("%s stage lock %q: %w", doing, path, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("opening stage lock %q: %w", path, err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking stage %q: %w", path, err)
-	}
-	return func() { f.Close() }, nil // closing releases the lock
+	return unlock, nil
 }
 
 // Read returns the record of the bundle staged for name, or an error
@@ -243,7 +223,7 @@ func (s *Stage) loadOnce(name string, files bool) (*Staged, *crypto.Bundle, erro
 		return readBounded(stageWhat, s.dir, dir, path, file, limit)
 	}
 
-	raw, err := read(fileMeta, maxMetaSize)
+	raw, err := read(crypto.FileRecord, maxMetaSize)
 	if errors.Is(err, ErrUnsafePath) {
 		return nil, nil, err
 	}
@@ -252,20 +232,17 @@ func (s *Stage) loadOnce(name string, files bool) (*Staged, *crypto.Bundle, erro
 	}
 	meta := new(Staged)
 	if err := json.Unmarshal(raw, meta); err != nil {
-		return nil, nil, fmt.Errorf("reading staged %q: corrupt %s (remove %s to start over): %v", name, fileMeta, s.Path(name), err)
+		return nil, nil, fmt.Errorf("reading staged %q: corrupt %s (remove %s to start over): %v", name, crypto.FileRecord, s.Path(name), err)
 	}
 	if err := meta.check(name); err != nil {
-		return nil, nil, fmt.Errorf("reading staged %q: corrupt %s (remove %s to start over): %v", name, fileMeta, s.Path(name), err)
+		return nil, nil, fmt.Errorf("reading staged %q: corrupt %s (remove %s to start over): %v", name, crypto.FileRecord, s.Path(name), err)
 	}
 	if !files {
 		return meta, nil, nil
 	}
 	b := &crypto.Bundle{Name: meta.Name, Version: meta.Version}
-	for _, f := range []struct {
-		name string
-		dst  *[]byte
-	}{{fileCert, &b.Cert}, {fileChain, &b.Chain}, {fileFullChain, &b.FullChain}, {fileKey, &b.PrivKey}} {
-		*f.dst, err = read(f.name, crypto.MaxFileSize)
+	for _, f := range b.Files() {
+		*f.Data, err = read(f.Name, crypto.MaxFileSize)
 		if errors.Is(err, ErrUnsafePath) {
 			return nil, nil, err
 		}
@@ -300,10 +277,10 @@ func readBounded(what, subject string, dir *os.File, path, name string, limit in
 
 // Put stages b with its record meta, replacing what is staged for the same
 // name in one step, unless that would go backwards. Under the stage's lock it
-// compares meta with the staged record: a lower version fails with
-// ErrDowngrade, the same version with another fingerprint with ErrConflict,
-// the same version and fingerprint changes nothing and returns false. It
-// returns true when b was staged.
+// compares meta with the staged record (crypto.CheckOrder): a lower version
+// fails with ErrDowngrade, the same version with another fingerprint with
+// ErrConflict, the same version and fingerprint changes nothing and returns
+// false. It returns true when b was staged.
 func (s *Stage) Put(b *crypto.Bundle, meta *Staged) (bool, error) {
 	name := b.Name
 	if err := s.check(name); err != nil {
@@ -323,12 +300,13 @@ func (s *Stage) Put(b *crypto.Bundle, meta *Staged) (bool, error) {
 	case errors.Is(err, ErrNotStaged):
 	case err != nil:
 		return false, err
-	case cur.Version > meta.Version:
-		return false, fmt.Errorf("staging %q version %d: version %d is staged: %w", name, meta.Version, cur.Version, ErrDowngrade)
-	case cur.Version == meta.Version && cur.Fingerprint != meta.Fingerprint:
-		return false, fmt.Errorf("staging %q version %d: staged with fingerprint %s, this is %s: %w", name, meta.Version, cur.Fingerprint, meta.Fingerprint, ErrConflict)
-	case cur.Version == meta.Version:
-		return false, nil
+	default:
+		if err := crypto.CheckOrder(cur.Release, meta.Release); err != nil {
+			return false, fmt.Errorf("staging %q version %d: %s: %w", name, meta.Version, heldAs("staged", cur.Release, meta.Release), err)
+		}
+		if crypto.Compare(cur.Release, meta.Release) == crypto.Same {
+			return false, nil
+		}
 	}
 	if err := s.write(b, meta); err != nil {
 		return false, err
@@ -363,13 +341,9 @@ func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
 	if err := os.Chmod(tmp, 0o700); err != nil {
 		return fmt.Errorf("staging %q: %w", name, err)
 	}
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{
-		{fileCert, b.Cert}, {fileChain, b.Chain}, {fileFullChain, b.FullChain}, {fileKey, b.PrivKey}, {fileMeta, rawMeta},
-	} {
-		if err := writeNewFile(filepath.Join(tmp, f.name), f.data); err != nil {
+	files := append(b.Files(), crypto.BundleFile{Name: crypto.FileRecord, Data: &rawMeta})
+	for _, f := range files {
+		if err := atomicfile.WriteNew(filepath.Join(tmp, f.Name), *f.Data, atomicfile.Keep, atomicfile.Keep, 0o600); err != nil {
 			return fmt.Errorf("staging %q: %w", name, err)
 		}
 	}
@@ -399,22 +373,11 @@ func (s *Stage) write(b *crypto.Bundle, meta *Staged) error {
 	return nil
 }
 
-// writeNewFile creates path 0600 (it must not exist, not even as a
-// symbolic link), writes data and syncs it.
-func writeNewFile(path string, data []byte) error {
-	return writeOwnedFile(path, data, -1, -1, 0o600)
-}
-
-// syncDir makes the entries of dir durable. dir is a checked folder; a
-// symbolic link in its place is not followed.
+// syncDir is atomicfile.SyncDir, which tests watch (dirSynced). dir is a
+// checked folder; a symbolic link in its place is not followed.
 func syncDir(dir string) error {
-	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
-	if err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	if dirSynced != nil {
 		dirSynced(dir)

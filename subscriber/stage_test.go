@@ -28,9 +28,7 @@ func fakeBundle(name string, version uint64, tag string) (*crypto.Bundle, *Stage
 	}
 	b := &crypto.Bundle{Name: name, Version: version, Cert: f("cert"), Chain: f("chain"), FullChain: f("fullchain"), PrivKey: f("privkey")}
 	m := &Staged{
-		Name: name, Version: version, Serial: fmt.Sprintf("%x", version),
-		Fingerprint: fmt.Sprintf("sha256:%d%s", version, tag),
-		NotBefore:   time.Unix(int64(version), 0).UTC(), NotAfter: time.Unix(int64(version)+3600, 0).UTC(),
+		Name: name, Release: crypto.Release{Version: version, Serial: fmt.Sprintf("%x", version), Fingerprint: testFingerprint(fmt.Sprintf("%d%s", version, tag)), NotBefore: time.Unix(int64(version), 0).UTC(), NotAfter: time.Unix(int64(version)+3600, 0).UTC()},
 		Signer: "certsync-ed25519:test", StagedAt: time.Unix(1700000000, 0).UTC(), Sequence: version,
 	}
 	return b, m
@@ -146,7 +144,7 @@ func checkStaged(t *testing.T, s *Stage, b *crypto.Bundle, m *Staged) {
 	if err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
 		t.Fatalf("staged folder %s: %v %v, want a 0700 folder", dir, err, st.Mode())
 	}
-	for file, want := range map[string][]byte{fileCert: b.Cert, fileChain: b.Chain, fileFullChain: b.FullChain, fileKey: b.PrivKey} {
+	for file, want := range map[string][]byte{crypto.FileCert: b.Cert, crypto.FileChain: b.Chain, crypto.FileFullChain: b.FullChain, crypto.FileKey: b.PrivKey} {
 		path := filepath.Join(dir, file)
 		got, err := os.ReadFile(path)
 		if err != nil || !bytes.Equal(got, want) {
@@ -217,18 +215,20 @@ func TestStageCorruptRecord(t *testing.T) {
 		what    string
 		corrupt func(dir string) error
 	}{
-		{"garbage", func(dir string) error { return os.WriteFile(filepath.Join(dir, fileMeta), []byte("{not json"), 0o600) }},
-		{"empty", func(dir string) error { return os.WriteFile(filepath.Join(dir, fileMeta), nil, 0o600) }},
+		{"garbage", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, crypto.FileRecord), []byte("{not json"), 0o600)
+		}},
+		{"empty", func(dir string) error { return os.WriteFile(filepath.Join(dir, crypto.FileRecord), nil, 0o600) }},
 		{"other name", func(dir string) error {
-			return os.WriteFile(filepath.Join(dir, fileMeta), []byte(`{"name":"x.org","version":5,"fingerprint":"sha256:5"}`), 0o600)
+			return os.WriteFile(filepath.Join(dir, crypto.FileRecord), []byte(`{"name":"x.org","version":5,"fingerprint":"sha256:5"}`), 0o600)
 		}},
 		{"no version", func(dir string) error {
-			return os.WriteFile(filepath.Join(dir, fileMeta), []byte(`{"name":"example.com","fingerprint":"sha256:5"}`), 0o600)
+			return os.WriteFile(filepath.Join(dir, crypto.FileRecord), []byte(`{"name":"example.com","fingerprint":"sha256:5"}`), 0o600)
 		}},
 		{"huge", func(dir string) error {
-			return os.WriteFile(filepath.Join(dir, fileMeta), bytes.Repeat([]byte(" "), maxMetaSize+1), 0o600)
+			return os.WriteFile(filepath.Join(dir, crypto.FileRecord), bytes.Repeat([]byte(" "), maxMetaSize+1), 0o600)
 		}},
-		{"missing", func(dir string) error { return os.Remove(filepath.Join(dir, fileMeta)) }},
+		{"missing", func(dir string) error { return os.Remove(filepath.Join(dir, crypto.FileRecord)) }},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
 			t.Parallel()
@@ -270,10 +270,10 @@ func TestStageCleansLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(half, fileCert), []byte("half"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(half, crypto.FileCert), []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{fileCert, fileChain, fileFullChain, fileKey, fileMeta} {
+	for _, f := range []string{crypto.FileCert, crypto.FileChain, crypto.FileFullChain, crypto.FileKey, crypto.FileRecord} {
 		if err := os.WriteFile(filepath.Join(old, f), []byte("old"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -371,16 +371,16 @@ func TestStageSymlinkTricks(t *testing.T) {
 			return folder, `is a symbolic link to "` + target + `"`, target, swapLink(t, folder, target, filepath.Join(base, "held"))
 		}},
 		{what: "the record replaced by a link", trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
-			file := filepath.Join(stage, name, fileMeta)
+			file := filepath.Join(stage, name, crypto.FileRecord)
 			target := filepath.Join(base, "attacker")
 			copyTree(t, filepath.Join(stage, name), target)
-			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, fileMeta), filepath.Join(base, "held"))
+			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, crypto.FileRecord), filepath.Join(base, "held"))
 		}},
 		{what: "the key replaced by a link", loadOnly: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
-			file := filepath.Join(stage, name, fileKey)
+			file := filepath.Join(stage, name, crypto.FileKey)
 			target := filepath.Join(base, "attacker")
 			copyTree(t, filepath.Join(stage, name), target)
-			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, fileKey), filepath.Join(base, "held"))
+			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, crypto.FileKey), filepath.Join(base, "held"))
 		}},
 		{what: "the lock replaced by a link", lock: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
 			file := filepath.Join(stage, lockFile)

@@ -5,12 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -21,7 +22,14 @@ import (
 // certificates: when the bucket cannot be reached or created, the node
 // warns once and goes on, looking again after StatusInterval.
 type statusWriter struct {
-	n *Node
+	h        holdings
+	node     string // the node's name
+	version  string // certsync's version, for the records
+	names    []string
+	known    map[string]bool // names, for lookups
+	now      func() time.Time
+	interval time.Duration // StatusInterval
+	log      *slog.Logger
 
 	mu       sync.Mutex // held while a record is built and written
 	failures map[string]failure
@@ -50,8 +58,30 @@ type failure struct {
 	at  time.Time
 }
 
-func (s *statusWriter) init(n *Node) {
-	s.n = n
+// holdings is what the status writer reads of a node: what it holds of a
+// certificate, staged and in service, and when the staged one installs.
+// Node implements it. Each method may be called at any time from the
+// writer's goroutine; each reads the disk afresh.
+type holdings interface {
+	// staged returns the record of what is staged for name: an error
+	// wrapping ErrNotStaged when nothing is, the stage folder's refusal
+	// when it is unsafe.
+	staged(name string) (*Staged, error)
+	// installed returns the version of name in service and its install
+	// state (see installer.installed).
+	installed(name string) (*Installed, *installState, error)
+	// planFor says when staged installs on its own (see Node.planFor).
+	planFor(name string, staged *Staged, inst *Installed, st *installState, now time.Time) plan
+}
+
+// init readies s to report on the certificates names of the node cfg
+// names, reading what it holds through h.
+func (s *statusWriter) init(h holdings, cfg Config, names []string, log *slog.Logger) {
+	s.h, s.node, s.version, s.names, s.now, s.interval, s.log = h, cfg.Node, cfg.Version, names, cfg.Now, cfg.StatusInterval, log
+	s.known = make(map[string]bool, len(names))
+	for _, name := range names {
+		s.known[name] = true
+	}
 	s.failures = map[string]failure{}
 	s.cleared = map[string]bool{}
 	s.retry = make(chan struct{}, 1)
@@ -71,7 +101,7 @@ func (s *statusWriter) succeeded(name string, seq uint64) {
 // failed records err as the last failure of name. Names that are not this
 // node's certificates have no record; the log and the report carry them.
 func (s *statusWriter) failed(name string, seq uint64, err error) {
-	if _, ok := s.n.cfg.Certificates[name]; !ok {
+	if !s.known[name] {
 		return
 	}
 	s.mu.Lock()
@@ -79,44 +109,30 @@ func (s *statusWriter) failed(name string, seq uint64, err error) {
 	if f, ok := s.failures[name]; ok && f.seq > seq {
 		return // a later message's failure says more
 	}
-	s.failures[name] = failure{seq: seq, msg: err.Error(), at: s.n.cfg.Now().UTC()}
+	s.failures[name] = failure{seq: seq, msg: err.Error(), at: s.now().UTC()}
 }
 
 // record builds the status record of certificate name.
 func (s *statusWriter) record(name string) wire.Status {
-	n := s.n
 	st := wire.Status{
-		Node:        n.cfg.Node,
+		Node:        s.node,
 		Certificate: name,
-		LastSeen:    n.cfg.Now().UTC(),
-		Version:     n.cfg.Version,
+		LastSeen:    s.now().UTC(),
+		Version:     s.version,
 	}
-	var meta *Staged
-	err := n.stageErr
-	if n.stage != nil {
-		meta, err = n.stage.Read(name)
-	}
+	meta, err := s.h.staged(name)
 	switch {
 	case err == nil:
 		st.State = wire.StateStaged
-		st.StagedVersion = meta.Version
-		st.StagedSerial = meta.Serial
-		st.StagedFingerprint = meta.Fingerprint
-		st.StagedNotAfter = meta.NotAfter
+		st.SetStaged(meta.Release)
 	case errors.Is(err, ErrNotStaged):
 		st.State = wire.StateMissing
 	default:
-		st.State = wire.StateFailed
-		st.Error = err.Error()
-		st.ErrorTime = st.LastSeen
+		st.State, st.Error, st.ErrorTime, st.ErrorKind = wire.StateFailed, err.Error(), st.LastSeen, wire.ErrorKindStage
 	}
-	if in := n.installers[name]; in != nil {
-		s.installed(&st, name, in, meta)
-	}
+	s.installed(&st, name, meta)
 	if f, ok := s.failures[name]; ok {
-		st.State = wire.StateFailed
-		st.Error = f.msg
-		st.ErrorTime = f.at
+		st.State, st.Error, st.ErrorTime, st.ErrorKind = wire.StateFailed, f.msg, f.at, wire.ErrorKindBundle
 	}
 	return st
 }
@@ -124,22 +140,19 @@ func (s *statusWriter) record(name string) wire.Status {
 // installed fills the Installed fields of st, InstallAt, and its state:
 // installed when the staged bundle is in service, failed when its install
 // failed (the error then says when it is retried, if it is).
-func (s *statusWriter) installed(st *wire.Status, name string, in *installer, staged *Staged) {
-	inst, ist, err := in.installed()
+func (s *statusWriter) installed(st *wire.Status, name string, staged *Staged) {
+	inst, ist, err := s.h.installed(name)
 	if err != nil {
-		st.State, st.Error, st.ErrorTime = wire.StateFailed, err.Error(), st.LastSeen
+		st.State, st.Error, st.ErrorTime, st.ErrorKind = wire.StateFailed, err.Error(), st.LastSeen, wire.ErrorKindInstall
 		return
 	}
 	if inst != nil {
-		st.InstalledVersion = inst.Version
-		st.InstalledSerial = inst.Serial
-		st.InstalledFingerprint = inst.Fingerprint
-		st.InstalledNotAfter = inst.NotAfter
+		st.SetInstalled(inst.Release)
 		st.InstalledAt = inst.InstalledAt
 	}
 	var p plan
 	if staged != nil {
-		p = s.n.planFor(name, staged, inst, ist, st.LastSeen)
+		p = s.h.planFor(name, staged, inst, ist, st.LastSeen)
 		if p.ok && p.why != "interrupted" {
 			st.InstallAt = p.at.UTC()
 		}
@@ -147,20 +160,19 @@ func (s *statusWriter) installed(st *wire.Status, name string, in *installer, st
 	switch {
 	case st.State == wire.StateFailed:
 	case ist.Failed.is(staged):
-		st.State, st.Error, st.ErrorTime = wire.StateFailed, ist.Failed.Error, ist.Failed.At
+		st.State, st.Error, st.ErrorTime, st.ErrorKind = wire.StateFailed, ist.Failed.Error, ist.Failed.At, wire.ErrorKindInstall
 		if p.ok {
 			st.Error += fmt.Sprintf("; failed %d times, tried again at %s under expiry_deadline",
 				max(ist.Failed.Attempts, 1), st.InstallAt.Format(time.RFC3339))
 		}
-	case inst != nil && ist.Pending == nil && (staged == nil ||
-		inst.Version == staged.Version && inst.Fingerprint == staged.Fingerprint):
+	case inst != nil && ist.Pending == nil && (staged == nil || crypto.Compare(inst.Release, staged.Release) == crypto.Same):
 		st.State = wire.StateInstalled
 	}
 }
 
 // write writes the record of certificate name, if it is one of the node's.
 func (s *statusWriter) write(ctx context.Context, js jetstream.JetStream, name string) {
-	if _, ok := s.n.cfg.Certificates[name]; !ok {
+	if !s.known[name] {
 		return
 	}
 	s.mu.Lock()
@@ -172,7 +184,7 @@ func (s *statusWriter) write(ctx context.Context, js jetstream.JetStream, name s
 func (s *statusWriter) writeAll(ctx context.Context, js jetstream.JetStream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, name := range s.n.names {
+	for _, name := range s.names {
 		if !s.put(ctx, js, name) {
 			return
 		}
@@ -189,13 +201,13 @@ func (s *statusWriter) put(ctx context.Context, js jetstream.JetStream, name str
 	st := s.record(name)
 	val, err := json.Marshal(st)
 	if err != nil {
-		s.n.log.Warn("status_write_failed", "name", name, "error", err)
+		s.log.Warn("status_write_failed", "name", name, "error", err)
 		return true
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	if _, err := kv.Put(ctx, wire.StatusKey(s.n.cfg.Node, name), val); err != nil {
-		s.n.log.Warn("status_write_failed", "name", name, "error", err)
+	if _, err := kv.Put(ctx, wire.StatusKey(s.node, name), val); err != nil {
+		s.log.Warn("status_write_failed", "name", name, "error", err)
 		select {
 		case s.retry <- struct{}{}:
 		default:
@@ -228,10 +240,10 @@ func (s *statusWriter) bucket(ctx context.Context, js jetstream.JetStream) jetst
 		}
 	}
 	if err != nil {
-		s.retryAt = now.Add(s.n.cfg.StatusInterval)
+		s.retryAt = now.Add(s.interval)
 		if !s.warned && !errors.Is(err, context.Canceled) {
 			s.warned = true
-			s.n.log.Warn("status_unavailable", "bucket", wire.StatusBucket, "error", err,
+			s.log.Warn("status_unavailable", "bucket", wire.StatusBucket, "error", err,
 				"hint", "the management side creates the bucket; this node goes on without reporting")
 		}
 		return nil
@@ -249,21 +261,39 @@ func (s *statusWriter) seed(ctx context.Context, kv jetstream.KeyValue) {
 		return
 	}
 	s.seeded = true
-	for _, name := range s.n.names {
+	for _, name := range s.names {
 		if _, ok := s.failures[name]; ok || s.cleared[name] {
 			continue
 		}
-		e, err := kv.Get(ctx, wire.StatusKey(s.n.cfg.Node, name))
+		e, err := kv.Get(ctx, wire.StatusKey(s.node, name))
 		if err != nil {
 			continue // missing, or not readable: nothing to take back
 		}
+		// Only a bundle's failure is taken back: an install's is the
+		// install state's on disk, which says if it lasts. A record
+		// written before kinds existed has none, and is not taken back.
 		var st wire.Status
-		if json.Unmarshal(e.Value(), &st) != nil || st.State != wire.StateFailed || st.Error == "" {
+		if json.Unmarshal(e.Value(), &st) != nil || st.State != wire.StateFailed || st.Error == "" || st.ErrorKind != wire.ErrorKindBundle {
 			continue
-		}
-		if strings.HasPrefix(st.Error, installErrorPrefix) {
-			continue // an install's failure: the install state on disk says if it lasts
 		}
 		s.failures[name] = failure{msg: st.Error, at: st.ErrorTime}
 	}
+}
+
+// staged implements holdings: the stage's record of name, or why the stage
+// folder was refused.
+func (n *Node) staged(name string) (*Staged, error) {
+	if n.stage == nil {
+		return nil, n.stageErr
+	}
+	return n.stage.Read(name)
+}
+
+// installed implements holdings: what name's installer says is in service.
+func (n *Node) installed(name string) (*Installed, *installState, error) {
+	in := n.installers[name]
+	if in == nil {
+		return nil, nil, fmt.Errorf("reading installed %q: %w", name, ErrUnknownCertificate)
+	}
+	return in.installed()
 }

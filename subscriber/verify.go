@@ -2,15 +2,15 @@ package subscriber
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/certsync/certsync/crypto"
 )
 
 const (
@@ -26,12 +26,6 @@ const (
 
 // ErrNotServed means verify did not see the new certificate served in time.
 var ErrNotServed = errors.New("new certificate not served")
-
-// fingerprint is "sha256:" and the hex SHA-256 of der, as in the headers.
-func fingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
 
 // serverName is the name verify sends as SNI for leaf: its first DNS name
 // (a wildcard's "*" replaced by wildcardLabel), else its common name, else
@@ -55,7 +49,7 @@ func serverName(leaf *x509.Certificate) string {
 // no chain and no name: it only compares the leaf with the one just
 // installed. The error says what was served last, or why no handshake
 // succeeded, and wraps ErrNotServed.
-func verifyServed(ctx context.Context, addr, sni, want string, timeout time.Duration) error {
+func verifyServed(ctx context.Context, addr, sni string, want crypto.Fingerprint, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	d := &tls.Dialer{
@@ -75,10 +69,10 @@ func verifyServed(ctx context.Context, addr, sni, want string, timeout time.Dura
 			conn.Close()
 			if len(certs) == 0 {
 				last = "no certificate"
-			} else if got := fingerprint(certs[0].Raw); got == want {
+			} else if got := crypto.FingerprintOf(certs[0].Raw); got == want {
 				return nil
 			} else {
-				last = "served " + got
+				last = "served " + got.String()
 			}
 		} else if ctx.Err() == nil || last == "" {
 			last = err.Error()

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/crypto"
+
 	"github.com/certsync/certsync/internal/testcert"
 )
 
@@ -47,7 +49,7 @@ func TestVerifyServed(t *testing.T) {
 	var sni atomic.Value
 	cur.Store(keyPair(t, oldCert))
 	addr := tlsServer(t, &cur, &sni)
-	want := fingerprint(newCert.Leaf.Raw)
+	want := crypto.FingerprintOf(newCert.Leaf.Raw)
 
 	// Never served: fails after the timeout, saying what was served.
 	err := verifyServed(context.Background(), addr, "example.com", want, 600*time.Millisecond)

@@ -211,7 +211,7 @@ func TestEnvelopeTamperedE2E(t *testing.T) {
 	f.sync(t, "web1")
 	checkStaged(t, web1.StageDir, "example.com", lineage)
 	checkInstalled(t, filepath.Join(filepath.Dir(web1.StageDir), "installed", "example.com"), lineage)
-	checkStatusHealthy(t, f.Publisher, "web1", "example.com", readStaged(t, web1.StageDir, "example.com").Fingerprint)
+	checkStatusHealthy(t, f.Publisher, "web1", "example.com", readStaged(t, web1.StageDir, "example.com").Fingerprint.String())
 	checkStaged(t, web1.StageDir, "other.example", other)
 }
 
@@ -271,7 +271,7 @@ func TestDowngradeAfterRestartE2E(t *testing.T) {
 	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
 	f.sync(t, "web1")
 	checkStaged(t, web1.StageDir, "example.com", lineage)
-	checkStatusHealthy(t, f.Publisher, "web1", "example.com", readStaged(t, web1.StageDir, "example.com").Fingerprint)
+	checkStatusHealthy(t, f.Publisher, "web1", "example.com", readStaged(t, web1.StageDir, "example.com").Fingerprint.String())
 }
 
 // TestTooManyRecipientsE2E is acceptance 3 of issue 4 for the recipient
@@ -358,7 +358,7 @@ func TestHeadersNotTrustedE2E(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return env, info.Fingerprint
+		return env, info.Fingerprint.String()
 	}
 	// NATS refuses a message whose headers exceed 64 KiB; one header value
 	// of 60 KiB is stored.
@@ -394,7 +394,7 @@ func TestHeadersNotTrustedE2E(t *testing.T) {
 			continue
 		}
 		checkStaged(t, web1.StageDir, "example.com", lineage)
-		if got := readStaged(t, web1.StageDir, "example.com").Fingerprint; got != fp {
+		if got := readStaged(t, web1.StageDir, "example.com").Fingerprint.String(); got != fp {
 			t.Errorf("%s: staged %s, want the envelope's %s", tt.name, got, fp)
 		}
 		treetest.Unchanged(t, tt.name+": other.example", otherFiles, otherDir)

@@ -75,7 +75,7 @@ func TestCertbotDeployHookE2E(t *testing.T) {
 		f.sync(t, node)
 		checkStaged(t, f.Nodes[node].StageDir, "example", lineage)
 		staged := readStaged(t, f.Nodes[node].StageDir, "example")
-		if staged.Fingerprint != rows[0].Fingerprint || staged.Serial != rows[0].Serial {
+		if staged.Fingerprint.String() != rows[0].Fingerprint || staged.Serial != rows[0].Serial {
 			t.Errorf("%s staged %s (serial %s), the stream holds %s (serial %s)", node,
 				staged.Fingerprint, staged.Serial, rows[0].Fingerprint, rows[0].Serial)
 		}
@@ -98,7 +98,7 @@ func TestCertbotDeployHookE2E(t *testing.T) {
 		if staged.Serial == first[node] {
 			t.Errorf("%s still holds serial %s after the renewal", node, staged.Serial)
 		}
-		if staged.Fingerprint != renewed.Fingerprint || staged.Sequence != renewed.Sequence {
+		if staged.Fingerprint.String() != renewed.Fingerprint || staged.Sequence != renewed.Sequence {
 			t.Errorf("%s staged %s seq %d, want the renewal %s seq %d", node,
 				staged.Fingerprint, staged.Sequence, renewed.Fingerprint, renewed.Sequence)
 		}

@@ -515,7 +515,7 @@ func stagedFingerprint(stageDir, name string) string {
 	if json.Unmarshal(data, &s) != nil {
 		return ""
 	}
-	return s.Fingerprint
+	return s.Fingerprint.String()
 }
 
 // checkStaged checks that the stage folder holds certificate name exactly

@@ -48,7 +48,7 @@ and no secret is shown.`,
 				}
 				rows := make([]row, 0, len(bundles))
 				for _, b := range bundles {
-					rows = append(rows, row{b.Sequence, b.Name, b.Serial, b.Fingerprint, b.NotBefore, b.NotAfter, b.Version, b.Format, b.Recipients, b.Published, b.Size})
+					rows = append(rows, row{b.Sequence, b.Name, b.Serial, b.Fingerprint.String(), b.NotBefore, b.NotAfter, b.Version, b.Format, b.Recipients, b.Published, b.Size})
 				}
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -57,20 +57,12 @@ and no secret is shown.`,
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tNAME\tSERIAL\tFINGERPRINT\tNOT AFTER\tPUBLISHED\tSIZE")
 			for _, b := range bundles {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\n", b.Sequence, b.Name, b.Serial, short(b.Fingerprint),
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\n", b.Sequence, b.Name, b.Serial, b.Fingerprint.Short(16),
 					day(b.NotAfter), b.Published.UTC().Format(time.RFC3339), b.Size)
 			}
 			return tw.Flush()
 		},
 	}
-}
-
-// short trims a "sha256:…" fingerprint to something a person can compare.
-func short(fp string) string {
-	if len(fp) > len("sha256:")+16 {
-		return fp[:len("sha256:")+16] + "…"
-	}
-	return fp
 }
 
 func day(t time.Time) string {

@@ -337,7 +337,7 @@ func TestSigningKeyRotationE2E(t *testing.T) {
 		f.sync(t, n.Name)
 		checkStaged(t, n.StageDir, "example.com", lineage)
 		checkInstalled(t, filepath.Join(filepath.Dir(n.StageDir), "installed", "example.com"), lineage)
-		checkStatusHealthy(t, f.Publisher, n.Name, "example.com", readStaged(t, n.StageDir, "example.com").Fingerprint)
+		checkStatusHealthy(t, f.Publisher, n.Name, "example.com", readStaged(t, n.StageDir, "example.com").Fingerprint.String())
 	}
 }
 

@@ -178,7 +178,7 @@ func printStatusJSON(w io.Writer, rows []publisher.Row) error {
 			j.InstallAt = rfc3339(st.InstallAt)
 		}
 		if b := r.Newest; b != nil {
-			j.PublishedSequence, j.PublishedSerial, j.PublishedFingerprint = b.Sequence, b.Serial, b.Fingerprint
+			j.PublishedSequence, j.PublishedSerial, j.PublishedFingerprint = b.Sequence, b.Serial, b.Fingerprint.String()
 			j.PublishedNotAfter = rfc3339(b.NotAfter)
 		}
 		out = append(out, j)

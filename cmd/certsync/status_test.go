@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natstest"
 	"github.com/certsync/certsync/internal/testcert"
 	"github.com/certsync/certsync/internal/wire"
@@ -723,14 +724,14 @@ func TestStatusTableColour(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	rows := []publisher.Row{
-		{Node: "web1", Certificate: "a.example", State: wire.StateStaged, Configured: true, Serial: "01",
-			NotAfter: now.Add(50 * 24 * time.Hour), DaysLeft: 50, LastSeen: now.Add(-90 * time.Second)},
+		{Node: "web1", Certificate: "a.example", State: wire.StateStaged, Configured: true, Release: crypto.Release{Serial: "01",
+			NotAfter: now.Add(50 * 24 * time.Hour)}, DaysLeft: 50, LastSeen: now.Add(-90 * time.Second)},
 		{Node: "web2", Certificate: "a.example", State: wire.StateFailed, Configured: true, Error: "refused: bad signature",
 			LastSeen: now.Add(-3 * 24 * time.Hour)},
 		{Node: "web3", Certificate: "a.example", State: wire.StateStaged, Configured: true, Behind: true, Expiring: true,
-			NotAfter: now.Add(-time.Hour), DaysLeft: -1, LastSeen: now},
-		{Node: "web4", Certificate: "a.example", State: wire.StateStaged, Configured: true, Serial: "02",
-			NotAfter: now.Add(50 * 24 * time.Hour), DaysLeft: 50, LastSeen: now,
+			Release: crypto.Release{NotAfter: now.Add(-time.Hour)}, DaysLeft: -1, LastSeen: now},
+		{Node: "web4", Certificate: "a.example", State: wire.StateStaged, Configured: true, Release: crypto.Release{Serial: "02",
+			NotAfter: now.Add(50 * 24 * time.Hour)}, DaysLeft: 50, LastSeen: now,
 			Reported: &wire.Status{State: wire.StateStaged, InstallAt: now.Add(90 * time.Minute)}},
 	}
 	var plain, color bytes.Buffer

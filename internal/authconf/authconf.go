@@ -41,13 +41,13 @@ package authconf
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -139,7 +139,7 @@ func Write(cfg Config, log *slog.Logger) (*Result, error) {
 		}
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating folder %q: %w", cfg.Dir, unwrapPath(err))
+		return nil, fmt.Errorf("creating folder %q: %w", cfg.Dir, atomicfile.Cause(err))
 	}
 
 	res := &Result{Conf: filepath.Join(cfg.Dir, ConfFile)}
@@ -184,8 +184,8 @@ func Write(cfg Config, log *slog.Logger) (*Result, error) {
 		seen[u.PublicKey] = u.Name
 	}
 
-	if err := writeFileAtomic(res.Conf, Fragment(res.Users), 0o644); err != nil {
-		return nil, err
+	if err := atomicfile.Replace(res.Conf, Fragment(res.Users), atomicfile.Keep, atomicfile.Keep, 0o644); err != nil {
+		return nil, fmt.Errorf("writing %q: %w", res.Conf, atomicfile.Cause(err))
 	}
 	log.Info("auth_conf_written", "path", res.Conf, "users", len(res.Users))
 	res.LeafConf = filepath.Join(cfg.Dir, LeafConfFile)
@@ -196,7 +196,7 @@ func Write(cfg Config, log *slog.Logger) (*Result, error) {
 
 	entries, err := os.ReadDir(cfg.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading folder %q: %w", cfg.Dir, unwrapPath(err))
+		return nil, fmt.Errorf("reading folder %q: %w", cfg.Dir, atomicfile.Cause(err))
 	}
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), SeedExt)
@@ -251,56 +251,4 @@ func writeList(b *strings.Builder, key string, subjects []string) {
 func quote(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 	return `"` + r.Replace(s) + `"`
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// folder, with mode perm, synced, then renamed over path.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %q: %w", path, unwrapPath(err))
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing %q: %w", path, unwrapPath(err))
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing %q: %w", path, unwrapPath(err))
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing %q: %w", path, unwrapPath(err))
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing folder %q: %w", dir, unwrapPath(err))
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing folder %q: %w", dir, unwrapPath(err))
-	}
-	return nil
-}
-
-// unwrapPath drops the operation and path of a *fs.PathError, which the
-// caller's message already names.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -153,19 +154,19 @@ func ReadListFile(path string) ([]byte, error) {
 func readBounded(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("reading %q: not a regular file", path)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
 	}
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("reading %q: larger than %d bytes", path, limit)
@@ -187,7 +188,7 @@ type List struct {
 func ReadLists(dir string) ([]List, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading lists folder %q: %w", dir, unwrapPath(err))
+		return nil, fmt.Errorf("reading lists folder %q: %w", dir, atomicfile.Cause(err))
 	}
 	var lists []List
 	for _, e := range entries {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
 )
 
 // NATS names. See docs/CONTRACT.md, "On NATS".
@@ -216,6 +218,20 @@ const (
 	StateStale     = "stale"
 )
 
+// Kinds of error in a status record.
+const (
+	// ErrorKindBundle is the last refusal or failure of a bundle (or of
+	// the node's stage folder, which stops it taking bundles): it holds
+	// until a later bundle is staged, across restarts of the node.
+	ErrorKindBundle = "bundle"
+	// ErrorKindInstall is the failure of an install, or of reading what
+	// is installed: the node's install state on disk says whether it
+	// still holds.
+	ErrorKindInstall = "install"
+	// ErrorKindStage is a staged record the node cannot read.
+	ErrorKindStage = "stage"
+)
+
 // Status is the record a node keeps under StatusKey(node, cert) in the status
 // bucket. It never holds key material: only public facts about certificates
 // and the text of the last error, which is built to hold no secret.
@@ -242,8 +258,39 @@ type Status struct {
 
 	Error     string    `json:"error"`
 	ErrorTime time.Time `json:"error_time,omitzero"`
+	// ErrorKind says where Error comes from, and so how long it holds:
+	// ErrorKindBundle, ErrorKindInstall or ErrorKindStage. Empty when
+	// Error is, and in records written before it existed.
+	ErrorKind string    `json:"error_kind,omitempty"`
 	LastSeen  time.Time `json:"last_seen"`
 	Version   string    `json:"certsync_version,omitempty"`
+}
+
+// SetStaged fills the Staged fields of s from r.
+func (s *Status) SetStaged(r crypto.Release) {
+	s.StagedVersion, s.StagedSerial, s.StagedFingerprint, s.StagedNotAfter = r.Version, r.Serial, r.Fingerprint.String(), r.NotAfter
+}
+
+// SetInstalled fills the Installed fields of s (but InstalledAt) from r.
+func (s *Status) SetInstalled(r crypto.Release) {
+	s.InstalledVersion, s.InstalledSerial, s.InstalledFingerprint, s.InstalledNotAfter = r.Version, r.Serial, r.Fingerprint.String(), r.NotAfter
+}
+
+// Staged is the release s says is staged; zero when none. A fingerprint
+// that does not parse (a record is the node's word, not signed) is zero.
+func (s *Status) Staged() crypto.Release {
+	return release(s.StagedVersion, s.StagedSerial, s.StagedFingerprint, s.StagedNotAfter)
+}
+
+// Installed is the release s says is installed; zero when none, and a
+// fingerprint that does not parse zero, as for Staged.
+func (s *Status) Installed() crypto.Release {
+	return release(s.InstalledVersion, s.InstalledSerial, s.InstalledFingerprint, s.InstalledNotAfter)
+}
+
+func release(version uint64, serial, fingerprint string, notAfter time.Time) crypto.Release {
+	fp, _ := crypto.ParseFingerprint(fingerprint)
+	return crypto.Release{Version: version, Serial: serial, Fingerprint: fp, NotAfter: notAfter}
 }
 
 // Status bucket limits. A record is well under 2 KiB; the bucket's total
