@@ -47,15 +47,6 @@ func summaryLine(w io.Writer, name, format string, args ...any) {
 	fmt.Fprintf(w, "certsync: %s: %s\n", name, fmt.Sprintf(format, args...))
 }
 
-// shortFingerprint is "sha256:" and the first 16 hex digits, enough for a
-// person to tell two certificates apart.
-func shortFingerprint(fp string) string {
-	if len(fp) > len("sha256:")+16 {
-		return fp[:len("sha256:")+16] + "…"
-	}
-	return fp
-}
-
 // publishSummary is the line of one certificate publish or republish
 // handled.
 func publishSummary(w io.Writer, r publisher.Result) {
@@ -110,12 +101,12 @@ func syncOutcome(name string, r *subscriber.Report) string {
 		}
 		switch in.Outcome {
 		case subscriber.InstallInstalled:
-			return "installed " + shortFingerprint(in.Fingerprint)
+			return "installed " + in.Fingerprint.Short(16)
 		case subscriber.InstallFailed:
 			if in.RolledBack {
-				return "install of " + shortFingerprint(in.Fingerprint) + " failed and was rolled back"
+				return "install of " + in.Fingerprint.Short(16) + " failed and was rolled back"
 			}
-			return "install of " + shortFingerprint(in.Fingerprint) + " failed"
+			return "install of " + in.Fingerprint.Short(16) + " failed"
 		}
 	}
 	for _, s := range r.Scheduled {

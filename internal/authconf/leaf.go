@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/atomicfile"
 )
 
 // A leaf server at a remote site lets the nodes there connect locally. It
@@ -162,5 +163,8 @@ func writeLeafConf(path, seedPath string, users []User) error {
 	defer wipe(seed)
 	conf := LeafFragment(users, string(seed))
 	defer wipe(conf)
-	return writeFileAtomic(path, conf, 0o600)
+	if err := atomicfile.Replace(path, conf, atomicfile.Keep, atomicfile.Keep, 0o600); err != nil {
+		return fmt.Errorf("writing %q: %w", path, atomicfile.Cause(err))
+	}
+	return nil
 }
