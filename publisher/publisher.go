@@ -1,6 +1,10 @@
 // Package publisher turns certbot's files into signed, sealed bundles on the
 // CERTSYNC JetStream stream, and reads back what the stream holds.
 //
+// A [Config] says which nodes (by age recipient) receive which
+// certificates; [Config.Validate] (which New calls) applies its defaults
+// and holds its rules, the command line's publisher.yaml included.
+//
 // The management host uses it in three ways:
 //
 //   - Publish, from certbot's deploy hook: ReadLineage (or ReadFiles) gives a

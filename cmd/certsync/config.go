@@ -138,6 +138,49 @@ func configPath(flagValue, defaultPath string) string {
 	return defaultPath
 }
 
+// configFile is a configuration file, parsed and validated, before the key
+// file it names (signing_key, identity) is loaded.
+type configFile[C any] struct {
+	// config is complete but for the key.
+	config C
+	// key is the path of the key file, given on keyLine.
+	key     string
+	keyLine int
+	// natsLines are the lines of the NATS secret files, by natsconn.KeyFile key.
+	natsLines map[string]int
+}
+
+// readConfig reads the configuration file at path and parses it with
+// parse; errors name the file.
+func readConfig[F any](path string, parse func([]byte) (F, error)) (F, error) {
+	var f F
+	data, err := readConfigFile(path)
+	if err != nil {
+		return f, err
+	}
+	if f, err = parse(data); err != nil {
+		return f, fmt.Errorf("reading config %q: %w", path, err)
+	}
+	return f, nil
+}
+
+// loadKey loads the key file file, which the configuration at path names
+// under key on line, with load, and checks the NATS secret files of o
+// (whose lines natsLines has). Errors name the file and the line.
+func loadKey[K any](path, key, file string, line int, load func(string) (K, error), o natsconn.Options, natsLines map[string]int) (K, error) {
+	k, err := load(file)
+	if err != nil {
+		err = &strictyaml.Error{Line: line, Path: key, Err: err}
+	} else {
+		err = checkNATSKeyFiles(o, natsLines)
+	}
+	if err != nil {
+		var zero K
+		return zero, fmt.Errorf("reading config %q: %w", path, err)
+	}
+	return k, nil
+}
+
 // readConfigFile reads at most maxConfigSize bytes of the file at path.
 func readConfigFile(path string) ([]byte, error) {
 	f, err := os.Open(path)

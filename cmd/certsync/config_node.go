@@ -6,7 +6,6 @@ package main
 // library's types.
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -19,44 +18,20 @@ import (
 	"github.com/certsync/certsync/subscriber"
 )
 
-// nodeFile is node.yaml, parsed and validated, before its identities are
-// loaded.
-type nodeFile struct {
-	// config is complete but for Identities.
-	config subscriber.Config
-	// identity is the path of the identity file, given on identityLine.
-	identity     string
-	identityLine int
-	// natsLines are the lines of the NATS secret files, by natsconn.KeyFile key.
-	natsLines map[string]int
-}
+// nodeFile is node.yaml, parsed and validated, before its identity (key)
+// is loaded.
+type nodeFile = configFile[subscriber.Config]
 
 // loadNodeConfig reads, validates and completes node.yaml at path, loading
 // the node's identities. A key file others may read fails with an error
 // matching crypto.ErrKeyPermissions.
 func loadNodeConfig(path string) (*subscriber.Config, error) {
-	data, err := readConfigFile(path)
+	f, err := readConfig(path, parseNodeFile)
 	if err != nil {
 		return nil, err
 	}
-	f, err := parseNodeFile(data)
+	ids, err := loadKey(path, "identity", f.key, f.keyLine, crypto.LoadIdentities, f.config.NATS, f.natsLines)
 	if err != nil {
-		return nil, fmt.Errorf("reading config %q: %w", path, err)
-	}
-	cfg, err := f.loadKeys()
-	if err != nil {
-		return nil, fmt.Errorf("reading config %q: %w", path, err)
-	}
-	return cfg, nil
-}
-
-// loadKeys loads the node's identities and returns the complete configuration.
-func (f *nodeFile) loadKeys() (*subscriber.Config, error) {
-	ids, err := crypto.LoadIdentities(f.identity)
-	if err != nil {
-		return nil, &strictyaml.Error{Line: f.identityLine, Path: "identity", Err: err}
-	}
-	if err := checkNATSKeyFiles(f.config.NATS, f.natsLines); err != nil {
 		return nil, err
 	}
 	cfg := f.config
@@ -88,8 +63,8 @@ func parseNodeFile(data []byte) (*nodeFile, error) {
 			f.natsLines = map[string]int{}
 			err = parseNATS(v, key, &cfg.NATS, f.natsLines)
 		case "identity":
-			f.identity, err = strictyaml.String(v, key)
-			f.identityLine = v.Line
+			f.key, err = strictyaml.String(v, key)
+			f.keyLine = v.Line
 		case "trusted_publishers":
 			trustedNode = v
 			cfg.Trusted, err = parseTrusted(v, key, at)
@@ -122,7 +97,7 @@ func parseNodeFile(data []byte) (*nodeFile, error) {
 	switch {
 	case cfg.Node == "":
 		return nil, strictyaml.Errorf(root, "name", "missing: give this node's name, as in the publisher's nodes")
-	case f.identity == "":
+	case f.key == "":
 		return nil, strictyaml.Errorf(root, "identity", "missing: name the node's age identity file or its OpenSSH host key")
 	case trustedNode == nil:
 		return nil, strictyaml.Errorf(root, "trusted_publishers", "missing: list the public key `certsync keygen signing` printed")

@@ -4,7 +4,6 @@ package main
 // Validate holds every rule (see the schema in config.go).
 
 import (
-	"fmt"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -16,69 +15,42 @@ import (
 	"github.com/certsync/certsync/publisher"
 )
 
-// publisherFile is publisher.yaml, parsed and validated, before its key is
-// loaded.
-type publisherFile struct {
-	// config is complete but for SigningKey.
-	config publisher.Config
-	// signingKey is the path of the signing key, given on signingKeyLine.
-	signingKey     string
-	signingKeyLine int
-	// natsLines are the lines of the NATS secret files, by natsconn.KeyFile key.
-	natsLines map[string]int
-}
+// publisherFile is publisher.yaml, parsed and validated, before its
+// signing key (key) is loaded.
+type publisherFile = configFile[publisher.Config]
 
 // loadPublisherConfig reads, validates and completes publisher.yaml at path,
 // loading the signing key. A key file others may read fails with an error
 // matching crypto.ErrKeyPermissions.
 func loadPublisherConfig(path string) (*publisher.Config, error) {
-	f, err := readPublisherFile(path)
+	f, err := readConfig(path, parsePublisherFile)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := f.loadKeys()
+	return loadKeys(f, path)
+}
+
+// loadKeys returns f's configuration with its signing key loaded; path
+// names the configuration file in errors.
+func loadKeys(f *publisherFile, path string) (*publisher.Config, error) {
+	key, err := loadKey(path, "signing_key", f.key, f.keyLine, crypto.LoadSigningKey, f.config.NATS, f.natsLines)
 	if err != nil {
-		return nil, fmt.Errorf("reading config %q: %w", path, err)
+		return nil, err
 	}
-	return cfg, nil
+	cfg := f.config
+	cfg.SigningKey = key
+	return &cfg, nil
 }
 
 // loadPublisherConfigWithoutKey reads and validates publisher.yaml at path
 // like loadPublisherConfig but leaves SigningKey nil, for the commands that
 // never sign (inspect, status, auth) so they run without access to the key.
 func loadPublisherConfigWithoutKey(path string) (*publisher.Config, error) {
-	f, err := readPublisherFile(path)
+	f, err := readConfig(path, parsePublisherFile)
 	if err != nil {
 		return nil, err
 	}
 	cfg := f.config
-	return &cfg, nil
-}
-
-// readPublisherFile reads and parses publisher.yaml at path.
-func readPublisherFile(path string) (*publisherFile, error) {
-	data, err := readConfigFile(path)
-	if err != nil {
-		return nil, err
-	}
-	f, err := parsePublisherFile(data)
-	if err != nil {
-		return nil, fmt.Errorf("reading config %q: %w", path, err)
-	}
-	return f, nil
-}
-
-// loadKeys loads the signing key and returns the complete configuration.
-func (f *publisherFile) loadKeys() (*publisher.Config, error) {
-	key, err := crypto.LoadSigningKey(f.signingKey)
-	if err != nil {
-		return nil, &strictyaml.Error{Line: f.signingKeyLine, Path: "signing_key", Err: err}
-	}
-	if err := checkNATSKeyFiles(f.config.NATS, f.natsLines); err != nil {
-		return nil, err
-	}
-	cfg := f.config
-	cfg.SigningKey = key
 	return &cfg, nil
 }
 
@@ -103,8 +75,8 @@ func parsePublisherFile(data []byte) (*publisherFile, error) {
 			f.natsLines = map[string]int{}
 			err = parseNATS(v, key, &cfg.NATS, f.natsLines)
 		case "signing_key":
-			f.signingKey, err = strictyaml.String(v, key)
-			f.signingKeyLine = v.Line
+			f.key, err = strictyaml.String(v, key)
+			f.keyLine = v.Line
 		case "lineages":
 			cfg.Lineages, err = strictyaml.AbsPath(v, key)
 		case "nodes":
@@ -121,7 +93,7 @@ func parsePublisherFile(data []byte) (*publisherFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.signingKey == "" {
+	if f.key == "" {
 		return nil, strictyaml.Errorf(root, "signing_key", "missing: name the file written by `certsync keygen signing`")
 	}
 	if len(cfg.Certificates) == 0 {

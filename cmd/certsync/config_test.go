@@ -108,8 +108,8 @@ func TestParsePublisherValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := f.config
-	if f.signingKey != "/etc/certsync/signing.key" || f.signingKeyLine != 5 {
-		t.Errorf("signing key %q on line %d, want /etc/certsync/signing.key on line 5", f.signingKey, f.signingKeyLine)
+	if f.key != "/etc/certsync/signing.key" || f.keyLine != 5 {
+		t.Errorf("signing key %q on line %d, want /etc/certsync/signing.key on line 5", f.key, f.keyLine)
 	}
 	wantNATS := natsconn.Options{
 		URL:         "nats://a:4222,nats://b:4222",
@@ -352,8 +352,8 @@ func TestParseNodeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.identity != "/etc/certsync/node.key" || f.identityLine != 2 {
-		t.Errorf("identity %q on line %d", f.identity, f.identityLine)
+	if f.key != "/etc/certsync/node.key" || f.keyLine != 2 {
+		t.Errorf("identity %q on line %d", f.key, f.keyLine)
 	}
 	pub, err := crypto.ParsePublicKey(k.pub)
 	if err != nil {
@@ -977,7 +977,7 @@ func FuzzParsePublisherConfig(f *testing.F) {
 			return
 		}
 		cfg := pf.config
-		if pf.signingKey == "" || len(cfg.Certificates) == 0 || cfg.Timeout <= 0 {
+		if pf.key == "" || len(cfg.Certificates) == 0 || cfg.Timeout <= 0 {
 			t.Errorf("accepted an incomplete configuration: %+v", pf)
 		}
 		for name := range cfg.Nodes {
@@ -1017,7 +1017,7 @@ func FuzzParseNodeConfig(f *testing.F) {
 		if err := wire.CheckNodeName(cfg.Node); err != nil {
 			t.Errorf("accepted %v", err)
 		}
-		if nf.identity == "" || len(cfg.Trusted) == 0 || len(cfg.Certificates) == 0 || !filepath.IsAbs(cfg.StageDir) {
+		if nf.key == "" || len(cfg.Trusted) == 0 || len(cfg.Certificates) == 0 || !filepath.IsAbs(cfg.StageDir) {
 			t.Errorf("accepted an incomplete configuration: %+v", nf)
 		}
 		for name, c := range cfg.Certificates {
