@@ -1,6 +1,10 @@
 // Package publisher turns certbot's files into signed, sealed bundles on the
 // CERTSYNC JetStream stream, and reads back what the stream holds.
 //
+// A [Config] says which nodes (by age recipient) receive which
+// certificates; [Config.Validate] (which New calls) applies its defaults
+// and holds its rules, the command line's publisher.yaml included.
+//
 // The management host uses it in three ways:
 //
 //   - Publish, from certbot's deploy hook: ReadLineage (or ReadFiles) gives a
@@ -67,9 +71,6 @@ import (
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
 )
-
-// DefaultTimeout is Config.Timeout's default.
-const DefaultTimeout = 30 * time.Second
 
 // Errors callers may match with errors.Is.
 var (
@@ -138,11 +139,10 @@ type Publisher struct {
 	recipients map[string]age.Recipient // by node name
 }
 
-// New checks cfg and returns a Publisher, which keeps its own copy of the
-// maps. Every certificate and node name must be valid, every node of every
-// certificate configured, and every recipient parsable. The signing key
-// may be nil for a Publisher that only lists bundles; Publish and
-// Republish refuse to work without it. A nil log discards logs.
+// New checks cfg and applies its defaults (Config.Validate), and returns a
+// Publisher, which keeps its own copy of the maps. The signing key may be
+// nil for a Publisher that only lists bundles; Publish and Republish
+// refuse to work without it. A nil log discards logs.
 func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -152,38 +152,19 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	for name, nodes := range cfg.Certificates {
 		cfg.Certificates[name] = slices.Clone(nodes)
 	}
+	recipients, err := cfg.validate()
+	if err != nil {
+		return nil, errConfig(err)
+	}
 	p := &Publisher{
 		cfg:        cfg,
 		log:        log,
 		timeout:    cfg.Timeout,
 		now:        cfg.Now,
-		recipients: make(map[string]age.Recipient, len(cfg.Nodes)),
-	}
-	if p.timeout <= 0 {
-		p.timeout = DefaultTimeout
+		recipients: recipients,
 	}
 	if p.now == nil {
 		p.now = time.Now
-	}
-	for _, node := range sortedKeys(cfg.Nodes) {
-		if err := wire.CheckNodeName(node); err != nil {
-			return nil, fmt.Errorf("configuring publisher: %w", err)
-		}
-		r, err := crypto.ParseRecipient(cfg.Nodes[node])
-		if err != nil {
-			return nil, fmt.Errorf("configuring publisher: recipient of node %q: %w", node, err)
-		}
-		p.recipients[node] = r
-	}
-	for _, name := range sortedKeys(cfg.Certificates) {
-		if err := wire.CheckCertName(name); err != nil {
-			return nil, fmt.Errorf("configuring publisher: %w", err)
-		}
-		for _, node := range cfg.Certificates[name] {
-			if _, ok := cfg.Nodes[node]; !ok {
-				return nil, fmt.Errorf("configuring publisher: certificate %q: unknown node %q", name, node)
-			}
-		}
 	}
 	return p, nil
 }

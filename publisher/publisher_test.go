@@ -226,9 +226,10 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		change func(c *Config)
 		want   string
 	}{
-		{"unknown node", func(c *Config) { c.Certificates["example.com"] = []string{"web1", "web9"} }, `certificate "example.com": unknown node "web9"`},
+		{"unknown node", func(c *Config) { c.Certificates["example.com"] = []string{"web1", "web9"} }, `certificates.example.com[1]: unknown node "web9"`},
 		{"invalid node name", func(c *Config) { c.Nodes["web 1"] = c.Nodes["web1"] }, `invalid node name "web 1"`},
-		{"bad recipient", func(c *Config) { c.Nodes["web1"] = "age1nope" }, `recipient of node "web1"`},
+		{"bad recipient", func(c *Config) { c.Nodes["web1"] = "age1nope" }, `nodes.web1: parsing recipient`},
+		{"no nodes", func(c *Config) { c.Certificates["example.com"] = nil }, `certificates.example.com: no nodes`},
 		{"invalid certificate name", func(c *Config) { c.Certificates["../../etc"] = []string{"web1"} }, `invalid certificate name "../../etc"`},
 	}
 	for _, tt := range tests {
@@ -540,11 +541,7 @@ func TestPublishRefusesBeforeConnecting(t *testing.T) {
 		t.Errorf("republish without a signing key: %v", err)
 	}
 
-	f.cfg.Certificates["example.com"] = nil
-	_, err = f.publisher().Publish(context.Background(), b)
-	if err == nil || !strings.Contains(err.Error(), "no nodes configured") {
-		t.Errorf("no nodes: %v", err)
-	}
+	// A certificate without nodes is refused by New (TestNewRefusesBadConfig).
 
 	var nodes []string
 	for i := range crypto.MaxRecipients + 1 {

@@ -8,10 +8,6 @@ import (
 	"slices"
 )
 
-// DefaultLineages is where Republish finds certbot's lineages when
-// Config.Lineages is empty.
-const DefaultLineages = "/etc/letsencrypt/live"
-
 // Report is what Republish did.
 type Report struct {
 	// Results hold the certificates handled without error, by name.
@@ -72,9 +68,6 @@ func (p *Publisher) Republish(ctx context.Context, names []string, opts ...Repub
 		}
 	}
 	lineages := p.cfg.Lineages
-	if lineages == "" {
-		lineages = DefaultLineages
-	}
 	var errs []error
 	var jobs []*job
 	for _, name := range names {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +35,42 @@ const (
 // arguments: an unbalanced quote, a trailing backslash, a shell operator.
 var ErrBadCommand = errors.New("invalid command line")
 
+// Command is a check or reload command: its line as configured and the
+// arguments ParseCommand split it into. The zero value is no command. No
+// shell ever runs it.
+type Command struct {
+	line string
+	args []string
+}
+
+// String returns the command line as configured; empty for no command.
+func (c Command) String() string { return c.line }
+
+// Args returns a copy of the command's arguments, the program first; nil
+// for no command.
+func (c Command) Args() []string { return slices.Clone(c.args) }
+
+// IsZero reports whether c is no command.
+func (c Command) IsZero() bool { return len(c.args) == 0 }
+
+// MarshalText returns the command line (empty for no command).
+func (c Command) MarshalText() ([]byte, error) { return []byte(c.line), nil }
+
+// UnmarshalText parses a command line with ParseCommand; empty is no
+// command.
+func (c *Command) UnmarshalText(text []byte) error {
+	if len(text) == 0 {
+		*c = Command{}
+		return nil
+	}
+	parsed, err := ParseCommand(string(text))
+	if err != nil {
+		return err
+	}
+	*c = parsed
+	return nil
+}
+
 // ParseCommand splits a check or reload command line into its arguments the
 // way a POSIX shell splits words, without running a shell: words are
 // separated by blanks; 'single quotes' keep everything literally; "double
@@ -43,7 +80,16 @@ var ErrBadCommand = errors.New("invalid command line")
 // since no shell would interpret them: write `sh -c '…'` to have one. An
 // empty line, an unbalanced quote or a trailing backslash are refused too.
 // Errors wrap ErrBadCommand.
-func ParseCommand(line string) ([]string, error) {
+func ParseCommand(line string) (Command, error) {
+	args, err := splitCommand(line)
+	if err != nil {
+		return Command{}, err
+	}
+	return Command{line: line, args: args}, nil
+}
+
+// splitCommand splits line as ParseCommand says.
+func splitCommand(line string) ([]string, error) {
 	var (
 		args    []string
 		word    strings.Builder
@@ -115,8 +161,8 @@ func ParseCommand(line string) ([]string, error) {
 
 // command is a check or reload about to run for one certificate.
 type command struct {
-	what    string // "check" or "reload"
-	line    string // as configured
+	what    string  // "check" or "reload"
+	cmd     Command // as configured, parsed
 	timeout time.Duration
 	env     []string // CERTSYNC_* variables
 }
@@ -127,10 +173,10 @@ type command struct {
 // a reload half done. The error names the command, says why it failed and
 // ends with the tail of its output (stdout and stderr) on one line.
 func (c command) run(ctx context.Context) error {
-	args, err := ParseCommand(c.line)
-	if err != nil {
-		return fmt.Errorf("%s: %w", c.what, err)
+	if c.cmd.IsZero() {
+		return fmt.Errorf("%s: no command to run", c.what)
 	}
+	args := c.cmd.args
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
@@ -141,14 +187,14 @@ func (c command) run(ctx context.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = commandWaitDelay
-	err = cmd.Run()
+	err := cmd.Run()
 	switch {
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		err = fmt.Errorf("%s %q timed out after %v", c.what, c.line, c.timeout)
+		err = fmt.Errorf("%s %q timed out after %v", c.what, c.cmd, c.timeout)
 	default:
-		err = fmt.Errorf("%s %q failed: %w", c.what, c.line, err)
+		err = fmt.Errorf("%s %q failed: %w", c.what, c.cmd, err)
 	}
 	if o := out.line(); o != "" {
 		err = fmt.Errorf("%w: %s", err, o)

@@ -2,6 +2,7 @@ package subscriber
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -40,17 +41,28 @@ func TestParseCommand(t *testing.T) {
 		{"echo `id`", nil},
 		{"a | b", nil},
 	} {
-		got, err := ParseCommand(tc.line)
+		cmd, err := ParseCommand(tc.line)
+		got := cmd.Args()
 		if tc.want == nil {
-			if err == nil || !errors.Is(err, ErrBadCommand) {
+			if err == nil || !errors.Is(err, ErrBadCommand) || !cmd.IsZero() {
 				t.Errorf("ParseCommand(%q) = %q, %v; want ErrBadCommand", tc.line, got, err)
 			}
 			continue
 		}
-		if err != nil || !slices.Equal(got, tc.want) {
-			t.Errorf("ParseCommand(%q) = %q, %v; want %q", tc.line, got, err, tc.want)
+		if err != nil || !slices.Equal(got, tc.want) || cmd.String() != tc.line || cmd.IsZero() {
+			t.Errorf("ParseCommand(%q) = %q (%q), %v; want %q", tc.line, got, cmd, err, tc.want)
 		}
 	}
+}
+
+// mustCommand parses line, which must be valid.
+func mustCommand(t testing.TB, line string) Command {
+	t.Helper()
+	c, err := ParseCommand(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestCommandRun(t *testing.T) {
@@ -67,7 +79,7 @@ func TestCommandRun(t *testing.T) {
 
 	// The environment reaches the command; success is nil.
 	out := filepath.Join(dir, "env.out")
-	ok := command{what: "reload", line: script("env.sh", `echo "$CERTSYNC_NAME $CERTSYNC_FINGERPRINT" > "$1"`) + " " + out, timeout: 10 * time.Second, env: env}
+	ok := command{what: "reload", cmd: mustCommand(t, script("env.sh", `echo "$CERTSYNC_NAME $CERTSYNC_FINGERPRINT" > "$1"`)+" "+out), timeout: 10 * time.Second, env: env}
 	if err := ok.run(context.Background()); err != nil {
 		t.Fatalf("run: %v", err)
 	}
@@ -76,7 +88,7 @@ func TestCommandRun(t *testing.T) {
 	}
 
 	// A failure names the command and ends with its output on one line.
-	failing := command{what: "check", line: script("fail.sh", "echo first line\necho 'second: bad' >&2\nexit 3\n"), timeout: 10 * time.Second}
+	failing := command{what: "check", cmd: mustCommand(t, script("fail.sh", "echo first line\necho 'second: bad' >&2\nexit 3\n")), timeout: 10 * time.Second}
 	err := failing.run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), `check "`) || !strings.Contains(err.Error(), "exit status 3") ||
 		!strings.HasSuffix(err.Error(), "first line | second: bad") || strings.Contains(err.Error(), "\n") {
@@ -84,7 +96,7 @@ func TestCommandRun(t *testing.T) {
 	}
 
 	// Long output keeps only its end.
-	noisy := command{what: "check", line: script("noisy.sh", "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done; exit 1\n"), timeout: 10 * time.Second}
+	noisy := command{what: "check", cmd: mustCommand(t, script("noisy.sh", "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done; exit 1\n")), timeout: 10 * time.Second}
 	err = noisy.run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "…") || !strings.HasSuffix(err.Error(), "line 1999") || len(err.Error()) > 2*outputTail {
 		t.Errorf("noisy command: %d bytes: %.200v", len(err.Error()), err)
@@ -92,7 +104,7 @@ func TestCommandRun(t *testing.T) {
 
 	// A hung command, with a child holding its output open, times out and
 	// says so; the run's context ending does not cut it short.
-	hung := command{what: "reload", line: script("hang.sh", "echo started\nsleep 60 &\nsleep 60\n"), timeout: 300 * time.Millisecond}
+	hung := command{what: "reload", cmd: mustCommand(t, script("hang.sh", "echo started\nsleep 60 &\nsleep 60\n")), timeout: 300 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err = hung.run(ctx)
@@ -101,8 +113,36 @@ func TestCommandRun(t *testing.T) {
 	}
 
 	// A command that cannot start.
-	missing := command{what: "reload", line: filepath.Join(dir, "nope"), timeout: time.Second}
+	missing := command{what: "reload", cmd: mustCommand(t, filepath.Join(dir, "nope")), timeout: time.Second}
 	if err := missing.run(context.Background()); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("missing command: %v", err)
 	}
+}
+
+// TestCommandText: a Command goes through JSON (or any text encoding) as
+// its line, parsed again on the way in.
+func TestCommandText(t *testing.T) {
+	t.Parallel()
+	type wrap struct{ C Command }
+	for _, line := range []string{"", `nginx -t -c '/etc/nginx/a b.conf'`} {
+		raw, err := json.Marshal(wrap{mustCommandOrZero(t, line)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got wrap
+		if err := json.Unmarshal(raw, &got); err != nil || got.C.String() != line {
+			t.Errorf("%q through JSON (%s) = %q, %v", line, raw, got.C, err)
+		}
+	}
+	var w wrap
+	if err := json.Unmarshal([]byte(`{"C": "a | b"}`), &w); !errors.Is(err, ErrBadCommand) {
+		t.Errorf("a bad command through JSON: %v, want ErrBadCommand", err)
+	}
+}
+
+func mustCommandOrZero(t *testing.T, line string) Command {
+	if line == "" {
+		return Command{}
+	}
+	return mustCommand(t, line)
 }

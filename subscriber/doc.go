@@ -3,6 +3,15 @@
 // checks them, stages them, installs them into service on each
 // certificate's schedule, and reports what it holds.
 //
+// # Configuring
+//
+// A [Config] holds the node's settings and one [Certificate] per
+// certificate; [Config.Validate] (which New calls) applies the defaults of
+// the fields left zero and holds every rule of them, the command line's
+// node.yaml included: its errors are a [FieldError] naming the setting.
+// Schedules and commands are parsed once, by [ParseSchedule] and
+// [ParseCommand], into the [Schedule] and [Command] a Certificate holds.
+//
 // # Receiving
 //
 // [New] builds a [Node] from a [Config]. [Node.Sync] makes one pass (for

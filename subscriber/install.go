@@ -887,13 +887,13 @@ func (in *installer) rollback(ctx context.Context, st *installState, previous st
 	}
 	in.did("rolled_back")
 	in.log.Warn("install_rolled_back", "name", in.c.Name, "install_dir", in.c.InstallDir, "to", previous, "reason", cause)
-	if in.c.Reload != "" {
+	if !in.c.Reload.IsZero() {
 		// The environment names the version rolled back to, if certsync's.
 		env := []string{EnvName + "=" + in.c.Name, EnvInstallDir + "=" + in.c.InstallDir}
 		if rec, _ := in.record(previous); rec != nil {
 			env = append(env, EnvSerial+"="+rec.Serial, EnvFingerprint+"="+rec.Fingerprint.String())
 		}
-		cmd := command{what: "reload", line: in.c.Reload, timeout: in.commandTimeout(), env: env}
+		cmd := command{what: "reload", cmd: in.c.Reload, timeout: in.commandTimeout(), env: env}
 		if err := cmd.run(ctx); err != nil {
 			return fmt.Errorf("%w; rolled back to %s, but reloading then failed: %v", cause, previous, err)
 		}
@@ -918,10 +918,10 @@ func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Stage
 		EnvFingerprint + "=" + meta.Fingerprint.String(),
 	}
 	for _, c := range []command{
-		{what: "check", line: in.c.Check},
-		{what: "reload", line: in.c.Reload},
+		{what: "check", cmd: in.c.Check},
+		{what: "reload", cmd: in.c.Reload},
 	} {
-		if c.line == "" {
+		if c.cmd.IsZero() {
 			continue
 		}
 		c.timeout, c.env = in.commandTimeout(), env
@@ -929,7 +929,7 @@ func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Stage
 			return err
 		}
 		in.did(c.what + "_done")
-		in.log.Info("install_"+c.what+"_passed", "name", in.c.Name, "command", c.line)
+		in.log.Info("install_"+c.what+"_passed", "name", in.c.Name, "command", c.cmd.String())
 	}
 	if in.c.Verify == "" {
 		return nil

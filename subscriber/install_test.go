@@ -40,7 +40,7 @@ func stagedOf(t testing.TB, name string, c *testcert.Cert) (*crypto.Bundle, *Sta
 // into the test's log.
 func newTestInstaller(t testing.TB, c Certificate) *installer {
 	t.Helper()
-	if err := checkCertificate(c.Name, &c); err != nil {
+	if err := c.validate(c.Name); err != nil {
 		t.Fatal(err)
 	}
 	return &installer{c: c, log: slog.New(slog.DiscardHandler), now: time.Now, node: nodeName}
@@ -120,7 +120,7 @@ func TestInstallReplaceAndIdempotence(t *testing.T) {
 	dir := t.TempDir()
 	ca := testcert.NewCA(t)
 	rl := newCounter(t, dir)
-	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Reload: rl.script, Keep: 2})
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Reload: mustCommand(t, rl.script), Keep: 2})
 	certs := []*testcert.Cert{
 		ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-4 * time.Hour)}),
 		ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-3 * time.Hour)}),
@@ -196,7 +196,7 @@ func TestInstallRollback(t *testing.T) {
 	ca := testcert.NewCA(t)
 	rl := newCounter(t, dir)
 	check, flag := flagCheck(t, dir)
-	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: check, Reload: rl.script})
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: mustCommand(t, check), Reload: mustCommand(t, rl.script)})
 	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-3 * time.Hour)})
 	c2 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)})
 	c3 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-1 * time.Hour)})
@@ -253,7 +253,7 @@ func TestInstallFirstFails(t *testing.T) {
 	dir := t.TempDir()
 	ca := testcert.NewCA(t)
 	check, flag := flagCheck(t, dir)
-	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: check})
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: mustCommand(t, check)})
 	c1 := ca.Issue(t, testcert.Options{})
 	os.WriteFile(flag, nil, 0o600)
 	r := install(t, in, c1, false)
@@ -301,7 +301,7 @@ func TestInstallMovesRealFolderAside(t *testing.T) {
 	dir := t.TempDir()
 	ca := testcert.NewCA(t)
 	check, flag := flagCheck(t, dir)
-	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: check})
+	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: mustCommand(t, check)})
 	old := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour)})
 	writeRealFolder(t, in.c.InstallDir, old)
 
@@ -430,7 +430,7 @@ func TestInstallRecordIsRoots(t *testing.T) {
 	ca := testcert.NewCA(t)
 	rl := newCounter(t, dir)
 	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"),
-		Owner: "65534", Group: "65534", KeyMode: 0o640, Reload: rl.script})
+		Owner: "65534", Group: "65534", KeyMode: 0o640, Reload: mustCommand(t, rl.script)})
 	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)})
 	c2 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour)})
 	_, m1 := stagedOf(t, "example.com", c1)
@@ -627,7 +627,7 @@ func TestInstallCrash(t *testing.T) {
 			dir := t.TempDir()
 			rl := newCounter(t, dir)
 			c := Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"),
-				Reload: rl.script, Combined: true, Keep: 2}
+				Reload: mustCommand(t, rl.script), Combined: true, Keep: 2}
 			before, target := old, c1
 			if scenario == "renewal" {
 				before, target = c1, c2
@@ -696,7 +696,7 @@ func TestInstallModesWhateverUmask(t *testing.T) {
 	for _, umask := range []string{"0077", "0777"} {
 		dir := t.TempDir()
 		c := Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "etc", "live", "example.com"), KeyMode: 0o640}
-		if err := checkCertificate(c.Name, &c); err != nil {
+		if err := c.validate(c.Name); err != nil {
 			t.Fatal(err)
 		}
 		b, meta := stagedOf(t, "example.com", c1)
@@ -890,7 +890,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			}
 			dir := t.TempDir()
 			rl := newCounter(t, dir)
-			in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "etc", "live", "example.com"), Reload: rl.script})
+			in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "etc", "live", "example.com"), Reload: mustCommand(t, rl.script)})
 			if r := install(t, in, c1, false); r.Outcome != InstallInstalled {
 				t.Fatalf("install c1: %+v", r)
 			}
@@ -936,7 +936,7 @@ func TestInstallNamesNeverEscape(t *testing.T) {
 	live := mkdir(t, filepath.Join(dir, "etc"), 0o755)
 	before := treetest.Snapshot(t, dir)
 	for _, name := range []string{"..", "../../etc", "../etc", ".", ".certsync", "a/b", "/etc", ""} {
-		// No checkCertificate: it is the installer's own check under test.
+		// No validate: it is the installer's own check under test.
 		in := &installer{c: Certificate{Name: name, InstallDir: filepath.Join(live, "example.com"), CertMode: DefaultCertMode, KeyMode: DefaultKeyMode},
 			log: slog.New(slog.DiscardHandler), now: time.Now, node: nodeName}
 		b, meta := stagedOf(t, "example.com", c1)

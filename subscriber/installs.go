@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -15,63 +14,6 @@ import (
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
 )
-
-// Defaults for Certificate fields left zero.
-const (
-	DefaultInstallParent  = "/etc/letsencrypt/live"
-	DefaultCertMode       = 0o644
-	DefaultKeyMode        = 0o600
-	DefaultKeep           = 3
-	DefaultCommandTimeout = 60 * time.Second
-	DefaultVerifyTimeout  = 30 * time.Second
-)
-
-// checkCertificate applies the defaults of c's zero fields and refuses
-// settings the installer cannot follow.
-func checkCertificate(name string, c *Certificate) error {
-	c.Name = name
-	if c.InstallDir == "" {
-		c.InstallDir = filepath.Join(DefaultInstallParent, name)
-	}
-	if c.Schedule == "" {
-		c.Schedule = ScheduleImmediate
-	}
-	if c.CertMode == 0 {
-		c.CertMode = DefaultCertMode
-	}
-	if c.KeyMode == 0 {
-		c.KeyMode = DefaultKeyMode
-	}
-	if c.Keep <= 0 {
-		c.Keep = DefaultKeep
-	}
-	if c.CommandTimeout <= 0 {
-		c.CommandTimeout = DefaultCommandTimeout
-	}
-	if c.VerifyTimeout <= 0 {
-		c.VerifyTimeout = DefaultVerifyTimeout
-	}
-	switch {
-	case !filepath.IsAbs(c.InstallDir) || filepath.Clean(c.InstallDir) != c.InstallDir || c.InstallDir == "/":
-		return fmt.Errorf("certificate %q: install_dir %q is not a clean absolute path below /", name, c.InstallDir)
-	case c.KeyMode&0o007 != 0:
-		return fmt.Errorf("certificate %q: key_mode %04o is open to others", name, c.KeyMode)
-	case c.CertMode > 0o777 || c.KeyMode > 0o777:
-		return fmt.Errorf("certificate %q: modes %04o and %04o: want at most 0777", name, c.CertMode, c.KeyMode)
-	}
-	if _, err := parseSchedule(c.Schedule); err != nil {
-		return fmt.Errorf("certificate %q: %w", name, err)
-	}
-	for what, line := range map[string]string{"check": c.Check, "reload": c.Reload} {
-		if line == "" {
-			continue
-		}
-		if _, err := ParseCommand(line); err != nil {
-			return fmt.Errorf("certificate %q: %s: %w", name, what, err)
-		}
-	}
-	return nil
-}
 
 // InstallOutcome is what became of one certificate's install.
 type InstallOutcome string
@@ -257,7 +199,7 @@ func (n *Node) planFor(name string, meta *Staged, inst *Installed, st *installSt
 		}
 		return notBefore(retryDue(st.Failed, installed, c.ExpiryDeadline), meta, installed, occupied)
 	}
-	return due(now, n.schedules[name], meta, installed, occupied, splayOffset(n.cfg.Node, meta, c.Splay), c.ExpiryDeadline)
+	return due(now, c.Schedule, meta, installed, occupied, splayOffset(n.cfg.Node, meta, c.Splay), c.ExpiryDeadline)
 }
 
 // logPlan logs once per bundle and time when it will be installed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -86,18 +87,29 @@ func TestRunServesMetrics(t *testing.T) {
 }
 
 // TestRunRefusesBadMetricsAddress: a metrics_listen that cannot be opened
-// stops `node run` at start with an error naming it.
+// stops `node run` at start with an error naming it; one that is no
+// address at all is refused by New.
 func TestRunRefusesBadMetricsAddress(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	n := e.node(t.TempDir(), "example.com")
-	n.cfg.MetricsListen = "127.0.0.1:notaport"
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	n.cfg.MetricsListen = busy.Addr().String()
 	n.Node = mustNodeWithMetrics(t, n.Node)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := n.Run(ctx)
-	if err == nil || !strings.Contains(err.Error(), `listening for metrics on "127.0.0.1:notaport"`) {
+	err = n.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("listening for metrics on %q", busy.Addr())) {
 		t.Fatalf("Run = %v, want the metrics address refused", err)
+	}
+
+	n.cfg.MetricsListen = "127.0.0.1:notaport"
+	if _, err := New(n.cfg, n.log); err == nil || !strings.Contains(err.Error(), `metrics_listen: want HOST:PORT with a numeric port from 1 to 65535, got "127.0.0.1:notaport"`) {
+		t.Errorf("New with metrics_listen 127.0.0.1:notaport = %v, want it refused", err)
 	}
 }
 

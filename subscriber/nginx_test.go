@@ -108,7 +108,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 
 	n := e.nodeWith(stageDir, nil, Certificate{
 		Name: "example.com", InstallDir: installDir,
-		Check: check, Reload: reload, Verify: ngx.Addr, VerifyTimeout: 3 * time.Second,
+		Check: mustCommand(t, check), Reload: mustCommand(t, reload), Verify: ngx.Addr, VerifyTimeout: 3 * time.Second,
 	})
 	n.cfg.StatusInterval = time.Hour
 	t.Cleanup(func() {

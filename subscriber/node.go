@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -15,12 +16,6 @@ import (
 	"github.com/certsync/certsync/internal/metrics"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
-)
-
-// Defaults for Config fields left zero.
-const (
-	DefaultStageDir       = "/certsync/live"
-	DefaultStatusInterval = 5 * time.Minute
 )
 
 const (
@@ -61,7 +56,6 @@ type Node struct {
 	status statusWriter
 
 	installers map[string]*installer // by certificate name
-	schedules  map[string]schedule   // by certificate name
 	wake       chan struct{}         // something was staged: Run's scheduler looks again
 	planned    map[string]string     // scheduler: the plan last logged per certificate
 	metrics    *metrics.Node         // nil unless MetricsListen is set
@@ -75,44 +69,18 @@ type Node struct {
 	retryBase, retryMax time.Duration
 }
 
-// New checks cfg, applies its defaults and opens the stage folder (creating
-// it, and removing what a crash left behind). It does not connect to NATS.
+// New checks cfg and applies its defaults (Config.Validate), and opens the
+// stage folder (creating it, and removing what a crash left behind). It
+// does not connect to NATS. The caller's Certificates map is not changed.
 func New(cfg Config, log *slog.Logger) (*Node, error) {
-	if err := wire.CheckNodeName(cfg.Node); err != nil {
-		return nil, fmt.Errorf("configuring node: %w", err)
-	}
-	if len(cfg.Certificates) == 0 {
-		return nil, fmt.Errorf("configuring node %q: no certificates", cfg.Node)
+	cfg.Certificates = maps.Clone(cfg.Certificates)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("configuring node %q: %w", cfg.Node, err)
 	}
 	if len(cfg.Identities) == 0 {
 		return nil, fmt.Errorf("configuring node %q: no identity to open bundles with", cfg.Node)
 	}
-	if len(cfg.Trusted) == 0 {
-		return nil, fmt.Errorf("configuring node %q: no trusted publisher", cfg.Node)
-	}
-	names := make([]string, 0, len(cfg.Certificates))
-	certs := make(map[string]Certificate, len(cfg.Certificates))
-	for name, c := range cfg.Certificates {
-		if err := wire.CheckCertName(name); err != nil {
-			return nil, fmt.Errorf("configuring node %q: %w", cfg.Node, err)
-		}
-		if c.Name != "" && c.Name != name {
-			return nil, fmt.Errorf("configuring node %q: certificate %q has name %q", cfg.Node, name, c.Name)
-		}
-		if err := checkCertificate(name, &c); err != nil {
-			return nil, fmt.Errorf("configuring node %q: %w", cfg.Node, err)
-		}
-		certs[name] = c
-		names = append(names, name)
-	}
-	cfg.Certificates = certs // a copy: the caller's map is not changed
-	slices.Sort(names)
-	if cfg.StageDir == "" {
-		cfg.StageDir = DefaultStageDir
-	}
-	if cfg.StatusInterval <= 0 {
-		cfg.StatusInterval = DefaultStatusInterval
-	}
+	names := slices.Sorted(maps.Keys(cfg.Certificates))
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -126,8 +94,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, stage: stage, stageErr: err, names: names,
-		installers: map[string]*installer{}, schedules: map[string]schedule{},
-		wake: make(chan struct{}, 1), planned: map[string]string{},
+		installers: map[string]*installer{},
+		wake:       make(chan struct{}, 1), planned: map[string]string{},
 		retryBase: retryBase, retryMax: retryMax}
 	if cfg.MetricsListen != "" {
 		n.metrics = metrics.New(cfg.Node, cfg.Version)
@@ -135,7 +103,6 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	for name, c := range cfg.Certificates {
 		n.installers[name] = &installer{c: c, log: log, now: cfg.Now, node: cfg.Node}
-		n.schedules[name], _ = parseSchedule(c.Schedule) // checked above
 	}
 	n.status.init(n, cfg, names, log)
 	return n, nil
@@ -362,14 +329,9 @@ func pending(m jetstream.Msg) uint64 {
 	return md.NumPending
 }
 
-// natsOptions names the connection after the node unless configured.
-func (n *Node) natsOptions() natsconn.Options {
-	o := n.cfg.NATS
-	if o.Name == "" {
-		o.Name = "certsync node " + n.cfg.Node
-	}
-	return o
-}
+// natsOptions are the options of the node's connections (Validate named
+// them after the node and gave them its inbox prefix).
+func (n *Node) natsOptions() natsconn.Options { return n.cfg.NATS }
 
 // bind looks up the node's durable consumer. If it does not exist, the
 // node tries to create it, as an open server allows; with least-privilege

@@ -766,7 +766,8 @@ func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
 				"$JS.API.CONSUMER.MSG.NEXT." + wire.Stream + "." + consumer,
 				"$JS.ACK." + wire.Stream + "." + consumer + ".>",
 			}},
-			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			// Its replies on its own inbox, which New gives it.
+			Subscribe: &server.SubjectPermission{Allow: []string{wire.NodeInboxPrefix(nodeName) + ".>"}},
 		}},
 	}
 	srv := natstest.Start(t, opts)
@@ -857,6 +858,22 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		"name mismatch":   func(c *Config) { c.Certificates = map[string]Certificate{"a.example": {Name: "b.example"}} },
 		"no identity":     func(c *Config) { c.Identities = nil },
 		"no trusted key":  func(c *Config) { c.Trusted = nil },
+		// The rules node.yaml's reader had alone, now New's (Validate's).
+		"group-writable cert_mode": func(c *Config) { c.Certificates = map[string]Certificate{"example.com": {CertMode: 0o664}} },
+		"keep 51":                  func(c *Config) { c.Certificates = map[string]Certificate{"example.com": {Keep: 51}} },
+		"negative expiry deadline": func(c *Config) { c.Certificates = map[string]Certificate{"example.com": {ExpiryDeadline: -time.Hour}} },
+		"shared install_dir": func(c *Config) {
+			c.Certificates = map[string]Certificate{"a.example": {InstallDir: "/srv/tls"}, "b.example": {InstallDir: "/srv/tls"}}
+		},
+		"install_dir in stage_dir": func(c *Config) {
+			c.Certificates = map[string]Certificate{"example.com": {InstallDir: filepath.Join(c.StageDir, "example.com")}}
+		},
+		"stage_dir is the install store": func(c *Config) {
+			parent := filepath.Dir(c.StageDir)
+			c.StageDir = filepath.Join(parent, ".certsync")
+			c.Certificates = map[string]Certificate{"example.com": {InstallDir: filepath.Join(parent, "example.com")}}
+		},
+		"status_interval 1ms": func(c *Config) { c.StatusInterval = time.Millisecond },
 	} {
 		cfg := good()
 		change(&cfg)

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -17,26 +18,75 @@ const (
 	ScheduleManual    = "manual"
 )
 
-// schedule is a parsed Certificate.Schedule.
-type schedule struct {
-	manual bool
+// Schedule says when a certificate's staged bundle is installed: at once
+// (immediate, the zero value), only by `certsync node install` (manual), or
+// in the windows of a five-field cron expression in the node's local time.
+// Make one with ParseSchedule; String gives back its text.
+type Schedule struct {
+	text   string        // as parsed; empty for immediate
+	manual bool          // only `node install` installs
 	cron   cron.Schedule // nil for immediate and manual
 }
 
-// parseSchedule parses "immediate" (or empty), "manual" or five cron fields
-// (minute hour day-of-month month day-of-week, local time).
-func parseSchedule(s string) (schedule, error) {
+// ParseSchedule parses "immediate" (or empty), "manual" or five cron fields
+// (minute hour day-of-month month day-of-week), in the node's local time.
+// It refuses what would mean something else than it reads: @descriptors
+// (@daily, @every 1h), a time zone (TZ=, CRON_TZ=; schedules use the node's
+// clock), a seconds field, a word other than the two, and an expression
+// that never fires (February 30th).
+func ParseSchedule(s string) (Schedule, error) {
 	switch s {
 	case "", ScheduleImmediate:
-		return schedule{}, nil
+		return Schedule{}, nil
 	case ScheduleManual:
-		return schedule{manual: true}, nil
+		return Schedule{text: s, manual: true}, nil
+	}
+	switch {
+	case strings.HasPrefix(strings.TrimSpace(s), "@"):
+		return Schedule{}, fmt.Errorf("descriptor %q not supported: write five cron fields, such as \"0 3 * * *\"", s)
+	case strings.Contains(s, "TZ="):
+		return Schedule{}, fmt.Errorf("time zone in %q not supported: schedules use the node's local time", s)
+	}
+	if n := len(strings.Fields(s)); n != 5 {
+		count := ""
+		if n > 1 {
+			count = fmt.Sprintf(" (%d fields)", n)
+		}
+		return Schedule{}, fmt.Errorf("want immediate, manual or five cron fields (minute hour day-of-month month day-of-week), got %q%s", s, count)
 	}
 	c, err := cron.ParseStandard(s)
 	if err != nil {
-		return schedule{}, fmt.Errorf("parsing schedule %q: %w", s, err)
+		return Schedule{}, fmt.Errorf("invalid cron expression %q: %v", s, err)
 	}
-	return schedule{cron: c}, nil
+	if c.Next(time.Now()).IsZero() {
+		return Schedule{}, fmt.Errorf("cron expression %q never fires", s)
+	}
+	return Schedule{text: s, cron: c}, nil
+}
+
+// String returns the schedule as ParseSchedule read it: "immediate",
+// "manual" or the cron expression.
+func (s Schedule) String() string {
+	if s.text == "" {
+		return ScheduleImmediate
+	}
+	return s.text
+}
+
+// Manual reports whether only `certsync node install` installs.
+func (s Schedule) Manual() bool { return s.manual }
+
+// MarshalText returns String.
+func (s Schedule) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText parses a schedule with ParseSchedule.
+func (s *Schedule) UnmarshalText(text []byte) error {
+	parsed, err := ParseSchedule(string(text))
+	if err != nil {
+		return err
+	}
+	*s = parsed
+	return nil
 }
 
 // plan is what the schedule says about a staged bundle.
@@ -79,7 +129,7 @@ type plan struct {
 //     reload.
 //
 // It is a pure function of its arguments, so tests give it any clock.
-func due(now time.Time, sch schedule, staged, installed *Staged, occupied bool, splay, deadline time.Duration) plan {
+func due(now time.Time, sch Schedule, staged, installed *Staged, occupied bool, splay, deadline time.Duration) plan {
 	switch {
 	case staged == nil:
 		return plan{}

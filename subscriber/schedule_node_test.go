@@ -32,9 +32,10 @@ func TestSyncSchedules(t *testing.T) {
 	cronExpr := fmt.Sprintf("%d %d * * *", window.Minute(), window.Hour())
 	live := func(name string) string { return filepath.Join(stageDir+".live", name) }
 	n := e.nodeWith(stageDir, now,
-		Certificate{Name: "manual.example", InstallDir: live("manual.example"), Schedule: ScheduleManual},
-		Certificate{Name: "cron.example", InstallDir: live("cron.example"), Schedule: cronExpr, ExpiryDeadline: 7 * 24 * time.Hour},
-		Certificate{Name: "expiring.example", InstallDir: live("expiring.example"), Schedule: cronExpr, ExpiryDeadline: 7 * 24 * time.Hour},
+		// Manual means manual here: no expiry deadline (on by default).
+		Certificate{Name: "manual.example", InstallDir: live("manual.example"), Schedule: mustSchedule(t, ScheduleManual), ExpiryDeadline: ExpiryDeadlineOff},
+		Certificate{Name: "cron.example", InstallDir: live("cron.example"), Schedule: mustSchedule(t, cronExpr), ExpiryDeadline: 7 * 24 * time.Hour},
+		Certificate{Name: "expiring.example", InstallDir: live("expiring.example"), Schedule: mustSchedule(t, cronExpr), ExpiryDeadline: 7 * 24 * time.Hour},
 	)
 	names := []string{"manual.example", "cron.example", "expiring.example"}
 	issue := func(ago, validity time.Duration) *testcert.Cert {
@@ -133,7 +134,7 @@ func TestSyncReportsInstallFailure(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	stageDir := t.TempDir()
-	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: filepath.Join(stageDir+".live", "example.com"), Check: "/bin/false"})
+	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: filepath.Join(stageDir+".live", "example.com"), Check: mustCommand(t, "/bin/false")})
 	c := e.issue(time.Hour)
 	e.publish("example.com", e.seal("example.com", c), c)
 	rep := n.sync(t)
@@ -162,7 +163,7 @@ func TestRunStopFinishesInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	installDir := filepath.Join(stageDir+".live", "example.com")
-	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: installDir, Reload: reload})
+	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: installDir, Reload: mustCommand(t, reload)})
 	stop := startRun(t, n)
 	c := e.issue(time.Hour)
 	e.publish("example.com", e.seal("example.com", c), c)
@@ -305,8 +306,8 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	week := 7 * 24 * time.Hour
 	live := func(name string) string { return filepath.Join(stageDir+".live", name) }
 	certs := []Certificate{
-		{Name: "expiring.example", InstallDir: live("expiring.example"), Check: check, ExpiryDeadline: week},
-		{Name: "later.example", InstallDir: live("later.example"), Check: check, ExpiryDeadline: week},
+		{Name: "expiring.example", InstallDir: live("expiring.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
+		{Name: "later.example", InstallDir: live("later.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
 	}
 	n := e.nodeWith(stageDir, clock.now, certs...)
 	first := map[string]*testcert.Cert{

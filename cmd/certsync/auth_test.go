@@ -20,8 +20,8 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/certsync/certsync/internal/authconf"
 	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/wire"
 )
 
 // authPublisherYAML is a publisher.yaml for `certsync auth`: the signing
@@ -134,14 +134,14 @@ func TestAuthInboxPrefixes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := pf.config.NATS.InboxPrefix; got != authconf.PublisherInboxPrefix {
-		t.Errorf("publisher inbox prefix %q, want %q", got, authconf.PublisherInboxPrefix)
+	if got := pf.config.NATS.InboxPrefix; got != wire.PublisherInboxPrefix {
+		t.Errorf("publisher inbox prefix %q, want %q", got, wire.PublisherInboxPrefix)
 	}
 	nf, err := parseNodeFile([]byte("name: web1\nidentity: /k\ntrusted_publishers: [\"" + keygenSigning(t, filepath.Join(t.TempDir(), "s")) + "\"]\ncertificates: {example.com: {}}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := nf.config.NATS.InboxPrefix, authconf.NodeInboxPrefix("web1"); got != want {
+	if got, want := nf.config.NATS.InboxPrefix, wire.NodeInboxPrefix("web1"); got != want {
 		t.Errorf("node inbox prefix %q, want %q", got, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -107,8 +108,8 @@ func TestParsePublisherValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := f.config
-	if f.signingKey != "/etc/certsync/signing.key" || f.signingKeyLine != 5 {
-		t.Errorf("signing key %q on line %d, want /etc/certsync/signing.key on line 5", f.signingKey, f.signingKeyLine)
+	if f.key != "/etc/certsync/signing.key" || f.keyLine != 5 {
+		t.Errorf("signing key %q on line %d, want /etc/certsync/signing.key on line 5", f.key, f.keyLine)
 	}
 	wantNATS := natsconn.Options{
 		URL:         "nats://a:4222,nats://b:4222",
@@ -307,6 +308,25 @@ func TestParseNoSecretInErrors(t *testing.T) {
 	}
 }
 
+// schedule and command parse what the test knows is valid.
+func schedule(t *testing.T, s string) subscriber.Schedule {
+	t.Helper()
+	sch, err := subscriber.ParseSchedule(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sch
+}
+
+func command(t *testing.T, line string) subscriber.Command {
+	t.Helper()
+	c, err := subscriber.ParseCommand(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func publisherParse(data []byte) error { _, err := parsePublisherFile(data); return err }
 func nodeParse(data []byte) error      { _, err := parseNodeFile(data); return err }
 
@@ -332,8 +352,8 @@ func TestParseNodeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.identity != "/etc/certsync/node.key" || f.identityLine != 2 {
-		t.Errorf("identity %q on line %d", f.identity, f.identityLine)
+	if f.key != "/etc/certsync/node.key" || f.keyLine != 2 {
+		t.Errorf("identity %q on line %d", f.key, f.keyLine)
 	}
 	pub, err := crypto.ParsePublicKey(k.pub)
 	if err != nil {
@@ -348,7 +368,6 @@ func TestParseNodeDefaults(t *testing.T) {
 		Certificates: map[string]subscriber.Certificate{"example.com": {
 			Name:           "example.com",
 			InstallDir:     "/etc/letsencrypt/live/example.com",
-			Schedule:       "immediate",
 			CertMode:       0o644,
 			KeyMode:        0o600,
 			Keep:           3,
@@ -394,9 +413,9 @@ func TestParseNodeFull(t *testing.T) {
 	}
 	// Built-in defaults < defaults < the certificate's entry.
 	fromDefaults := subscriber.Certificate{
-		Schedule:       "manual",
-		Check:          "nginx -t",
-		Reload:         "systemctl reload nginx",
+		Schedule:       schedule(t, "manual"),
+		Check:          command(t, "nginx -t"),
+		Reload:         command(t, "systemctl reload nginx"),
 		Owner:          "0",
 		Group:          "ssl-cert",
 		CertMode:       0o640,
@@ -409,7 +428,7 @@ func TestParseNodeFull(t *testing.T) {
 	}
 	com := fromDefaults
 	com.Name, com.InstallDir = "example.com", "/etc/letsencrypt/live/example.com"
-	com.Schedule, com.Verify, com.Combined = "30 2 * * 1-5", "[::1]:8443", true
+	com.Schedule, com.Verify, com.Combined = schedule(t, "30 2 * * 1-5"), "[::1]:8443", true
 	org := fromDefaults
 	org.Name, org.InstallDir, org.Keep, org.CertMode = "example.org", "/srv/tls/example.org", 1, 0o644
 	net := fromDefaults
@@ -433,9 +452,13 @@ func TestParseNodeCertificateValues(t *testing.T) {
 		value string
 		check func(subscriber.Certificate) bool
 	}{
-		{"schedule: immediate", func(c subscriber.Certificate) bool { return c.Schedule == "immediate" }},
-		{"schedule: '*/15 * * * *'", func(c subscriber.Certificate) bool { return c.Schedule == "*/15 * * * *" }},
-		{"schedule: '0 3 * * sun'", func(c subscriber.Certificate) bool { return c.Schedule == "0 3 * * sun" }},
+		{"schedule: immediate", func(c subscriber.Certificate) bool { return c.Schedule.String() == "immediate" }},
+		{"schedule: '*/15 * * * *'", func(c subscriber.Certificate) bool { return c.Schedule.String() == "*/15 * * * *" }},
+		{"schedule: '0 3 * * sun'", func(c subscriber.Certificate) bool { return c.Schedule.String() == "0 3 * * sun" }},
+		{"schedule: manual", func(c subscriber.Certificate) bool { return c.Schedule.Manual() }},
+		{"check: \"nginx -t -c '/etc/a b.conf'\"", func(c subscriber.Certificate) bool {
+			return slices.Equal(c.Check.Args(), []string{"nginx", "-t", "-c", "/etc/a b.conf"})
+		}},
 		{"cert_mode: 0644", func(c subscriber.Certificate) bool { return c.CertMode == 0o644 }},
 		{"cert_mode: 0o444", func(c subscriber.Certificate) bool { return c.CertMode == 0o444 }},
 		{"cert_mode: '0600'", func(c subscriber.Certificate) bool { return c.CertMode == 0o600 }},
@@ -444,7 +467,8 @@ func TestParseNodeCertificateValues(t *testing.T) {
 		{"keep: 50", func(c subscriber.Certificate) bool { return c.Keep == 50 }},
 		{"splay: 0s", func(c subscriber.Certificate) bool { return c.Splay == 0 }},
 		{"splay: 0", func(c subscriber.Certificate) bool { return c.Splay == 0 }},
-		{"expiry_deadline: 0s", func(c subscriber.Certificate) bool { return c.ExpiryDeadline == 0 }},
+		{"expiry_deadline: 0s", func(c subscriber.Certificate) bool { return c.ExpiryDeadline == subscriber.ExpiryDeadlineOff }},
+		{"expiry_deadline: 24h", func(c subscriber.Certificate) bool { return c.ExpiryDeadline == 24*time.Hour }},
 		{"owner: 1000", func(c subscriber.Certificate) bool { return c.Owner == "1000" }},
 		{"group: www-data", func(c subscriber.Certificate) bool { return c.Group == "www-data" }},
 		{"verify: 'localhost:443'", func(c subscriber.Certificate) bool { return c.Verify == "localhost:443" }},
@@ -719,9 +743,9 @@ func TestLoadContractExamples(t *testing.T) {
 		want := subscriber.Certificate{
 			Name:           "example.com",
 			InstallDir:     "/etc/letsencrypt/live/example.com",
-			Schedule:       "0 3 * * *",
-			Check:          "nginx -t",
-			Reload:         "systemctl reload nginx",
+			Schedule:       schedule(t, "0 3 * * *"),
+			Check:          command(t, "nginx -t"),
+			Reload:         command(t, "systemctl reload nginx"),
 			Verify:         "127.0.0.1:443",
 			Owner:          "root",
 			Group:          "ssl-cert",
@@ -732,7 +756,7 @@ func TestLoadContractExamples(t *testing.T) {
 			CommandTimeout: 60 * time.Second,
 			VerifyTimeout:  30 * time.Second,
 		}
-		if got := nc.Certificates["example.com"]; got != want {
+		if got := nc.Certificates["example.com"]; !reflect.DeepEqual(got, want) {
 			t.Errorf("example.com\n got %+v\nwant %+v", got, want)
 		}
 		if nc.Node != "web1" || nc.MetricsListen != "127.0.0.1:9469" || nc.StageDir != "/certsync/live" ||
@@ -912,22 +936,6 @@ func TestSchemaDocumented(t *testing.T) {
 	}
 }
 
-func TestEditDistance(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		a, b string
-		want int
-	}{
-		{"", "", 0}, {"abc", "", 3}, {"", "ab", 2}, {"instal_dir", "install_dir", 1},
-		{"relaod", "reload", 2}, {"kitten", "sitting", 3},
-	}
-	for _, tt := range tests {
-		if got := editDistance(tt.a, tt.b); got != tt.want {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
-		}
-	}
-}
-
 // fuzzSeeds returns the documents of testdata/config, with real public keys,
 // and a few from the tables above.
 func fuzzSeeds(f *testing.F) [][]byte {
@@ -969,7 +977,7 @@ func FuzzParsePublisherConfig(f *testing.F) {
 			return
 		}
 		cfg := pf.config
-		if pf.signingKey == "" || len(cfg.Certificates) == 0 || cfg.Timeout <= 0 {
+		if pf.key == "" || len(cfg.Certificates) == 0 || cfg.Timeout <= 0 {
 			t.Errorf("accepted an incomplete configuration: %+v", pf)
 		}
 		for name := range cfg.Nodes {
@@ -1009,7 +1017,7 @@ func FuzzParseNodeConfig(f *testing.F) {
 		if err := wire.CheckNodeName(cfg.Node); err != nil {
 			t.Errorf("accepted %v", err)
 		}
-		if nf.identity == "" || len(cfg.Trusted) == 0 || len(cfg.Certificates) == 0 || !filepath.IsAbs(cfg.StageDir) {
+		if nf.key == "" || len(cfg.Trusted) == 0 || len(cfg.Certificates) == 0 || !filepath.IsAbs(cfg.StageDir) {
 			t.Errorf("accepted an incomplete configuration: %+v", nf)
 		}
 		for name, c := range cfg.Certificates {
@@ -1017,10 +1025,10 @@ func FuzzParseNodeConfig(f *testing.F) {
 				t.Errorf("accepted certificate %q named %q (%v)", name, c.Name, err)
 			}
 			if !filepath.IsAbs(c.InstallDir) || c.KeyMode&0o007 != 0 || c.CertMode&0o022 != 0 ||
-				c.Keep < 1 || c.Keep > maxKeep || c.CommandTimeout <= 0 || c.VerifyTimeout <= 0 || c.Splay < 0 {
+				c.Keep < 1 || c.Keep > subscriber.MaxKeep || c.CommandTimeout <= 0 || c.VerifyTimeout <= 0 || c.Splay < 0 {
 				t.Errorf("accepted certificate %+v", c)
 			}
-			if err := checkSchedule(c.Schedule); err != nil {
+			if _, err := subscriber.ParseSchedule(c.Schedule.String()); err != nil {
 				t.Errorf("accepted %v", err)
 			}
 		}

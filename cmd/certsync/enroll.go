@@ -70,9 +70,9 @@ func runEnroll(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("enrolling into %q: the edited file would not load: %w", path, err)
 	}
-	cfg, err := f.loadKeys()
+	cfg, err := loadKeys(f, path)
 	if err != nil {
-		return keyHint(fmt.Errorf("reading config %q: %w", path, err))
+		return keyHint(err)
 	}
 	if err := migrate.ReplaceFile(path, data, old); err != nil {
 		return err

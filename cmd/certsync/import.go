@@ -14,6 +14,7 @@ import (
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/migrate"
 	"github.com/certsync/certsync/internal/wire"
+	"github.com/certsync/certsync/subscriber"
 )
 
 // Flags of import, node init and enroll.
@@ -110,8 +111,8 @@ func nodeFileFlags(check, reload string) []cli.Flag {
 		&cli.StringFlag{Name: flagTrustedPublisher, Usage: "the public key `LINE` `certsync keygen signing` printed"},
 		&cli.StringFlag{Name: flagNKey, Usage: "nats.nkey: the node's nkey seed `FILE` from `certsync auth`"},
 		&cli.StringFlag{Name: flagCA, Usage: "nats.tls.ca: the private CA `FILE` of the NATS servers"},
-		&cli.StringFlag{Name: flagStageDir, Value: defaultStageDir, Usage: "stage_dir: `DIR` for staged bundles"},
-		&cli.StringFlag{Name: flagInstallParent, Value: defaultInstallParent, Usage: "each certificate's install_dir is `DIR`/<name>"},
+		&cli.StringFlag{Name: flagStageDir, Value: subscriber.DefaultStageDir, Usage: "stage_dir: `DIR` for staged bundles"},
+		&cli.StringFlag{Name: flagInstallParent, Value: subscriber.DefaultInstallParent, Usage: "each certificate's install_dir is `DIR`/<name>"},
 		&cli.StringFlag{Name: flagCheck, Value: check, Usage: "defaults.check: `COMMAND` that must pass before reload (empty: none)"},
 		&cli.StringFlag{Name: flagReload, Value: reload, Usage: "defaults.reload: `COMMAND` that makes the service read the new files (empty: none)"},
 	}
@@ -244,7 +245,7 @@ func nodeOptions(c *cli.Context) (migrate.NodeOptions, error) {
 		return migrate.NodeOptions{}, fmt.Errorf("%s: --%s: %w", cmd, flagName, err)
 	}
 	tp := strings.TrimSpace(c.String(flagTrustedPublisher))
-	if looksSecret(tp) {
+	if crypto.LooksLikePrivateKey(tp) {
 		return migrate.NodeOptions{}, fmt.Errorf("%s: --%s: this is a private key: give the public key `certsync keygen signing` printed", cmd, flagTrustedPublisher)
 	}
 	if _, err := crypto.ParsePublicKey(tp); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 )
 
@@ -60,10 +61,10 @@ func runSetup(c *cli.Context) error {
 	}
 	if nk, creds := c.String(flagNKey), c.String(flagCreds); nk != "" || creds != "" {
 		// The admin's credential in place of publisher.yaml's, and the
-		// default inbox: the publisher's is for the publisher.
+		// client's default inbox: the publisher's is for the publisher.
 		cfg.NATS.NKey, cfg.NATS.Creds = nk, creds
 		cfg.NATS.User, cfg.NATS.Password = "", ""
-		cfg.NATS.InboxPrefix = ""
+		cfg.NATS.InboxPrefix = wire.AdminInboxPrefix
 	}
 	p, err := publisher.New(*cfg, newLogger(c, false))
 	if err != nil {

@@ -21,7 +21,8 @@
 // the hub's JetStream domain form ([LeafPermissions]); see leaf.go.
 //
 // Each client receives its replies on its own inbox prefix
-// ([NodeInboxPrefix], [PublisherInboxPrefix]); the admin uses the default
+// ([wire.NodeInboxPrefix], [wire.PublisherInboxPrefix]), which subscriber.New
+// and publisher.New apply; the admin uses the default
 // _INBOX.
 //
 // # Files

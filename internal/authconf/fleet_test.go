@@ -137,10 +137,11 @@ func (f *fleet) natsOptions(user string) natsconn.Options {
 	o := natsconn.Options{URL: f.url, NKey: f.seed(user), Name: "test " + user}
 	switch user {
 	case authconf.PublisherUser:
-		o.InboxPrefix = authconf.PublisherInboxPrefix
+		o.InboxPrefix = wire.PublisherInboxPrefix
 	case authconf.AdminUser:
+		o.InboxPrefix = wire.AdminInboxPrefix
 	default:
-		o.InboxPrefix = authconf.NodeInboxPrefix(user)
+		o.InboxPrefix = wire.NodeInboxPrefix(user)
 	}
 	return o
 }
@@ -258,7 +259,7 @@ func (f *fleet) natsCLI(tool, user string, args ...string) (stdout, stderr strin
 	f.t.Helper()
 	o := f.natsOptions(user)
 	full := []string{"--server", f.url, "--nkey", o.NKey, "--timeout", "2s"}
-	if o.InboxPrefix != "" {
+	if o.InboxPrefix != wire.AdminInboxPrefix {
 		full = append(full, "--inbox-prefix", o.InboxPrefix)
 	}
 	full = append(full, args...)

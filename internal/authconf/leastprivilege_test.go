@@ -204,8 +204,8 @@ func TestNodeLeastPrivilege(t *testing.T) {
 			_, err = kv.Put(ctx, web2Key, []byte(`{"node":"web2","state":"installed"}`))
 			return err
 		}},
-		{"read another node's inbox", authconf.NodeInboxPrefix("web2") + ".>", func(ctx context.Context, nc *natsconn.Conn, _ jetstream.JetStream) error {
-			sub, err := nc.SubscribeSync(authconf.NodeInboxPrefix("web2") + ".>")
+		{"read another node's inbox", wire.NodeInboxPrefix("web2") + ".>", func(ctx context.Context, nc *natsconn.Conn, _ jetstream.JetStream) error {
+			sub, err := nc.SubscribeSync(wire.NodeInboxPrefix("web2") + ".>")
 			if err != nil {
 				return err
 			}
@@ -278,7 +278,7 @@ func TestNodeLeastPrivilege(t *testing.T) {
 			{[]string{"consumer", "add", wire.Stream, "node-web3", "--pull", "--filter", wire.Subject("other.com"), "--defaults"}, "$JS.API.CONSUMER.INFO.CERTSYNC.node-web3"},
 			{[]string{"kv", "get", wire.StatusBucket, web2Key}, "$JS.API.DIRECT.GET.KV_certsync-status.$KV.certsync-status." + web2Key},
 			{[]string{"kv", "put", wire.StatusBucket, web2Key, "forged"}, "$KV.certsync-status." + web2Key},
-			{[]string{"sub", authconf.NodeInboxPrefix("web2") + ".>", "--count", "1"}, authconf.NodeInboxPrefix("web2") + ".>"},
+			{[]string{"sub", wire.NodeInboxPrefix("web2") + ".>", "--count", "1"}, wire.NodeInboxPrefix("web2") + ".>"},
 		} {
 			out, errOut, err := f.natsCLI(tool, "web1", tc.args...)
 			line := strings.ToLower(errOut)

@@ -8,21 +8,6 @@ import (
 // enabled in it; the stream, the consumers and the status bucket live there.
 const Account = "CERTSYNC"
 
-// Inbox prefixes. A client receives every reply (JetStream API answers,
-// pulled messages) on subjects under its inbox prefix; giving each client its
-// own lets each subscribe to its own replies only. The configuration loader
-// of the command line sets the same prefixes.
-const (
-	// PublisherInboxPrefix is the publisher's inbox prefix.
-	PublisherInboxPrefix = "_INBOX_certsync_publisher"
-	// NodeInboxPrefixPrefix starts every node's inbox prefix; the node's
-	// name follows (see NodeInboxPrefix).
-	NodeInboxPrefixPrefix = "_INBOX_certsync_node_"
-)
-
-// NodeInboxPrefix is the inbox prefix of the named node.
-func NodeInboxPrefix(node string) string { return NodeInboxPrefixPrefix + node }
-
 // Permissions are the subjects a user may publish to and subscribe to. A
 // user with nil Permissions (the admin) may do everything in the account.
 type Permissions struct {
@@ -73,7 +58,7 @@ func NodePermissions(node string) Permissions {
 			// subject names the key, so the permission can be this precise).
 			apiPrefix + "DIRECT.GET." + kvStream + "." + kvPrefix + node + ".>",
 		},
-		Subscribe: []string{NodeInboxPrefix(node) + ".>"},
+		Subscribe: []string{wire.NodeInboxPrefix(node) + ".>"},
 	}
 }
 
@@ -110,6 +95,6 @@ func PublisherPermissions() Permissions {
 	}
 	return Permissions{
 		Publish:   pub,
-		Subscribe: []string{PublisherInboxPrefix + ".>"},
+		Subscribe: []string{wire.PublisherInboxPrefix + ".>"},
 	}
 }

@@ -180,7 +180,7 @@ func (f *fleet) node(i int, dir string) (*subscriber.Node, string) {
 		StageDir:   filepath.Join(dir, f.names[i], "stage"),
 		Version:    "fleetbench",
 		Certificates: map[string]subscriber.Certificate{
-			certName: {Name: certName, InstallDir: install, Schedule: "immediate"},
+			certName: {Name: certName, InstallDir: install},
 		},
 	}, nil)
 	if err != nil {

@@ -54,6 +54,26 @@ const (
 	HeaderRecipients = "Certsync-Recipients"
 )
 
+// Inbox prefixes. A client receives every reply (JetStream API answers,
+// pulled messages) on subjects under its inbox prefix; giving each client its
+// own lets the server's permissions give each its own replies only (see
+// internal/authconf). subscriber.New and publisher.New apply them when
+// natsconn.Options.InboxPrefix is empty.
+const (
+	// PublisherInboxPrefix is the publisher's inbox prefix.
+	PublisherInboxPrefix = "_INBOX_certsync_publisher"
+	// NodeInboxPrefixPrefix starts every node's inbox prefix; the node's
+	// name follows (see NodeInboxPrefix).
+	NodeInboxPrefixPrefix = "_INBOX_certsync_node_"
+	// AdminInboxPrefix is the NATS client's own default prefix, which the
+	// admin (allowed everything in the account) uses.
+	AdminInboxPrefix = "_INBOX"
+)
+
+// NodeInboxPrefix is the inbox prefix of the named node.
+// node must have passed CheckNodeName.
+func NodeInboxPrefix(node string) string { return NodeInboxPrefixPrefix + node }
+
 // Limits on names, from the contract.
 const (
 	MaxCertNameLen = 253
@@ -140,10 +160,16 @@ type StreamOptions struct {
 	DuplicateWindow time.Duration
 }
 
-// Stream defaults.
+// Stream defaults and limits. StreamConfig applies the defaults to fields
+// left zero; publisher.Config.Validate refuses values beyond the limits.
 const (
+	DefaultReplicas        = 1
 	DefaultHistory         = 5
 	DefaultDuplicateWindow = 24 * time.Hour
+	// MaxReplicas is the most servers a stream may be replicated on.
+	MaxReplicas = 5
+	// MaxHistory is the most bundles a stream may keep per certificate.
+	MaxHistory = 100
 )
 
 // StreamConfig is the configuration of the CERTSYNC stream.
@@ -158,7 +184,7 @@ const (
 // never off again, so once set they hold against every credential.
 func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	if o.Replicas <= 0 {
-		o.Replicas = 1
+		o.Replicas = DefaultReplicas
 	}
 	if o.History <= 0 {
 		o.History = DefaultHistory
