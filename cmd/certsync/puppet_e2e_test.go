@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/acmetest"
+	"github.com/certsync/certsync/subscriber"
 )
 
 // puppetModuleDir is the module, relative to this package.
@@ -280,9 +281,9 @@ func TestPuppetApplyNode(t *testing.T) {
 	}
 	every := cfg.Certificates["every.example"]
 	if cfg.Node != "web1" || cfg.MetricsListen != "127.0.0.1:9469" || cfg.StatusInterval != time.Minute ||
-		every.Schedule != "0 3 * * *" || every.Check != `test -d "/"` || every.Verify != "127.0.0.1:8443" ||
+		every.Schedule.String() != "0 3 * * *" || every.Check.String() != `test -d "/"` || every.Verify != "127.0.0.1:8443" ||
 		every.Owner != "root" || every.Group != "0" || every.CertMode != 0o640 || every.KeyMode != 0o600 || every.Keep != 5 ||
-		every.Splay != 5*time.Minute || every.ExpiryDeadline != 0 || every.CommandTimeout != 2*time.Minute ||
+		every.Splay != 5*time.Minute || every.ExpiryDeadline != subscriber.ExpiryDeadlineOff || every.CommandTimeout != 2*time.Minute ||
 		every.VerifyTimeout != 45*time.Second || !every.Combined || cfg.Certificates[name].CommandTimeout != 30*time.Second {
 		t.Errorf("node.yaml as loaded differs from what Puppet was given: node %q, metrics %q, status %v, %s %+v, %s %+v",
 			cfg.Node, cfg.MetricsListen, cfg.StatusInterval, name, cfg.Certificates[name], "every.example", every)
