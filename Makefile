@@ -26,8 +26,8 @@ demo: build
 # 500 nodes and a server in one process) at a fixed 3 rounds each: about
 # three minutes on 2 cores. docs/BENCHMARKS.md says what they measure.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /internal/fleetbench)
-	$(GO) test -run '^$$' -bench . -benchtime 3x -benchmem -timeout 30m ./internal/fleetbench/
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /internal/testing/fleetbench)
+	$(GO) test -run '^$$' -bench . -benchtime 3x -benchmem -timeout 30m ./internal/testing/fleetbench/
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)

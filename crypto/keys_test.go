@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certsync/certsync/internal/acmetest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
 )
 
 func TestSigningKeyPEM(t *testing.T) {

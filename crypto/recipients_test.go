@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/certsync/certsync/internal/acmetest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
 )
 
 func TestParseRecipient(t *testing.T) {

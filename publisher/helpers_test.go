@@ -14,10 +14,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natsconn"
-	"github.com/certsync/certsync/internal/natstest"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/logtest"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/wire"
 )
 

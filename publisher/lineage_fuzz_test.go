@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/testcert"
 )
 
 // FuzzReadLineage feeds arbitrary file contents through the lineage reader

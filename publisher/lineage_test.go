@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/testcert"
 )
 
 func TestReadLineageFollowsRenewals(t *testing.T) {

@@ -12,14 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/loopback"
+	"github.com/certsync/certsync/internal/testing/loopback"
 
 	"filippo.io/age"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/natstest"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/wire"
 )
 

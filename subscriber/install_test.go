@@ -18,11 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/treetest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/acmetest"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 )
 
 // stagedOf is the bundle and staged record of c as certificate name.

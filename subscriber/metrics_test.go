@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/loopback"
+	"github.com/certsync/certsync/internal/testing/loopback"
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/certsync/certsync/internal/metrics/metricstest"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/metricstest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 )
 
 // TestRunServesMetrics: with metrics_listen set, `node run` serves what it

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/natstest"
-	"github.com/certsync/certsync/internal/nginxtest"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/nginxtest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/wire"
 )
 

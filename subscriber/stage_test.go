@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/treetest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"github.com/certsync/certsync/crypto"
 )

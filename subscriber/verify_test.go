@@ -14,7 +14,7 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/testcert"
 )
 
 // tlsServer serves whichever certificate cur holds and records the SNI of

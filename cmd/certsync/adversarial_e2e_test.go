@@ -13,14 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/treetest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"filippo.io/age"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"

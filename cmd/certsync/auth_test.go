@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/loopback"
+	"github.com/certsync/certsync/internal/testing/loopback"
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
 )
 

@@ -14,9 +14,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/certsync/certsync/internal/haproxytest"
-	"github.com/certsync/certsync/internal/nginxtest"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/haproxytest"
+	"github.com/certsync/certsync/internal/testing/nginxtest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 )
 
 // TestHAProxyE2E: a node whose HAProxy reads combined.pem from install_dir

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certsync/certsync/internal/acmetest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
 )
 
 // sshKeygen runs ssh-keygen with args and fails the test unless it exits 0.

@@ -18,9 +18,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/certsync/certsync/internal/acmetest"
-	"github.com/certsync/certsync/internal/logtest"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/logtest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
 )
 

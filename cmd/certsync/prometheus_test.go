@@ -22,10 +22,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/certsync/certsync/internal/acmetest"
-	"github.com/certsync/certsync/internal/loopback"
-	"github.com/certsync/certsync/internal/metrics/metricstest"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/metricstest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 )
 
 // alertsDir holds the shipped alert rules and their unit tests.

@@ -31,7 +31,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/acmetest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
 	"github.com/certsync/certsync/subscriber"
 )
 

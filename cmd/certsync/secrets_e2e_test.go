@@ -8,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/certsync/certsync/internal/loopback"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/natstest"
 )
 
 // TestSecretsNeverPrintedE2E: a password or token in the NATS URL reaches

@@ -34,15 +34,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/loopback"
+	"github.com/certsync/certsync/internal/testing/loopback"
 
-	"github.com/certsync/certsync/internal/treetest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
 )
 

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/loopback"
+	"github.com/certsync/certsync/internal/testing/loopback"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 )
 
 // TestServerReloadsOnSIGHUP: after `certsync auth` changes users, SIGHUP

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/wire"
 )
 

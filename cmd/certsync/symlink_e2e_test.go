@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certsync/certsync/internal/treetest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // TestSymlinkTricksE2E is acceptance 3 of issue 4 for the node's disk:

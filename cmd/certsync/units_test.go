@@ -29,8 +29,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/certsync/certsync/internal/acmetest"
-	"github.com/certsync/certsync/internal/nginxtest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/nginxtest"
 	"github.com/certsync/certsync/subscriber"
 )
 

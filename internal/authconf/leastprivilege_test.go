@@ -17,11 +17,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/certsync/certsync/internal/acmetest"
 	"github.com/certsync/certsync/internal/authconf"
-	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natsconn"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/logtest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/subscriber"
 )

@@ -11,9 +11,9 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/authconf"
-	"github.com/certsync/certsync/internal/logtest"
 	"github.com/certsync/certsync/internal/natsconn"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/logtest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
 )

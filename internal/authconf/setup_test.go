@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/internal/authconf"
-	"github.com/certsync/certsync/internal/logtest"
+	"github.com/certsync/certsync/internal/testing/logtest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"

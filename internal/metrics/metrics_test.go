@@ -12,7 +12,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/certsync/certsync/internal/metrics/metricstest"
+	"github.com/certsync/certsync/internal/testing/metricstest"
 )
 
 func TestServeTextFormat(t *testing.T) {

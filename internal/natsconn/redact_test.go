@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/logtest"
-	"github.com/certsync/certsync/internal/loopback"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/logtest"
+	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/natstest"
 )
 
 func TestRedact(t *testing.T) {

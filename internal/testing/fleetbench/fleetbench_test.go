@@ -37,8 +37,8 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
-	"github.com/certsync/certsync/internal/natstest"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"

@@ -40,8 +40,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/acmetest"
-	"github.com/certsync/certsync/internal/natstest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/natstest"
 )
 
 // startTimeout bounds how long StartNginx waits for the port to accept TLS;

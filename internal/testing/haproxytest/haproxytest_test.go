@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/natstest"
-	"github.com/certsync/certsync/internal/nginxtest"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/nginxtest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 )
 
 var names = []string{"example.test", "*.example.test"}

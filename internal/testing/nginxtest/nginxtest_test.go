@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/natstest"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/testcert"
 )
 
 var names = []string{"example.test", "*.example.test"}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/loopback"
+	"github.com/certsync/certsync/internal/testing/loopback"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"

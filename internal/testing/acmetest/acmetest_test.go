@@ -254,7 +254,7 @@ func TestMissingToolHints(t *testing.T) {
 // tool CI did not install.
 func TestCIInstallsEveryTool(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("../../.ci/run")
+	data, err := os.ReadFile("../../../.ci/run")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,11 +48,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/acmetest"
-	"github.com/certsync/certsync/internal/logtest"
-	"github.com/certsync/certsync/internal/loopback"
-	"github.com/certsync/certsync/internal/natstest"
-	"github.com/certsync/certsync/internal/nginxtest"
+	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/logtest"
+	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/nginxtest"
 )
 
 // startTimeout bounds how long Start waits for the port to accept TLS,

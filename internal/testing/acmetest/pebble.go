@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/loopback"
-	"github.com/certsync/certsync/internal/testcert"
+	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/testcert"
 
-	"github.com/certsync/certsync/internal/logtest"
+	"github.com/certsync/certsync/internal/testing/logtest"
 )
 
 // pebbleEnv makes pebble deterministic and fast: every challenge is valid
