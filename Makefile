@@ -30,7 +30,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -benchmem -timeout 30m ./internal/testing/fleetbench/
 
 lint:
-	gofmt -l . | tee /dev/stderr | (! read)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
