@@ -15,7 +15,8 @@
 // trusted keys without decrypting, and [Open] verifies, then decrypts and
 // checks that the plaintext repeats the signed name and version. The byte
 // layout is specified in docs/FORMAT.md and pinned by the vectors in
-// testdata/vectors.
+// testdata/vectors. envelope.go holds that API; format.go the wire format
+// behind one bounded parser, with its typed [FormatError].
 //
 // Errors wrap documented sentinels ([ErrMalformed], [ErrBadSignature],
 // [ErrUntrustedSigner], [ErrNotRecipient], …) so callers can tell a permanent

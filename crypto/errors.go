@@ -2,7 +2,6 @@ package crypto
 
 import (
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -63,24 +62,3 @@ func (e *ClockError) Error() string { return e.Reason }
 
 // Unwrap returns [ErrExpired] or [ErrNotYetValid].
 func (e *ClockError) Unwrap() error { return e.Err }
-
-// FormatError describes where an envelope or its plaintext breaks the
-// format. It wraps [ErrMalformed].
-type FormatError struct {
-	// Part is "envelope" or "plaintext".
-	Part string
-	// Field names the field being parsed, such as "name" or "ciphertext".
-	Field string
-	// Offset is the byte offset of the field within Part.
-	Offset int
-	// Reason says what is wrong, without echoing secret bytes.
-	Reason string
-}
-
-// Error implements error.
-func (e *FormatError) Error() string {
-	return fmt.Sprintf("malformed %s: %s at offset %d: %s", e.Part, e.Field, e.Offset, e.Reason)
-}
-
-// Unwrap returns [ErrMalformed].
-func (e *FormatError) Unwrap() error { return ErrMalformed }

@@ -155,4 +155,29 @@
 // writes a wire.Status record per certificate to the status bucket. When the
 // bucket cannot be reached the node warns once and goes on: status is not
 // worth holding certificates back.
+//
+// # Files
+//
+// One job each, in the order a bundle meets them:
+//
+//   - config.go: Config, Certificate and Validate (defaults and rules);
+//     schedule.go: the Schedule type and ParseSchedule; command.go:
+//     Command, ParseCommand and running check and reload.
+//   - node.go: the Node (New, Sync, Run, Install, ReportStatus);
+//     consumer.go: binding the consumer and receiving batches.
+//   - process.go: deciding on a batch (authenticate, apply, settle).
+//   - stage.go: the Stage and its Staged record.
+//   - scheduler.go: when each staged bundle installs, and Run's install
+//     loop.
+//   - installer.go: one install step by step (build, point, check, reload,
+//     the served-certificate check, rollback) and its InstallResult;
+//     layout.go: the install folder layout, install_dir's link, the store's
+//     lock; records.go: certsync.json and state.json in it; versions.go:
+//     building, cleaning up and pruning version folders; verify.go: the
+//     served-certificate check.
+//   - status.go: the status records; report.go: Report, Result and
+//     Scheduled; metrics.go: the metrics.
+//   - paths.go: the path-safety rule, opening without following links, the
+//     lock; folders.go: creating and syncing folders; errors.go: the
+//     sentinels and PermanentError.
 package subscriber

@@ -1,3 +1,5 @@
+// The Node: New, and its entry points Sync, Run, Install and ReportStatus.
+
 package subscriber
 
 import (
@@ -10,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/internal/metrics"
@@ -19,12 +20,6 @@ import (
 )
 
 const (
-	// maxBatch bounds how many messages one batch holds; it matches the
-	// consumer's MaxAckPending.
-	maxBatch = 1000
-	// batchWait is how long Run waits for the rest of a batch the server
-	// announced (NumPending > 0) before it processes what it has.
-	batchWait = 2 * time.Second
 	// retryBase and retryMax bound the delay before a message that failed
 	// for a transient reason is delivered again.
 	retryBase = 5 * time.Second
@@ -34,9 +29,6 @@ const (
 	// natsTimeout bounds each JetStream call that Sync and Run make
 	// (consumer lookup, acks, status writes).
 	natsTimeout = 10 * time.Second
-	// emptyWait is how long Sync waits for a message when the consumer
-	// says none is pending (see fetchPending).
-	emptyWait = 300 * time.Millisecond
 	// statusRetry is how soon Run writes its records again after one
 	// could not be written.
 	statusRetry = 10 * time.Second
@@ -152,54 +144,6 @@ func (n *Node) Sync(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
-// fetchPending fetches what the consumer holds for the node now, up to
-// maxBatch messages, and says whether more is pending. It asks the server
-// how many messages are pending and waits for exactly those (a no-wait
-// request can miss a message stored a moment ago), then takes what is
-// ready for redelivery.
-func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstream.Msg, more bool, err error) {
-	ictx, cancel := context.WithTimeout(ctx, natsTimeout)
-	info, err := cons.Info(ictx)
-	cancel()
-	if err != nil {
-		return nil, false, err
-	}
-	pending := info.NumPending
-	for len(msgs) < maxBatch {
-		room := min(maxBatch-len(msgs), 256)
-		var batch jetstream.MessageBatch
-		if pending > 0 {
-			batch, err = cons.Fetch(int(min(pending, uint64(room))), jetstream.FetchMaxWait(natsTimeout))
-		} else if len(msgs) == 0 {
-			// The server acknowledges a publish before it counts the
-			// message as pending on each consumer, so "nothing pending"
-			// right after a publish may be wrong: wait a little for it.
-			batch, err = cons.Fetch(room, jetstream.FetchMaxWait(emptyWait))
-		} else {
-			batch, err = cons.FetchNoWait(room)
-		}
-		if err != nil {
-			return msgs, false, err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-			got++
-			pending = 0
-			if md, err := m.Metadata(); err == nil {
-				pending = md.NumPending
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return msgs, false, err
-		}
-		if got == 0 {
-			return msgs, false, nil
-		}
-	}
-	return msgs, true, nil
-}
-
 // Run is the node daemon: it connects (waiting as long as it takes), binds
 // the node's consumer and processes bundles as they arrive, in batches of
 // what the server has pending, so a node that was away stages only the
@@ -287,109 +231,9 @@ func (n *Node) refresh(ctx context.Context, js jetstream.JetStream) {
 	}
 }
 
-// consume processes messages from cons until ctx ends or the pull
-// subscription fails for good (the consumer was deleted, say). It reports
-// whether it received anything.
-func (n *Node) consume(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer) (bool, error) {
-	it, err := cons.Messages()
-	if err != nil {
-		return false, fmt.Errorf("pulling from consumer %q: %w", wire.ConsumerName(n.cfg.Node), err)
-	}
-	defer it.Stop()
-	got := false
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return got, fmt.Errorf("pulling from consumer %q: %w", wire.ConsumerName(n.cfg.Node), err)
-		}
-		got = true
-		// The server says how many more it holds for us: gather them so
-		// that superseded versions are skipped rather than staged in turn.
-		batch := []jetstream.Msg{msg}
-		for pending(msg) > 0 && len(batch) < maxBatch {
-			m, err := it.Next(jetstream.NextMaxWait(batchWait))
-			if err != nil {
-				break // process what we have; the next Next reports a lasting failure
-			}
-			batch = append(batch, m)
-			msg = m
-		}
-		n.metrics.Pending(pending(msg))
-		n.process(ctx, js, batch)
-	}
-}
-
-// pending is the number of messages the server holds for the consumer
-// after m.
-func pending(m jetstream.Msg) uint64 {
-	md, err := m.Metadata()
-	if err != nil {
-		return 0
-	}
-	return md.NumPending
-}
-
 // natsOptions are the options of the node's connections (Validate named
 // them after the node and gave them its inbox prefix).
 func (n *Node) natsOptions() natsconn.Options { return n.cfg.NATS }
-
-// bind looks up the node's durable consumer. If it does not exist, the
-// node tries to create it, as an open server allows; with least-privilege
-// credentials that fails and the error wraps ErrNoConsumer.
-func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Conn) (jetstream.Consumer, error) {
-	name := wire.ConsumerName(n.cfg.Node)
-	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
-	defer cancel()
-	var cons jetstream.Consumer
-	err := nc.Call(ctx, func(ctx context.Context) (err error) {
-		cons, err = js.Consumer(ctx, wire.Stream, name)
-		return err
-	})
-	switch {
-	case err == nil:
-		n.checkFilter(cons.CachedInfo())
-		return cons, nil
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return nil, fmt.Errorf("binding consumer %q: stream %s not found (nothing published yet?): %w", name, wire.Stream, ErrNoConsumer)
-	case !errors.Is(err, jetstream.ErrConsumerNotFound):
-		return nil, fmt.Errorf("binding consumer %q: %w", name, err)
-	}
-	err = nc.Call(ctx, func(ctx context.Context) (err error) {
-		cons, err = js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(n.cfg.Node, n.names))
-		if errors.Is(err, jetstream.ErrConsumerExists) {
-			cons, err = js.Consumer(ctx, wire.Stream, name) // created meanwhile by someone else
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("binding consumer %q: it does not exist and this node may not create it (%v); the management side creates it when it runs certsync publish or republish: %w",
-			name, err, ErrNoConsumer)
-	}
-	n.log.Info("consumer_created", "consumer", name, "certificates", n.names)
-	return cons, nil
-}
-
-// checkFilter warns when the consumer does not deliver every configured
-// certificate: the node may not change it, the management side must.
-func (n *Node) checkFilter(info *jetstream.ConsumerInfo) {
-	if info == nil {
-		return
-	}
-	have := info.Config.FilterSubjects
-	if info.Config.FilterSubject != "" {
-		have = append(have, info.Config.FilterSubject)
-	}
-	var missing []string
-	for _, name := range n.names {
-		if !slices.Contains(have, wire.Subject(name)) && !slices.Contains(have, wire.Subjects) {
-			missing = append(missing, name)
-		}
-	}
-	if len(missing) > 0 {
-		n.log.Warn("consumer_filter_mismatch", "consumer", info.Name, "missing", missing,
-			"hint", "add this node to these certificates on the management side and run certsync republish")
-	}
-}
 
 // reportUnsafeStage marks every certificate failed with the reason the
 // stage folder was refused, as far as NATS answers within statusTimeout, and
@@ -404,4 +248,72 @@ func (n *Node) reportUnsafeStage(ctx context.Context) error {
 		n.log.Warn("status_unavailable", "error", err)
 	}
 	return n.stageErr
+}
+
+// Install puts what is staged for the named certificates (all of them when
+// names is empty) in service now, whatever their schedules and even before
+// the certificate's NotBefore (with a warning), trying again a version
+// whose install failed before. A name that is not one of the
+// node's certificates is an error, before anything is installed. It needs
+// no NATS: ReportStatus tells the status bucket afterwards. The report's
+// Failed says whether any install failed.
+//
+// For each certificate, under a lock shared with other certsync processes:
+// the staged bundle is written into a new version folder beside
+// install_dir; install_dir is pointed at it (one rename); check, reload and
+// verify run; any failure points install_dir back at the previous version
+// and runs reload again. ctx only decides whether an install starts: once
+// started, it runs to its end (each command bounded by CommandTimeout,
+// verify by VerifyTimeout), so a node asked to stop never leaves one half
+// done.
+func (n *Node) Install(ctx context.Context, names ...string) (*Report, error) {
+	if n.stageErr != nil {
+		return nil, n.reportUnsafeStage(ctx)
+	}
+	for _, name := range names {
+		if _, ok := n.cfg.Certificates[name]; !ok {
+			return nil, fmt.Errorf("installing %q: %w", name, ErrUnknownCertificate)
+		}
+	}
+	if len(names) == 0 {
+		names = n.names
+	}
+	rep := &Report{}
+	for _, name := range names {
+		if ctx.Err() != nil {
+			break
+		}
+		meta, b, err := n.stage.Load(name)
+		if errors.Is(err, ErrNotStaged) {
+			n.log.Info("install_nothing_staged", "name", name)
+			continue
+		}
+		if err != nil {
+			rep.Installs = append(rep.Installs, InstallResult{Name: name, Outcome: InstallFailed, Err: err})
+			continue
+		}
+		if meta.NotBefore.After(n.cfg.Now()) {
+			n.log.Warn("install_not_yet_valid", "name", name, "version", meta.Version, "not_before", meta.NotBefore,
+				"hint", "installed as asked; clients reject the certificate until then")
+		}
+		rep.Installs = append(rep.Installs, n.installers[name].install(ctx, b, meta, true))
+	}
+	return rep, nil
+}
+
+// ReportStatus connects to NATS and writes the status record of every
+// certificate, for `certsync node install`. ctx bounds it, connecting
+// included: give it a short deadline, status is not worth waiting for.
+func (n *Node) ReportStatus(ctx context.Context) error {
+	nc, err := natsconn.Connect(ctx, n.natsOptions(), n.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc.Conn)
+	if err != nil {
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	n.status.writeAll(ctx, js)
+	return nil
 }

@@ -1,3 +1,8 @@
+// Deciding on a batch of messages: process orders them, authenticate checks
+// the publisher's signature and the names before anything is decrypted,
+// apply opens the newest bundle of each certificate, checks it and stages
+// it, settle acks, terminates or naks each message.
+
 package subscriber
 
 import (

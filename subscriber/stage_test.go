@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,40 +36,6 @@ func fakeBundle(name string, version uint64, tag string) (*crypto.Bundle, *Stage
 var syncWatch struct {
 	sync.Mutex
 	synced map[string]map[string]bool // watched folder -> folders synced at or below it
-}
-
-func init() {
-	dirSynced = func(dir string) {
-		syncWatch.Lock()
-		defer syncWatch.Unlock()
-		for root, seen := range syncWatch.synced {
-			if dir == root || strings.HasPrefix(dir, root+"/") {
-				seen[dir] = true
-			}
-		}
-	}
-}
-
-// watchSyncs records the folders syncDir syncs at or below root until the
-// test ends, and returns a function that tells them so far.
-func watchSyncs(t *testing.T, root string) func() map[string]bool {
-	t.Helper()
-	syncWatch.Lock()
-	if syncWatch.synced == nil {
-		syncWatch.synced = map[string]map[string]bool{}
-	}
-	syncWatch.synced[root] = map[string]bool{}
-	syncWatch.Unlock()
-	t.Cleanup(func() {
-		syncWatch.Lock()
-		delete(syncWatch.synced, root)
-		syncWatch.Unlock()
-	})
-	return func() map[string]bool {
-		syncWatch.Lock()
-		defer syncWatch.Unlock()
-		return maps.Clone(syncWatch.synced[root])
-	}
 }
 
 func openTestStage(t *testing.T, dir string) *Stage {

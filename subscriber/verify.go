@@ -1,3 +1,8 @@
+// The served-certificate check (a certificate's Verify setting): TLS
+// handshakes with the service until it serves the new leaf. "Verify" means
+// only this; the publisher's signature is checked by authenticate
+// (process.go).
+
 package subscriber
 
 import (

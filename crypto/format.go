@@ -1,0 +1,396 @@
+// The envelope's wire format, behind one bounded parser (as age's
+// internal/format): the byte layout's constants, marshal and parseEnvelope
+// (parse then marshal returns the input byte for byte), the seal record's
+// value, the plaintext's encoding, and the reader that bounds every length
+// and reports a *FormatError with the field and offset. docs/FORMAT.md is
+// the specification; testdata/vectors pins it. The API over it (Seal,
+// Verify, Open, Header) is in envelope.go.
+
+package crypto
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"slices"
+)
+
+// The byte layout; docs/FORMAT.md is its specification.
+const (
+	// envelopeMagic starts every envelope.
+	envelopeMagic = "CERTSYNC"
+	// signatureContext is prepended to the signed bytes (domain separation).
+	signatureContext = "certsync envelope v1\x00"
+	// signatureSize is the size of the trailing Ed25519 signature.
+	signatureSize = ed25519.SignatureSize
+	// ageMagic starts a binary age v1 file.
+	ageMagic = "age-encryption.org/v1\n"
+	// plaintextFormat is the plaintext's own format version.
+	plaintextFormat = 1
+	// maxPlaintextSize bounds the plaintext: format, name, version, files.
+	maxPlaintextSize = 1 + 1 + MaxNameSize + 8 + 4*(4+MaxFileSize)
+)
+
+// Extension record types. A type with extIgnorable set may be skipped by a
+// reader that does not know it; any other unknown type is refused.
+const (
+	extIgnorable = 0x8000
+	// extRecipientGroup is reserved for recipient groups: "this is sealed
+	// copy group_id of group_count of one version". Critical.
+	extRecipientGroup = 0x0001
+	// extSealRecord is the seal record: the leaf's fingerprint and the
+	// digest of the recipients, as the publisher vouches for them.
+	// Ignorable: a node does not need it.
+	extSealRecord = 0x8001
+	// extStanzaIndex is reserved for the signed index from a recipient to
+	// its stanza. Ignorable: without it a reader tries every stanza.
+	extStanzaIndex = 0x8002
+	// sealRecordSize is the seal record's value size: two SHA-256 sums.
+	sealRecordSize = 2 * sha256.Size
+)
+
+// marshalSealRecord encodes a seal record's value.
+func marshalSealRecord(fingerprint, recipients []byte) []byte {
+	return slices.Concat(fingerprint, recipients)
+}
+
+// parseSealRecord decodes a seal record's value, already checked to be
+// sealRecordSize bytes.
+func parseSealRecord(v []byte) SealRecord {
+	return SealRecord{
+		Fingerprint: Fingerprint(v[:sha256.Size]),
+		Recipients:  Fingerprint(v[sha256.Size:]).String(),
+	}
+}
+
+// extension is one type-length-value record of the extension area.
+type extension struct {
+	typ   uint16
+	value []byte
+}
+
+// envelope is a parsed envelope.
+type envelope struct {
+	name       string
+	version    uint64
+	signer     PublicKey
+	exts       []extension
+	ciphertext []byte
+	signature  []byte
+}
+
+// signedMessage returns what the signature of the envelope data covers: the
+// context string followed by every byte before the signature.
+func signedMessage(data []byte) []byte {
+	n := len(data) - signatureSize
+	msg := make([]byte, 0, len(signatureContext)+n)
+	msg = append(msg, signatureContext...)
+	return append(msg, data[:n]...)
+}
+
+// marshalUnsigned returns the envelope's bytes up to the signature.
+func (e *envelope) marshalUnsigned() []byte {
+	var b []byte
+	b = append(b, envelopeMagic...)
+	b = append(b, Format)
+	b = append(b, byte(len(e.name)))
+	b = append(b, e.name...)
+	b = binary.BigEndian.AppendUint64(b, e.version)
+	b = append(b, e.signer.key[:]...)
+	extLen := 0
+	for _, x := range e.exts {
+		extLen += 6 + len(x.value)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(extLen))
+	for _, x := range e.exts {
+		b = binary.BigEndian.AppendUint16(b, x.typ)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(x.value)))
+		b = append(b, x.value...)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(e.ciphertext)))
+	return append(b, e.ciphertext...)
+}
+
+// marshal returns the envelope's bytes with its signature as parsed.
+func (e *envelope) marshal() []byte {
+	return append(e.marshalUnsigned(), e.signature...)
+}
+
+// marshalSigned signs the envelope with key and returns its bytes.
+func (e *envelope) marshalSigned(key *SigningKey) []byte {
+	unsigned := e.marshalUnsigned()
+	msg := append([]byte(signatureContext), unsigned...)
+	e.signature = key.sign(msg)
+	return append(unsigned, e.signature...)
+}
+
+// ciphertextOffset returns the offset of the ciphertext in the envelope.
+func (e *envelope) ciphertextOffset() int {
+	n := len(envelopeMagic) + 1 + 1 + len(e.name) + 8 + ed25519.PublicKeySize + 4
+	for _, x := range e.exts {
+		n += 6 + len(x.value)
+	}
+	return n + 4
+}
+
+// FormatError describes where an envelope or its plaintext breaks the
+// format. It wraps [ErrMalformed].
+type FormatError struct {
+	// Part is "envelope" or "plaintext".
+	Part string
+	// Field names the field being parsed, such as "name" or "ciphertext".
+	Field string
+	// Offset is the byte offset of the field within Part.
+	Offset int
+	// Reason says what is wrong, without echoing secret bytes.
+	Reason string
+}
+
+// Error implements error.
+func (e *FormatError) Error() string {
+	return fmt.Sprintf("malformed %s: %s at offset %d: %s", e.Part, e.Field, e.Offset, e.Reason)
+}
+
+// Unwrap returns [ErrMalformed].
+func (e *FormatError) Unwrap() error { return ErrMalformed }
+
+// reader consumes a byte slice, producing FormatErrors with offsets.
+type reader struct {
+	part string
+	data []byte
+	off  int
+}
+
+// errorf returns a FormatError at the current offset.
+func (r *reader) errorf(field, format string, args ...any) error {
+	return &FormatError{Part: r.part, Field: field, Offset: r.off, Reason: fmt.Sprintf(format, args...)}
+}
+
+// take consumes n bytes, or fails naming field.
+func (r *reader) take(n int, field string) ([]byte, error) {
+	if n < 0 || n > len(r.data)-r.off {
+		return nil, r.errorf(field, "truncated: need %d bytes, %d left", n, len(r.data)-r.off)
+	}
+	b := r.data[r.off : r.off+n : r.off+n]
+	r.off += n
+	return b, nil
+}
+
+func (r *reader) uint8(field string) (uint8, error) {
+	b, err := r.take(1, field)
+	if err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+func (r *reader) uint16(field string) (uint16, error) {
+	b, err := r.take(2, field)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint16(b), nil
+}
+
+func (r *reader) uint32(field string) (uint32, error) {
+	b, err := r.take(4, field)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint32(b), nil
+}
+
+func (r *reader) uint64(field string) (uint64, error) {
+	b, err := r.take(8, field)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// name reads a one-byte length and a name obeying checkName.
+func (r *reader) name() (string, error) {
+	n, err := r.uint8("name length")
+	if err != nil {
+		return "", err
+	}
+	if n == 0 || int(n) > MaxNameSize {
+		r.off--
+		return "", r.errorf("name length", "%d is not in 1..%d", n, MaxNameSize)
+	}
+	b, err := r.take(int(n), "name")
+	if err != nil {
+		return "", err
+	}
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		r.off -= int(n) - i
+		return "", r.errorf("name", "NUL byte")
+	}
+	return string(b), nil
+}
+
+// version reads a non-zero version.
+func (r *reader) version() (uint64, error) {
+	v, err := r.uint64("version")
+	if err != nil {
+		return 0, err
+	}
+	if v == 0 {
+		r.off -= 8
+		return 0, r.errorf("version", "version 0 is invalid")
+	}
+	return v, nil
+}
+
+// parseEnvelope parses an envelope without checking its signature. It
+// accepts exactly the byte strings marshal produces: parse then marshal
+// returns the input.
+func parseEnvelope(data []byte) (*envelope, error) {
+	if len(data) > MaxEnvelopeSize {
+		return nil, &FormatError{Part: "envelope", Field: "envelope", Offset: MaxEnvelopeSize, Reason: fmt.Sprintf("%d bytes exceeds the limit of %d", len(data), MaxEnvelopeSize)}
+	}
+	r := &reader{part: "envelope", data: data}
+	m, err := r.take(len(envelopeMagic), "magic")
+	if err != nil {
+		return nil, err
+	}
+	if string(m) != envelopeMagic {
+		r.off = 0
+		return nil, r.errorf("magic", "not a certsync envelope")
+	}
+	f, err := r.uint8("format")
+	if err != nil {
+		return nil, err
+	}
+	if f != Format {
+		r.off--
+		return nil, r.errorf("format", "unsupported format %d, this reader knows %d", f, Format)
+	}
+	e := &envelope{}
+	if e.name, err = r.name(); err != nil {
+		return nil, err
+	}
+	if e.version, err = r.version(); err != nil {
+		return nil, err
+	}
+	signer, err := r.take(ed25519.PublicKeySize, "signer")
+	if err != nil {
+		return nil, err
+	}
+	copy(e.signer.key[:], signer)
+	extLen, err := r.uint32("extensions length")
+	if err != nil {
+		return nil, err
+	}
+	if int64(extLen) > int64(len(data)-r.off) {
+		r.off -= 4
+		return nil, r.errorf("extensions length", "truncated: %d exceeds the %d bytes left", extLen, len(data)-r.off-4)
+	}
+	extEnd := r.off + int(extLen)
+	prev := -1
+	for r.off < extEnd {
+		if extEnd-r.off < 6 {
+			return nil, r.errorf("extension record", "truncated record header: %d bytes left in the extension area", extEnd-r.off)
+		}
+		typ, _ := r.uint16("extension type")
+		n, _ := r.uint32("extension length")
+		if typ == 0 || int(typ) <= prev {
+			r.off -= 6
+			return nil, r.errorf("extension type", "type 0x%04x is zero or not above the previous record's", typ)
+		}
+		if int64(n) > int64(extEnd-r.off) {
+			r.off -= 4
+			return nil, r.errorf("extension length", "%d exceeds the %d bytes left in the extension area", n, extEnd-r.off-4)
+		}
+		if typ&extIgnorable == 0 {
+			r.off -= 6
+			return nil, r.errorf("extension type", "unsupported critical extension record 0x%04x", typ)
+		}
+		if typ == extSealRecord && n != sealRecordSize {
+			r.off -= 4
+			return nil, r.errorf("extension length", "seal record (0x%04x) is %d bytes, want %d", typ, n, sealRecordSize)
+		}
+		v, _ := r.take(int(n), "extension value")
+		e.exts = append(e.exts, extension{typ: typ, value: v})
+		prev = int(typ)
+	}
+	ctLen, err := r.uint32("ciphertext length")
+	if err != nil {
+		return nil, err
+	}
+	if int64(ctLen) > int64(len(data)-r.off-signatureSize) {
+		r.off -= 4
+		return nil, r.errorf("ciphertext length", "truncated: %d exceeds the %d bytes left before the %d-byte signature", ctLen, max(len(data)-r.off-4-signatureSize, 0), signatureSize)
+	}
+	if e.ciphertext, err = r.take(int(ctLen), "ciphertext"); err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(e.ciphertext, []byte(ageMagic)) {
+		r.off -= int(ctLen)
+		return nil, r.errorf("ciphertext", "not a binary age v1 file")
+	}
+	if e.signature, err = r.take(signatureSize, "signature"); err != nil {
+		return nil, err
+	}
+	if r.off != len(data) {
+		return nil, r.errorf("end", "%d trailing bytes after the signature", len(data)-r.off)
+	}
+	return e, nil
+}
+
+// marshalPlaintext encodes the plaintext: format, name, version, then the
+// four files, each with a 4-byte length.
+func marshalPlaintext(name string, version uint64, b *Bundle) []byte {
+	n := 1 + 1 + len(name) + 8 + 16 + len(b.Cert) + len(b.Chain) + len(b.FullChain) + len(b.PrivKey)
+	p := make([]byte, 0, n)
+	p = append(p, plaintextFormat, byte(len(name)))
+	p = append(p, name...)
+	p = binary.BigEndian.AppendUint64(p, version)
+	for _, f := range b.Files() {
+		p = binary.BigEndian.AppendUint32(p, uint32(len(*f.Data)))
+		p = append(p, *f.Data...)
+	}
+	return p
+}
+
+// parsePlaintext decodes a plaintext. The files are copied, so the caller
+// may clear pt.
+func parsePlaintext(pt []byte) (*Bundle, error) {
+	r := &reader{part: "plaintext", data: pt}
+	f, err := r.uint8("format")
+	if err != nil {
+		return nil, err
+	}
+	if f != plaintextFormat {
+		r.off--
+		return nil, r.errorf("format", "unsupported plaintext format %d, this reader knows %d", f, plaintextFormat)
+	}
+	b := &Bundle{}
+	if b.Name, err = r.name(); err != nil {
+		return nil, err
+	}
+	if b.Version, err = r.version(); err != nil {
+		return nil, err
+	}
+	for _, file := range b.Files() {
+		n, err := r.uint32(file.Name + " length")
+		if err != nil {
+			return nil, err
+		}
+		if n > MaxFileSize {
+			r.off -= 4
+			return nil, r.errorf(file.Name+" length", "%d exceeds the limit of %d", n, MaxFileSize)
+		}
+		v, err := r.take(int(n), file.Name)
+		if err != nil {
+			return nil, err
+		}
+		*file.Data = bytes.Clone(v)
+	}
+	if r.off != len(pt) {
+		return nil, r.errorf("end", "%d trailing bytes after %s", len(pt)-r.off, FileKey)
+	}
+	return b, nil
+}

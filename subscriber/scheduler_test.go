@@ -1,0 +1,144 @@
+package subscriber
+
+import (
+	"testing"
+	"time"
+
+	"github.com/certsync/certsync/crypto"
+)
+
+func TestDue(t *testing.T) {
+	t.Parallel()
+	loc := time.Local
+	at := func(day, hour, min int) time.Time { return time.Date(2030, 3, day, hour, min, 0, 0, loc) }
+	staged := &Staged{Name: "example.com", Release: crypto.Release{Version: 2, Fingerprint: testFingerprint("02"), NotAfter: at(10, 0, 0).AddDate(0, 3, 0)}, StagedAt: at(10, 14, 30)}
+	old := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(30, 0, 0)}}
+	expiring := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(12, 0, 0)}}
+	nightly := mustSchedule(t, "0 3 * * *")
+	manual := mustSchedule(t, "manual")
+	immediate := mustSchedule(t, "immediate")
+	week := 7 * 24 * time.Hour
+	// Staged at 14:30 on the 10th, not valid until 20:00 that day.
+	early := &Staged{Name: "example.com", Release: crypto.Release{Version: 3, Fingerprint: testFingerprint("03"), NotBefore: at(10, 20, 0), NotAfter: at(10, 20, 0).AddDate(0, 3, 0)}, StagedAt: at(10, 14, 30)}
+	expired := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(10, 12, 0)}}
+	expiresSoon := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(10, 17, 0)}}
+
+	for _, tc := range []struct {
+		what      string
+		now       time.Time
+		sch       Schedule
+		staged    *Staged
+		installed *Staged
+		occupied  bool // install_dir holds something (implied by installed)
+		splay     time.Duration
+		deadline  time.Duration
+		wantOK    bool
+		wantAt    time.Time // zero: now
+		wantWhy   string
+	}{
+		{what: "nothing staged", now: at(10, 15, 0), sch: immediate},
+		{what: "same installed", now: at(10, 15, 0), sch: immediate, staged: staged, installed: staged},
+		{what: "first install ignores manual", now: at(10, 15, 0), sch: manual, staged: staged, wantOK: true, wantWhy: "first"},
+		{what: "first install ignores window", now: at(10, 15, 0), sch: nightly, staged: staged, wantOK: true, wantWhy: "first"},
+		{what: "immediate", now: at(10, 15, 0), sch: immediate, staged: staged, installed: old, deadline: week, wantOK: true, wantWhy: "immediate"},
+		{what: "manual waits", now: at(10, 15, 0), sch: manual, staged: staged, installed: old},
+		{what: "manual until expiry", now: at(10, 15, 0), sch: manual, staged: staged, installed: old, deadline: week,
+			wantOK: true, wantAt: at(23, 0, 0), wantWhy: "expiry"},
+		{what: "manual expiring now", now: at(10, 15, 0), sch: manual, staged: staged, installed: expiring, deadline: week,
+			wantOK: true, wantAt: at(5, 0, 0), wantWhy: "expiry"},
+		{what: "window next night", now: at(10, 15, 0), sch: nightly, staged: staged, installed: old, deadline: week,
+			wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+		{what: "window with splay", now: at(10, 15, 0), sch: nightly, staged: staged, installed: old, splay: 17 * time.Minute,
+			wantOK: true, wantAt: at(11, 3, 17), wantWhy: "window"},
+		{what: "window passed while away", now: at(12, 9, 0), sch: nightly, staged: staged, installed: old,
+			wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+		{what: "expiry before window", now: at(10, 15, 0), sch: nightly, staged: staged, installed: expiring, deadline: week,
+			wantOK: true, wantAt: at(5, 0, 0), wantWhy: "expiry"},
+		{what: "deadline off", now: at(10, 15, 0), sch: manual, staged: staged, installed: expiring},
+		{what: "staged on the minute", now: at(11, 3, 0), sch: nightly, staged: &Staged{Release: crypto.Release{Version: 2, Fingerprint: testFingerprint("02")}, StagedAt: at(11, 3, 0)},
+			installed: old, wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+		// Not valid yet: never replaces a certificate clients accept.
+		{what: "not valid yet waits for NotBefore", now: at(10, 15, 0), sch: immediate, staged: early, installed: old, deadline: week,
+			wantOK: true, wantAt: at(10, 20, 0), wantWhy: "not_before"},
+		{what: "not valid yet, the expiry deadline waits too", now: at(10, 15, 0), sch: manual, staged: early, installed: expiring, deadline: week,
+			wantOK: true, wantAt: at(10, 20, 0), wantWhy: "not_before"},
+		{what: "not valid yet, installed one expired: now", now: at(10, 15, 0), sch: immediate, staged: early, installed: expired, deadline: week,
+			wantOK: true, wantWhy: "immediate"},
+		{what: "not valid yet, installed one expires first", now: at(10, 15, 0), sch: immediate, staged: early, installed: expiresSoon,
+			wantOK: true, wantAt: at(10, 17, 0), wantWhy: "installed_expires"},
+		{what: "not valid yet, window after NotBefore", now: at(10, 15, 0), sch: nightly, staged: early, installed: old,
+			wantOK: true, wantAt: at(11, 3, 0), wantWhy: "window"},
+		{what: "not valid yet, manual stays manual", now: at(10, 15, 0), sch: manual, staged: early, installed: old},
+		{what: "valid since: now", now: at(10, 20, 0), sch: immediate, staged: early, installed: old, wantOK: true, wantWhy: "immediate"},
+		{what: "not valid yet over an old folder waits", now: at(10, 15, 0), sch: immediate, staged: early, occupied: true,
+			wantOK: true, wantAt: at(10, 20, 0), wantWhy: "not_before"},
+		{what: "not valid yet into an empty install_dir: now", now: at(10, 15, 0), sch: immediate, staged: early,
+			wantOK: true, wantWhy: "first"},
+	} {
+		p := due(tc.now, tc.sch, tc.staged, tc.installed, tc.occupied, tc.splay, tc.deadline)
+		want := tc.wantAt
+		if tc.wantOK && want.IsZero() {
+			want = tc.now
+		}
+		if p.ok != tc.wantOK || !p.at.Equal(want) || p.why != tc.wantWhy {
+			t.Errorf("%s: due = %v %v %q, want %v %v %q", tc.what, p.ok, p.at, p.why, tc.wantOK, want, tc.wantWhy)
+		}
+	}
+}
+
+func TestSplayOffset(t *testing.T) {
+	t.Parallel()
+	s := &Staged{Name: "example.com", Release: crypto.Release{Version: 7, Fingerprint: testFingerprint("07")}}
+	splay := 30 * time.Minute
+	a := splayOffset("web1", s, splay)
+	if a < 0 || a >= splay || a != splayOffset("web1", s, splay) {
+		t.Errorf("offset %v not stable or out of [0, %v)", a, splay)
+	}
+	// Different nodes and renewals spread out.
+	seen := map[time.Duration]bool{}
+	for _, node := range []string{"web1", "web2", "web3", "web4"} {
+		for v := uint64(1); v <= 4; v++ {
+			seen[splayOffset(node, &Staged{Name: "example.com", Release: crypto.Release{Version: v, Fingerprint: testFingerprint("07")}}, splay)] = true
+		}
+	}
+	if len(seen) < 12 {
+		t.Errorf("16 node and version pairs share %d offsets", len(seen))
+	}
+	if splayOffset("web1", s, 0) != 0 {
+		t.Error("offset without splay")
+	}
+}
+
+func TestRetryDue(t *testing.T) {
+	t.Parallel()
+	failedAt := time.Date(2030, 3, 10, 12, 0, 0, 0, time.UTC)
+	failed := func(attempts int) *failedInstall {
+		return &failedInstall{Release: crypto.Release{Version: 2, Fingerprint: testFingerprint("02")}, At: failedAt, Attempts: attempts}
+	}
+	week := 7 * 24 * time.Hour
+	expiring := &Staged{Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: failedAt.Add(3 * 24 * time.Hour)}}
+	later := &Staged{Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: failedAt.Add(30 * 24 * time.Hour)}}
+	expired := &Staged{Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: failedAt.Add(-time.Hour)}}
+	for _, tc := range []struct {
+		what      string
+		f         *failedInstall
+		installed *Staged
+		deadline  time.Duration
+		wantAt    time.Time // zero: no retry
+	}{
+		{"no failure", nil, expiring, week, time.Time{}},
+		{"deadline off", failed(1), expiring, 0, time.Time{}},
+		{"first failure, a minute", failed(1), expiring, week, failedAt.Add(time.Minute)},
+		{"a state.json from before, a minute", failed(0), expired, week, failedAt.Add(time.Minute)},
+		{"third failure, four minutes", failed(3), expiring, week, failedAt.Add(4 * time.Minute)},
+		{"many failures, an hour", failed(40), expiring, week, failedAt.Add(time.Hour)},
+		{"nothing that works installed", failed(2), nil, week, failedAt.Add(2 * time.Minute)},
+		{"not within the deadline yet: at the deadline", failed(1), later, week, later.NotAfter.Add(-week)},
+		{"permanent", &failedInstall{Release: crypto.Release{Version: 2, Fingerprint: testFingerprint("02")}, At: failedAt, Attempts: 1, Permanent: true}, expired, week, time.Time{}},
+	} {
+		p := retryDue(tc.f, tc.installed, tc.deadline)
+		if p.ok != !tc.wantAt.IsZero() || !p.at.Equal(tc.wantAt) || (p.ok && p.why != "retry") {
+			t.Errorf("%s: retryDue = %v %v %q, want %v", tc.what, p.ok, p.at, p.why, tc.wantAt)
+		}
+	}
+}
