@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
@@ -132,16 +131,7 @@ func (f *fixture) open(msg *jetstream.RawStreamMsg, node string) (*crypto.Header
 // js connects a test client.
 func (f *fixture) js() jetstream.JetStream {
 	f.t.Helper()
-	nc, err := nats.Connect(f.url)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return js
+	return natstest.JetStream(f.t, f.url)
 }
 
 // count is the number of messages on a certificate's subject; 0 when the

@@ -227,79 +227,59 @@ type streamPlan struct {
 // (which need roll-ups), rather than remove them silently.
 func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 	p := streamPlan{upd: cur}
-	change := func(name string, protects bool) {
-		p.changed = append(p.changed, name)
-		if protects {
-			p.unsafe = append(p.unsafe, name)
-		}
-	}
 	if !slices.Equal(cur.Subjects, want.Subjects) {
 		p.upd.Subjects = want.Subjects
-		change("subjects", true)
+		p.change("subjects", true)
 	}
-	if cur.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
-		p.upd.MaxMsgsPerSubject = want.MaxMsgsPerSubject
-		change("history", false)
+	own(&p, &p.upd.MaxMsgsPerSubject, want.MaxMsgsPerSubject, "history", false)
+	own(&p, &p.upd.Duplicates, want.Duplicates, "duplicate_window", false)
+	own(&p, &p.upd.Replicas, want.Replicas, "replicas", false)
+	own(&p, &p.upd.MaxAge, 0, "max_age", false)
+	if want.MaxBytes > 0 {
+		own(&p, &p.upd.MaxBytes, want.MaxBytes, "max_bytes", false)
 	}
-	if cur.Duplicates != want.Duplicates {
-		p.upd.Duplicates = want.Duplicates
-		change("duplicate_window", false)
+	if want.MaxMsgSize > 0 {
+		own(&p, &p.upd.MaxMsgSize, want.MaxMsgSize, "max_msg_size", false)
 	}
-	if cur.Replicas != want.Replicas {
-		p.upd.Replicas = want.Replicas
-		change("replicas", false)
-	}
-	if cur.MaxAge != 0 {
-		p.upd.MaxAge = 0
-		change("max_age", false)
-	}
-	if want.MaxBytes > 0 && cur.MaxBytes != want.MaxBytes {
-		p.upd.MaxBytes = want.MaxBytes
-		change("max_bytes", false)
-	}
-	if want.MaxMsgSize > 0 && cur.MaxMsgSize != want.MaxMsgSize {
-		p.upd.MaxMsgSize = want.MaxMsgSize
-		change("max_msg_size", false)
-	}
-	if cur.Discard != want.Discard {
-		p.upd.Discard = want.Discard
-		change("discard", false)
-	}
-	if cur.AllowDirect != want.AllowDirect {
-		p.upd.AllowDirect = want.AllowDirect
-		change("allow_direct", true)
-	}
-	if cur.AllowRollup != want.AllowRollup {
-		p.upd.AllowRollup = want.AllowRollup
-		change("allow_rollup", true)
-	}
-	if cur.DenyPurge != want.DenyPurge {
-		p.upd.DenyPurge = want.DenyPurge
-		change("deny_purge", true)
-	}
-	if cur.DenyDelete != want.DenyDelete {
-		p.upd.DenyDelete = want.DenyDelete
-		change("deny_delete", true)
-	}
-	if len(cur.Sources) > 0 {
-		p.refused = append(p.refused, "sources")
-	}
-	if cur.Mirror != nil {
-		p.refused = append(p.refused, "a mirror")
-	}
-	if cur.RePublish != nil {
-		p.refused = append(p.refused, "republish")
-	}
-	if cur.SubjectTransform != nil {
-		p.refused = append(p.refused, "a subject transform")
-	}
-	if cur.AllowMsgSchedules {
-		p.refused = append(p.refused, "message schedules")
-	}
-	if cur.SubjectDeleteMarkerTTL != 0 {
-		p.refused = append(p.refused, "subject delete markers")
+	own(&p, &p.upd.Discard, want.Discard, "discard", false)
+	own(&p, &p.upd.AllowDirect, want.AllowDirect, "allow_direct", true)
+	own(&p, &p.upd.AllowRollup, want.AllowRollup, "allow_rollup", true)
+	own(&p, &p.upd.DenyPurge, want.DenyPurge, "deny_purge", true)
+	own(&p, &p.upd.DenyDelete, want.DenyDelete, "deny_delete", true)
+	for _, r := range []struct {
+		has  bool
+		what string
+	}{
+		{len(cur.Sources) > 0, "sources"},
+		{cur.Mirror != nil, "a mirror"},
+		{cur.RePublish != nil, "republish"},
+		{cur.SubjectTransform != nil, "a subject transform"},
+		{cur.AllowMsgSchedules, "message schedules"},
+		{cur.SubjectDeleteMarkerTTL != 0, "subject delete markers"},
+	} {
+		if r.has {
+			p.refused = append(p.refused, r.what)
+		}
 	}
 	return p
+}
+
+// own sets the setting *field of p.upd to want, the value certsync owns,
+// and notes it as changed under name when it differs; protects marks a
+// setting that protects the stream's content.
+func own[T comparable](p *streamPlan, field *T, want T, name string, protects bool) {
+	if *field != want {
+		*field = want
+		p.change(name, protects)
+	}
+}
+
+// change notes the setting name as changed; protects marks it unsafe too.
+func (p *streamPlan) change(name string, protects bool) {
+	p.changed = append(p.changed, name)
+	if protects {
+		p.unsafe = append(p.unsafe, name)
+	}
 }
 
 // published is what a stored bundle says of itself, under its signature.

@@ -89,7 +89,7 @@ func TestEnvelopeTamperedE2E(t *testing.T) {
 	web1 := f.Nodes["web1"]
 	checkStaged(t, web1.StageDir, "example.com", lineage)
 
-	js := jetStream(t, srv.URL)
+	js := natstest.JetStream(t, srv.URL)
 	orig := newestBundle(t, js, "example.com")
 	moved := newestBundle(t, js, "other.example")
 	env := orig.Data
@@ -226,7 +226,7 @@ func TestDowngradeAfterRestartE2E(t *testing.T) {
 	lineage, _ := le.Write("example.com", certOptions{})
 	f := newFleet(t, fleetOptions{URL: srv.URL, Lineages: le.Live(), Certificates: map[string][]string{"example.com": {"web1"}}})
 	web1 := f.Nodes["web1"]
-	js := jetStream(t, srv.URL)
+	js := natstest.JetStream(t, srv.URL)
 
 	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
 	old := newestBundle(t, js, "example.com")
@@ -307,7 +307,7 @@ func TestTooManyRecipientsE2E(t *testing.T) {
 		!strings.Contains(errs[0], "1025 recipients") || !strings.Contains(errs[0], "1024") {
 		t.Errorf("publish to 1025 nodes: exit %d, want 1 and one error line naming example.com, 1025 recipients and the limit 1024; stderr:\n%s", res.Code, res.Stderr)
 	}
-	js := jetStream(t, srv.URL)
+	js := natstest.JetStream(t, srv.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := js.Stream(ctx, wire.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -326,7 +326,7 @@ func TestHeadersNotTrustedE2E(t *testing.T) {
 	t.Parallel()
 	srv, le, f, lineage, _ := twoCertificates(t)
 	web1 := f.Nodes["web1"]
-	js := jetStream(t, srv.URL)
+	js := natstest.JetStream(t, srv.URL)
 	genuine := newestBundle(t, js, "example.com").Header
 	otherHeader := newestBundle(t, js, "other.example").Header
 	otherDir := filepath.Join(web1.StageDir, "other.example")

@@ -143,11 +143,34 @@ func configPath(flagValue, defaultPath string) string {
 type configFile[C any] struct {
 	// config is complete but for the key.
 	config C
-	// key is the path of the key file, given on keyLine.
+	// key is the path of the key file, given under keyName on keyLine.
 	key     string
+	keyName string
 	keyLine int
 	// natsLines are the lines of the NATS secret files, by natsconn.KeyFile key.
 	natsLines map[string]int
+}
+
+// walk walks the top-level mapping root, whose keys are known, marking in
+// at where each key is. The keys both files have it reads itself: nats into
+// o, and keyName, the key file's path, into f; every other key it hands to
+// each.
+func (f *configFile[C]) walk(root *yaml.Node, known []string, at *places, keyName string, o *natsconn.Options, each func(key string, v *yaml.Node) error) error {
+	f.keyName = keyName
+	return strictyaml.Walk(root, "", known, func(key string, _, v *yaml.Node) error {
+		at.mark(key, v)
+		switch key {
+		case "nats":
+			f.natsLines = map[string]int{}
+			return parseNATS(v, key, o, f.natsLines)
+		case keyName:
+			var err error
+			f.key, err = strictyaml.String(v, key)
+			f.keyLine = v.Line
+			return err
+		}
+		return each(key, v)
+	})
 }
 
 // readConfig reads the configuration file at path and parses it with
@@ -164,15 +187,15 @@ func readConfig[F any](path string, parse func([]byte) (F, error)) (F, error) {
 	return f, nil
 }
 
-// loadKey loads the key file file, which the configuration at path names
-// under key on line, with load, and checks the NATS secret files of o
-// (whose lines natsLines has). Errors name the file and the line.
-func loadKey[K any](path, key, file string, line int, load func(string) (K, error), o natsconn.Options, natsLines map[string]int) (K, error) {
-	k, err := load(file)
+// loadKey loads with load the key file f names, and checks the NATS secret
+// files of o, f's NATS options. Errors name the configuration file at path
+// and the line.
+func loadKey[C, K any](path string, f *configFile[C], o natsconn.Options, load func(string) (K, error)) (K, error) {
+	k, err := load(f.key)
 	if err != nil {
-		err = &strictyaml.Error{Line: line, Path: key, Err: err}
+		err = &strictyaml.Error{Line: f.keyLine, Path: f.keyName, Err: err}
 	} else {
-		err = checkNATSKeyFiles(o, natsLines)
+		err = checkNATSKeyFiles(o, f.natsLines)
 	}
 	if err != nil {
 		var zero K

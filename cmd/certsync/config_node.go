@@ -30,7 +30,7 @@ func loadNodeConfig(path string) (*subscriber.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids, err := loadKey(path, "identity", f.key, f.keyLine, crypto.LoadIdentities, f.config.NATS, f.natsLines)
+	ids, err := loadKey(path, f, f.config.NATS, crypto.LoadIdentities)
 	if err != nil {
 		return nil, err
 	}
@@ -53,18 +53,11 @@ func parseNodeFile(data []byte) (*nodeFile, error) {
 		trustedNode, defaultsNode *yaml.Node
 		certEntries               [][2]*yaml.Node // key and value of each certificate, in order
 	)
-	err = strictyaml.Walk(root, "", nodeKeys, func(key string, _, v *yaml.Node) error {
-		at.mark(key, v)
+	err = f.walk(root, nodeKeys, at, "identity", &cfg.NATS, func(key string, v *yaml.Node) error {
 		var err error
 		switch key {
 		case "name":
 			cfg.Node, err = strictyaml.String(v, key)
-		case "nats":
-			f.natsLines = map[string]int{}
-			err = parseNATS(v, key, &cfg.NATS, f.natsLines)
-		case "identity":
-			f.key, err = strictyaml.String(v, key)
-			f.keyLine = v.Line
 		case "trusted_publishers":
 			trustedNode = v
 			cfg.Trusted, err = parseTrusted(v, key, at)

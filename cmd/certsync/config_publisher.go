@@ -33,7 +33,7 @@ func loadPublisherConfig(path string) (*publisher.Config, error) {
 // loadKeys returns f's configuration with its signing key loaded; path
 // names the configuration file in errors.
 func loadKeys(f *publisherFile, path string) (*publisher.Config, error) {
-	key, err := loadKey(path, "signing_key", f.key, f.keyLine, crypto.LoadSigningKey, f.config.NATS, f.natsLines)
+	key, err := loadKey(path, f, f.config.NATS, crypto.LoadSigningKey)
 	if err != nil {
 		return nil, err
 	}
@@ -67,16 +67,9 @@ func parsePublisherFile(data []byte) (*publisherFile, error) {
 	}}
 	cfg := &f.config
 	at := newPlaces(root)
-	err = strictyaml.Walk(root, "", publisherKeys, func(key string, _, v *yaml.Node) error {
-		at.mark(key, v)
+	err = f.walk(root, publisherKeys, at, "signing_key", &cfg.NATS, func(key string, v *yaml.Node) error {
 		var err error
 		switch key {
-		case "nats":
-			f.natsLines = map[string]int{}
-			err = parseNATS(v, key, &cfg.NATS, f.natsLines)
-		case "signing_key":
-			f.key, err = strictyaml.String(v, key)
-			f.keyLine = v.Line
 		case "lineages":
 			cfg.Lineages, err = strictyaml.AbsPath(v, key)
 		case "nodes":

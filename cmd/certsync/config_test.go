@@ -22,6 +22,7 @@ import (
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
+	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
 )
 
@@ -144,6 +145,10 @@ func TestParsePublisherValid(t *testing.T) {
 	}
 }
 
+// TestParsePublisherDefaults: publisher.yaml adds no default of its own: a
+// minimal file gives what the library's Validate makes of the keys it
+// sets (the default values are asserted by publisher's
+// TestConfigValidateDefaults).
 func TestParsePublisherDefaults(t *testing.T) {
 	t.Parallel()
 	f, err := parsePublisherFile([]byte(doc(
@@ -154,19 +159,15 @@ func TestParsePublisherDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := f.config
-	if cfg.NATS.URL != "" || cfg.NATS.Name != "certsync publisher" || cfg.NATS.InboxPrefix != "_INBOX_certsync_publisher" {
-		t.Errorf("NATS = %+v", cfg.NATS)
+	want := publisher.Config{
+		Nodes:        map[string]string{"web1": testPublicKeys().r1},
+		Certificates: map[string][]string{"example.com": {"web1"}},
 	}
-	if cfg.Lineages != "/etc/letsencrypt/live" {
-		t.Errorf("Lineages = %q, want /etc/letsencrypt/live", cfg.Lineages)
+	if err := want.Validate(); err != nil {
+		t.Fatal(err)
 	}
-	want := wire.StreamOptions{Replicas: 1, History: wire.DefaultHistory, DuplicateWindow: wire.DefaultDuplicateWindow}
-	if cfg.Stream != want {
-		t.Errorf("Stream = %+v, want %+v", cfg.Stream, want)
-	}
-	if cfg.Timeout != 30*time.Second {
-		t.Errorf("Timeout = %v, want 30s", cfg.Timeout)
+	if !reflect.DeepEqual(f.config, want) {
+		t.Errorf("config\n got %+v\nwant %+v", f.config, want)
 	}
 }
 
@@ -177,11 +178,7 @@ func TestParsePublisherInvalid(t *testing.T) {
 		nodes = "nodes: {web1: $R1, web2: $R2}"
 		certs = "certificates: {example.com: [web1]}"
 	)
-	tests := []struct {
-		name string
-		doc  string
-		want []string
-	}{
+	tests := []refusal{
 		{"empty", "", []string{"empty configuration"}},
 		{"comments only", "# nothing\n", []string{"empty configuration"}},
 		{"top level list", "- a\n- b\n", []string{"line 1: want a mapping of keys at the top level, got a list"}},
@@ -257,17 +254,7 @@ func TestParsePublisherInvalid(t *testing.T) {
 		{"timeout bool", doc(sk, nodes, certs, "timeout: true"), []string{`line 4: timeout: want a duration such as "30s", "5m" or "168h", got a boolean`}},
 		{"non-scalar key", doc(sk, nodes, certs, "? [a, b]", ": x"), []string{"line 4: want a name as key, got a list"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			f, err := parsePublisherFile([]byte(tt.doc))
-			if err == nil {
-				t.Fatalf("parsed %q into %+v, want an error", tt.doc, f.config)
-			}
-			t.Log(err)
-			checkErr(t, err, tt.want...)
-		})
-	}
+	checkParseRefused(t, parsePublisherFile, tests)
 }
 
 // TestParseNoSecretInErrors checks that values that may be secrets are not
@@ -339,9 +326,11 @@ func indent(s, prefix string) string {
 	return strings.Join(lines, "\n")
 }
 
+// TestParseNodeDefaults: node.yaml adds no default of its own: a minimal
+// file gives what the library's Validate makes of the keys it sets (the
+// default values are asserted by subscriber's TestValidateDefaults).
 func TestParseNodeDefaults(t *testing.T) {
 	t.Parallel()
-	k := testPublicKeys()
 	f, err := parseNodeFile([]byte(doc(
 		"name: web1",
 		"identity: /etc/certsync/node.key",
@@ -355,30 +344,28 @@ func TestParseNodeDefaults(t *testing.T) {
 	if f.key != "/etc/certsync/node.key" || f.keyLine != 2 {
 		t.Errorf("identity %q on line %d", f.key, f.keyLine)
 	}
-	pub, err := crypto.ParsePublicKey(k.pub)
+	pub, err := crypto.ParsePublicKey(testPublicKeys().pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := subscriber.Config{
-		Node:           "web1",
-		NATS:           natsconn.Options{Name: "certsync node web1", InboxPrefix: "_INBOX_certsync_node_web1"},
-		Trusted:        []crypto.PublicKey{pub},
-		StageDir:       "/certsync/live",
-		StatusInterval: 5 * time.Minute,
-		Certificates: map[string]subscriber.Certificate{"example.com": {
-			Name:           "example.com",
-			InstallDir:     "/etc/letsencrypt/live/example.com",
-			CertMode:       0o644,
-			KeyMode:        0o600,
-			Keep:           3,
-			ExpiryDeadline: 168 * time.Hour,
-			CommandTimeout: 60 * time.Second,
-			VerifyTimeout:  30 * time.Second,
-		}},
-	}
+	want := validated(t, subscriber.Config{
+		Node:         "web1",
+		Trusted:      []crypto.PublicKey{pub},
+		Certificates: map[string]subscriber.Certificate{"example.com": {}},
+	})
 	if !reflect.DeepEqual(f.config, want) {
 		t.Errorf("config\n got %+v\nwant %+v", f.config, want)
 	}
+}
+
+// validated returns cfg as the library's Validate completes it: what
+// node.yaml gives when it sets only cfg's fields.
+func validated(t *testing.T, cfg subscriber.Config) subscriber.Config {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func TestParseNodeFull(t *testing.T) {
@@ -501,11 +488,7 @@ func TestParseNodeInvalid(t *testing.T) {
 	cert := func(setting string) string {
 		return doc(name, id, trust, "certificates:", "  example.com:", "    "+setting)
 	}
-	tests := []struct {
-		name string
-		doc  string
-		want []string
-	}{
+	tests := []refusal{
 		{"name missing", doc(id, trust, certs), []string{"line 1: name: missing"}},
 		{"name traversal", doc("name: ../x", id, trust, certs), []string{`line 1: name: invalid node name "../x"`}},
 		{"name integer", doc("name: 7", id, trust, certs), []string{"line 1: name: want a string, got an integer"}},
@@ -601,10 +584,25 @@ func TestParseNodeInvalid(t *testing.T) {
 		{"combined yes", cert("combined: yes"), []string{"line 6: certificates.example.com.combined: want true or false, got a string"}},
 		{"alias between certificates", doc(name, id, trust, "certificates:", "  a.com: &s {reload: x}", "  b.com: *s"), []string{"line 5: anchors and aliases"}},
 	}
+	checkParseRefused(t, parseNodeFile, tests)
+}
+
+// refusal is a document a parser must refuse, and the parts of its error.
+type refusal struct {
+	name string
+	doc  string
+	want []string
+}
+
+// checkParseRefused runs parse on each document of tests, each in a parallel
+// subtest, and fails unless it is refused with a one-line error holding
+// every part of want.
+func checkParseRefused[C any](t *testing.T, parse func([]byte) (*configFile[C], error), tests []refusal) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f, err := parseNodeFile([]byte(tt.doc))
+			f, err := parse([]byte(tt.doc))
 			if err == nil {
 				t.Fatalf("parsed %q into %+v, want an error", tt.doc, f.config)
 			}
@@ -672,7 +670,7 @@ func newTestKeys(t *testing.T) testKeys {
 var placeholder = regexp.MustCompile(`\{\{[A-Z_]+\}\}`)
 
 // substitute returns testdata/config/name with each {{KEY}} replaced.
-func substitute(t *testing.T, name string, values map[string]string) []byte {
+func substitute(t testing.TB, name string, values map[string]string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", "config", name))
 	if err != nil {
@@ -740,22 +738,20 @@ func TestLoadContractExamples(t *testing.T) {
 		if len(nc.Trusted) != 1 || nc.Trusted[0] != pc.SigningKey.Public() {
 			t.Errorf("Trusted = %v, want [%s]", nc.Trusted, k.publicKey)
 		}
-		want := subscriber.Certificate{
-			Name:           "example.com",
-			InstallDir:     "/etc/letsencrypt/live/example.com",
-			Schedule:       schedule(t, "0 3 * * *"),
-			Check:          command(t, "nginx -t"),
-			Reload:         command(t, "systemctl reload nginx"),
-			Verify:         "127.0.0.1:443",
-			Owner:          "root",
-			Group:          "ssl-cert",
-			CertMode:       0o644,
-			KeyMode:        0o600,
-			Keep:           3,
-			ExpiryDeadline: 168 * time.Hour,
-			CommandTimeout: 60 * time.Second,
-			VerifyTimeout:  30 * time.Second,
-		}
+		// The keys the example sets; the library's defaults for the rest.
+		want := validated(t, subscriber.Config{
+			Node:    "web1",
+			Trusted: nc.Trusted,
+			Certificates: map[string]subscriber.Certificate{"example.com": {
+				InstallDir: "/etc/letsencrypt/live/example.com",
+				Schedule:   schedule(t, "0 3 * * *"),
+				Check:      command(t, "nginx -t"),
+				Reload:     command(t, "systemctl reload nginx"),
+				Verify:     "127.0.0.1:443",
+				Owner:      "root",
+				Group:      "ssl-cert",
+			}},
+		}).Certificates["example.com"]
 		if got := nc.Certificates["example.com"]; !reflect.DeepEqual(got, want) {
 			t.Errorf("example.com\n got %+v\nwant %+v", got, want)
 		}
@@ -946,15 +942,7 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	}
 	var seeds [][]byte
 	for _, name := range []string{"publisher.yaml", "node.yaml", "node-full.yaml"} {
-		data, err := os.ReadFile(filepath.Join("testdata", "config", name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		s := string(data)
-		for k, v := range values {
-			s = strings.ReplaceAll(s, "{{"+k+"}}", v)
-		}
-		seeds = append(seeds, []byte(s))
+		seeds = append(seeds, substitute(f, name, values))
 	}
 	seeds = append(seeds,
 		[]byte(doc("signing_key: /k", "nodes: {web1: &r $R1, web2: *r}", "certificates: {a.com: [web1]}")),
@@ -964,18 +952,26 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	return seeds
 }
 
-func FuzzParsePublisherConfig(f *testing.F) {
+// fuzzParse fuzzes parse from the seeds of fuzzSeeds: a refusal is one
+// line, and what parse accepts passes check.
+func fuzzParse[C any](f *testing.F, parse func([]byte) (*configFile[C], error), check func(t *testing.T, cf *configFile[C])) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		pf, err := parsePublisherFile(data)
+		cf, err := parse(data)
 		if err != nil {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error is not one line: %q", err)
 			}
 			return
 		}
+		check(t, cf)
+	})
+}
+
+func FuzzParsePublisherConfig(f *testing.F) {
+	fuzzParse(f, parsePublisherFile, func(t *testing.T, pf *publisherFile) {
 		cfg := pf.config
 		if pf.key == "" || len(cfg.Certificates) == 0 || cfg.Timeout <= 0 {
 			t.Errorf("accepted an incomplete configuration: %+v", pf)
@@ -1002,17 +998,7 @@ func FuzzParsePublisherConfig(f *testing.F) {
 }
 
 func FuzzParseNodeConfig(f *testing.F) {
-	for _, s := range fuzzSeeds(f) {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		nf, err := parseNodeFile(data)
-		if err != nil {
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("error is not one line: %q", err)
-			}
-			return
-		}
+	fuzzParse(f, parseNodeFile, func(t *testing.T, nf *nodeFile) {
 		cfg := nf.config
 		if err := wire.CheckNodeName(cfg.Node); err != nil {
 			t.Errorf("accepted %v", err)

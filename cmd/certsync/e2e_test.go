@@ -302,7 +302,7 @@ func TestServerRestartKeepsState(t *testing.T) {
 // failing the test if one is missing.
 func consumerInfos(t testing.TB, url string, nodes ...string) map[string]*jetstream.ConsumerInfo {
 	t.Helper()
-	js := jetStream(t, url)
+	js := natstest.JetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	infos := map[string]*jetstream.ConsumerInfo{}
@@ -335,7 +335,7 @@ func TestClusterPublishSync(t *testing.T) {
 		Replicas:     3,
 	})
 	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
-	js := jetStream(t, urls)
+	js := natstest.JetStream(t, urls)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, wire.Stream)

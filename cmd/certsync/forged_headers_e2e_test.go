@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -37,7 +38,7 @@ func TestForgedHeadersDoNotBlockPublisherE2E(t *testing.T) {
 	// A short timeout: the publisher retries a wrong last sequence until it.
 	f := newFleet(t, fleetOptions{URL: srv.URL, Lineages: le.Live(), Certificates: certs, Timeout: "5s"})
 	web1 := f.Nodes["web1"]
-	js := jetStream(t, srv.URL)
+	js := natstest.JetStream(t, srv.URL)
 	for _, tt := range tests {
 		mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", live[tt.cert])
 		f.sync(t, "web1")

@@ -42,7 +42,7 @@ package main
 //	stagedFingerprint(stageDir, name) string           its fingerprint, "" when none: a condition to poll with natstest.WaitFor
 //	checkStaged(t, stageDir, name, lineage)            staged files byte-identical to the lineage's, privkey 0600, folder 0700
 //	logEvents(log, msg) []map[string]any               JSON log records whose msg is msg
-//	jetStream(t, url) jetstream.JetStream              a nats.go client, to look at streams and consumers
+//	natstest.JetStream(t, url, opts...)                a nats.go JetStream client, to look at streams and consumers
 //	waitAcked(t, url, node, seq)                       wait until node's consumer has acknowledged stream sequence seq
 //	loopback.FreeAddr(t) string                                 a loopback HOST:PORT nothing listens on (yet)
 
@@ -66,8 +66,6 @@ import (
 
 	"github.com/certsync/certsync/internal/testing/loopback"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
 
@@ -154,16 +152,24 @@ func certsyncCmdEnv(t testing.TB, env []string, args ...string) cliResult {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	res := cliResult{Stdout: stdout.String(), Stderr: stderr.String()}
+	res.setCode(t, ctx, args, err)
+	return res
+}
+
+// setCode sets r.Code from err, what running certsync args returned, and
+// fails the test if ctx ended first (it was still running) or certsync did
+// not run.
+func (r *cliResult) setCode(t testing.TB, ctx context.Context, args []string, err error) {
+	t.Helper()
 	var exit *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
-		t.Fatalf("certsync %s: still running after %v\nstderr:\n%s", strings.Join(args, " "), cmdTimeout, res.Stderr)
+		t.Fatalf("certsync %s: still running after %v\nstderr:\n%s", strings.Join(args, " "), cmdTimeout, r.Stderr)
 	case errors.As(err, &exit):
-		res.Code = exit.ExitCode()
+		r.Code = exit.ExitCode()
 	case err != nil:
 		t.Fatalf("run certsync %s: %v", strings.Join(args, " "), err)
 	}
-	return res
 }
 
 // mustCertsync runs certsync and fails the test unless it exits 0.
@@ -554,22 +560,6 @@ func checkStaged(t testing.TB, stageDir, name, lineage string) {
 	}
 }
 
-// jetStream connects to url (one or several comma-separated servers) and
-// returns a JetStream client, closed when the test ends.
-func jetStream(t testing.TB, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatalf("connect to %s: %v", url, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	return js
-}
-
 // lineages is a certbot configuration folder (like /etc/letsencrypt) whose
 // lineages a test CA issues.
 type lineages struct {
@@ -738,7 +728,7 @@ func (f *fleet) sync(t testing.TB, node string) cliResult {
 // acknowledges it, so a staged file alone does not say the server knows.
 func waitAcked(t testing.TB, url, node string, seq uint64) {
 	t.Helper()
-	js := jetStream(t, url)
+	js := natstest.JetStream(t, url)
 	natstest.WaitFor(t, 30*time.Second, "consumer "+wire.ConsumerName(node)+" to acknowledge sequence "+strconv.FormatUint(seq, 10), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -200,6 +200,15 @@ func TestPuppetSpecs(t *testing.T) {
 	}
 }
 
+// requirePuppetApply returns the puppet and systemd-analyze programs a
+// `puppet apply` test runs; it skips or fails the test as
+// acmetest.RequireRoot and RequireTool do.
+func requirePuppetApply(t *testing.T) (puppet, analyze string) {
+	t.Helper()
+	acmetest.RequireRoot(t, "puppet apply gives the files it writes to root")
+	return acmetest.RequireTool(t, "puppet"), acmetest.RequireTool(t, "systemd-analyze")
+}
+
 // TestPuppetApplyNode: `puppet apply` of certsync::node into a temporary
 // root, as root. A bad setting first fails the whole run and writes
 // nothing. The good run installs the binary, creates the age identity
@@ -210,9 +219,7 @@ func TestPuppetSpecs(t *testing.T) {
 // second apply changes nothing.
 func TestPuppetApplyNode(t *testing.T) {
 	t.Parallel()
-	acmetest.RequireRoot(t, "puppet apply gives the files it writes to root")
-	puppet := acmetest.RequireTool(t, "puppet")
-	analyze := acmetest.RequireTool(t, "systemd-analyze")
+	puppet, analyze := requirePuppetApply(t)
 	const name = "example.com"
 	srv := startServer(t)
 	le := newLineages(t)
@@ -331,9 +338,7 @@ func TestPuppetApplyNode(t *testing.T) {
 // apply changes nothing and keeps the signing key.
 func TestPuppetApplyPublisher(t *testing.T) {
 	t.Parallel()
-	acmetest.RequireRoot(t, "puppet apply gives the files it writes to root")
-	puppet := acmetest.RequireTool(t, "puppet")
-	analyze := acmetest.RequireTool(t, "systemd-analyze")
+	puppet, analyze := requirePuppetApply(t)
 	const name = "example.com"
 	srv := startServer(t)
 	le := newLineages(t)

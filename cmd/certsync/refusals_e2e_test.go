@@ -42,7 +42,7 @@ func TestNodeSyncRefusesForgedMessages(t *testing.T) {
 	checkStaged(t, web1.StageDir, "example.com", lineage)
 	staged := readStaged(t, web1.StageDir, "example.com")
 
-	js := jetStream(t, url)
+	js := natstest.JetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, wire.Stream)

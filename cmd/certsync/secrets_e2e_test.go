@@ -120,7 +120,7 @@ func TestNATSKeyFilesCheckedE2E(t *testing.T) {
 		}
 	}
 	// Nothing was published: the stream was never even created.
-	if _, err := jetStream(t, srv.ClientURL()).Stream(t.Context(), "CERTSYNC"); err == nil {
+	if _, err := natstest.JetStream(t, srv.ClientURL()).Stream(t.Context(), "CERTSYNC"); err == nil {
 		t.Error("the stream exists: something was done despite the refusal")
 	}
 	if _, err := os.Stat(filepath.Join(f.Nodes["web1"].StageDir, "example.com")); err == nil {

@@ -270,7 +270,7 @@ func TestSigningKeyRotationE2E(t *testing.T) {
 	// key as not its own, and publishes over it. The nodes, which hold that
 	// certificate already, change nothing.
 	mustCertsync(t, "republish", "--config", f.Publisher)
-	js := jetStream(t, srv.URL)
+	js := natstest.JetStream(t, srv.URL)
 	if got := signerOf(t, newestBundle(t, js, "example.com").Data); got != newKey {
 		t.Fatalf("after republish the newest bundle is signed by %s, want the new key %s", got, newKey)
 	}
@@ -465,15 +465,7 @@ func TestNodeRemovalE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(r.url, admin)
-	if err != nil {
-		t.Fatalf("connect as the admin: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, r.url, admin)
 	web3Identity, err := crypto.LoadIdentities(filepath.Join(dir, "web3", "node.key"))
 	if err != nil {
 		t.Fatal(err)

@@ -274,16 +274,7 @@ func (f *fleetFixture) js() jetstream.JetStream {
 		}
 		opts = append(opts, opt)
 	}
-	nc, err := nats.Connect(f.url, opts...)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return js
+	return natstest.JetStream(f.t, f.url, opts...)
 }
 
 // kv opens the status bucket.

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,15 +71,7 @@ func certsyncTerminal(t *testing.T, args ...string) cliResult {
 	err := cmd.Wait()
 	<-read
 	res := cliResult{Stdout: stdout.String(), Stderr: strings.ReplaceAll(stderr.String(), "\r\n", "\n")}
-	var exit *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("certsync %s: still running after %v\nstderr:\n%s", strings.Join(args, " "), cmdTimeout, res.Stderr)
-	case errors.As(err, &exit):
-		res.Code = exit.ExitCode()
-	case err != nil:
-		t.Fatalf("run certsync %s: %v", strings.Join(args, " "), err)
-	}
+	res.setCode(t, ctx, args, err)
 	return res
 }
 

@@ -1,7 +1,6 @@
 package migrate
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/base64"
@@ -68,27 +67,17 @@ func ParseKnownHosts(file string, data []byte) (*KnownHosts, error) {
 		return nil, fmt.Errorf("reading known hosts %q: larger than %d bytes", file, MaxKnownHostsSize)
 	}
 	kh := &KnownHosts{file: file}
-	n := 0
-	for rest := data; len(rest) > 0; {
-		var line []byte
-		line, rest, _ = bytes.Cut(rest, []byte("\n"))
-		n++
-		if len(line) > MaxKnownHostsLine {
-			return nil, fmt.Errorf("reading known hosts %q: line %d: longer than %d bytes", file, n, MaxKnownHostsLine)
-		}
-		s := strings.TrimSpace(string(line))
-		if s == "" || strings.HasPrefix(s, "#") {
-			continue
-		}
+	err := eachLine(data, MaxKnownHostsLine, func(n int, s string) error {
 		e, skip, err := parseHostLine(s)
-		if err != nil {
-			return nil, fmt.Errorf("reading known hosts %q: line %d: %v", file, n, err)
-		}
-		if skip {
-			continue
+		if err != nil || skip {
+			return err
 		}
 		e.line = n
 		kh.entries = append(kh.entries, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading known hosts %q: %w", file, err)
 	}
 	return kh, nil
 }

@@ -69,32 +69,49 @@ func parseList(file, what string, data []byte, check func(string) (string, error
 	}
 	var entries []Entry
 	first := map[string]int{}
+	err := eachLine(data, MaxListLine, func(n int, s string) error {
+		if strings.ContainsFunc(s, isSpace) {
+			return fmt.Errorf("%q holds spaces: want one value per line", s)
+		}
+		v, err := check(s)
+		if err != nil {
+			return err
+		}
+		if l, ok := first[v]; ok {
+			return fmt.Errorf("%q listed twice (first on line %d)", s, l)
+		}
+		first[v] = n
+		entries = append(entries, Entry{Value: v, Line: n})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %q: %w", what, file, err)
+	}
+	return entries, nil
+}
+
+// eachLine calls fn with the number (from 1) and the text, trimmed, of
+// each line of data that is neither blank nor a '#' comment, and stops at
+// the first error, which it returns naming the line. A line longer than
+// maxLine bytes is an error.
+func eachLine(data []byte, maxLine int, fn func(n int, s string) error) error {
 	n := 0
 	for rest := data; len(rest) > 0; {
 		var line []byte
 		line, rest, _ = bytes.Cut(rest, []byte("\n"))
 		n++
-		if len(line) > MaxListLine {
-			return nil, fmt.Errorf("reading %s %q: line %d: longer than %d bytes", what, file, n, MaxListLine)
+		if len(line) > maxLine {
+			return fmt.Errorf("line %d: longer than %d bytes", n, maxLine)
 		}
-		s := strings.TrimSpace(strings.TrimSuffix(string(line), "\r"))
+		s := strings.TrimSpace(string(line))
 		if s == "" || strings.HasPrefix(s, "#") {
 			continue
 		}
-		if strings.ContainsFunc(s, isSpace) {
-			return nil, fmt.Errorf("reading %s %q: line %d: %q holds spaces: want one value per line", what, file, n, s)
+		if err := fn(n, s); err != nil {
+			return fmt.Errorf("line %d: %w", n, err)
 		}
-		v, err := check(s)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s %q: line %d: %w", what, file, n, err)
-		}
-		if l, ok := first[v]; ok {
-			return nil, fmt.Errorf("reading %s %q: line %d: %q listed twice (first on line %d)", what, file, n, s, l)
-		}
-		first[v] = n
-		entries = append(entries, Entry{Value: v, Line: n})
 	}
-	return entries, nil
+	return nil
 }
 
 func isSpace(r rune) bool {

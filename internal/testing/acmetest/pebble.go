@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/proctest"
 	"github.com/certsync/certsync/internal/testing/testcert"
 
 	"github.com/certsync/certsync/internal/testing/logtest"
@@ -35,8 +36,12 @@ var pebbleEnv = []string{
 }
 
 // pebbleStartTimeout bounds how long StartPebble waits for the directory to
-// answer.
-const pebbleStartTimeout = 20 * time.Second
+// answer, pebbleStopTimeout how long the cleanup waits for pebble to exit
+// after SIGTERM before it kills it.
+const (
+	pebbleStartTimeout = 20 * time.Second
+	pebbleStopTimeout  = 10 * time.Second
+)
 
 // Pebble is a running pebble server, stopped when the test ends.
 type Pebble struct {
@@ -149,36 +154,14 @@ func startPebble(t testing.TB, bin, dir string, attempt int, certFile, keyFile s
 	cmd.Env = append(os.Environ(), pebbleEnv...)
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("run %q: %w", bin, err)
+	proc, err := proctest.Start(cmd)
+	if err != nil {
+		return nil, err
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-
-	deadline := time.Now().Add(pebbleStartTimeout)
-	for {
-		select {
-		case <-exited:
-			return nil, fmt.Errorf("pebble exited before serving %s: %v\n%s", p.DirectoryURL, waitErr, p.out.String())
-		default:
-		}
-		err := p.get(p.DirectoryURL, nil)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return nil, fmt.Errorf("pebble directory %s not answering after %v: %w\n%s", p.DirectoryURL, pebbleStartTimeout, err, p.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	stop := func() { proc.Stop(pebbleStopTimeout) }
+	if err := proc.WaitServing(pebbleStartTimeout, func() error { return p.get(p.DirectoryURL, nil) }); err != nil {
+		stop()
+		return nil, fmt.Errorf("pebble directory %s: %w\n%s", p.DirectoryURL, err, p.out.String())
 	}
 	t.Cleanup(func() {
 		stop()

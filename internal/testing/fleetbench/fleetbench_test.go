@@ -31,8 +31,6 @@ import (
 	"filippo.io/age"
 	"filippo.io/age/agessh"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/certsync/certsync/crypto"
@@ -192,15 +190,7 @@ func (f *fleet) node(i int, dir string) (*subscriber.Node, string) {
 // envelopeBytes is the size of the newest bundle on the stream.
 func (f *fleet) envelopeBytes() int {
 	f.tb.Helper()
-	nc, err := nats.Connect(f.url)
-	if err != nil {
-		f.tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		f.tb.Fatal(err)
-	}
+	js := natstest.JetStream(f.tb, f.url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, wire.Stream)

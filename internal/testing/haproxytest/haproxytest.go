@@ -44,7 +44,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -53,6 +52,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/loopback"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/nginxtest"
+	"github.com/certsync/certsync/internal/testing/proctest"
 )
 
 // startTimeout bounds how long Start waits for the port to accept TLS,
@@ -82,10 +82,9 @@ type HAProxy struct {
 	// CrtFile is the combined PEM file the frontend serves.
 	CrtFile string
 
-	kill   string // the kill program, for ReloadCommand
-	cmd    *exec.Cmd
-	out    logtest.Buffer
-	exited chan struct{}
+	kill string // the kill program, for ReloadCommand
+	proc *proctest.Process
+	out  logtest.Buffer
 }
 
 // Start writes a configuration with one frontend that terminates TLS on a
@@ -120,7 +119,6 @@ func Start(t testing.TB, crtFile string) *HAProxy {
 			Socket:   filepath.Join(sockDir, fmt.Sprintf("master-%d.sock", attempt)),
 			CrtFile:  crtFile,
 			kill:     kill,
-			exited:   make(chan struct{}),
 		}
 		if err := h.start(t); err != nil {
 			lastErr = err
@@ -137,41 +135,24 @@ func (h *HAProxy) start(t testing.TB) error {
 	if err := os.WriteFile(h.ConfFile, []byte(h.config("")), 0o600); err != nil {
 		return fmt.Errorf("write haproxy config %q: %w", h.ConfFile, err)
 	}
-	h.cmd = exec.Command(h.Bin, "-W", "-S", h.Socket, "-p", h.PIDFile, "-f", h.ConfFile)
-	h.cmd.Stdout = &h.out
-	h.cmd.Stderr = &h.out
-	// Its own process group, so the cleanup can reach the workers too
-	// should the master die first.
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := h.cmd.Start(); err != nil {
-		return fmt.Errorf("run %q: %w", h.Bin, err)
+	cmd := exec.Command(h.Bin, "-W", "-S", h.Socket, "-p", h.PIDFile, "-f", h.ConfFile)
+	cmd.Stdout = &h.out
+	cmd.Stderr = &h.out
+	var err error
+	if h.proc, err = proctest.Start(cmd); err != nil {
+		return err
 	}
-	var waitErr error
-	go func() {
-		waitErr = h.cmd.Wait()
-		close(h.exited)
-	}()
-
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-h.exited:
-			return fmt.Errorf("haproxy exited before serving %s: %v\n%s", h.Addr, waitErr, h.out.String())
-		default:
+	err = h.proc.WaitServing(startTimeout, func() error {
+		if _, err := nginxtest.FetchLeaf(h.Addr, ""); err != nil {
+			return err
 		}
-		_, err := nginxtest.FetchLeaf(h.Addr, "")
-		if err == nil {
-			// The master's socket answers a moment after the worker
-			// serves.
-			if _, err = h.Procs(); err == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			h.stop()
-			return fmt.Errorf("haproxy not serving TLS on %s after %v: %w\n%s", h.Addr, startTimeout, err, h.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+		// The master's socket answers a moment after the worker serves.
+		_, err := h.Procs()
+		return err
+	})
+	if err != nil {
+		h.stop()
+		return fmt.Errorf("haproxy on %s: %w\n%s", h.Addr, err, h.out.String())
 	}
 	t.Cleanup(func() {
 		h.stop()
@@ -230,7 +211,7 @@ func (h *HAProxy) ReloadCommand() []string {
 
 // MasterPID is the master's process id. A reload re-executes the master in
 // the same process, so it never changes.
-func (h *HAProxy) MasterPID() int { return h.cmd.Process.Pid }
+func (h *HAProxy) MasterPID() int { return h.proc.Pid() }
 
 // Output returns what HAProxy printed so far (it logs its reloads and why
 // one failed on stderr).
@@ -324,7 +305,7 @@ func (h *HAProxy) WaitReloads(t testing.TB, n int) Procs {
 	var p Procs
 	natstest.WaitFor(t, reloadTimeout, fmt.Sprintf("haproxy's master to settle after reload %d", n), func() bool {
 		select {
-		case <-h.exited:
+		case <-h.proc.Exited():
 			t.Fatalf("haproxy exited:\n%s", h.out.String())
 		default:
 		}
@@ -360,16 +341,7 @@ func (h *HAProxy) Reload(t testing.TB) {
 
 // stop ends HAProxy with SIGTERM to the master (which stops its workers)
 // and waits; if it lingers, it kills HAProxy's process group.
-func (h *HAProxy) stop() {
-	pid := h.cmd.Process.Pid
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	select {
-	case <-h.exited:
-	case <-time.After(stopTimeout):
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-h.exited
-	}
-}
+func (h *HAProxy) stop() { h.proc.Stop(stopTimeout) }
 
 // quote makes s one HAProxy configuration word: in double quotes, with
 // the characters HAProxy gives a meaning there (\ " $) escaped.

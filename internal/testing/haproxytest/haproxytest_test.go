@@ -1,7 +1,6 @@
 package haproxytest
 
 import (
-	"crypto/x509"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/nginxtest"
 	"github.com/certsync/certsync/internal/testing/testcert"
 )
@@ -48,7 +46,7 @@ func TestReloadServesNewCertificate(t *testing.T) {
 
 	install(t, crt, b)
 	h.Reload(t)
-	waitServed(t, h, b.Leaf)
+	nginxtest.WaitServes(t, h.Addr, "www.example.test", b.Leaf, 10*time.Second)
 	p2, err := h.Procs()
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +84,7 @@ func TestReloadServesNewCertificate(t *testing.T) {
 	// Good files and configuration again: a reload serves them.
 	h.WriteConfig(t, "")
 	h.Reload(t)
-	waitServed(t, h, a.Leaf)
+	nginxtest.WaitServes(t, h.Addr, "www.example.test", a.Leaf, 10*time.Second)
 }
 
 // install writes c's full chain and key into the combined PEM file crt,
@@ -100,14 +98,6 @@ func install(t *testing.T, crt string, c *testcert.Cert) {
 	if err := os.Rename(tmp, crt); err != nil {
 		t.Fatalf("install %s: %v", crt, err)
 	}
-}
-
-func waitServed(t *testing.T, h *HAProxy, want *x509.Certificate) {
-	t.Helper()
-	natstest.WaitFor(t, 10*time.Second, "haproxy to serve the new certificate", func() bool {
-		leaf, err := nginxtest.FetchLeaf(h.Addr, "www.example.test")
-		return err == nil && leaf.Equal(want)
-	})
 }
 
 // TestQuotedPaths: a combined PEM file whose path holds a space, a quote, a

@@ -41,7 +41,9 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/loopback"
 	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/proctest"
 )
 
 // startTimeout bounds how long StartNginx waits for the port to accept TLS;
@@ -67,8 +69,7 @@ type Nginx struct {
 	// PIDFile is where the master writes its process id.
 	PIDFile string
 
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc *proctest.Process
 }
 
 // TLSFiles returns server directives that serve certFile (the full chain)
@@ -103,13 +104,7 @@ func StartNginx(t testing.TB, serverConf string) *Nginx {
 
 func start(t testing.TB, bin, prefix string, attempt int, serverConf string) (*Nginx, error) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("reserve a loopback port: %v", err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-
+	addr := loopback.FreeAddr(t)
 	n := &Nginx{
 		Addr:     addr,
 		Bin:      bin,
@@ -117,45 +112,27 @@ func start(t testing.TB, bin, prefix string, attempt int, serverConf string) (*N
 		ConfFile: filepath.Join(prefix, fmt.Sprintf("nginx-%d.conf", attempt)),
 		ErrorLog: filepath.Join(prefix, "error.log"),
 		PIDFile:  filepath.Join(prefix, "nginx.pid"),
-		exited:   make(chan struct{}),
 	}
 	if err := os.WriteFile(n.ConfFile, []byte(n.config(serverConf)), 0o600); err != nil {
 		return nil, fmt.Errorf("write nginx config %q: %w", n.ConfFile, err)
 	}
 	args := n.Command("-g", "daemon off;")
-	n.cmd = exec.Command(args[0], args[1:]...)
-	n.cmd.Dir = prefix
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = prefix
 	out := &strings.Builder{}
-	n.cmd.Stdout = out
-	n.cmd.Stderr = out
-	// Its own process group, so the cleanup can reach the workers too
-	// should the master die first.
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := n.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("run %q: %w", bin, err)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	var err error
+	if n.proc, err = proctest.Start(cmd); err != nil {
+		return nil, err
 	}
-	var waitErr error
-	go func() {
-		waitErr = n.cmd.Wait()
-		close(n.exited)
-	}()
-
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-n.exited:
-			return nil, fmt.Errorf("nginx exited before serving %s: %v\n%s%s", addr, waitErr, out.String(), n.readErrorLog())
-		default:
-		}
+	err = n.proc.WaitServing(startTimeout, func() error {
 		_, err := FetchLeaf(addr, "")
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			n.stop()
-			return nil, fmt.Errorf("nginx not serving TLS on %s after %v: %w\n%s", addr, startTimeout, err, n.readErrorLog())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		n.stop()
+		return nil, fmt.Errorf("nginx on %s: %w\n%s%s", addr, err, out.String(), n.readErrorLog())
 	}
 	t.Cleanup(func() {
 		n.stop()
@@ -231,7 +208,7 @@ func (n *Nginx) Reload(t testing.TB) {
 // why in ErrorLog and keeps serving the old one.
 func (n *Nginx) SignalReload(t testing.TB) {
 	t.Helper()
-	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := n.proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatalf("signal nginx master to reload: %v", err)
 	}
 }
@@ -249,16 +226,7 @@ func (n *Nginx) readErrorLog() string {
 
 // stop ends nginx with SIGTERM (fast shutdown) and waits; if it lingers, it
 // kills nginx's process group.
-func (n *Nginx) stop() {
-	pid := n.cmd.Process.Pid
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(stopTimeout):
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-n.exited
-	}
-}
+func (n *Nginx) stop() { n.proc.Stop(stopTimeout) }
 
 // FetchLeaf makes a TLS handshake with addr, sending sni as the server name
 // when it is not empty, and returns the leaf certificate the server sent. It

@@ -1,7 +1,6 @@
 package nginxtest
 
 import (
-	"crypto/x509"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,7 +40,7 @@ func TestReloadServesNewCertificate(t *testing.T) {
 
 	install(t, dir, b)
 	n.Reload(t)
-	waitServed(t, n, b.Leaf)
+	WaitServes(t, n.Addr, "www.example.test", b.Leaf, 10*time.Second)
 
 	// A key that does not match: the check and `nginx -s reload` refuse
 	// it, the master refuses it on SIGHUP, and B is still served.
@@ -64,7 +63,7 @@ func TestReloadServesNewCertificate(t *testing.T) {
 	// Good files again: a signalled reload serves them.
 	install(t, dir, a)
 	n.SignalReload(t)
-	waitServed(t, n, a.Leaf)
+	WaitServes(t, n.Addr, "www.example.test", a.Leaf, 10*time.Second)
 }
 
 // install writes c's full chain and key into dir, each replaced by rename.
@@ -79,14 +78,6 @@ func install(t *testing.T, dir string, c *testcert.Cert) {
 			t.Fatalf("install %s: %v", name, err)
 		}
 	}
-}
-
-func waitServed(t *testing.T, n *Nginx, want *x509.Certificate) {
-	t.Helper()
-	natstest.WaitFor(t, 10*time.Second, "nginx to serve the new certificate", func() bool {
-		leaf, err := FetchLeaf(n.Addr, "www.example.test")
-		return err == nil && leaf.Equal(want)
-	})
 }
 
 // TestFetchLeafNoServer checks a handshake with a closed port is an error.

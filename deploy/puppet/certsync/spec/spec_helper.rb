@@ -43,3 +43,23 @@ end
 PUBLISHER_KEY = 'certsync-ed25519:' + ('A' * 43) + '='
 AGE_RECIPIENT = 'age1' + ('q' * 58)
 SSH_RECIPIENT = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxlYXN0LXByaXZpbGVnZS1rZXktZm9yLXRlc3Rz web2'
+# The certsync class as the specs of the other classes declare it first.
+CERTSYNC_CLASS = "class { 'certsync': binary_source => 'puppet:///modules/profile/certsync' }"
+
+# Helpers of the example groups.
+module CertsyncSpecHelpers
+  # Bad input: for each case, what => [parameters merged into base, error],
+  # a context "with what" whose catalog fails to compile with error, a
+  # clear message naming what and why.
+  def it_refuses(cases)
+    cases.each do |what, (override, error)|
+      context "with #{what}" do
+        let(:params) { base.merge(override) }
+
+        it { is_expected.to compile.and_raise_error(error) }
+      end
+    end
+  end
+end
+
+RSpec.configure { |c| c.extend CertsyncSpecHelpers }

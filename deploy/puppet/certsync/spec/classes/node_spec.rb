@@ -3,7 +3,7 @@
 require 'spec_helper'
 
 describe 'certsync::node' do
-  let(:pre_condition) { "class { 'certsync': binary_source => 'puppet:///modules/profile/certsync' }" }
+  let(:pre_condition) { CERTSYNC_CLASS }
   let(:base) do
     {
       nats: { 'url' => 'nats://mgmt.example.net:4222', 'nkey' => '/etc/certsync/web1.nk' },
@@ -162,8 +162,8 @@ describe 'certsync::node' do
     end
   end
 
-  # Bad input: a clear error naming what and why, and no catalog.
-  {
+  # Bad input: a clear error naming what and why, and no catalog (it_refuses, spec_helper.rb).
+  it_refuses(
     'a node name with a space' => [{ node_name: 'web 1' }, %r{node_name'? expects a match for Certsync::Nodename}],
     'no trusted publisher' => [{ trusted_publishers: [] }, %r{trusted_publishers'? expects size to be at least 1}],
     'a private key as trusted publisher' => [{ trusted_publishers: ['AGE-SECRET-KEY-1XYZ'] }, %r{trusted_publishers'?.*Certsync::Publickey}],
@@ -198,11 +198,5 @@ describe 'certsync::node' do
     'no nats url' => [{ nats: { 'nkey' => '/b' } }, %r{nats'? expects a value for key 'url'}],
     'a bad metrics address' => [{ metrics_listen: 'localhost' }, %r{metrics_listen'? expects a match for Certsync::Hostport}],
     'an unknown identity kind' => [{ identity: 'rsa' }, %r{identity'? expects a match for Enum\['age', 'ssh_host_key'\]}],
-  }.each do |what, (override, error)|
-    context "with #{what}" do
-      let(:params) { base.merge(override) }
-
-      it { is_expected.to compile.and_raise_error(error) }
-    end
-  end
+  )
 end

@@ -3,7 +3,7 @@
 require 'spec_helper'
 
 describe 'certsync::server' do
-  let(:pre_condition) { "class { 'certsync': binary_source => 'puppet:///modules/profile/certsync' }" }
+  let(:pre_condition) { CERTSYNC_CLASS }
 
   context 'with the module defaults' do
     it { is_expected.to compile.with_all_deps }
