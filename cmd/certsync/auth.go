@@ -14,7 +14,7 @@ import (
 func authCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "auth",
-		Usage: "write least-privilege NATS credentials: an nkey per node, the publisher and an admin, and auth.conf",
+		Usage: "write least-privilege NATS credentials: an nkey per node, the publisher, an admin and the leaf link, and auth.conf",
 		Description: `Reads publisher.yaml (never the signing key) and writes into --out:
   <node>.nk      one nkey seed per node under nodes:, for node.yaml's nats.nkey
   publisher.nk   the publisher's, for publisher.yaml's nats.nkey
