@@ -133,6 +133,9 @@ func IsNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
+// maxTagLen bounds how much of an unknown tag an error repeats.
+const maxTagLen = 32
+
 // Describe names n's type for an error message, never its value.
 func Describe(n *yaml.Node) string {
 	switch n.Kind {
@@ -155,7 +158,13 @@ func Describe(n *yaml.Node) string {
 		case "!!timestamp":
 			return "a timestamp"
 		default:
-			return "a value tagged " + tag
+			// The tag is the document's text: quoted, so that a line
+			// break or a control character in it cannot break the one
+			// line of the error, and cut short.
+			if len(tag) > maxTagLen {
+				tag = tag[:maxTagLen] + "…"
+			}
+			return fmt.Sprintf("a value tagged %q", tag)
 		}
 	}
 	return "an unsupported YAML node"
