@@ -104,17 +104,12 @@ class certsync::node (
     'certificates'       => $certificates,
   })
 
-  # A nats password is a secret: keep it out of diffs and reports.
-  $file_content = ('password' in $nats) ? {
-    true    => Sensitive($content),
-    default => $content,
-  }
   file { "${config_dir}/node.yaml":
     ensure  => file,
     owner   => 'root',
     group   => 'root',
     mode    => '0600',
-    content => $file_content,
+    content => certsync::config_content($nats, $content),
   }
 
   if $identity == 'age' {
@@ -135,25 +130,8 @@ class certsync::node (
     certsync::parent(certsync::install_dir($cert, $settings))
   }.unique.sort.filter |$dir| { $dir != '/etc/letsencrypt/live' }
 
-  file { "${unit_dir}/certsync-node.service":
-    ensure => file,
-    owner  => 'root',
-    group  => 'root',
-    mode   => '0644',
-    source => 'puppet:///modules/certsync/certsync-node.service',
-  }
-  file { "${unit_dir}/certsync-node.service.d":
-    ensure => directory,
-    owner  => 'root',
-    group  => 'root',
-    mode   => '0755',
-  }
-  file { "${unit_dir}/certsync-node.service.d/puppet.conf":
-    ensure  => file,
-    owner   => 'root',
-    group   => 'root',
-    mode    => '0644',
-    content => epp('certsync/node.dropin.epp', {
+  certsync::unit { 'certsync-node.service':
+    dropin => epp('certsync/node.dropin.epp', {
       'binary_path' => $binary_path,
       'config_file' => "${config_dir}/node.yaml",
       'write_dirs'  => $write_dirs,

@@ -106,17 +106,12 @@ class certsync::publisher (
     'stream'       => $stream,
     'timeout'      => $timeout,
   })
-  # A nats password is a secret: keep it out of diffs and reports.
-  $file_content = ('password' in $nats) ? {
-    true    => Sensitive($content),
-    default => $content,
-  }
   file { $config_file:
     ensure  => file,
     owner   => 'root',
     group   => 'root',
     mode    => '0600',
-    content => $file_content,
+    content => certsync::config_content($nats, $content),
   }
 
   if $manage_signing_key {
@@ -142,31 +137,13 @@ class certsync::publisher (
     }),
   }
 
-  ['certsync-republish.service', 'certsync-republish.timer'].each |$unit| {
-    file { "${unit_dir}/${unit}":
-      ensure => file,
-      owner  => 'root',
-      group  => 'root',
-      mode   => '0644',
-      source => "puppet:///modules/certsync/${unit}",
-    }
-  }
-  file { "${unit_dir}/certsync-republish.service.d":
-    ensure => directory,
-    owner  => 'root',
-    group  => 'root',
-    mode   => '0755',
-  }
-  file { "${unit_dir}/certsync-republish.service.d/puppet.conf":
-    ensure  => file,
-    owner   => 'root',
-    group   => 'root',
-    mode    => '0644',
-    content => epp('certsync/republish.dropin.epp', {
+  certsync::unit { 'certsync-republish.service':
+    dropin => epp('certsync/republish.dropin.epp', {
       'binary_path' => $binary_path,
       'config_file' => $config_file,
     }),
   }
+  certsync::unit { 'certsync-republish.timer': }
 
   if $manage_service {
     service { 'certsync-republish.timer':

@@ -42,25 +42,8 @@ class certsync::server (
     source => $source,
   }
 
-  file { "${unit_dir}/certsync-server.service":
-    ensure => file,
-    owner  => 'root',
-    group  => 'root',
-    mode   => '0644',
-    source => 'puppet:///modules/certsync/certsync-server.service',
-  }
-  file { "${unit_dir}/certsync-server.service.d":
-    ensure => directory,
-    owner  => 'root',
-    group  => 'root',
-    mode   => '0755',
-  }
-  file { "${unit_dir}/certsync-server.service.d/puppet.conf":
-    ensure  => file,
-    owner   => 'root',
-    group   => 'root',
-    mode    => '0644',
-    content => epp('certsync/server.dropin.epp', {
+  certsync::unit { 'certsync-server.service':
+    dropin => epp('certsync/server.dropin.epp', {
       'binary_path' => $binary_path,
       'config_file' => $config_file,
     }),
