@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +55,7 @@ func TestRoundTrip(t *testing.T) {
 type sealed struct {
 	bundle  *Bundle
 	key     *SigningKey
+	to      []age.Recipient
 	ids     []age.Identity
 	trusted []PublicKey
 	env     []byte
@@ -65,11 +67,24 @@ func newSealed(t testing.TB) *sealed {
 	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
 	key := mustSigningKey(t)
 	rec, idFile := x25519Pair(t)
-	env, err := Seal(b, key, mustRecipients(t, rec))
+	to := mustRecipients(t, rec)
+	env, err := Seal(b, key, to)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &sealed{bundle: b, key: key, ids: mustIdentities(t, idFile), trusted: []PublicKey{key.Public()}, env: env}
+	return &sealed{bundle: b, key: key, to: to, ids: mustIdentities(t, idFile), trusted: []PublicKey{key.Public()}, env: env}
+}
+
+// sealRaw seals plaintext pt with extensions exts under s's bundle name and
+// version, by s's key to s's recipient, past Seal's checks: for envelopes
+// whose inside Seal would never write.
+func (s *sealed) sealRaw(t testing.TB, exts []extension, pt []byte) []byte {
+	t.Helper()
+	env, err := seal(s.key, s.bundle.Name, s.bundle.Version, exts, pt, s.to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
 }
 
 func TestVerifyDoesNotDecrypt(t *testing.T) {
@@ -239,10 +254,8 @@ func TestOpenRefusesWrongIdentity(t *testing.T) {
 
 func TestOpenRefusesPlaintextMismatch(t *testing.T) {
 	t.Parallel()
-	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
-	key := mustSigningKey(t)
-	rec, idFile := x25519Pair(t)
-	ids := mustIdentities(t, idFile)
+	s := newSealed(t)
+	b := s.bundle
 	for _, tc := range []struct {
 		name      string
 		plainName string
@@ -255,14 +268,11 @@ func TestOpenRefusesPlaintextMismatch(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			env, err := seal(key, b.Name, b.Version, nil, marshalPlaintext(tc.plainName, tc.plainVer, b), mustRecipients(t, rec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := Verify(env, []PublicKey{key.Public()}); err != nil {
+			env := s.sealRaw(t, nil, marshalPlaintext(tc.plainName, tc.plainVer, b))
+			if _, err := Verify(env, s.trusted); err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			_, _, err = Open(env, []PublicKey{key.Public()}, ids)
+			_, _, err := Open(env, s.trusted, s.ids)
 			var fe *FormatError
 			if !errors.As(err, &fe) || fe.Part != "plaintext" || fe.Field != tc.field {
 				t.Errorf("Open = %v, want a plaintext %s FormatError", err, tc.field)
@@ -273,10 +283,8 @@ func TestOpenRefusesPlaintextMismatch(t *testing.T) {
 
 func TestOpenRefusesBadPlaintext(t *testing.T) {
 	t.Parallel()
-	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
-	key := mustSigningKey(t)
-	rec, idFile := x25519Pair(t)
-	ids := mustIdentities(t, idFile)
+	s := newSealed(t)
+	b := s.bundle
 	good := marshalPlaintext(b.Name, b.Version, b)
 	tooBig := binary.BigEndian.AppendUint32(marshalPlaintext(b.Name, b.Version, &Bundle{})[:1+1+len(b.Name)+8], MaxFileSize+1)
 	for _, tc := range []struct {
@@ -292,11 +300,7 @@ func TestOpenRefusesBadPlaintext(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			env, err := seal(key, b.Name, b.Version, nil, tc.pt, mustRecipients(t, rec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _, err = Open(env, []PublicKey{key.Public()}, ids)
+			_, _, err := Open(s.sealRaw(t, nil, tc.pt), s.trusted, s.ids)
 			var fe *FormatError
 			if !errors.As(err, &fe) || fe.Part != "plaintext" {
 				t.Errorf("Open = %v, want a plaintext FormatError", err)
@@ -325,13 +329,35 @@ func TestOpenRefusesBadCiphertext(t *testing.T) {
 	}
 }
 
+// TestFormatRefusal: an envelope and a plaintext of a format this reader
+// does not know are refused at the format byte, saying which format.
+func TestFormatRefusal(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	env := slices.Clone(s.env)
+	env[len(envelopeMagic)] = Format + 1
+	_, envErr := parseEnvelope(env)
+	pt := marshalPlaintext(s.bundle.Name, s.bundle.Version, s.bundle)
+	pt[0] = plaintextFormat + 1
+	_, ptErr := parsePlaintext(pt)
+	for _, tc := range []struct {
+		err  error
+		want FormatError
+	}{
+		{envErr, FormatError{Part: "envelope", Field: "format", Offset: len(envelopeMagic), Reason: fmt.Sprintf("unsupported format %d, this reader knows %d", Format+1, Format)}},
+		{ptErr, FormatError{Part: "plaintext", Field: "format", Offset: 0, Reason: fmt.Sprintf("unsupported plaintext format %d, this reader knows %d", plaintextFormat+1, plaintextFormat)}},
+	} {
+		var fe *FormatError
+		if !errors.As(tc.err, &fe) || *fe != tc.want {
+			t.Errorf("got %#v, want %#v", tc.err, tc.want)
+		}
+	}
+}
+
 func TestExtensions(t *testing.T) {
 	t.Parallel()
-	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
-	key := mustSigningKey(t)
-	rec, idFile := x25519Pair(t)
-	ids := mustIdentities(t, idFile)
-	pt := marshalPlaintext(b.Name, b.Version, b)
+	s := newSealed(t)
+	pt := marshalPlaintext(s.bundle.Name, s.bundle.Version, s.bundle)
 	for _, tc := range []struct {
 		name string
 		exts []extension
@@ -347,11 +373,7 @@ func TestExtensions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			env, err := seal(key, b.Name, b.Version, tc.exts, pt, mustRecipients(t, rec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _, err = Open(env, []PublicKey{key.Public()}, ids)
+			_, _, err := Open(s.sealRaw(t, tc.exts, pt), s.trusted, s.ids)
 			if tc.ok && err != nil {
 				t.Errorf("Open = %v, want success", err)
 			}

@@ -244,6 +244,27 @@ func (r *reader) version() (uint64, error) {
 	return v, nil
 }
 
+// header reads what both the envelope and the plaintext begin with: a
+// format byte that must be want (what names it in the refusal: "format",
+// "plaintext format"), then the name and the version.
+func (r *reader) header(want uint8, what string) (name string, version uint64, err error) {
+	f, err := r.uint8("format")
+	if err != nil {
+		return "", 0, err
+	}
+	if f != want {
+		r.off--
+		return "", 0, r.errorf("format", "unsupported %s %d, this reader knows %d", what, f, want)
+	}
+	if name, err = r.name(); err != nil {
+		return "", 0, err
+	}
+	if version, err = r.version(); err != nil {
+		return "", 0, err
+	}
+	return name, version, nil
+}
+
 // parseEnvelope parses an envelope without checking its signature. It
 // accepts exactly the byte strings marshal produces: parse then marshal
 // returns the input.
@@ -260,19 +281,8 @@ func parseEnvelope(data []byte) (*envelope, error) {
 		r.off = 0
 		return nil, r.errorf("magic", "not a certsync envelope")
 	}
-	f, err := r.uint8("format")
-	if err != nil {
-		return nil, err
-	}
-	if f != Format {
-		r.off--
-		return nil, r.errorf("format", "unsupported format %d, this reader knows %d", f, Format)
-	}
 	e := &envelope{}
-	if e.name, err = r.name(); err != nil {
-		return nil, err
-	}
-	if e.version, err = r.version(); err != nil {
+	if e.name, e.version, err = r.header(Format, "format"); err != nil {
 		return nil, err
 	}
 	signer, err := r.take(ed25519.PublicKeySize, "signer")
@@ -359,19 +369,9 @@ func marshalPlaintext(name string, version uint64, b *Bundle) []byte {
 // may clear pt.
 func parsePlaintext(pt []byte) (*Bundle, error) {
 	r := &reader{part: "plaintext", data: pt}
-	f, err := r.uint8("format")
-	if err != nil {
-		return nil, err
-	}
-	if f != plaintextFormat {
-		r.off--
-		return nil, r.errorf("format", "unsupported plaintext format %d, this reader knows %d", f, plaintextFormat)
-	}
 	b := &Bundle{}
-	if b.Name, err = r.name(); err != nil {
-		return nil, err
-	}
-	if b.Version, err = r.version(); err != nil {
+	var err error
+	if b.Name, b.Version, err = r.header(plaintextFormat, "plaintext format"); err != nil {
 		return nil, err
 	}
 	for _, file := range b.Files() {

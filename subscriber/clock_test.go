@@ -3,7 +3,6 @@ package subscriber
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -73,11 +72,11 @@ func TestSyncClockHoldsBack(t *testing.T) {
 			e.t = t
 			var clock offsetClock
 			stageDir := t.TempDir()
-			installDir := filepath.Join(stageDir+".live", "example.com")
+			installDir := liveDir(stageDir, "example.com")
 			n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir})
 			fastRetries(n)
 			base := e.issue(100 * time.Hour)
-			e.publish("example.com", e.seal("example.com", base), base)
+			e.publishSealed("example.com", base)
 			expectOnly(t, n.sync(t), OutcomeStaged)
 			wantServed(t, installDir, base)
 
@@ -85,8 +84,8 @@ func TestSyncClockHoldsBack(t *testing.T) {
 			// clock when it is behind) and the newest arrive together.
 			clock.set(tc.offset)
 			older, newest := e.issue(90*time.Hour), e.issue(time.Hour)
-			e.publish("example.com", e.seal("example.com", older), older)
-			seq := e.publish("example.com", e.seal("example.com", newest), newest)
+			e.publishSealed("example.com", older)
+			seq := e.publishSealed("example.com", newest)
 			rep := n.sync(t)
 			expectOnly(t, rep, OutcomeFailed, OutcomeSuperseded)
 			r := resultOf(t, rep, seq)
@@ -161,7 +160,7 @@ func TestRunClock72HoursBehind(t *testing.T) {
 	var clock offsetClock
 	clock.set(-72 * time.Hour)
 	stageDir := t.TempDir()
-	installDir := filepath.Join(stageDir+".live", "example.com")
+	installDir := liveDir(stageDir, "example.com")
 	n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir})
 	fastRetries(n)
 	pub, err := publisher.New(publisher.Config{

@@ -413,6 +413,36 @@ func TestInstallOwnerModes(t *testing.T) {
 	}
 }
 
+// TestInstallerIDs: owner and group resolve the same way: unset keeps the
+// process's (-1), a number is taken as it is, a name is looked up, and an
+// unknown name is an error naming the certificate, which one and the name.
+func TestInstallerIDs(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		owner, group string
+		uid, gid     int
+		err          string
+	}{
+		{"", "", -1, -1, ""},
+		{"65534", "1234", 65534, 1234, ""},
+		{"root", "root", 0, 0, ""},
+		{"no-such-user-certsync", "root", 0, 0, `installing "example.com": owner "no-such-user-certsync": `},
+		{"root", "no-such-group-certsync", 0, 0, `installing "example.com": group "no-such-group-certsync": `},
+	} {
+		in := &installer{c: Certificate{Name: "example.com", Owner: tc.owner, Group: tc.group}}
+		uid, gid, err := in.ids()
+		if tc.err != "" {
+			if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
+				t.Errorf("ids(%q, %q) = %v, want an error starting %q", tc.owner, tc.group, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || uid != tc.uid || gid != tc.gid {
+			t.Errorf("ids(%q, %q) = %d, %d, %v; want %d, %d", tc.owner, tc.group, uid, gid, err, tc.uid, tc.gid)
+		}
+	}
+}
+
 // The crash test: a helper process installs a bundle and kills itself with
 // SIGKILL after its Nth durable step, for every N; after each kill,
 // install_dir holds one consistent set, and the next run completes the

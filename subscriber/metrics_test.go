@@ -25,7 +25,7 @@ func TestRunServesMetrics(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c1 := e.issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", c1), c1)
+	e.publishSealed("example.com", c1)
 
 	addr := fmt.Sprintf("127.0.0.1:%d", loopback.FreePort(t))
 	n := e.node(t.TempDir(), "example.com")

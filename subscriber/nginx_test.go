@@ -138,7 +138,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 
 	// 1. Installed, served, verified, reloaded once; the old folder kept.
 	c1 := issue(4 * time.Hour)
-	e.publish("example.com", e.seal("example.com", c1), c1)
+	e.publishSealed("example.com", c1)
 	natstest.WaitFor(t, 30*time.Second, "c1 installed", installed(c1))
 	waitServed(c1) // nginx to serve c1 after its install
 	wantServed(t, installDir, c1)
@@ -157,7 +157,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	// 2a. A failing check: rolled back, reloaded again, reported.
 	os.WriteFile(failCheck, nil, 0o600)
 	c2 := issue(3 * time.Hour)
-	e.publish("example.com", e.seal("example.com", c2), c2)
+	e.publishSealed("example.com", c2)
 	natstest.WaitFor(t, 30*time.Second, "c2's install reported failed", failedWith(c2))
 	st := e.status("example.com")
 	if !strings.Contains(st.Error, "cannot load certificate (test)") || st.InstalledFingerprint != fingerprint(c1.Leaf.Raw) {
@@ -181,7 +181,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	// 2b. A reload that does nothing: verify never sees c3; rolled back.
 	os.WriteFile(noopReload, nil, 0o600)
 	c3 := issue(2 * time.Hour)
-	e.publish("example.com", e.seal("example.com", c3), c3)
+	e.publishSealed("example.com", c3)
 	natstest.WaitFor(t, 30*time.Second, "c3's install reported failed", failedWith(c3))
 	st = e.status("example.com")
 	if !strings.Contains(st.Error, "verify") || !strings.Contains(st.Error, "served "+fingerprint(c1.Leaf.Raw)) {
@@ -193,7 +193,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 
 	// 3. The next good bundle installs normally.
 	c4 := issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", c4), c4)
+	e.publishSealed("example.com", c4)
 	natstest.WaitFor(t, 30*time.Second, "c4 installed", installed(c4))
 	waitServed(c4) // nginx to serve c4
 	wantServed(t, installDir, c4)

@@ -112,6 +112,20 @@ func (e *env) sealWith(b *crypto.Bundle, key *crypto.SigningKey, to ...age.Recip
 	return data
 }
 
+// liveDir is where a node of the env's (e.node) installs certificate
+// name: in a folder beside its stage folder.
+func liveDir(stageDir, name string) string {
+	return filepath.Join(stageDir+".live", name)
+}
+
+// publishSealed publishes c as certificate name the way a publisher does:
+// sealed by the env's key to the env's node, with c's headers. It returns
+// the stream sequence.
+func (e *env) publishSealed(name string, c *testcert.Cert) uint64 {
+	e.t.Helper()
+	return e.publish(name, e.seal(name, c), c)
+}
+
 // publish puts data on certificate name's subject with the contract's
 // headers (those it can give for c, which may be nil) and returns its
 // stream sequence.
@@ -174,7 +188,7 @@ func (e *env) node(stageDir string, certs ...string) *testNode {
 	var cs []Certificate
 	for _, c := range certs {
 		// Installed beside the stage folder, in the test's temporary folder.
-		cs = append(cs, Certificate{Name: c, InstallDir: filepath.Join(stageDir+".live", c)})
+		cs = append(cs, Certificate{Name: c, InstallDir: liveDir(stageDir, c)})
 	}
 	return e.nodeWith(stageDir, nil, cs...)
 }
@@ -305,7 +319,7 @@ func TestSyncStagesBundle(t *testing.T) {
 	e := newEnv(t)
 	stageDir := t.TempDir()
 	c := e.issue(time.Hour)
-	seq := e.publish("example.com", e.seal("example.com", c), c)
+	seq := e.publishSealed("example.com", c)
 
 	n := e.node(stageDir, "example.com")
 	rep := n.sync(t)
@@ -383,7 +397,7 @@ func TestSyncSameBundleAgain(t *testing.T) {
 	// republish does when recipients change): nothing is staged again.
 	e.publish("example.com", data, c)
 	expectOnly(t, n.sync(t), OutcomeUnchanged)
-	e.publish("example.com", e.seal("example.com", c), c)
+	e.publishSealed("example.com", c)
 	expectOnly(t, n.sync(t), OutcomeUnchanged)
 
 	after, err := n.Stage().Read("example.com")
@@ -407,7 +421,7 @@ func TestSyncAwayAcrossRenewals(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c1 := e.issue(4 * time.Hour)
-	e.publish("example.com", e.seal("example.com", c1), c1)
+	e.publishSealed("example.com", c1)
 	n := e.node(t.TempDir(), "example.com", "other.example")
 	expectOnly(t, n.sync(t), OutcomeStaged)
 	if st := e.status("other.example"); st.State != wire.StateMissing || st.StagedVersion != 0 {
@@ -417,10 +431,10 @@ func TestSyncAwayAcrossRenewals(t *testing.T) {
 	var last *testcert.Cert
 	for i := 3; i >= 1; i-- {
 		last = e.issue(time.Duration(i) * time.Hour)
-		e.publish("example.com", e.seal("example.com", last), last)
+		e.publishSealed("example.com", last)
 	}
 	o := e.issue(time.Hour)
-	e.publish("other.example", e.seal("other.example", o), o)
+	e.publishSealed("other.example", o)
 
 	// A new Node on the same stage folder: the node restarted.
 	n2 := e.node(n.Stage().Dir(), "example.com", "other.example")
@@ -535,7 +549,7 @@ func TestSyncRefusals(t *testing.T) {
 			}
 			base := e.issue(72 * time.Hour)
 			e.baseline = uint64(base.Leaf.NotBefore.Unix())
-			e.publish(name, e.seal(name, base), base)
+			e.publishSealed(name, base)
 			n := e.node(t.TempDir(), name, "other.example")
 			expectOnly(t, n.sync(t), OutcomeStaged)
 			baseMeta, err := n.Stage().Read(name)
@@ -579,7 +593,7 @@ func TestSyncRefusals(t *testing.T) {
 
 			// A valid bundle after it still arrives.
 			next := e.issue(time.Hour)
-			e.publish(name, e.seal(name, next), next)
+			e.publishSealed(name, next)
 			rep = n.sync(t)
 			expectOnly(t, rep, OutcomeStaged)
 			if rep.Failed() {
@@ -611,11 +625,11 @@ func TestSyncDowngradeAfterRestart(t *testing.T) {
 	e := newEnv(t)
 	stageDir := t.TempDir()
 	older, newer := e.issue(3*time.Hour), e.issue(2*time.Hour)
-	e.publish("example.com", e.seal("example.com", newer), newer)
+	e.publishSealed("example.com", newer)
 	expectOnly(t, e.node(stageDir, "example.com").sync(t), OutcomeStaged)
 
 	n := e.node(stageDir, "example.com") // restarted
-	seq := e.publish("example.com", e.seal("example.com", older), older)
+	seq := e.publishSealed("example.com", older)
 	rep := n.sync(t)
 	expectOnly(t, rep, OutcomeRefused)
 	if r := rep.Results[0]; !errors.Is(r.Err, ErrDowngrade) || !IsPermanent(r.Err) || r.Sequence != seq {
@@ -638,7 +652,7 @@ func TestSyncDowngradeAfterRestart(t *testing.T) {
 		t.Errorf("status after restart %+v, want the refusal kept", st)
 	}
 	next := e.issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", next), next)
+	e.publishSealed("example.com", next)
 	expectOnly(t, n.sync(t), OutcomeStaged)
 	if st := e.status("example.com"); st.State != wire.StateInstalled || st.Error != "" {
 		t.Errorf("status %+v", st)
@@ -654,11 +668,11 @@ func TestStatusInstallFailureNotKept(t *testing.T) {
 	e := newEnv(t)
 	stageDir := t.TempDir()
 	c := e.issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", c), c)
+	e.publishSealed("example.com", c)
 	n := e.node(stageDir, "example.com")
 	expectOnly(t, n.sync(t), OutcomeStaged)
 
-	state := filepath.Join(stageDir+".live", ".certsync", "example.com", "state.json")
+	state := filepath.Join(liveDir(stageDir, ".certsync"), "example.com", "state.json")
 	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -684,13 +698,13 @@ func TestSyncNewestRefusedOlderStaged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c1 := e.issue(4 * time.Hour)
-	e.publish("example.com", e.seal("example.com", c1), c1)
+	e.publishSealed("example.com", c1)
 	n := e.node(t.TempDir(), "example.com")
 	expectOnly(t, n.sync(t), OutcomeStaged)
 
 	good, badKey := e.issue(2*time.Hour), e.issue(time.Hour).WithKeyOf(c1)
-	e.publish("example.com", e.seal("example.com", good), good)
-	e.publish("example.com", e.seal("example.com", badKey), badKey)
+	e.publishSealed("example.com", good)
+	e.publishSealed("example.com", badKey)
 	rep := n.sync(t)
 	expectOnly(t, rep, OutcomeRefused, OutcomeStaged)
 	if !rep.Failed() {
@@ -711,7 +725,7 @@ func TestSyncTransientFailure(t *testing.T) {
 	e := newEnv(t)
 	n := e.node(t.TempDir(), "example.com")
 	c := e.issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", c), c)
+	e.publishSealed("example.com", c)
 	// A corrupt record stands for a local fault the operator must fix.
 	if err := os.MkdirAll(n.Stage().Path("example.com"), 0o700); err != nil {
 		t.Fatal(err)
@@ -912,14 +926,14 @@ func TestRunSurvivesServerRestart(t *testing.T) {
 	stageDir := t.TempDir()
 
 	c1 := e.issue(5 * time.Hour)
-	e.publish("example.com", e.seal("example.com", c1), c1)
+	e.publishSealed("example.com", c1)
 	expectOnly(t, e.node(stageDir, "example.com").sync(t), OutcomeStaged)
 
 	// Three renewals while the node is away.
 	var c4 *testcert.Cert
 	for i := 4; i >= 2; i-- {
 		c4 = e.issue(time.Duration(i) * time.Hour)
-		e.publish("example.com", e.seal("example.com", c4), c4)
+		e.publishSealed("example.com", c4)
 	}
 
 	n := e.node(stageDir, "example.com")
@@ -948,7 +962,7 @@ func TestRunSurvivesServerRestart(t *testing.T) {
 	e.srv = natstest.Start(t, opts)
 	natstest.WaitFor(t, 10*time.Second, "the test's client to reconnect", e.nc.IsConnected)
 	c5 := e.issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", c5), c5)
+	e.publishSealed("example.com", c5)
 	waitStaged(t, n, uint64(c5.Leaf.NotBefore.Unix()))
 	if got := n.stagedVersions(); len(got) != 2 {
 		t.Errorf("staged %v, want two stagings in all", got)
@@ -978,7 +992,7 @@ func TestSyncRightAfterPublish(t *testing.T) {
 	n := e.node(t.TempDir(), "example.com")
 	for i := 20; i >= 1; i-- {
 		c := e.issue(time.Duration(i) * time.Minute)
-		e.publish("example.com", e.seal("example.com", c), c)
+		e.publishSealed("example.com", c)
 		e.unsynced = 0 // no waiting for the server: that is the point
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		rep, err := n.Sync(ctx)

@@ -30,19 +30,18 @@ func TestSyncSchedules(t *testing.T) {
 	setClock := func(t time.Time) { mu.Lock(); clock = t; mu.Unlock() }
 	window := clock.Add(2 * time.Hour)
 	cronExpr := fmt.Sprintf("%d %d * * *", window.Minute(), window.Hour())
-	live := func(name string) string { return filepath.Join(stageDir+".live", name) }
 	n := e.nodeWith(stageDir, now,
 		// Manual means manual here: no expiry deadline (on by default).
-		Certificate{Name: "manual.example", InstallDir: live("manual.example"), Schedule: mustSchedule(t, ScheduleManual), ExpiryDeadline: ExpiryDeadlineOff},
-		Certificate{Name: "cron.example", InstallDir: live("cron.example"), Schedule: mustSchedule(t, cronExpr), ExpiryDeadline: 7 * 24 * time.Hour},
-		Certificate{Name: "expiring.example", InstallDir: live("expiring.example"), Schedule: mustSchedule(t, cronExpr), ExpiryDeadline: 7 * 24 * time.Hour},
+		Certificate{Name: "manual.example", InstallDir: liveDir(stageDir, "manual.example"), Schedule: mustSchedule(t, ScheduleManual), ExpiryDeadline: ExpiryDeadlineOff},
+		Certificate{Name: "cron.example", InstallDir: liveDir(stageDir, "cron.example"), Schedule: mustSchedule(t, cronExpr), ExpiryDeadline: 7 * 24 * time.Hour},
+		Certificate{Name: "expiring.example", InstallDir: liveDir(stageDir, "expiring.example"), Schedule: mustSchedule(t, cronExpr), ExpiryDeadline: 7 * 24 * time.Hour},
 	)
 	names := []string{"manual.example", "cron.example", "expiring.example"}
 	issue := func(ago, validity time.Duration) *testcert.Cert {
 		return e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-ago), Validity: validity})
 	}
 	publish := func(name string, c *testcert.Cert) {
-		e.publish(name, e.seal(name, c), c)
+		e.publishSealed(name, c)
 	}
 	state := func(name string) wire.Status { return e.status(name) }
 
@@ -70,9 +69,9 @@ func TestSyncSchedules(t *testing.T) {
 	if len(rep.Installs) != 1 || rep.Installs[0].Name != "expiring.example" || rep.Installs[0].Outcome != InstallInstalled {
 		t.Fatalf("second sync installs %+v, want only expiring.example", rep.Installs)
 	}
-	wantServed(t, live("expiring.example"), second["expiring.example"])
+	wantServed(t, liveDir(stageDir, "expiring.example"), second["expiring.example"])
 	for _, name := range []string{"manual.example", "cron.example"} {
-		wantServed(t, live(name), first[name])
+		wantServed(t, liveDir(stageDir, name), first[name])
 		if st := state(name); st.State != wire.StateStaged || st.InstalledFingerprint != fingerprint(first[name].Leaf.Raw) ||
 			st.StagedFingerprint != fingerprint(second[name].Leaf.Raw) {
 			t.Errorf("%s before its window: %+v", name, st)
@@ -93,7 +92,7 @@ func TestSyncSchedules(t *testing.T) {
 	if len(rep.Installs) != 1 || rep.Installs[0].Name != "cron.example" || rep.Installs[0].Outcome != InstallInstalled {
 		t.Fatalf("in the window: %+v", rep.Installs)
 	}
-	wantServed(t, live("cron.example"), second["cron.example"])
+	wantServed(t, liveDir(stageDir, "cron.example"), second["cron.example"])
 	if st := state("cron.example"); st.State != wire.StateInstalled {
 		t.Errorf("cron.example after its window: %+v", st)
 	}
@@ -101,18 +100,18 @@ func TestSyncSchedules(t *testing.T) {
 	if rep := n.sync(t); len(rep.Installs) != 0 {
 		t.Errorf("a month later: %+v", rep.Installs)
 	}
-	wantServed(t, live("manual.example"), first["manual.example"])
+	wantServed(t, liveDir(stageDir, "manual.example"), first["manual.example"])
 
 	// node install: the named one, now; an unknown name is an error.
 	if _, err := n.Install(context.Background(), "manual.example", "nope.example"); !errors.Is(err, ErrUnknownCertificate) {
 		t.Errorf("Install of an unknown name: %v", err)
 	}
-	wantServed(t, live("manual.example"), first["manual.example"])
+	wantServed(t, liveDir(stageDir, "manual.example"), first["manual.example"])
 	rep, err := n.Install(context.Background(), "manual.example")
 	if err != nil || rep.Failed() || len(rep.Installs) != 1 || rep.Installs[0].Outcome != InstallInstalled {
 		t.Fatalf("Install: %+v %v", rep, err)
 	}
-	wantServed(t, live("manual.example"), second["manual.example"])
+	wantServed(t, liveDir(stageDir, "manual.example"), second["manual.example"])
 	// Everything is in service: installing all again changes nothing.
 	rep, err = n.Install(context.Background())
 	if err != nil || rep.InstallCount(InstallUnchanged) != 3 {
@@ -134,9 +133,9 @@ func TestSyncReportsInstallFailure(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	stageDir := t.TempDir()
-	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: filepath.Join(stageDir+".live", "example.com"), Check: mustCommand(t, "/bin/false")})
+	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: liveDir(stageDir, "example.com"), Check: mustCommand(t, "/bin/false")})
 	c := e.issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", c), c)
+	e.publishSealed("example.com", c)
 	rep := n.sync(t)
 	if !rep.Failed() || rep.Count(OutcomeStaged) != 1 || rep.InstallCount(InstallFailed) != 1 {
 		t.Fatalf("report %+v %+v", rep.Results, rep.Installs)
@@ -162,11 +161,11 @@ func TestRunStopFinishesInstall(t *testing.T) {
 	if err := os.WriteFile(reload, []byte("#!/bin/sh\ntouch "+started+"\nsleep 1\ntouch "+finished+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	installDir := filepath.Join(stageDir+".live", "example.com")
+	installDir := liveDir(stageDir, "example.com")
 	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: installDir, Reload: mustCommand(t, reload)})
 	stop := startRun(t, n)
 	c := e.issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", c), c)
+	e.publishSealed("example.com", c)
 	natstest.WaitFor(t, 30*time.Second, "the reload to start", func() bool {
 		_, err := os.Stat(started)
 		return err == nil
@@ -192,16 +191,16 @@ func TestSyncNotYetValidWaits(t *testing.T) {
 	e := newEnv(t)
 	var clock offsetClock
 	stageDir := t.TempDir()
-	installDir := filepath.Join(stageDir+".live", "example.com")
+	installDir := liveDir(stageDir, "example.com")
 	n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir, ExpiryDeadline: 7 * 24 * time.Hour})
 	base := e.issue(3 * time.Hour)
-	e.publish("example.com", e.seal("example.com", base), base)
+	e.publishSealed("example.com", base)
 	expectOnly(t, n.sync(t), OutcomeStaged)
 	wantServed(t, installDir, base)
 
 	early := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(2 * time.Hour)})
 	nb := early.Leaf.NotBefore
-	e.publish("example.com", e.seal("example.com", early), early)
+	e.publishSealed("example.com", early)
 	rep := n.sync(t)
 	expectOnly(t, rep, OutcomeStaged)
 	if rep.Failed() || len(rep.Installs) != 0 {
@@ -243,18 +242,18 @@ func TestSyncNotYetValidOverExpired(t *testing.T) {
 	e := newEnv(t)
 	var clock offsetClock
 	stageDir := t.TempDir()
-	installDir := filepath.Join(stageDir+".live", "example.com")
+	installDir := liveDir(stageDir, "example.com")
 	n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir})
 	// Valid from 48h to 24h ago: installed while the node's clock said 30h ago.
 	old := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-48 * time.Hour), Validity: 24 * time.Hour})
 	clock.set(-30 * time.Hour)
-	e.publish("example.com", e.seal("example.com", old), old)
+	e.publishSealed("example.com", old)
 	expectOnly(t, n.sync(t), OutcomeStaged)
 	wantServed(t, installDir, old)
 
 	clock.set(0)
 	early := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(2 * time.Hour)})
-	e.publish("example.com", e.seal("example.com", early), early)
+	e.publishSealed("example.com", early)
 	rep := n.sync(t)
 	if rep.Count(OutcomeStaged) != 1 || len(rep.Installs) != 1 || rep.Installs[0].Outcome != InstallInstalled {
 		t.Fatalf("over an expired certificate: results %+v, installs %+v", rep.Results, rep.Installs)
@@ -268,17 +267,17 @@ func TestRunWakesAtNotBefore(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	stageDir := t.TempDir()
-	installDir := filepath.Join(stageDir+".live", "example.com")
+	installDir := liveDir(stageDir, "example.com")
 	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: installDir})
 	base := e.issue(time.Hour)
-	e.publish("example.com", e.seal("example.com", base), base)
+	e.publishSealed("example.com", base)
 	stop := startRun(t, n)
 	natstest.WaitFor(t, 30*time.Second, "the base installed", func() bool {
 		st, ok := e.tryStatus("example.com")
 		return ok && st.State == wire.StateInstalled
 	})
 	early := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(3 * time.Second)})
-	e.publish("example.com", e.seal("example.com", early), early)
+	e.publishSealed("example.com", early)
 	natstest.WaitFor(t, 30*time.Second, "the renewal installed", func() bool {
 		st, ok := e.tryStatus("example.com")
 		return ok && st.State == wire.StateInstalled && st.InstalledFingerprint == fingerprint(early.Leaf.Raw)
@@ -304,10 +303,9 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	dir := t.TempDir()
 	check, flag := flagCheck(t, dir)
 	week := 7 * 24 * time.Hour
-	live := func(name string) string { return filepath.Join(stageDir+".live", name) }
 	certs := []Certificate{
-		{Name: "expiring.example", InstallDir: live("expiring.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
-		{Name: "later.example", InstallDir: live("later.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
+		{Name: "expiring.example", InstallDir: liveDir(stageDir, "expiring.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
+		{Name: "later.example", InstallDir: liveDir(stageDir, "later.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
 	}
 	n := e.nodeWith(stageDir, clock.now, certs...)
 	first := map[string]*testcert.Cert{
@@ -315,7 +313,7 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 		"later.example":    e.issue(3 * time.Hour),
 	}
 	for name, c := range first {
-		e.publish(name, e.seal(name, c), c)
+		e.publishSealed(name, c)
 	}
 	if rep := n.sync(t); rep.InstallCount(InstallInstalled) != 2 {
 		t.Fatalf("first installs %+v", rep.Installs)
@@ -328,7 +326,7 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	second := map[string]*testcert.Cert{}
 	for name := range first {
 		second[name] = e.issue(2 * time.Hour)
-		e.publish(name, e.seal(name, second[name]), second[name])
+		e.publishSealed(name, second[name])
 	}
 	rep := n.sync(t)
 	if rep.InstallCount(InstallFailed) != 2 {
@@ -390,7 +388,7 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	if len(rep.Installs) != 1 || rep.Installs[0].Name != "expiring.example" || rep.Installs[0].Outcome != InstallInstalled {
 		t.Fatalf("second retry: %+v", rep.Installs)
 	}
-	wantServed(t, live("expiring.example"), second["expiring.example"])
+	wantServed(t, liveDir(stageDir, "expiring.example"), second["expiring.example"])
 	if st := e.status("expiring.example"); st.State != wire.StateInstalled || st.Error != "" || !st.InstallAt.IsZero() {
 		t.Errorf("status after the retry %+v", st)
 	}
@@ -399,5 +397,5 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	if rep := n.sync(t); len(rep.Installs) != 0 {
 		t.Errorf("later.example: %+v", rep.Installs)
 	}
-	wantServed(t, live("later.example"), first["later.example"])
+	wantServed(t, liveDir(stageDir, "later.example"), first["later.example"])
 }

@@ -61,26 +61,40 @@ func globEscape(s string) string {
 
 // ids resolves the configured owner and group; -1 keeps the process's.
 func (in *installer) ids() (uid, gid int, err error) {
-	uid, gid = -1, -1
-	if o := in.c.Owner; o != "" {
-		if uid, err = strconv.Atoi(o); err != nil {
-			u, lerr := user.Lookup(o)
-			if lerr != nil {
-				return 0, 0, fmt.Errorf("installing %q: owner %q: %w", in.c.Name, o, lerr)
-			}
-			uid, _ = strconv.Atoi(u.Uid)
-		}
+	if uid, err = lookupID("owner", in.c.Owner); err != nil {
+		return 0, 0, fmt.Errorf("installing %q: %w", in.c.Name, err)
 	}
-	if g := in.c.Group; g != "" {
-		if gid, err = strconv.Atoi(g); err != nil {
-			gr, lerr := user.LookupGroup(g)
-			if lerr != nil {
-				return 0, 0, fmt.Errorf("installing %q: group %q: %w", in.c.Name, g, lerr)
-			}
-			gid, _ = strconv.Atoi(gr.Gid)
-		}
+	if gid, err = lookupID("group", in.c.Group); err != nil {
+		return 0, 0, fmt.Errorf("installing %q: %w", in.c.Name, err)
 	}
 	return uid, gid, nil
+}
+
+// lookupID resolves an owner or a group (kind): "" is -1, the process's; a
+// number is itself; anything else is a user or group name, looked up.
+func lookupID(kind, s string) (int, error) {
+	if s == "" {
+		return -1, nil
+	}
+	if id, err := strconv.Atoi(s); err == nil {
+		return id, nil
+	}
+	var id string
+	if kind == "group" {
+		g, err := user.LookupGroup(s)
+		if err != nil {
+			return 0, fmt.Errorf("group %q: %w", s, err)
+		}
+		id = g.Gid
+	} else {
+		u, err := user.Lookup(s)
+		if err != nil {
+			return 0, fmt.Errorf("owner %q: %w", s, err)
+		}
+		id = u.Uid
+	}
+	n, _ := strconv.Atoi(id)
+	return n, nil
 }
 
 // modes returns the modes of the certificate files, the key files and the
