@@ -67,7 +67,10 @@ func writeVersion(root, name string, domains []string) error {
 			break
 		}
 	}
-	notBefore := time.Now().Truncate(time.Second)
+	// Backdated an hour, as Let's Encrypt does, so that it is valid at once:
+	// a node installs a certificate that is not valid yet only at its
+	// NotBefore. A renewal in the same second goes one second later.
+	notBefore := time.Now().Add(-time.Hour).Truncate(time.Second)
 	if prev, err := readLeaf(filepath.Join(archive, fmt.Sprintf("cert%d.pem", n-1))); err == nil && !prev.NotBefore.Before(notBefore) {
 		notBefore = prev.NotBefore.Add(time.Second)
 	}
