@@ -10,12 +10,15 @@ import (
 	"filippo.io/age"
 )
 
-// benchRecipients returns n recipients of one kind and the identity of the
-// last one: opening as the last recipient is the worst case for X25519,
-// which tries every stanza in turn.
-func benchRecipients(b *testing.B, kind string, n int) ([]age.Recipient, []age.Identity) {
+// benchRecipients returns n recipients of one kind, the identity of the
+// last one (opening as the last recipient is the worst case for X25519,
+// which tries every stanza in turn), and the seal option the publisher
+// gives Seal for them (the signed seal record), so that sizes are those of
+// a published envelope.
+func benchRecipients(b *testing.B, kind string, n int) ([]age.Recipient, []age.Identity, SealOption) {
 	b.Helper()
 	rs := make([]age.Recipient, 0, n)
+	texts := make([]string, 0, n)
 	var last []age.Identity
 	for i := range n {
 		var rec string
@@ -31,11 +34,12 @@ func benchRecipients(b *testing.B, kind string, n int) ([]age.Recipient, []age.I
 			rec, idFile = sshPair(b, pub, priv)
 		}
 		rs = append(rs, mustRecipients(b, rec)...)
+		texts = append(texts, rec)
 		if i == n-1 {
 			last = mustIdentities(b, idFile)
 		}
 	}
-	return rs, last
+	return rs, last, WithRecipientsDigest(RecipientsDigest(texts))
 }
 
 var benchSizes = []int{1, 100, 1000}
@@ -46,10 +50,10 @@ func BenchmarkSeal(b *testing.B) {
 	for _, kind := range []string{"x25519", "ssh-ed25519"} {
 		for _, n := range benchSizes {
 			b.Run(fmt.Sprintf("%s/recipients=%d", kind, n), func(b *testing.B) {
-				rs, _ := benchRecipients(b, kind, n)
+				rs, _, record := benchRecipients(b, kind, n)
 				var size int
 				for b.Loop() {
-					env, err := Seal(bundle, key, rs)
+					env, err := Seal(bundle, key, rs, record)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -68,8 +72,8 @@ func BenchmarkOpen(b *testing.B) {
 	for _, kind := range []string{"x25519", "ssh-ed25519"} {
 		for _, n := range benchSizes {
 			b.Run(fmt.Sprintf("%s/recipients=%d", kind, n), func(b *testing.B) {
-				rs, ids := benchRecipients(b, kind, n)
-				env, err := Seal(bundle, key, rs)
+				rs, ids, record := benchRecipients(b, kind, n)
+				env, err := Seal(bundle, key, rs, record)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -89,8 +93,8 @@ func BenchmarkOpen(b *testing.B) {
 func BenchmarkVerify(b *testing.B) {
 	bundle := newTestBundle(b, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
 	key := mustSigningKey(b)
-	rs, _ := benchRecipients(b, "x25519", 1000)
-	env, err := Seal(bundle, key, rs)
+	rs, _, record := benchRecipients(b, "x25519", 1000)
+	env, err := Seal(bundle, key, rs, record)
 	if err != nil {
 		b.Fatal(err)
 	}
