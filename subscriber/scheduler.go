@@ -63,9 +63,22 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, []Scheduled) {
 			waiting = append(waiting, Scheduled{Name: name, Version: meta.Version, At: p.at, Why: p.why})
 			continue
 		}
+		if n.beforeLoad != nil {
+			n.beforeLoad(name)
+		}
+		planned := meta
 		meta, b, err := n.stage.Load(name)
 		if err != nil {
 			results = append(results, InstallResult{Name: name, Outcome: InstallFailed, Err: err})
+			continue
+		}
+		if crypto.Compare(planned.Release, meta.Release) != crypto.Same {
+			// Staged again since it was planned (Run's consumer, or another
+			// process, between Read and Load): what is staged now has its
+			// own schedule and not-before, so it is not installed on the
+			// plan made for another. The staging woke Run's scheduler, and
+			// a Sync plans after it stages: that pass plans the new one.
+			n.log.Info("install_replanned", "name", name, "planned_version", planned.Version, "version", meta.Version)
 			continue
 		}
 		n.log.Info("install_started", "name", name, "version", meta.Version, "fingerprint", meta.Fingerprint, "why", p.why)
