@@ -249,20 +249,13 @@ func (in *installer) rollback(ctx context.Context, previous string, cause error)
 		if rec, _ := in.record(previous); rec != nil {
 			env = append(env, EnvSerial+"="+rec.Serial, EnvFingerprint+"="+rec.Fingerprint.String())
 		}
-		cmd := command{what: "reload", cmd: in.c.Reload, timeout: in.commandTimeout(), env: env}
+		cmd := command{what: "reload", cmd: in.c.Reload, timeout: in.c.CommandTimeout, env: env}
 		if err := cmd.run(ctx); err != nil {
 			return true, fmt.Errorf("%w; rolled back to %s, but reloading then failed: %v", cause, previous, err)
 		}
 		in.did("reloaded_previous")
 	}
 	return true, fmt.Errorf("%w; rolled back to %s", cause, previous)
-}
-
-func (in *installer) commandTimeout() time.Duration {
-	if in.c.CommandTimeout > 0 {
-		return in.c.CommandTimeout
-	}
-	return DefaultCommandTimeout
 }
 
 // activate runs check, reload and verify for the version just linked.
@@ -280,7 +273,7 @@ func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Stage
 		if c.cmd.IsZero() {
 			continue
 		}
-		c.timeout, c.env = in.commandTimeout(), env
+		c.timeout, c.env = in.c.CommandTimeout, env
 		if err := c.run(ctx); err != nil {
 			return err
 		}
@@ -296,11 +289,7 @@ func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Stage
 			sni = serverName(leaf)
 		}
 	}
-	timeout := in.c.VerifyTimeout
-	if timeout <= 0 {
-		timeout = DefaultVerifyTimeout
-	}
-	if err := verifyServed(context.WithoutCancel(ctx), in.c.Verify, sni, meta.Fingerprint, timeout); err != nil {
+	if err := verifyServed(context.WithoutCancel(ctx), in.c.Verify, sni, meta.Fingerprint, in.c.VerifyTimeout); err != nil {
 		return err
 	}
 	in.did("verify_done")

@@ -235,7 +235,7 @@ func (in *installer) prune(current string) {
 		in.remove(e.Name())
 	}
 	slices.SortFunc(older, func(a, b version) int { return -cmpUint(a.v, b.v) })
-	keep := max(in.c.Keep, 1) - 1
+	keep := in.c.Keep - 1
 	for _, o := range older[min(keep, len(older)):] {
 		in.remove(o.name)
 	}
