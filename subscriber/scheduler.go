@@ -210,7 +210,7 @@ type plan struct {
 //     after that);
 //   - manual: not until `node install`;
 //   - in every case, no later than when the installed certificate comes
-//     within deadline of its expiry (a deadline of 0 turns this off);
+//     within deadline of its expiry (ExpiryDeadlineOff turns this off);
 //   - and never before the staged certificate's NotBefore while install_dir
 //     holds something: a certificate that is not valid yet would replace
 //     one clients accept by one they reject. It waits for its NotBefore, or
@@ -281,7 +281,7 @@ const (
 // certsync installed is in service; then installRetryBase after the last
 // failure, doubling with each failure up to installRetryMax, and not
 // before the installed certificate comes within deadline. A failure that
-// retrying cannot cure (f.Permanent), or a deadline of 0, is never retried:
+// retrying cannot cure (f.Permanent), or under ExpiryDeadlineOff, is never retried:
 // a newer bundle or `node install` tries again. A newer bundle replaces f
 // anyway, since f names its version.
 func retryDue(f *failedInstall, installed *Staged, deadline time.Duration) plan {
