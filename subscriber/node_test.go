@@ -2,6 +2,7 @@ package subscriber
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -558,7 +559,7 @@ func TestSyncRefusals(t *testing.T) {
 			}
 
 			b := tc.make(e)
-			subject := cmpOr(b.name, name)
+			subject := cmp.Or(b.name, name)
 			seq := e.publish(subject, b.data, b.cert)
 			rep := n.sync(t)
 			expectOnly(t, rep, OutcomeRefused)
@@ -609,13 +610,6 @@ func TestSyncRefusals(t *testing.T) {
 			checkNoSecret(t, "log", n.logs.String(), base, next, b.cert)
 		})
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // TestSyncDowngradeAfterRestart: an older certificate, validly signed, is
