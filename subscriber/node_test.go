@@ -567,6 +567,13 @@ func TestSyncRefusals(t *testing.T) {
 			if !errors.Is(r.Err, tc.want) || !IsPermanent(r.Err) || r.Sequence != seq || r.Name != subject {
 				t.Errorf("result %+v, want a permanent %v", r, tc.want)
 			}
+			// What was being done is said once (not "verifying … seq N:
+			// verifying envelope …").
+			for _, doing := range []string{"verifying", "opening"} {
+				if r.Err != nil && strings.Count(r.Err.Error(), doing+" ") > 1 {
+					t.Errorf("error says %q twice: %v", doing, r.Err)
+				}
+			}
 			if !rep.Failed() || !errors.Is(rep.Err(), tc.want) {
 				t.Errorf("report Failed %v, Err %v", rep.Failed(), rep.Err())
 			}
