@@ -27,7 +27,7 @@ func WriteKeyFile(path string, data []byte) error {
 		return fmt.Errorf("creating key file %q: refusing to overwrite: %w", path, fs.ErrExist)
 	}
 	if err != nil {
-		return fmt.Errorf("writing key file %q: %w", path, err)
+		return fmt.Errorf("writing key file %q: %w", path, atomicfile.Cause(err))
 	}
 	return nil
 }

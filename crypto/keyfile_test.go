@@ -52,8 +52,10 @@ func TestWriteKeyFileNeverOverwrites(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dir, "target")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the symlink's target was created")
 	}
-	if err := WriteKeyFile(filepath.Join(dir, "missing", "k"), nil); err == nil {
-		t.Error("WriteKeyFile in a missing folder succeeded")
+	// The path once, not again as the temporary file's.
+	missing := filepath.Join(dir, "missing", "k")
+	if err := WriteKeyFile(missing, nil); !errors.Is(err, fs.ErrNotExist) || err.Error() != fmt.Sprintf("writing key file %q: no such file or directory", missing) {
+		t.Errorf("WriteKeyFile in a missing folder: %v", err)
 	}
 }
 

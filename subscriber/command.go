@@ -168,9 +168,11 @@ type command struct {
 }
 
 // run runs the command to its end, bounded by its timeout, and returns nil
-// when it exits 0. ctx only bounds the start: once started, the command
-// runs to its end or its timeout, so that a node asked to stop never leaves
-// a reload half done. The error names the command, says why it failed and
+// when it exits 0. ctx's end does not stop it, nor keep it from starting:
+// the command runs to its end or its timeout, so that a node asked to stop
+// never leaves a reload half done, nor skips the reload that puts the
+// previous version back in service after a rollback (only ctx's values are
+// kept). The error names the command, says why it failed and
 // ends with the tail of its output (stdout and stderr) on one line.
 func (c command) run(ctx context.Context) error {
 	if c.cmd.IsZero() {

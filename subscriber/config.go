@@ -111,8 +111,8 @@ type Certificate struct {
 	// Owner and Group own the installed files, a name or a numeric id;
 	// empty keeps the process's.
 	Owner, Group string
-	// CertMode is the mode of cert.pem, chain.pem, fullchain.pem and
-	// certsync.json (default 0644); never group- or other-writable.
+	// CertMode is the mode of cert.pem, chain.pem and fullchain.pem
+	// (default 0644); never group- or other-writable.
 	CertMode uint32
 	// KeyMode is the mode of privkey.pem and combined.pem (default 0600);
 	// never open to others.

@@ -41,12 +41,12 @@ func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstrea
 	if err != nil {
 		return nil, false, err
 	}
-	pending := info.NumPending
+	left := info.NumPending // what the server holds beyond what was fetched
 	for len(msgs) < maxBatch {
 		room := min(maxBatch-len(msgs), 256)
 		var batch jetstream.MessageBatch
-		if pending > 0 {
-			batch, err = cons.Fetch(int(min(pending, uint64(room))), jetstream.FetchMaxWait(natsTimeout))
+		if left > 0 {
+			batch, err = cons.Fetch(int(min(left, uint64(room))), jetstream.FetchMaxWait(natsTimeout))
 		} else if len(msgs) == 0 {
 			// The server acknowledges a publish before it counts the
 			// message as pending on each consumer, so "nothing pending"
@@ -62,10 +62,7 @@ func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstrea
 		for m := range batch.Messages() {
 			msgs = append(msgs, m)
 			got++
-			pending = 0
-			if md, err := m.Metadata(); err == nil {
-				pending = md.NumPending
-			}
+			left = pending(m)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return msgs, false, err

@@ -47,8 +47,9 @@ type InstallResult struct {
 	crypto.Release
 	// Outcome says what became of it.
 	Outcome InstallOutcome
-	// RolledBack is true when a failed install put the previous version
-	// back in service.
+	// RolledBack is true when a failed install pointed install_dir at the
+	// previous version again (its reload, if that then failed, is in Err);
+	// false when there was none or pointing back failed.
 	RolledBack bool
 	// Err says why, for InstallFailed and InstallSkipped. It holds the tail
 	// of a failed command's output, never the content of a file certsync
@@ -182,15 +183,16 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 	}
 	in.did("pending_written")
 	if err := in.point(in.linkPrefix() + folder); err != nil {
-		return fail(in.rollback(ctx, st, previous, err))
+		res.RolledBack, err = in.rollback(ctx, previous, err)
+		return fail(err)
 	}
 	in.log.Info("install_linked", "name", in.c.Name, "version", meta.Version, "fingerprint", meta.Fingerprint,
 		"install_dir", in.c.InstallDir, "previous", previous)
 
 	if err := in.activate(ctx, b, meta); err != nil {
-		res.RolledBack = previous != ""
 		err = fmt.Errorf("installing %q version %d: %w", in.c.Name, meta.Version, err)
-		return in.failed(st, meta, res, in.rollback(ctx, st, previous, err))
+		res.RolledBack, err = in.rollback(ctx, previous, err)
+		return in.failed(st, meta, res, err)
 	}
 	st.Pending, st.Failed = nil, nil
 	if err := in.writeState(st); err != nil {
@@ -227,13 +229,17 @@ func (in *installer) failed(st *installState, meta *Staged, res InstallResult, e
 // rollback points install_dir back at previous and reloads again, after
 // cause made the install fail. With no previous version the new one stays
 // in place: a service without files cannot be rolled back to anything. It
-// returns cause, with what rolling back did or why it failed.
-func (in *installer) rollback(ctx context.Context, st *installState, previous string, cause error) error {
+// returns whether install_dir points at previous again (true even when the
+// reload after that failed: the files are the previous version's), and
+// cause, with what rolling back did or why it failed.
+func (in *installer) rollback(ctx context.Context, previous string, cause error) (bool, error) {
 	if previous == "" {
-		return fmt.Errorf("%w; nothing to roll back to, the new files stay in place", cause)
+		return false, fmt.Errorf("%w; nothing to roll back to, the new files stay in place", cause)
 	}
 	if err := in.point(previous); err != nil {
-		return fmt.Errorf("%w; rolling back failed: %v", cause, err)
+		in.log.Error("install_rollback_failed", "name", in.c.Name, "install_dir", in.c.InstallDir, "to", previous,
+			"reason", cause, "error", err)
+		return false, fmt.Errorf("%w; rolling back failed: %v", cause, err)
 	}
 	in.did("rolled_back")
 	in.log.Warn("install_rolled_back", "name", in.c.Name, "install_dir", in.c.InstallDir, "to", previous, "reason", cause)
@@ -243,20 +249,13 @@ func (in *installer) rollback(ctx context.Context, st *installState, previous st
 		if rec, _ := in.record(previous); rec != nil {
 			env = append(env, EnvSerial+"="+rec.Serial, EnvFingerprint+"="+rec.Fingerprint.String())
 		}
-		cmd := command{what: "reload", cmd: in.c.Reload, timeout: in.commandTimeout(), env: env}
+		cmd := command{what: "reload", cmd: in.c.Reload, timeout: in.c.CommandTimeout, env: env}
 		if err := cmd.run(ctx); err != nil {
-			return fmt.Errorf("%w; rolled back to %s, but reloading then failed: %v", cause, previous, err)
+			return true, fmt.Errorf("%w; rolled back to %s, but reloading then failed: %v", cause, previous, err)
 		}
 		in.did("reloaded_previous")
 	}
-	return fmt.Errorf("%w; rolled back to %s", cause, previous)
-}
-
-func (in *installer) commandTimeout() time.Duration {
-	if in.c.CommandTimeout > 0 {
-		return in.c.CommandTimeout
-	}
-	return DefaultCommandTimeout
+	return true, fmt.Errorf("%w; rolled back to %s", cause, previous)
 }
 
 // activate runs check, reload and verify for the version just linked.
@@ -274,7 +273,7 @@ func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Stage
 		if c.cmd.IsZero() {
 			continue
 		}
-		c.timeout, c.env = in.commandTimeout(), env
+		c.timeout, c.env = in.c.CommandTimeout, env
 		if err := c.run(ctx); err != nil {
 			return err
 		}
@@ -290,11 +289,7 @@ func (in *installer) activate(ctx context.Context, b *crypto.Bundle, meta *Stage
 			sni = serverName(leaf)
 		}
 	}
-	timeout := in.c.VerifyTimeout
-	if timeout <= 0 {
-		timeout = DefaultVerifyTimeout
-	}
-	if err := verifyServed(context.WithoutCancel(ctx), in.c.Verify, sni, meta.Fingerprint, timeout); err != nil {
+	if err := verifyServed(context.WithoutCancel(ctx), in.c.Verify, sni, meta.Fingerprint, in.c.VerifyTimeout); err != nil {
 		return err
 	}
 	in.did("verify_done")

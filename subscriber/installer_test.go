@@ -271,6 +271,77 @@ func TestInstallFirstFails(t *testing.T) {
 	}
 }
 
+// breakLink makes the nth pointing of install_dir (counting from 1) fail:
+// its temporary link is removed before it is renamed into place. It returns
+// the installer's log.
+func breakLink(t *testing.T, in *installer, nth int) *bytes.Buffer {
+	t.Helper()
+	logs := new(bytes.Buffer)
+	in.log = slog.New(slog.NewJSONHandler(logs, nil))
+	n := 0
+	in.step = func(step string) {
+		if step != "link_created" {
+			return
+		}
+		if n++; n == nth {
+			if err := os.Remove(filepath.Join(in.parent(), "."+in.base()+linkSuffix)); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	return logs
+}
+
+// TestInstallRolledBackIsTrue: RolledBack says whether install_dir points
+// at the previous version again, whichever step failed and whether
+// pointing back worked.
+func TestInstallRolledBackIsTrue(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t)
+	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)})
+	c2 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-1 * time.Hour)})
+	for _, tc := range []struct {
+		name       string
+		failCheck  bool
+		breakNth   int // which pointing of install_dir in c2's install fails
+		rolledBack bool
+		want       *testcert.Cert // what install_dir holds after
+		errHas     string
+	}{
+		// The check fails, and so does pointing back at c1: c2 stays.
+		{name: "rollback fails", failCheck: true, breakNth: 2, rolledBack: false, want: c2, errHas: "rolling back failed"},
+		// Pointing at c2 fails; pointing back at c1 works.
+		{name: "link fails", breakNth: 1, rolledBack: true, want: c1, errHas: "rolled back to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			check, flag := flagCheck(t, dir)
+			in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: mustCommand(t, check)})
+			if r := install(t, in, c1, false); r.Outcome != InstallInstalled {
+				t.Fatalf("install c1: %+v", r)
+			}
+			logs := breakLink(t, in, tc.breakNth)
+			if tc.failCheck {
+				os.WriteFile(flag, nil, 0o600)
+			}
+			r := install(t, in, c2, false)
+			if r.Outcome != InstallFailed || r.RolledBack != tc.rolledBack || r.Err == nil || !strings.Contains(r.Err.Error(), tc.errHas) {
+				t.Fatalf("install c2: %+v, want failed, rolled back %v, error with %q", r, tc.rolledBack, tc.errHas)
+			}
+			wantServed(t, in.c.InstallDir, tc.want)
+			rolledBackLogged := strings.Contains(logs.String(), `"msg":"install_rolled_back"`)
+			if rolledBackLogged != tc.rolledBack {
+				t.Errorf("install_rolled_back logged %v, want %v:\n%s", rolledBackLogged, tc.rolledBack, logs)
+			}
+			if tc.failCheck && !strings.Contains(logs.String(), fmt.Sprintf(`"msg":"install_failed","name":"example.com","version":%d,"fingerprint":%q,"rolled_back":%v`,
+				r.Version, r.Fingerprint.String(), tc.rolledBack)) {
+				t.Errorf("install_failed not logged with rolled_back %v:\n%s", tc.rolledBack, logs)
+			}
+		})
+	}
+}
+
 // writeRealFolder writes c into dir as a plain folder, as the old cron did.
 func writeRealFolder(t testing.TB, dir string, c *testcert.Cert) {
 	t.Helper()

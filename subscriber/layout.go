@@ -96,7 +96,13 @@ func (in *installer) unsafe(path, reason string) error {
 
 // entry is checkEntry for an entry in install_dir's parent or the store.
 func (in *installer) entry(path string, want fs.FileMode, owned bool) error {
-	err := checkEntry(installWhat, in.c.InstallDir, path, want, owned)
+	return in.scoped(checkEntry(installWhat, in.c.InstallDir, path, want, owned))
+}
+
+// scoped names the certificate in err when err is an ErrUnsafePath from
+// checkEntry or openNoFollow (which name install_dir and the path, not the
+// certificate); any other err is returned as it is.
+func (in *installer) scoped(err error) error {
 	if errors.Is(err, ErrUnsafePath) {
 		return fmt.Errorf("installing %q: %w", in.c.Name, err)
 	}

@@ -55,6 +55,9 @@ type Node struct {
 
 	// onStaged, when set (tests), is called after a bundle is staged.
 	onStaged func(*Staged)
+	// beforeLoad, when set (tests), is called when installDue found a
+	// certificate's install due, before it loads the staged bundle.
+	beforeLoad func(name string)
 	// retryBase and retryMax bound the delay before a message that failed
 	// for a transient reason is delivered again (retryBase and retryMax
 	// unless a test sets them).

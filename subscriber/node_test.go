@@ -2,6 +2,7 @@ package subscriber
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -558,13 +559,20 @@ func TestSyncRefusals(t *testing.T) {
 			}
 
 			b := tc.make(e)
-			subject := cmpOr(b.name, name)
+			subject := cmp.Or(b.name, name)
 			seq := e.publish(subject, b.data, b.cert)
 			rep := n.sync(t)
 			expectOnly(t, rep, OutcomeRefused)
 			r := rep.Results[0]
 			if !errors.Is(r.Err, tc.want) || !IsPermanent(r.Err) || r.Sequence != seq || r.Name != subject {
 				t.Errorf("result %+v, want a permanent %v", r, tc.want)
+			}
+			// What was being done is said once (not "verifying … seq N:
+			// verifying envelope …").
+			for _, doing := range []string{"verifying", "opening"} {
+				if r.Err != nil && strings.Count(r.Err.Error(), doing+" ") > 1 {
+					t.Errorf("error says %q twice: %v", doing, r.Err)
+				}
 			}
 			if !rep.Failed() || !errors.Is(rep.Err(), tc.want) {
 				t.Errorf("report Failed %v, Err %v", rep.Failed(), rep.Err())
@@ -609,13 +617,6 @@ func TestSyncRefusals(t *testing.T) {
 			checkNoSecret(t, "log", n.logs.String(), base, next, b.cert)
 		})
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // TestSyncDowngradeAfterRestart: an older certificate, validly signed, is

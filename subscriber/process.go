@@ -158,7 +158,8 @@ func (n *Node) authenticate(d *delivery) error {
 	}
 	h, err := crypto.Verify(data, n.cfg.Trusted)
 	if err != nil {
-		return permanent(fmt.Errorf("verifying %q seq %d: %w", name, d.seq, err))
+		// crypto's error says "verifying envelope …" itself.
+		return permanent(fmt.Errorf("refusing %q seq %d: %w", name, d.seq, err))
 	}
 	if h.Name != name {
 		return permanent(fmt.Errorf("verifying %q seq %d: signed for certificate %q: %w", name, d.seq, h.Name, ErrWrongSubject))
@@ -181,7 +182,8 @@ func (n *Node) apply(d *delivery) Result {
 	}
 	_, b, err := crypto.Open(d.msg.Data(), n.cfg.Trusted, n.cfg.Identities)
 	if err != nil {
-		return refuse(fmt.Errorf("opening %q seq %d: %w", d.name, d.seq, err))
+		// crypto's error says "opening envelope …" itself.
+		return refuse(fmt.Errorf("refusing %q seq %d: %w", d.name, d.seq, err))
 	}
 	now := n.cfg.Now()
 	info, err := b.Check(now)

@@ -126,11 +126,8 @@ func (in *installer) record(t string) (*Installed, error) {
 	}
 	path := filepath.Join(dir, crypto.FileRecord)
 	f, err := openNoFollow(installWhat, in.c.InstallDir, path, os.O_RDONLY, 0, 0, false)
-	if errors.Is(err, ErrUnsafePath) {
-		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
-	}
 	if err != nil {
-		return fail(err)
+		return fail(in.scoped(err))
 	}
 	defer f.Close()
 	ffi, err := f.Stat()
@@ -191,7 +188,7 @@ func (in *installer) readState() (*installState, error) {
 		return &installState{}, nil
 	}
 	if errors.Is(err, ErrUnsafePath) {
-		return nil, fmt.Errorf("installing %q: %w", in.c.Name, err)
+		return nil, in.scoped(err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading install state %s: %w", path, err)

@@ -63,9 +63,22 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, []Scheduled) {
 			waiting = append(waiting, Scheduled{Name: name, Version: meta.Version, At: p.at, Why: p.why})
 			continue
 		}
+		if n.beforeLoad != nil {
+			n.beforeLoad(name)
+		}
+		planned := meta
 		meta, b, err := n.stage.Load(name)
 		if err != nil {
 			results = append(results, InstallResult{Name: name, Outcome: InstallFailed, Err: err})
+			continue
+		}
+		if crypto.Compare(planned.Release, meta.Release) != crypto.Same {
+			// Staged again since it was planned (Run's consumer, or another
+			// process, between Read and Load): what is staged now has its
+			// own schedule and not-before, so it is not installed on the
+			// plan made for another. The staging woke Run's scheduler, and
+			// a Sync plans after it stages: that pass plans the new one.
+			n.log.Info("install_replanned", "name", name, "planned_version", planned.Version, "version", meta.Version)
 			continue
 		}
 		n.log.Info("install_started", "name", name, "version", meta.Version, "fingerprint", meta.Fingerprint, "why", p.why)
@@ -197,7 +210,7 @@ type plan struct {
 //     after that);
 //   - manual: not until `node install`;
 //   - in every case, no later than when the installed certificate comes
-//     within deadline of its expiry (a deadline of 0 turns this off);
+//     within deadline of its expiry (ExpiryDeadlineOff turns this off);
 //   - and never before the staged certificate's NotBefore while install_dir
 //     holds something: a certificate that is not valid yet would replace
 //     one clients accept by one they reject. It waits for its NotBefore, or
@@ -268,7 +281,7 @@ const (
 // certsync installed is in service; then installRetryBase after the last
 // failure, doubling with each failure up to installRetryMax, and not
 // before the installed certificate comes within deadline. A failure that
-// retrying cannot cure (f.Permanent), or a deadline of 0, is never retried:
+// retrying cannot cure (f.Permanent), or under ExpiryDeadlineOff, is never retried:
 // a newer bundle or `node install` tries again. A newer bundle replaces f
 // anyway, since f names its version.
 func retryDue(f *failedInstall, installed *Staged, deadline time.Duration) plan {

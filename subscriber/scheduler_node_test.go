@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
+
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/wire"
@@ -398,4 +401,52 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 		t.Errorf("later.example: %+v", rep.Installs)
 	}
 	wantServed(t, liveDir(stageDir, "later.example"), first["later.example"])
+}
+
+// TestInstallDueStagedAgainAfterPlanning: a bundle staged after installDue
+// planned the one before (Run's consumer between Read and Load) is not
+// installed on that plan: it waits for its own, here its not-before.
+func TestInstallDueStagedAgainAfterPlanning(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t)
+	id, _ := age.GenerateX25519Identity()
+	key, _ := crypto.GenerateSigningKey()
+	stageDir := t.TempDir()
+	const name = "example.com"
+	n, err := New(Config{
+		Node: nodeName, Identities: []age.Identity{id}, Trusted: []crypto.PublicKey{key.Public()}, StageDir: stageDir,
+		Certificates: map[string]Certificate{name: {Name: name, InstallDir: liveDir(stageDir, name), Schedule: mustSchedule(t, ScheduleImmediate)}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(c *testcert.Cert) {
+		t.Helper()
+		if _, err := n.stage.Put(stagedOf(t, name, c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)})
+	c2 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour)})
+	c3 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(time.Hour)}) // not valid for an hour
+	put(c1)
+	if res, _ := n.installDue(context.Background()); len(res) != 1 || res[0].Outcome != InstallInstalled {
+		t.Fatalf("c1: %+v", res)
+	}
+
+	// c2 is due at once; c3 is staged while it is planned.
+	put(c2)
+	n.beforeLoad = func(string) { put(c3); n.beforeLoad = nil }
+	res, waiting := n.installDue(context.Background())
+	if len(res) != 0 || len(waiting) != 0 {
+		t.Fatalf("staged again after planning: installs %+v, waiting %+v, want neither", res, waiting)
+	}
+	wantServed(t, liveDir(stageDir, name), c1)
+
+	// The next pass plans c3: at its not-before.
+	res, waiting = n.installDue(context.Background())
+	if len(res) != 0 || len(waiting) != 1 || !waiting[0].At.Equal(c3.Leaf.NotBefore) {
+		t.Fatalf("the next pass: installs %+v, waiting %+v, want c3 at %v", res, waiting, c3.Leaf.NotBefore)
+	}
+	wantServed(t, liveDir(stageDir, name), c1)
 }

@@ -5,6 +5,7 @@
 package subscriber
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -234,8 +235,8 @@ func (in *installer) prune(current string) {
 		}
 		in.remove(e.Name())
 	}
-	slices.SortFunc(older, func(a, b version) int { return -cmpUint(a.v, b.v) })
-	keep := max(in.c.Keep, 1) - 1
+	slices.SortFunc(older, func(a, b version) int { return -cmp.Compare(a.v, b.v) })
+	keep := in.c.Keep - 1
 	for _, o := range older[min(keep, len(older)):] {
 		in.remove(o.name)
 	}
@@ -248,14 +249,4 @@ func (in *installer) remove(folder string) {
 		return
 	}
 	in.log.Info("install_version_removed", "name", in.c.Name, "path", path)
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
