@@ -35,7 +35,8 @@ package main
 //	  web2: ssh-ed25519 AAAA…      # or the node's SSH host key (ssh-ed25519 or ssh-rsa)
 //	certificates:                  # required, at least one; certificate (certbot lineage) name -> node names
 //	  example.com: [web1, web2]    # at least one node, each listed under nodes
-//	stream:                        # optional; the CERTSYNC stream, applied when publish creates it
+//	stream:                        # optional; the CERTSYNC stream, applied by `certsync setup` (by publish
+//	                               # too on a server without permissions)
 //	  replicas: 1                  # 1..5 (default 1); 3 or 5 in a cluster
 //	  history: 5                   # bundles kept per certificate, 1..100 (default 5)
 //	  duplicate_window: 24h        # a repeated publish within it is dropped (default 24h)
