@@ -251,21 +251,15 @@ func (p *Publisher) prepare(b *crypto.Bundle) (*job, error) {
 	}
 	j := &job{bundle: *b, info: info}
 	j.bundle.Version = info.Version
+	// Validate refuses a node listed twice and nodes sharing a recipient,
+	// so each node is one recipient and one stanza.
 	j.nodes = slices.Sorted(slices.Values(nodes))
-	j.nodes = slices.Compact(j.nodes)
 	if len(j.nodes) == 0 {
 		return nil, fmt.Errorf("refusing to publish certificate %q: no nodes configured to receive it", b.Name)
 	}
-	// Nodes sharing a recipient (say one SSH host key) need one stanza.
-	seen := make(map[string]bool, len(j.nodes))
-	var texts []string
+	texts := make([]string, 0, len(j.nodes))
 	for _, node := range j.nodes {
-		text := strings.TrimSpace(p.cfg.Nodes[node])
-		if seen[text] {
-			continue
-		}
-		seen[text] = true
-		texts = append(texts, text)
+		texts = append(texts, strings.TrimSpace(p.cfg.Nodes[node]))
 		j.recipients = append(j.recipients, p.recipients[node])
 	}
 	if len(j.recipients) > crypto.MaxRecipients {

@@ -128,13 +128,15 @@ func (s *session) ensure(ctx context.Context, o wire.StreamOptions, setup bool) 
 // and retention cannot change and are only reported.
 //
 // The stream's protections (DenyPurge, DenyDelete, no roll-ups, its
-// subjects, direct gets) must hold: when they do not and this credential
-// may not create or update the stream (the publisher's, under least
-// privilege), it fails with ErrNotSetUp. Sources, a mirror, republish, a
-// subject transform and message schedules are never taken off silently: each
-// can copy messages into the status bucket or out of the stream, so they
-// are refused with ErrRefusedSettings, naming them, for the admin to look
-// at and remove.
+// subjects, direct gets, and the byte and message size limits certsync
+// sets, the status bucket's) must hold: when they do not and this
+// credential may not create or update the stream (the publisher's, under
+// least privilege), it fails with ErrNotSetUp. Sources, a mirror,
+// republish, a subject transform, message schedules and subject delete
+// markers are never taken off silently: each can copy messages into the
+// status bucket or out of the stream, or needs roll-ups, so they are
+// refused with ErrRefusedSettings, naming them, for the admin to look at
+// and remove.
 func (s *session) ensureStream(ctx context.Context, want jetstream.StreamConfig, setup bool) (jetstream.Stream, error) {
 	name := want.Name
 	var st jetstream.Stream
@@ -235,11 +237,14 @@ func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 	own(&p, &p.upd.Duplicates, want.Duplicates, "duplicate_window", false)
 	own(&p, &p.upd.Replicas, want.Replicas, "replicas", false)
 	own(&p, &p.upd.MaxAge, 0, "max_age", false)
+	// A byte or message size limit certsync sets (the status bucket's) is
+	// what keeps a stolen node credential from filling the server's
+	// storage: it protects.
 	if want.MaxBytes > 0 {
-		own(&p, &p.upd.MaxBytes, want.MaxBytes, "max_bytes", false)
+		own(&p, &p.upd.MaxBytes, want.MaxBytes, "max_bytes", true)
 	}
 	if want.MaxMsgSize > 0 {
-		own(&p, &p.upd.MaxMsgSize, want.MaxMsgSize, "max_msg_size", false)
+		own(&p, &p.upd.MaxMsgSize, want.MaxMsgSize, "max_msg_size", true)
 	}
 	own(&p, &p.upd.Discard, want.Discard, "discard", false)
 	own(&p, &p.upd.AllowDirect, want.AllowDirect, "allow_direct", true)

@@ -144,23 +144,34 @@ func TestPublishRefusesForeignSettings(t *testing.T) {
 // least privilege (changed only) and which it must fix or fail on (unsafe).
 func TestStreamUpdate(t *testing.T) {
 	t.Parallel()
-	want := wire.StreamConfig(wire.StreamOptions{})
+	bundles, status := wire.StreamConfig(wire.StreamOptions{}), wire.StatusStreamConfig(1)
+	want := bundles
 	tests := []struct {
 		name            string
 		edit            func(*jetstream.StreamConfig)
 		changed, unsafe string
+		status          bool
 	}{
-		{"same", func(*jetstream.StreamConfig) {}, "", ""},
-		{"history", func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 9 }, "history", ""},
-		{"max age", func(c *jetstream.StreamConfig) { c.MaxAge = time.Hour }, "max_age", ""},
-		{"operator's byte limit kept", func(c *jetstream.StreamConfig) { c.MaxBytes = 1 << 30 }, "", ""},
-		{"purges", func(c *jetstream.StreamConfig) { c.DenyPurge = false }, "deny_purge", "deny_purge"},
-		{"deletes", func(c *jetstream.StreamConfig) { c.DenyDelete = false }, "deny_delete", "deny_delete"},
-		{"roll-ups", func(c *jetstream.StreamConfig) { c.AllowRollup, c.DenyPurge = true, false }, "allow_rollup,deny_purge", "allow_rollup,deny_purge"},
-		{"subjects", func(c *jetstream.StreamConfig) { c.Subjects = append(c.Subjects, "more.>") }, "subjects", "subjects"},
-		{"direct", func(c *jetstream.StreamConfig) { c.AllowDirect = true }, "allow_direct", "allow_direct"},
+		{"same", func(*jetstream.StreamConfig) {}, "", "", false},
+		{"history", func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 9 }, "history", "", false},
+		{"max age", func(c *jetstream.StreamConfig) { c.MaxAge = time.Hour }, "max_age", "", false},
+		{"operator's byte limit kept", func(c *jetstream.StreamConfig) { c.MaxBytes = 1 << 30 }, "", "", false},
+		{"purges", func(c *jetstream.StreamConfig) { c.DenyPurge = false }, "deny_purge", "deny_purge", false},
+		{"deletes", func(c *jetstream.StreamConfig) { c.DenyDelete = false }, "deny_delete", "deny_delete", false},
+		{"roll-ups", func(c *jetstream.StreamConfig) { c.AllowRollup, c.DenyPurge = true, false }, "allow_rollup,deny_purge", "allow_rollup,deny_purge", false},
+		{"subjects", func(c *jetstream.StreamConfig) { c.Subjects = append(c.Subjects, "more.>") }, "subjects", "subjects", false},
+		{"direct", func(c *jetstream.StreamConfig) { c.AllowDirect = true }, "allow_direct", "allow_direct", false},
+		{"status same", func(*jetstream.StreamConfig) {}, "", "", true},
+		{"status history", func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 9 }, "history", "", true},
+		{"status byte limit raised", func(c *jetstream.StreamConfig) { c.MaxBytes = 1 << 40 }, "max_bytes", "max_bytes", true},
+		{"status byte limit off", func(c *jetstream.StreamConfig) { c.MaxBytes = -1 }, "max_bytes", "max_bytes", true},
+		{"status message size raised", func(c *jetstream.StreamConfig) { c.MaxMsgSize = 1 << 20 }, "max_msg_size", "max_msg_size", true},
 	}
 	for _, tc := range tests {
+		want := bundles
+		if tc.status {
+			want = status
+		}
 		cur := want
 		cur.Subjects = slices.Clone(want.Subjects)
 		tc.edit(&cur)
@@ -173,6 +184,9 @@ func TestStreamUpdate(t *testing.T) {
 		}
 		if p.upd.DenyPurge != true || p.upd.DenyDelete != true || p.upd.AllowRollup || !slices.Equal(p.upd.Subjects, want.Subjects) {
 			t.Errorf("%s: update %+v does not protect the stream", tc.name, p.upd)
+		}
+		if tc.status && (p.upd.MaxBytes != want.MaxBytes || p.upd.MaxMsgSize != want.MaxMsgSize) {
+			t.Errorf("%s: update keeps max_bytes %d, max_msg_size %d", tc.name, p.upd.MaxBytes, p.upd.MaxMsgSize)
 		}
 		if len(p.refused) != 0 {
 			t.Errorf("%s: refused %v", tc.name, p.refused)

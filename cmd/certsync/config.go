@@ -35,7 +35,8 @@ package main
 //	  web2: ssh-ed25519 AAAA…      # or the node's SSH host key (ssh-ed25519 or ssh-rsa)
 //	certificates:                  # required, at least one; certificate (certbot lineage) name -> node names
 //	  example.com: [web1, web2]    # at least one node, each listed under nodes
-//	stream:                        # optional; the CERTSYNC stream, applied when publish creates it
+//	stream:                        # optional; the CERTSYNC stream, applied by `certsync setup` (by publish
+//	                               # too on a server without permissions)
 //	  replicas: 1                  # 1..5 (default 1); 3 or 5 in a cluster
 //	  history: 5                   # bundles kept per certificate, 1..100 (default 5)
 //	  duplicate_window: 24h        # a repeated publish within it is dropped (default 24h)
@@ -98,6 +99,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/field"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/strictyaml"
@@ -208,27 +210,17 @@ func loadKey[C, K any](path string, f *configFile[C], o natsconn.Options, load f
 func readConfigFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading config %q: %w", path, unwrapPathError(err))
+		return nil, fmt.Errorf("reading config %q: %w", path, atomicfile.Cause(err))
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading config %q: %w", path, unwrapPathError(err))
+		return nil, fmt.Errorf("reading config %q: %w", path, atomicfile.Cause(err))
 	}
 	if len(data) > maxConfigSize {
 		return nil, fmt.Errorf("reading config %q: larger than %d bytes", path, maxConfigSize)
 	}
 	return data, nil
-}
-
-// unwrapPathError drops the operation and path of a *fs.PathError, which the
-// caller's message already names.
-func unwrapPathError(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // places remembers where each setting was written, under the path the

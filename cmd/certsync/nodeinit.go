@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/atomicfile"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -93,7 +94,7 @@ func runNodeInit(c *cli.Context) error {
 		return keyHint(err)
 	}
 	if err := os.MkdirAll(filepath.Dir(config), 0o700); err != nil {
-		return fmt.Errorf("creating folder of %q: %w", config, unwrapPathError(err))
+		return fmt.Errorf("creating folder of %q: %w", config, atomicfile.Cause(err))
 	}
 	if err := writeNewConfig(config, data); err != nil {
 		return err
@@ -124,7 +125,7 @@ func nodeIdentity(path string, create bool) (string, error) {
 		return "", fmt.Errorf("generating node identity: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", fmt.Errorf("creating folder of %q: %w", path, unwrapPathError(err))
+		return "", fmt.Errorf("creating folder of %q: %w", path, atomicfile.Cause(err))
 	}
 	if err := crypto.WriteKeyFile(path, ageIdentityFile(id)); err != nil {
 		return "", err

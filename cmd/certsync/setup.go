@@ -28,7 +28,8 @@ certsync's settings, or upgrades existing ones: purges, message deletes and
 roll-ups are refused from then on (the server never lets these protections be
 turned off again), and history, replicas and duplicate window follow
 publisher.yaml. A stream with sources, a mirror, republish, a subject
-transform or message schedules is refused, naming them, and left as it is.
+transform, message schedules or subject delete markers is refused, naming
+them, and left as it is.
 
 Under least privilege (certsync auth) the publisher may not create or update
 either, so run this once with the admin's credential before the first

@@ -61,13 +61,21 @@ const hubAPIPrefix = "$JS." + HubDomain + ".API."
 func LeafPermissions(nodes []string) Permissions {
 	var p Permissions
 	for _, n := range nodes {
-		np := NodePermissions(n)
-		for _, s := range np.Publish {
-			p.Publish = append(p.Publish, toHubDomain(s))
-		}
+		np := inHubDomain(NodePermissions(n))
+		p.Publish = append(p.Publish, np.Publish...)
 		p.Subscribe = append(p.Subscribe, np.Subscribe...)
 	}
 	return p
+}
+
+// inHubDomain is p with what it may publish as the leaf's mapping turns it
+// (toHubDomain); what it may subscribe to is unchanged.
+func inHubDomain(p Permissions) Permissions {
+	q := Permissions{Subscribe: p.Subscribe}
+	for _, s := range p.Publish {
+		q.Publish = append(q.Publish, toHubDomain(s))
+	}
+	return q
 }
 
 // toHubDomain is subject s as the leaf's mapping turns it.
@@ -114,10 +122,7 @@ accounts {
 		// nats-server maps a client's subject before it checks the
 		// client's permissions: the node's own, in the form the mapping
 		// gives them.
-		p := Permissions{Subscribe: u.Permissions.Subscribe}
-		for _, s := range u.Permissions.Publish {
-			p.Publish = append(p.Publish, toHubDomain(s))
-		}
+		p := inHubDomain(*u.Permissions)
 		u.Permissions = &p
 		writeUser(&b, u)
 	}
@@ -160,9 +165,10 @@ func writeLeafConf(path, seedPath string, users []User) error {
 	if err != nil {
 		return fmt.Errorf("reading nkey seed %q: %w", seedPath, err)
 	}
-	defer wipe(seed)
+	// The seed is not wiped here: string(seed) and the fragment's builder
+	// copy it where no wipe reaches, and the file written holds it anyway
+	// (0600), as the leaf server needs it.
 	conf := LeafFragment(users, string(seed))
-	defer wipe(conf)
 	if err := atomicfile.Replace(path, conf, atomicfile.Keep, atomicfile.Keep, 0o600); err != nil {
 		return fmt.Errorf("writing %q: %w", path, atomicfile.Cause(err))
 	}

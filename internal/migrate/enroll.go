@@ -24,7 +24,7 @@ import (
 // never repeat what looks like a private key.
 func ParseNodeLine(line string) (name, recipient string, err error) {
 	line = strings.TrimSpace(line)
-	if looksSecret(line) {
+	if crypto.LooksLikePrivateKey(line) {
 		return "", "", errors.New("parsing node line: this holds a private key, not a recipient: give the line `certsync node init` printed")
 	}
 	name, recipient, ok := strings.Cut(line, ":")
@@ -39,11 +39,6 @@ func ParseNodeLine(line string) (name, recipient string, err error) {
 		return "", "", fmt.Errorf("parsing node line of %q: %w", name, err)
 	}
 	return name, recipient, nil
-}
-
-// looksSecret reports whether s looks like private key material.
-func looksSecret(s string) bool {
-	return strings.Contains(strings.ToUpper(s), "SECRET-KEY") || strings.Contains(s, "PRIVATE KEY")
 }
 
 // recipientID is what makes two recipients the same key: an SSH key line
@@ -177,7 +172,7 @@ func (e *editor) appendPair(m *yaml.Node, key, value string) error {
 		return err
 	}
 	if m.Style&yaml.FlowStyle != 0 {
-		e.ins = append(e.ins, insertion{line: line, off: end, text: ", " + key + ": " + scalar(value, true)})
+		e.ins = append(e.ins, insertion{line: line, off: end, text: ", " + key + ": " + scalar(value)})
 		return nil
 	}
 	kl, koff, err := e.pos(k)
@@ -188,7 +183,7 @@ func (e *editor) appendPair(m *yaml.Node, key, value string) error {
 	if strings.Trim(indent, " ") != "" {
 		return errors.New("its last key does not start its line")
 	}
-	e.ins = append(e.ins, insertion{line: line + 1, off: 0, text: indent + key + ": " + scalar(value, false) + "\n"})
+	e.ins = append(e.ins, insertion{line: line + 1, off: 0, text: indent + key + ": " + scalar(value) + "\n"})
 	return nil
 }
 
@@ -200,7 +195,7 @@ func (e *editor) appendItem(s *yaml.Node, item string) error {
 		return err
 	}
 	if s.Style&yaml.FlowStyle != 0 {
-		e.ins = append(e.ins, insertion{line: line, off: end, text: ", " + scalar(item, true)})
+		e.ins = append(e.ins, insertion{line: line, off: end, text: ", " + scalar(item)})
 		return nil
 	}
 	l, off, err := e.pos(last)
@@ -211,7 +206,7 @@ func (e *editor) appendItem(s *yaml.Node, item string) error {
 	if !blockItemPrefix.MatchString(prefix) {
 		return errors.New("its last item does not start its line with '- '")
 	}
-	e.ins = append(e.ins, insertion{line: line + 1, off: 0, text: prefix + scalar(item, false) + "\n"})
+	e.ins = append(e.ins, insertion{line: line + 1, off: 0, text: prefix + scalar(item) + "\n"})
 	return nil
 }
 
@@ -305,15 +300,15 @@ func (e *editor) apply() []byte {
 var plainSafe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9+/=_.-]*( [A-Za-z0-9+/=_.@-]+)*$`)
 
 // scalar renders s as a YAML scalar, plain when that reads back as the
-// same string, double-quoted otherwise.
-func scalar(s string, flow bool) string {
+// same string, double-quoted otherwise: both forms are valid in flow and
+// block context alike.
+func scalar(s string) string {
 	if plainSafe.MatchString(s) {
 		var back string
 		if yaml.Unmarshal([]byte(s), &back) == nil && back == s {
 			return s
 		}
 	}
-	_ = flow // every quoted form below is valid in flow and block context
 	return strconv.Quote(s)
 }
 

@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -164,7 +165,18 @@ func TestReplaceFile(t *testing.T) {
 	if err := ReplaceFile(link, []byte("x\n"), []byte("new\n")); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("a symlink: %v", err)
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+	big := filepath.Join(dir, "big.yaml")
+	huge := make([]byte, MaxConfigSize+1)
+	if err := os.WriteFile(big, huge, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReplaceFile(big, []byte("x\n"), huge); err == nil || err.Error() != fmt.Sprintf("replacing %q: larger than 1048576 bytes: nothing written", big) {
+		t.Errorf("a file above MaxConfigSize: %v", err)
+	}
+	if data, _ := os.ReadFile(big); len(data) != len(huge) {
+		t.Errorf("a file above MaxConfigSize was changed: %d bytes", len(data))
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
 		t.Errorf("temporary files left: %v", entries)
 	}
 }

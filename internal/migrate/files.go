@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"syscall"
@@ -27,11 +28,15 @@ func WriteNewFile(path string, data []byte, perm fs.FileMode) error {
 	return nil
 }
 
+// MaxConfigSize bounds a configuration file ReplaceFile reads back: the
+// 1 MiB certsync reads a configuration file up to.
+const MaxConfigSize = 1 << 20
+
 // ReplaceFile replaces the regular file path with data, keeping its mode,
 // owner and group (atomicfile.Replace: a temporary file in the same folder,
 // synced, renamed over path; the folder synced). It fails, changing
-// nothing, when path is a symbolic link or no longer holds old (someone
-// changed it meanwhile).
+// nothing, when path is a symbolic link, is larger than MaxConfigSize
+// bytes, or no longer holds old (someone changed it meanwhile).
 func ReplaceFile(path string, data, old []byte) error {
 	fi, err := os.Lstat(path)
 	if err != nil {
@@ -44,9 +49,9 @@ func ReplaceFile(path string, data, old []byte) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		uid, gid = int(st.Uid), int(st.Gid)
 	}
-	now, err := os.ReadFile(path)
+	now, err := readNow(path)
 	if err != nil {
-		return fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
+		return err
 	}
 	if !bytes.Equal(now, old) {
 		return fmt.Errorf("replacing %q: it changed while certsync edited it: nothing written, run again", path)
@@ -55,4 +60,21 @@ func ReplaceFile(path string, data, old []byte) error {
 		return fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
 	}
 	return nil
+}
+
+// readNow reads what path holds now, at most MaxConfigSize bytes.
+func readNow(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
+	}
+	defer f.Close()
+	now, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
+	}
+	if len(now) > MaxConfigSize {
+		return nil, fmt.Errorf("replacing %q: larger than %d bytes: nothing written", path, MaxConfigSize)
+	}
+	return now, nil
 }

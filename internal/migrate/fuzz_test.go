@@ -42,13 +42,14 @@ func FuzzParseServerList(f *testing.F) {
 }
 
 // FuzzParseKnownHosts: the known_hosts parser and its lookup never panic,
-// and every key a lookup returns is an ssh-ed25519 key.
+// every key a lookup returns is an ssh-ed25519 key, and none is revoked.
 func FuzzParseKnownHosts(f *testing.F) {
 	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlVEdusPGBohnZ01p01rUSN1LNMw9y7bS+sghHAOPwt"
 	for _, s := range []string{
 		"web1,127.0.0.1 " + key + " comment\n",
 		"|1|j24PESFX9nZ438rxg3qIfnXcwOw=|tzTsOtkqA30AZycTQ7WxkhGJg8w= " + key + "\n",
 		"[web1]:2222 " + key + "\n@cert-authority *.test " + key + "\n@revoked web2 " + key + "\n",
+		"web1 " + key + "\n@revoked |1|j24PESFX9nZ438rxg3qIfnXcwOw=|tzTsOtkqA30AZycTQ7WxkhGJg8w= " + key + "\n",
 		"*.test,!web3 " + key + "\n# comment\n\n",
 		"web1 ssh-rsa AAAAB3NzaC1yc2E\n",
 	} {
@@ -67,6 +68,9 @@ func FuzzParseKnownHosts(f *testing.F) {
 			hk, err := kh.Lookup(s)
 			if err == nil && hk.Ed25519 != "" && !strings.HasPrefix(hk.Ed25519, "ssh-ed25519 AAAA") {
 				t.Fatalf("Lookup(%q) returned %q", h, hk.Ed25519)
+			}
+			if _, revoked := kh.revoked[hk.Ed25519]; err == nil && hk.Ed25519 != "" && revoked {
+				t.Fatalf("Lookup(%q) returned the revoked key %q", h, hk.Ed25519)
 			}
 		}
 	})

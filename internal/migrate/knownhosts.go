@@ -27,8 +27,11 @@ const sshPort = 22
 // KnownHosts is a parsed known_hosts file (OpenSSH's format, as the
 // management host's ~/.ssh/known_hosts or `ssh-keyscan` prints it).
 //
-// Lines marked @cert-authority or @revoked are skipped: a CA key is no
-// server's key, and a revoked key must never become a recipient. Patterns
+// Lines marked @cert-authority are skipped: a CA key is no server's key.
+// The ssh-ed25519 keys of lines marked @revoked are collected whatever
+// their host names: as in ssh, a revoked key is refused whatever line names
+// it, so Lookup refuses a server whose key is revoked rather than make it a
+// recipient. Patterns
 // with wildcards ('*', '?') never give a server its key, since they may
 // cover several servers; negated patterns ("!host") exclude a server from
 // their line, as in ssh. Hashed names ("|1|salt|hash") match when
@@ -38,6 +41,9 @@ const sshPort = 22
 type KnownHosts struct {
 	file    string
 	entries []hostEntry
+	// revoked maps the authorized_keys form of each ssh-ed25519 key on a
+	// @revoked line to the first such line.
+	revoked map[string]int
 }
 
 type hostEntry struct {
@@ -66,11 +72,20 @@ func ParseKnownHosts(file string, data []byte) (*KnownHosts, error) {
 	if len(data) > MaxKnownHostsSize {
 		return nil, fmt.Errorf("reading known hosts %q: larger than %d bytes", file, MaxKnownHostsSize)
 	}
-	kh := &KnownHosts{file: file}
+	kh := &KnownHosts{file: file, revoked: map[string]int{}}
 	err := eachLine(data, MaxKnownHostsLine, func(n int, s string) error {
-		e, skip, err := parseHostLine(s)
-		if err != nil || skip {
+		e, marker, err := parseHostLine(s)
+		if err != nil {
 			return err
+		}
+		switch marker {
+		case "@cert-authority":
+			return nil
+		case "@revoked":
+			if _, ok := kh.revoked[e.key]; e.key != "" && !ok {
+				kh.revoked[e.key] = n
+			}
+			return nil
 		}
 		e.line = n
 		kh.entries = append(kh.entries, e)
@@ -92,42 +107,42 @@ func ReadKnownHosts(path string) (*KnownHosts, error) {
 	return ParseKnownHosts(path, data)
 }
 
-// parseHostLine parses one known_hosts line. skip is set for a
-// @cert-authority or @revoked line.
-func parseHostLine(s string) (e hostEntry, skip bool, err error) {
+// parseHostLine parses one known_hosts line. marker is the line's
+// "@cert-authority" or "@revoked", empty for an ordinary line.
+func parseHostLine(s string) (e hostEntry, marker string, err error) {
 	f := strings.Fields(s)
 	if strings.HasPrefix(f[0], "@") {
 		switch f[0] {
 		case "@cert-authority", "@revoked":
-			skip = true
+			marker = f[0]
 		default:
-			return e, false, fmt.Errorf("unknown marker %q: want @cert-authority or @revoked", f[0])
+			return e, "", fmt.Errorf("unknown marker %q: want @cert-authority or @revoked", f[0])
 		}
 		f = f[1:]
 	}
 	if len(f) < 3 {
-		return e, false, fmt.Errorf("want host names, key type and key, got %d fields", len(f))
+		return e, "", fmt.Errorf("want host names, key type and key, got %d fields", len(f))
 	}
 	for p := range strings.SplitSeq(f[0], ",") {
 		hp, err := parseHostPattern(p)
 		if err != nil {
-			return e, false, err
+			return e, "", err
 		}
 		e.patterns = append(e.patterns, hp)
 	}
 	e.keyType = f[1]
 	raw, err := base64.StdEncoding.DecodeString(f[2])
 	if err != nil {
-		return e, false, fmt.Errorf("the %s key is not valid base64", quoteType(f[1]))
+		return e, "", fmt.Errorf("the %s key is not valid base64", quoteType(f[1]))
 	}
 	if e.keyType == ssh.KeyAlgoED25519 {
 		pub, err := ssh.ParsePublicKey(raw)
 		if err != nil || pub.Type() != ssh.KeyAlgoED25519 {
-			return e, false, fmt.Errorf("not a valid %s key", ssh.KeyAlgoED25519)
+			return e, "", fmt.Errorf("not a valid %s key", ssh.KeyAlgoED25519)
 		}
 		e.key = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
 	}
-	return e, skip, nil
+	return e, marker, nil
 }
 
 // quoteType quotes a key type for an error, cut short if long.
@@ -234,7 +249,10 @@ type HostKey struct {
 
 // Lookup returns the keys the file holds for server on port 22. Several
 // different ssh-ed25519 keys for one server are an error naming their
-// lines: which is right cannot be told.
+// lines: which is right cannot be told. So is a server whose ssh-ed25519
+// key is on a @revoked line (under any host name), naming both lines: a
+// revoked key never becomes a recipient, and the operator decides which
+// line is wrong.
 func (kh *KnownHosts) Lookup(server Server) (HostKey, error) {
 	var hk HostKey
 	names := []string{server.Host, "[" + server.Host + "]:22"}
@@ -248,6 +266,9 @@ func (kh *KnownHosts) Lookup(server Server) (HostKey, error) {
 				hk.Others = append(hk.Others, e.keyType)
 			}
 			continue
+		}
+		if r, ok := kh.revoked[e.key]; ok {
+			return HostKey{}, fmt.Errorf("reading known hosts %q: server %q's ssh-ed25519 host key (line %d) is revoked by the @revoked line %d: remove the key's line or the @revoked line", kh.file, server.Host, e.line, r)
 		}
 		if hk.Ed25519 != "" && hk.Ed25519 != e.key {
 			return HostKey{}, fmt.Errorf("reading known hosts %q: server %q has several ssh-ed25519 host keys (lines %d and %d): remove the stale one", kh.file, server.Host, hk.Lines[0], e.line)

@@ -115,6 +115,42 @@ func TestKnownHostsConflict(t *testing.T) {
 	}
 }
 
+// TestKnownHostsRevoked: a key on a @revoked line, under any host name, is
+// refused for every server an ordinary line gives it to, as ssh refuses it;
+// PlanSeed fails with the same error and plans nothing.
+func TestKnownHostsRevoked(t *testing.T) {
+	t.Parallel()
+	bad, good, rsa := newHostKey(t), newHostKey(t), "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
+	data := strings.Join([]string{
+		"web1.example.test " + bad,
+		"web2.example.test " + good,
+		"@revoked " + hashed("elsewhere.example.test") + " " + bad,
+		"@revoked *.example.test " + bad,
+		"@revoked web2.example.test " + rsa,
+		hashed("web3.example.test") + " " + bad,
+	}, "\n")
+	kh, err := ParseKnownHosts("known_hosts", []byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ server, line string }{
+		{"web1.example.test", "(line 1) is revoked by the @revoked line 3"},
+		{"web3.example.test", "(line 6) is revoked by the @revoked line 3"},
+	} {
+		hk, err := kh.Lookup(Server{Host: tt.server})
+		if err == nil || !strings.Contains(err.Error(), `server "`+tt.server+`"`) || !strings.Contains(err.Error(), tt.line) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Lookup(%q) = %q, %v: want one error line naming the server and %q", tt.server, hk.Ed25519, err, tt.line)
+		}
+	}
+	if hk, err := kh.Lookup(Server{Host: "web2.example.test"}); err != nil || hk.Ed25519 != good {
+		t.Errorf("Lookup(web2) = %q, %v: want its unrevoked key", hk.Ed25519, err)
+	}
+	seed, err := PlanSeed([]List{list(t, "a.test", "web2.example.test\nweb1.example.test\n")}, kh, SeedOptions{FullNames: true})
+	if err == nil || seed != nil || !strings.Contains(err.Error(), `server "web1.example.test"`) || !strings.Contains(err.Error(), "@revoked line 3") {
+		t.Errorf("PlanSeed with a revoked key: %v, %v; want nil and an error naming the server and the @revoked line", seed, err)
+	}
+}
+
 func TestParseKnownHostsRefuses(t *testing.T) {
 	t.Parallel()
 	key := newHostKey(t)

@@ -287,9 +287,14 @@ func Int(v *yaml.Node, path string, lo, hi int64) (int64, error) {
 	if _, err := Scalar(v, path, "an integer", "!!int"); err != nil {
 		return 0, err
 	}
+	// The raw value is quoted: an explicitly tagged `!!int "1\n2"` holds
+	// any text. An integer out of range is printed as the number it is.
 	var i int64
-	if err := v.Decode(&i); err != nil || i < lo || i > hi {
-		return 0, Errorf(v, path, "want an integer from %d to %d, got %s", lo, hi, v.Value)
+	if err := v.Decode(&i); err != nil {
+		return 0, Errorf(v, path, "want an integer from %d to %d, got %q", lo, hi, v.Value)
+	}
+	if i < lo || i > hi {
+		return 0, Errorf(v, path, "want an integer from %d to %d, got %d", lo, hi, i)
 	}
 	return i, nil
 }

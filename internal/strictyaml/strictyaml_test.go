@@ -90,7 +90,7 @@ func TestWalk(t *testing.T) {
 
 func TestGetters(t *testing.T) {
 	t.Parallel()
-	root, err := Parse([]byte("n: 7\nbig: 99999999999999999999\nd: 90s\nzero: 0\nneg: -1s\nlong: 2000000h\nb: true\nyes: yes\nl: [a, b]\ns: x\npw: 73519\n"))
+	root, err := Parse([]byte("n: 7\nbig: 99999999999999999999\nd: 90s\nzero: 0\nneg: -1s\nlong: 2000000h\nb: true\nyes: yes\nl: [a, b]\ns: x\npw: 73519\ntagged: !!int \"1\\n2\"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +106,9 @@ func TestGetters(t *testing.T) {
 	}
 	if _, err := Int(v["big"], "big", 0, 10); err == nil {
 		t.Error("Int of a huge number: no error")
+	}
+	if _, err := Int(v["tagged"], "tagged", 0, 10); err == nil || err.Error() != `line 12: tagged: want an integer from 0 to 10, got "1\n2"` {
+		t.Errorf("Int of a tagged string with a newline: %v", err)
 	}
 	if d, err := Duration(v["d"], "d", 1); d != 90*time.Second || err != nil {
 		t.Errorf("Duration = %v, %v", d, err)
@@ -162,6 +165,7 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"a: 1\n", "a: &x 1\nb: *x\n", "a: 1\n---\nb: 2\n", "a:\n  b: [1, 2]\n  c: {d: 90s}\n",
 		"? [a]\n: x\n", "a: !!binary aGVsbG8=\n", "a: 0o644\nb: '0644'\nc: true\n",
+		"a: !!int \"1\\n2\"\n",
 	} {
 		f.Add([]byte(s))
 	}
