@@ -246,7 +246,10 @@ func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 	if want.MaxMsgSize > 0 {
 		own(&p, &p.upd.MaxMsgSize, want.MaxMsgSize, "max_msg_size", true)
 	}
-	own(&p, &p.upd.Discard, want.Discard, "discard", false)
+	// The status bucket discards new writes when full: discarding old ones
+	// would let one node's writes push out the others' records. The bundle
+	// stream discards old ones (its history per subject).
+	own(&p, &p.upd.Discard, want.Discard, "discard", want.Discard == jetstream.DiscardNew)
 	own(&p, &p.upd.AllowDirect, want.AllowDirect, "allow_direct", true)
 	own(&p, &p.upd.AllowRollup, want.AllowRollup, "allow_rollup", true)
 	own(&p, &p.upd.DenyPurge, want.DenyPurge, "deny_purge", true)

@@ -166,6 +166,8 @@ func TestStreamUpdate(t *testing.T) {
 		{"status byte limit raised", func(c *jetstream.StreamConfig) { c.MaxBytes = 1 << 40 }, "max_bytes", "max_bytes", true},
 		{"status byte limit off", func(c *jetstream.StreamConfig) { c.MaxBytes = -1 }, "max_bytes", "max_bytes", true},
 		{"status message size raised", func(c *jetstream.StreamConfig) { c.MaxMsgSize = 1 << 20 }, "max_msg_size", "max_msg_size", true},
+		{"status discards old", func(c *jetstream.StreamConfig) { c.Discard = jetstream.DiscardOld }, "discard", "discard", true},
+		{"bundles discard new", func(c *jetstream.StreamConfig) { c.Discard = jetstream.DiscardNew }, "discard", "", false},
 	}
 	for _, tc := range tests {
 		want := bundles
