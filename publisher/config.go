@@ -39,7 +39,8 @@ type FieldError = field.Error
 type Config struct {
 	// NATS says how to reach the servers. Name defaults to ClientName,
 	// InboxPrefix to wire.PublisherInboxPrefix, the inbox `certsync auth`
-	// permits the publisher alone.
+	// permits the publisher alone. Validate holds them to
+	// natsconn.Options.Validate.
 	NATS natsconn.Options
 	// SigningKey signs every bundle. Nodes trust its public key. It may be
 	// nil for a Publisher that only reads the stream.
@@ -84,6 +85,9 @@ func (c *Config) validate() (map[string]age.Recipient, error) {
 	}
 	if c.NATS.InboxPrefix == "" {
 		c.NATS.InboxPrefix = wire.PublisherInboxPrefix
+	}
+	if err := c.NATS.Validate(); err != nil {
+		return nil, err // a *FieldError under "nats"
 	}
 	if c.Lineages == "" {
 		c.Lineages = DefaultLineages

@@ -92,6 +92,9 @@ func TestConfigValidateRefuses(t *testing.T) {
 		{"history 101", func(c *Config) { c.Stream.History = 101 }, "stream.history", "want an integer from 1 to 100, got 101"},
 		{"negative duplicate window", func(c *Config) { c.Stream.DuplicateWindow = -time.Second }, "stream.duplicate_window", "want a positive duration"},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "timeout", "want a positive duration"},
+		{"nats password alone", func(c *Config) { c.NATS.Password = secret }, "nats.password", "password needs a user"},
+		{"nats unknown scheme", func(c *Config) { c.NATS.URL = "http://u:" + secret + "@127.0.0.1:4222" }, "nats.url", `server 1: want scheme nats, tls, ws or wss, got "http"`},
+		{"nats empty list entry", func(c *Config) { c.NATS.URL = "nats://u:" + secret + "@127.0.0.1:4222,,nats://127.0.0.1:4223" }, "nats.url", "server 2 of the list is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

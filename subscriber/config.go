@@ -56,7 +56,8 @@ type Config struct {
 	Node string
 	// NATS says how to reach the servers. Name defaults to
 	// "certsync node <Node>", InboxPrefix to wire.NodeInboxPrefix(Node),
-	// the inbox `certsync auth` permits this node alone.
+	// the inbox `certsync auth` permits this node alone. Validate holds them to
+	// natsconn.Options.Validate.
 	NATS natsconn.Options
 	// Identities open the bundles sealed to this node. New requires at
 	// least one; Validate does not look at them, so a configuration can be
@@ -153,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.InboxPrefix == "" {
 		c.NATS.InboxPrefix = wire.NodeInboxPrefix(c.Node)
+	}
+	if err := c.NATS.Validate(); err != nil {
+		return err // a *FieldError under "nats"
 	}
 	if len(c.Trusted) == 0 {
 		return field.Errorf("trusted_publishers", "empty: list at least one publisher key")

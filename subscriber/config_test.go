@@ -88,6 +88,11 @@ func TestValidateRefuses(t *testing.T) {
 	}{
 		{"bad node name", func(c *Config) { c.Node = "web.1" }, "name", `invalid node name "web.1"`},
 		{"no trusted key", func(c *Config) { c.Trusted = nil }, "trusted_publishers", "empty"},
+		{"nats password alone", func(c *Config) { c.NATS.Password = "p" }, "nats.password", "password needs a user"},
+		{"nats unknown scheme", func(c *Config) { c.NATS.URL = "http://127.0.0.1:4222" }, "nats.url", `server 1: want scheme nats, tls, ws or wss, got "http"`},
+		{"nats empty list entry", func(c *Config) { c.NATS.URL = "nats://127.0.0.1:4222, ,nats://127.0.0.1:4223" }, "nats.url", "server 2 of the list is empty"},
+		{"nats tls key without cert", func(c *Config) { c.NATS.TLS.Key = "/k" }, "nats.tls", "cert and key go together"},
+		{"nats two logins", func(c *Config) { c.NATS.NKey, c.NATS.Creds = "/n", "/c" }, "nats", "set only one of creds, nkey or user and password"},
 		{"relative stage_dir", func(c *Config) { c.StageDir = "stage" }, "stage_dir", `want a clean absolute path below /, got "stage"`},
 		{"unclean stage_dir", func(c *Config) { c.StageDir = dir + "/a/../stage" }, "stage_dir", "clean absolute path"},
 		{"metrics_listen without port", func(c *Config) { c.MetricsListen = "localhost" }, "metrics_listen", `want HOST:PORT, got "localhost"`},

@@ -90,10 +90,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
-	"net/url"
 	"os"
-	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -164,7 +161,7 @@ func (f *configFile[C]) walk(root *yaml.Node, known []string, at *places, keyNam
 		switch key {
 		case "nats":
 			f.natsLines = map[string]int{}
-			return parseNATS(v, key, o, f.natsLines)
+			return parseNATS(v, key, o, at, f.natsLines)
 		case keyName:
 			var err error
 			f.key, err = strictyaml.String(v, key)
@@ -289,18 +286,19 @@ func checkNATSKeyFiles(o natsconn.Options, lines map[string]int) error {
 	return nil
 }
 
-// parseNATS parses the nats mapping into o.
+// parseNATS parses the nats mapping into o, marking in at where each
+// setting natsconn.Options.Validate may name is written (a login
+// setting's error is shown under nats, as the choice of login is).
 // lines receives the line of each secret file's key (natsconn.KeyFile keys).
-func parseNATS(n *yaml.Node, path string, o *natsconn.Options, lines map[string]int) error {
-	var userNode, passNode *yaml.Node
-	err := strictyaml.Walk(n, path, natsKeys, func(key string, _, v *yaml.Node) error {
+// The rules are natsconn's, applied by the library's Validate.
+func parseNATS(n *yaml.Node, path string, o *natsconn.Options, at *places, lines map[string]int) error {
+	return strictyaml.Walk(n, path, natsKeys, func(key string, _, v *yaml.Node) error {
 		p := strictyaml.Join(path, key)
 		var err error
 		switch key {
 		case "url":
-			if o.URL, err = strictyaml.String(v, p); err == nil {
-				err = checkNATSURLs(v, p, o.URL)
-			}
+			at.mark(p, v)
+			o.URL, err = strictyaml.String(v, p)
 		case "creds":
 			o.Creds, err = strictyaml.String(v, p)
 			lines["creds"] = v.Line
@@ -308,12 +306,13 @@ func parseNATS(n *yaml.Node, path string, o *natsconn.Options, lines map[string]
 			o.NKey, err = strictyaml.String(v, p)
 			lines["nkey"] = v.Line
 		case "user":
-			userNode = v
+			at.markAs(p, path, v)
 			o.User, err = strictyaml.String(v, p)
 		case "password":
-			passNode = v
+			at.markAs(p, path, v)
 			o.Password, err = strictyaml.String(v, p)
 		case "tls":
+			at.mark(p, v)
 			err = strictyaml.Walk(v, p, tlsKeys, func(key string, _, v *yaml.Node) error {
 				var err error
 				switch key {
@@ -327,70 +326,7 @@ func parseNATS(n *yaml.Node, path string, o *natsconn.Options, lines map[string]
 				}
 				return err
 			})
-			if err == nil && (o.TLS.Cert == "") != (o.TLS.Key == "") {
-				err = strictyaml.Errorf(v, p, "cert and key go together")
-			}
 		}
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	switch {
-	case userNode != nil && passNode == nil:
-		return strictyaml.Errorf(userNode, path, "user needs a password")
-	case passNode != nil && userNode == nil:
-		return strictyaml.Errorf(passNode, path, "password needs a user")
-	}
-	methods := 0
-	for _, set := range []bool{o.Creds != "", o.NKey != "", o.User != ""} {
-		if set {
-			methods++
-		}
-	}
-	if methods > 1 {
-		return strictyaml.Errorf(n, path, "set only one of creds, nkey or user and password")
-	}
-	return nil
-}
-
-// checkNATSURLs checks a comma-separated list of server URLs. Errors do not
-// repeat a URL, which may carry a password.
-func checkNATSURLs(v *yaml.Node, path, list string) error {
-	for i, s := range strings.Split(list, ",") {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			return strictyaml.Errorf(v, path, "server %d of the list is empty", i+1)
-		}
-		if !strings.Contains(s, "://") {
-			if host, port, err := net.SplitHostPort(s); err != nil || host == "" || !validPort(port) {
-				return strictyaml.Errorf(v, path, "server %d: want nats://HOST:PORT (or tls://, ws://, wss://) or HOST:PORT", i+1)
-			}
-			continue
-		}
-		u, err := url.Parse(s)
-		if err != nil {
-			return strictyaml.Errorf(v, path, "server %d is not a valid URL", i+1)
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return strictyaml.Errorf(v, path, "server %d: want scheme nats, tls, ws or wss, got %q", i+1, u.Scheme)
-		}
-		if u.Hostname() == "" {
-			return strictyaml.Errorf(v, path, "server %d has no host", i+1)
-		}
-		if p := u.Port(); p != "" {
-			if _, err := strconv.ParseUint(p, 10, 16); err != nil {
-				return strictyaml.Errorf(v, path, "server %d: invalid port %q", i+1, p)
-			}
-		}
-	}
-	return nil
-}
-
-// validPort reports whether p is a port number from 1 to 65535.
-func validPort(p string) bool {
-	n, err := strconv.ParseUint(p, 10, 16)
-	return err == nil && n > 0
 }

@@ -22,7 +22,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +32,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/field"
 )
 
 // Options say how to reach and authenticate to NATS. Zero values are fine for
@@ -75,9 +78,9 @@ var ErrDenied = errors.New("denied by the server's permissions")
 
 // Connect connects to NATS, retrying with a capped backoff until ctx ends, so
 // the caller bounds the wait with ctx. Once connected, the client reconnects
-// forever on its own. An invalid URL list, conflicting credentials, or a
-// secret file group or others may read (an error wrapping
-// crypto.ErrKeyPermissions) fail at once. Errors and logs show the URLs
+// forever on its own. Options that Validate refuses (an error wrapping its
+// *field.Error), or a secret file group or others may read (an error
+// wrapping crypto.ErrKeyPermissions), fail at once. Errors and logs show the URLs
 // through Redact.
 func Connect(ctx context.Context, o Options, log *slog.Logger) (*Conn, error) {
 	c := &Conn{denied: make(chan struct{})}
@@ -86,7 +89,7 @@ func Connect(ctx context.Context, o Options, log *slog.Logger) (*Conn, error) {
 		raw = DefaultURL
 	}
 	shown := Redact(withSchemes(raw))
-	if err := checkURLs(raw); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", shown, err)
 	}
 	opts, err := o.natsOptions(c, log)
@@ -114,25 +117,95 @@ func Connect(ctx context.Context, o Options, log *slog.Logger) (*Conn, error) {
 	}
 }
 
-// checkURLs checks that every URL of a comma-separated list parses, so the
-// client never reports a parse error, whose text repeats the URL. Its own
+// Validate refuses options Connect could not follow, reading no file: a
+// server URL list with an empty entry, a scheme other than nats, tls, ws or
+// wss, no host or an invalid port (a URL without a scheme is HOST:PORT,
+// the port required); a TLS client certificate without its key or the
+// reverse; a user without a password or the reverse; more than one of
+// creds, nkey, and user and password. The error is a *field.Error whose
+// path names the setting as the configuration files spell it, under their
+// nats key ("nats.url", "nats.tls", "nats.user", "nats.password", "nats"
+// for the choice of login); subscriber.Config.Validate and
+// publisher.Config.Validate return it as it is. It checks the URLs in
+// order, then TLS, then the login, and returns the first fault. Its
+// messages name a URL by its position in the list only: a URL may carry a
+// password or a token.
+//
+// This is the one home of these rules: the command line reads nats: into
+// Options and leaves them to Validate.
+func (o Options) Validate() error {
+	if o.URL != "" {
+		if err := checkURLs(o.URL); err != nil {
+			return field.Wrap(field.Join(configKey, "url"), err)
+		}
+	}
+	if (o.TLS.Cert == "") != (o.TLS.Key == "") {
+		return field.Errorf(field.Join(configKey, "tls"), "cert and key go together")
+	}
+	switch {
+	case o.User != "" && o.Password == "":
+		return field.Errorf(field.Join(configKey, "user"), "user needs a password")
+	case o.Password != "" && o.User == "":
+		return field.Errorf(field.Join(configKey, "password"), "password needs a user")
+	}
+	methods := 0
+	for _, set := range []bool{o.Creds != "", o.NKey != "", o.User != ""} {
+		if set {
+			methods++
+		}
+	}
+	if methods > 1 {
+		return field.Errorf(configKey, "set only one of creds, nkey or user and password")
+	}
+	return nil
+}
+
+// configKey is the key the configuration files give Options under.
+const configKey = "nats"
+
+// checkURLs checks a comma-separated list of server URLs, so that the
+// client never reports a parse error, whose text repeats the URL. Its
 // errors name a URL by its position only.
 func checkURLs(list string) error {
 	for i, s := range strings.Split(list, ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {
-			continue // the client skips empty entries too
+			// The client would skip it; in a configuration it is a slip.
+			return fmt.Errorf("server %d of the list is empty", i+1)
 		}
 		if !strings.Contains(s, "://") {
-			s = "nats://" + s
+			if host, port, err := net.SplitHostPort(s); err != nil || host == "" || !validPort(port) {
+				return fmt.Errorf("server %d: want nats://HOST:PORT (or tls://, ws://, wss://) or HOST:PORT", i+1)
+			}
+			continue
 		}
-		if _, err := url.Parse(s); err != nil {
+		u, err := url.Parse(s)
+		if err != nil {
 			// url.Error repeats the URL; its innermost reason may quote a
 			// piece of it (an invalid escape, a port), so none is shown.
-			return fmt.Errorf("server %d of the URL list is not a valid URL", i+1)
+			return fmt.Errorf("server %d is not a valid URL", i+1)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("server %d: want scheme nats, tls, ws or wss, got %q", i+1, u.Scheme)
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("server %d has no host", i+1)
+		}
+		if p := u.Port(); p != "" {
+			if _, err := strconv.ParseUint(p, 10, 16); err != nil {
+				return fmt.Errorf("server %d: invalid port %q", i+1, p)
+			}
 		}
 	}
 	return nil
+}
+
+// validPort reports whether p is a port number from 1 to 65535.
+func validPort(p string) bool {
+	n, err := strconv.ParseUint(p, 10, 16)
+	return err == nil && n > 0
 }
 
 // withSchemes gives each URL of a list without a scheme the one the client
@@ -256,31 +329,22 @@ func (o Options) natsOptions(c *Conn, log *slog.Logger) ([]nats.Option, error) {
 	if err := o.checkKeyFiles(); err != nil {
 		return nil, err
 	}
-	n := 0
+	// Validate, which Connect calls first, allows one login at most.
 	if o.Creds != "" {
-		n++
 		opts = append(opts, nats.UserCredentials(o.Creds))
 	}
 	if o.NKey != "" {
-		n++
 		opt, err := nats.NkeyOptionFromSeed(o.NKey)
 		if err != nil {
 			return nil, fmt.Errorf("reading nkey seed %q: %w", o.NKey, err)
 		}
 		opts = append(opts, opt)
 	}
-	if o.User != "" || o.Password != "" {
-		n++
+	if o.User != "" {
 		opts = append(opts, nats.UserInfo(o.User, o.Password))
-	}
-	if n > 1 {
-		return nil, errors.New("nats: set only one of creds, nkey or user/password")
 	}
 	if o.TLS.CA != "" {
 		opts = append(opts, nats.RootCAs(o.TLS.CA))
-	}
-	if (o.TLS.Cert == "") != (o.TLS.Key == "") {
-		return nil, errors.New("nats: tls cert and key go together")
 	}
 	if o.TLS.Cert != "" {
 		opts = append(opts, nats.ClientCert(o.TLS.Cert, o.TLS.Key))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/certsync/certsync/internal/field"
 	"github.com/certsync/certsync/internal/testing/natstest"
 )
 
@@ -50,15 +51,71 @@ func TestCallDenied(t *testing.T) {
 	}
 }
 
-func TestOptionsRefuseConflicts(t *testing.T) {
+// TestValidate: Options.Validate is the one home of the rules of the nats
+// settings; each refusal is a *field.Error naming the setting as the
+// configuration files do, never repeating a URL's password, and Connect
+// refuses the same options at once, before trying any server.
+func TestValidate(t *testing.T) {
 	t.Parallel()
+	const secret = "s3cret-Passw0rd"
 	for _, o := range []Options{
-		{Creds: "a.creds", NKey: "a.nk"},
-		{Creds: "a.creds", User: "u", Password: "p"},
-		{TLS: TLSOptions{Cert: "c.pem"}},
+		{},
+		{URL: "nats://127.0.0.1:4222"},
+		{URL: "127.0.0.1:4222, tls://a.example:4443,ws://a.example,wss://a.example:443"},
+		{URL: "nats://alice:" + secret + "@127.0.0.1:4222", Creds: "a.creds"},
+		{NKey: "a.nk", TLS: TLSOptions{CA: "ca.pem", Cert: "c.pem", Key: "c.key"}},
+		{User: "u", Password: "p"},
 	} {
-		if _, err := o.natsOptions(&Conn{}, slog.New(slog.DiscardHandler)); err == nil {
-			t.Errorf("options %+v accepted", o)
+		if err := o.Validate(); err != nil {
+			t.Errorf("Validate(%+v) = %v", o, err)
 		}
+	}
+	for _, tt := range []struct {
+		name string
+		o    Options
+		path string
+		want string
+	}{
+		{"empty list entry", Options{URL: "nats://127.0.0.1:4222,,nats://127.0.0.1:4223"}, "nats.url", "server 2 of the list is empty"},
+		{"blank list entry", Options{URL: "nats://127.0.0.1:4222, "}, "nats.url", "server 2 of the list is empty"},
+		{"unknown scheme", Options{URL: "http://alice:" + secret + "@127.0.0.1:4222"}, "nats.url", `server 1: want scheme nats, tls, ws or wss, got "http"`},
+		{"bare host without port", Options{URL: "mgmt"}, "nats.url", "server 1: want nats://HOST:PORT"},
+		{"bare address with login", Options{URL: "alice:" + secret + "@mgmt:4222"}, "nats.url", "server 1: want nats://HOST:PORT"},
+		{"bare port zero", Options{URL: "mgmt:0"}, "nats.url", "server 1: want nats://HOST:PORT"},
+		{"invalid URL", Options{URL: "nats://alice:%zz" + secret + "@127.0.0.1:4222"}, "nats.url", "server 1 is not a valid URL"},
+		{"no host", Options{URL: "nats://:4222"}, "nats.url", "server 1 has no host"},
+		{"port too big", Options{URL: "nats://127.0.0.1:65536"}, "nats.url", `server 1: invalid port "65536"`},
+		{"cert without key", Options{TLS: TLSOptions{Cert: "c.pem"}}, "nats.tls", "cert and key go together"},
+		{"key without cert", Options{TLS: TLSOptions{Key: "c.key"}}, "nats.tls", "cert and key go together"},
+		{"user alone", Options{User: "u"}, "nats.user", "user needs a password"},
+		{"password alone", Options{Password: secret}, "nats.password", "password needs a user"},
+		{"creds and nkey", Options{Creds: "a.creds", NKey: "a.nk"}, "nats", "set only one of creds, nkey or user and password"},
+		{"creds and user", Options{Creds: "a.creds", User: "u", Password: "p"}, "nats", "set only one of"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.o.Validate()
+			var fe *field.Error
+			if !errors.As(err, &fe) || fe.Path != tt.path || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate = %v, want a field.Error at %q with %q", err, tt.path, tt.want)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("error repeats a secret: %v", err)
+			}
+			// No server listens; Connect must refuse at once, not retry.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c, err := Connect(ctx, tt.o, slog.New(slog.DiscardHandler))
+			if err == nil {
+				c.Close()
+				t.Fatal("Connect succeeded")
+			}
+			if !errors.As(err, &fe) || fe.Path != tt.path || ctx.Err() != nil {
+				t.Errorf("Connect = %v, want the field.Error at once", err)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("Connect error repeats a secret: %v", err)
+			}
+		})
 	}
 }
