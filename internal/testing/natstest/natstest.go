@@ -96,11 +96,17 @@ func RunCluster(t testing.TB, n int) ([]*server.Server, string) {
 		}
 		urls[i] = s.ClientURL()
 	}
-	WaitFor(t, 20*time.Second, "jetstream cluster meta leader", func() bool {
+	WaitFor(t, 20*time.Second, "jetstream cluster meta leader with every peer current", func() bool {
 		for _, s := range servers {
 			if !s.JetStreamIsCurrent() || s.NumRoutes() < n-1 {
 				return false
 			}
+		}
+		// The meta leader must know every other server as a current peer:
+		// until then, placing a stream with n replicas fails with "no
+		// suitable peers for placement".
+		if !metaPeersCurrent(servers, n) {
+			return false
 		}
 		nc, err := nats.Connect(urls[0])
 		if err != nil {
@@ -111,6 +117,28 @@ func RunCluster(t testing.TB, n int) ([]*server.Server, string) {
 		return err == nil
 	})
 	return servers, strings.Join(urls, ",")
+}
+
+// metaPeersCurrent reports whether one of servers is the JetStream meta
+// leader and knows the n-1 others as current peers.
+func metaPeersCurrent(servers []*server.Server, n int) bool {
+	for _, s := range servers {
+		if !s.JetStreamIsLeader() {
+			continue
+		}
+		info, err := s.Jsz(nil)
+		if err != nil || info.Meta == nil {
+			return false
+		}
+		current := 0
+		for _, p := range info.Meta.Replicas {
+			if p.Current && !p.Offline {
+				current++
+			}
+		}
+		return current >= n-1
+	}
+	return false
 }
 
 // WaitFor polls cond every 20ms until it holds or the deadline passes, then
