@@ -14,6 +14,8 @@ package field
 import (
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode"
 )
 
 // Error is a refused setting: Path names it, Err says why. Err never holds
@@ -48,12 +50,21 @@ func Wrap(path string, err error) error {
 	return &Error{Path: path, Err: err}
 }
 
-// Join appends key to the dotted path.
+// Join appends key to the dotted path. A key that is not a plain name (one
+// with a space, a quote, a control character, or empty) is quoted, so that a
+// key taken from a file cannot break an error's line or pass for another.
 func Join(path, key string) string {
+	if key == "" || strings.ContainsFunc(key, notPlain) {
+		key = strconv.Quote(key)
+	}
 	if path == "" {
 		return key
 	}
 	return path + "." + key
+}
+
+func notPlain(r rune) bool {
+	return !unicode.IsGraphic(r) || unicode.IsSpace(r) || r == '"' || r == '\\'
 }
 
 // Item is the path of item i of the list at path.

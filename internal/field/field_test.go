@@ -21,3 +21,18 @@ func TestError(t *testing.T) {
 		t.Error("Wrap of nil, or an Error without a path")
 	}
 }
+
+func TestJoinQuotesWhatIsNotAName(t *testing.T) {
+	t.Parallel()
+	for key, want := range map[string]string{
+		"example.com": "certificates.example.com",
+		"a b":         `certificates."a b"`,
+		"b:([\n\n2":   `certificates."b:([\n\n2"`,
+		"":            `certificates.""`,
+		`x"y`:         `certificates."x\"y"`,
+	} {
+		if got := Join("certificates", key); got != want {
+			t.Errorf("Join(%q) = %q, want %q", key, got, want)
+		}
+	}
+}

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/certsync/certsync/internal/field"
 )
 
 // MaxDuration bounds every duration (a hundred years).
@@ -65,13 +67,9 @@ func Errorf(n *yaml.Node, path, format string, args ...any) error {
 	return At(n, path, fmt.Errorf(format, args...))
 }
 
-// Join appends key to a dotted key path.
-func Join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
+// Join appends key to a dotted key path, quoting a key that is not a plain
+// name; it is [field.Join], so both kinds of error name a setting alike.
+func Join(path, key string) string { return field.Join(path, key) }
 
 // Parse parses data as exactly one YAML document whose top level is a
 // mapping, refusing anchors and aliases anywhere, and returns that mapping.

@@ -166,6 +166,7 @@ func FuzzParse(f *testing.F) {
 		"a: 1\n", "a: &x 1\nb: *x\n", "a: 1\n---\nb: 2\n", "a:\n  b: [1, 2]\n  c: {d: 90s}\n",
 		"? [a]\n: x\n", "a: !!binary aGVsbG8=\n", "a: 0o644\nb: '0644'\nc: true\n",
 		"a: !!int \"1\\n2\"\n",
+		"\"b:([\\n\\n2\": x\n\"b\": {\"c d\": 1}\n",
 	} {
 		f.Add([]byte(s))
 	}
