@@ -55,7 +55,7 @@ func (b *Bundle) Files() []BundleFile {
 }
 
 // MaxFutureNotBefore is how far in the future a leaf's NotBefore may lie
-// when checked. The version is the NotBefore, and nodes refuse lower
+// when checked. Format 1's version is the NotBefore, and nodes refuse lower
 // versions, so a certificate dated years ahead would block every later
 // renewal; a day covers clock skew between the CA, the publisher and nodes.
 const MaxFutureNotBefore = 24 * time.Hour
@@ -65,7 +65,9 @@ const MaxFutureNotBefore = 24 * time.Hour
 type Bundle struct {
 	// Name is the certificate name (certbot's lineage name).
 	Name string
-	// Version is the bundle's monotonic version, [Release.Version] of its leaf.
+	// Version is the bundle's signed version, strictly increasing per
+	// certificate: assigned by the publisher (format 2), or the leaf's
+	// NotBefore ([Format1Version], format 1). [Bundle.Check] leaves it be.
 	Version uint64
 	// Cert is cert.pem: the leaf certificate.
 	Cert []byte
@@ -105,7 +107,8 @@ type Info struct {
 //     blocks and white space.
 //
 // Errors name the file and the reason and never contain key material.
-// Check does not look at b.Name or b.Version.
+// Check does not look at b.Name or b.Version, and the Info's Version is 0:
+// the version is the envelope's, not the certificate's.
 func (b *Bundle) Check(now time.Time) (*Info, error) {
 	certs, err := parseCertFile(FileCert, b.Cert)
 	if err != nil {
@@ -163,7 +166,6 @@ func (b *Bundle) Check(now time.Time) (*Info, error) {
 	}
 	return &Info{
 		Release: Release{
-			Version:     uint64(leaf.NotBefore.Unix()),
 			Serial:      leaf.SerialNumber.Text(16),
 			Fingerprint: FingerprintOf(leaf.Raw),
 			NotBefore:   leaf.NotBefore.UTC(),
@@ -173,6 +175,11 @@ func (b *Bundle) Check(now time.Time) (*Info, error) {
 		Leaf:     leaf,
 	}, nil
 }
+
+// Format1Version is the version a format 1 envelope carries for a leaf
+// valid from notBefore: its Unix seconds. A node refuses a format 1
+// envelope whose signed version is not its leaf's Format1Version.
+func Format1Version(notBefore time.Time) uint64 { return uint64(notBefore.Unix()) }
 
 // pemBlocks splits a file into PEM blocks, refusing empty or oversized
 // files and any data outside the blocks. Errors never echo file bytes.

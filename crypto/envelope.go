@@ -5,6 +5,7 @@ package crypto
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -15,8 +16,16 @@ import (
 	"filippo.io/age"
 )
 
-// Format is the envelope format version this package writes and reads.
-const Format = 1
+// Format is the envelope format version this package writes; it reads
+// every format from [MinFormat] to Format. Format 1's version is the leaf's
+// NotBefore, which a node checks; format 2's is assigned by the publisher
+// (see docs/FORMAT.md, "The version"), and format 2 adds the hold and the
+// withdrawn records.
+const Format = 2
+
+// MinFormat is the oldest envelope format this package reads: nodes keep
+// accepting what is already in the stream.
+const MinFormat = 1
 
 // MaxRecipients is the most recipients one envelope may have: age refuses
 // to decrypt a header with more stanzas, although it encrypts one.
@@ -43,6 +52,14 @@ type Header struct {
 	// Record is the envelope's signed seal record; its zero value means
 	// the envelope carries none (as envelopes written before it existed).
 	Record SealRecord
+	// Hold says the envelope carries the hold record (format 2): a node
+	// stages the bundle but installs it only once a signed rollout record
+	// for this name, version and fingerprint releases it ([RolloutRecord]).
+	Hold bool
+	// Withdrawn are the fingerprints of the certificates the publisher
+	// took out of service when it sealed this one (a rollback), from the
+	// withdrawn record; nil when none.
+	Withdrawn []Fingerprint
 }
 
 // SealRecord is what a publisher vouches for, under the signature, about
@@ -83,6 +100,24 @@ type SealOption func(*sealOptions)
 
 type sealOptions struct {
 	recipientsDigest string
+	hold             bool
+	withdrawn        []Fingerprint
+	// format is 0 for Format; tests set 1 to write what older publishers
+	// wrote.
+	format uint8
+}
+
+// WithHold makes Seal write the hold record: nodes stage the bundle but
+// install it only once a rollout record releases it (see [Header.Hold]).
+func WithHold() SealOption {
+	return func(o *sealOptions) { o.hold = true }
+}
+
+// WithWithdrawn makes Seal write the withdrawn record with fps (sorted and
+// deduplicated by Seal; at most 16, zero ones dropped): the certificates
+// this envelope deliberately takes out of service.
+func WithWithdrawn(fps ...Fingerprint) SealOption {
+	return func(o *sealOptions) { o.withdrawn = append(o.withdrawn, fps...) }
 }
 
 // WithRecipientsDigest makes Seal write a signed seal record (see
@@ -132,7 +167,14 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 	for _, opt := range opts {
 		opt(&o)
 	}
+	format := cmp.Or(o.format, Format)
 	var exts []extension
+	if o.hold {
+		if format < 2 {
+			return nil, fmt.Errorf("sealing envelope %q: format %d has no hold record", b.Name, format)
+		}
+		exts = append(exts, extension{typ: extHold, value: []byte{}})
+	}
 	if o.recipientsDigest != "" {
 		digest, err := ParseFingerprint(o.recipientsDigest)
 		if err != nil {
@@ -145,9 +187,22 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 		fp := FingerprintOf(certs[0].Raw)
 		exts = append(exts, extension{typ: extSealRecord, value: marshalSealRecord(fp[:], digest[:])})
 	}
+	if fps := withdrawnSet(o.withdrawn); len(fps) > 0 {
+		if format < 2 {
+			return nil, fmt.Errorf("sealing envelope %q: format %d has no withdrawn record", b.Name, format)
+		}
+		if len(fps) > maxWithdrawn {
+			return nil, fmt.Errorf("sealing envelope %q: %d withdrawn certificates, at most %d", b.Name, len(fps), maxWithdrawn)
+		}
+		var v []byte
+		for _, fp := range fps {
+			v = append(v, fp[:]...)
+		}
+		exts = append(exts, extension{typ: extWithdrawn, value: v})
+	}
 	pt := marshalPlaintext(b.Name, b.Version, b)
 	defer clear(pt)
-	env, err := seal(key, b.Name, b.Version, exts, pt, recipients)
+	env, err := seal(key, format, b.Name, b.Version, exts, pt, recipients)
 	if err != nil {
 		return nil, fmt.Errorf("sealing envelope %q: %w", b.Name, err)
 	}
@@ -157,7 +212,7 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 // seal encrypts plaintext to recipients and builds and signs the envelope.
 // It checks only what age and the size limits demand, so tests can build
 // envelopes that Open must refuse.
-func seal(key *SigningKey, name string, version uint64, exts []extension, plaintext []byte, recipients []age.Recipient) ([]byte, error) {
+func seal(key *SigningKey, format uint8, name string, version uint64, exts []extension, plaintext []byte, recipients []age.Recipient) ([]byte, error) {
 	var ct bytes.Buffer
 	w, err := age.Encrypt(&ct, recipients...)
 	if err != nil {
@@ -176,7 +231,7 @@ func seal(key *SigningKey, name string, version uint64, exts []extension, plaint
 	if n := bytes.Count(hdr, []byte("\n-> ")); n > MaxRecipients {
 		return nil, fmt.Errorf("%d age stanzas, at most %d can be opened: %w", n, MaxRecipients, ErrTooManyRecipients)
 	}
-	env := &envelope{name: name, version: version, signer: key.Public(), exts: exts, ciphertext: ct.Bytes()}
+	env := &envelope{format: format, name: name, version: version, signer: key.Public(), exts: exts, ciphertext: ct.Bytes()}
 	data := env.marshalSigned(key)
 	if len(data) > MaxEnvelopeSize {
 		return nil, fmt.Errorf("%d bytes, over the limit of %d: %w", len(data), MaxEnvelopeSize, ErrTooLarge)
@@ -206,10 +261,17 @@ func verify(data []byte, trusted []PublicKey) (*Header, *envelope, error) {
 	if !env.signer.verify(signedMessage(data), env.signature) {
 		return nil, nil, fmt.Errorf("verifying envelope %q version %d: signer %s: %w", env.name, env.version, env.signer, ErrBadSignature)
 	}
-	hdr := &Header{Format: Format, Name: env.name, Version: env.version, Signer: env.signer}
+	hdr := &Header{Format: int(env.format), Name: env.name, Version: env.version, Signer: env.signer}
 	for _, x := range env.exts {
-		if x.typ == extSealRecord {
+		switch {
+		case x.typ == extSealRecord:
 			hdr.Record = parseSealRecord(x.value)
+		case env.format >= 2 && x.typ == extHold:
+			hdr.Hold = true
+		case env.format >= 2 && x.typ == extWithdrawn:
+			for i := 0; i < len(x.value); i += sha256.Size {
+				hdr.Withdrawn = append(hdr.Withdrawn, Fingerprint(x.value[i:i+sha256.Size]))
+			}
 		}
 	}
 	return hdr, env, nil
@@ -260,6 +322,13 @@ func Open(envelope []byte, trusted []PublicKey, identities []age.Identity) (*Hea
 			&FormatError{Part: "plaintext", Field: "version", Offset: 2 + len(b.Name), Reason: fmt.Sprintf("%d differs from the signed version", b.Version)})
 	}
 	return hdr, b, nil
+}
+
+// withdrawnSet is fps sorted, without repetitions or zero fingerprints.
+func withdrawnSet(fps []Fingerprint) []Fingerprint {
+	out := slices.DeleteFunc(slices.Clone(fps), Fingerprint.IsZero)
+	slices.SortFunc(out, func(a, b Fingerprint) int { return bytes.Compare(a[:], b[:]) })
+	return slices.Compact(out)
 }
 
 // checkName applies the envelope's own name rule: non-empty, at most

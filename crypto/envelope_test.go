@@ -80,7 +80,7 @@ func newSealed(t testing.TB) *sealed {
 // whose inside Seal would never write.
 func (s *sealed) sealRaw(t testing.TB, exts []extension, pt []byte) []byte {
 	t.Helper()
-	env, err := seal(s.key, s.bundle.Name, s.bundle.Version, exts, pt, s.to)
+	env, err := seal(s.key, Format, s.bundle.Name, s.bundle.Version, exts, pt, s.to)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +437,7 @@ func TestSealRefuses(t *testing.T) {
 		t.Error("Seal(nil bundle) succeeded")
 	}
 	// An envelope over MaxEnvelopeSize is refused.
-	if _, err := seal(key, "example.com", 1, nil, make([]byte, MaxEnvelopeSize), one); !errors.Is(err, ErrTooLarge) {
+	if _, err := seal(key, Format, "example.com", 1, nil, make([]byte, MaxEnvelopeSize), one); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("seal(1 MiB plaintext) = %v, want ErrTooLarge", err)
 	}
 }

@@ -44,12 +44,50 @@ const (
 	// digest of the recipients, as the publisher vouches for them.
 	// Ignorable: a node does not need it.
 	extSealRecord = 0x8001
+	// extHold is the hold record (format 2): a node stages the bundle but
+	// installs it only once a signed rollout record releases it. Critical:
+	// a reader that does not know it would install at once. Empty value.
+	extHold = 0x0002
 	// extStanzaIndex is reserved for the signed index from a recipient to
 	// its stanza. Ignorable: without it a reader tries every stanza.
 	extStanzaIndex = 0x8002
+	// extWithdrawn is the withdrawn record (format 2): the fingerprints of
+	// certificates the publisher deliberately took out of service (rolled
+	// back from), 1 to maxWithdrawn SHA-256 sums, so that republish never
+	// puts them back. Ignorable: nodes need none of it.
+	extWithdrawn = 0x8003
+	// maxWithdrawn bounds the withdrawn record.
+	maxWithdrawn = 16
 	// sealRecordSize is the seal record's value size: two SHA-256 sums.
 	sealRecordSize = 2 * sha256.Size
 )
+
+// checkExtensionLength returns why a known record of type typ may not be n
+// bytes long in the given format, or "". A record a format does not define
+// is not checked (format 1 skips the withdrawn record as any unknown
+// ignorable one).
+func checkExtensionLength(format uint8, typ uint16, n uint32) string {
+	switch {
+	case typ == extSealRecord && n != sealRecordSize:
+		return fmt.Sprintf("seal record (0x%04x) is %d bytes, want %d", typ, n, sealRecordSize)
+	case format >= 2 && typ == extHold && n != 0:
+		return fmt.Sprintf("hold record (0x%04x) is %d bytes, want 0", typ, n)
+	case format >= 2 && typ == extWithdrawn && (n == 0 || n%sha256.Size != 0 || n > maxWithdrawn*sha256.Size):
+		return fmt.Sprintf("withdrawn record (0x%04x) is %d bytes, want 1 to %d fingerprints of %d", typ, n, maxWithdrawn, sha256.Size)
+	}
+	return ""
+}
+
+// ascending tells whether v, a sequence of SHA-256 sums, is in strictly
+// ascending byte order (so sorted and without repetition).
+func ascending(v []byte) bool {
+	for i := sha256.Size; i < len(v); i += sha256.Size {
+		if bytes.Compare(v[i-sha256.Size:i], v[i:i+sha256.Size]) >= 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // marshalSealRecord encodes a seal record's value.
 func marshalSealRecord(fingerprint, recipients []byte) []byte {
@@ -73,6 +111,7 @@ type extension struct {
 
 // envelope is a parsed envelope.
 type envelope struct {
+	format     uint8
 	name       string
 	version    uint64
 	signer     PublicKey
@@ -94,7 +133,7 @@ func signedMessage(data []byte) []byte {
 func (e *envelope) marshalUnsigned() []byte {
 	var b []byte
 	b = append(b, envelopeMagic...)
-	b = append(b, Format)
+	b = append(b, e.format)
 	b = append(b, byte(len(e.name)))
 	b = append(b, e.name...)
 	b = binary.BigEndian.AppendUint64(b, e.version)
@@ -245,24 +284,28 @@ func (r *reader) version() (uint64, error) {
 }
 
 // header reads what both the envelope and the plaintext begin with: a
-// format byte that must be want (what names it in the refusal: "format",
+// format byte from lo to hi (what names it in the refusal: "format",
 // "plaintext format"), then the name and the version.
-func (r *reader) header(want uint8, what string) (name string, version uint64, err error) {
+func (r *reader) header(lo, hi uint8, what string) (format uint8, name string, version uint64, err error) {
 	f, err := r.uint8("format")
 	if err != nil {
-		return "", 0, err
+		return 0, "", 0, err
 	}
-	if f != want {
+	if f < lo || f > hi {
 		r.off--
-		return "", 0, r.errorf("format", "unsupported %s %d, this reader knows %d", what, f, want)
+		knows := fmt.Sprint(hi)
+		if lo != hi {
+			knows = fmt.Sprintf("%d to %d", lo, hi)
+		}
+		return 0, "", 0, r.errorf("format", "unsupported %s %d, this reader knows %s", what, f, knows)
 	}
 	if name, err = r.name(); err != nil {
-		return "", 0, err
+		return 0, "", 0, err
 	}
 	if version, err = r.version(); err != nil {
-		return "", 0, err
+		return 0, "", 0, err
 	}
-	return name, version, nil
+	return f, name, version, nil
 }
 
 // parseEnvelope parses an envelope without checking its signature. It
@@ -282,7 +325,7 @@ func parseEnvelope(data []byte) (*envelope, error) {
 		return nil, r.errorf("magic", "not a certsync envelope")
 	}
 	e := &envelope{}
-	if e.name, e.version, err = r.header(Format, "format"); err != nil {
+	if e.format, e.name, e.version, err = r.header(MinFormat, Format, "format"); err != nil {
 		return nil, err
 	}
 	signer, err := r.take(ed25519.PublicKeySize, "signer")
@@ -314,15 +357,19 @@ func parseEnvelope(data []byte) (*envelope, error) {
 			r.off -= 4
 			return nil, r.errorf("extension length", "%d exceeds the %d bytes left in the extension area", n, extEnd-r.off-4)
 		}
-		if typ&extIgnorable == 0 {
+		if typ&extIgnorable == 0 && (e.format < 2 || typ != extHold) {
 			r.off -= 6
 			return nil, r.errorf("extension type", "unsupported critical extension record 0x%04x", typ)
 		}
-		if typ == extSealRecord && n != sealRecordSize {
+		if err := checkExtensionLength(e.format, typ, n); err != "" {
 			r.off -= 4
-			return nil, r.errorf("extension length", "seal record (0x%04x) is %d bytes, want %d", typ, n, sealRecordSize)
+			return nil, r.errorf("extension length", "%s", err)
 		}
 		v, _ := r.take(int(n), "extension value")
+		if e.format >= 2 && typ == extWithdrawn && !ascending(v) {
+			r.off -= int(n)
+			return nil, r.errorf("extension value", "withdrawn record (0x%04x): fingerprints not in ascending order", typ)
+		}
 		e.exts = append(e.exts, extension{typ: typ, value: v})
 		prev = int(typ)
 	}
@@ -371,7 +418,7 @@ func parsePlaintext(pt []byte) (*Bundle, error) {
 	r := &reader{part: "plaintext", data: pt}
 	b := &Bundle{}
 	var err error
-	if b.Name, b.Version, err = r.header(plaintextFormat, "plaintext format"); err != nil {
+	if _, b.Name, b.Version, err = r.header(plaintextFormat, plaintextFormat, "plaintext format"); err != nil {
 		return nil, err
 	}
 	for _, file := range b.Files() {

@@ -3,6 +3,7 @@ package crypto
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -78,7 +79,7 @@ func FuzzOpen(f *testing.F) {
 			}
 			return
 		}
-		if verr != nil || *ohdr != *hdr {
+		if verr != nil || !reflect.DeepEqual(ohdr, hdr) {
 			t.Fatalf("Open succeeded with header %+v where Verify = %+v, %v", ohdr, hdr, verr)
 		}
 		pt := marshalPlaintext(b.Name, b.Version, b)

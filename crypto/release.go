@@ -16,9 +16,11 @@ import (
 // Its JSON field names are those of certsync.json and state.json on nodes;
 // they never change.
 type Release struct {
-	// Version is the leaf's NotBefore as Unix seconds: a later certificate
-	// has a higher version. Nodes refuse a version lower than the one they
-	// hold, and an equal version with a different certificate.
+	// Version is the bundle's signed version ([Bundle.Version]): the
+	// publisher's, strictly increasing per certificate. Nodes refuse a
+	// version lower than the one they hold, and an equal version with a
+	// different certificate; a higher version may carry any certificate,
+	// an earlier one put back (a rollback) included.
 	Version uint64 `json:"version"`
 	// Serial is the leaf's serial number in lowercase hex.
 	Serial string `json:"serial,omitempty"`
@@ -40,9 +42,9 @@ const (
 	Newer
 	// Older: a lower version, a downgrade.
 	Older
-	// Conflict: the same version but another certificate. Two certificates
-	// cannot share a version (it is the leaf's NotBefore, signed), so one
-	// of them is not what it claims.
+	// Conflict: the same version but another certificate. The publisher
+	// never gives two certificates one version, so one of them is not
+	// what it claims.
 	Conflict
 )
 

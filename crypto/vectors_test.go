@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -266,7 +267,7 @@ func checkVector(t *testing.T, v *vector) {
 		if oerr != nil {
 			t.Fatalf("Open = %v, want success", oerr)
 		}
-		if *ohdr != *hdr || b.Name != v.name || b.Version != v.version {
+		if !reflect.DeepEqual(ohdr, hdr) || b.Name != v.name || b.Version != v.version {
 			t.Errorf("Open = %+v, %q %d; want Verify's header %+v", ohdr, b.Name, b.Version, hdr)
 		}
 		for f, data := range map[string][]byte{"cert.pem": b.Cert, "chain.pem": b.Chain, "fullchain.pem": b.FullChain, "privkey.pem": b.PrivKey} {
@@ -406,7 +407,7 @@ func writeVectors(t *testing.T) {
 	ctOff := parsed.ciphertextOffset()
 	pt := func(name string, version uint64, b *Bundle) []byte { return marshalPlaintext(name, version, b) }
 	rawSeal := func(exts []extension, plaintext []byte) []byte {
-		env, err := seal(signer, current.Name, current.Version, exts, plaintext, me)
+		env, err := seal(signer, 1, current.Name, current.Version, exts, plaintext, me)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -62,6 +62,13 @@ type Config struct {
 	// History 1 to wire.MaxHistory, a positive DuplicateWindow; zero
 	// fields take wire's defaults.
 	Stream wire.StreamOptions
+	// Rollout is the rollout policy of every certificate without one of
+	// its own in Rollouts; nil: none, each certificate goes into service
+	// at once on every node (as before rollouts existed).
+	Rollout *RolloutPolicy
+	// Rollouts holds the policy of a certificate that has its own; a nil
+	// entry means none for it, whatever Rollout says.
+	Rollouts map[string]*RolloutPolicy
 	// Timeout bounds how long publish and republish keep trying to reach NATS
 	// and to have a bundle stored before they give up (default DefaultTimeout).
 	Timeout time.Duration
@@ -128,6 +135,9 @@ func (c *Config) validate() (map[string]age.Recipient, error) {
 				return nil, field.Errorf(field.Item(p, i), "unknown node %q: add it under nodes with its recipient", node)
 			}
 		}
+	}
+	if err := c.checkRollouts(); err != nil {
+		return nil, err
 	}
 	return recipients, nil
 }

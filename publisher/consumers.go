@@ -127,7 +127,7 @@ func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstre
 func (s *session) createConsumers(ctx context.Context, want map[string][]string, nodes []string) error {
 	var errs []error
 	for _, node := range nodes {
-		cfg := wire.ConsumerConfig(node, want[node])
+		cfg := wire.ConsumerConfig(node, want[node], false)
 		err := s.do(ctx, "creating consumer", func(ctx context.Context) error {
 			if _, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg); err != nil {
 				return fmt.Errorf("creating consumer %q: %w", cfg.Durable, err)
@@ -188,7 +188,7 @@ func (s *session) statusCerts(ctx context.Context, node string) ([]string, error
 // wire.ConsumerConfig and the given subjects. Settings that cannot change
 // (deliver and ack policy, start) stay as they are.
 func consumerUpdate(cur jetstream.ConsumerConfig, node string, subjects []string) jetstream.ConsumerConfig {
-	want := wire.ConsumerConfig(node, nil)
+	want := wire.ConsumerConfig(node, nil, false)
 	upd := cur
 	upd.Description = want.Description
 	upd.FilterSubject = ""

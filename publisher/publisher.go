@@ -250,7 +250,9 @@ func (p *Publisher) prepare(b *crypto.Bundle) (*job, error) {
 		return nil, fmt.Errorf("refusing to publish certificate %q: %w", b.Name, err)
 	}
 	j := &job{bundle: *b, info: info}
-	j.bundle.Version = info.Version
+	// TODO(issue 11): the publisher assigns the version (session.publish).
+	j.bundle.Version = crypto.Format1Version(info.NotBefore)
+	info.Version = j.bundle.Version
 	// Validate refuses a node listed twice and nodes sharing a recipient,
 	// so each node is one recipient and one stanza.
 	j.nodes = slices.Sorted(slices.Values(nodes))

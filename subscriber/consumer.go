@@ -138,7 +138,7 @@ func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Co
 		return nil, fmt.Errorf("binding consumer %q: %w", name, err)
 	}
 	err = nc.Call(ctx, func(ctx context.Context) (err error) {
-		cons, err = js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(n.cfg.Node, n.names))
+		cons, err = js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(n.cfg.Node, n.names, false))
 		if errors.Is(err, jetstream.ErrConsumerExists) {
 			cons, err = js.Consumer(ctx, wire.Stream, name) // created meanwhile by someone else
 		}

@@ -545,7 +545,7 @@ func TestSyncRefusals(t *testing.T) {
 			// than the node's configuration holds.
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if _, err := e.js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(nodeName, []string{name, "other.example", "unknown.example"})); err != nil {
+			if _, err := e.js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(nodeName, []string{name, "other.example", "unknown.example"}, true)); err != nil {
 				t.Fatal(err)
 			}
 			base := e.issue(72 * time.Hour)
@@ -824,7 +824,7 @@ func TestSyncNoConsumerLeastPrivilege(t *testing.T) {
 	// Once the management side made the consumer, the node receives and
 	// stages with these rights alone. It may not reach the status bucket:
 	// it warns once and goes on.
-	if _, err := js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(nodeName, []string{"example.com"})); err != nil {
+	if _, err := js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(nodeName, []string{"example.com"}, true)); err != nil {
 		t.Fatal(err)
 	}
 	c := testcert.NewCA(t).Issue(t, testcert.Options{})

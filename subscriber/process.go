@@ -199,12 +199,13 @@ func (n *Node) apply(d *delivery) Result {
 	if err != nil {
 		return refuse(fmt.Errorf("checking %q seq %d: %v: %w", d.name, d.seq, err, ErrInvalidBundle))
 	}
-	if info.Version != h.Version {
-		return refuse(fmt.Errorf("checking %q seq %d: signed version %d, certificate's version %d: %w", d.name, d.seq, h.Version, info.Version, ErrInvalidBundle))
+	if v := crypto.Format1Version(info.NotBefore); h.Format == 1 && v != h.Version {
+		return refuse(fmt.Errorf("checking %q seq %d: signed version %d, certificate's version %d: %w", d.name, d.seq, h.Version, v, ErrInvalidBundle))
 	}
+	info.Version = h.Version
 	meta := &Staged{
 		Name:     d.name,
-		Release:  info.Release, // its Version is h.Version, checked above
+		Release:  info.Release,
 		Signer:   h.Signer.String(),
 		StagedAt: now.UTC(),
 		Sequence: d.seq,

@@ -170,11 +170,11 @@ func TestNodeLeastPrivilege(t *testing.T) {
 			return err
 		}},
 		{"create a consumer", "$JS.API.CONSUMER.CREATE.CERTSYNC.node-web3", func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
-			_, err := js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig("web3", []string{"other.com"}))
+			_, err := js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig("web3", []string{"other.com"}, true))
 			return err
 		}},
 		{"widen its own consumer", "$JS.API.CONSUMER.CREATE.CERTSYNC.node-web1", func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
-			_, err := js.UpdateConsumer(ctx, wire.Stream, wire.ConsumerConfig("web1", []string{"example.com", "other.com"}))
+			_, err := js.UpdateConsumer(ctx, wire.Stream, wire.ConsumerConfig("web1", []string{"example.com", "other.com"}, true))
 			return err
 		}},
 		{"delete its own consumer", "$JS.API.CONSUMER.DELETE.CERTSYNC.node-web1", func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {

@@ -22,8 +22,14 @@ const (
 	Stream = "CERTSYNC"
 	// SubjectPrefix starts every bundle subject; the certificate name follows.
 	SubjectPrefix = "certsync.bundle."
-	// Subjects is the stream's subject filter.
+	// Subjects is the filter of every bundle subject.
 	Subjects = SubjectPrefix + ">"
+	// RolloutSubjectPrefix starts every rollout record subject; the
+	// certificate name follows. RolloutSubjects is their filter. The
+	// stream holds both (StreamConfig); one set up before rollouts holds
+	// only Subjects until `certsync setup` adds the rollout subjects.
+	RolloutSubjectPrefix = "certsync.rollout."
+	RolloutSubjects      = RolloutSubjectPrefix + ">"
 	// StatusBucket is the key/value bucket nodes report into.
 	StatusBucket = "certsync-status"
 	// StatusStream is the stream behind the status bucket, named as
@@ -52,6 +58,14 @@ const (
 	// every header: republish compares the same digest from the envelope's
 	// signed seal record (docs/FORMAT.md), never this header.
 	HeaderRecipients = "Certsync-Recipients"
+	// HeaderHold is "true" on a bundle sealed with the hold record (it
+	// installs only once a rollout record releases it); absent otherwise.
+	HeaderHold = "Certsync-Hold"
+	// HeaderRolloutState and HeaderRolloutGeneration are a rollout
+	// record's state and generation (with HeaderName, HeaderVersion and
+	// HeaderFingerprint of the bundle it releases).
+	HeaderRolloutState      = "Certsync-Rollout-State"
+	HeaderRolloutGeneration = "Certsync-Rollout-Generation"
 )
 
 // Inbox prefixes. A client receives every reply (JetStream API answers,
@@ -132,6 +146,23 @@ func NameFromSubject(subject string) (string, error) {
 	return name, nil
 }
 
+// RolloutSubject is the subject of a certificate's rollout records.
+// name must have passed CheckCertName.
+func RolloutSubject(name string) string { return RolloutSubjectPrefix + name }
+
+// NameFromRolloutSubject returns the certificate name of a rollout record
+// subject, checked.
+func NameFromRolloutSubject(subject string) (string, error) {
+	name, ok := strings.CutPrefix(subject, RolloutSubjectPrefix)
+	if !ok {
+		return "", fmt.Errorf("subject %q is not a rollout subject", subject)
+	}
+	if err := CheckCertName(name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
 // ConsumerName is the name of a node's durable consumer.
 func ConsumerName(node string) string { return ConsumerPrefix + node }
 
@@ -195,7 +226,7 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              Stream,
 		Description:       "certsync: sealed certificate bundles, one subject per certificate",
-		Subjects:          []string{Subjects},
+		Subjects:          []string{Subjects, RolloutSubjects},
 		Storage:           jetstream.FileStorage,
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
@@ -213,15 +244,20 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 }
 
 // ConsumerConfig is the configuration of a node's durable consumer: a pull
-// consumer on exactly the subjects of the node's certificates, starting at the
-// newest bundle of each, acknowledged one by one.
+// consumer on exactly the subjects of the node's certificates (their
+// bundles, and their rollout records when rollouts is true: the stream
+// holds RolloutSubjects), starting at the newest message of each,
+// acknowledged one by one.
 //
 // InactiveThreshold stays unset: a node that is away for a long time must find
 // its consumer, and its pending bundles, when it comes back.
-func ConsumerConfig(node string, certs []string) jetstream.ConsumerConfig {
-	subjects := make([]string, 0, len(certs))
+func ConsumerConfig(node string, certs []string, rollouts bool) jetstream.ConsumerConfig {
+	subjects := make([]string, 0, 2*len(certs))
 	for _, c := range certs {
 		subjects = append(subjects, Subject(c))
+		if rollouts {
+			subjects = append(subjects, RolloutSubject(c))
+		}
 	}
 	return jetstream.ConsumerConfig{
 		Durable:        ConsumerName(node),
@@ -242,6 +278,17 @@ const (
 	StateFailed    = "failed"
 	StateMissing   = "missing"
 	StateStale     = "stale"
+)
+
+// How a staged bundle stands to a rollout, in Status.Rollout.
+const (
+	// RolloutWaiting: held, not released to this node yet.
+	RolloutWaiting = "waiting"
+	// RolloutReleased: held and released to this node.
+	RolloutReleased = "released"
+	// RolloutExpiry: held and not released, but installed anyway because
+	// the installed certificate reaches its expiry deadline.
+	RolloutExpiry = "expiry"
 )
 
 // Kinds of error in a status record.
@@ -282,8 +329,30 @@ type Status struct {
 	// nothing waits to be installed, or it waits for `node install`.
 	InstallAt time.Time `json:"install_at,omitzero"`
 
-	Error     string    `json:"error"`
-	ErrorTime time.Time `json:"error_time,omitzero"`
+	// Rollout says how the staged bundle stands to a rollout: "" (not
+	// held), RolloutWaiting, RolloutReleased or RolloutExpiry; with the
+	// generation of the newest rollout record the node holds for it.
+	Rollout           string `json:"rollout,omitempty"`
+	RolloutGeneration uint64 `json:"rollout_generation,omitempty"`
+	// Verified is true when the installed version passed the node's
+	// served-certificate check (verify:); false without one.
+	Verified bool `json:"verified,omitempty"`
+	// FailedVersion and FailedFingerprint are the version whose install
+	// failed and is held back (not tried again on its own), when one is.
+	FailedVersion     uint64 `json:"failed_version,omitempty"`
+	FailedFingerprint string `json:"failed_fingerprint,omitempty"`
+	// Schedule is the certificate's schedule as configured ("immediate",
+	// "manual" or a cron expression), NextWindow the next time it lets the
+	// node install (cron schedules only), Splay the most it delays a
+	// scheduled install (a Go duration, "" for none), and ExpiryDeadline
+	// (a Go duration, "0s" off): what `certsync plan` needs to say what
+	// the node will do with a bundle it has not received yet.
+	Schedule       string    `json:"schedule,omitempty"`
+	NextWindow     time.Time `json:"next_window,omitzero"`
+	Splay          string    `json:"splay,omitempty"`
+	ExpiryDeadline string    `json:"expiry_deadline,omitempty"`
+	Error          string    `json:"error"`
+	ErrorTime      time.Time `json:"error_time,omitzero"`
 	// ErrorKind says where Error comes from, and so how long it holds:
 	// ErrorKindBundle, ErrorKindInstall or ErrorKindStage. Empty when
 	// Error is, and in records written before it existed.
