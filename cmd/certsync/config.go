@@ -35,6 +35,17 @@ package main
 //	  web2: ssh-ed25519 AAAA…      # or the node's SSH host key (ssh-ed25519 or ssh-rsa)
 //	certificates:                  # required, at least one; certificate (certbot lineage) name -> node names
 //	  example.com: [web1, web2]    # at least one node, each listed under nodes
+//	  www.example.org:             # or a mapping, to give a certificate its own rollout policy
+//	    nodes: [web1, web2, web3]
+//	    rollout: {canary: [web3]}  # replaces the default policy whole; "rollout: none" turns it off
+//	rollout:                       # optional: a staged rollout for every certificate (none by default:
+//	                               # a renewal goes into service on every node at once)
+//	  canary: [web1]               # nodes, or a percentage of the certificate's nodes rounded up ("10%"),
+//	                               # that install first; none: the first wave starts at once
+//	  waves: ["25%", "100%"]       # cumulative percentages of the other nodes, growing, the last 100% (default ["100%"])
+//	  soak: 10m                    # every node of a wave healthy this long before the next (default 10m; 0s none)
+//	  wave_deadline: 1h            # a released node that has not reported the new certificate installed by then failed (default 1h)
+//	  max_failures: 0              # failed nodes tolerated, a number or a percentage of those released (default 0)
 //	stream:                        # optional; the CERTSYNC stream, applied by `certsync setup` (by publish
 //	                               # too on a server without permissions)
 //	  replicas: 1                  # 1..5 (default 1); 3 or 5 in a cluster
@@ -117,7 +128,9 @@ const maxConfigSize = 1 << 20
 
 // Keys of each mapping, in the order the schema above lists them.
 var (
-	publisherKeys = []string{"nats", "signing_key", "lineages", "nodes", "certificates", "stream", "timeout"}
+	publisherKeys = []string{"nats", "signing_key", "lineages", "nodes", "certificates", "rollout", "stream", "timeout"}
+	pubCertKeys   = []string{"nodes", "rollout"}
+	rolloutKeys   = []string{"canary", "waves", "soak", "wave_deadline", "max_failures"}
 	nodeKeys      = []string{"name", "nats", "identity", "trusted_publishers", "stage_dir", "metrics_listen", "status_interval", "defaults", "certificates"}
 	natsKeys      = []string{"url", "creds", "nkey", "user", "password", "tls"}
 	tlsKeys       = []string{"ca", "cert", "key"}

@@ -4,6 +4,7 @@ package main
 // Validate holds every rule (see the schema in config.go).
 
 import (
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -75,7 +76,9 @@ func parsePublisherFile(data []byte) (*publisherFile, error) {
 		case "nodes":
 			err = parsePublisherNodes(v, cfg.Nodes, at)
 		case "certificates":
-			err = parsePublisherCertificates(v, cfg.Certificates, at)
+			err = parsePublisherCertificates(v, cfg, at)
+		case "rollout":
+			cfg.Rollout, err = parseRollout(v, key, at)
 		case "stream":
 			err = parseStream(v, key, &cfg.Stream, at)
 		case "timeout":
@@ -120,9 +123,9 @@ func parsePublisherNodes(n *yaml.Node, nodes map[string]string, at *places) erro
 	})
 }
 
-// parsePublisherCertificates parses the certificates mapping (certificate
-// name -> node names).
-func parsePublisherCertificates(n *yaml.Node, certs map[string][]string, at *places) error {
+// parsePublisherCertificates parses the certificates mapping: certificate
+// name -> node names, or -> {nodes, rollout}.
+func parsePublisherCertificates(n *yaml.Node, cfg *publisher.Config, at *places) error {
 	const key = "certificates"
 	return strictyaml.Walk(n, key, nil, func(name string, k, v *yaml.Node) error {
 		if err := wire.CheckCertName(name); err != nil {
@@ -130,7 +133,33 @@ func parsePublisherCertificates(n *yaml.Node, certs map[string][]string, at *pla
 		}
 		p := field.Join(key, name)
 		at.mark(p, k)
-		items, err := strictyaml.List(v, p)
+		list := v
+		if v.Kind == yaml.MappingNode {
+			list = nil
+			err := strictyaml.Walk(v, p, pubCertKeys, func(key string, _, v *yaml.Node) error {
+				switch key {
+				case "nodes":
+					list = v
+				case "rollout":
+					pol, err := parseRollout(v, field.Join(p, key), at)
+					if err != nil {
+						return err
+					}
+					if cfg.Rollouts == nil {
+						cfg.Rollouts = map[string]*publisher.RolloutPolicy{}
+					}
+					cfg.Rollouts[name] = pol
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if list == nil {
+				return strictyaml.Errorf(v, p, "no nodes: list them under nodes")
+			}
+		}
+		items, err := strictyaml.List(list, p)
 		if err != nil {
 			return err
 		}
@@ -143,9 +172,89 @@ func parsePublisherCertificates(n *yaml.Node, certs map[string][]string, at *pla
 			at.markAs(field.Item(p, i), p, item)
 			nodes = append(nodes, node)
 		}
-		certs[name] = nodes
+		cfg.Certificates[name] = nodes
 		return nil
 	})
+}
+
+// parseRollout parses a rollout mapping at path; "none" is nil, no
+// rollout. Percentages are written "25%".
+func parseRollout(n *yaml.Node, path string, at *places) (*publisher.RolloutPolicy, error) {
+	at.mark(path, n)
+	if n.Kind == yaml.ScalarNode && n.Value == "none" && n.ShortTag() == "!!str" {
+		return nil, nil
+	}
+	pol := &publisher.RolloutPolicy{}
+	err := strictyaml.Walk(n, path, rolloutKeys, func(key string, _, v *yaml.Node) error {
+		p := field.Join(path, key)
+		at.mark(p, v)
+		var err error
+		switch key {
+		case "canary":
+			if pct, ok, perr := percent(v, p); ok || perr != nil {
+				pol.CanaryPercent, err = pct, perr
+				break
+			}
+			var items []*yaml.Node
+			if items, err = strictyaml.List(v, p); err != nil {
+				break
+			}
+			for i, item := range items {
+				var node string
+				if node, err = strictyaml.String(item, field.Item(p, i)); err != nil {
+					break
+				}
+				at.mark(field.Item(p, i), item)
+				pol.Canary = append(pol.Canary, node)
+			}
+		case "waves":
+			var items []*yaml.Node
+			if items, err = strictyaml.List(v, p); err != nil {
+				break
+			}
+			for i, item := range items {
+				pct, ok, perr := percent(item, field.Item(p, i))
+				if perr == nil && !ok {
+					perr = strictyaml.Errorf(item, field.Item(p, i), `want a percentage such as "25%%", got %s`, strictyaml.Describe(item))
+				}
+				if perr != nil {
+					return perr
+				}
+				at.mark(field.Item(p, i), item)
+				pol.Waves = append(pol.Waves, pct)
+			}
+		case "soak":
+			if pol.Soak, err = strictyaml.Duration(v, p, 0); err == nil && pol.Soak == 0 {
+				pol.Soak = publisher.SoakZero
+			}
+		case "wave_deadline":
+			pol.WaveDeadline, err = strictyaml.Duration(v, p, 1)
+		case "max_failures":
+			if pct, ok, perr := percent(v, p); ok || perr != nil {
+				pol.MaxFailuresPercent, err = pct, perr
+				break
+			}
+			var m int64
+			m, err = strictyaml.Int(v, p, 0, 1_000_000)
+			pol.MaxFailures = int(m)
+		}
+		return err
+	})
+	return pol, err
+}
+
+// percent reads a scalar written "N%", 0 to 100; ok is false (and the
+// error nil) for anything else, which the caller reads as it may.
+func percent(v *yaml.Node, path string) (pct int, ok bool, err error) {
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" || !strings.HasSuffix(v.Value, "%") {
+		return 0, false, nil
+	}
+	num := strings.TrimSuffix(v.Value, "%")
+	n, perr := strconv.Atoi(num)
+	if perr != nil || n < 0 || n > 100 || num != strconv.Itoa(n) {
+		return 0, false, strictyaml.Errorf(v, path, "want a percentage from 0%% to 100%%, got %q", v.Value)
+	}
+	return n, true, nil
 }
 
 // parseStream parses the stream mapping into o. A value of 0 is refused

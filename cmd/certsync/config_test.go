@@ -149,6 +149,54 @@ func TestParsePublisherValid(t *testing.T) {
 // minimal file gives what the library's Validate makes of the keys it
 // sets (the default values are asserted by publisher's
 // TestConfigValidateDefaults).
+// TestParsePublisherRollout: the rollout policy, as a default and per
+// certificate (the mapping form of a certificate), percentages, "none",
+// and a zero soak.
+func TestParsePublisherRollout(t *testing.T) {
+	t.Parallel()
+	f, err := parsePublisherFile([]byte(doc(
+		"signing_key: /k",
+		"nodes: {web1: $R1, web2: $R2, web3: $SSH}",
+		"rollout:",
+		"  canary: [web1]",
+		"  waves: [25%, 100%]",
+		"  soak: 0s",
+		"  wave_deadline: 30m",
+		"  max_failures: 10%",
+		"certificates:",
+		"  example.com: [web1, web2, web3]",
+		"  b.example.com:",
+		"    nodes: [web2, web3]",
+		"    rollout: {canary: 50%, max_failures: 2}",
+		"  c.example.com:",
+		"    nodes: [web3]",
+		"    rollout: none",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config
+	want := &publisher.RolloutPolicy{Canary: []string{"web1"}, Waves: []int{25, 100}, Soak: publisher.SoakZero,
+		WaveDeadline: 30 * time.Minute, MaxFailuresPercent: 10}
+	if got := cfg.Policy("example.com"); !reflect.DeepEqual(got, want) {
+		t.Errorf("example.com's policy = %+v, want %+v", got, want)
+	}
+	wantB := &publisher.RolloutPolicy{CanaryPercent: 50, Waves: []int{100}, Soak: publisher.DefaultSoak,
+		WaveDeadline: publisher.DefaultWaveDeadline, MaxFailures: 2}
+	if got := cfg.Policy("b.example.com"); !reflect.DeepEqual(got, wantB) {
+		t.Errorf("b.example.com's policy = %+v, want %+v", got, wantB)
+	}
+	if got := cfg.Policy("c.example.com"); got != nil {
+		t.Errorf("c.example.com's policy = %+v, want none", got)
+	}
+	if got := cfg.Certificates["b.example.com"]; !reflect.DeepEqual(got, []string{"web2", "web3"}) {
+		t.Errorf("b.example.com goes to %v", got)
+	}
+	if got := want.SoakTime(); got != 0 {
+		t.Errorf("SoakTime of soak 0s = %v", got)
+	}
+}
+
 func TestParsePublisherDefaults(t *testing.T) {
 	t.Parallel()
 	f, err := parsePublisherFile([]byte(doc(
@@ -253,6 +301,23 @@ func TestParsePublisherInvalid(t *testing.T) {
 		{"timeout word", doc(sk, nodes, certs, "timeout: forever"), []string{`line 4: timeout: want a duration such as "30s", "5m" or "168h", got "forever"`}},
 		{"timeout bool", doc(sk, nodes, certs, "timeout: true"), []string{`line 4: timeout: want a duration such as "30s", "5m" or "168h", got a boolean`}},
 		{"non-scalar key", doc(sk, nodes, certs, "? [a, b]", ": x"), []string{"line 4: want a name as key, got a list"}},
+		{"rollout unknown key", doc(sk, nodes, certs, "rollout:", "  canry: [web1]"), []string{`line 5: rollout: unknown key "canry" (did you mean "canary"?)`}},
+		{"rollout canary unknown node", doc(sk, nodes, certs, "rollout:", "  canary: [web1, web9]"), []string{`line 5: rollout.canary[1]: unknown node "web9"`}},
+		{"rollout canary twice", doc(sk, nodes, certs, "rollout:", "  canary:", "    - web1", "    - web1"), []string{`line 7: rollout.canary[1]: node "web1" listed twice`}},
+		{"rollout canary percent too big", doc(sk, nodes, certs, "rollout: {canary: 120%}"), []string{`line 4: rollout.canary: want a percentage from 0% to 100%, got "120%"`}},
+		{"rollout canary number", doc(sk, nodes, certs, "rollout: {canary: 3}"), []string{`line 4: rollout.canary: want a list, got an integer`}},
+		{"rollout canary not receiving", doc(sk, nodes, certs, "rollout: {canary: [web2]}"), []string{"certificates.example.com.rollout: none of the canaries [web2] receives certificate \"example.com\""}},
+		{"rollout waves not percent", doc(sk, nodes, certs, "rollout:", "  waves: [25, 100%]"), []string{`line 5: rollout.waves[0]: want a percentage such as "25%", got an integer`}},
+		{"rollout waves shrink", doc(sk, nodes, certs, "rollout:", "  waves:", "    - 50%", "    - 25%", "    - 100%"), []string{"line 7: rollout.waves[1]: 25% does not grow from 50%: waves are cumulative"}},
+		{"rollout waves not ending at 100", doc(sk, nodes, certs, "rollout:", "  waves: [25%, 50%]"), []string{"line 5: rollout.waves: the last wave is 50%, want 100%"}},
+		{"rollout soak negative", doc(sk, nodes, certs, "rollout: {soak: -1m}"), []string{"line 4: rollout.soak:"}},
+		{"rollout wave_deadline zero", doc(sk, nodes, certs, "rollout: {wave_deadline: 0s}"), []string{"line 4: rollout.wave_deadline:"}},
+		{"rollout max_failures negative", doc(sk, nodes, certs, "rollout: {max_failures: -1}"), []string{"line 4: rollout.max_failures:"}},
+		{"rollout max_failures bad percent", doc(sk, nodes, certs, "rollout: {max_failures: 5.5%}"), []string{`line 4: rollout.max_failures: want a percentage from 0% to 100%, got "5.5%"`}},
+		{"certificate mapping without nodes", doc(sk, nodes, "certificates:", "  example.com: {rollout: none}"), []string{"line 4: certificates.example.com: no nodes: list them under nodes"}},
+		{"certificate mapping unknown key", doc(sk, nodes, "certificates:", "  example.com: {nodes: [web1], node: x}"), []string{`line 4: certificates.example.com: unknown key "node" (did you mean "nodes"?)`}},
+		{"certificate rollout unknown node", doc(sk, nodes, "certificates:", "  example.com:", "    nodes: [web1]", "    rollout:", "      canary: [web3]"), []string{`line 7: certificates.example.com.rollout.canary[0]: unknown node "web3"`}},
+		{"certificate mapping unknown node", doc(sk, nodes, "certificates:", "  example.com:", "    nodes: [web1, web3]"), []string{`line 5: certificates.example.com: unknown node "web3"`}},
 	}
 	checkParseRefused(t, parsePublisherFile, tests)
 }
@@ -922,7 +987,7 @@ func TestSchemaDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range [][]string{publisherKeys, nodeKeys, natsKeys, tlsKeys, streamKeys, certKeys} {
+	for _, keys := range [][]string{publisherKeys, pubCertKeys, rolloutKeys, nodeKeys, natsKeys, tlsKeys, streamKeys, certKeys} {
 		for _, key := range keys {
 			re := regexp.MustCompile(`(?m)^//\t[ {]*` + regexp.QuoteMeta(key) + `:`)
 			if !re.Match(src) {
