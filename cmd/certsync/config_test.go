@@ -1012,6 +1012,8 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	seeds = append(seeds,
 		[]byte(doc("signing_key: /k", "nodes: {web1: &r $R1, web2: *r}", "certificates: {a.com: [web1]}")),
 		[]byte(doc("signing_key: /k", "nodes: {web1: $R1}", "certificates: {a.com: [web1]}", "---", "x: 1")),
+		[]byte(doc("signing_key: /k", "nodes: {web1: $R1, web2: $R2}", "rollout: {canary: [web1], waves: [50%, 100%], soak: 0s, max_failures: 10%}",
+			"certificates: {a.com: [web1, web2], b.com: {nodes: [web2], rollout: none}, c.com: {nodes: [web1], rollout: {canary: 50%}}}")),
 		[]byte(doc("name: web1", "identity: /k", "trusted_publishers: [$PUB]", "defaults: {keep: 2}", "certificates: {a.com: {schedule: '0 3 * * *'}}")),
 	)
 	return seeds

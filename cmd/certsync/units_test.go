@@ -45,6 +45,7 @@ var maxExposure = map[string]float64{
 	"certsync-node.service":      5.0,
 	"certsync-server.service":    2.5,
 	"certsync-republish.service": 2.5,
+	"certsync-rollout.service":   2.5,
 }
 
 // unitFiles returns the paths of every unit in deploy/systemd.
