@@ -421,6 +421,7 @@ type publisherConfig struct {
 	Lineages     string              `yaml:"lineages,omitempty"`
 	Nodes        map[string]string   `yaml:"nodes"`
 	Certificates map[string][]string `yaml:"certificates"`
+	Rollout      map[string]any      `yaml:"rollout,omitempty"`
 	Stream       *streamConfig       `yaml:"stream,omitempty"`
 	Timeout      string              `yaml:"timeout,omitempty"`
 }

@@ -145,6 +145,10 @@ type statusJSON struct {
 	PublishedFingerprint string   `json:"published_fingerprint"`
 	PublishedNotAfter    *string  `json:"published_not_after"`
 	InstallAt            *string  `json:"install_at"`
+	InstalledAt          *string  `json:"installed_at"`
+	InstalledVersion     uint64   `json:"installed_version"`
+	StagedVersion        uint64   `json:"staged_version"`
+	Rollout              string   `json:"rollout"`
 	ErrorTime            *string  `json:"error_time"`
 	Version              string   `json:"certsync_version"`
 }
@@ -175,7 +179,8 @@ func printStatusJSON(w io.Writer, rows []publisher.Row) error {
 			j.InstalledSerial, j.InstalledFingerprint = st.InstalledSerial, st.InstalledFingerprint
 			j.StagedSerial, j.StagedFingerprint = st.StagedSerial, st.StagedFingerprint
 			j.ReportedState, j.ErrorTime, j.Version = st.State, rfc3339(st.ErrorTime), st.Version
-			j.InstallAt = rfc3339(st.InstallAt)
+			j.InstallAt, j.InstalledAt = rfc3339(st.InstallAt), rfc3339(st.InstalledAt)
+			j.InstalledVersion, j.StagedVersion, j.Rollout = st.InstalledVersion, st.StagedVersion, st.Rollout
 		}
 		if b := r.Newest; b != nil {
 			j.PublishedSequence, j.PublishedSerial, j.PublishedFingerprint = b.Sequence, b.Serial, b.Fingerprint.String()
