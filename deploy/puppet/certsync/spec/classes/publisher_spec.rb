@@ -201,6 +201,8 @@ describe 'certsync::publisher' do
     'a mapping with no node' => [{ certificates: { 'example.com' => { 'nodes' => [] } } }, %r{entry 'example.com' variant 1 entry 'nodes' expects size to be at least 1}],
     'a mapping with an unknown key' => [{ certificates: { 'example.com' => { 'nodes' => ['web1'], 'canary' => ['web1'] } } },
                                         %r{entry 'example.com' variant 1 unrecognized key 'canary'}],
+    'a rollout of undef (Hiera ~)' => [{ certificates: { 'example.com' => { 'nodes' => ['web1'], 'rollout' => :undef } } },
+                                     %r{entry 'example.com' variant 1 entry 'rollout' expects a value of type Certsync::Rollout.*got Undef}],
     'a rollout other than none' => [{ certificates: { 'example.com' => { 'nodes' => ['web1'], 'rollout' => 'off' } } },
                                     %r{entry 'example.com' variant 1 entry 'rollout' expects a value of type Certsync::Rollout}],
     # The default policy.
