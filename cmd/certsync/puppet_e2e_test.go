@@ -6,8 +6,9 @@ package main
 // template passes `puppet parser validate`, `puppet epp validate` and
 // `puppet-lint --fail-on-warnings`, its rspec-puppet specs pass, and
 // `puppet apply` of certsync::node and certsync::publisher into a temporary
-// root writes configurations that the real certsync runs with: a published
-// certificate ends up installed, and a second apply changes nothing.
+// root writes configurations that the real certsync runs with (rollout
+// policies included): a published certificate ends up installed, and a
+// second apply changes nothing.
 //
 // Every Puppet run gets its own confdir, vardir, codedir, logdir, rundir and
 // HOME under the test's temporary folder, so nothing touches /etc/puppet or
@@ -24,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -32,6 +34,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
 )
 
@@ -48,6 +51,7 @@ var puppetShipped = map[string]string{
 	"certsync-node.service":      "../../deploy/systemd/certsync-node.service",
 	"certsync-republish.service": "../../deploy/systemd/certsync-republish.service",
 	"certsync-republish.timer":   "../../deploy/systemd/certsync-republish.timer",
+	"certsync-rollout.service":   "../../deploy/systemd/certsync-rollout.service",
 	"certsync-server.service":    "../../deploy/systemd/certsync-server.service",
 	"nats-server.conf":           "../../deploy/nats/nats-server.conf",
 }
@@ -333,9 +337,13 @@ func TestPuppetApplyNode(t *testing.T) {
 // as root. The signing key is created (its public line in Puppet's
 // report), the hook Puppet installed publishes a certbot lineage exactly as
 // certbot runs it, `certsync republish` with Puppet's publisher.yaml sends
-// a renewal, and a node installs both. The units, their drop-ins and
-// nats-server.conf are what deploy/ ships and systemd accepts. A second
-// apply changes nothing and keeps the signing key.
+// a renewal, and a node installs both. publisher.yaml holds a default
+// rollout policy and certificates in the mapping form (one with its own
+// policy, one with none, the one the node installs), which the real loader
+// reads as given. The units (the rollout controller's too, with
+// manage_rollout), their drop-ins and nats-server.conf are what deploy/
+// ships and systemd accepts. A second apply changes nothing and keeps the
+// signing key.
 func TestPuppetApplyPublisher(t *testing.T) {
 	t.Parallel()
 	puppet, analyze := requirePuppetApply(t)
@@ -343,8 +351,15 @@ func TestPuppetApplyPublisher(t *testing.T) {
 	srv := startServer(t)
 	le := newLineages(t)
 	live, _ := le.Write(name, certOptions{})
+	// Certificates of two more nodes, none of which runs here: republish
+	// seals them with the rollout policies Puppet wrote.
+	const own, byDefault = "own.example", "default.example"
+	le.Write(own, certOptions{})
+	le.Write(byDefault, certOptions{})
 	nodeDir := t.TempDir()
 	recipient := keygenNode(t, filepath.Join(nodeDir, "node.key"))
+	web2 := keygenNode(t, filepath.Join(t.TempDir(), "node.key"))
+	web3 := keygenNode(t, filepath.Join(t.TempDir(), "node.key"))
 
 	root := puppetRoot(t)
 	hookDir := filepath.Join(root, "etc", "letsencrypt", "renewal-hooks", "deploy")
@@ -352,13 +367,24 @@ func TestPuppetApplyPublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	manifest := puppetDeclare("certsync::publisher", map[string]any{
-		"nats":           map[string]any{"url": srv.URL},
-		"nodes":          map[string]any{"web1": recipient},
-		"certificates":   map[string]any{name: []any{"web1"}},
+		"nats":  map[string]any{"url": srv.URL},
+		"nodes": map[string]any{"web1": recipient, "web2": web2, "web3": web3},
+		"certificates": map[string]any{
+			// Installed at once by web1 below: no rollout.
+			name: map[string]any{"nodes": []any{"web1"}, "rollout": "none"},
+			own: map[string]any{"nodes": []any{"web2", "web3"}, "rollout": map[string]any{
+				"canary": []any{"web2"}, "waves": []any{"50%", "100%"}, "soak": "0s", "wave_deadline": "2h", "max_failures": "50%",
+			}},
+			byDefault: []any{"web2", "web3"},
+		},
+		"rollout": map[string]any{
+			"canary": "50%", "waves": []any{"100%"}, "soak": "15m", "wave_deadline": "30m", "max_failures": 1,
+		},
 		"lineages":       le.Live(),
 		"hook_dir":       hookDir,
 		"timeout":        "20s",
 		"manage_service": false,
+		"manage_rollout": true,
 	}) + "\n" + puppetDeclare("certsync::server", map[string]any{"manage_service": false})
 	out, code := puppetApply(t, puppet, root, manifest)
 	if code != 2 {
@@ -377,11 +403,37 @@ func TestPuppetApplyPublisher(t *testing.T) {
 	checkPuppetFile(t, signingKey, 0o600, nil)
 	checkPuppetFile(t, hook, 0o755, nil)
 	checkPuppetFile(t, filepath.Join(configDir, "nats-server.conf"), 0o600, mustRead(t, puppetShipped["nats-server.conf"]))
-	for _, unit := range []string{"certsync-republish.service", "certsync-republish.timer", "certsync-server.service"} {
+	units := []string{"certsync-republish.service", "certsync-republish.timer", "certsync-rollout.service", "certsync-server.service"}
+	for _, unit := range units {
 		checkPuppetFile(t, filepath.Join(unitDir, unit), 0o644, mustRead(t, puppetShipped[unit]))
 	}
-	verifyUnits(t, analyze, unitDir, "certsync-republish.service", "certsync-republish.timer", "certsync-server.service")
+	binary := filepath.Join(root, "usr", "local", "bin", "certsync")
+	checkPuppetFile(t, filepath.Join(unitDir, "certsync-rollout.service.d"), fs.ModeDir|0o755, nil)
+	checkPuppetFile(t, filepath.Join(unitDir, "certsync-rollout.service.d", "puppet.conf"), 0o644, nil)
+	dropIn := mustRead(t, filepath.Join(unitDir, "certsync-rollout.service.d", "puppet.conf"))
+	for _, line := range []string{"Environment=CERTSYNC_CONFIG=" + publisherYAML, "ExecStart=", "ExecStart=" + binary + " rollout run"} {
+		if !bytes.Contains(dropIn, []byte("\n"+line+"\n")) {
+			t.Errorf("the rollout unit's drop-in lacks the line %q:\n%s", line, dropIn)
+		}
+	}
+	verifyUnits(t, analyze, unitDir, units...)
 	keyBefore := mustRead(t, signingKey)
+
+	// The real loader reads the policies as Puppet was given them.
+	cfg, err := loadPublisherConfig(publisherYAML)
+	if err != nil {
+		t.Fatalf("the real loader refuses the publisher.yaml Puppet wrote: %v\n%s", err, mustRead(t, publisherYAML))
+	}
+	wantDefault := publisher.RolloutPolicy{CanaryPercent: 50, Waves: []int{100}, Soak: 15 * time.Minute, WaveDeadline: 30 * time.Minute, MaxFailures: 1}
+	wantOwn := publisher.RolloutPolicy{Canary: []string{"web2"}, Waves: []int{50, 100}, Soak: publisher.SoakZero, WaveDeadline: 2 * time.Hour, MaxFailuresPercent: 50}
+	for cert, want := range map[string]*publisher.RolloutPolicy{name: nil, own: &wantOwn, byDefault: &wantDefault} {
+		if got := cfg.Policy(cert); !reflect.DeepEqual(got, want) {
+			t.Errorf("publisher.yaml as loaded gives %s the rollout policy %+v, want %+v\n%s", cert, got, want, mustRead(t, publisherYAML))
+		}
+	}
+	if !slices.Equal(cfg.Certificates[own], []string{"web2", "web3"}) || !slices.Equal(cfg.Certificates[name], []string{"web1"}) {
+		t.Errorf("publisher.yaml as loaded gives the certificates the nodes %v, want %s [web1] and %s [web2 web3]", cfg.Certificates, name, own)
+	}
 
 	stage := filepath.Join(nodeDir, "stage")
 	nodeYAML := writeNodeConfig(t, filepath.Join(nodeDir, "node.yaml"), nodeConfig{

@@ -1,5 +1,6 @@
 # @summary The management host's publishing side: publisher.yaml, the signing
-#   key, certbot's deploy hook and the republish timer.
+#   key, certbot's deploy hook, the republish timer and, when asked, the
+#   rollout controller.
 #
 # Writes `<config_dir>/publisher.yaml` (0600) from its parameters; creates the
 # signing key with `certsync keygen signing --out` only when it is missing,
@@ -9,10 +10,18 @@
 # every renewal; installs `certsync-republish.service` and `.timer` exactly
 # as shipped in deploy/systemd, with a drop-in
 # (`certsync-republish.service.d/puppet.conf`) naming binary_path and
-# publisher.yaml, and runs the timer unless `manage_service` is false.
+# publisher.yaml, and runs the timer unless `manage_service` is false. With
+# `manage_rollout`, it installs `certsync-rollout.service` (the rollout
+# controller, `certsync rollout run`) in the same way, with its drop-in
+# `certsync-rollout.service.d/puppet.conf`, and runs it unless
+# `manage_service` is false.
 #
 # Checked before anything is written: every node a certificate lists is under
-# `nodes`, and no two nodes share a recipient.
+# `nodes`, once; no two nodes share a recipient; each rollout policy is one
+# certsync accepts (certsync::check_rollout): the default policy's canaries
+# are under `nodes`, a certificate's own policy's canaries are among that
+# certificate's nodes, and a certificate that takes the default policy gets
+# at least one of its canaries.
 #
 # @param nats
 #   publisher.yaml's `nats:` section: `url` and the publisher's credential
@@ -22,7 +31,10 @@
 #   (Puppet's report of certsync::node shows it), or the node's
 #   `ssh-ed25519 …` host key.
 # @param certificates
-#   Certificate (certbot lineage) name -> the names of the nodes that get it.
+#   Certificate (certbot lineage) name -> the names of the nodes that get it,
+#   or a hash `{nodes => [...], rollout => {...}}` giving the certificate its
+#   own rollout policy (replacing `rollout` whole; `rollout => 'none'` turns
+#   it off for this certificate). See Certsync::Publication.
 # @param manage_signing_key
 #   Create the signing key when missing. false: the key is put there by other
 #   means (it is never replaced either way).
@@ -30,12 +42,23 @@
 #   certbot's deploy hook folder; certbot creates it. The hook is
 #   `<hook_dir>/certsync`, mode 0755.
 # @param manage_service
-#   Run and enable `certsync-republish.timer`. false leaves it alone.
+#   Run and enable `certsync-republish.timer`, and `certsync-rollout` when
+#   `manage_rollout` is true. false leaves them alone.
+# @param manage_rollout
+#   Install the rollout controller's unit, `certsync-rollout.service`, with
+#   its drop-in (and run it, with `manage_service`). false leaves it alone.
+#   A certificate with a rollout policy needs the controller running
+#   somewhere with this signing key: without it a renewal stays staged on
+#   every node (installed there only under its expiry deadline).
 # @param signing_key
 #   The signing key's path; `<config_dir>/signing.key` when undef.
 # @param lineages
 #   Where republish finds each certificate's lineage; certsync's default
 #   (`/etc/letsencrypt/live`) when undef.
+# @param rollout
+#   publisher.yaml's `rollout:`, the staged rollout policy of every
+#   certificate without its own (Certsync::Rollout); none when undef: a
+#   renewal goes into service on every node at once.
 # @param stream
 #   publisher.yaml's `stream:` (replicas 1..5, history 1..100,
 #   duplicate_window); certsync's defaults when undef.
@@ -52,17 +75,28 @@
 #   certsync::publisher::nodes:
 #     web1: 'age1…'
 #     web2: 'ssh-ed25519 AAAA…'
+#     web3: 'age1…'
 #   certsync::publisher::certificates:
-#     example.com: [web1, web2]
+#     example.com: [web1, web2, web3]
+#     legacy.example.com:
+#       nodes: [web3]
+#       rollout: 'none'
+#   certsync::publisher::rollout:
+#     canary: [web1]
+#     waves: ['50%', '100%']
+#     soak: '30m'
+#   certsync::publisher::manage_rollout: true
 class certsync::publisher (
   Certsync::Nats                                                   $nats,
   Hash[Certsync::Nodename, Certsync::Recipient, 1]                 $nodes,
-  Hash[Certsync::Certname, Array[Certsync::Nodename, 1], 1]        $certificates,
+  Hash[Certsync::Certname, Certsync::Publication, 1]               $certificates,
   Boolean                                                          $manage_signing_key,
   Certsync::Absolutepath                                           $hook_dir,
   Boolean                                                          $manage_service,
+  Boolean                                                          $manage_rollout,
   Optional[Certsync::Absolutepath]                                 $signing_key = undef,
   Optional[Certsync::Absolutepath]                                 $lineages    = undef,
+  Optional[Certsync::Rollout]                                      $rollout     = undef,
   Optional[Struct[{
     Optional[replicas]         => Integer[1, 5],
     Optional[history]          => Integer[1, 100],
@@ -75,7 +109,14 @@ class certsync::publisher (
   $config_dir = $certsync::config_dir
   $unit_dir = $certsync::unit_dir
 
-  $certificates.each |$cert, $members| {
+  if $rollout =~ NotUndef {
+    certsync::check_rollout('certsync::publisher rollout', $rollout, $nodes.keys, "certsync::publisher's nodes")
+  }
+  $certificates.each |$cert, $entry| {
+    $members = $entry ? {
+      Array   => $entry,
+      default => $entry['nodes'],
+    }
     $members.each |$member| {
       unless $member in $nodes {
         fail("certsync: certificate \"${cert}\": node \"${member}\" is not listed in certsync::publisher's nodes")
@@ -83,6 +124,22 @@ class certsync::publisher (
     }
     if length($members.unique) != length($members) {
       fail("certsync: certificate \"${cert}\": a node is listed twice")
+    }
+    if $entry =~ Hash and 'rollout' in $entry {
+      # Its own policy: its canaries are its own nodes (certsync only
+      # needs one of them to be, but a canary that does not get the
+      # certificate is a mistake).
+      if $entry['rollout'] =~ Hash {
+        certsync::check_rollout("certificate \"${cert}\": rollout", $entry['rollout'], $members, 'its nodes')
+      }
+    } elsif $rollout =~ NotUndef and $rollout['canary'] =~ Array {
+      # The default policy's listed canaries: certsync needs one of them
+      # to get each certificate that takes it.
+      $canaries = $rollout['canary'].join(', ')
+      unless $rollout['canary'].any |$node| { $node in $members } {
+        $hint = 'list one under its nodes, or give it its own rollout'
+        fail("certsync: certificate \"${cert}\": none of the rollout's canaries (${canaries}) gets it: ${hint}")
+      }
     }
   }
   # A recipient without its SSH comment: two nodes may not share one.
@@ -103,6 +160,7 @@ class certsync::publisher (
     'lineages'     => $lineages,
     'nodes'        => $nodes,
     'certificates' => $certificates,
+    'rollout'      => $rollout,
     'stream'       => $stream,
     'timeout'      => $timeout,
   })
@@ -145,6 +203,15 @@ class certsync::publisher (
   }
   certsync::unit { 'certsync-republish.timer': }
 
+  if $manage_rollout {
+    certsync::unit { 'certsync-rollout.service':
+      dropin => epp('certsync/rollout.dropin.epp', {
+        'binary_path' => $binary_path,
+        'config_file' => $config_file,
+      }),
+    }
+  }
+
   if $manage_service {
     service { 'certsync-republish.timer':
       ensure    => running,
@@ -154,6 +221,23 @@ class certsync::publisher (
         File["${unit_dir}/certsync-republish.timer"],
         File["${unit_dir}/certsync-republish.service.d/puppet.conf"],
       ],
+    }
+    if $manage_rollout {
+      # A long-running process that may keep what it read at start: a new
+      # publisher.yaml, binary or unit restarts it.
+      service { 'certsync-rollout':
+        ensure    => running,
+        enable    => true,
+        subscribe => [
+          File[$binary_path],
+          File[$config_file],
+          File["${unit_dir}/certsync-rollout.service"],
+          File["${unit_dir}/certsync-rollout.service.d/puppet.conf"],
+        ],
+      }
+      if $manage_signing_key {
+        Exec['certsync keygen signing'] -> Service['certsync-rollout']
+      }
     }
   }
 }
