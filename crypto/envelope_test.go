@@ -344,7 +344,7 @@ func TestFormatRefusal(t *testing.T) {
 		err  error
 		want FormatError
 	}{
-		{envErr, FormatError{Part: "envelope", Field: "format", Offset: len(envelopeMagic), Reason: fmt.Sprintf("unsupported format %d, this reader knows %d", Format+1, Format)}},
+		{envErr, FormatError{Part: "envelope", Field: "format", Offset: len(envelopeMagic), Reason: fmt.Sprintf("unsupported format %d, this reader knows %d to %d", Format+1, MinFormat, Format)}},
 		{ptErr, FormatError{Part: "plaintext", Field: "format", Offset: 0, Reason: fmt.Sprintf("unsupported plaintext format %d, this reader knows %d", plaintextFormat+1, plaintextFormat)}},
 	} {
 		var fe *FormatError

@@ -2,9 +2,11 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,11 +14,13 @@ import (
 )
 
 // FuzzOpen feeds arbitrary bodies to Verify and Open, seeded with the test
-// vectors. Nothing may panic; whatever parses must re-marshal to the same
-// bytes; a seal record is returned exactly when one parsed, and holds two
-// digests; errors must wrap a documented sentinel; Open may succeed only where
-// Verify does, with the same header, and its bundle must round-trip
-// through the plaintext encoding.
+// vectors of both formats. Nothing may panic; whatever parses must
+// re-marshal to the same bytes; a seal record is returned exactly when one
+// parsed, and holds two digests; Hold and Withdrawn exactly when format 2
+// records parsed, Withdrawn ascending and at most 16; errors must wrap a
+// documented sentinel and be one line; Open may succeed only where Verify
+// does, with the same header, and its bundle must round-trip through the
+// plaintext encoding.
 func FuzzOpen(f *testing.F) {
 	var trusted []PublicKey
 	var ids []age.Identity
@@ -42,14 +46,27 @@ func FuzzOpen(f *testing.F) {
 		} else if !errors.Is(perr, ErrMalformed) {
 			t.Fatalf("parseEnvelope = %v, want ErrMalformed", perr)
 		}
-		hasRecord := false
+		hasRecord, hasHold, withdrawn := false, false, []byte(nil)
 		if perr == nil {
+			if env.format < MinFormat || env.format > Format {
+				t.Fatalf("parsed format %d", env.format)
+			}
 			for _, x := range env.exts {
-				if x.typ == extSealRecord {
+				switch {
+				case x.typ == extSealRecord:
 					hasRecord = true
 					if len(x.value) != sealRecordSize {
 						t.Fatalf("parsed a seal record of %d bytes", len(x.value))
 					}
+				case x.typ == extHold:
+					hasHold = true
+					if env.format < 2 || len(x.value) != 0 {
+						t.Fatalf("parsed a hold record of %d bytes in format %d", len(x.value), env.format)
+					}
+				case x.typ == extWithdrawn && env.format >= 2:
+					withdrawn = x.value
+				case x.typ&extIgnorable == 0:
+					t.Fatalf("parsed the critical record 0x%04x", x.typ)
 				}
 			}
 		}
@@ -58,11 +75,22 @@ func FuzzOpen(f *testing.F) {
 			if perr != nil {
 				t.Fatalf("Verify succeeded where parsing failed: %v", perr)
 			}
-			if hdr.Name != env.name || hdr.Version != env.version || hdr.Signer != env.signer || hdr.Format != Format {
-				t.Fatalf("Verify = %+v, parse = %q %d %v", hdr, env.name, env.version, env.signer)
+			if hdr.Name != env.name || hdr.Version != env.version || hdr.Signer != env.signer || hdr.Format != int(env.format) {
+				t.Fatalf("Verify = %+v, parse = format %d %q %d %v", hdr, env.format, env.name, env.version, env.signer)
 			}
 			if hdr.Record.IsZero() == hasRecord {
 				t.Fatalf("Verify's record %+v, but the envelope has a seal record: %v", hdr.Record, hasRecord)
+			}
+			if hdr.Hold != hasHold {
+				t.Fatalf("Verify's Hold %v, but the envelope has a hold record: %v", hdr.Hold, hasHold)
+			}
+			if len(hdr.Withdrawn)*sha256.Size != len(withdrawn) || len(hdr.Withdrawn) > maxWithdrawn {
+				t.Fatalf("Verify's Withdrawn holds %d fingerprints, the record %d bytes", len(hdr.Withdrawn), len(withdrawn))
+			}
+			for i, fp := range hdr.Withdrawn {
+				if !bytes.Equal(fp[:], withdrawn[i*sha256.Size:(i+1)*sha256.Size]) || (i > 0 && bytes.Compare(hdr.Withdrawn[i-1][:], fp[:]) >= 0) {
+					t.Fatalf("Verify's Withdrawn %v is not the record's, ascending", hdr.Withdrawn)
+				}
 			}
 			for _, d := range []string{hdr.Record.Fingerprint.String(), hdr.Record.Recipients} {
 				if _, err := ParseFingerprint(d); hasRecord && err != nil && d != "" {
@@ -73,6 +101,11 @@ func FuzzOpen(f *testing.F) {
 			t.Fatalf("Verify = %v, want a documented sentinel", verr)
 		}
 		ohdr, b, oerr := Open(data, trusted, ids)
+		for _, err := range []error{perr, verr, oerr} {
+			if err != nil && strings.ContainsAny(err.Error(), "\r\n") {
+				t.Fatalf("error of more than one line: %q", err)
+			}
+		}
 		if oerr != nil {
 			if !isOneOf(oerr, []error{ErrMalformed, ErrUntrustedSigner, ErrBadSignature, ErrNotRecipient}) {
 				t.Fatalf("Open = %v, want a documented sentinel", oerr)
