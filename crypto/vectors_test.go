@@ -27,7 +27,7 @@ import (
 	"filippo.io/age"
 )
 
-var update = flag.Bool("update", false, "regenerate testdata/vectors (go test -run TestVectors -update)")
+var update = flag.Bool("update", false, "regenerate testdata/vectors and testdata/rollout (go test -run 'TestVectors|TestRolloutVectors' -update)")
 
 const vectorDir = "testdata/vectors"
 
