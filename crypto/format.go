@@ -179,7 +179,7 @@ func (e *envelope) ciphertextOffset() int {
 // FormatError describes where an envelope or its plaintext breaks the
 // format. It wraps [ErrMalformed].
 type FormatError struct {
-	// Part is "envelope" or "plaintext".
+	// Part is "envelope", "plaintext" or "rollout" (a rollout record).
 	Part string
 	// Field names the field being parsed, such as "name" or "ciphertext".
 	Field string
