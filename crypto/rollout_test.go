@@ -346,7 +346,7 @@ func TestRolloutRules(t *testing.T) {
 		"253-byte name":     func(r *RolloutRecord) { r.Name = strings.Repeat("a", MaxNameSize) },
 		"64-byte node name": func(r *RolloutRecord) { r.Released = []string{strings.Repeat("w", 64)} },
 		"all, none named":   func(r *RolloutRecord) { r.All, r.Released, r.State = true, nil, RolloutComplete },
-		"no wave start": func(r *RolloutRecord) { r.WaveStarted = time.Time{} },
+		"no wave start":     func(r *RolloutRecord) { r.WaveStarted = time.Time{} },
 	} {
 		r := testRollout()
 		edit(r)
