@@ -26,8 +26,13 @@ func TestCheck(t *testing.T) {
 	}
 	block, _ := pem.Decode(b.Cert)
 	sum := sha256.Sum256(block.Bytes)
-	if info.Version != uint64(nb.Unix()) {
-		t.Errorf("Version = %d, want %d", info.Version, nb.Unix())
+	// The version is the envelope's, not the certificate's; format 1's is
+	// the NotBefore, which Format1Version gives.
+	if info.Version != 0 {
+		t.Errorf("Version = %d, want 0", info.Version)
+	}
+	if v := Format1Version(info.NotBefore); v != uint64(nb.Unix()) {
+		t.Errorf("Format1Version = %d, want %d", v, nb.Unix())
 	}
 	if want := "sha256:" + hex.EncodeToString(sum[:]); info.Fingerprint.String() != want {
 		t.Errorf("Fingerprint = %s, want %s", info.Fingerprint, want)

@@ -41,7 +41,9 @@ const MaxNameSize = 253
 
 // Header is the signed, non-secret part of an envelope.
 type Header struct {
-	// Format is the envelope format version, [Format].
+	// Format is the envelope's format version, [MinFormat] to [Format].
+	// It says what Version means: the leaf's NotBefore in format 1 (a
+	// node checks [Format1Version]), the publisher's in format 2.
 	Format int
 	// Name is the certificate name the envelope is for.
 	Name string
@@ -103,7 +105,7 @@ type sealOptions struct {
 	hold             bool
 	withdrawn        []Fingerprint
 	// format is 0 for Format; tests set 1 to write what older publishers
-	// wrote.
+	// wrote (the hold and withdrawn records are refused then).
 	format uint8
 }
 
@@ -168,6 +170,9 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 		opt(&o)
 	}
 	format := cmp.Or(o.format, Format)
+	if format < MinFormat || format > Format {
+		return nil, fmt.Errorf("sealing envelope %q: format %d, this writer knows %d to %d", b.Name, format, MinFormat, Format)
+	}
 	var exts []extension
 	if o.hold {
 		if format < 2 {
@@ -297,13 +302,13 @@ func Open(envelope []byte, trusted []PublicKey, identities []age.Identity) (*Hea
 			return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version, ErrNotRecipient)
 		}
 		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
-			&FormatError{Part: "envelope", Field: "ciphertext", Offset: env.ciphertextOffset(), Reason: "age: " + err.Error()})
+			&FormatError{Part: "envelope", Field: "ciphertext", Offset: env.ciphertextOffset(), Reason: "age: " + oneLine(err.Error())})
 	}
 	pt, err := io.ReadAll(io.LimitReader(r, maxPlaintextSize+1))
 	defer clear(pt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
-			&FormatError{Part: "envelope", Field: "ciphertext", Offset: env.ciphertextOffset(), Reason: "age payload: " + err.Error()})
+			&FormatError{Part: "envelope", Field: "ciphertext", Offset: env.ciphertextOffset(), Reason: "age payload: " + oneLine(err.Error())})
 	}
 	if len(pt) > maxPlaintextSize {
 		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,

@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -344,7 +345,7 @@ func TestFormatRefusal(t *testing.T) {
 		err  error
 		want FormatError
 	}{
-		{envErr, FormatError{Part: "envelope", Field: "format", Offset: len(envelopeMagic), Reason: fmt.Sprintf("unsupported format %d, this reader knows %d", Format+1, Format)}},
+		{envErr, FormatError{Part: "envelope", Field: "format", Offset: len(envelopeMagic), Reason: fmt.Sprintf("unsupported format %d, this reader knows %d to %d", Format+1, MinFormat, Format)}},
 		{ptErr, FormatError{Part: "plaintext", Field: "format", Offset: 0, Reason: fmt.Sprintf("unsupported plaintext format %d, this reader knows %d", plaintextFormat+1, plaintextFormat)}},
 	} {
 		var fe *FormatError
@@ -523,5 +524,122 @@ func TestRecipientsDigest(t *testing.T) {
 	}
 	if _, err := ParseFingerprint(d); err != nil {
 		t.Errorf("digest %q is not of the record's form", d)
+	}
+}
+
+// TestSealFormat2Records: WithHold and WithWithdrawn write the hold and
+// withdrawn records, which Verify and Open return; Withdrawn comes back
+// sorted, once each, without zero fingerprints; more than 16 are refused,
+// and format 1, which has neither record, refuses both; a format this
+// writer does not know is refused.
+func TestSealFormat2Records(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	fps := make([]Fingerprint, maxWithdrawn+1)
+	for i := range fps {
+		fps[i] = sha256.Sum256([]byte{byte(i)})
+	}
+	sorted := slices.SortedFunc(slices.Values(fps[:3]), func(a, b Fingerprint) int { return bytes.Compare(a[:], b[:]) })
+	seal := func(opts ...SealOption) ([]byte, error) { return Seal(s.bundle, s.key, s.to, opts...) }
+
+	env, err := seal(WithHold(), WithWithdrawn(fps[2], fps[0]), WithWithdrawn(fps[1], fps[0], Fingerprint{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, _, err := Open(env, s.trusted, s.ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr.Format != 2 || !hdr.Hold || !slices.Equal(hdr.Withdrawn, sorted) {
+		t.Errorf("Open = format %d hold %v withdrawn %v, want format 2, hold, %v", hdr.Format, hdr.Hold, hdr.Withdrawn, sorted)
+	}
+	if hdr, err := Verify(s.env, s.trusted); err != nil || hdr.Hold || hdr.Withdrawn != nil || hdr.Format != Format {
+		t.Errorf("Verify without the options = %+v, %v; want format %d, no hold, no withdrawn", hdr, err, Format)
+	}
+	if _, err := seal(WithWithdrawn(fps[:maxWithdrawn]...)); err != nil {
+		t.Errorf("Seal with %d withdrawn: %v", maxWithdrawn, err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts []SealOption
+		want string
+	}{
+		{"17 withdrawn", []SealOption{WithWithdrawn(fps...)}, "17 withdrawn certificates, at most 16"},
+		{"hold in format 1", []SealOption{withFormat(1), WithHold()}, "format 1 has no hold record"},
+		{"withdrawn in format 1", []SealOption{withFormat(1), WithWithdrawn(fps[0])}, "format 1 has no withdrawn record"},
+		{"format 3", []SealOption{withFormat(3)}, "format 3, this writer knows 1 to 2"},
+	} {
+		if env, err := seal(tc.opts...); env != nil || err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Seal = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// Format 1 as format 1 publishers wrote it: no new record, Format 1.
+	env, err = seal(withFormat(1), WithWithdrawn(Fingerprint{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr, err := Verify(env, s.trusted); err != nil || hdr.Format != 1 || env[len(envelopeMagic)] != 1 {
+		t.Errorf("Verify of format 1 = %+v, %v; want format 1", hdr, err)
+	}
+}
+
+// TestWithdrawnRefusals: a withdrawn record out of order is refused at the
+// first fingerprint that is not above the one before it.
+func TestWithdrawnRefusals(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	pt := marshalPlaintext(s.bundle.Name, s.bundle.Version, s.bundle)
+	a, b, c := Fingerprint{1}, Fingerprint{2}, Fingerprint{3}
+	// The record's value starts after the signer, the extensions length
+	// and the record's type and length.
+	value := len(envelopeMagic) + 1 + 1 + len(s.bundle.Name) + 8 + 32 + 4 + 6
+	for _, tc := range []struct {
+		name   string
+		fps    []Fingerprint
+		field  string
+		offset int
+	}{
+		{"third below second", []Fingerprint{a, c, b}, "extension value", value + 64},
+		{"second repeats first", []Fingerprint{a, a, c}, "extension value", value + 32},
+		{"second below first", []Fingerprint{b, a}, "extension value", value + 32},
+	} {
+		var v []byte
+		for _, fp := range tc.fps {
+			v = append(v, fp[:]...)
+		}
+		_, err := Verify(s.sealRaw(t, []extension{{typ: extWithdrawn, value: v}}, pt), s.trusted)
+		var fe *FormatError
+		if !errors.As(err, &fe) || fe.Field != tc.field || fe.Offset != tc.offset {
+			t.Errorf("%s: Verify = %v, want field %q at offset %d", tc.name, err, tc.field, tc.offset)
+		}
+	}
+}
+
+// TestOpenErrorsAreOneLine: what age says about a broken ciphertext, which
+// may hold a newline and quote a line of any length, reaches the error as
+// one bounded line.
+func TestOpenErrorsAreOneLine(t *testing.T) {
+	t.Parallel()
+	s := newSealed(t)
+	env, err := parseEnvelope(s.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("A", 100_000)
+	for _, ct := range []string{
+		// A stanza whose body has no short last line: age's error says
+		// so on two lines.
+		ageMagic + "-> X25519 abc\n" + strings.Repeat("A", 64) + "\n--- x\n",
+		// A stanza opening line of 100 kB, which age quotes.
+		ageMagic + long + "\n",
+	} {
+		env.ciphertext = []byte(ct)
+		_, _, err := Open(env.marshalSigned(s.key), s.trusted, s.ids)
+		if !errors.Is(err, ErrMalformed) {
+			t.Fatalf("Open = %v, want ErrMalformed", err)
+		}
+		if msg := err.Error(); strings.ContainsAny(msg, "\r\n") || len(msg) > 400 {
+			t.Errorf("Open's error is not one bounded line (%d bytes): %q", len(msg), msg)
+		}
 	}
 }

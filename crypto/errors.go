@@ -7,19 +7,22 @@ import (
 
 // Sentinel errors. Errors returned by this package wrap them (test with
 // [errors.Is]); all but ErrKeyPermissions, ErrExpired and ErrNotYetValid
-// mark an envelope that will never be accepted, however often it is retried.
+// mark an envelope or a rollout record that will never be accepted, however
+// often it is retried.
 var (
 	// ErrMalformed means the envelope or its plaintext does not follow the
 	// format (docs/FORMAT.md): bad magic, unsupported format, a length out of
 	// bounds, trailing bytes, an unknown critical extension, an invalid age
 	// ciphertext, or a plaintext whose name or version differ from the
-	// signed header. Parse errors are of type *[FormatError].
+	// signed header; or a rollout record that does not follow its format
+	// (its frame, or its signed body). Parse errors are of type
+	// *[FormatError].
 	ErrMalformed = errors.New("malformed envelope")
 	// ErrBadSignature means the signature does not verify under the key the
-	// envelope names as its signer: the envelope was altered.
+	// envelope (or rollout record) names as its signer: it was altered.
 	ErrBadSignature = errors.New("bad envelope signature")
-	// ErrUntrustedSigner means the envelope names a signer that is not one
-	// of the trusted keys.
+	// ErrUntrustedSigner means the envelope (or rollout record) names a
+	// signer that is not one of the trusted keys.
 	ErrUntrustedSigner = errors.New("envelope signer is not trusted")
 	// ErrNotRecipient means none of the identities can decrypt the envelope.
 	ErrNotRecipient = errors.New("not a recipient of the envelope")
@@ -28,7 +31,8 @@ var (
 	// ErrTooManyRecipients means Seal was given more than [MaxRecipients]
 	// recipients, which age would encrypt to but no node could open.
 	ErrTooManyRecipients = errors.New("too many recipients")
-	// ErrTooLarge means a sealed envelope would exceed [MaxEnvelopeSize].
+	// ErrTooLarge means a sealed envelope would exceed [MaxEnvelopeSize], or
+	// a signed rollout record [MaxRolloutSize].
 	ErrTooLarge = errors.New("envelope too large")
 	// ErrKeyPermissions means a key file may be read or written by group or
 	// others; "chmod 600 FILE" fixes it.

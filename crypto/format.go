@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // The byte layout; docs/FORMAT.md is its specification.
@@ -78,15 +79,16 @@ func checkExtensionLength(format uint8, typ uint16, n uint32) string {
 	return ""
 }
 
-// ascending tells whether v, a sequence of SHA-256 sums, is in strictly
+// unordered returns the offset in v, a sequence of SHA-256 sums, of the
+// first sum not above the one before it, or -1 when v is in strictly
 // ascending byte order (so sorted and without repetition).
-func ascending(v []byte) bool {
-	for i := sha256.Size; i < len(v); i += sha256.Size {
+func unordered(v []byte) int {
+	for i := sha256.Size; i+sha256.Size <= len(v); i += sha256.Size {
 		if bytes.Compare(v[i-sha256.Size:i], v[i:i+sha256.Size]) >= 0 {
-			return false
+			return i
 		}
 	}
-	return true
+	return -1
 }
 
 // marshalSealRecord encodes a seal record's value.
@@ -177,7 +179,7 @@ func (e *envelope) ciphertextOffset() int {
 // FormatError describes where an envelope or its plaintext breaks the
 // format. It wraps [ErrMalformed].
 type FormatError struct {
-	// Part is "envelope" or "plaintext".
+	// Part is "envelope", "plaintext" or "rollout" (a rollout record).
 	Part string
 	// Field names the field being parsed, such as "name" or "ciphertext".
 	Field string
@@ -194,6 +196,24 @@ func (e *FormatError) Error() string {
 
 // Unwrap returns [ErrMalformed].
 func (e *FormatError) Unwrap() error { return ErrMalformed }
+
+// maxQuoted bounds what a FormatError's reason repeats of another parser's
+// error text.
+const maxQuoted = 200
+
+// oneLine is s, another parser's error text (age's), cut to its first line
+// and to at most maxQuoted bytes, so that a FormatError is always one
+// bounded line: age's own texts may hold a newline, and quote a line of
+// the ciphertext of any length.
+func oneLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > maxQuoted {
+		s = strings.ToValidUTF8(s[:maxQuoted], "") + "…"
+	}
+	return s
+}
 
 // reader consumes a byte slice, producing FormatErrors with offsets.
 type reader struct {
@@ -366,9 +386,11 @@ func parseEnvelope(data []byte) (*envelope, error) {
 			return nil, r.errorf("extension length", "%s", err)
 		}
 		v, _ := r.take(int(n), "extension value")
-		if e.format >= 2 && typ == extWithdrawn && !ascending(v) {
-			r.off -= int(n)
-			return nil, r.errorf("extension value", "withdrawn record (0x%04x): fingerprints not in ascending order", typ)
+		if e.format >= 2 && typ == extWithdrawn {
+			if i := unordered(v); i >= 0 {
+				r.off -= int(n) - i
+				return nil, r.errorf("extension value", "withdrawn record (0x%04x): fingerprint %d is not above the one before it (want ascending, each once)", typ, i/sha256.Size+1)
+			}
 		}
 		e.exts = append(e.exts, extension{typ: typ, value: v})
 		prev = int(typ)

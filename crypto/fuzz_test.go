@@ -2,9 +2,12 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,11 +15,13 @@ import (
 )
 
 // FuzzOpen feeds arbitrary bodies to Verify and Open, seeded with the test
-// vectors. Nothing may panic; whatever parses must re-marshal to the same
-// bytes; a seal record is returned exactly when one parsed, and holds two
-// digests; errors must wrap a documented sentinel; Open may succeed only where
-// Verify does, with the same header, and its bundle must round-trip
-// through the plaintext encoding.
+// vectors of both formats. Nothing may panic; whatever parses must
+// re-marshal to the same bytes; a seal record is returned exactly when one
+// parsed, and holds two digests; Hold and Withdrawn exactly when format 2
+// records parsed, Withdrawn ascending and at most 16; errors must wrap a
+// documented sentinel and be one line; Open may succeed only where Verify
+// does, with the same header, and its bundle must round-trip through the
+// plaintext encoding.
 func FuzzOpen(f *testing.F) {
 	var trusted []PublicKey
 	var ids []age.Identity
@@ -42,14 +47,27 @@ func FuzzOpen(f *testing.F) {
 		} else if !errors.Is(perr, ErrMalformed) {
 			t.Fatalf("parseEnvelope = %v, want ErrMalformed", perr)
 		}
-		hasRecord := false
+		hasRecord, hasHold, withdrawn := false, false, []byte(nil)
 		if perr == nil {
+			if env.format < MinFormat || env.format > Format {
+				t.Fatalf("parsed format %d", env.format)
+			}
 			for _, x := range env.exts {
-				if x.typ == extSealRecord {
+				switch {
+				case x.typ == extSealRecord:
 					hasRecord = true
 					if len(x.value) != sealRecordSize {
 						t.Fatalf("parsed a seal record of %d bytes", len(x.value))
 					}
+				case x.typ == extHold:
+					hasHold = true
+					if env.format < 2 || len(x.value) != 0 {
+						t.Fatalf("parsed a hold record of %d bytes in format %d", len(x.value), env.format)
+					}
+				case x.typ == extWithdrawn && env.format >= 2:
+					withdrawn = x.value
+				case x.typ&extIgnorable == 0:
+					t.Fatalf("parsed the critical record 0x%04x", x.typ)
 				}
 			}
 		}
@@ -58,11 +76,22 @@ func FuzzOpen(f *testing.F) {
 			if perr != nil {
 				t.Fatalf("Verify succeeded where parsing failed: %v", perr)
 			}
-			if hdr.Name != env.name || hdr.Version != env.version || hdr.Signer != env.signer || hdr.Format != Format {
-				t.Fatalf("Verify = %+v, parse = %q %d %v", hdr, env.name, env.version, env.signer)
+			if hdr.Name != env.name || hdr.Version != env.version || hdr.Signer != env.signer || hdr.Format != int(env.format) {
+				t.Fatalf("Verify = %+v, parse = format %d %q %d %v", hdr, env.format, env.name, env.version, env.signer)
 			}
 			if hdr.Record.IsZero() == hasRecord {
 				t.Fatalf("Verify's record %+v, but the envelope has a seal record: %v", hdr.Record, hasRecord)
+			}
+			if hdr.Hold != hasHold {
+				t.Fatalf("Verify's Hold %v, but the envelope has a hold record: %v", hdr.Hold, hasHold)
+			}
+			if len(hdr.Withdrawn)*sha256.Size != len(withdrawn) || len(hdr.Withdrawn) > maxWithdrawn {
+				t.Fatalf("Verify's Withdrawn holds %d fingerprints, the record %d bytes", len(hdr.Withdrawn), len(withdrawn))
+			}
+			for i, fp := range hdr.Withdrawn {
+				if !bytes.Equal(fp[:], withdrawn[i*sha256.Size:(i+1)*sha256.Size]) || (i > 0 && bytes.Compare(hdr.Withdrawn[i-1][:], fp[:]) >= 0) {
+					t.Fatalf("Verify's Withdrawn %v is not the record's, ascending", hdr.Withdrawn)
+				}
 			}
 			for _, d := range []string{hdr.Record.Fingerprint.String(), hdr.Record.Recipients} {
 				if _, err := ParseFingerprint(d); hasRecord && err != nil && d != "" {
@@ -73,6 +102,11 @@ func FuzzOpen(f *testing.F) {
 			t.Fatalf("Verify = %v, want a documented sentinel", verr)
 		}
 		ohdr, b, oerr := Open(data, trusted, ids)
+		for _, err := range []error{perr, verr, oerr} {
+			if err != nil && strings.ContainsAny(err.Error(), "\r\n") {
+				t.Fatalf("error of more than one line: %q", err)
+			}
+		}
 		if oerr != nil {
 			if !isOneOf(oerr, []error{ErrMalformed, ErrUntrustedSigner, ErrBadSignature, ErrNotRecipient}) {
 				t.Fatalf("Open = %v, want a documented sentinel", oerr)
@@ -109,6 +143,81 @@ func FuzzPlaintext(f *testing.F) {
 		}
 		if again := marshalPlaintext(b.Name, b.Version, b); !bytes.Equal(again, pt) {
 			t.Fatalf("parse then marshal changed the plaintext:\n in  %x\n out %x", pt, again)
+		}
+	})
+}
+
+// FuzzRollout feeds arbitrary bytes to VerifyRollout, seeded with the
+// rollout vectors, twice: as a whole record, and as a body framed and
+// signed by a trusted key (so the fuzzer reaches the body's rules, behind
+// the signature). Nothing may panic; errors wrap a documented sentinel and
+// are one line; whatever frame parses re-encodes to the same bytes; and
+// whatever verifies signs again, by its signer, to exactly the same bytes
+// (a record has one encoding), obeys the record's rules, and answers
+// Releases and For.
+func FuzzRollout(f *testing.F) {
+	signers := vectorSigners()
+	var trusted []PublicKey
+	for _, v := range readRolloutVectors(f) {
+		f.Add(v.record)
+		if len(v.record) >= rolloutBodyOffset+signatureSize {
+			f.Add(v.record[rolloutBodyOffset : len(v.record)-signatureSize])
+		}
+		for _, s := range v.trusted {
+			k, err := ParsePublicKey(s)
+			if err != nil {
+				f.Fatal(err)
+			}
+			if !slices.Contains(trusted, k) {
+				trusted = append(trusted, k)
+			}
+		}
+	}
+	key := newSigningKeyFromSeed(vectorSeed("signer"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, rec := range [][]byte{data, signRolloutBody(data, key)} {
+			signer, body, perr := parseRollout(rec)
+			if perr == nil {
+				if again := slices.Concat([]byte(rolloutMagic), []byte{RolloutFormat}, signer.key[:],
+					binary.BigEndian.AppendUint32(nil, uint32(len(body))), body, rec[len(rec)-signatureSize:]); !bytes.Equal(again, rec) {
+					t.Fatalf("parse then frame changed the record:\n in  %x\n out %x", rec, again)
+				}
+			}
+			r, who, err := VerifyRollout(rec, trusted)
+			if err != nil {
+				if !isOneOf(err, []error{ErrMalformed, ErrUntrustedSigner, ErrBadSignature}) {
+					t.Fatalf("VerifyRollout = %v, want a documented sentinel", err)
+				}
+				if strings.ContainsAny(err.Error(), "\r\n") {
+					t.Fatalf("error of more than one line: %q", err)
+				}
+				if r != nil {
+					t.Fatalf("VerifyRollout returned a record with its error %v", err)
+				}
+				continue
+			}
+			if perr != nil || who != signer {
+				t.Fatalf("VerifyRollout succeeded with signer %s where the frame parses as %v, %s", who, perr, signer)
+			}
+			if err := r.check(); err != nil {
+				t.Fatalf("a verified record breaks a rule: %v", err)
+			}
+			k := signers[who]
+			if k == nil {
+				t.Fatalf("verified under %s, none of the vectors' keys", who)
+			}
+			again, err := SignRollout(r, k)
+			if err != nil || !bytes.Equal(again, rec) {
+				t.Fatalf("what verified does not sign again to the same bytes (%v):\n in  %x\n out %x", err, rec, again)
+			}
+			for _, n := range r.Released {
+				if !r.Releases(n) {
+					t.Fatalf("Releases(%q) = false for a node it names", n)
+				}
+			}
+			if !r.For(r.Version, r.Fingerprint) {
+				t.Fatal("For is false for the record's own version and fingerprint")
+			}
 		}
 	})
 }

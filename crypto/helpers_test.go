@@ -188,3 +188,9 @@ func mustSigningKey(t testing.TB) *SigningKey {
 	}
 	return k
 }
+
+// withFormat makes Seal write envelope format f: 1 for what publishers
+// wrote before format 2 (the vectors of format 1 are regenerated so).
+func withFormat(f uint8) SealOption {
+	return func(o *sealOptions) { o.format = f }
+}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // The rollout record's layout.
@@ -97,28 +98,34 @@ type RolloutRecord struct {
 	WaveStarted time.Time `json:"wave_started"`
 }
 
-// Releases tells whether the record releases node.
+// Releases tells whether the record releases node. A nil record releases
+// nothing. Released need not be sorted (a record being built); a verified
+// one always is.
 func (r *RolloutRecord) Releases(node string) bool {
-	if r.All {
-		return true
+	if r == nil {
+		return false
 	}
-	_, ok := slices.BinarySearch(r.Released, node)
-	return ok
+	return r.All || slices.Contains(r.Released, node)
 }
 
 // For tells whether the record is about version version of the certificate
-// with fingerprint fp.
+// with fingerprint fp. A nil record is about nothing.
 func (r *RolloutRecord) For(version uint64, fp Fingerprint) bool {
-	return r.Version == version && r.Fingerprint == fp
+	return r != nil && r.Version == version && r.Fingerprint == fp
 }
 
 // check applies the record's rules (the parser's, after decoding; and
-// SignRollout's, before encoding).
+// SignRollout's, before encoding). Its errors never echo more than a short
+// state, so each is one bounded line.
 func (r *RolloutRecord) check() error {
 	if err := checkName(r.Name); err != nil {
 		return err
 	}
 	switch {
+	case !utf8.ValidString(r.Name):
+		// JSON would carry U+FFFD instead: the record signed would not
+		// be the record given.
+		return errors.New("name is not valid UTF-8")
 	case r.Version == 0:
 		return errors.New("version 0 is invalid")
 	case r.Fingerprint.IsZero():
@@ -131,14 +138,19 @@ func (r *RolloutRecord) check() error {
 		return fmt.Errorf("%d released nodes, at most %d", len(r.Released), MaxRolloutNodes)
 	case len(r.Reason) > maxRolloutReason:
 		return fmt.Errorf("reason is %d bytes, at most %d", len(r.Reason), maxRolloutReason)
-	case strings.ContainsFunc(r.Reason, unicode.IsControl):
-		return errors.New("reason holds a control character")
+	case !utf8.ValidString(r.Reason):
+		return errors.New("reason is not valid UTF-8")
+	case strings.ContainsFunc(r.Reason, breaksLine):
+		return errors.New("reason holds a control character or a line break")
 	case r.Time.IsZero():
 		return errors.New("no time")
 	}
 	switch r.State {
 	case RolloutRunning, RolloutPaused, RolloutHalted, RolloutComplete, RolloutAborted:
 	default:
+		if len(r.State) > maxStateEcho {
+			return fmt.Errorf("unknown state of %d bytes", len(r.State))
+		}
 		return fmt.Errorf("unknown state %q", r.State)
 	}
 	for i, n := range r.Released {
@@ -152,15 +164,33 @@ func (r *RolloutRecord) check() error {
 	return nil
 }
 
-// SignRollout checks r (Released is sorted and deduplicated first) and
-// returns it as a rollout record signed with key.
+// maxStateEcho bounds the unknown state an error quotes.
+const maxStateEcho = 32
+
+// breaksLine tells whether c may not appear in a one-line text: a control
+// character (C0, DEL, C1) or a Unicode line or paragraph separator.
+func breaksLine(c rune) bool {
+	return unicode.IsControl(c) || c == '\u2028' || c == '\u2029'
+}
+
+// canonical is r as SignRollout writes it: Released sorted and
+// deduplicated, the times in UTC.
+func (r *RolloutRecord) canonical() RolloutRecord {
+	c := *r
+	c.Released = slices.Compact(slices.Sorted(slices.Values(r.Released)))
+	c.Time, c.WaveStarted = c.Time.UTC(), c.WaveStarted.UTC()
+	return c
+}
+
+// SignRollout checks r (Released is sorted and deduplicated first, the
+// times taken in UTC; r itself is not changed) and returns it as a rollout
+// record signed with key. Signing is deterministic: the same record and
+// key give the same bytes.
 func SignRollout(r *RolloutRecord, key *SigningKey) ([]byte, error) {
 	if r == nil || key == nil {
 		return nil, errors.New("signing rollout record: nil record or signing key")
 	}
-	c := *r
-	c.Released = slices.Compact(slices.Sorted(slices.Values(r.Released)))
-	c.Time, c.WaveStarted = c.Time.UTC(), c.WaveStarted.UTC()
+	c := r.canonical()
 	if err := c.check(); err != nil {
 		return nil, fmt.Errorf("signing rollout record %q: %w", r.Name, err)
 	}
@@ -168,25 +198,35 @@ func SignRollout(r *RolloutRecord, key *SigningKey) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing rollout record %q: %v", r.Name, err)
 	}
+	if n := rolloutBodyOffset + len(body) + signatureSize; n > MaxRolloutSize {
+		return nil, fmt.Errorf("signing rollout record %q: %d bytes, over the limit of %d: %w", r.Name, n, MaxRolloutSize, ErrTooLarge)
+	}
+	return signRolloutBody(body, key), nil
+}
+
+// signRolloutBody frames body and signs the frame with key: the bytes of a
+// rollout record, whatever body holds (tests use it for records SignRollout
+// would never write).
+func signRolloutBody(body []byte, key *SigningKey) []byte {
 	pub := key.Public()
-	b := make([]byte, 0, len(rolloutMagic)+1+ed25519.PublicKeySize+4+len(body)+signatureSize)
+	b := make([]byte, 0, rolloutBodyOffset+len(body)+signatureSize)
 	b = append(b, rolloutMagic...)
 	b = append(b, RolloutFormat)
 	b = append(b, pub.key[:]...)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
 	b = append(b, body...)
-	if len(b)+signatureSize > MaxRolloutSize {
-		return nil, fmt.Errorf("signing rollout record %q: %d bytes, over the limit of %d: %w", r.Name, len(b)+signatureSize, MaxRolloutSize, ErrTooLarge)
-	}
-	return append(b, key.sign(append([]byte(rolloutContext), b...))...), nil
+	return append(b, key.sign(append([]byte(rolloutContext), b...))...)
 }
 
 // VerifyRollout parses a rollout record and checks its signature: at most
-// [MaxRolloutSize] bytes and well formed ([ErrMalformed], as a
+// [MaxRolloutSize] bytes and a well-formed frame ([ErrMalformed], as a
 // [*FormatError] with part "rollout"), a signer among trusted
-// ([ErrUntrustedSigner]) and its valid signature ([ErrBadSignature]). It
-// returns the record and its signer. The body's rules are checked only
-// once the signature holds.
+// ([ErrUntrustedSigner]) and its valid signature ([ErrBadSignature]). Only
+// once the signature holds is the body read: one JSON object, obeying the
+// record's rules, and exactly the bytes SignRollout writes for it (so a
+// record has one encoding, and what verifies signs again to the same
+// bytes); else [ErrMalformed], field "body". It returns the record and its
+// signer.
 func VerifyRollout(data []byte, trusted []PublicKey) (*RolloutRecord, PublicKey, error) {
 	signer, body, err := parseRollout(data)
 	if err != nil {
@@ -200,12 +240,21 @@ func VerifyRollout(data []byte, trusted []PublicKey) (*RolloutRecord, PublicKey,
 		return nil, PublicKey{}, fmt.Errorf("verifying rollout record: signer %s: %w", signer, ErrBadSignature)
 	}
 	var r RolloutRecord
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&r); err != nil || dec.More() {
-		return nil, PublicKey{}, fmt.Errorf("verifying rollout record: %w", &FormatError{Part: "rollout", Field: "body", Offset: rolloutBodyOffset, Reason: "not one JSON object of a rollout record"})
+	if err := json.Unmarshal(body, &r); err != nil {
+		// The decoder's words would quote the body: only where it broke.
+		off := rolloutBodyOffset
+		if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+			off += int(se.Offset)
+		}
+		return nil, PublicKey{}, fmt.Errorf("verifying rollout record: %w", &FormatError{Part: "rollout", Field: "body", Offset: off, Reason: "not one JSON object of a rollout record"})
 	}
 	if err := r.check(); err != nil {
+		// Not r.Name: it may be what the rule refused (1 MiB long).
 		return nil, PublicKey{}, fmt.Errorf("verifying rollout record: %w", &FormatError{Part: "rollout", Field: "body", Offset: rolloutBodyOffset, Reason: err.Error()})
+	}
+	c := r.canonical()
+	if want, err := json.Marshal(&c); err != nil || !bytes.Equal(want, body) {
+		return nil, PublicKey{}, fmt.Errorf("verifying rollout record %q: %w", r.Name, &FormatError{Part: "rollout", Field: "body", Offset: rolloutBodyOffset, Reason: "not in the canonical encoding SignRollout writes"})
 	}
 	return &r, signer, nil
 }
@@ -215,7 +264,7 @@ const rolloutBodyOffset = len(rolloutMagic) + 1 + ed25519.PublicKeySize + 4
 
 // parseRollout splits a rollout record into its signer and its body,
 // checking the frame: size, magic, format, the body's length, and that
-// exactly the signature follows it.
+// exactly the signature follows the body. It does not look into the body.
 func parseRollout(data []byte) (PublicKey, []byte, error) {
 	var signer PublicKey
 	if len(data) > MaxRolloutSize {
@@ -247,10 +296,15 @@ func parseRollout(data []byte) (PublicKey, []byte, error) {
 	if err != nil {
 		return signer, nil, err
 	}
-	if int64(n) != int64(len(data)-r.off-signatureSize) {
+	left := len(data) - r.off - signatureSize
+	if int64(n) > int64(left) {
 		r.off -= 4
-		return signer, nil, r.errorf("body length", "%d, but %d bytes are left before the %d-byte signature", n, max(len(data)-r.off-4-signatureSize, 0), signatureSize)
+		return signer, nil, r.errorf("body length", "truncated: %d exceeds the %d bytes left before the %d-byte signature", n, max(left, 0), signatureSize)
 	}
 	body, _ := r.take(int(n), "body")
+	r.off += signatureSize
+	if r.off != len(data) {
+		return signer, nil, r.errorf("end", "%d trailing bytes after the signature", len(data)-r.off)
+	}
 	return signer, body, nil
 }

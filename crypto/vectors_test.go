@@ -3,6 +3,7 @@ package crypto
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -26,9 +27,13 @@ import (
 	"filippo.io/age"
 )
 
-var update = flag.Bool("update", false, "regenerate testdata/vectors (go test -run TestVectors -update)")
+var update = flag.Bool("update", false, "regenerate testdata/vectors and testdata/rollout (go test -run TestVectors -update)")
 
 const vectorDir = "testdata/vectors"
+
+// vectorNow is when the vectors' bundles are checked: an hour after N
+// (2025-01-01T00:00:00Z); their certificates are valid until 2125.
+var vectorNow = time.Date(2025, 1, 1, 1, 0, 0, 0, time.UTC)
 
 // The expect values of the vectors and what they mean.
 const (
@@ -49,13 +54,20 @@ type vector struct {
 	trusted     []string // public keys in text form
 	identity    []string // age identity lines
 	openssh     []byte   // an OpenSSH private key file, if the identity is one
+	format      uint8    // the envelope's format, when Verify succeeds; 0 (no line) is format 1
 	name        string   // header name; with version, checked when Verify succeeds
 	version     uint64
 	fingerprint string            // leaf fingerprint, on success
 	record      SealRecord        // the signed seal record, when Verify succeeds; zero if none
+	hold        bool              // the hold record, when Verify succeeds
+	withdrawn   []Fingerprint     // the withdrawn record, when Verify succeeds
+	field       string            // the FormatError's field, when malformed (no line: not checked)
 	sums        map[string]string // file name -> hex SHA-256, on success
 	envelope    []byte
 }
+
+// headerFormat is the Header.Format a vector that verifies must have.
+func (v *vector) headerFormat() int { return int(cmp.Or(v.format, 1)) }
 
 // marshal writes the vector's text form.
 func (v *vector) marshal() []byte {
@@ -64,6 +76,12 @@ func (v *vector) marshal() []byte {
 		fmt.Fprintf(&b, "# %s\n", c)
 	}
 	fmt.Fprintf(&b, "expect: %s\n", v.expect)
+	if v.field != "" {
+		fmt.Fprintf(&b, "field: %s\n", v.field)
+	}
+	if v.format > 1 {
+		fmt.Fprintf(&b, "format: %d\n", v.format)
+	}
 	for _, k := range v.trusted {
 		fmt.Fprintf(&b, "trusted: %s\n", k)
 	}
@@ -81,6 +99,12 @@ func (v *vector) marshal() []byte {
 	}
 	if !v.record.IsZero() {
 		fmt.Fprintf(&b, "record fingerprint: %s\nrecord recipients: %s\n", v.record.Fingerprint, v.record.Recipients)
+	}
+	if v.hold {
+		b.WriteString("hold: true\n")
+	}
+	for _, fp := range v.withdrawn {
+		fmt.Fprintf(&b, "withdrawn: %s\n", fp)
 	}
 	for _, f := range []string{"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"} {
 		if s, ok := v.sums[f]; ok {
@@ -128,6 +152,24 @@ func parseVector(data []byte) (*vector, error) {
 		switch {
 		case key == "expect":
 			v.expect = val
+		case key == "field":
+			v.field = val
+		case key == "format":
+			var f uint64
+			f, err = strconv.ParseUint(val, 10, 8)
+			if err == nil && f < 2 {
+				err = fmt.Errorf("format %d: format 1 is written as no format line", f)
+			}
+			v.format = uint8(f)
+		case key == "hold":
+			if val != "true" {
+				err = fmt.Errorf("hold %q, want true (or no hold line)", val)
+			}
+			v.hold = true
+		case key == "withdrawn":
+			var fp Fingerprint
+			fp, err = ParseFingerprint(val)
+			v.withdrawn = append(v.withdrawn, fp)
 		case key == "trusted":
 			v.trusted = append(v.trusted, val)
 		case key == "identity":
@@ -224,6 +266,11 @@ func TestVectors(t *testing.T) {
 		t.Run("update", func(t *testing.T) {
 			cryptotest.SetGlobalRandom(t, 1)
 			writeVectors(t)
+			// The rollout vectors are about success_hold.txt's
+			// bundle, so they are written after it (and read, by
+			// TestRolloutVectors, only once every test's serial part,
+			// this one included, is done).
+			writeRolloutVectors(t)
 		})
 	}
 	t.Parallel()
@@ -248,8 +295,11 @@ func checkVector(t *testing.T, v *vector) {
 		if verr != nil {
 			t.Fatalf("Verify = %v, want success", verr)
 		}
-		if hdr.Name != v.name || hdr.Version != v.version || hdr.Format != Format || !slices.Contains(trusted, hdr.Signer) || hdr.Record != v.record {
-			t.Errorf("Verify = %+v, want name %q version %d record %+v", hdr, v.name, v.version, v.record)
+		if hdr.Name != v.name || hdr.Version != v.version || hdr.Format != v.headerFormat() || !slices.Contains(trusted, hdr.Signer) || hdr.Record != v.record {
+			t.Errorf("Verify = %+v, want format %d name %q version %d record %+v", hdr, v.headerFormat(), v.name, v.version, v.record)
+		}
+		if hdr.Hold != v.hold || !slices.Equal(hdr.Withdrawn, v.withdrawn) {
+			t.Errorf("Verify = hold %v withdrawn %v, want hold %v withdrawn %v", hdr.Hold, hdr.Withdrawn, v.hold, v.withdrawn)
 		}
 	}
 	refused := func(target error) *FormatError {
@@ -275,20 +325,28 @@ func checkVector(t *testing.T, v *vector) {
 				t.Errorf("%s: sha256 %x, want %s", f, sum, v.sums[f])
 			}
 		}
-		info, err := b.Check(time.Unix(int64(v.version), 0).Add(time.Hour))
+		info, err := b.Check(vectorNow)
 		if err != nil {
 			t.Fatalf("Check: %v", err)
 		}
-		if info.Version != v.version || info.Fingerprint.String() != v.fingerprint {
-			t.Errorf("Check = version %d %s, want %d %s", info.Version, info.Fingerprint, v.version, v.fingerprint)
+		if info.Fingerprint.String() != v.fingerprint {
+			t.Errorf("Check = fingerprint %s, want %s", info.Fingerprint, v.fingerprint)
+		}
+		// Format 1's version is the leaf's NotBefore, which a node
+		// checks; format 2's is the publisher's, unrelated to it.
+		if f1 := Format1Version(info.NotBefore); hdr.Format == 1 && f1 != v.version {
+			t.Errorf("format 1 version %d, but the leaf's NotBefore gives %d", v.version, f1)
 		}
 		if !v.record.IsZero() && v.record.Fingerprint != info.Fingerprint {
 			t.Errorf("record fingerprint %s, the opened leaf's is %s", v.record.Fingerprint, info.Fingerprint)
 		}
 	case expectMalformed:
-		refused(ErrMalformed)
+		fe := refused(ErrMalformed)
 		if !errors.Is(verr, ErrMalformed) {
 			t.Errorf("Verify = %v, want ErrMalformed", verr)
+		}
+		if v.field != "" && (fe == nil || fe.Field != v.field) {
+			t.Errorf("Open = %v, want a FormatError at field %q", oerr, v.field)
 		}
 	case expectTruncated:
 		if fe := refused(ErrMalformed); fe == nil || !strings.Contains(fe.Reason, "truncated") {
@@ -361,15 +419,21 @@ func writeVectors(t *testing.T) {
 	older := bundle(n.Add(-time.Second), 1000)
 	sameVersion := bundle(n, 1002)
 
-	mustSeal := func(b *Bundle, key *SigningKey, rs []age.Recipient, opts ...SealOption) []byte {
+	// The vectors of format 1 are sealed as format 1 publishers sealed
+	// them: nodes keep accepting what is in the stream, and the files
+	// stay byte for byte what they were.
+	mustSeal2 := func(b *Bundle, key *SigningKey, rs []age.Recipient, opts ...SealOption) []byte {
 		env, err := Seal(b, key, rs, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return env
 	}
+	mustSeal := func(b *Bundle, key *SigningKey, rs []age.Recipient, opts ...SealOption) []byte {
+		return mustSeal2(b, key, rs, append([]SealOption{withFormat(1)}, opts...)...)
+	}
 	success := func(b *Bundle, env []byte, comment ...string) *vector {
-		info, err := b.Check(time.Unix(int64(b.Version), 0).Add(time.Hour))
+		info, err := b.Check(vectorNow)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,6 +447,10 @@ func writeVectors(t *testing.T) {
 	}
 	failure := func(expect string, env []byte, comment ...string) *vector {
 		return &vector{comment: comment, expect: expect, trusted: trusted, identity: ids, envelope: env}
+	}
+	field := func(f string, v *vector) *vector {
+		v.field = f
+		return v
 	}
 	verified := func(v *vector, b *Bundle) *vector {
 		v.name, v.version = b.Name, b.Version
@@ -492,8 +560,9 @@ func writeVectors(t *testing.T) {
 			"success_x25519.txt followed by one newline byte."),
 		"bad_magic.txt": failure(expectMalformed, flip(base, 0),
 			"success_x25519.txt with the first byte of the magic flipped."),
-		"unsupported_format.txt": failure(expectMalformed, resign(base, signer, func(e []byte) { e[len(envelopeMagic)] = 2 }),
-			"success_x25519.txt with format byte 2, signed again: a v1 reader refuses format 2."),
+		"unsupported_format.txt": field("format", failure(expectMalformed, resign(base, signer, func(e []byte) { e[len(envelopeMagic)] = 3 }),
+			"success_x25519.txt with format byte 3, signed again: a reader of formats 1 and 2 refuses format 3",
+			"(as a format 1 reader refuses format 2).")),
 		"critical_extension.txt": failure(expectMalformed, rawSeal([]extension{{typ: extRecipientGroup, value: []byte{0, 0, 0, 2}}}, pt(current.Name, current.Version, current)),
 			"A signed envelope carrying record 0x0001 (reserved for recipient groups, critical):",
 			"a v1 reader refuses it."),
@@ -503,6 +572,12 @@ func writeVectors(t *testing.T) {
 			"Signed header names example.com; the plaintext names other.example.com."), current),
 		"version_mismatch.txt": verified(failure(expectVersionMismatch, rawSeal(nil, pt(current.Name, current.Version+1, current)),
 			"Signed header says version N; the plaintext says N+1."), current),
+	}
+	for file, v := range format2Vectors(t, signer, id, ca, n, current, older, sameVersion, others) {
+		if vectors[file] != nil {
+			t.Fatalf("two vectors named %s", file)
+		}
+		vectors[file] = v
 	}
 	old, err := filepath.Glob(filepath.Join(vectorDir, "*.txt"))
 	if err != nil {
@@ -520,5 +595,159 @@ func writeVectors(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(vectorDir, file), v.marshal(), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// format2Vectors returns the vectors of format 2: the publisher's version
+// in milliseconds, the hold and withdrawn records. They are made after
+// the format 1 vectors, so that those draw the same randomness as before
+// and stay byte for byte what the stream holds. signer, id, ca, n and the
+// bundles are writeVectors'.
+func format2Vectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca *testCA, n time.Time,
+	current, older, sameVersion *Bundle, others func() []age.Recipient) map[string]*vector {
+	trusted := []string{signer.Public().String()}
+	ids := []string{id.String()}
+	me := []age.Recipient{id.Recipient()}
+	myDigest := RecipientsDigest([]string{id.Recipient().String()})
+
+	// V is the version the publisher gave, in Unix milliseconds: a month
+	// after N, when the certificate was first published. It has nothing
+	// to do with the leaf's NotBefore (N).
+	v := uint64(n.AddDate(0, 1, 0).UnixMilli()) + 123
+	bundle := func(ca *testCA, notBefore time.Time, serial int64, version uint64) *Bundle {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := ca.leaf(t, key, serial, notBefore, n.AddDate(100, 0, 0), "example.com", "*.example.com")
+		return &Bundle{Name: "example.com", Version: version, Cert: cert, Chain: ca.pem,
+			FullChain: slices.Concat(cert, ca.pem), PrivKey: pkcs8PEM(t, key)}
+	}
+	info := func(b *Bundle) *Info {
+		i, err := b.Check(vectorNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	// success seals b as format 2 with the seal record (as certsync's
+	// publisher does) and opts, to rs; hold and withdrawn are what the
+	// vector says Verify returns.
+	success := func(b *Bundle, rs []age.Recipient, digest string, hold bool, withdrawn []Fingerprint, opts []SealOption, comment ...string) *vector {
+		env, err := Seal(b, signer, rs, append([]SealOption{WithRecipientsDigest(digest)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fp := info(b).Fingerprint
+		sums := map[string]string{}
+		for f, data := range map[string][]byte{"cert.pem": b.Cert, "chain.pem": b.Chain, "fullchain.pem": b.FullChain, "privkey.pem": b.PrivKey} {
+			s := sha256.Sum256(data)
+			sums[f] = hex.EncodeToString(s[:])
+		}
+		return &vector{comment: comment, expect: expectSuccess, format: 2, trusted: trusted, identity: ids, name: b.Name,
+			version: b.Version, fingerprint: fp.String(), record: SealRecord{Fingerprint: fp, Recipients: digest},
+			hold: hold, withdrawn: withdrawn, sums: sums, envelope: env}
+	}
+	// malformed seals b's plaintext in the given format with exactly the
+	// records exts, past Seal's checks.
+	malformed := func(format uint8, field string, b *Bundle, exts []extension, comment ...string) *vector {
+		env, err := seal(signer, format, b.Name, b.Version, exts, marshalPlaintext(b.Name, b.Version, b), me)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &vector{comment: comment, expect: expectMalformed, field: field, trusted: trusted, identity: ids, envelope: env}
+	}
+	sorted := func(fps ...Fingerprint) []Fingerprint {
+		return slices.SortedFunc(slices.Values(fps), func(a, b Fingerprint) int { return bytes.Compare(a[:], b[:]) })
+	}
+	concat := func(fps []Fingerprint) []byte {
+		var b []byte
+		for _, fp := range fps {
+			b = append(b, fp[:]...)
+		}
+		return b
+	}
+
+	fresh := bundle(ca, n, 2001, v)
+	all := slices.Concat(others(), me)
+	var allTexts []string
+	for _, r := range all {
+		allTexts = append(allTexts, r.(*age.X25519Recipient).String())
+	}
+	// The CA switch: the first certificate from the CA in use, the second
+	// from another CA, issued an hour before the first (NotBefore N-1h),
+	// published a minute after it. Format 1 would have refused it as a
+	// downgrade; format 2 orders by the publisher's version.
+	caB := newTestCA(t, n.Add(-48*time.Hour), n.AddDate(100, 0, 1))
+	first := bundle(ca, n, 2002, v+1_000)
+	second := bundle(caB, n.Add(-time.Hour), 2003, v+61_000)
+	held := bundle(ca, n, 2004, v+2_000)
+	// The rollback: older's certificate (downgrade_2_older.txt's) put back
+	// under a new version, current's and sameVersion's taken out.
+	back := *older
+	back.Version = v + 3_000
+	withdrawn := sorted(info(current).Fingerprint, info(sameVersion).Fingerprint)
+	var seventeen []Fingerprint
+	for i := range maxWithdrawn + 1 {
+		seventeen = append(seventeen, sha256.Sum256([]byte{byte(i)}))
+	}
+	seventeen = sorted(seventeen...)
+	desc := slices.Clone(withdrawn)
+	slices.Reverse(desc)
+
+	return map[string]*vector{
+		"success_format2.txt": success(fresh, all, RecipientsDigest(allTexts), false, nil, nil,
+			"A valid format 2 envelope for example.com, sealed to three X25519 recipients (the identity is the last one),",
+			"with the seal record. Its version V = 1738368000123 is the publisher's, in Unix milliseconds",
+			"(2025-02-01T00:00:00.123Z, when it was published), unrelated to the leaf's NotBefore (N = 1735689600 seconds):",
+			"every format 2 version is above every format 1 version, which is a NotBefore in seconds."),
+		"ca_switch_1_first.txt": success(first, me, myDigest, false, nil, nil,
+			"CA switch pair, first half: format 2, version V+1000, a leaf from the CA in use valid from N."),
+		"ca_switch_2_second.txt": success(second, me, myDigest, false, nil, nil,
+			"CA switch pair, second half: format 2, version V+61000 (published a minute after ca_switch_1_first.txt),",
+			"a leaf from another CA valid from N-1h, earlier than the first's. Both are valid: a node that holds the first",
+			"must take the second (a higher version), although a format 1 node, ordering by NotBefore, would refuse it."),
+		"success_hold.txt": success(held, me, myDigest, true, nil, []SealOption{WithHold()},
+			"A valid format 2 envelope carrying the hold record (0x0002, critical, empty): Verify says Hold, and a node",
+			"stages the bundle but installs it only once a signed rollout record releases it. Version V+2000."),
+		"success_withdrawn.txt": success(&back, me, myDigest, false, withdrawn, []SealOption{WithWithdrawn(withdrawn[1], withdrawn[0], withdrawn[1])},
+			"A rollback: downgrade_2_older.txt's certificate put back as format 2 version V+3000, carrying the withdrawn",
+			"record (0x8003, ignorable) with the fingerprints of downgrade_1_newer.txt's and same_version_other_certificate.txt's",
+			"certificates, ascending; Verify returns them in Withdrawn. Nodes need none of it; the publisher never republishes them."),
+		"malformed_withdrawn_unsorted.txt": malformed(2, "extension value", held, []extension{{typ: extWithdrawn, value: concat(desc)}},
+			"success_withdrawn.txt's two fingerprints in descending order: the withdrawn record must be ascending."),
+		"malformed_withdrawn_repeated.txt": malformed(2, "extension value", held, []extension{{typ: extWithdrawn, value: concat([]Fingerprint{withdrawn[0], withdrawn[0]})}},
+			"A withdrawn record holding one fingerprint twice: each appears once."),
+		"malformed_withdrawn_33_bytes.txt": malformed(2, "extension length", held, []extension{{typ: extWithdrawn, value: append(concat(withdrawn[:1]), 0)}},
+			"A withdrawn record of 33 bytes: its length is a multiple of 32."),
+		"malformed_withdrawn_17.txt": malformed(2, "extension length", held, []extension{{typ: extWithdrawn, value: concat(seventeen)}},
+			"A withdrawn record of 17 ascending fingerprints (544 bytes): at most 16."),
+		"malformed_withdrawn_empty.txt": malformed(2, "extension length", held, []extension{{typ: extWithdrawn, value: []byte{}}},
+			"An empty withdrawn record: it holds 1 to 16 fingerprints, or is absent."),
+		"malformed_hold_value.txt": malformed(2, "extension length", held, []extension{{typ: extHold, value: []byte{1}}},
+			"A hold record (0x0002) with a one-byte value: its value is empty."),
+		"malformed_hold_format1.txt": malformed(1, "extension type", current, []extension{{typ: extHold, value: []byte{}}},
+			"A format 1 envelope carrying the hold record (0x0002): format 1 does not define it, and a critical record a",
+			"format does not define is refused (as a format 1 node refuses it), so a hold is never ignored."),
+		"success_format1_withdrawn_skipped.txt": func() *vector {
+			env, err := seal(signer, 1, current.Name, current.Version, []extension{{typ: extWithdrawn, value: []byte("not fingerprints")}},
+				marshalPlaintext(current.Name, current.Version, current), me)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fp := info(current).Fingerprint
+			sums := map[string]string{}
+			for f, data := range map[string][]byte{"cert.pem": current.Cert, "chain.pem": current.Chain, "fullchain.pem": current.FullChain, "privkey.pem": current.PrivKey} {
+				s := sha256.Sum256(data)
+				sums[f] = hex.EncodeToString(s[:])
+			}
+			return &vector{comment: []string{
+				"A format 1 envelope (version N, as downgrade_1_newer.txt) carrying a 16-byte record 0x8003: format 1 does not",
+				"define the withdrawn record, so it is an unknown ignorable record there, skipped; Verify returns no Withdrawn.",
+			}, expect: expectSuccess, trusted: trusted, identity: ids, name: current.Name, version: current.Version,
+				fingerprint: fp.String(), sums: sums, envelope: env}
+		}(),
+		"critical_extension_format2.txt": malformed(2, "extension type", held, []extension{{typ: 0x0003, value: []byte{}}},
+			"A format 2 envelope carrying record 0x0003, critical and not defined: refused, as any unknown critical record."),
 	}
 }
