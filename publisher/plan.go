@@ -204,11 +204,10 @@ func planNode(in *stepInput, node string, sealedToAll bool, o PlanOptions) PlanR
 			if rec != nil && (rec.State == crypto.RolloutHalted || rec.State == crypto.RolloutAborted) {
 				return cannot(PlanHalted, rec.State+": "+rec.Reason)
 			}
-			r.Action = PlanWaitWave
-			if r.Wave == nil {
-				w := 0
-				r.Wave = &w
+			if in.Policy == nil {
+				return cannot(PlanWaitWave, "held, but the certificate has no rollout policy: nothing releases it (publish it again without one)")
 			}
+			r.Action = PlanWaitWave
 			if rec != nil && rec.State == crypto.RolloutPaused {
 				r.Why = "the rollout is paused"
 			}
