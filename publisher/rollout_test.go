@@ -1,6 +1,7 @@
 package publisher
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -371,6 +372,16 @@ func TestRolloutView(t *testing.T) {
 	}
 	if v.State != crypto.RolloutRunning || v.Generation != 2 || v.Wave != 1 || v.Serial != "0a" || !reflect.DeepEqual(v.Waves, want) {
 		t.Fatalf("view %+v", v)
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"name":"a.example"`, `"fingerprint":"` + fpA.String() + `"`, `"state":"running"`, `"wave_started":`,
+		`"waves":[{"wave":0,"released":true,"nodes":[{"node":"web01","outcome":"installed","verified":true}],"installed":1,"verified":1,"failed":0,"in_flight":0,"waiting":0}`} {
+		if !strings.Contains(string(data), key) {
+			t.Errorf("view JSON %s lacks %s", data, key)
+		}
 	}
 	in.Record = nil
 	if v := view(in); v.State != RolloutPending || v.Waves[0].Released || v.Waves[0].Nodes[0].Outcome != NodeInstalled {

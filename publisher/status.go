@@ -72,9 +72,9 @@ type Fleet struct {
 	ReadAt time.Time
 }
 
-// Fleet reads the status bucket and the newest bundle of every certificate
-// in the stream. It reads headers only, never a body, needs no signing key
-// and creates nothing: a missing stream or bucket reads as empty. Like the
+// Fleet reads the status bucket, the newest bundle of every certificate
+// in the stream and the newest rollout record of each. It reads headers
+// only, never a body, needs no signing key and creates nothing: a missing stream or bucket reads as empty. Like the
 // other calls, it retries while NATS is unreachable, until ctx ends or
 // Config.Timeout passes.
 func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
