@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,11 @@ const (
 	ProblemMissing  = "missing"  // the node never reported, or holds nothing yet
 	ProblemBehind   = "behind"   // the node holds another certificate than the newest published
 	ProblemExpiring = "expiring" // what the node holds expires within HealthOptions.WarnBefore
+	// ProblemRolloutHalted: the rollout of the newest bundle of the row's
+	// certificate is halted (the row's RolloutReason says why). Every
+	// configured row of the certificate has it. Waiting for a wave is no
+	// problem.
+	ProblemRolloutHalted = "rollout_halted"
 )
 
 // Fleet is what the stream and the status bucket say about the fleet at one
@@ -58,13 +64,17 @@ type Fleet struct {
 	// Newest is the newest bundle the stream holds for each certificate, by
 	// name, read from headers only.
 	Newest map[string]BundleInfo
+	// Rollouts is what the newest rollout record of each certificate says
+	// in its headers, by name; none for a certificate without one, or when
+	// the stream holds no rollout subjects.
+	Rollouts map[string]RolloutHead
 	// ReadAt is when the fleet was read.
 	ReadAt time.Time
 }
 
-// Fleet reads the status bucket and the newest bundle of every certificate
-// in the stream. It reads headers only, never a body, needs no signing key
-// and creates nothing: a missing stream or bucket reads as empty. Like the
+// Fleet reads the status bucket, the newest bundle of every certificate
+// in the stream and the newest rollout record of each. It reads headers
+// only, never a body, needs no signing key and creates nothing: a missing stream or bucket reads as empty. Like the
 // other calls, it retries while NATS is unreachable, until ctx ends or
 // Config.Timeout passes.
 func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
@@ -75,7 +85,7 @@ func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
 		return nil, fmt.Errorf("reading the fleet: %w", err)
 	}
 	defer s.close()
-	f := &Fleet{Certificates: maps.Clone(p.cfg.Certificates), Newest: map[string]BundleInfo{}}
+	f := &Fleet{Certificates: maps.Clone(p.cfg.Certificates), Newest: map[string]BundleInfo{}, Rollouts: map[string]RolloutHead{}}
 	err = s.do(ctx, "reading bundles", func(ctx context.Context) error {
 		bundles, err := s.bundles(ctx, []string{wire.Subjects})
 		if err != nil {
@@ -95,6 +105,20 @@ func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the fleet: %w", err)
 	}
+	err = s.do(ctx, "reading rollout records", func(ctx context.Context) error {
+		heads, err := s.rolloutHeads(ctx)
+		if err != nil {
+			return err
+		}
+		clear(f.Rollouts)
+		for _, h := range heads {
+			f.Rollouts[h.Name] = h
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the fleet: %w", err)
+	}
 	err = s.do(ctx, "reading status records", func(ctx context.Context) error {
 		var err error
 		f.Records, err = s.statusRecords(ctx)
@@ -105,6 +129,85 @@ func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
 	}
 	f.ReadAt = p.now()
 	return f, nil
+}
+
+// RolloutHead is what the newest message on a certificate's rollout
+// subject says in its headers. Like the bundles' headers they are not
+// signed (the record's body is; Rollouts and the controller read that,
+// with the signing key): status needs no key, and only the publisher's
+// credential may publish on the stream.
+type RolloutHead struct {
+	// Sequence is the message's stream sequence; Name the certificate,
+	// from the subject.
+	Sequence uint64
+	Name     string
+	// Version and Fingerprint are the bundle the record is about.
+	Version     uint64
+	Fingerprint crypto.Fingerprint
+	// State, Generation and Reason are the record's.
+	State      string
+	Generation uint64
+	Reason     string
+}
+
+// rolloutHeads reads the headers of the newest message on each rollout
+// subject. A missing stream, or one without the rollout subjects (set up
+// before rollouts), has none.
+func (s *session) rolloutHeads(ctx context.Context) ([]RolloutHead, error) {
+	st, err := s.js.Stream(ctx, wire.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up stream %s: %w", wire.Stream, err)
+	}
+	if !slices.Contains(st.CachedInfo().Config.Subjects, wire.RolloutSubjects) {
+		return nil, nil
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(wire.RolloutSubjects))
+	if err != nil {
+		return nil, fmt.Errorf("looking up stream %s: %w", wire.Stream, err)
+	}
+	if len(info.State.Subjects) == 0 {
+		return nil, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{wire.RolloutSubjects},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+	}
+	defer it.Stop()
+	var out []RolloutHead
+	for range len(info.State.Subjects) {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+		}
+		h := msg.Headers()
+		r := RolloutHead{Sequence: meta.Sequence.Stream, State: h.Get(wire.HeaderRolloutState), Reason: h.Get(HeaderRolloutReason)}
+		r.Name, _ = wire.NameFromRolloutSubject(msg.Subject())
+		r.Version, _ = strconv.ParseUint(h.Get(wire.HeaderVersion), 10, 64)
+		r.Generation, _ = strconv.ParseUint(h.Get(wire.HeaderRolloutGeneration), 10, 64)
+		r.Fingerprint, _ = crypto.ParseFingerprint(h.Get(wire.HeaderFingerprint))
+		if r.Name != "" {
+			out = append(out, r)
+		}
+		if meta.NumPending == 0 {
+			break
+		}
+	}
+	return out, nil
 }
 
 // statusRecords reads every record of the status bucket, sorted by node,
@@ -217,6 +320,13 @@ type Row struct {
 	Behind bool
 	// Expiring is true when NotAfter is within WarnBefore (or past).
 	Expiring bool
+	// Waiting is true when the node staged the newest bundle, held, and
+	// reports waiting for its wave (rollout: waiting): it is not behind.
+	Waiting bool
+	// RolloutState and RolloutReason are the state and reason of the
+	// newest rollout record of the certificate, when it is about the
+	// newest bundle (from its headers); empty otherwise.
+	RolloutState, RolloutReason string
 }
 
 // Problems lists what is wrong with a configured row, in a fixed order
@@ -239,6 +349,9 @@ func (r Row) Problems() []string {
 	}
 	if r.Expiring {
 		p = append(p, ProblemExpiring)
+	}
+	if r.RolloutState == crypto.RolloutHalted {
+		p = append(p, ProblemRolloutHalted)
 	}
 	return p
 }
@@ -288,7 +401,11 @@ func (f *Fleet) Rows(o HealthOptions) []Row {
 		if b, ok := f.Newest[p.cert]; ok {
 			newest = &b
 		}
-		rows = append(rows, judge(p.node, p.cert, configured[p], records[p], newest, o))
+		r := judge(p.node, p.cert, configured[p], records[p], newest, o)
+		if h, ok := f.Rollouts[p.cert]; ok && newest != nil && newest.Version == h.Version && newest.Fingerprint == h.Fingerprint {
+			r.RolloutState, r.RolloutReason = h.State, h.Reason
+		}
+		rows = append(rows, r)
 	}
 	return rows
 }
@@ -328,6 +445,10 @@ func judge(node, cert string, configured bool, st *wire.Status, newest *BundleIn
 	}
 	if !r.Fingerprint.IsZero() && newest != nil && !newest.Fingerprint.IsZero() && r.Fingerprint != newest.Fingerprint {
 		r.Behind = r.Version == 0 || newest.Version == 0 || r.Version < newest.Version
+	}
+	if newest != nil && !newest.Fingerprint.IsZero() && st.Rollout == wire.RolloutWaiting &&
+		st.StagedVersion == newest.Version && st.StagedFingerprint == newest.Fingerprint.String() {
+		r.Waiting, r.Behind = true, false
 	}
 	return r
 }

@@ -295,3 +295,64 @@ func TestFleetGivesUpWhenNATSIsAway(t *testing.T) {
 // testFingerprint is the text form of a made-up fingerprint, one for each
 // label.
 func testFingerprint(label string) string { return crypto.FingerprintOf([]byte(label)).String() }
+
+// TestRowsRolloutHalted: a halted rollout of the newest bundle is a
+// problem on every configured row of its certificate, saying why; one of
+// an older bundle, or another state, is not; a node waiting for its wave
+// is not behind.
+func TestRowsRolloutHalted(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 5, 1, 12, 0, 0, 0, time.UTC)
+	fresh := now.Add(80 * 24 * time.Hour)
+	newFP, oldFP := crypto.FingerprintOf([]byte("new")), crypto.FingerprintOf([]byte("old"))
+	newest := BundleInfo{Name: "a.example", Sequence: 7, Release: crypto.Release{Version: 20, Fingerprint: newFP, NotAfter: fresh}}
+	installedNew := wire.Status{Node: "web1", Certificate: "a.example", State: wire.StateInstalled, LastSeen: now,
+		InstalledVersion: 20, InstalledFingerprint: newFP.String(), InstalledNotAfter: fresh}
+	waiting := wire.Status{Node: "web2", Certificate: "a.example", State: wire.StateStaged, LastSeen: now,
+		InstalledVersion: 10, InstalledFingerprint: oldFP.String(), InstalledNotAfter: fresh,
+		StagedVersion: 20, StagedFingerprint: newFP.String(), StagedNotAfter: fresh, Rollout: wire.RolloutWaiting}
+	released := waiting
+	released.Node, released.Rollout = "web3", wire.RolloutReleased
+	tests := []struct {
+		name string
+		head *RolloutHead
+		want map[string][]string // node -> problems
+	}{
+		{"no rollout record", nil, map[string][]string{"web1": nil, "web2": nil, "web3": {ProblemBehind}, "web4": {ProblemMissing}}},
+		{"running", &RolloutHead{Name: "a.example", Version: 20, Fingerprint: newFP, State: crypto.RolloutRunning},
+			map[string][]string{"web1": nil, "web2": nil, "web3": {ProblemBehind}, "web4": {ProblemMissing}}},
+		{"halted", &RolloutHead{Name: "a.example", Version: 20, Fingerprint: newFP, State: crypto.RolloutHalted, Reason: "1 of 1 released nodes failed"},
+			map[string][]string{"web1": {ProblemRolloutHalted}, "web2": {ProblemRolloutHalted}, "web3": {ProblemBehind, ProblemRolloutHalted},
+				"web4": {ProblemMissing, ProblemRolloutHalted}}},
+		{"halted for an older bundle", &RolloutHead{Name: "a.example", Version: 10, Fingerprint: oldFP, State: crypto.RolloutHalted},
+			map[string][]string{"web1": nil, "web2": nil, "web3": {ProblemBehind}, "web4": {ProblemMissing}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := &Fleet{Certificates: map[string][]string{"a.example": {"web1", "web2", "web3", "web4"}, "b.example": {"web1"}},
+				Records: []wire.Status{installedNew, waiting, released}, ReadAt: now,
+				Newest: map[string]BundleInfo{"a.example": newest}, Rollouts: map[string]RolloutHead{}}
+			if tt.head != nil {
+				f.Rollouts["a.example"] = *tt.head
+			}
+			for _, r := range f.Rows(HealthOptions{}) {
+				if r.Certificate != "a.example" {
+					if slices.Contains(r.Problems(), ProblemRolloutHalted) {
+						t.Errorf("%s/%s: halted", r.Node, r.Certificate)
+					}
+					continue
+				}
+				if got := r.Problems(); !slices.Equal(got, tt.want[r.Node]) {
+					t.Errorf("%s: problems %v, want %v", r.Node, got, tt.want[r.Node])
+				}
+				if r.Node == "web2" && !r.Waiting {
+					t.Errorf("web2 is not waiting")
+				}
+				if tt.head != nil && tt.head.State == crypto.RolloutHalted && tt.head.Version == 20 && r.RolloutReason != tt.head.Reason {
+					t.Errorf("%s: reason %q", r.Node, r.RolloutReason)
+				}
+			}
+		})
+	}
+}

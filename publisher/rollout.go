@@ -1,0 +1,1146 @@
+// The rollout controller: from the newest bundle of a certificate, its
+// newest rollout record and the nodes' status records, it decides what to
+// release next and writes a new signed rollout record (RolloutStep,
+// RolloutRun); the operator's commands (Promote, Pause, Resume, Abort)
+// write one too, and Rollouts shows where each rollout stands.
+//
+// The decisions are pure functions (rolloutWaves, classify, decideStep)
+// of what was read and the time, so they are tested with any clock; the
+// I/O around them reads and writes through one session.
+//
+// How the controller decides is docs/OPERATIONS.md, "Rollouts".
+
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// States a RolloutView shows beside crypto's rollout states
+// (crypto.RolloutRunning, RolloutPaused, RolloutHalted, RolloutComplete,
+// RolloutAborted).
+const (
+	// RolloutPending: the newest bundle is held, and no rollout record is
+	// about it yet; the controller's next pass starts it.
+	RolloutPending = "pending"
+	// RolloutNone: no bundle is published, or the newest one is not held
+	// (published without a policy, or by an abort): it goes into service
+	// at once on every node, with no rollout.
+	RolloutNone = "none"
+)
+
+// Node outcomes in a RolloutView.
+const (
+	// NodeInstalled: the node reported the new certificate installed (and,
+	// where it verifies, served: a node reports an install only once its
+	// served-certificate check passed).
+	NodeInstalled = "installed"
+	// NodeFailed: its install of the new certificate failed, or it has not
+	// reported it installed within the wave deadline.
+	NodeFailed = "failed"
+	// NodeInFlight: released, neither installed nor failed yet.
+	NodeInFlight = "in_flight"
+	// NodeWaiting: not released yet.
+	NodeWaiting = "waiting"
+)
+
+// rolloutClockSkew is how far before a release a node's error_time may lie
+// and still be a failure under that release. A failure older than that is
+// the previous attempt's: the node tries again once a later generation
+// releases it, in its own window, so until then it is in flight. The
+// allowance covers a node clock running behind the controller's.
+const rolloutClockSkew = time.Minute
+
+// maxReasonNodes is how many failed nodes a halt's reason names.
+const maxReasonNodes = 3
+
+// rolloutWaves are the waves of one certificate: nodes[0] the canaries
+// (maybe none), nodes[k] the nodes wave k adds. Together they hold every
+// node of the certificate once.
+type rolloutWaves struct {
+	nodes [][]string
+}
+
+// planWaves splits the nodes of a certificate into its waves: the
+// canaries (the policy's listed nodes that receive it, or the first
+// ceil(CanaryPercent% of them) in name order), then, of the M other nodes
+// in name order, wave k adds up to the first ceil(Waves[k-1]% × M).
+func planWaves(pol *RolloutPolicy, certNodes []string) rolloutWaves {
+	all := slices.Compact(slices.Sorted(slices.Values(certNodes)))
+	var canary []string
+	switch {
+	case len(pol.Canary) > 0:
+		for _, n := range all {
+			if slices.Contains(pol.Canary, n) {
+				canary = append(canary, n)
+			}
+		}
+	case pol.CanaryPercent > 0:
+		canary = slices.Clone(all[:ceilPercent(pol.CanaryPercent, len(all))])
+	}
+	var others []string
+	for _, n := range all {
+		if !slices.Contains(canary, n) {
+			others = append(others, n)
+		}
+	}
+	w := rolloutWaves{nodes: [][]string{canary}}
+	prev := 0
+	for _, pct := range pol.Waves {
+		n := max(ceilPercent(pct, len(others)), prev)
+		w.nodes = append(w.nodes, others[prev:n])
+		prev = n
+	}
+	if prev < len(others) { // a policy that passed validate ends at 100%
+		w.nodes[len(w.nodes)-1] = append(w.nodes[len(w.nodes)-1], others[prev:]...)
+	}
+	return w
+}
+
+// ceilPercent is ceil(pct% of n).
+func ceilPercent(pct, n int) int { return (pct*n + 99) / 100 }
+
+// waveOf is the wave that releases node; -1 when none does (not a node of
+// the certificate).
+func (w rolloutWaves) waveOf(node string) int {
+	for k, nodes := range w.nodes {
+		if slices.Contains(nodes, node) {
+			return k
+		}
+	}
+	return -1
+}
+
+// through lists the nodes waves 0 to k release, sorted.
+func (w rolloutWaves) through(k int) []string {
+	var out []string
+	for i := 0; i <= k && i < len(w.nodes); i++ {
+		out = append(out, w.nodes[i]...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// next is the first wave after wave after that has nodes; false when none
+// is left. after -1 gives the first wave to release.
+func (w rolloutWaves) next(after int) (int, bool) {
+	for k := after + 1; k < len(w.nodes); k++ {
+		if len(w.nodes[k]) > 0 {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// heldBundle is what the rollout needs of the newest bundle, from under
+// its signature.
+type heldBundle struct {
+	Version     uint64
+	Fingerprint crypto.Fingerprint
+	Hold        bool
+	// Serial is the Certsync-Serial header: for showing only.
+	Serial string
+}
+
+// exists tells whether a bundle was read.
+func (b heldBundle) exists() bool { return b.Version != 0 }
+
+// outcome is how a released node stands to the version rolled out.
+type outcome int
+
+const (
+	inFlight outcome = iota
+	succeeded
+	failed
+)
+
+// nodeResult is one node, classified.
+type nodeResult struct {
+	node    string
+	outcome outcome
+	// why says why it failed: one line of certsync's own words (a node's
+	// error text never goes into a record other nodes read).
+	why         string
+	installedAt time.Time
+	verified    bool
+}
+
+// installedIt tells whether st reports version v of the certificate fp
+// installed, with no failed install standing.
+func installedIt(st *wire.Status, v uint64, fp crypto.Fingerprint) bool {
+	return st != nil && st.InstalledVersion == v && st.InstalledFingerprint == fp.String() &&
+		!(st.State == wire.StateFailed && st.ErrorKind == wire.ErrorKindInstall)
+}
+
+// failedIt tells whether st reports a failed install of version v of the
+// certificate fp.
+func failedIt(st *wire.Status, v uint64, fp crypto.Fingerprint) bool {
+	if st == nil {
+		return false
+	}
+	if st.FailedVersion == v && (st.FailedFingerprint == "" || st.FailedFingerprint == fp.String()) {
+		return true
+	}
+	return st.State == wire.StateFailed && st.ErrorKind == wire.ErrorKindInstall &&
+		st.StagedVersion == v && st.StagedFingerprint == fp.String()
+}
+
+// classify judges a released node from its status record st (nil: none)
+// against the rollout record rec at now:
+//
+//   - succeeded: it reports rec's version and fingerprint installed, with
+//     no failed install standing;
+//   - failed: it reports the install of that version failed, under rec's
+//     generation or a later one and not before rec's release (an older
+//     failure is the previous attempt's, retried once the node acts on
+//     this release); or it has not succeeded within deadline of
+//     rec.WaveStarted (no report is a failure);
+//   - in flight otherwise.
+func classify(node string, st *wire.Status, rec *crypto.RolloutRecord, deadline time.Duration, now time.Time) nodeResult {
+	r := nodeResult{node: node}
+	if installedIt(st, rec.Version, rec.Fingerprint) {
+		r.outcome, r.installedAt, r.verified = succeeded, st.InstalledAt, st.Verified
+		return r
+	}
+	if failedIt(st, rec.Version, rec.Fingerprint) &&
+		(st.RolloutGeneration == 0 || st.RolloutGeneration >= rec.Generation) &&
+		(st.ErrorTime.IsZero() || !st.ErrorTime.Before(rec.WaveStarted.Add(-rolloutClockSkew))) {
+		r.outcome, r.why = failed, "install failed"
+		return r
+	}
+	if now.Sub(rec.WaveStarted) > deadline {
+		r.outcome = failed
+		if st == nil {
+			r.why = fmt.Sprintf("no report within the %v wave deadline", deadline)
+		} else {
+			r.why = fmt.Sprintf("not installed within the %v wave deadline", deadline)
+		}
+	}
+	return r
+}
+
+// stepInput is what one step of one certificate's rollout decides on.
+type stepInput struct {
+	Name string
+	// Bundle is the newest bundle (zero: none).
+	Bundle heldBundle
+	// Record is the newest rollout record signed by the publisher, for
+	// any version (nil: none).
+	Record *crypto.RolloutRecord
+	Policy *RolloutPolicy
+	// Nodes are the certificate's configured nodes.
+	Nodes []string
+	// Status holds the certificate's status records by node.
+	Status map[string]*wire.Status
+	Now    time.Time
+}
+
+// current is the record when it is about the newest bundle, else nil (a
+// record for another version is superseded).
+func (in *stepInput) current() *crypto.RolloutRecord {
+	if in.Record == nil || !in.Bundle.exists() || !in.Record.For(in.Bundle.Version, in.Bundle.Fingerprint) {
+		return nil
+	}
+	return in.Record
+}
+
+// evaluation is a running rollout judged at one moment.
+type evaluation struct {
+	waves    rolloutWaves
+	released []string // configured nodes rec releases, sorted
+	results  []nodeResult
+	failed   []nodeResult
+	inFlight int
+	// allowed is how many failed nodes the policy tolerates now.
+	allowed int
+	// soakedAt is when the released nodes will have soaked: the last
+	// install among them (or the wave's release, if later) plus the soak.
+	soakedAt time.Time
+}
+
+// evaluate judges every configured node rec releases.
+func evaluate(in *stepInput, rec *crypto.RolloutRecord) evaluation {
+	e := evaluation{waves: planWaves(in.Policy, in.Nodes)}
+	for _, n := range slices.Sorted(slices.Values(in.Nodes)) {
+		if rec.Releases(n) {
+			e.released = append(e.released, n)
+		}
+	}
+	last := rec.WaveStarted
+	for _, n := range e.released {
+		r := classify(n, in.Status[n], rec, in.Policy.WaveDeadline, in.Now)
+		e.results = append(e.results, r)
+		switch r.outcome {
+		case failed:
+			e.failed = append(e.failed, r)
+		case inFlight:
+			e.inFlight++
+		case succeeded:
+			if r.installedAt.After(last) {
+				last = r.installedAt
+			}
+		}
+	}
+	e.allowed = in.Policy.MaxFailures
+	if in.Policy.MaxFailuresPercent > 0 {
+		e.allowed = in.Policy.MaxFailuresPercent * len(e.released) / 100
+	}
+	e.soakedAt = last.Add(in.Policy.SoakTime())
+	return e
+}
+
+// haltReason says why a rollout halts, in one line naming the first few
+// failed nodes.
+func haltReason(e evaluation, pol *RolloutPolicy) string {
+	limit := fmt.Sprintf("max_failures %d", pol.MaxFailures)
+	if pol.MaxFailuresPercent > 0 {
+		limit = fmt.Sprintf("max_failures %d%% (%d of %d released)", pol.MaxFailuresPercent, e.allowed, len(e.released))
+	}
+	var names []string
+	for _, r := range e.failed[:min(len(e.failed), maxReasonNodes)] {
+		names = append(names, r.node+" ("+r.why+")")
+	}
+	more := ""
+	if n := len(e.failed) - maxReasonNodes; n > 0 {
+		more = fmt.Sprintf(" and %d more", n)
+	}
+	return fmt.Sprintf("%d of %d released nodes failed, over %s: %s%s", len(e.failed), len(e.released), limit, strings.Join(names, ", "), more)
+}
+
+// stepKind is what a step does.
+type stepKind string
+
+const (
+	stepNothing  stepKind = ""
+	stepStart    stepKind = "started"
+	stepHalt     stepKind = "halted"
+	stepRelease  stepKind = "wave_released"
+	stepComplete stepKind = "complete"
+)
+
+// decideStep is one pass of the controller over one certificate: the
+// record to write (nil: nothing to do) and what it does.
+//
+//   - No held bundle: nothing (it goes into service at once).
+//   - No record for the newest bundle: start it, generation 1, releasing
+//     the canaries (wave 0), or the first wave when there are none.
+//   - Running: more failed nodes than the policy allows halts it; once
+//     none is in flight and they have soaked, the next wave is released
+//     (generation+1), or, after the last, the rollout is complete (All).
+//   - Paused, halted, complete, aborted: nothing until a command.
+func decideStep(in stepInput) (*crypto.RolloutRecord, stepKind) {
+	if !in.Bundle.exists() || !in.Bundle.Hold || in.Policy == nil {
+		return nil, stepNothing
+	}
+	rec := in.current()
+	if rec == nil {
+		return startRecord(&in), stepStart
+	}
+	if rec.State != crypto.RolloutRunning {
+		return nil, stepNothing
+	}
+	e := evaluate(&in, rec)
+	if len(e.failed) > e.allowed {
+		next := in.successor(rec, crypto.RolloutHalted, false)
+		next.Reason = haltReason(e, in.Policy)
+		return next, stepHalt
+	}
+	if e.inFlight > 0 || in.Now.Before(e.soakedAt) {
+		return nil, stepNothing
+	}
+	return in.advance(rec, e.waves)
+}
+
+// startRecord is the first record of the newest bundle's rollout.
+func startRecord(in *stepInput) *crypto.RolloutRecord {
+	w := planWaves(in.Policy, in.Nodes)
+	k, _ := w.next(-1) // a certificate has a node, so some wave has one
+	return &crypto.RolloutRecord{
+		Name: in.Name, Version: in.Bundle.Version, Fingerprint: in.Bundle.Fingerprint,
+		Generation: 1, State: crypto.RolloutRunning, Wave: k, Released: w.through(k),
+		Time: in.Now, WaveStarted: in.Now,
+	}
+}
+
+// advance releases the wave after rec's (keeping rec's state), or
+// completes the rollout when none is left.
+func (in *stepInput) advance(rec *crypto.RolloutRecord, w rolloutWaves) (*crypto.RolloutRecord, stepKind) {
+	k, ok := w.next(rec.Wave)
+	if !ok {
+		next := in.successor(rec, crypto.RolloutComplete, true)
+		next.All = true
+		return next, stepComplete
+	}
+	next := in.successor(rec, rec.State, true)
+	next.Wave = k
+	next.Released = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(rec.Released), w.through(k)...))))
+	next.WaveStarted = in.Now
+	return next, stepRelease
+}
+
+// successor is a copy of rec in state, written now; release counts it as
+// a release action (generation+1).
+func (in *stepInput) successor(rec *crypto.RolloutRecord, state string, release bool) *crypto.RolloutRecord {
+	next := *rec
+	next.Released = slices.Clone(rec.Released)
+	next.State, next.Reason, next.Time = state, "", in.Now
+	if release {
+		next.Generation++
+	}
+	return &next
+}
+
+// The I/O around the decisions.
+
+// rolloutRead is what one certificate's rollout reads as.
+type rolloutRead struct {
+	bundle heldBundle
+	// record is the newest rollout record signed with the publisher's
+	// key (nil: none), and lastSeq the rollout subject's last sequence,
+	// whatever it holds: the next record is written only if it still is.
+	record  *crypto.RolloutRecord
+	lastSeq uint64
+	// recipients is the newest bundle's signed recipients digest.
+	recipients string
+}
+
+// rolloutStream binds the stream and checks it holds the rollout subjects.
+func (s *session) rolloutStream(ctx context.Context) error {
+	return s.do(ctx, "reading stream "+wire.Stream, func(ctx context.Context) error {
+		st, err := s.js.Stream(ctx, wire.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("stream %s is %w: it is missing (run certsync setup with the admin credential)", wire.Stream, ErrNotSetUp)
+		}
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+		}
+		if !slices.Contains(st.CachedInfo().Config.Subjects, wire.RolloutSubjects) {
+			return fmt.Errorf("stream %s is %w: it lacks the rollout subjects %s (set up before rollouts existed): run certsync setup with the admin credential",
+				wire.Stream, ErrNotSetUp, wire.RolloutSubjects)
+		}
+		s.stream = st
+		return nil
+	})
+}
+
+// readRollout reads the newest bundle of name and its newest rollout
+// record. Only what the publisher's own key signed counts: another
+// bundle is no bundle, another record is ignored with a warning (and the
+// newest signed one before it is used).
+func (s *session) readRollout(ctx context.Context, name string) (*rolloutRead, error) {
+	key := s.p.cfg.SigningKey.Public()
+	rd := &rolloutRead{}
+	msg, err := s.stream.GetLastMsgForSubject(ctx, wire.Subject(name))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("reading the newest bundle of %q: %w", name, err)
+	default:
+		h, err := crypto.Verify(msg.Data, []crypto.PublicKey{key})
+		if err != nil || h.Name != name || h.Record.Fingerprint.IsZero() {
+			s.log.Warn("rollout_bundle_ignored", "name", name, "sequence", msg.Sequence,
+				"reason", "not a bundle signed with this signing key, or without a seal record")
+			break
+		}
+		rd.bundle = heldBundle{Version: h.Version, Fingerprint: h.Record.Fingerprint, Hold: h.Hold, Serial: msg.Header.Get(wire.HeaderSerial)}
+		rd.recipients = h.Record.Recipients
+	}
+	msg, err = s.stream.GetLastMsgForSubject(ctx, wire.RolloutSubject(name))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return rd, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading the newest rollout record of %q: %w", name, err)
+	}
+	rd.lastSeq = msg.Sequence
+	if rd.record = s.ourRecord(name, msg.Data, msg.Sequence); rd.record != nil {
+		return rd, nil
+	}
+	rd.record, err = s.olderRecord(ctx, name, msg.Sequence)
+	return rd, err
+}
+
+// ourRecord verifies a rollout record stored at seq with the publisher's
+// key; nil, with a warning, when it is not one for name.
+func (s *session) ourRecord(name string, data []byte, seq uint64) *crypto.RolloutRecord {
+	r, _, err := crypto.VerifyRollout(data, []crypto.PublicKey{s.p.cfg.SigningKey.Public()})
+	if err == nil && r.Name != name {
+		err = fmt.Errorf("record for certificate %q", r.Name)
+	}
+	if err != nil {
+		s.log.Warn("rollout_record_ignored", "name", name, "sequence", seq, "error", err,
+			"reason", "not a rollout record of this certificate signed with this signing key")
+		return nil
+	}
+	return r
+}
+
+// olderRecord is the newest record the publisher signed among those the
+// stream holds on name's rollout subject before sequence before.
+func (s *session) olderRecord(ctx context.Context, name string, before uint64) (*crypto.RolloutRecord, error) {
+	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{wire.RolloutSubject(name)},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the rollout records of %q: %w", name, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("reading the rollout records of %q: %w", name, err)
+	}
+	defer it.Stop()
+	var newest *crypto.RolloutRecord
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("reading the rollout records of %q: %w", name, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("reading the rollout records of %q: %w", name, err)
+		}
+		if meta.Sequence.Stream >= before {
+			return newest, nil
+		}
+		if r := s.ourRecord(name, msg.Data(), meta.Sequence.Stream); r != nil {
+			newest = r
+		}
+		if meta.NumPending == 0 {
+			return newest, nil
+		}
+	}
+}
+
+// errRecordRefused marks a record SignRollout refused: a bug, never retried.
+type errRecordRefused struct{ err error }
+
+func (e errRecordRefused) Error() string { return e.err.Error() }
+func (e errRecordRefused) Unwrap() error { return e.err }
+
+// writeRollout signs r and stores it on its rollout subject, only if the
+// subject's last sequence is still lastSeq: a controller and an
+// operator's command never interleave (the loser reads again and decides
+// again).
+func (s *session) writeRollout(ctx context.Context, r *crypto.RolloutRecord, lastSeq uint64) error {
+	data, err := crypto.SignRollout(r, s.p.cfg.SigningKey)
+	if err != nil {
+		return errRecordRefused{err}
+	}
+	msg := nats.NewMsg(wire.RolloutSubject(r.Name))
+	msg.Data = data
+	msg.Header.Set(wire.HeaderName, r.Name)
+	msg.Header.Set(wire.HeaderVersion, strconv.FormatUint(r.Version, 10))
+	msg.Header.Set(wire.HeaderFingerprint, r.Fingerprint.String())
+	msg.Header.Set(wire.HeaderRolloutState, r.State)
+	msg.Header.Set(wire.HeaderRolloutGeneration, strconv.FormatUint(r.Generation, 10))
+	if r.Reason != "" {
+		msg.Header.Set(HeaderRolloutReason, r.Reason)
+	}
+	_, err = s.js.PublishMsg(ctx, msg,
+		jetstream.WithExpectStream(wire.Stream),
+		jetstream.WithExpectLastSequencePerSubject(lastSeq))
+	if err != nil {
+		return fmt.Errorf("storing the rollout record of %q: %w", r.Name, err)
+	}
+	return nil
+}
+
+// HeaderRolloutReason is a rollout record's reason (paused, halted or
+// aborted: one line, never a secret), beside wire.HeaderRolloutState, so
+// that `certsync status`, which needs no signing key, can say why a
+// rollout halted. Like every header it is not signed; the record's body
+// is. (To move into internal/wire with the contract.)
+const HeaderRolloutReason = "Certsync-Rollout-Reason"
+
+// statusByCert groups status records by certificate, then node.
+func statusByCert(records []wire.Status) map[string]map[string]*wire.Status {
+	out := map[string]map[string]*wire.Status{}
+	for i := range records {
+		st := &records[i]
+		if out[st.Certificate] == nil {
+			out[st.Certificate] = map[string]*wire.Status{}
+		}
+		out[st.Certificate][st.Node] = st
+	}
+	return out
+}
+
+// policyNames lists the certificates with a rollout policy, sorted.
+func (p *Publisher) policyNames() []string {
+	var names []string
+	for _, name := range sortedKeys(p.cfg.Certificates) {
+		if p.cfg.Policy(name) != nil {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// rolloutSession connects for a rollout call: it needs the signing key
+// (its public half says which records are the publisher's), a stream that
+// holds the rollout subjects, and the status records.
+func (p *Publisher) rolloutSession(ctx context.Context) (*session, map[string]map[string]*wire.Status, error) {
+	if p.cfg.SigningKey == nil {
+		return nil, nil, errors.New("no signing key configured")
+	}
+	s, err := p.connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.rolloutStream(ctx); err != nil {
+		s.close()
+		return nil, nil, err
+	}
+	var records []wire.Status
+	err = s.do(ctx, "reading status records", func(ctx context.Context) error {
+		var err error
+		records, err = s.statusRecords(ctx)
+		return err
+	})
+	if err != nil {
+		s.close()
+		return nil, nil, err
+	}
+	return s, statusByCert(records), nil
+}
+
+// RolloutChange is one rollout record a step or a command wrote.
+type RolloutChange struct {
+	// Name, Version and Fingerprint say which rollout.
+	Name        string             `json:"name"`
+	Version     uint64             `json:"version"`
+	Fingerprint crypto.Fingerprint `json:"fingerprint"`
+	// Event is what happened: "started", "wave_released", "halted",
+	// "complete", or a command's "promoted", "paused", "resumed",
+	// "aborted".
+	Event string `json:"event"`
+	// State, Wave and Generation are the new record's.
+	State      string `json:"state"`
+	Wave       int    `json:"wave"`
+	Generation uint64 `json:"generation"`
+	// Released are the nodes this record released that the one before
+	// did not (none for a complete rollout, which releases every node).
+	Released []string `json:"released,omitempty"`
+	// Reason is the record's reason (halted, paused, aborted).
+	Reason string `json:"reason,omitempty"`
+}
+
+// change describes next, written after prev (nil: none for this version).
+func change(event string, prev, next *crypto.RolloutRecord) RolloutChange {
+	c := RolloutChange{Name: next.Name, Version: next.Version, Fingerprint: next.Fingerprint, Event: event,
+		State: next.State, Wave: next.Wave, Generation: next.Generation, Reason: next.Reason}
+	for _, n := range next.Released {
+		if prev == nil || !prev.Releases(n) {
+			c.Released = append(c.Released, n)
+		}
+	}
+	return c
+}
+
+// logChange logs a change as the event rollout_<event>.
+func (s *session) logChange(c RolloutChange) {
+	args := []any{"name", c.Name, "version", c.Version, "fingerprint", c.Fingerprint,
+		"state", c.State, "wave", c.Wave, "generation", c.Generation}
+	if len(c.Released) > 0 {
+		args = append(args, "released", strings.Join(c.Released, ","))
+	}
+	if c.Reason != "" {
+		args = append(args, "reason", c.Reason)
+	}
+	if c.State == crypto.RolloutHalted {
+		s.log.Warn("rollout_"+c.Event, args...)
+		return
+	}
+	s.log.Info("rollout_"+c.Event, args...)
+}
+
+// RolloutStep does one pass of the controller over every certificate with
+// a rollout policy: it starts the rollout of a newly published held
+// bundle, halts one with more failed nodes than its policy allows,
+// releases the next wave of one whose released nodes have all installed
+// and soaked, and completes one after its last wave (decideStep). It
+// returns what it wrote. An error about one certificate does not stop the
+// others; they are joined.
+func (p *Publisher) RolloutStep(ctx context.Context) ([]RolloutChange, error) {
+	names := p.policyNames()
+	if len(names) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := p.bound(ctx)
+	defer cancel()
+	s, statuses, err := p.rolloutSession(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("advancing rollouts: %w", err)
+	}
+	defer s.close()
+	var changes []RolloutChange
+	var errs []error
+	for _, name := range names {
+		c, err := s.step(ctx, name, p.cfg.Policy(name), p.cfg.Certificates[name], statuses[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("advancing the rollout of %q: %w", name, err))
+			continue
+		}
+		if c != nil {
+			changes = append(changes, *c)
+		}
+	}
+	return changes, errors.Join(errs...)
+}
+
+// step advances one certificate's rollout, reading again and deciding
+// again when another writer stored a record first.
+func (s *session) step(ctx context.Context, name string, pol *RolloutPolicy, nodes []string, status map[string]*wire.Status) (*RolloutChange, error) {
+	var c *RolloutChange
+	err := s.do(ctx, "advancing the rollout of "+name, func(ctx context.Context) error {
+		c = nil
+		rd, err := s.readRollout(ctx, name)
+		if err != nil {
+			return err
+		}
+		in := stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: pol, Nodes: nodes, Status: status, Now: s.p.now()}
+		next, kind := decideStep(in)
+		if next == nil {
+			return nil
+		}
+		if err := s.writeRollout(ctx, next, rd.lastSeq); err != nil {
+			return err
+		}
+		ch := change(string(kind), in.current(), next)
+		c = &ch
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		s.logChange(*c)
+	}
+	return c, nil
+}
+
+// RolloutRun runs the controller until ctx ends: a RolloutStep now and
+// then every interval. A failed step (NATS away, a stream not set up yet)
+// is logged and tried again at the next interval; it never ends the run.
+// It returns nil when ctx ends, and an error only for what no retry can
+// mend: an interval that is not positive, or no signing key.
+func (p *Publisher) RolloutRun(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		return fmt.Errorf("running rollouts: want a positive interval, got %v", interval)
+	}
+	if p.cfg.SigningKey == nil {
+		return errors.New("running rollouts: no signing key configured")
+	}
+	names := p.policyNames()
+	if len(names) == 0 {
+		p.log.Warn("rollout_nothing_to_run", "reason", "no certificate has a rollout policy")
+	}
+	p.log.Info("rollout_run_started", "interval", interval, "certificates", strings.Join(names, ","))
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := p.RolloutStep(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("rollout_step_failed", "error", err, "retry_in", interval)
+		}
+		select {
+		case <-ctx.Done():
+			p.log.Info("rollout_run_stopped")
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// WaveView is one wave of a RolloutView.
+type WaveView struct {
+	// Wave is its number: 0 the canaries, then 1, 2, …
+	Wave int `json:"wave"`
+	// Released is true once the rollout record releases every node of it.
+	Released bool `json:"released"`
+	// Nodes are its nodes, sorted, each with its outcome.
+	Nodes []RolloutNode `json:"nodes"`
+	// Installed, Verified, Failed, InFlight and Waiting count its nodes by
+	// outcome (Verified those installed that report their served check
+	// passed); Waiting counts the nodes not released yet.
+	Installed int `json:"installed"`
+	Verified  int `json:"verified"`
+	Failed    int `json:"failed"`
+	InFlight  int `json:"in_flight"`
+	Waiting   int `json:"waiting"`
+}
+
+// RolloutNode is one node of a wave.
+type RolloutNode struct {
+	Node string `json:"node"`
+	// Outcome is NodeInstalled, NodeFailed, NodeInFlight or NodeWaiting.
+	Outcome string `json:"outcome"`
+	// Why says why it failed.
+	Why      string `json:"why,omitempty"`
+	Verified bool   `json:"verified,omitempty"`
+}
+
+// RolloutView is where the rollout of a certificate's newest bundle
+// stands.
+type RolloutView struct {
+	Name string `json:"name"`
+	// Version, Fingerprint and Serial are the newest bundle's (zero when
+	// none is published).
+	Version     uint64             `json:"version"`
+	Fingerprint crypto.Fingerprint `json:"fingerprint"`
+	Serial      string             `json:"serial"`
+	// Hold is true when the newest bundle is held for a rollout.
+	Hold bool `json:"hold"`
+	// State is the rollout record's state, RolloutPending or RolloutNone.
+	State string `json:"state"`
+	// Reason says why it is paused, halted or aborted.
+	Reason string `json:"reason"`
+	// Generation and Wave are the record's (0 without one); WaveStarted
+	// when that wave was released, Updated when the record was written.
+	Generation  uint64    `json:"generation"`
+	Wave        int       `json:"wave"`
+	WaveStarted time.Time `json:"wave_started,omitzero"`
+	Updated     time.Time `json:"updated,omitzero"`
+	// Waves are the waves that have nodes, in order.
+	Waves []WaveView `json:"waves"`
+}
+
+// Halted tells whether the rollout is halted.
+func (v *RolloutView) Halted() bool { return v.State == crypto.RolloutHalted }
+
+// state is the state of the rollout of in's newest bundle: its record's,
+// RolloutPending or RolloutNone.
+func (in *stepInput) state() string {
+	switch rec := in.current(); {
+	case rec != nil:
+		return rec.State
+	case in.Bundle.exists() && in.Bundle.Hold:
+		return RolloutPending
+	}
+	return RolloutNone
+}
+
+// view shows in: the rollout of its newest bundle.
+func view(in stepInput) RolloutView {
+	v := RolloutView{Name: in.Name, Version: in.Bundle.Version, Fingerprint: in.Bundle.Fingerprint,
+		Serial: in.Bundle.Serial, Hold: in.Bundle.Hold, State: in.state()}
+	rec := in.current()
+	if rec != nil {
+		v.Reason, v.Generation, v.Wave = rec.Reason, rec.Generation, rec.Wave
+		v.WaveStarted, v.Updated = rec.WaveStarted, rec.Time
+	}
+	if !in.Bundle.exists() {
+		return v
+	}
+	w := planWaves(in.Policy, in.Nodes)
+	for k, nodes := range w.nodes {
+		if len(nodes) == 0 {
+			continue
+		}
+		wv := WaveView{Wave: k, Released: rec != nil || !in.Bundle.Hold}
+		for _, n := range nodes {
+			st := in.Status[n]
+			rn := RolloutNode{Node: n, Outcome: NodeWaiting}
+			released := !in.Bundle.Hold || rec != nil && rec.Releases(n)
+			switch {
+			case installedIt(st, in.Bundle.Version, in.Bundle.Fingerprint):
+				rn.Outcome, rn.Verified = NodeInstalled, st.Verified
+			case released && rec != nil:
+				r := classify(n, st, rec, in.Policy.WaveDeadline, in.Now)
+				rn.Outcome, rn.Why = map[outcome]string{inFlight: NodeInFlight, failed: NodeFailed}[r.outcome], r.why
+			case released:
+				rn.Outcome = NodeInFlight
+			}
+			if !released {
+				wv.Released = false
+			}
+			switch rn.Outcome {
+			case NodeInstalled:
+				wv.Installed++
+				if rn.Verified {
+					wv.Verified++
+				}
+			case NodeFailed:
+				wv.Failed++
+			case NodeInFlight:
+				wv.InFlight++
+			case NodeWaiting:
+				wv.Waiting++
+			}
+			wv.Nodes = append(wv.Nodes, rn)
+		}
+		v.Waves = append(v.Waves, wv)
+	}
+	return v
+}
+
+// checkRolloutName checks that name is a configured certificate with a
+// rollout policy.
+func (p *Publisher) checkRolloutName(name string) (*RolloutPolicy, error) {
+	if err := wire.CheckCertName(name); err != nil {
+		return nil, err
+	}
+	if _, ok := p.cfg.Certificates[name]; !ok {
+		return nil, fmt.Errorf("certificate %q: %w", name, ErrUnknownCertificate)
+	}
+	pol := p.cfg.Policy(name)
+	if pol == nil {
+		return nil, fmt.Errorf("certificate %q: %w", name, ErrNoPolicy)
+	}
+	return pol, nil
+}
+
+// ErrNoPolicy means a rollout command named a certificate without a
+// rollout policy: it goes into service at once, with no rollout.
+var ErrNoPolicy = errors.New("has no rollout policy")
+
+// Rollouts shows where the rollout of each named certificate (every one
+// with a policy when none is named) stands, sorted by name. A name that is
+// not configured, or has no policy, is an error.
+func (p *Publisher) Rollouts(ctx context.Context, names ...string) ([]RolloutView, error) {
+	if len(names) == 0 {
+		names = p.policyNames()
+	}
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	for _, name := range names {
+		if _, err := p.checkRolloutName(name); err != nil {
+			return nil, fmt.Errorf("reading rollouts: %w", err)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := p.bound(ctx)
+	defer cancel()
+	s, statuses, err := p.rolloutSession(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading rollouts: %w", err)
+	}
+	defer s.close()
+	out := make([]RolloutView, 0, len(names))
+	for _, name := range names {
+		var rd *rolloutRead
+		err := s.do(ctx, "reading the rollout of "+name, func(ctx context.Context) error {
+			var err error
+			rd, err = s.readRollout(ctx, name)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading the rollout of %q: %w", name, err)
+		}
+		out = append(out, view(stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: p.cfg.Policy(name),
+			Nodes: p.cfg.Certificates[name], Status: statuses[name], Now: p.now()}))
+	}
+	return out, nil
+}
+
+// errCommand is a command refused on what it read: never retried.
+type errCommand struct{ msg string }
+
+func (e errCommand) Error() string { return e.msg }
+
+// command applies an operator's command (verb, logged as rollout_<event>)
+// to the rollout of name: apply gives the record to write from what was
+// read (nil: write none). It is
+// read, decided and written again when another writer stored a record
+// first. It returns the view after, and the record written.
+func (p *Publisher) command(ctx context.Context, verb, event, name string, apply func(in *stepInput) (*crypto.RolloutRecord, error)) (*RolloutView, *crypto.RolloutRecord, error) {
+	pol, err := p.checkRolloutName(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s rollout: %w", verb, err)
+	}
+	ctx, cancel := p.bound(ctx)
+	defer cancel()
+	s, statuses, err := p.rolloutSession(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s rollout of %q: %w", verb, name, err)
+	}
+	defer s.close()
+	var in stepInput
+	var written *crypto.RolloutRecord
+	var c *RolloutChange
+	var refused error
+	err = s.do(ctx, verb+" rollout of "+name, func(ctx context.Context) error {
+		written, c, refused = nil, nil, nil
+		rd, err := s.readRollout(ctx, name)
+		if err != nil {
+			return err
+		}
+		in = stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: pol, Nodes: p.cfg.Certificates[name],
+			Status: statuses[name], Now: p.now()}
+		prev := in.current()
+		next, err := apply(&in)
+		if err != nil {
+			refused = err
+			return nil
+		}
+		if next == nil {
+			return nil
+		}
+		if err := s.writeRollout(ctx, next, rd.lastSeq); err != nil {
+			return err
+		}
+		written = next
+		ch := change(event, prev, next)
+		c = &ch
+		return nil
+	})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s rollout of %q: %w", verb, name, err)
+	}
+	if c != nil {
+		s.logChange(*c)
+		in.Record = written
+	}
+	v := view(in)
+	return &v, written, nil
+}
+
+// started is the current record of in, or a refusal naming why there is
+// no rollout to act on.
+func started(in *stepInput) (*crypto.RolloutRecord, error) {
+	switch rec := in.current(); {
+	case rec != nil:
+		return rec, nil
+	case !in.Bundle.exists():
+		return nil, errCommand{"no bundle is published"}
+	case !in.Bundle.Hold:
+		return nil, errCommand{fmt.Sprintf("the newest bundle (version %d) is not held: it goes into service at once, with no rollout", in.Bundle.Version)}
+	default:
+		return nil, errCommand{fmt.Sprintf("the rollout of version %d has not started: the controller (certsync rollout run) starts it", in.Bundle.Version)}
+	}
+}
+
+// refuseState refuses acting on a rollout in a final state.
+func refuseState(rec *crypto.RolloutRecord) error {
+	switch rec.State {
+	case crypto.RolloutComplete:
+		return errCommand{fmt.Sprintf("version %d is already complete: every node is released (certsync rollback NAME takes it out of service)", rec.Version)}
+	case crypto.RolloutAborted:
+		return errCommand{fmt.Sprintf("version %d was aborted", rec.Version)}
+	}
+	return nil
+}
+
+// Promote releases the next wave of name's rollout now, whatever the
+// soak and the nodes in flight (generation+1); after the last wave it
+// completes the rollout. A rollout not started yet is started (its
+// canaries released). A paused rollout stays paused (pause and promote
+// step through the waves by hand); a halted one must be resumed first.
+func (p *Publisher) Promote(ctx context.Context, name string) (*RolloutView, error) {
+	v, _, err := p.command(ctx, "promote", "promoted", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
+		if in.Bundle.exists() && in.Bundle.Hold && in.current() == nil {
+			return startRecord(in), nil
+		}
+		rec, err := started(in)
+		if err != nil {
+			return nil, err
+		}
+		if err := refuseState(rec); err != nil {
+			return nil, err
+		}
+		if rec.State == crypto.RolloutHalted {
+			return nil, errCommand{"halted (" + rec.Reason + "): resume it first (certsync rollout resume " + in.Name + ")"}
+		}
+		next, _ := in.advance(rec, planWaves(in.Policy, in.Nodes))
+		return next, nil
+	})
+	return v, err
+}
+
+// Pause stops name's running rollout from releasing further waves; the
+// nodes released already go on installing.
+func (p *Publisher) Pause(ctx context.Context, name string) (*RolloutView, error) {
+	v, _, err := p.command(ctx, "pause", "paused", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
+		rec, err := started(in)
+		if err != nil {
+			return nil, err
+		}
+		if err := refuseState(rec); err != nil {
+			return nil, err
+		}
+		if rec.State != crypto.RolloutRunning {
+			return nil, errCommand{"not running: it is " + rec.State}
+		}
+		next := in.successor(rec, crypto.RolloutPaused, false)
+		next.Reason = "paused by the operator"
+		return next, nil
+	})
+	return v, err
+}
+
+// Resume sets name's paused or halted rollout running again (generation+1):
+// the released nodes whose install failed try again, and the wave's
+// deadline starts again from now.
+func (p *Publisher) Resume(ctx context.Context, name string) (*RolloutView, error) {
+	v, _, err := p.command(ctx, "resume", "resumed", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
+		rec, err := started(in)
+		if err != nil {
+			return nil, err
+		}
+		if err := refuseState(rec); err != nil {
+			return nil, err
+		}
+		if rec.State != crypto.RolloutPaused && rec.State != crypto.RolloutHalted {
+			return nil, errCommand{"not paused or halted: it is " + rec.State}
+		}
+		next := in.successor(rec, crypto.RolloutRunning, true)
+		next.WaveStarted = in.Now
+		return next, nil
+	})
+	return v, err
+}
+
+// Abort ends name's rollout for good: a record in state aborted that
+// releases no node (generation+1, so nodes released but not installed yet
+// no longer install it), then the previous certificate published again
+// without hold, with a new version and the aborted one withdrawn
+// (Rollback with Immediate), so every node that installed it goes back at
+// once. When that publish fails, Abort says so; run it again: on an
+// aborted rollout whose bundle is still the newest it only publishes the
+// previous certificate again.
+func (p *Publisher) Abort(ctx context.Context, name string) (*RolloutView, error) {
+	v, _, err := p.command(ctx, "abort", "aborted", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
+		rec := in.current()
+		if rec != nil && rec.State == crypto.RolloutAborted {
+			return nil, nil // only the rollback is left to do
+		}
+		if rec == nil {
+			if !in.Bundle.exists() || !in.Bundle.Hold {
+				_, err := started(in)
+				return nil, err
+			}
+			rec = startRecord(in) // not started: abort before any release
+			rec.Released, rec.Wave = nil, 0
+		} else if rec.State == crypto.RolloutComplete {
+			return nil, refuseState(rec)
+		}
+		next := in.successor(rec, crypto.RolloutAborted, true)
+		next.Released, next.All = nil, false
+		next.Reason = "aborted by the operator"
+		return next, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := p.Rollback(ctx, name, RollbackOptions{Immediate: true}); err != nil {
+		return v, fmt.Errorf("abort rollout of %q: aborted, but publishing the previous certificate again failed (run certsync rollout abort %s again): %w", name, name, err)
+	}
+	p.log.Info("rollout_abort_rolled_back", "name", name, "version", v.Version, "fingerprint", v.Fingerprint)
+	return v, nil
+}
