@@ -82,6 +82,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			statusCommand(),
 			importCommand(),
 			enrollCommand(),
+			rolloutCommand(),
+			rollbackCommand(),
+			planCommand(),
 		},
 	}
 	app.OnUsageError = usageError

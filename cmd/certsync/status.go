@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 )
@@ -149,6 +150,9 @@ type statusJSON struct {
 	InstalledVersion     uint64   `json:"installed_version"`
 	StagedVersion        uint64   `json:"staged_version"`
 	Rollout              string   `json:"rollout"`
+	RolloutState         string   `json:"rollout_state"`
+	RolloutReason        string   `json:"rollout_reason"`
+	Waiting              bool     `json:"waiting"`
 	ErrorTime            *string  `json:"error_time"`
 	Version              string   `json:"certsync_version"`
 }
@@ -168,6 +172,10 @@ func printStatusJSON(w io.Writer, rows []publisher.Row) error {
 			Configured:  r.Configured,
 			Behind:      r.Behind,
 			Expiring:    r.Expiring,
+			Waiting:     r.Waiting,
+
+			RolloutState:  r.RolloutState,
+			RolloutReason: r.RolloutReason,
 		}
 		if j.Problems == nil {
 			j.Problems = []string{}
@@ -303,10 +311,17 @@ func seenText(t, now time.Time) string {
 // install what it staged (a schedule's window, a certificate not valid
 // yet), or "-".
 func errorText(r publisher.Row) string {
-	if r.Error == "" && r.Reported != nil && !r.Reported.InstallAt.IsZero() {
+	switch {
+	case r.Error != "":
+		return r.Error
+	case r.RolloutState == crypto.RolloutHalted:
+		return "rollout halted: " + r.RolloutReason
+	case r.Reported != nil && !r.Reported.InstallAt.IsZero():
 		return "installs at " + day(r.Reported.InstallAt)
+	case r.Waiting:
+		return "waits for its rollout wave"
 	}
-	return dash(r.Error)
+	return "-"
 }
 
 func dash(s string) string {
