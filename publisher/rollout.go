@@ -547,7 +547,7 @@ func (s *session) writeRollout(ctx context.Context, r *crypto.RolloutRecord, las
 	msg.Header.Set(wire.HeaderRolloutState, r.State)
 	msg.Header.Set(wire.HeaderRolloutGeneration, strconv.FormatUint(r.Generation, 10))
 	if r.Reason != "" {
-		msg.Header.Set(HeaderRolloutReason, r.Reason)
+		msg.Header.Set(wire.HeaderRolloutReason, r.Reason)
 	}
 	_, err = s.js.PublishMsg(ctx, msg,
 		jetstream.WithExpectStream(wire.Stream),
@@ -557,13 +557,6 @@ func (s *session) writeRollout(ctx context.Context, r *crypto.RolloutRecord, las
 	}
 	return nil
 }
-
-// HeaderRolloutReason is a rollout record's reason (paused, halted or
-// aborted: one line, never a secret), beside wire.HeaderRolloutState, so
-// that `certsync status`, which needs no signing key, can say why a
-// rollout halted. Like every header it is not signed; the record's body
-// is. (To move into internal/wire with the contract.)
-const HeaderRolloutReason = "Certsync-Rollout-Reason"
 
 // statusByCert groups status records by certificate, then node.
 func statusByCert(records []wire.Status) map[string]map[string]*wire.Status {

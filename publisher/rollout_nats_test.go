@@ -400,7 +400,7 @@ func TestRolloutCommands(t *testing.T) {
 	if v == nil || v.State != crypto.RolloutAborted || v.Waves[0].Nodes[0].Outcome != NodeInstalled || v.Waves[2].Waiting != 2 {
 		t.Fatalf("aborted view %+v", v)
 	}
-	if got := msg.Header.Get(HeaderRolloutReason); got != r.Reason {
+	if got := msg.Header.Get(wire.HeaderRolloutReason); got != r.Reason {
 		t.Errorf("reason header %q", got)
 	}
 	// Again: only the rollback is tried again; no record is written.

@@ -195,7 +195,7 @@ func (s *session) rolloutHeads(ctx context.Context) ([]RolloutHead, error) {
 			return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
 		}
 		h := msg.Headers()
-		r := RolloutHead{Sequence: meta.Sequence.Stream, State: h.Get(wire.HeaderRolloutState), Reason: h.Get(HeaderRolloutReason)}
+		r := RolloutHead{Sequence: meta.Sequence.Stream, State: h.Get(wire.HeaderRolloutState), Reason: h.Get(wire.HeaderRolloutReason)}
 		r.Name, _ = wire.NameFromRolloutSubject(msg.Subject())
 		r.Version, _ = strconv.ParseUint(h.Get(wire.HeaderVersion), 10, 64)
 		r.Generation, _ = strconv.ParseUint(h.Get(wire.HeaderRolloutGeneration), 10, 64)

@@ -66,6 +66,11 @@ const (
 	// HeaderFingerprint of the bundle it releases).
 	HeaderRolloutState      = "Certsync-Rollout-State"
 	HeaderRolloutGeneration = "Certsync-Rollout-Generation"
+	// HeaderRolloutReason is a rollout record's reason (paused, halted or
+	// aborted: one line, never a secret), so that `certsync status`, which
+	// needs no signing key, can say why a rollout halted. Like every
+	// header it is not signed; the record's body is.
+	HeaderRolloutReason = "Certsync-Rollout-Reason"
 )
 
 // Inbox prefixes. A client receives every reply (JetStream API answers,
