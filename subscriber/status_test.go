@@ -59,7 +59,7 @@ func TestStatusRecordFromHoldings(t *testing.T) {
 			var s statusWriter
 			s.init(tt.h, cfg, []string{"example.com"}, slog.New(slog.DiscardHandler))
 			if tt.fail != nil {
-				s.failed("example.com", 7, tt.fail)
+				s.failed("example.com", 7, tt.fail, false)
 			}
 			st := s.record("example.com")
 			if st.Node != "web1" || st.Certificate != "example.com" || st.Version != "test" || !st.LastSeen.Equal(now) {
@@ -79,7 +79,7 @@ func TestStatusRecordFromHoldings(t *testing.T) {
 	// Names that are not the node's have no record.
 	var s statusWriter
 	s.init(&fakeHoldings{}, cfg, []string{"example.com"}, slog.New(slog.DiscardHandler))
-	s.failed("other.example", 1, ErrDowngrade)
+	s.failed("other.example", 1, ErrDowngrade, false)
 	if len(s.failures) != 0 {
 		t.Errorf("a failure of another certificate recorded: %+v", s.failures)
 	}
