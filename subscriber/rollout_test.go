@@ -2,15 +2,15 @@ package subscriber
 
 import (
 	"context"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -485,7 +485,7 @@ func TestRolloutKeptAcrossRestart(t *testing.T) {
 		t.Errorf("record before its bundle: status %+v", st)
 	}
 	for path, want := range map[string]fs.FileMode{
-		filepath.Join(stageDir, rolloutDir):                 fs.ModeDir | 0o700,
+		filepath.Join(stageDir, rolloutDir):               fs.ModeDir | 0o700,
 		filepath.Join(stageDir, rolloutDir, name+".json"): 0o600,
 	} {
 		if fi, err := os.Lstat(path); err != nil || fi.Mode() != want {

@@ -25,7 +25,7 @@ type statusWriter struct {
 	h        holdings
 	certs    map[string]Certificate // the node's certificates, for their schedules
 	node     string                 // the node's name
-	version  string // certsync's version, for the records
+	version  string                 // certsync's version, for the records
 	names    []string
 	known    map[string]bool // names, for lookups
 	now      func() time.Time
