@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/certsync/certsync/internal/natsconn"
@@ -138,7 +139,15 @@ func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Co
 		return nil, fmt.Errorf("binding consumer %q: %w", name, err)
 	}
 	err = nc.Call(ctx, func(ctx context.Context) (err error) {
-		cons, err = js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(n.cfg.Node, n.names, false))
+		// The rollout subjects are in the filter only when the stream holds
+		// them: the server refuses a filter on a subject it does not (a
+		// stream set up before rollouts, until `certsync setup` runs).
+		s, err := js.Stream(ctx, wire.Stream)
+		if err != nil {
+			return err
+		}
+		rollouts := slices.Contains(s.CachedInfo().Config.Subjects, wire.RolloutSubjects)
+		cons, err = js.CreateConsumer(ctx, wire.Stream, wire.ConsumerConfig(n.cfg.Node, n.names, rollouts))
 		if errors.Is(err, jetstream.ErrConsumerExists) {
 			cons, err = js.Consumer(ctx, wire.Stream, name) // created meanwhile by someone else
 		}
@@ -149,27 +158,60 @@ func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Co
 			name, err, ErrNoConsumer)
 	}
 	n.log.Info("consumer_created", "consumer", name, "certificates", n.names)
+	n.checkFilter(cons.CachedInfo())
 	return cons, nil
 }
 
 // checkFilter warns when the consumer does not deliver every configured
-// certificate: the node may not change it, the management side must.
+// certificate: the node may not change it, the management side must. Both
+// shapes of filter are right: the bundle subjects alone (a stream set up
+// before rollouts), or with the rollout subjects of the same certificates.
+// A filter with some rollout subjects but not every certificate's is a
+// mismatch too: a held bundle of a certificate without one would wait for
+// its release until its expiry deadline. It records which certificates'
+// rollout records the consumer delivers (rolloutsDelivered).
 func (n *Node) checkFilter(info *jetstream.ConsumerInfo) {
 	if info == nil {
 		return
 	}
-	have := info.Config.FilterSubjects
+	have := slices.Clone(info.Config.FilterSubjects)
 	if info.Config.FilterSubject != "" {
 		have = append(have, info.Config.FilterSubject)
 	}
-	var missing []string
+	delivers := func(name string, subject func(string) string, all string) bool {
+		return slices.Contains(have, subject(name)) || slices.Contains(have, all)
+	}
+	anyRollout := slices.ContainsFunc(have, func(s string) bool { return strings.HasPrefix(s, wire.RolloutSubjectPrefix) })
+	var missing, missingRollouts []string
+	rollouts := make(map[string]bool, len(n.names))
 	for _, name := range n.names {
-		if !slices.Contains(have, wire.Subject(name)) && !slices.Contains(have, wire.Subjects) {
+		if !delivers(name, wire.Subject, wire.Subjects) {
 			missing = append(missing, name)
 		}
+		rollouts[name] = delivers(name, wire.RolloutSubject, wire.RolloutSubjects)
+		if anyRollout && !rollouts[name] {
+			missingRollouts = append(missingRollouts, name)
+		}
 	}
+	n.mu.Lock()
+	n.rolloutFilter = rollouts
+	n.mu.Unlock()
 	if len(missing) > 0 {
 		n.log.Warn("consumer_filter_mismatch", "consumer", info.Name, "missing", missing,
 			"hint", "add this node to these certificates on the management side and run certsync republish")
 	}
+	if len(missingRollouts) > 0 {
+		n.log.Warn("consumer_filter_mismatch", "consumer", info.Name, "missing_rollouts", missingRollouts,
+			"hint", "run certsync republish on the management side: it gives the consumer every certificate's rollout subject")
+	}
+}
+
+// rolloutsDelivered reports whether the consumer, as last bound, delivers
+// the rollout records of certificate name (true before it was bound: the
+// node cannot tell). The caller holds n.mu.
+func (n *Node) rolloutsDelivered(name string) bool {
+	if n.rolloutFilter == nil {
+		return true
+	}
+	return n.rolloutFilter[name]
 }

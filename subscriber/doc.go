@@ -26,7 +26,7 @@
 // # Deciding
 //
 // Messages are judged in batches (what the server has pending). For each
-// message, before anything is decrypted: its size (at most
+// bundle, before anything is decrypted: its size (at most
 // crypto.MaxEnvelopeSize), its subject's certificate name, the publisher's
 // signature against the trusted keys, the signed name against the subject
 // (a body moved to another subject is refused) and against the node's
@@ -59,6 +59,16 @@
 // clock never has an older bundle staged in its place. Once the clock is
 // right its next delivery stages it.
 //
+// Rollout records: when the stream holds the rollout subjects, the
+// consumer delivers each certificate's records (certsync.rollout.<name>)
+// beside its bundles; a consumer the node creates itself filters them only
+// then, and a filter with bundle subjects alone (a stream set up before
+// rollouts) is as right. A record is judged like a bundle, by its subject,
+// size, signature (crypto.VerifyRollout with the trusted keys) and signed
+// name; a refused one is terminated, logged as "rollout_refused", counted
+// and shown in the status record, and releases nothing. A good one is kept
+// (see Staging) and wakes the scheduler: the node plans again at once.
+//
 // # Staging
 //
 // [Stage] keeps one folder per certificate under the stage folder (0700,
@@ -69,6 +79,13 @@
 // renameat2), and the record is the node's persisted version: the
 // downgrade check survives restarts. [Stage.Load] reads one consistent
 // set: it is how the installer takes a staged bundle as its candidate.
+// The record says whether the bundle is held (Staged.Hold: the envelope's
+// hold record). The rollout records kept for a certificate are in
+// .rollout/<name>.json beside the folders (0600, in a 0700 folder): per
+// version and fingerprint the newest (by generation, then time), at most
+// four, none below the staged version; a record may come before its
+// bundle. They are kept as signed and verified again on every read, so a
+// release always rests on a trusted signature (rollout.go says why).
 //
 // # Installing
 //
@@ -92,6 +109,28 @@
 // [Node.Run] sleeps until the next certificate is due (a window, a
 // NotBefore, a retry) or something new is staged. The status record's
 // install_at says when.
+//
+// A held bundle (Staged.Hold) is installed only once the kept record for
+// its version and fingerprint releases the node (names it, or all, and is
+// not aborted); then as its schedule says, the schedule starting when the
+// node was released if that is after it was staged (a windowed node
+// installs in its next window after its release). Not released, it waits,
+// with nothing installed too, until the certificate in service comes
+// within ExpiryDeadline of its expiry: then it installs regardless of the
+// hold ("install_rollout_override", status rollout "expiry"). A held
+// version whose install failed is tried again only when a record of a
+// later generation than the one it failed under (state.json records it)
+// releases the node, or as the expiry deadline's retries say. Node.Install
+// ignores the hold. While a bundle waits, Report.Scheduled lists it with
+// Why "rollout", the status record says rollout "waiting" without
+// install_at, and certsync_rollout_waiting is 1.
+//
+// A higher version installs whatever certificate it carries: a rollback
+// (an earlier certificate with a new version) is installed as any new
+// version, reloaded and verified, even when it is the certificate in
+// service, which then serves under the new version; a replay of the
+// rolled-back-from envelope is a downgrade. Format 2 versions are the
+// publisher's; a format 1 envelope's must be its leaf's NotBefore.
 //
 // The layout: install_dir is a symbolic link to a version folder kept
 // beside it,
@@ -152,9 +191,14 @@
 // # Reporting
 //
 // After each decision, and every StatusInterval while Run runs, the node
-// writes a wire.Status record per certificate to the status bucket. When the
-// bucket cannot be reached the node warns once and goes on: status is not
-// worth holding certificates back.
+// writes a wire.Status record per certificate to the status bucket: what is
+// staged and installed, the last error, how a held bundle stands to its
+// rollout (rollout, rollout_generation), whether the installed version
+// passed verify (verified, recorded in state.json at the end of its
+// install), the last failed version, and the certificate's schedule
+// (schedule, next_window, splay, expiry_deadline). When the bucket cannot be
+// reached the node warns once and goes on: status is not worth holding
+// certificates back.
 //
 // # Files
 //
@@ -166,7 +210,8 @@
 //   - node.go: the Node (New, Sync, Run, Install, ReportStatus);
 //     consumer.go: binding the consumer and receiving batches.
 //   - process.go: deciding on a batch (authenticate, apply, settle).
-//   - stage.go: the Stage and its Staged record.
+//   - stage.go: the Stage and its Staged record; rollout.go: the rollout
+//     records it keeps, and what they release.
 //   - scheduler.go: when each staged bundle installs, and Run's install
 //     loop.
 //   - installer.go: one install step by step (build, point, check, reload,

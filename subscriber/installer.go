@@ -99,9 +99,23 @@ func (in *installer) did(step string) {
 	}
 }
 
-// install puts the bundle b, staged as meta, in service. Unless force, a
+// installOpts say how an install was decided.
+type installOpts struct {
+	// force tries even a version that failed before (skipped otherwise).
+	force bool
+	// generation is the rollout record's under which a held bundle is
+	// installed (0 for none): a failure is recorded with it, and only a
+	// later generation tries that version again (holdDue).
+	generation uint64
+	// rollout is how a held bundle went into service, wire.RolloutReleased
+	// or wire.RolloutExpiry, kept in the version's certsync.json ("" when
+	// not held, or installed by hand while not released).
+	rollout string
+}
+
+// install puts the bundle b, staged as meta, in service. Unless o.force, a
 // version that failed before is skipped. See Node.Install for the steps.
-func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged, force bool) InstallResult {
+func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged, o installOpts) InstallResult {
 	res := InstallResult{Name: in.c.Name, Release: meta.Release}
 	fail := func(err error) InstallResult {
 		res.Outcome, res.Err = InstallFailed, err
@@ -147,11 +161,11 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 	}
 	if st.Pending == nil && curRec != nil && !inService {
 		if err := crypto.CheckOrder(curRec.Release, meta.Release); err != nil {
-			return in.failed(st, meta, res, permanent(fmt.Errorf("installing %q version %d: %s: %w",
+			return in.failed(st, meta, o, res, permanent(fmt.Errorf("installing %q version %d: %s: %w",
 				in.c.Name, meta.Version, heldAs("installed", curRec.Release, meta.Release), err)))
 		}
 	}
-	if failedBefore && !force {
+	if failedBefore && !o.force {
 		res.Outcome = InstallSkipped
 		res.Err = fmt.Errorf("installing %q version %d: failed before (%s); a newer bundle, certsync node install, or a retry under expiry_deadline tries again", in.c.Name, meta.Version, st.Failed.Error)
 		return res
@@ -173,7 +187,7 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 		}
 	}
 	if !inService || untrusted {
-		if _, err := in.build(b, meta); err != nil {
+		if _, err := in.build(b, meta, o.rollout); err != nil {
 			return fail(err)
 		}
 	}
@@ -192,9 +206,12 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 	if err := in.activate(ctx, b, meta); err != nil {
 		err = fmt.Errorf("installing %q version %d: %w", in.c.Name, meta.Version, err)
 		res.RolledBack, err = in.rollback(ctx, previous, err)
-		return in.failed(st, meta, res, err)
+		return in.failed(st, meta, o, res, err)
 	}
-	st.Pending, st.Failed = nil, nil
+	st.Pending, st.Failed, st.Verified = nil, nil, nil
+	if in.c.Verify != "" {
+		st.Verified = &verifiedInstall{Release: meta.Release, Address: in.c.Verify, At: in.now().UTC()}
+	}
 	if err := in.writeState(st); err != nil {
 		return fail(err)
 	}
@@ -209,19 +226,19 @@ func (in *installer) install(ctx context.Context, b *crypto.Bundle, meta *Staged
 // failed records err as the failure of meta's install (one more in a row
 // when the same version failed before; permanent when err is), clears any
 // pending install, and returns res failed with err.
-func (in *installer) failed(st *installState, meta *Staged, res InstallResult, err error) InstallResult {
+func (in *installer) failed(st *installState, meta *Staged, o installOpts, res InstallResult, err error) InstallResult {
 	attempts := 1
 	if st.Failed.is(meta) {
 		attempts = max(st.Failed.Attempts, 1) + 1
 	}
 	st.Pending = nil
 	st.Failed = &failedInstall{Release: meta.Release, Error: err.Error(), At: in.now().UTC(),
-		Attempts: attempts, Permanent: IsPermanent(err)}
+		Attempts: attempts, Permanent: IsPermanent(err), Generation: o.generation}
 	if werr := in.writeState(st); werr != nil {
 		err = fmt.Errorf("%w (and recording the failure: %v)", err, werr)
 	}
 	in.log.Warn("install_failed", "name", in.c.Name, "version", meta.Version, "fingerprint", meta.Fingerprint,
-		"rolled_back", res.RolledBack, "attempts", attempts, "error", err)
+		"rolled_back", res.RolledBack, "attempts", attempts, "rollout_generation", o.generation, "error", err)
 	res.Outcome, res.Err = InstallFailed, err
 	return res
 }

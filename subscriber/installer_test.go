@@ -30,7 +30,7 @@ func stagedOf(t testing.TB, name string, c *testcert.Cert) (*crypto.Bundle, *Sta
 	if err != nil {
 		t.Fatalf("bundle: %v", err)
 	}
-	return b, &Staged{Name: name, Release: crypto.Release{Version: info.Version, Serial: info.Serial, Fingerprint: info.Fingerprint, NotBefore: info.NotBefore, NotAfter: info.NotAfter}, StagedAt: time.Now().UTC()}
+	return b, &Staged{Name: name, Release: crypto.Release{Version: b.Version, Serial: info.Serial, Fingerprint: info.Fingerprint, NotBefore: info.NotBefore, NotAfter: info.NotAfter}, StagedAt: time.Now().UTC()}
 }
 
 // newTestInstaller makes an installer for c (defaults applied) that logs
@@ -76,7 +76,7 @@ func (c *counter) reloads() []string {
 func install(t *testing.T, in *installer, c *testcert.Cert, force bool) InstallResult {
 	t.Helper()
 	b, meta := stagedOf(t, in.c.Name, c)
-	return in.install(context.Background(), b, meta, force)
+	return in.install(context.Background(), b, meta, installOpts{force: force})
 }
 
 // served checks that install_dir holds one consistent set and returns its
@@ -576,7 +576,7 @@ func TestInstallCrashHelper(t *testing.T) {
 			select {} // SIGKILL is on its way
 		}
 	}
-	r := in.install(context.Background(), &job.Bundle, &job.Meta, false)
+	r := in.install(context.Background(), &job.Bundle, &job.Meta, installOpts{})
 	if r.Outcome != InstallInstalled && r.Outcome != InstallUnchanged {
 		fmt.Fprintln(os.Stderr, r.Err)
 		os.Exit(crashExitFail)

@@ -195,7 +195,7 @@ func TestInstallNamesNeverEscape(t *testing.T) {
 			log: slog.New(slog.DiscardHandler), now: time.Now, node: nodeName}
 		b, meta := stagedOf(t, "example.com", c1)
 		b.Name, meta.Name = name, name
-		if r := in.install(context.Background(), b, meta, true); r.Outcome != InstallFailed || r.Err == nil {
+		if r := in.install(context.Background(), b, meta, installOpts{force: true}); r.Outcome != InstallFailed || r.Err == nil {
 			t.Errorf("install %q: %+v, want failed", name, r)
 		}
 		if _, _, err := in.installed(); err == nil {

@@ -92,17 +92,25 @@ func (n *Node) observeInstalls(results []InstallResult) {
 }
 
 // observeScheduled sets when each certificate's staged bundle installs
-// on its own, from what installDue found waiting.
+// on its own, from what installDue found waiting, and which wait for their
+// rollout to release them: those have no scheduled time (the series is
+// absent) and certsync_rollout_waiting is 1.
 func (n *Node) observeScheduled(waiting []Scheduled) {
 	if n.metrics == nil {
 		return
 	}
 	at := map[string]time.Time{}
+	held := map[string]bool{}
 	for _, w := range waiting {
+		if w.Why == whyRollout {
+			held[w.Name] = true
+			continue
+		}
 		at[w.Name] = w.At
 	}
 	for _, name := range n.names {
 		n.metrics.Scheduled(name, at[name])
+		n.metrics.RolloutWaiting(name, held[name])
 	}
 }
 

@@ -165,6 +165,9 @@ func TestMetricsKnownFromStart(t *testing.T) {
 		for _, r := range reasons {
 			check("certsync_refusals_total", "reason", r)
 		}
+		if v, ok := metricstest.Value(families["certsync_rollout_waiting"], map[string]string{"certificate": cert}); !ok || v != 0 {
+			t.Errorf("certsync_rollout_waiting{certificate=%q} = %v (present %v), want 0 from the start", cert, v, ok)
+		}
 	}
 }
 

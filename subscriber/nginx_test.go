@@ -153,6 +153,9 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	if len(n.logs.Events("install_verify_passed")) != 1 {
 		t.Error("no install_verify_passed event")
 	}
+	if st := e.status("example.com"); !st.Verified {
+		t.Errorf("status after a verified install: %+v, want verified", st)
+	}
 
 	// 2a. A failing check: rolled back, reloaded again, reported.
 	os.WriteFile(failCheck, nil, 0o600)
@@ -164,6 +167,9 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 		t.Errorf("status after the failed check: %+v", st)
 	}
 	checkNoSecret(t, "status error", st.Error, c1, c2)
+	if !st.Verified || st.FailedFingerprint != fingerprint(c2.Leaf.Raw) || st.FailedVersion != st.StagedVersion {
+		t.Errorf("status after the rollback: %+v, want c1 verified still and c2 failed", st)
+	}
 	wantServed(t, installDir, c1)
 	if got := countReloads(); got != 2 {
 		t.Errorf("%d reloads, want 2 (the rollback's)", got)

@@ -52,6 +52,9 @@ type Node struct {
 	planned    map[string]string     // scheduler: the plan last logged per certificate
 	metrics    *metrics.Node         // nil unless MetricsListen is set
 	stageErr   error                 // why the stage folder is unsafe; stage is nil then
+	// rolloutFilter says, per certificate, whether the consumer as last
+	// bound delivers its rollout records (checkFilter); nil before. Under mu.
+	rolloutFilter map[string]bool
 
 	// onStaged, when set (tests), is called after a bundle is staged.
 	onStaged func(*Staged)
@@ -243,7 +246,7 @@ func (n *Node) natsOptions() natsconn.Options { return n.cfg.NATS }
 // returns that reason: the node does nothing else until it is fixed.
 func (n *Node) reportUnsafeStage(ctx context.Context) error {
 	for _, name := range n.names {
-		n.status.failed(name, 0, n.stageErr)
+		n.status.failed(name, 0, n.stageErr, false)
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
@@ -254,9 +257,10 @@ func (n *Node) reportUnsafeStage(ctx context.Context) error {
 }
 
 // Install puts what is staged for the named certificates (all of them when
-// names is empty) in service now, whatever their schedules and even before
-// the certificate's NotBefore (with a warning), trying again a version
-// whose install failed before. A name that is not one of the
+// names is empty) in service now, whatever their schedules, whatever a
+// rollout's hold says and even before the certificate's NotBefore (with a
+// warning for these two), trying again a version whose install failed
+// before. A name that is not one of the
 // node's certificates is an error, before anything is installed. It needs
 // no NATS: ReportStatus tells the status bucket afterwards. The report's
 // Failed says whether any install failed.
@@ -299,7 +303,25 @@ func (n *Node) Install(ctx context.Context, names ...string) (*Report, error) {
 			n.log.Warn("install_not_yet_valid", "name", name, "version", meta.Version, "not_before", meta.NotBefore,
 				"hint", "installed as asked; clients reject the certificate until then")
 		}
-		rep.Installs = append(rep.Installs, n.installers[name].install(ctx, b, meta, true))
+		o := installOpts{force: true}
+		if meta.Hold {
+			// By hand, the hold does not apply; the record says whether
+			// the rollout had released the node anyway.
+			rel, err := n.stage.rollout(meta, n.cfg.Trusted)
+			if err != nil {
+				n.log.Warn("rollout_unreadable", "name", name, "error", err)
+			}
+			if rel != nil {
+				o.generation = rel.Generation
+			}
+			if released(rel.record(), n.cfg.Node) {
+				o.rollout = wire.RolloutReleased
+			} else {
+				n.log.Warn("install_hold_ignored", "name", name, "version", meta.Version, "fingerprint", meta.Fingerprint,
+					"hint", "installed as asked; its rollout has not released this node")
+			}
+		}
+		rep.Installs = append(rep.Installs, n.installers[name].install(ctx, b, meta, o))
 	}
 	return rep, nil
 }

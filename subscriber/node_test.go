@@ -346,7 +346,9 @@ func TestSyncStagesBundle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node's consumer: %v", err)
 	}
-	if got := info.CachedInfo().Config.FilterSubjects; len(got) != 1 || got[0] != wire.Subject("example.com") {
+	// The stream holds the rollout subjects: the filter has the
+	// certificate's (see TestBindCreatesConsumerWithRollouts).
+	if got := info.CachedInfo().Config.FilterSubjects; len(got) != 2 || got[0] != wire.Subject("example.com") || got[1] != wire.RolloutSubject("example.com") {
 		t.Errorf("consumer filter %q", got)
 	}
 
@@ -524,11 +526,13 @@ func TestSyncRefusals(t *testing.T) {
 			c := e.ca.Issue(e.t, testcert.Options{NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour}).WithKeyOf(e.issue(time.Hour))
 			return bad{data: e.seal(name, c), cert: c}
 		}, ErrInvalidBundle},
-		{"signed version is not the certificate's", func(e *env) bad {
+		{"format 1, signed version is not the certificate's", func(e *env) bad {
+			// Format 2 versions are the publisher's; format 1 ones must
+			// be the leaf's NotBefore.
 			c := e.issue(time.Hour)
 			b := bundleOf(name, c)
 			b.Version++
-			return bad{data: e.sealWith(b, e.key, e.id.Recipient()), cert: c}
+			return bad{data: asFormat1(e.t, e.sealWith(b, e.key, e.id.Recipient()), e.key), cert: c}
 		}, ErrInvalidBundle},
 		{"same version, another certificate", func(e *env) bad {
 			// A leaf from the same second as the staged one.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,7 +27,10 @@ type delivery struct {
 	delivered uint64 // how many times the server delivered it
 	subject   string
 	name      string         // certificate name, from the subject
-	header    *crypto.Header // set once authenticated
+	header    *crypto.Header // set once a bundle is authenticated
+	// rollout is set once a rollout record (a message on a rollout
+	// subject) is authenticated; header stays nil then.
+	rollout *crypto.RolloutRecord
 }
 
 // process decides on a batch of messages and settles each one with the
@@ -52,15 +56,22 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 		touched[r.Name] = true
 	}
 
-	// First pass: what can be judged without opening anything.
+	// First pass: what can be judged without opening anything. Rollout
+	// records are kept once the bundles are staged, so that one for a
+	// version staged in this batch is not taken for an older one's.
 	byName := map[string][]*delivery{}
+	var rollouts []*delivery
 	for _, m := range msgs {
 		d := &delivery{msg: m, subject: m.Subject()}
 		if md, err := m.Metadata(); err == nil {
 			d.seq, d.delivered = md.Sequence.Stream, md.NumDelivered
 		}
 		if err := n.authenticate(d); err != nil {
-			settle(d, Result{Outcome: OutcomeRefused, Err: err})
+			settle(d, Result{Outcome: OutcomeRefused, Err: err, Rollout: d.isRollout()})
+			continue
+		}
+		if d.rollout != nil {
+			rollouts = append(rollouts, d)
 			continue
 		}
 		byName[d.name] = append(byName[d.name], d)
@@ -120,6 +131,9 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 			}
 		}
 	}
+	for _, d := range rollouts {
+		settle(d, n.keepRollout(d))
+	}
 	for _, name := range n.names {
 		if touched[name] {
 			n.status.write(ctx, js, name)
@@ -127,6 +141,9 @@ func (n *Node) process(ctx context.Context, js jetstream.JetStream, msgs []jetst
 	}
 	return results
 }
+
+// isRollout reports whether d came on a rollout subject.
+func (d *delivery) isRollout() bool { return strings.HasPrefix(d.subject, wire.RolloutSubjectPrefix) }
 
 // lateFor reports whether d is a late redelivery of a message the staged
 // bundle already supersedes: an older version, delivered before (so not
@@ -147,6 +164,9 @@ func lateFor(d *delivery, staged *Staged) bool {
 // is the served-certificate check after a reload, the verify: setting;
 // see verifyServed.)
 func (n *Node) authenticate(d *delivery) error {
+	if d.isRollout() {
+		return n.authenticateRollout(d)
+	}
 	name, err := wire.NameFromSubject(d.subject)
 	if err != nil {
 		return permanent(fmt.Errorf("refusing seq %d: %v: %w", d.seq, err, ErrWrongSubject))
@@ -169,6 +189,62 @@ func (n *Node) authenticate(d *delivery) error {
 	}
 	d.header = h
 	return nil
+}
+
+// authenticateRollout checks a message on a rollout subject as
+// authenticate checks a bundle: the subject, the size, the signature
+// (crypto.VerifyRollout with the trusted publishers: a forged, unsigned or
+// malformed record is refused), and that the signed name is the subject's
+// and one of this node's certificates. On success d.name and d.rollout are
+// set. Every failure is permanent: a refused record releases nothing.
+func (n *Node) authenticateRollout(d *delivery) error {
+	name, err := wire.NameFromRolloutSubject(d.subject)
+	if err != nil {
+		return permanent(fmt.Errorf("refusing rollout record seq %d: %v: %w", d.seq, err, ErrWrongSubject))
+	}
+	d.name = name
+	data := d.msg.Data()
+	if len(data) > crypto.MaxRolloutSize {
+		return permanent(fmt.Errorf("refusing rollout record %q seq %d: %d bytes: %w", name, d.seq, len(data), ErrTooLarge))
+	}
+	r, _, err := crypto.VerifyRollout(data, n.cfg.Trusted)
+	if err != nil {
+		// crypto's error says "verifying rollout record …" itself.
+		return permanent(fmt.Errorf("refusing %q seq %d: %w", name, d.seq, err))
+	}
+	if r.Name != name {
+		return permanent(fmt.Errorf("verifying rollout record %q seq %d: signed for certificate %q: %w", name, d.seq, r.Name, ErrWrongSubject))
+	}
+	if _, ok := n.cfg.Certificates[name]; !ok {
+		return permanent(fmt.Errorf("verifying rollout record %q seq %d: %w", name, d.seq, ErrUnknownCertificate))
+	}
+	d.rollout = r
+	return nil
+}
+
+// keepRollout keeps an authenticated rollout record in the stage and wakes
+// the scheduler when it is new: the node plans again at once.
+func (n *Node) keepRollout(d *delivery) Result {
+	r := d.rollout
+	res := Result{Version: r.Version, Rollout: true}
+	outcome, err := n.stage.keepRollout(d.msg.Data(), r, n.cfg.Trusted, n.cfg.Node, n.cfg.Now())
+	switch {
+	case err != nil:
+		res.Outcome, res.Err = OutcomeFailed, err
+		return res
+	case outcome == rolloutSuperseded:
+		n.log.Info("rollout_superseded", "name", r.Name, "seq", d.seq, "version", r.Version, "generation", r.Generation)
+		res.Outcome = OutcomeSuperseded
+		return res
+	case outcome == rolloutUnchanged:
+		res.Outcome = OutcomeUnchanged
+		return res
+	}
+	n.log.Info("rollout_kept", "name", r.Name, "seq", d.seq, "version", r.Version, "fingerprint", r.Fingerprint,
+		"generation", r.Generation, "state", r.State, "wave", r.Wave, "released", released(r, n.cfg.Node))
+	n.wakeInstaller()
+	res.Outcome = OutcomeStaged
+	return res
 }
 
 // apply opens a verified bundle, checks it and stages it unless the stage
@@ -209,6 +285,7 @@ func (n *Node) apply(d *delivery) Result {
 		Signer:   h.Signer.String(),
 		StagedAt: now.UTC(),
 		Sequence: d.seq,
+		Hold:     h.Hold,
 	}
 	changed, err := n.stage.Put(b, meta)
 	switch {
@@ -223,7 +300,11 @@ func (n *Node) apply(d *delivery) Result {
 		return r
 	}
 	n.log.Info("bundle_staged", "name", d.name, "seq", d.seq, "version", h.Version,
-		"serial", info.Serial, "fingerprint", info.Fingerprint, "not_after", info.NotAfter, "signer", meta.Signer)
+		"serial", info.Serial, "fingerprint", info.Fingerprint, "not_after", info.NotAfter, "signer", meta.Signer, "hold", h.Hold)
+	if h.Hold && !n.rolloutsDelivered(d.name) {
+		n.log.Warn("rollout_not_delivered", "name", d.name, "version", h.Version,
+			"hint", "the bundle is held for a rollout, but this node's consumer does not deliver the certificate's rollout records: run certsync setup, then certsync republish, on the management side")
+	}
 	if n.onStaged != nil {
 		n.onStaged(meta)
 	}
@@ -243,16 +324,24 @@ func (n *Node) settle(ctx context.Context, d *delivery, r *Result) {
 		err = d.msg.DoubleAck(actx)
 		cancel()
 		if err == nil && r.Outcome != OutcomeSuperseded {
-			n.status.succeeded(r.Name, d.seq)
+			n.status.succeeded(r.Name, d.seq, r.Rollout)
 		}
 	case OutcomeRefused:
-		n.log.Warn("bundle_refused", "name", r.Name, "subject", d.subject, "seq", d.seq, "reason", r.Err)
-		n.status.failed(r.Name, d.seq, r.Err)
+		event := "bundle_refused"
+		if r.Rollout {
+			event = "rollout_refused"
+		}
+		n.log.Warn(event, "name", r.Name, "subject", d.subject, "seq", d.seq, "reason", r.Err)
+		n.status.failed(r.Name, d.seq, r.Err, r.Rollout)
 		err = d.msg.TermWithReason(r.Err.Error())
 	case OutcomeFailed:
 		delay := backoff(d.delivered, n.retryBase, n.retryMax)
-		n.log.Warn("bundle_retry", "name", r.Name, "seq", d.seq, "error", r.Err, "retry_in", delay)
-		n.status.failed(r.Name, d.seq, r.Err)
+		event := "bundle_retry"
+		if r.Rollout {
+			event = "rollout_retry"
+		}
+		n.log.Warn(event, "name", r.Name, "seq", d.seq, "error", r.Err, "retry_in", delay)
+		n.status.failed(r.Name, d.seq, r.Err, r.Rollout)
 		err = d.msg.NakWithDelay(delay)
 	}
 	if err != nil {

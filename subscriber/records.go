@@ -26,6 +26,11 @@ type Installed struct {
 	Staged
 	// InstalledAt is when the version folder was written.
 	InstalledAt time.Time `json:"installed_at"`
+	// Rollout is how a held bundle went into service: wire.RolloutReleased
+	// (its rollout released this node) or wire.RolloutExpiry (the expiry
+	// deadline overrode the hold); "" when not held, or installed by
+	// `node install` while not released.
+	Rollout string `json:"rollout,omitempty"`
 }
 
 // installState is what a certificate's state.json holds.
@@ -35,9 +40,25 @@ type installState struct {
 	// the next install completes it.
 	Pending *pendingInstall `json:"pending,omitempty"`
 	// Failed is the last version whose install failed. It is tried again
-	// on its own only under the expiry deadline (see retryDue); a newer
+	// on its own only under the expiry deadline (see retryDue), or, held,
+	// once a later rollout generation releases it (holdDue); a newer
 	// bundle or `node install` tries again.
 	Failed *failedInstall `json:"failed,omitempty"`
+	// Verified is the last version that passed the served-certificate
+	// check (verify:) at the end of its install, and at which address;
+	// nil when none did (or before it was recorded).
+	Verified *verifiedInstall `json:"verified,omitempty"`
+}
+
+type verifiedInstall struct {
+	crypto.Release
+	Address string    `json:"address"`
+	At      time.Time `json:"at"`
+}
+
+// is reports whether v says m's version passed the check at address.
+func (v *verifiedInstall) is(m *Staged, address string) bool {
+	return v != nil && m != nil && address != "" && v.Address == address && crypto.Compare(v.Release, m.Release) == crypto.Same
 }
 
 type pendingInstall struct {
@@ -59,6 +80,10 @@ type failedInstall struct {
 	// Permanent is set when trying again cannot help (a downgrade, a
 	// conflict with the installed version): never retried on its own.
 	Permanent bool `json:"permanent,omitempty"`
+	// Generation is the rollout record's generation the install of a
+	// held bundle failed under (0: not held, or none): a record of a
+	// later generation that releases the node tries it again.
+	Generation uint64 `json:"rollout_generation,omitempty"`
 }
 
 func (f *failedInstall) is(m *Staged) bool {

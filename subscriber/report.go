@@ -41,6 +41,11 @@ type Result struct {
 	Outcome Outcome
 	// Err says why, for OutcomeRefused and OutcomeFailed. It holds no secret.
 	Err error
+	// Rollout is true for a rollout record (a message on a rollout
+	// subject): OutcomeStaged then means kept, OutcomeSuperseded that it is
+	// for a version below the staged one, and Version is the version it
+	// releases.
+	Rollout bool
 }
 
 // Report lists what one Sync did, message by message, in the order they
@@ -63,7 +68,9 @@ type Scheduled struct {
 	// installed certificate comes within expiry_deadline), "not_before"
 	// (the new certificate is not valid until then), "installed_expires"
 	// (the installed one expires before that NotBefore), "retry" (a failed
-	// install is tried again under expiry_deadline).
+	// install is tried again under expiry_deadline), "rollout" (held,
+	// waiting for its rollout to release this node: At is then when the
+	// expiry deadline would install it anyway, zero when never).
 	Why string
 }
 
@@ -78,7 +85,11 @@ func (r *Report) Err() error {
 	var errs []error
 	for _, res := range r.Results {
 		if res.Outcome == OutcomeRefused || res.Outcome == OutcomeFailed {
-			errs = append(errs, fmt.Errorf("bundle %q seq %d %s: %w", res.Name, res.Sequence, res.Outcome, res.Err))
+			what := "bundle"
+			if res.Rollout {
+				what = "rollout record"
+			}
+			errs = append(errs, fmt.Errorf("%s %q seq %d %s: %w", what, res.Name, res.Sequence, res.Outcome, res.Err))
 		}
 	}
 	for _, res := range r.Installs {

@@ -72,6 +72,16 @@ func (s Schedule) String() string {
 	return s.text
 }
 
+// next is the first time after t that a cron schedule lets the node
+// install; zero for immediate and manual. The scheduler and the status
+// record's next_window both ask it.
+func (s Schedule) next(t time.Time) time.Time {
+	if s.cron == nil {
+		return time.Time{}
+	}
+	return s.cron.Next(t)
+}
+
 // Manual reports whether only `certsync node install` installs.
 func (s Schedule) Manual() bool { return s.manual }
 

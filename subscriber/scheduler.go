@@ -7,6 +7,7 @@
 package subscriber
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -55,6 +57,17 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, []Scheduled) {
 		}
 		now := n.cfg.Now()
 		p := n.planFor(name, meta, inst, st, now)
+		if p.rollout == wire.RolloutWaiting {
+			// Held, not released: it waits for its rollout, or until the
+			// expiry deadline overrides the hold (p.at, when ok).
+			n.logPlan(name, meta, p)
+			at := time.Time{}
+			if p.ok {
+				at = p.at
+			}
+			waiting = append(waiting, Scheduled{Name: name, Version: meta.Version, At: at, Why: whyRollout})
+			continue
+		}
 		if !p.ok {
 			continue // a failed version without retry: reported when it failed
 		}
@@ -81,9 +94,16 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, []Scheduled) {
 			n.log.Info("install_replanned", "name", name, "planned_version", planned.Version, "version", meta.Version)
 			continue
 		}
-		n.log.Info("install_started", "name", name, "version", meta.Version, "fingerprint", meta.Fingerprint, "why", p.why)
+		if p.rollout == wire.RolloutExpiry {
+			n.log.Warn("install_rollout_override", "name", name, "version", meta.Version, "fingerprint", meta.Fingerprint,
+				"installed_not_after", inst.NotAfter, "expiry_deadline", n.cfg.Certificates[name].ExpiryDeadline,
+				"rollout_generation", p.generation,
+				"hint", "held for a rollout that has not released this node, installed anyway: the certificate in service reaches its expiry deadline")
+		}
+		n.log.Info("install_started", "name", name, "version", meta.Version, "fingerprint", meta.Fingerprint, "why", p.why,
+			"rollout", p.rollout, "rollout_generation", p.generation)
 		// A retry is the one due install that may try a failed version.
-		res := in.install(ctx, b, meta, p.why == "retry")
+		res := in.install(ctx, b, meta, installOpts{force: p.force || p.why == "retry", generation: p.generation, rollout: p.rollout})
 		results = append(results, res)
 		if res.Outcome != InstallFailed {
 			continue
@@ -96,17 +116,41 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, []Scheduled) {
 			}
 		}
 	}
-	slices.SortStableFunc(waiting, func(a, b Scheduled) int { return a.At.Compare(b.At) })
+	// Soonest first; those waiting for a rollout without a time last.
+	slices.SortStableFunc(waiting, func(a, b Scheduled) int {
+		return cmp.Or(cmp.Compare(boolInt(a.At.IsZero()), boolInt(b.At.IsZero())), a.At.Compare(b.At))
+	})
 	return results, waiting
 }
 
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// whyRollout is Scheduled.Why of a held bundle waiting for its release.
+const whyRollout = "rollout"
+
 // planFor says when the staged bundle meta of certificate name installs
 // on its own, given what is in service (inst) and the install state st:
-// at once when an install was cut short; a version that failed by
+// at once when an install was cut short; a held one by holdDue, with the
+// rollout record the stage keeps for it; a version that failed by
 // retryDue; any other by due. Either way not before the certificate's
 // NotBefore while install_dir holds something (see due).
 func (n *Node) planFor(name string, meta *Staged, inst *Installed, st *installState, now time.Time) plan {
 	c := n.cfg.Certificates[name]
+	var rel *heldRelease
+	if meta != nil && meta.Hold && n.stage != nil {
+		var err error
+		if rel, err = n.stage.rollout(meta, n.cfg.Trusted); err != nil {
+			// Nothing it cannot read releases anything; the next record
+			// the publisher writes is kept again.
+			n.log.Warn("rollout_unreadable", "name", name, "error", err)
+			rel = nil
+		}
+	}
 	var installed *Staged
 	if inst != nil {
 		installed = &inst.Staged
@@ -118,9 +162,15 @@ func (n *Node) planFor(name string, meta *Staged, inst *Installed, st *installSt
 		_, err := os.Lstat(c.InstallDir)
 		occupied = !errors.Is(err, fs.ErrNotExist)
 	}
+	splay := splayOffset(n.cfg.Node, meta, c.Splay)
 	switch {
 	case st.Pending != nil:
 		return plan{at: now, ok: true, why: "interrupted"}
+	case meta != nil && meta.Hold:
+		if st.Failed.is(installed) {
+			installed = nil // as below
+		}
+		return holdDue(now, c.Schedule, meta, installed, occupied, splay, c.ExpiryDeadline, rel, n.cfg.Node, st.Failed)
 	case st.Failed.is(meta):
 		if st.Failed.is(installed) {
 			// A first install that failed left its files in place:
@@ -129,16 +179,25 @@ func (n *Node) planFor(name string, meta *Staged, inst *Installed, st *installSt
 		}
 		return notBefore(retryDue(st.Failed, installed, c.ExpiryDeadline), meta, installed, occupied)
 	}
-	return due(now, c.Schedule, meta, installed, occupied, splayOffset(n.cfg.Node, meta, c.Splay), c.ExpiryDeadline)
+	return due(now, c.Schedule, meta, installed, occupied, splay, c.ExpiryDeadline)
 }
 
-// logPlan logs once per bundle and time when it will be installed.
+// logPlan logs once per bundle and time when it will be installed (and,
+// for a held one, per rollout generation).
 func (n *Node) logPlan(name string, meta *Staged, p plan) {
-	key := fmt.Sprintf("%d %s %d", meta.Version, meta.Fingerprint, p.at.UnixNano())
+	key := fmt.Sprintf("%d %s %d %s %d", meta.Version, meta.Fingerprint, p.at.UnixNano(), p.rollout, p.generation)
 	if n.planned[name] == key {
 		return
 	}
 	n.planned[name] = key
+	if p.rollout == wire.RolloutWaiting {
+		args := []any{"name", name, "version", meta.Version, "fingerprint", meta.Fingerprint, "rollout_generation", p.generation}
+		if p.ok {
+			args = append(args, "expiry_override_at", p.at)
+		}
+		n.log.Info("install_held", args...)
+		return
+	}
 	if p.why == "not_before" || p.why == "installed_expires" {
 		// Certificate authorities date certificates back, not ahead: one
 		// that is not valid yet says a clock is wrong, the node's or the
@@ -163,7 +222,7 @@ func (n *Node) scheduler(ctx context.Context, js jetstream.JetStream) {
 		}
 		var alarm <-chan time.Time
 		var t *time.Timer
-		if len(waiting) > 0 {
+		if len(waiting) > 0 && !waiting[0].At.IsZero() {
 			t = time.NewTimer(max(waiting[0].At.Sub(n.cfg.Now()), 0))
 			alarm = t.C
 		}
@@ -194,6 +253,14 @@ type plan struct {
 	// before that NotBefore), "retry" (a failed install tried again),
 	// "interrupted".
 	why string
+	// rollout says how a held bundle stands to its rollout (a
+	// wire.Rollout… value; "" when not held), generation the kept record's
+	// for it (0 when none).
+	rollout    string
+	generation uint64
+	// force installs even a version that failed before: a held one a
+	// record of a later generation than its failure's released again.
+	force bool
 }
 
 // due decides when the staged bundle should be installed, given what is
@@ -239,7 +306,7 @@ func due(now time.Time, sch Schedule, staged, installed *Staged, occupied bool, 
 		// Next returns the first match strictly after its argument.
 		// Matches are on whole minutes: a bundle staged at 03:00:20 with
 		// "0 3 * * *" waits for the next day.
-		if next := sch.cron.Next(staged.StagedAt.Add(-time.Nanosecond)); !next.IsZero() {
+		if next := sch.next(staged.StagedAt.Add(-time.Nanosecond)); !next.IsZero() {
 			p = plan{at: next.Add(splay), ok: true, why: "window"}
 		}
 	}
@@ -266,6 +333,80 @@ func notBefore(p plan, staged, installed *Staged, occupied bool) plan {
 		p.at, p.why = at, why
 	}
 	return p
+}
+
+// holdDue decides when a held staged bundle installs, given the kept
+// rollout record for its version and fingerprint (rel, nil when none), the
+// node's name and the last failed install (failed):
+//
+//   - released (rel releases node, see released): as due says, with the
+//     schedule starting when the node was first released if that is after
+//     it was staged (a windowed node installs in its next window after its
+//     release); rollout "released";
+//   - a version that failed, released again by a record of a later
+//     generation than the one it failed under: as due says, from when that
+//     record came, and forced (it may try the failed version); released
+//     only by the generation it failed under (or an earlier one): as
+//     retryDue says, which tries it only under the expiry deadline;
+//   - not released: only when the installed certificate comes within
+//     deadline of its expiry (rollout "expiry" once due, "waiting" before,
+//     with at when that will be); never with nothing installed (the canary
+//     decides first; `node install` installs it by hand) or under
+//     ExpiryDeadlineOff (then ok is false).
+//
+// NotBefore applies as in due. It is a pure function of its arguments.
+func holdDue(now time.Time, sch Schedule, staged, installed *Staged, occupied bool, splay, deadline time.Duration,
+	rel *heldRelease, node string, failed *failedInstall) plan {
+	gen := uint64(0)
+	var rec *crypto.RolloutRecord
+	if rel != nil {
+		gen, rec = rel.Generation, rel.RolloutRecord
+	}
+	mark := func(p plan, rollout string) plan {
+		p.rollout, p.generation = rollout, gen
+		return p
+	}
+	from := func(t time.Time) *Staged {
+		s := *staged
+		if t.After(s.StagedAt) {
+			s.StagedAt = t
+		}
+		return &s
+	}
+	isReleased := released(rec, node)
+	if failed.is(staged) {
+		if isReleased && gen > failed.Generation {
+			p := due(now, sch, from(rel.Received), installed, occupied, splay, deadline)
+			p.force = true
+			return mark(p, wire.RolloutReleased)
+		}
+		p := notBefore(retryDue(failed, installed, deadline), staged, installed, occupied)
+		if isReleased {
+			return mark(p, wire.RolloutReleased)
+		}
+		return mark(p, overrideState(p, now))
+	}
+	if isReleased {
+		return mark(due(now, sch, from(rel.Released), installed, occupied, splay, deadline), wire.RolloutReleased)
+	}
+	if installed != nil && crypto.Compare(installed.Release, staged.Release) == crypto.Same {
+		return mark(plan{}, "") // in service already (installed by hand)
+	}
+	var p plan
+	if deadline > 0 && installed != nil && !installed.NotAfter.IsZero() {
+		p = notBefore(plan{at: installed.NotAfter.Add(-deadline), ok: true, why: "expiry"}, staged, installed, true)
+	}
+	return mark(p, overrideState(p, now))
+}
+
+// overrideState is the rollout state of a held bundle that is not
+// released, planned p: "expiry" once the expiry deadline makes it due,
+// "waiting" before.
+func overrideState(p plan, now time.Time) string {
+	if p.ok && !p.at.After(now) {
+		return wire.RolloutExpiry
+	}
+	return wire.RolloutWaiting
 }
 
 // Install retries: the delay after a failed install of a version grows

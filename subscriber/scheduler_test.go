@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/wire"
 )
 
 func TestDue(t *testing.T) {
@@ -139,6 +140,81 @@ func TestRetryDue(t *testing.T) {
 		p := retryDue(tc.f, tc.installed, tc.deadline)
 		if p.ok != !tc.wantAt.IsZero() || !p.at.Equal(tc.wantAt) || (p.ok && p.why != "retry") {
 			t.Errorf("%s: retryDue = %v %v %q, want %v", tc.what, p.ok, p.at, p.why, tc.wantAt)
+		}
+	}
+}
+
+// TestHoldDue: a held bundle installs only once released (its schedule
+// then starting at the release), or under the expiry deadline; a failed
+// one again only for a later generation.
+func TestHoldDue(t *testing.T) {
+	t.Parallel()
+	at := func(day, hour, min int) time.Time { return time.Date(2030, 3, day, hour, min, 0, 0, time.UTC) }
+	fp := testFingerprint("02")
+	staged := &Staged{Name: "example.com", Release: crypto.Release{Version: 2, Fingerprint: fp}, StagedAt: at(10, 1, 0), Hold: true}
+	old := &Staged{Name: "example.com", Release: crypto.Release{Version: 1, Fingerprint: testFingerprint("01"), NotAfter: at(30, 0, 0)}}
+	nightly := mustSchedule(t, "0 3 * * *")
+	immediate := mustSchedule(t, "immediate")
+	week := 7 * 24 * time.Hour
+	rel := func(gen uint64, received time.Time, nodes ...string) *heldRelease {
+		r := &crypto.RolloutRecord{Name: "example.com", Version: 2, Fingerprint: fp, Generation: gen, State: crypto.RolloutRunning, Released: nodes}
+		h := &heldRelease{RolloutRecord: r, Received: received}
+		if released(r, "web1") {
+			h.Released = received
+		}
+		return h
+	}
+	all := rel(4, at(10, 5, 0))
+	all.All = true
+	aborted := rel(5, at(10, 5, 0), "web1")
+	aborted.State = crypto.RolloutAborted
+	failed := &failedInstall{Release: staged.Release, At: at(10, 6, 0), Attempts: 1, Generation: 2}
+	for _, tc := range []struct {
+		what        string
+		now         time.Time
+		sch         Schedule
+		installed   *Staged
+		rel         *heldRelease
+		failed      *failedInstall
+		deadline    time.Duration
+		wantOK      bool
+		wantAt      time.Time // zero: now
+		wantRollout string
+		wantForce   bool
+	}{
+		{what: "no record", now: at(10, 2, 0), sch: immediate, installed: old, deadline: week,
+			wantOK: true, wantAt: at(23, 0, 0), wantRollout: wire.RolloutWaiting},
+		{what: "no record, deadline off", now: at(10, 2, 0), sch: immediate, installed: old, wantRollout: wire.RolloutWaiting},
+		{what: "nothing installed still waits", now: at(10, 2, 0), sch: immediate, deadline: week, wantRollout: wire.RolloutWaiting},
+		{what: "another node released", now: at(10, 2, 0), sch: immediate, installed: old, rel: rel(1, at(10, 2, 0), "web2"), wantRollout: wire.RolloutWaiting},
+		{what: "aborted releases nothing", now: at(10, 6, 0), sch: immediate, installed: old, rel: aborted, wantRollout: wire.RolloutWaiting},
+		{what: "released", now: at(10, 6, 0), sch: immediate, installed: old, rel: rel(1, at(10, 5, 0), "web1"),
+			wantOK: true, wantRollout: wire.RolloutReleased},
+		{what: "all released", now: at(10, 6, 0), sch: immediate, installed: old, rel: all, wantOK: true, wantRollout: wire.RolloutReleased},
+		{what: "released before the window", now: at(10, 2, 0), sch: nightly, installed: old, rel: rel(1, at(10, 2, 0), "web1"),
+			wantOK: true, wantAt: at(10, 3, 0), wantRollout: wire.RolloutReleased},
+		{what: "released after the window: the next one", now: at(10, 5, 0), sch: nightly, installed: old, rel: rel(1, at(10, 5, 0), "web1"),
+			wantOK: true, wantAt: at(11, 3, 0), wantRollout: wire.RolloutReleased},
+		{what: "expiry overrides", now: at(24, 0, 0), sch: immediate, installed: old, deadline: week,
+			wantOK: true, wantAt: at(23, 0, 0), wantRollout: wire.RolloutExpiry},
+		{what: "failed under this generation", now: at(10, 7, 0), sch: immediate, installed: old, rel: rel(2, at(10, 5, 0), "web1"), failed: failed,
+			wantRollout: wire.RolloutReleased},
+		{what: "failed, a later generation", now: at(10, 8, 0), sch: immediate, installed: old, rel: rel(3, at(10, 8, 0), "web1"), failed: failed,
+			wantOK: true, wantRollout: wire.RolloutReleased, wantForce: true},
+		{what: "failed, a later generation, windowed", now: at(10, 8, 0), sch: nightly, installed: old, rel: rel(3, at(10, 8, 0), "web1"), failed: failed,
+			wantOK: true, wantAt: at(11, 3, 0), wantRollout: wire.RolloutReleased, wantForce: true},
+		{what: "failed, a later generation for others", now: at(10, 8, 0), sch: immediate, installed: old, rel: rel(3, at(10, 8, 0), "web2"), failed: failed,
+			wantRollout: wire.RolloutWaiting},
+		{what: "failed, under the deadline: retried", now: at(24, 0, 0), sch: immediate, installed: old, rel: rel(2, at(10, 5, 0), "web1"), failed: failed, deadline: week,
+			wantOK: true, wantAt: at(23, 0, 0), wantRollout: wire.RolloutReleased},
+	} {
+		p := holdDue(tc.now, tc.sch, staged, tc.installed, tc.installed != nil, 0, tc.deadline, tc.rel, "web1", tc.failed)
+		want := tc.wantAt
+		if tc.wantOK && want.IsZero() {
+			want = tc.now
+		}
+		if p.ok != tc.wantOK || (p.ok && !p.at.Equal(want)) || p.rollout != tc.wantRollout || p.force != tc.wantForce {
+			t.Errorf("%s: holdDue = %v %v %q force %v, want %v %v %q force %v", tc.what, p.ok, p.at, p.rollout, p.force, tc.wantOK, want, tc.wantRollout, tc.wantForce)
 		}
 	}
 }

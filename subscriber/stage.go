@@ -36,9 +36,10 @@ const (
 type Staged struct {
 	// Name is the certificate name, equal to the folder's name.
 	Name string `json:"name"`
-	// Release is the bundle's signed version (the leaf's NotBefore in Unix
-	// seconds; a bundle with a lower one is a downgrade) and its leaf's
-	// serial, fingerprint and validity.
+	// Release is the bundle's signed version (assigned by the publisher;
+	// in format 1 the leaf's NotBefore in Unix seconds; a bundle with a
+	// lower one is a downgrade) and its leaf's serial, fingerprint and
+	// validity.
 	crypto.Release
 	// Signer is the publisher key that signed the bundle.
 	Signer string `json:"signer"`
@@ -46,6 +47,10 @@ type Staged struct {
 	StagedAt time.Time `json:"staged_at"`
 	// Sequence is the bundle's sequence number in the CERTSYNC stream.
 	Sequence uint64 `json:"stream_sequence"`
+	// Hold says the envelope carried the hold record (crypto.Header.Hold):
+	// the bundle installs only once a rollout record releases it to this
+	// node (see rollout.go), or under its expiry deadline.
+	Hold bool `json:"hold,omitempty"`
 }
 
 // check reports why a record read from disk cannot be trusted, or nil.
@@ -65,6 +70,7 @@ func (m *Staged) check(name string) error {
 // of its certificates, one sub-folder per certificate:
 //
 //	<dir>/<name>/  0700: cert.pem chain.pem fullchain.pem privkey.pem certsync.json (0600)
+//	<dir>/.rollout/<name>.json  0600: the rollout records kept for it (rollout.go)
 //
 // A certificate's set of files changes all at once: Put builds the new set
 // in a temporary folder beside it, syncs it, and exchanges the two folders
@@ -126,6 +132,9 @@ func OpenStage(dir string, log *slog.Logger) (*Stage, error) {
 			return nil, fmt.Errorf("removing leftover %q: %w", path, err)
 		}
 		log.Info("stage_leftover_removed", "path", path)
+	}
+	if err := s.removeRolloutLeftovers(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -272,7 +281,10 @@ func readBounded(what, subject string, dir *os.File, path, name string, limit in
 // compares meta with the staged record (crypto.CheckOrder): a lower version
 // fails with ErrDowngrade, the same version with another fingerprint with
 // ErrConflict, the same version and fingerprint changes nothing and returns
-// false. It returns true when b was staged.
+// false, unless it comes from a later stream message with another hold
+// (the publisher sealed the same certificate again with or without the hold
+// record): then the record is rewritten with the new hold. It returns true
+// when b was staged.
 func (s *Stage) Put(b *crypto.Bundle, meta *Staged) (bool, error) {
 	name := b.Name
 	if err := s.check(name); err != nil {
@@ -296,7 +308,7 @@ func (s *Stage) Put(b *crypto.Bundle, meta *Staged) (bool, error) {
 		if err := crypto.CheckOrder(cur.Release, meta.Release); err != nil {
 			return false, fmt.Errorf("staging %q version %d: %s: %w", name, meta.Version, heldAs("staged", cur.Release, meta.Release), err)
 		}
-		if crypto.Compare(cur.Release, meta.Release) == crypto.Same {
+		if crypto.Compare(cur.Release, meta.Release) == crypto.Same && (cur.Hold == meta.Hold || meta.Sequence <= cur.Sequence) {
 			return false, nil
 		}
 	}

@@ -23,8 +23,9 @@ import (
 // warns once and goes on, looking again after StatusInterval.
 type statusWriter struct {
 	h        holdings
-	node     string // the node's name
-	version  string // certsync's version, for the records
+	certs    map[string]Certificate // the node's certificates, for their schedules
+	node     string                 // the node's name
+	version  string                 // certsync's version, for the records
 	names    []string
 	known    map[string]bool // names, for lookups
 	now      func() time.Time
@@ -56,6 +57,9 @@ type failure struct {
 	seq uint64 // stream sequence of the message; 0 when read back from the bucket
 	msg string
 	at  time.Time
+	// rollout: the message was a rollout record. A later good record
+	// clears only a record's failure; a later bundle clears either.
+	rollout bool
 }
 
 // holdings is what the status writer reads of a node: what it holds of a
@@ -78,6 +82,7 @@ type holdings interface {
 // names, reading what it holds through h.
 func (s *statusWriter) init(h holdings, cfg Config, names []string, log *slog.Logger) {
 	s.h, s.node, s.version, s.names, s.now, s.interval, s.log = h, cfg.Node, cfg.Version, names, cfg.Now, cfg.StatusInterval, log
+	s.certs = cfg.Certificates
 	s.known = make(map[string]bool, len(names))
 	for _, name := range names {
 		s.known[name] = true
@@ -88,10 +93,18 @@ func (s *statusWriter) init(h holdings, cfg Config, names []string, log *slog.Lo
 }
 
 // succeeded clears the failure of name unless it came from a later message
-// than seq (a refused newer bundle stays reported when an older one stages).
-func (s *statusWriter) succeeded(name string, seq uint64) {
+// than seq (a refused newer bundle stays reported when an older one
+// stages), or from a bundle when this success is a rollout record's
+// (rollout): a good record says nothing of a refused bundle.
+func (s *statusWriter) succeeded(name string, seq uint64, rollout bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if rollout {
+		if f, ok := s.failures[name]; ok && f.rollout && seq >= f.seq {
+			delete(s.failures, name)
+		}
+		return
+	}
 	s.cleared[name] = true
 	if f, ok := s.failures[name]; ok && seq >= f.seq {
 		delete(s.failures, name)
@@ -100,7 +113,7 @@ func (s *statusWriter) succeeded(name string, seq uint64) {
 
 // failed records err as the last failure of name. Names that are not this
 // node's certificates have no record; the log and the report carry them.
-func (s *statusWriter) failed(name string, seq uint64, err error) {
+func (s *statusWriter) failed(name string, seq uint64, err error, rollout bool) {
 	if !s.known[name] {
 		return
 	}
@@ -109,7 +122,7 @@ func (s *statusWriter) failed(name string, seq uint64, err error) {
 	if f, ok := s.failures[name]; ok && f.seq > seq {
 		return // a later message's failure says more
 	}
-	s.failures[name] = failure{seq: seq, msg: err.Error(), at: s.now().UTC()}
+	s.failures[name] = failure{seq: seq, msg: err.Error(), at: s.now().UTC(), rollout: rollout}
 }
 
 // record builds the status record of certificate name.
@@ -120,6 +133,7 @@ func (s *statusWriter) record(name string) wire.Status {
 		LastSeen:    s.now().UTC(),
 		Version:     s.version,
 	}
+	s.schedule(&st, name)
 	meta, err := s.h.staged(name)
 	switch {
 	case err == nil:
@@ -149,25 +163,61 @@ func (s *statusWriter) installed(st *wire.Status, name string, staged *Staged) {
 	if inst != nil {
 		st.SetInstalled(inst.Release)
 		st.InstalledAt = inst.InstalledAt
+		st.Verified = ist.Pending == nil && ist.Verified.is(&inst.Staged, s.certs[name].Verify)
+	}
+	if ist.Failed != nil {
+		st.FailedVersion, st.FailedFingerprint = ist.Failed.Version, ist.Failed.Fingerprint.String()
 	}
 	var p plan
 	if staged != nil {
 		p = s.h.planFor(name, staged, inst, ist, st.LastSeen)
-		if p.ok && p.why != "interrupted" {
+		// While a held bundle waits for its release, when it installs is
+		// not known: install_at stays zero (p.at, if ok, is when the
+		// expiry deadline would override the hold).
+		if p.ok && p.why != "interrupted" && p.rollout != wire.RolloutWaiting {
 			st.InstallAt = p.at.UTC()
+		}
+		st.Rollout, st.RolloutGeneration = p.rollout, p.generation
+		if staged.Hold && inst != nil && inst.Rollout != "" && crypto.Compare(inst.Release, staged.Release) == crypto.Same {
+			st.Rollout = inst.Rollout // how it went into service
 		}
 	}
 	switch {
 	case st.State == wire.StateFailed:
 	case ist.Failed.is(staged):
 		st.State, st.Error, st.ErrorTime, st.ErrorKind = wire.StateFailed, ist.Failed.Error, ist.Failed.At, wire.ErrorKindInstall
-		if p.ok {
+		switch {
+		case p.force:
+			st.Error += fmt.Sprintf("; failed %d times, tried again at %s: rollout generation %d releases this node again",
+				max(ist.Failed.Attempts, 1), st.InstallAt.Format(time.RFC3339), p.generation)
+		case p.ok:
 			st.Error += fmt.Sprintf("; failed %d times, tried again at %s under expiry_deadline",
-				max(ist.Failed.Attempts, 1), st.InstallAt.Format(time.RFC3339))
+				max(ist.Failed.Attempts, 1), p.at.UTC().Format(time.RFC3339))
+		case staged.Hold:
+			st.Error += fmt.Sprintf("; failed %d times, tried again once a later rollout generation than %d releases this node",
+				max(ist.Failed.Attempts, 1), ist.Failed.Generation)
 		}
 	case inst != nil && ist.Pending == nil && (staged == nil || crypto.Compare(inst.Release, staged.Release) == crypto.Same):
 		st.State = wire.StateInstalled
 	}
+}
+
+// schedule fills the schedule fields of st from certificate name's
+// configuration: what `certsync plan` needs to tell what the node will do
+// with a bundle it has not received yet.
+func (s *statusWriter) schedule(st *wire.Status, name string) {
+	c, ok := s.certs[name]
+	if !ok {
+		return
+	}
+	st.Schedule = c.Schedule.String()
+	if next := c.Schedule.next(st.LastSeen); !next.IsZero() {
+		st.NextWindow = next.UTC()
+	}
+	if c.Splay > 0 {
+		st.Splay = c.Splay.String()
+	}
+	st.ExpiryDeadline = max(c.ExpiryDeadline, 0).String()
 }
 
 // write writes the record of certificate name, if it is one of the node's.

@@ -127,7 +127,7 @@ func (in *installer) modes(uid int) (certMode, keyMode, dirMode fs.FileMode) {
 // already there is replaced in one exchange: it may hold a version that
 // failed, written with other settings, or one whose record is not trusted
 // (errUntrusted), in service.
-func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
+func (in *installer) build(b *crypto.Bundle, meta *Staged, rollout string) (string, error) {
 	name := folderName(meta)
 	fail := func(err error) (string, error) {
 		return "", fmt.Errorf("installing %q version %d: %w", in.c.Name, meta.Version, err)
@@ -137,7 +137,7 @@ func (in *installer) build(b *crypto.Bundle, meta *Staged) (string, error) {
 		return "", err
 	}
 	certMode, keyMode, dirMode := in.modes(uid)
-	rec, err := json.MarshalIndent(&Installed{Staged: *meta, InstalledAt: in.now().UTC()}, "", "  ")
+	rec, err := json.MarshalIndent(&Installed{Staged: *meta, InstalledAt: in.now().UTC(), Rollout: rollout}, "", "  ")
 	if err != nil {
 		return fail(err)
 	}

@@ -39,6 +39,7 @@ type Node struct {
 	installs      *prometheus.CounterVec
 	lastInstall   *prometheus.GaugeVec
 	scheduled     *prometheus.GaugeVec
+	held          *prometheus.GaugeVec
 	bundles       *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
 	pending       prometheus.Gauge
@@ -84,13 +85,17 @@ func New(node, version string) *Node {
 			Name: "certsync_install_scheduled_timestamp_seconds",
 			Help: "Unix time the staged bundle of each certificate will be installed on its own: its schedule's window, its not-before, or the next retry of a failed install; absent when none waits.",
 		}, []string{"certificate"}),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certsync_rollout_waiting",
+			Help: "1 while the staged bundle of each certificate is held by its rollout and not released to this node (it installs once released, or at its expiry deadline), else 0.",
+		}, []string{"certificate"}),
 		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certsync_bundles_total",
-			Help: "Bundle messages decided, by certificate and outcome (staged, unchanged, superseded, refused, failed).",
+			Help: "Messages decided (bundles and rollout records), by certificate and outcome (staged, unchanged, superseded, refused, failed; a rollout record kept counts as staged).",
 		}, []string{"certificate", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certsync_refusals_total",
-			Help: "Bundles refused, by certificate and reason.",
+			Help: "Bundles and rollout records refused, by certificate and reason.",
 		}, []string{"certificate", "reason"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certsync_consumer_pending_messages",
@@ -107,7 +112,7 @@ func New(node, version string) *Node {
 		ConstLabels: prometheus.Labels{"version": version, "node": node},
 	})
 	build.Set(1)
-	reg.MustRegister(m.notAfter, m.installs, m.lastInstall, m.scheduled, m.bundles, m.refusals, m.pending, m.lastProcessed, build,
+	reg.MustRegister(m.notAfter, m.installs, m.lastInstall, m.scheduled, m.held, m.bundles, m.refusals, m.pending, m.lastProcessed, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -115,7 +120,8 @@ func New(node, version string) *Node {
 // Known makes every counter series of the given certificates at 0: for
 // each certificate, certsync_installs_total for each result,
 // certsync_bundles_total for each of outcomes and certsync_refusals_total
-// for each of reasons (the caller's fixed lists). From then on a name not
+// for each of reasons (the caller's fixed lists), and
+// certsync_rollout_waiting at 0. From then on a name not
 // among certificates is recorded as UnknownCertificate. Call it once,
 // before the node records anything.
 func (m *Node) Known(certificates, outcomes, reasons []string) {
@@ -134,6 +140,7 @@ func (m *Node) Known(certificates, outcomes, reasons []string) {
 		for _, r := range reasons {
 			m.refusals.WithLabelValues(c, r)
 		}
+		m.held.WithLabelValues(c).Set(0)
 	}
 }
 
@@ -191,6 +198,19 @@ func (m *Node) Scheduled(certificate string, at time.Time) {
 		return
 	}
 	m.scheduled.WithLabelValues(certificate).Set(unix(at))
+}
+
+// RolloutWaiting records whether the staged bundle of a certificate is
+// held by its rollout, not released to this node.
+func (m *Node) RolloutWaiting(certificate string, waiting bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if waiting {
+		v = 1
+	}
+	m.held.WithLabelValues(m.certificate(certificate)).Set(v)
 }
 
 // Pending sets the consumer lag: messages not yet delivered to this node.
