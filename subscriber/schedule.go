@@ -4,6 +4,7 @@
 package subscriber
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -22,9 +23,10 @@ const (
 // in the windows of a five-field cron expression in the node's local time.
 // Make one with ParseSchedule; String gives back its text.
 type Schedule struct {
-	text   string        // as parsed; empty for immediate
-	manual bool          // only `node install` installs
-	cron   cron.Schedule // nil for immediate and manual
+	text   string         // as parsed; empty for immediate
+	manual bool           // only `node install` installs
+	cron   cron.Schedule  // nil for immediate and manual
+	loc    *time.Location // where the cron fields are read; nil is time.Local
 }
 
 // ParseSchedule parses "immediate" (or empty), "manual" or five cron fields
@@ -79,7 +81,10 @@ func (s Schedule) next(t time.Time) time.Time {
 	if s.cron == nil {
 		return time.Time{}
 	}
-	return s.cron.Next(t)
+	// robfig/cron reads the fields in the location of the time it is
+	// given; the times here are often UTC (records store UTC), and the
+	// schedule is the node's local time.
+	return s.cron.Next(t.In(cmp.Or(s.loc, time.Local)))
 }
 
 // Manual reports whether only `certsync node install` installs.

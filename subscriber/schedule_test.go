@@ -3,6 +3,7 @@ package subscriber
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustSchedule(t testing.TB, s string) Schedule {
@@ -52,5 +53,21 @@ func TestParseScheduleString(t *testing.T) {
 		if sch.String() != want || sch.Manual() != (want == "manual") {
 			t.Errorf("ParseSchedule(%q) = %q (manual %v), want %q", s, sch, sch.Manual(), want)
 		}
+	}
+}
+
+// TestScheduleLocalTime: the cron fields are the node's local time,
+// whatever the location of the time asked about (records hold UTC).
+func TestScheduleLocalTime(t *testing.T) {
+	t.Parallel()
+	s, err := ParseSchedule("0 3 * * *")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.loc = time.FixedZone("UTC+5", 5*3600)
+	from := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC) // 17:00 at UTC+5
+	want := time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC) // 03:00 the next day at UTC+5
+	if got := s.next(from); !got.Equal(want) {
+		t.Errorf("next(%v) = %v, want %v", from, got.UTC(), want)
 	}
 }

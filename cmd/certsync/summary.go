@@ -110,7 +110,13 @@ func syncOutcome(name string, r *subscriber.Report) string {
 		}
 	}
 	for _, s := range r.Scheduled {
-		if s.Name == name {
+		switch {
+		case s.Name != name:
+		case s.At.IsZero():
+			return "staged, waits for its rollout wave"
+		case s.Why == "rollout":
+			return fmt.Sprintf("staged, waits for its rollout wave, installs at %s at the latest (expiry deadline)", s.At.Local().Format(time.RFC3339))
+		default:
 			return fmt.Sprintf("staged, installs at %s (%s)", s.At.Local().Format(time.RFC3339), s.Why)
 		}
 	}
