@@ -174,7 +174,7 @@ func rollbackTarget(arch *archive, hist []published, serial string) (*archived, 
 	case err != nil:
 		return nil, err
 	case e == nil:
-		return nil, fmt.Errorf("certbot's archive %q holds no earlier certificate to go back to (none below cert%d.pem but the newest bundle's and those it withdrew)", arch.dir, current)
+		return nil, fmt.Errorf("certbot's archive %q holds no earlier certificate to go back to below cert%d.pem, other than the newest bundle's and those it withdrew", arch.dir, current)
 	}
 	return e, nil
 }
