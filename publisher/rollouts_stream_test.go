@@ -217,4 +217,3 @@ func (f *fixture) countOn(subject string) uint64 {
 	}
 	return info.State.Subjects[subject]
 }
-
