@@ -352,40 +352,31 @@ func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicK
 // history reads every message the stream retains on name's bundle
 // subject, oldest first, up to the sequence last (the subject's newest),
 // and returns those that are bundles signed with the publisher's key
-// (parsePublished). The stream keeps at most wire.MaxHistory messages per
-// subject, each at most crypto.MaxEnvelopeSize bytes.
+// (parsePublished). It gets them one by one (the next message on the
+// subject from a sequence on), creating no consumer; the stream keeps at
+// most wire.MaxHistory messages per subject, each at most
+// crypto.MaxEnvelopeSize bytes.
 func (s *session) history(ctx context.Context, name string, last uint64) ([]published, error) {
-	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{wire.Subject(name)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading the history of %q: %w", name, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("reading the history of %q: %w", name, err)
-	}
-	defer it.Stop()
+	subject := wire.Subject(name)
 	key := s.p.cfg.SigningKey.Public()
 	var out []published
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+	for seq, n := uint64(1), 0; seq <= last && n <= wire.MaxHistory; n++ {
+		msg, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading the history of %q: %w", name, err)
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("reading the history of %q: %w", name, err)
+		if msg.Sequence > last {
+			break
 		}
-		raw := &jetstream.RawStreamMsg{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Header: msg.Headers(), Data: msg.Data()}
-		if pub, ok := parsePublished(raw, name, key); ok {
+		if pub, ok := parsePublished(msg, name, key); ok {
 			out = append(out, pub)
 		}
-		if meta.NumPending == 0 || meta.Sequence.Stream >= last {
-			return out, nil
-		}
+		seq = msg.Sequence + 1
 	}
+	return out, nil
 }
 
 // seal is what session.publish stores: the bundle's version and records,
