@@ -41,7 +41,7 @@ type fleet struct {
 	stream wire.StreamOptions // publisher.yaml's stream: settings
 	// rollout is publisher.yaml's rollout: policy, every certificate's.
 	rollout *publisher.RolloutPolicy
-	logs   *logtest.Buffer    // the publisher's and setup's logs
+	logs    *logtest.Buffer // the publisher's and setup's logs
 }
 
 // newFleet writes the credentials of the nodes of certs (certificate ->
