@@ -621,7 +621,7 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 		return nil, refusal{refused}
 	}
 	if res.Action == Unchanged {
-		s.log.Info("bundle_unchanged", "name", name, "sequence", res.Sequence,
+		s.log.Info("bundle_unchanged", "name", name, "sequence", res.Sequence, "version", res.Version,
 			"fingerprint", res.Fingerprint, "forced", force)
 		return res, nil
 	}
