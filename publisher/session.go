@@ -29,7 +29,7 @@ type session struct {
 	status jetstream.KeyValue
 	// rollouts is true when the stream holds the rollout subjects
 	// (wire.RolloutSubjects): consumers then filter them too, and held
-	// bundles and rollout records may be stored. A stream set up before
+	// bundles and rollout records may be stored (needRollouts). A stream set up before
 	// rollouts has only the bundle subjects until the admin runs Setup.
 	rollouts bool
 }
@@ -578,10 +578,10 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 		case d.unchanged:
 			res.Action, res.Sequence = Unchanged, last.Sequence
 			return nil
-		case d.hold && !s.rollouts:
-			refused = fmt.Errorf("certificate %q has a rollout policy, so its bundle is sealed with the hold record, but stream %q is %w: it has no rollout subjects (%s) to release it with; the admin adds them with certsync setup",
-				name, wire.Stream, ErrNotSetUp, wire.RolloutSubjects)
-			return nil
+		case d.hold:
+			if refused = s.needRollouts("a held bundle (the certificate has a rollout policy)"); refused != nil {
+				return nil
+			}
 		}
 		if sealed == nil || !sameSeal(*sealed, d) {
 			b := j.bundle
@@ -630,6 +630,18 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 		"nodes", strings.Join(res.Nodes, ","), "recipients", len(j.recipients), "size", len(envelope),
 		"hold", res.Hold, "withdrawn", len(res.Withdrawn), "rollback", j.rollback)
 	return res, nil
+}
+
+// needRollouts is nil when the stream holds the rollout subjects, else why
+// what (a held bundle, a rollout record) cannot be stored: ErrNotSetUp,
+// for the admin's certsync setup. Every writer of held bundles and rollout
+// records asks it first.
+func (s *session) needRollouts(what string) error {
+	if s.rollouts {
+		return nil
+	}
+	return fmt.Errorf("%s needs the rollout subjects (%s), and stream %q is %w: it was set up before rollouts; the admin adds them with certsync setup",
+		what, wire.RolloutSubjects, wire.Stream, ErrNotSetUp)
 }
 
 // sameSeal tells whether a and b seal the same envelope.
