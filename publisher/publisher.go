@@ -189,14 +189,14 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 
 // job is a checked bundle ready to be sealed.
 type job struct {
-	bundle crypto.Bundle // Version set by session.publish
-	info   *crypto.Info
+	bundle     crypto.Bundle // Version set by session.publish
+	info       *crypto.Info
+	nodes      []string
+	recipients []age.Recipient
+	digest     string
 	// rollback marks a Rollback: a new version although the certificate
 	// was published before; immediate seals it without the hold record.
 	rollback, immediate bool
-	nodes               []string
-	recipients          []age.Recipient
-	digest              string
 }
 
 // Publish checks b and publishes it to the nodes configured for b.Name,

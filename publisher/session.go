@@ -29,8 +29,9 @@ type session struct {
 	status jetstream.KeyValue
 	// rollouts is true when the stream holds the rollout subjects
 	// (wire.RolloutSubjects): consumers then filter them too, and held
-	// bundles and rollout records may be stored (needRollouts). A stream set up before
-	// rollouts has only the bundle subjects until the admin runs Setup.
+	// bundles and rollout records may be stored (needRollouts). A stream
+	// set up before rollouts has only the bundle subjects until the admin
+	// runs Setup.
 	rollouts bool
 }
 
