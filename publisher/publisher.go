@@ -5,7 +5,7 @@
 // certificates; [Config.Validate] (which New calls) applies its defaults
 // and holds its rules, the command line's publisher.yaml included.
 //
-// The management host uses it in three ways:
+// The management host uses it in these ways:
 //
 //   - Publish, from certbot's deploy hook: ReadLineage (or ReadFiles) gives a
 //     bundle; Publish checks it (known name, valid PEM files, a key matching
@@ -18,6 +18,8 @@
 //     to other recipients. It also brings every node's consumer in line with
 //     the configuration and reports nodes that lost certificates they may
 //     hold, since those certificates must be reissued.
+//   - Rollback, for `certsync rollback`: an earlier certificate from certbot's
+//     archive published again with a new version, the newest one withdrawn.
 //   - Bundles, for `certsync inspect`: the headers of every bundle held in the
 //     stream. It never decrypts anything.
 //
