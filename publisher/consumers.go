@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -38,7 +41,11 @@ type consumerPlan struct {
 // only added, never removed, and other nodes' consumers are left alone.
 // With exact, each consumer's subjects become exactly want's, and the
 // consumers of nodes missing from want are deleted. It carries on past a
-// failing consumer and returns the joined errors.
+// failing consumer and returns the joined errors. When the stream holds
+// the rollout subjects, each certificate's rollout subject is filtered
+// beside its bundle subject (wire.ConsumerConfig): a consumer made before
+// rollouts gains them here, the first time publish or republish runs
+// after Setup added them to the stream.
 func (s *session) updateConsumers(ctx context.Context, want map[string][]string, exact bool) (*consumerPlan, error) {
 	existing, err := s.listConsumers(ctx)
 	if err != nil {
@@ -53,7 +60,7 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 			continue
 		}
 		have := filterSubjects(info.Config)
-		next := subjectsOf(want[node])
+		next := subjectsOf(want[node], s.rollouts)
 		if !exact {
 			next = union(have, next)
 		}
@@ -127,7 +134,7 @@ func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstre
 func (s *session) createConsumers(ctx context.Context, want map[string][]string, nodes []string) error {
 	var errs []error
 	for _, node := range nodes {
-		cfg := wire.ConsumerConfig(node, want[node], false)
+		cfg := wire.ConsumerConfig(node, want[node], s.rollouts)
 		err := s.do(ctx, "creating consumer", func(ctx context.Context) error {
 			if _, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg); err != nil {
 				return fmt.Errorf("creating consumer %q: %w", cfg.Durable, err)
@@ -220,11 +227,10 @@ func filterSubjects(c jetstream.ConsumerConfig) []string {
 	return slices.Compact(subjects)
 }
 
-func subjectsOf(certs []string) []string {
-	subjects := make([]string, len(certs))
-	for i, c := range certs {
-		subjects[i] = wire.Subject(c)
-	}
+// subjectsOf returns the subjects a consumer of certs filters, sorted:
+// their bundle subjects, and their rollout subjects too with rollouts.
+func subjectsOf(certs []string, rollouts bool) []string {
+	subjects := wire.ConsumerConfig("", certs, rollouts).FilterSubjects
 	slices.Sort(subjects)
 	return subjects
 }
@@ -258,4 +264,51 @@ func minus(a, b []string) []string {
 		}
 	}
 	return d
+}
+
+// repostRollout stores the newest rollout record of name again, as it is,
+// when it is the publisher's (signed with its key) and is about res, the
+// bundle just stored or found unchanged: a consumer that has just gained
+// the certificate's subjects is not delivered their earlier messages, and
+// a node that stages a held bundle needs the record that releases it (say
+// the complete one, All, of a rollout that ended before the node was
+// added). Nodes keep the newest record by generation, so a copy changes
+// nothing for those that hold it. It is stored only if the subject's
+// newest sequence is still the one read, so it never interleaves with the
+// controller's records.
+func (s *session) repostRollout(ctx context.Context, name string, res *Result) error {
+	if !s.rollouts {
+		return nil
+	}
+	subject := wire.RolloutSubject(name)
+	return s.do(ctx, "storing the rollout record again", func(ctx context.Context) error {
+		last, err := s.stream.GetLastMsgForSubject(ctx, subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("reading the newest rollout record of %q: %w", name, err)
+		}
+		r, _, err := crypto.VerifyRollout(last.Data, []crypto.PublicKey{s.p.cfg.SigningKey.Public()})
+		if err != nil || r.Name != name || !r.For(res.Version, res.Fingerprint) {
+			return nil // not ours, or about another bundle: nothing to release
+		}
+		msg := nats.NewMsg(subject)
+		msg.Data = last.Data
+		msg.Header.Set(wire.HeaderName, r.Name)
+		msg.Header.Set(wire.HeaderVersion, strconv.FormatUint(r.Version, 10))
+		msg.Header.Set(wire.HeaderFingerprint, r.Fingerprint.String())
+		msg.Header.Set(wire.HeaderRolloutState, r.State)
+		msg.Header.Set(wire.HeaderRolloutGeneration, strconv.FormatUint(r.Generation, 10))
+		ack, err := s.js.PublishMsg(ctx, msg,
+			jetstream.WithMsgID(fmt.Sprintf("rollout/%s/%d/%d", name, r.Generation, last.Sequence)),
+			jetstream.WithExpectStream(wire.Stream),
+			jetstream.WithExpectLastSequencePerSubject(last.Sequence))
+		if err != nil {
+			return fmt.Errorf("storing the rollout record of %q again: %w", name, err)
+		}
+		s.log.Info("rollout_record_reposted", "name", name, "sequence", ack.Sequence, "version", r.Version,
+			"generation", r.Generation, "state", r.State, "reason", "a consumer gained the certificate")
+		return nil
+	})
 }

@@ -98,6 +98,7 @@ func TestRepublishSealsAgainWithoutRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	j.bundle.Version = crypto.Format1Version(j.info.NotBefore) // as format 1 had it
 	old, err := crypto.Seal(&j.bundle, f.signer, j.recipients) // no record
 	if err != nil {
 		t.Fatal(err)

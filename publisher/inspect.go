@@ -36,6 +36,12 @@ type BundleInfo struct {
 	Format int
 	// Recipients is the digest of the recipients it is sealed to.
 	Recipients string
+	// Hold is true when the bundle is sealed with the hold record (the
+	// Certsync-Hold header): nodes install it once a rollout releases it.
+	Hold bool
+	// Withdrawn are the certificates its withdrawn record lists (the
+	// Certsync-Withdrawn header): those a rollback took out of service.
+	Withdrawn []crypto.Fingerprint
 	// Published is when the stream stored it.
 	Published time.Time
 	// Size is the body's size in bytes.
@@ -45,7 +51,9 @@ type BundleInfo struct {
 // Bundles lists the messages the stream holds for the named certificates
 // (all of them when names is empty), sorted by name, then sequence. It reads
 // headers only, never a body, and creates nothing: a missing stream gives an
-// empty list. Names need not be configured, only valid.
+// empty list. Names need not be configured, only valid. It lists bundles
+// only: the rollout records the stream holds on certsync.rollout.<name>
+// are not read (certsync rollout status shows them).
 func (p *Publisher) Bundles(ctx context.Context, names []string) ([]BundleInfo, error) {
 	filters := []string{wire.Subjects}
 	if len(names) > 0 {
@@ -159,5 +167,11 @@ func bundleInfo(subject string, meta *jetstream.MsgMetadata, h map[string][]stri
 	b.Version, _ = strconv.ParseUint(get(wire.HeaderVersion), 10, 64)
 	b.Format, _ = strconv.Atoi(get(wire.HeaderFormat))
 	b.Size, _ = strconv.Atoi(get(msgSizeHeader))
+	b.Hold = get(wire.HeaderHold) == "true"
+	for text := range strings.SplitSeq(get(wire.HeaderWithdrawn), ",") {
+		if fp, err := crypto.ParseFingerprint(text); err == nil && len(b.Withdrawn) < maxWithdrawn {
+			b.Withdrawn = append(b.Withdrawn, fp)
+		}
+	}
 	return b
 }

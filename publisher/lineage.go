@@ -2,11 +2,17 @@ package publisher
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"syscall"
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/atomicfile"
@@ -133,4 +139,149 @@ func readFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("reading %q: more than the limit of %d bytes", path, crypto.MaxFileSize)
 	}
 	return data, nil
+}
+
+// maxArchived bounds how many certificates of one lineage Rollback looks
+// at in certbot's archive: far more than decades of renewals.
+const maxArchived = 1000
+
+// archiveFile matches certbot's archived certificates, cert<N>.pem.
+var archiveFile = regexp.MustCompile(`^cert([1-9][0-9]{0,8})\.pem$`)
+
+// archive is certbot's archive of one lineage, <lineages>/../archive/<name>/:
+// for each issue N of the certificate, certN.pem, chainN.pem, fullchainN.pem
+// and privkeyN.pem, which the live/<name>/ links point at.
+type archive struct {
+	name string
+	dir  string
+	// current is the issue live/<name>/cert.pem points at.
+	current int
+	// issues are the issues found, highest first.
+	issues []int
+	read   map[int]*archived
+}
+
+// archived is one issue of an archive: its leaf's serial, fingerprint and
+// validity (no version: that is an envelope's).
+type archived struct {
+	index int
+	crypto.Release
+}
+
+// file is the name of one of the issue's four files, kind one of "cert",
+// "chain", "fullchain" and "privkey".
+func (e *archived) file(kind string) string { return kind + strconv.Itoa(e.index) + ".pem" }
+
+// openArchive finds the archive of the certbot lineage lineages/name: its
+// cert.pem must be a link to a certN.pem in lineages/../archive/name/ (as
+// certbot makes them); anything else is not certbot's lineage, and has no
+// earlier certificates to go back to.
+func openArchive(lineages, name string) (*archive, error) {
+	live := filepath.Join(lineages, name)
+	dir := filepath.Join(lineages, "..", "archive", name)
+	notCertbot := func(why string) error {
+		return fmt.Errorf("lineage %q is not certbot's: %s; only certbot's archive (%s) holds earlier certificates to go back to", live, why, dir)
+	}
+	link := filepath.Join(live, crypto.FileCert)
+	target, err := os.Readlink(link)
+	switch {
+	case errors.Is(err, syscall.EINVAL):
+		return nil, notCertbot(crypto.FileCert + " is not a link into its archive")
+	case err != nil:
+		return nil, fmt.Errorf("reading lineage %q: %w", live, atomicfile.Cause(err))
+	}
+	if !filepath.IsAbs(target) {
+		target = filepath.Join(live, target)
+	}
+	m := archiveFile.FindStringSubmatch(filepath.Base(target))
+	if m == nil {
+		return nil, notCertbot(fmt.Sprintf("%s links to %q, not to a cert<N>.pem", crypto.FileCert, filepath.Base(target)))
+	}
+	want, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, notCertbot(fmt.Sprintf("reading its archive: %v", atomicfile.Cause(err)))
+	}
+	if got, err := filepath.EvalSymlinks(filepath.Dir(target)); err != nil || got != want {
+		return nil, notCertbot(fmt.Sprintf("%s links into %q, not into its archive", crypto.FileCert, filepath.Dir(target)))
+	}
+	a := &archive{name: name, dir: dir, read: map[int]*archived{}}
+	a.current, _ = strconv.Atoi(m[1])
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading archive %q: %w", dir, atomicfile.Cause(err))
+	}
+	for _, e := range entries {
+		if m := archiveFile.FindStringSubmatch(e.Name()); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			a.issues = append(a.issues, n)
+		}
+	}
+	if len(a.issues) > maxArchived {
+		return nil, fmt.Errorf("reading archive %q: %d certificates, more than the %d certsync looks at", dir, len(a.issues), maxArchived)
+	}
+	slices.Sort(a.issues)
+	slices.Reverse(a.issues)
+	return a, nil
+}
+
+// find returns the highest issue for which match is true, or nil. It
+// reads each certN.pem it looks at (bounded, as every lineage file);
+// one that does not hold a certificate is an error naming it.
+func (a *archive) find(match func(*archived) bool) (*archived, error) {
+	for _, n := range a.issues {
+		e, err := a.issue(n)
+		if err != nil {
+			return nil, err
+		}
+		if match(e) {
+			return e, nil
+		}
+	}
+	return nil, nil
+}
+
+// issue reads the leaf of issue n.
+func (a *archive) issue(n int) (*archived, error) {
+	if e := a.read[n]; e != nil {
+		return e, nil
+	}
+	e := &archived{index: n}
+	path := filepath.Join(a.dir, e.file("cert"))
+	data, err := readFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading archive %q: %w", a.dir, err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("reading archive %q: %q holds no certificate", a.dir, path)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("reading archive %q: %q: parsing the certificate: %v", a.dir, path, err)
+	}
+	e.Release = crypto.Release{
+		Serial:      leaf.SerialNumber.Text(16),
+		Fingerprint: crypto.FingerprintOf(leaf.Raw),
+		NotBefore:   leaf.NotBefore.UTC(),
+		NotAfter:    leaf.NotAfter.UTC(),
+	}
+	a.read[n] = e
+	return e, nil
+}
+
+// bundle reads the four files of issue e, bounded as ReadLineage's. It is
+// not checked: Publish's checks apply.
+func (a *archive) bundle(e *archived) (*crypto.Bundle, error) {
+	b := &crypto.Bundle{Name: a.name}
+	for _, f := range []struct {
+		kind string
+		dst  *[]byte
+	}{{"cert", &b.Cert}, {"chain", &b.Chain}, {"fullchain", &b.FullChain}, {"privkey", &b.PrivKey}} {
+		data, err := readFile(filepath.Join(a.dir, e.file(f.kind)))
+		if err != nil {
+			return nil, fmt.Errorf("reading archive %q: %w", a.dir, err)
+		}
+		*f.dst = data
+	}
+	return b, nil
 }

@@ -5,7 +5,7 @@
 // certificates; [Config.Validate] (which New calls) applies its defaults
 // and holds its rules, the command line's publisher.yaml included.
 //
-// The management host uses it in three ways:
+// The management host uses it in these ways:
 //
 //   - Publish, from certbot's deploy hook: ReadLineage (or ReadFiles) gives a
 //     bundle; Publish checks it (known name, valid PEM files, a key matching
@@ -18,6 +18,8 @@
 //     to other recipients. It also brings every node's consumer in line with
 //     the configuration and reports nodes that lost certificates they may
 //     hold, since those certificates must be reissued.
+//   - Rollback, for `certsync rollback`: an earlier certificate from certbot's
+//     archive published again with a new version, the newest one withdrawn.
 //   - Bundles, for `certsync inspect`: the headers of every bundle held in the
 //     stream. It never decrypts anything.
 //
@@ -25,9 +27,16 @@
 //
 // Before sealing, Publish reads the newest bundle on the certificate's
 // subject. The same certificate sealed to the same recipients is not
-// published again (a re-run of certbot's hook is a no-op); an older
-// certificate, or another certificate of the same version, is refused with
-// ErrOlder. The message is stored only if the subject's newest sequence is
+// published again (a re-run of certbot's hook is a no-op); sealed to other
+// recipients it keeps the newest's version (and its hold and withdrawn
+// records), so nodes that hold it find it the same. Any other certificate
+// gets a new version, assigned by the publisher: max(the clock in Unix
+// milliseconds, the highest version the subject holds + 1), strictly
+// increasing even when the stream is lost and rebuilt (the clock moves on),
+// and above every format 1 version (NotBefore seconds). A certificate the
+// newest bundle withdrew (ErrWithdrawn) or an earlier bundle's (ErrEarlier)
+// is refused: putting it back is Rollback's job. A certificate with a
+// rollout policy (Config.Policy) is sealed with the hold record. The message is stored only if the subject's newest sequence is
 // still the one looked at, and its Nats-Msg-Id lets the server drop a repeat
 // within the stream's duplicate window, so concurrent hooks store at most one
 // copy.
@@ -51,7 +60,7 @@
 // bounded by ctx and by Config.Timeout: while NATS is unreachable, has no
 // JetStream leader or does not answer, the call retries with backoff until
 // the timeout, then fails with the last error and why it gave up. Refusals
-// (invalid bundle, unknown certificate, older than the stream's) are never
+// (invalid bundle, unknown certificate, withdrawn or earlier) are never
 // retried and happen before anything is stored. No error or log line ever
 // holds key material.
 package publisher
@@ -77,12 +86,17 @@ var (
 	// ErrUnknownCertificate means the certificate is not in the
 	// configuration, so it has no nodes to be sealed to.
 	ErrUnknownCertificate = errors.New("not in the configuration")
-	// ErrOlder means the bundle is older than the newest one on its subject,
-	// or has the same version with another certificate. Nodes would refuse
-	// it as a downgrade, so it is not published. The error also wraps
-	// crypto.ErrDowngrade or crypto.ErrConflict: the rule is
-	// crypto.CheckOrder, the nodes' own.
-	ErrOlder = errors.New("older than the published bundle")
+	// ErrWithdrawn means the certificate is one the newest bundle's
+	// withdrawn record lists: a rollback took it out of service, so
+	// publish and republish never put it back. The error names the
+	// command that does, deliberately: certsync rollback NAME --to SERIAL.
+	ErrWithdrawn = errors.New("withdrawn by a rollback")
+	// ErrEarlier means the certificate is that of an earlier bundle the
+	// stream still holds, not the newest's: putting it back into service
+	// is a rollback (Rollback; certsync rollback NAME --to SERIAL), not a
+	// publish. Any other certificate publishes with a new version, whatever
+	// its NotBefore (a switch to a CA that dates its certificates earlier).
+	ErrEarlier = errors.New("an earlier certificate of the stream's history")
 	// ErrNotSetUp means the stream or the status bucket is missing, or
 	// lacks a protection certsync needs (no purges, deletes or roll-ups),
 	// and this credential may not fix it: under least privilege only the
@@ -118,9 +132,15 @@ type Result struct {
 	// Sequence is the stream sequence of the message holding the bundle:
 	// the new one, or the newest one when unchanged.
 	Sequence uint64
-	// Release is the certificate's version, serial, fingerprint and
-	// validity.
+	// Release is the certificate's version (the one published, or the
+	// newest's when unchanged), serial, fingerprint and validity.
 	crypto.Release
+	// Hold is true when the bundle carries the hold record: nodes install
+	// it only once a rollout releases it.
+	Hold bool
+	// Withdrawn are the certificates its withdrawn record lists (taken out
+	// of service by a rollback), sorted; nil when none.
+	Withdrawn []crypto.Fingerprint
 	// Recipients is the digest of the recipients the bundle is sealed to
 	// (signed in the envelope's seal record; also the Certsync-Recipients
 	// header).
@@ -171,20 +191,24 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 
 // job is a checked bundle ready to be sealed.
 type job struct {
-	bundle     crypto.Bundle // Version set
+	bundle     crypto.Bundle // Version set by session.publish
 	info       *crypto.Info
 	nodes      []string
 	recipients []age.Recipient
 	digest     string
+	// rollback marks a Rollback: a new version although the certificate
+	// was published before; immediate seals it without the hold record.
+	rollback, immediate bool
 }
 
 // Publish checks b and publishes it to the nodes configured for b.Name,
 // unless the stream's newest bundle for it already is the same certificate
 // sealed to the same recipients. b is not modified; its Version is ignored
-// and set, in the published bundle, from the leaf's NotBefore.
+// and assigned in the published bundle (see the package doc).
 //
 // A refusal (unknown certificate, invalid bundle, no nodes, too many nodes,
-// ErrOlder) returns an error starting "refusing to publish"; nothing is
+// ErrWithdrawn, ErrEarlier, a held bundle on a stream without the rollout
+// subjects) returns an error starting "refusing to publish"; nothing is
 // stored. Any other error means NATS did not store the bundle within the
 // timeout.
 func (p *Publisher) Publish(ctx context.Context, b *crypto.Bundle) (*Result, error) {
@@ -192,27 +216,46 @@ func (p *Publisher) Publish(ctx context.Context, b *crypto.Bundle) (*Result, err
 	if err != nil {
 		return nil, err
 	}
+	return p.deliver(ctx, j, "publishing", "publish")
+}
+
+// deliver connects, ensures the stream and stores j (session.deliver):
+// Publish's work. doing and verb name it in errors ("publishing",
+// "publish": "refusing to publish certificate …").
+func (p *Publisher) deliver(ctx context.Context, j *job, doing, verb string) (*Result, error) {
 	ctx, cancel := p.bound(ctx)
 	defer cancel()
 	s, err := p.connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("publishing certificate %q: %w", b.Name, err)
+		return nil, fmt.Errorf("%s certificate %q: %w", doing, j.bundle.Name, err)
 	}
 	defer s.close()
 	if err := s.ensure(ctx, p.cfg.Stream, false); err != nil {
-		return nil, fmt.Errorf("publishing certificate %q: %w", b.Name, err)
+		return nil, fmt.Errorf("%s certificate %q: %w", doing, j.bundle.Name, err)
 	}
+	return s.deliver(ctx, j, doing, verb)
+}
+
+// deliver brings the consumers of j's nodes in line (adding only), stores
+// j and creates missing consumers: Publish's and Rollback's work on an
+// ensured session.
+func (s *session) deliver(ctx context.Context, j *job, doing, verb string) (*Result, error) {
+	name := j.bundle.Name
 	want := make(map[string][]string, len(j.nodes))
 	for _, node := range j.nodes {
-		want[node] = p.certsOf(node)
+		want[node] = s.p.certsOf(node)
 	}
 	plan, err := s.updateConsumers(ctx, want, false)
 	if err != nil {
-		return nil, fmt.Errorf("publishing certificate %q: %w", b.Name, err)
+		return nil, fmt.Errorf("%s certificate %q: %w", doing, name, err)
 	}
-	res, err := s.publish(ctx, j, plan.added[j.bundle.Name])
+	res, err := s.publish(ctx, j, plan.added[name])
 	if err != nil {
-		err = wrapPublishError(j.bundle.Name, err)
+		err = wrapPublishError(name, err, doing, verb)
+	} else if plan.added[name] {
+		if rerr := s.repostRollout(ctx, name, res); rerr != nil {
+			err = fmt.Errorf("%s certificate %q: %w", doing, name, rerr)
+		}
 	}
 	// Create missing consumers even when publishing was refused: the
 	// newest bundle on the subject may well be sealed to the node already.
@@ -221,43 +264,49 @@ func (p *Publisher) Publish(ctx context.Context, b *crypto.Bundle) (*Result, err
 		return res, err
 	}
 	if cerr := s.createConsumers(ctx, want, plan.missing); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("publishing certificate %q: %w", b.Name, cerr))
+		err = errors.Join(err, fmt.Errorf("%s certificate %q: %w", doing, name, cerr))
 	}
 	return res, err
 }
 
-func wrapPublishError(name string, err error) error {
-	if errors.Is(err, ErrOlder) {
-		return fmt.Errorf("refusing to publish certificate %q: %w", name, err)
+// wrapPublishError names the certificate in an error of session.publish:
+// "refusing to <verb>" for a refusal, "<doing>" for NATS's failures.
+func wrapPublishError(name string, err error, doing, verb string) error {
+	var r refusal
+	if errors.As(err, &r) {
+		return fmt.Errorf("refusing to %s certificate %q: %w", verb, name, r.error)
 	}
-	return fmt.Errorf("publishing certificate %q: %w", name, err)
+	return fmt.Errorf("%s certificate %q: %w", doing, name, err)
 }
 
 // prepare checks a bundle against the configuration and the clock.
-func (p *Publisher) prepare(b *crypto.Bundle) (*job, error) {
+func (p *Publisher) prepare(b *crypto.Bundle) (*job, error) { return p.prepareTo(b, "publish") }
+
+// prepareTo is prepare, its refusals saying "refusing to <verb>".
+func (p *Publisher) prepareTo(b *crypto.Bundle, verb string) (*job, error) {
 	if p.cfg.SigningKey == nil {
-		return nil, fmt.Errorf("refusing to publish certificate %q: no signing key configured", b.Name)
+		return nil, fmt.Errorf("refusing to %s certificate %q: no signing key configured", verb, b.Name)
 	}
 	if err := wire.CheckCertName(b.Name); err != nil {
-		return nil, fmt.Errorf("refusing to publish: %w", err)
+		return nil, fmt.Errorf("refusing to %s: %w", verb, err)
 	}
 	nodes, ok := p.cfg.Certificates[b.Name]
 	if !ok {
-		return nil, fmt.Errorf("refusing to publish certificate %q: %w", b.Name, ErrUnknownCertificate)
+		return nil, fmt.Errorf("refusing to %s certificate %q: %w", verb, b.Name, ErrUnknownCertificate)
 	}
 	info, err := b.Check(p.now())
 	if err != nil {
-		return nil, fmt.Errorf("refusing to publish certificate %q: %w", b.Name, err)
+		return nil, fmt.Errorf("refusing to %s certificate %q: %w", verb, b.Name, err)
 	}
+	// The version is the envelope's, assigned by session.publish from
+	// what the stream holds.
 	j := &job{bundle: *b, info: info}
-	// TODO(issue 11): the publisher assigns the version (session.publish).
-	j.bundle.Version = crypto.Format1Version(info.NotBefore)
-	info.Version = j.bundle.Version
+	j.bundle.Version, info.Version = 0, 0
 	// Validate refuses a node listed twice and nodes sharing a recipient,
 	// so each node is one recipient and one stanza.
 	j.nodes = slices.Sorted(slices.Values(nodes))
 	if len(j.nodes) == 0 {
-		return nil, fmt.Errorf("refusing to publish certificate %q: no nodes configured to receive it", b.Name)
+		return nil, fmt.Errorf("refusing to %s certificate %q: no nodes configured to receive it", verb, b.Name)
 	}
 	texts := make([]string, 0, len(j.nodes))
 	for _, node := range j.nodes {
@@ -265,8 +314,8 @@ func (p *Publisher) prepare(b *crypto.Bundle) (*job, error) {
 		j.recipients = append(j.recipients, p.recipients[node])
 	}
 	if len(j.recipients) > crypto.MaxRecipients {
-		return nil, fmt.Errorf("refusing to publish certificate %q: %d recipients, more than the %d an age header can hold: %w",
-			b.Name, len(j.recipients), crypto.MaxRecipients, crypto.ErrTooManyRecipients)
+		return nil, fmt.Errorf("refusing to %s certificate %q: %d recipients, more than the %d an age header can hold: %w",
+			verb, b.Name, len(j.recipients), crypto.MaxRecipients, crypto.ErrTooManyRecipients)
 	}
 	j.digest = RecipientsDigest(texts)
 	return j, nil

@@ -1,6 +1,7 @@
 package publisher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,12 @@ type session struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	status jetstream.KeyValue
+	// rollouts is true when the stream holds the rollout subjects
+	// (wire.RolloutSubjects): consumers then filter them too, and held
+	// bundles and rollout records may be stored (needRollouts). A stream
+	// set up before rollouts has only the bundle subjects until the admin
+	// runs Setup.
+	rollouts bool
 }
 
 // connect connects to NATS, retrying until ctx ends.
@@ -109,6 +116,7 @@ func (s *session) ensure(ctx context.Context, o wire.StreamOptions, setup bool) 
 		return err
 	}
 	s.stream = st
+	s.rollouts = slices.Contains(st.CachedInfo().Config.Subjects, wire.RolloutSubjects)
 	if _, err := s.ensureStream(ctx, wire.StatusStreamConfig(o.Replicas), setup); err != nil {
 		return err
 	}
@@ -231,7 +239,11 @@ func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 	p := streamPlan{upd: cur}
 	if !slices.Equal(cur.Subjects, want.Subjects) {
 		p.upd.Subjects = want.Subjects
-		p.change("subjects", true)
+		// Only the rollout subjects missing (a stream set up before
+		// rollouts) protects nothing: the stream works for every
+		// certificate without a rollout policy, and held bundles are
+		// refused until Setup adds them.
+		p.change("subjects", !slices.Equal(union(cur.Subjects, []string{wire.RolloutSubjects}), union(want.Subjects, nil)))
 	}
 	own(&p, &p.upd.MaxMsgsPerSubject, want.MaxMsgsPerSubject, "history", false)
 	own(&p, &p.upd.Duplicates, want.Duplicates, "duplicate_window", false)
@@ -298,23 +310,28 @@ type published struct {
 	crypto.Release
 	// Recipients comes from the seal record too; empty when there is none.
 	Recipients string
+	// Hold and Withdrawn are the envelope's hold and withdrawn records.
+	Hold      bool
+	Withdrawn []crypto.Fingerprint
+	// Sequence is the message's stream sequence.
+	Sequence uint64
 }
 
-// parsePublished reads the newest message on a subject. It counts as a
-// bundle only when its body is an envelope for name signed with key, the
-// publisher's own: anyone else allowed to publish on the subject could
-// store junk whose headers claim a huge version (which would make every
-// later publish look older) or today's certificate (which would make it
-// look unchanged). Everything compared comes from under the signature: the
-// version, and the leaf's fingerprint and recipients digest of the seal
-// record. The headers are not trusted at all, not even on the publisher's
-// own body: whoever may publish can store that body again with other
-// headers (say a Certsync-Recipients of today's recipients, so that a
-// change of recipients would be missed). A body without a seal record
-// (sealed before records existed) has an unknown certificate and
-// recipients, so it is sealed again. After a rotation of the signing key
-// the newest bundle does not verify, so it is published over: that is how
-// bundles come to carry the new signature.
+// parsePublished reads a message on a subject. It counts as a bundle only
+// when its body is an envelope for name signed with key, the publisher's
+// own: anyone else allowed to publish on the subject could store junk
+// whose headers claim a huge version (which would make every later
+// publish's version jump) or today's certificate (which would make it
+// look unchanged). Everything compared comes from under the signature:
+// the version, the hold and withdrawn records, and the leaf's fingerprint
+// and recipients digest of the seal record. The headers are not trusted at
+// all, not even on the publisher's own body: whoever may publish can store
+// that body again with other headers (say a Certsync-Recipients of today's
+// recipients, so that a change of recipients would be missed). A body
+// without a seal record (sealed before records existed) has an unknown
+// certificate and recipients, so it is sealed again. After a rotation of
+// the signing key the newest bundle does not verify, so it is published
+// over: that is how bundles come to carry the new signature.
 func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicKey) (published, bool) {
 	h, err := crypto.Verify(msg.Data, []crypto.PublicKey{key})
 	if err != nil || h.Name != name {
@@ -327,11 +344,203 @@ func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicK
 			Serial:      msg.Header.Get(wire.HeaderSerial),
 		},
 		Recipients: h.Record.Recipients,
+		Hold:       h.Hold,
+		Withdrawn:  h.Withdrawn,
+		Sequence:   msg.Sequence,
 	}, true
 }
 
-// publish stores j on its subject unless the newest bundle there is the
-// same certificate sealed to the same recipients (and force is false).
+// history reads every message the stream retains on name's bundle
+// subject, oldest first, up to the sequence last (the subject's newest),
+// and returns those that are bundles signed with the publisher's key
+// (parsePublished). It gets them one by one (the next message on the
+// subject from a sequence on), creating no consumer; the stream keeps at
+// most wire.MaxHistory messages per subject, each at most
+// crypto.MaxEnvelopeSize bytes.
+func (s *session) history(ctx context.Context, name string, last uint64) ([]published, error) {
+	subject := wire.Subject(name)
+	key := s.p.cfg.SigningKey.Public()
+	var out []published
+	for seq, n := uint64(1), 0; seq <= last && n <= wire.MaxHistory; n++ {
+		msg, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading the history of %q: %w", name, err)
+		}
+		if msg.Sequence > last {
+			break
+		}
+		if pub, ok := parsePublished(msg, name, key); ok {
+			out = append(out, pub)
+		}
+		seq = msg.Sequence + 1
+	}
+	return out, nil
+}
+
+// seal is what session.publish stores: the bundle's version and records,
+// or nothing (unchanged).
+type seal struct {
+	unchanged bool
+	version   uint64
+	hold      bool
+	withdrawn []crypto.Fingerprint
+}
+
+// refusal marks an error of session.publish that is a refusal: nothing was
+// stored, and trying again would change nothing.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
+
+// withdrawnError is the refusal of a certificate the newest bundle's
+// withdrawn record lists; Republish reads newest from it.
+type withdrawnError struct {
+	err    error
+	newest published
+}
+
+func (e *withdrawnError) Error() string { return e.err.Error() }
+func (e *withdrawnError) Unwrap() error { return e.err }
+
+// decide says how j is stored, from the subject's newest message last
+// (nil when it has none) and, when that is not enough, the subject's
+// history. The rules (docs/FORMAT.md, "The version"):
+//
+//   - The certificate of the newest bundle: Unchanged when sealed to the
+//     same recipients (and neither force nor a rollback); else sealed again
+//     with the newest's version, hold and withdrawn records, so that a node
+//     holding it finds it the same.
+//   - A certificate the newest bundle withdrew, or the certificate of an
+//     earlier bundle of the history: refused (ErrWithdrawn, ErrEarlier);
+//     putting one back is Rollback's job, which j.rollback says this is.
+//   - Any other (a renewal, a switch of CA whatever its NotBefore, a
+//     rollback): a new version, max(the clock in Unix milliseconds, the
+//     highest version of the history + 1), with the hold record when the
+//     certificate has a rollout policy (not for an immediate rollback),
+//     and the newest's withdrawn record carried forward (a rollback adds
+//     the newest's certificate and takes out its own).
+//
+// Only bundles signed with the publisher's key count: a message that is
+// not one is ignored, and published over. An error that is a refusal is a
+// refusal; any other is NATS's.
+func (s *session) decide(ctx context.Context, j *job, last *jetstream.RawStreamMsg, force bool) (seal, error) {
+	name, fp := j.bundle.Name, j.info.Fingerprint
+	key := s.p.cfg.SigningKey.Public()
+	var top *published // the newest message, when it is a bundle
+	if last != nil {
+		if pub, ok := parsePublished(last, name, key); ok {
+			top = &pub
+		} else {
+			s.log.Warn("newest_message_not_our_bundle", "name", name, "sequence", last.Sequence,
+				"hint", "not signed with this signing key: published over")
+		}
+	}
+	if top != nil && top.Fingerprint == fp {
+		if j.rollback {
+			return seal{}, refusal{fmt.Errorf("certificate serial %s is the newest bundle's already (version %d at sequence %d)", j.info.Serial, top.Version, top.Sequence)}
+		}
+		if !force && top.Recipients == j.digest {
+			return seal{unchanged: true, version: top.Version, hold: top.Hold, withdrawn: top.Withdrawn}, nil
+		}
+		return seal{version: top.Version, hold: top.Hold, withdrawn: top.Withdrawn}, nil
+	}
+	if top != nil && !j.rollback && slices.Contains(top.Withdrawn, fp) {
+		return seal{}, refusal{&withdrawnError{newest: *top, err: fmt.Errorf(
+			"certificate serial %s is %w (the newest bundle, version %d at sequence %d, lists it); to put it back deliberately: certsync rollback %s --to %s",
+			j.info.Serial, ErrWithdrawn, top.Version, top.Sequence, name, j.info.Serial)}}
+	}
+	var hist []published
+	if last != nil {
+		var err error
+		if hist, err = s.history(ctx, name, last.Sequence); err != nil {
+			return seal{}, err
+		}
+	}
+	var newest *published
+	if len(hist) > 0 {
+		newest = &hist[len(hist)-1]
+	}
+	if top == nil && newest != nil {
+		// The newest message is not a bundle: the newest bundle before it
+		// is what nodes hold.
+		switch {
+		case newest.Fingerprint == fp && j.rollback:
+			return seal{}, refusal{fmt.Errorf("certificate serial %s is the newest bundle's already (version %d at sequence %d)", j.info.Serial, newest.Version, newest.Sequence)}
+		case newest.Fingerprint == fp:
+			return seal{version: newest.Version, hold: newest.Hold, withdrawn: newest.Withdrawn}, nil
+		case !j.rollback && slices.Contains(newest.Withdrawn, fp):
+			return seal{}, refusal{&withdrawnError{newest: *newest, err: fmt.Errorf(
+				"certificate serial %s is %w (the newest bundle, version %d at sequence %d, lists it); to put it back deliberately: certsync rollback %s --to %s",
+				j.info.Serial, ErrWithdrawn, newest.Version, newest.Sequence, name, j.info.Serial)}}
+		}
+	}
+	if j.rollback && newest == nil {
+		return seal{}, refusal{fmt.Errorf("the stream holds no bundle of it signed with this signing key to roll back from")}
+	}
+	// An earlier bundle's certificate, unless the newest's is unknown (no
+	// seal record: it may well be this one).
+	if !j.rollback && newest != nil && !newest.Fingerprint.IsZero() {
+		for _, e := range hist[:len(hist)-1] {
+			if e.Fingerprint == fp {
+				return seal{}, refusal{fmt.Errorf(
+					"certificate serial %s is %w (version %d at sequence %d), not the newest bundle's (version %d at sequence %d); putting it back is a rollback: certsync rollback %s --to %s",
+					j.info.Serial, ErrEarlier, e.Version, e.Sequence, newest.Version, newest.Sequence, name, j.info.Serial)}
+			}
+		}
+	}
+	sl := seal{version: max(uint64(max(s.p.now().UnixMilli(), 0)), 1)}
+	for _, e := range hist {
+		sl.version = max(sl.version, e.Version+1)
+	}
+	sl.hold = s.p.cfg.Policy(name) != nil && !j.immediate
+	if newest != nil {
+		withdrawn := newest.Withdrawn
+		if j.rollback {
+			withdrawn = append(slices.Clone(withdrawn), newest.Fingerprint)
+			withdrawn = slices.DeleteFunc(withdrawn, func(w crypto.Fingerprint) bool { return w == fp })
+		}
+		sl.withdrawn = capWithdrawn(withdrawn, hist)
+	}
+	return sl, nil
+}
+
+// maxWithdrawn is the most certificates a withdrawn record lists
+// (docs/FORMAT.md).
+const maxWithdrawn = 16
+
+// capWithdrawn returns fps without zero or repeated fingerprints, at most
+// maxWithdrawn of them: when there are more, those withdrawn longest ago go,
+// as the history tells (the one whose last bundle in hist is oldest, and
+// first those hist no longer holds).
+func capWithdrawn(fps []crypto.Fingerprint, hist []published) []crypto.Fingerprint {
+	var out []crypto.Fingerprint
+	for _, fp := range fps {
+		if !fp.IsZero() && !slices.Contains(out, fp) {
+			out = append(out, fp)
+		}
+	}
+	if len(out) <= maxWithdrawn {
+		return out
+	}
+	lastSeen := func(fp crypto.Fingerprint) uint64 {
+		var seq uint64
+		for _, e := range hist {
+			if e.Fingerprint == fp {
+				seq = e.Sequence
+			}
+		}
+		return seq
+	}
+	slices.SortStableFunc(out, func(a, b crypto.Fingerprint) int { return cmp.Compare(lastSeen(a), lastSeen(b)) })
+	return out[len(out)-maxWithdrawn:]
+}
+
+// publish stores j on its subject as decide says: unless the newest bundle
+// there is the same certificate sealed to the same recipients (and force
+// is false), a refusal, or a new message.
 func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, error) {
 	name := j.bundle.Name
 	subject := wire.Subject(name)
@@ -342,53 +551,56 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 		Nodes:      j.nodes,
 	}
 	var envelope []byte
+	var sealed *seal // what envelope was sealed as
 	var refused error
 	err := s.do(ctx, "storing the bundle", func(ctx context.Context) error {
+		refused = nil
 		var prev uint64
 		last, err := s.stream.GetLastMsgForSubject(ctx, subject)
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
+			last = nil
 		case err != nil:
 			return fmt.Errorf("reading the newest bundle: %w", err)
 		default:
 			prev = last.Sequence
-			pub, ok := parsePublished(last, name, s.p.cfg.SigningKey.Public())
-			if !ok {
-				s.log.Warn("newest_message_not_our_bundle", "name", name, "sequence", last.Sequence,
-					"hint", "not signed with this signing key: published over")
-				break
-			}
-			// Without a seal record the certificate is unknown (a zero
-			// fingerprint, which Compare does not compare): sealing it
-			// again is harmless, since a node treats the same version of
-			// the same certificate as unchanged (and refuses another).
-			order := crypto.Compare(pub.Release, j.info.Release)
-			if order == crypto.Same && pub.Fingerprint == j.info.Fingerprint && pub.Recipients == j.digest && !force {
-				res.Action, res.Sequence = Unchanged, last.Sequence
-				return nil
-			}
-			if oerr := crypto.CheckOrder(pub.Release, j.info.Release); oerr != nil {
-				if order == crypto.Conflict {
-					refused = fmt.Errorf("%w: stream holds another certificate (serial %s) with the same version %d at sequence %d: %w",
-						ErrOlder, pub.Serial, pub.Version, last.Sequence, oerr)
-				} else {
-					refused = fmt.Errorf("%w: version %d (serial %s), stream holds version %d (serial %s) at sequence %d: %w",
-						ErrOlder, j.info.Version, j.info.Serial, pub.Version, pub.Serial, last.Sequence, oerr)
-				}
+		}
+		d, err := s.decide(ctx, j, last, force)
+		var r refusal
+		switch {
+		case errors.As(err, &r):
+			refused = r.error
+			return nil
+		case err != nil:
+			return err
+		}
+		res.Version, res.Hold, res.Withdrawn = d.version, d.hold, d.withdrawn
+		switch {
+		case d.unchanged:
+			res.Action, res.Sequence = Unchanged, last.Sequence
+			return nil
+		case d.hold:
+			if refused = s.needRollouts("a held bundle (the certificate has a rollout policy)"); refused != nil {
 				return nil
 			}
 		}
-		if envelope == nil {
-			env, err := crypto.Seal(&j.bundle, s.p.cfg.SigningKey, j.recipients, crypto.WithRecipientsDigest(j.digest))
+		if sealed == nil || !sameSeal(*sealed, d) {
+			b := j.bundle
+			b.Version = d.version
+			opts := []crypto.SealOption{crypto.WithRecipientsDigest(j.digest), crypto.WithWithdrawn(d.withdrawn...)}
+			if d.hold {
+				opts = append(opts, crypto.WithHold())
+			}
+			env, err := crypto.Seal(&b, s.p.cfg.SigningKey, j.recipients, opts...)
 			if err != nil {
 				refused = fmt.Errorf("sealing: %w", err)
 				return nil
 			}
-			envelope = env
+			envelope, sealed = env, &d
 		}
 		msg := nats.NewMsg(subject)
 		msg.Data = envelope
-		setHeaders(msg.Header, j)
+		setHeaders(msg.Header, j, d)
 		ack, err := s.js.PublishMsg(ctx, msg,
 			jetstream.WithMsgID(msgID(j, prev)),
 			jetstream.WithExpectStream(wire.Stream),
@@ -407,7 +619,7 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 		return nil, err
 	}
 	if refused != nil {
-		return nil, refused
+		return nil, refusal{refused}
 	}
 	if res.Action == Unchanged {
 		s.log.Info("bundle_unchanged", "name", name, "sequence", res.Sequence, "version", res.Version,
@@ -416,8 +628,26 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 	}
 	s.log.Info("bundle_published", "name", name, "sequence", res.Sequence, "version", res.Version,
 		"serial", res.Serial, "fingerprint", res.Fingerprint, "not_after", res.NotAfter,
-		"nodes", strings.Join(res.Nodes, ","), "recipients", len(j.recipients), "size", len(envelope))
+		"nodes", strings.Join(res.Nodes, ","), "recipients", len(j.recipients), "size", len(envelope),
+		"hold", res.Hold, "withdrawn", len(res.Withdrawn), "rollback", j.rollback)
 	return res, nil
+}
+
+// needRollouts is nil when the stream holds the rollout subjects, else why
+// what (a held bundle, a rollout record) cannot be stored: ErrNotSetUp,
+// for the admin's certsync setup. Every writer of held bundles and rollout
+// records asks it first.
+func (s *session) needRollouts(what string) error {
+	if s.rollouts {
+		return nil
+	}
+	return fmt.Errorf("%s needs the rollout subjects (%s), and stream %q is %w: it was set up before rollouts; the admin adds them with certsync setup",
+		what, wire.RolloutSubjects, wire.Stream, ErrNotSetUp)
+}
+
+// sameSeal tells whether a and b seal the same envelope.
+func sameSeal(a, b seal) bool {
+	return a.version == b.version && a.hold == b.hold && slices.Equal(a.withdrawn, b.withdrawn)
 }
 
 // msgID is the Nats-Msg-Id of a bundle: the name, the leaf's fingerprint,
@@ -433,14 +663,32 @@ func msgID(j *job, prev uint64) string {
 	return fmt.Sprintf("%s/%s/%s/%d", j.bundle.Name, j.info.Fingerprint.Hex(), digest.Hex()[:16], prev)
 }
 
-// setHeaders sets the contract's headers. None holds a secret.
-func setHeaders(h nats.Header, j *job) {
+// setHeaders sets the contract's headers of j sealed as d. None holds a
+// secret.
+func setHeaders(h nats.Header, j *job, d seal) {
 	h.Set(wire.HeaderName, j.bundle.Name)
 	h.Set(wire.HeaderSerial, j.info.Serial)
 	h.Set(wire.HeaderFingerprint, j.info.Fingerprint.String())
 	h.Set(wire.HeaderNotBefore, j.info.NotBefore.UTC().Format(time.RFC3339))
 	h.Set(wire.HeaderNotAfter, j.info.NotAfter.UTC().Format(time.RFC3339))
 	h.Set(wire.HeaderFormat, strconv.Itoa(crypto.Format))
-	h.Set(wire.HeaderVersion, strconv.FormatUint(j.info.Version, 10))
+	h.Set(wire.HeaderVersion, strconv.FormatUint(d.version, 10))
 	h.Set(wire.HeaderRecipients, j.digest)
+	if d.hold {
+		h.Set(wire.HeaderHold, "true")
+	}
+	if len(d.withdrawn) > 0 {
+		h.Set(wire.HeaderWithdrawn, withdrawnHeader(d.withdrawn))
+	}
+}
+
+// withdrawnHeader is the Certsync-Withdrawn header of fps: their text
+// forms in ascending order (the withdrawn record's), comma separated.
+func withdrawnHeader(fps []crypto.Fingerprint) string {
+	texts := make([]string, len(fps))
+	for i, fp := range fps {
+		texts[i] = fp.String()
+	}
+	slices.Sort(texts)
+	return strings.Join(texts, ",")
 }

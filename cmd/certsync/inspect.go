@@ -45,10 +45,16 @@ and no secret is shown.`,
 					Recipients  string    `json:"recipients"`
 					Published   time.Time `json:"published"`
 					Size        int       `json:"size"`
+					Hold        bool      `json:"hold"`
+					Withdrawn   []string  `json:"withdrawn"`
 				}
 				rows := make([]row, 0, len(bundles))
 				for _, b := range bundles {
-					rows = append(rows, row{b.Sequence, b.Name, b.Serial, b.Fingerprint.String(), b.NotBefore, b.NotAfter, b.Version, b.Format, b.Recipients, b.Published, b.Size})
+					withdrawn := []string{}
+					for _, fp := range b.Withdrawn {
+						withdrawn = append(withdrawn, fp.String())
+					}
+					rows = append(rows, row{b.Sequence, b.Name, b.Serial, b.Fingerprint.String(), b.NotBefore, b.NotAfter, b.Version, b.Format, b.Recipients, b.Published, b.Size, b.Hold, withdrawn})
 				}
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")

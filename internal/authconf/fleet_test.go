@@ -39,7 +39,9 @@ type fleet struct {
 	ids    map[string]*age.X25519Identity
 	certs  map[string][]string
 	stream wire.StreamOptions // publisher.yaml's stream: settings
-	logs   *logtest.Buffer    // the publisher's and setup's logs
+	// rollout is publisher.yaml's rollout: policy, every certificate's.
+	rollout *publisher.RolloutPolicy
+	logs    *logtest.Buffer // the publisher's and setup's logs
 }
 
 // newFleet writes the credentials of the nodes of certs (certificate ->
@@ -182,6 +184,7 @@ func (f *fleet) publisher() *publisher.Publisher {
 		Nodes:        nodes,
 		Certificates: f.certs,
 		Stream:       f.stream,
+		Rollout:      f.rollout,
 		Timeout:      20 * time.Second,
 	}, f.log())
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/authconf"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/testing/acmetest"
@@ -161,6 +162,10 @@ func TestNodeLeastPrivilege(t *testing.T) {
 			_, err := js.Publish(ctx, wire.Subject("example.com"), []byte("forged"))
 			return err
 		}},
+		{"publish a rollout record", wire.RolloutSubject("example.com"), func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			_, err := js.Publish(ctx, wire.RolloutSubject("example.com"), rolloutRecord(t, f, "example.com"))
+			return err
+		}},
 		{"bind another node's consumer", "$JS.API.CONSUMER.INFO.CERTSYNC.node-web2", func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
 			_, err := js.Consumer(ctx, wire.Stream, wire.ConsumerName("web2"))
 			return err
@@ -273,6 +278,7 @@ func TestNodeLeastPrivilege(t *testing.T) {
 			subject string
 		}{
 			{[]string{"pub", wire.Subject("example.com"), "forged"}, wire.Subject("example.com")},
+			{[]string{"pub", wire.RolloutSubject("example.com"), "forged"}, wire.RolloutSubject("example.com")},
 			{[]string{"consumer", "info", wire.Stream, wire.ConsumerName("web2")}, "$JS.API.CONSUMER.INFO.CERTSYNC.node-web2"},
 			{[]string{"consumer", "next", wire.Stream, wire.ConsumerName("web2")}, "$JS.API.CONSUMER.MSG.NEXT.CERTSYNC.node-web2"},
 			{[]string{"consumer", "add", wire.Stream, "node-web3", "--pull", "--filter", wire.Subject("other.com"), "--defaults"}, "$JS.API.CONSUMER.INFO.CERTSYNC.node-web3"},
@@ -353,6 +359,13 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 	}
 	if _, err := adminKV.Put(ctx, key, []byte(`{"node":"web1"}`)); err != nil {
 		t.Fatal(err)
+	}
+	// What it may do beside publishing bundles: store a rollout record
+	// (the controller's, and republish's copy for a node that gains a
+	// certificate).
+	_, pubJS := f.connect(authconf.PublisherUser)
+	if _, err := pubJS.Publish(ctx, wire.RolloutSubject("example.com"), rolloutRecord(t, f, "example.com")); err != nil {
+		t.Fatalf("the publisher storing a rollout record: %v", err)
 	}
 	before := streamInfos(t, admin)
 
@@ -535,6 +548,19 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 			t.Errorf("web1's status after the publisher's attempts: %v", err)
 		}
 	})
+}
+
+// rolloutRecord is a rollout record of the fleet's publisher releasing
+// every node, for the newest bundle of name.
+func rolloutRecord(t *testing.T, f *fleet, name string) []byte {
+	t.Helper()
+	now := time.Now().UTC()
+	data, err := crypto.SignRollout(&crypto.RolloutRecord{Name: name, Version: uint64(now.UnixMilli()), Fingerprint: crypto.FingerprintOf([]byte(name)),
+		Generation: 1, State: crypto.RolloutRunning, All: true, Time: now, WaveStarted: now}, f.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // readFile returns the content of the file at path.

@@ -225,3 +225,67 @@ func TestSetupUpgrades(t *testing.T) {
 	}
 	checkProtected(t, admin)
 }
+
+// TestSetupAddsRolloutSubjects is the upgrade to rollouts under least
+// privilege: on a stream set up before them (only certsync.bundle.>), the
+// publisher, which may not update the stream, still publishes a
+// certificate without a rollout policy (and says setup has something to
+// do), but refuses to publish a held one, naming certsync setup; the
+// admin's setup adds certsync.rollout.>, and the next publish seals it
+// held and gives the node's consumer the rollout subject.
+func TestSetupAddsRolloutSubjects(t *testing.T) {
+	t.Parallel()
+	f := newFleetWithoutSetup(t, map[string][]string{"example.com": {"web1"}}, "")
+	_, admin := f.connect(authconf.AdminUser)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	old := wire.StreamConfig(wire.StreamOptions{})
+	old.Subjects = []string{wire.Subjects}
+	if _, err := admin.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateStream(ctx, wire.StatusStreamConfig(1)); err != nil {
+		t.Fatal(err)
+	}
+
+	f.publish("example.com", time.Time{})
+	if ev := f.logs.Events("stream_settings_differ"); len(ev) != 1 || ev[0]["changed"] != "subjects" {
+		t.Errorf("publish on the stream without rollout subjects logged stream_settings_differ %v, want once, for subjects:\n%s", ev, f.logs)
+	}
+	consumerSubjects := func() []string {
+		t.Helper()
+		c, err := admin.Consumer(ctx, wire.Stream, wire.ConsumerName("web1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.CachedInfo().Config.FilterSubjects
+	}
+	if got := consumerSubjects(); strings.Join(got, ",") != wire.Subject("example.com") {
+		t.Errorf("web1's consumer filters %v, want the bundle subject only", got)
+	}
+	msgs := streamInfos(t, admin)[wire.Stream].State.Msgs
+
+	f.rollout = &publisher.RolloutPolicy{}
+	_, _, err := f.tryPublish("example.com", time.Now())
+	if !errors.Is(err, publisher.ErrNotSetUp) || !strings.Contains(err.Error(), "certsync setup") ||
+		!strings.Contains(err.Error(), wire.RolloutSubjects) || !strings.HasPrefix(err.Error(), `refusing to publish certificate "example.com"`) {
+		t.Fatalf("a held publish on the stream without rollout subjects: %v, want %v naming %s and certsync setup", err, publisher.ErrNotSetUp, wire.RolloutSubjects)
+	}
+	if n := streamInfos(t, admin)[wire.Stream].State.Msgs; n != msgs {
+		t.Errorf("the refused publish stored %d messages", n-msgs)
+	}
+
+	if err := f.setup(authconf.AdminUser); err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	if got := streamInfos(t, admin)[wire.Stream].Config.Subjects; strings.Join(got, ",") != wire.Subjects+","+wire.RolloutSubjects {
+		t.Fatalf("subjects after setup %v, want both", got)
+	}
+	_, res, err := f.tryPublish("example.com", time.Now())
+	if err != nil || !res.Hold {
+		t.Fatalf("a held publish after setup: %+v, %v; want published, held", res, err)
+	}
+	if got := consumerSubjects(); strings.Join(got, ",") != wire.Subject("example.com")+","+wire.RolloutSubject("example.com") {
+		t.Errorf("web1's consumer filters %v after setup, want the bundle and rollout subjects", got)
+	}
+}

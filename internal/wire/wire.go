@@ -61,6 +61,12 @@ const (
 	// HeaderHold is "true" on a bundle sealed with the hold record (it
 	// installs only once a rollout record releases it); absent otherwise.
 	HeaderHold = "Certsync-Hold"
+	// HeaderWithdrawn lists, comma separated in ascending order, the
+	// "sha256:" fingerprints of the envelope's withdrawn record (the
+	// certificates a rollback took out of service); absent when it has
+	// none. Informational, as every header: the publisher reads the signed
+	// record, never this header.
+	HeaderWithdrawn = "Certsync-Withdrawn"
 	// HeaderRolloutState and HeaderRolloutGeneration are a rollout
 	// record's state and generation (with HeaderName, HeaderVersion and
 	// HeaderFingerprint of the bundle it releases).
