@@ -214,9 +214,7 @@ func classify(node string, st *wire.Status, rec *crypto.RolloutRecord, deadline 
 		r.outcome, r.installedAt, r.verified = succeeded, st.InstalledAt, st.Verified
 		return r
 	}
-	if failedIt(st, rec.Version, rec.Fingerprint) &&
-		(st.RolloutGeneration == 0 || st.RolloutGeneration >= rec.Generation) &&
-		(st.ErrorTime.IsZero() || !st.ErrorTime.Before(rec.WaveStarted.Add(-rolloutClockSkew))) {
+	if failedIt(st, rec.Version, rec.Fingerprint) && failedUnder(st, rec) {
 		r.outcome, r.why = failed, "install failed"
 		return r
 	}
@@ -229,6 +227,18 @@ func classify(node string, st *wire.Status, rec *crypto.RolloutRecord, deadline 
 		}
 	}
 	return r
+}
+
+// failedUnder tells whether st's failed install happened under rec's
+// release, not an earlier one: by the generation the node failed under
+// when it reports one (failed_generation), else by the generation it holds
+// and the error's time.
+func failedUnder(st *wire.Status, rec *crypto.RolloutRecord) bool {
+	if st.FailedGeneration != 0 {
+		return st.FailedGeneration >= rec.Generation
+	}
+	return (st.RolloutGeneration == 0 || st.RolloutGeneration >= rec.Generation) &&
+		(st.ErrorTime.IsZero() || !st.ErrorTime.Before(rec.WaveStarted.Add(-rolloutClockSkew)))
 }
 
 // stepInput is what one step of one certificate's rollout decides on.

@@ -148,6 +148,16 @@ func TestClassify(t *testing.T) {
 		{"failure under an earlier generation is the previous attempt", failedAt(started.Add(time.Minute), 1), testNow, inFlight, ""},
 		{"failure from before the release is the previous attempt", failedAt(started.Add(-2*time.Minute), 2), testNow, inFlight, ""},
 		{"failure just before the release is this one (clock skew)", failedAt(started.Add(-30*time.Second), 2), testNow, failed, "install failed"},
+		{"failed under generation 1, reported after the resume to 2 (failed_generation)", func() *wire.Status {
+			s := failedAt(started.Add(time.Second), 2)
+			s.FailedGeneration = 1
+			return s
+		}(), testNow, inFlight, ""},
+		{"failed under generation 2 (failed_generation)", func() *wire.Status {
+			s := failedAt(started.Add(time.Second), 2)
+			s.FailedGeneration = 2
+			return s
+		}(), testNow, failed, "install failed"},
 		{"previous attempt past the deadline", failedAt(started.Add(-2*time.Minute), 1), started.Add(61 * time.Minute), failed, "not installed within the 1h0m0s wave deadline"},
 		{"failed without failed_version: state failed, kind install, staged", &wire.Status{State: wire.StateFailed, ErrorKind: wire.ErrorKindInstall,
 			StagedVersion: 20, StagedFingerprint: fpA.String(), LastSeen: testNow, RolloutGeneration: 2}, testNow, failed, "install failed"},

@@ -167,6 +167,7 @@ func (s *statusWriter) installed(st *wire.Status, name string, staged *Staged) {
 	}
 	if ist.Failed != nil {
 		st.FailedVersion, st.FailedFingerprint = ist.Failed.Version, ist.Failed.Fingerprint.String()
+		st.FailedGeneration = ist.Failed.Generation
 	}
 	var p plan
 	if staged != nil {

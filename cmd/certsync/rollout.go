@@ -40,8 +40,8 @@ func rolloutCommand() *cli.Command {
 			ArgsUsage:   "NAME",
 			Flags:       []cli.Flag{configFlag(DefaultPublisherConfig), verboseFlag()},
 			Action: func(c *cli.Context) error {
-				if c.NArg() != 1 {
-					return fmt.Errorf("rollout %s: want one certificate NAME, got %d arguments", name, c.NArg())
+				if err := oneName(c, "rollout "+name); err != nil {
+					return err
 				}
 				p, err := newPublisher(c)
 				if err != nil {
@@ -267,8 +267,8 @@ renewal rolls out normally.`,
 			verboseFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return fmt.Errorf("rollback: want one certificate NAME, got %d arguments", c.NArg())
+			if err := oneName(c, "rollback"); err != nil {
+				return err
 			}
 			p, err := newPublisher(c)
 			if err != nil {
@@ -342,6 +342,21 @@ func runPlan(c *cli.Context) error {
 	if len(cannot) > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "certsync: error: plan: %d of %d cannot take the newest bundle: %s\n", len(cannot), len(rows), summarize(cannot, 5))
 		return exitStatus(1)
+	}
+	return nil
+}
+
+// oneName checks that c has exactly one argument, a certificate name. The
+// command line stops reading flags at the first argument, so a flag
+// written after the name arrives as an argument: say where it goes.
+func oneName(c *cli.Context, cmd string) error {
+	for _, a := range c.Args().Slice()[min(1, c.NArg()):] {
+		if strings.HasPrefix(a, "-") {
+			return withHint(fmt.Errorf("%s: flag %q after the certificate name", cmd, a), "flags go before the name: certsync %s %s NAME", cmd, strings.Join(c.Args().Slice()[1:], " "))
+		}
+	}
+	if c.NArg() != 1 {
+		return fmt.Errorf("%s: want one certificate NAME, got %d arguments", cmd, c.NArg())
 	}
 	return nil
 }

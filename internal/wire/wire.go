@@ -352,6 +352,11 @@ type Status struct {
 	// failed and is held back (not tried again on its own), when one is.
 	FailedVersion     uint64 `json:"failed_version,omitempty"`
 	FailedFingerprint string `json:"failed_fingerprint,omitempty"`
+	// FailedGeneration is the generation of the rollout record under
+	// which that install failed (0: not held, or a node from before it
+	// was reported), so the controller tells a failure under the
+	// current release from one under an earlier (a resume).
+	FailedGeneration uint64 `json:"failed_generation,omitempty"`
 	// Schedule is the certificate's schedule as configured ("immediate",
 	// "manual" or a cron expression), NextWindow the next time it lets the
 	// node install (cron schedules only), Splay the most it delays a
