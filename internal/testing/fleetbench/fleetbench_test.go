@@ -51,16 +51,17 @@ const syncTimeout = 2 * time.Minute
 // fleet is a management host and its nodes: a signing key, a CA, and one
 // identity per node, X25519 and ssh-ed25519 in turn.
 type fleet struct {
-	tb      testing.TB
-	url     string
-	signer  *crypto.SigningKey
-	ca      *testcert.CA
-	names   []string // sorted: the order of the envelope's stanzas
-	kinds   []string // "x25519" or "ssh-ed25519", by index in names
-	ids     []age.Identity
-	cfg     publisher.Config
-	notBase time.Time // NotBefore of version 0
-	version int       // the newest version issued
+	tb        testing.TB
+	url       string
+	signer    *crypto.SigningKey
+	ca        *testcert.CA
+	names     []string // sorted: the order of the envelope's stanzas
+	kinds     []string // "x25519" or "ssh-ed25519", by index in names
+	ids       []age.Identity
+	cfg       publisher.Config
+	notBase   time.Time // NotBefore of version 0
+	version   int       // the newest version issued
+	published uint64    // the version of the newest publish
 }
 
 // newFleet configures n nodes for certName against the server at url.
@@ -140,10 +141,9 @@ func (f *fleet) renew() *crypto.Bundle {
 	return &crypto.Bundle{Name: certName, Cert: c.Cert, Chain: c.Chain, FullChain: c.FullChain, PrivKey: c.PrivKey}
 }
 
-// expected is the bundle version of the newest renewal.
-func (f *fleet) expected() uint64 {
-	return uint64(f.notBase.Add(time.Duration(f.version) * time.Second).Unix())
-}
+// expected is the bundle version of the newest publish (the publisher
+// assigns it).
+func (f *fleet) expected() uint64 { return f.published }
 
 // publish publishes b as certbot's hook does: a new Publisher, one
 // connection, seal, store. It fails unless b was stored.
@@ -162,6 +162,7 @@ func (f *fleet) publish(b *crypto.Bundle) *publisher.Result {
 	if res.Action != publisher.Published {
 		f.tb.Fatalf("Publish: %s, want %s", res.Action, publisher.Published)
 	}
+	f.published = res.Version
 	return res
 }
 
