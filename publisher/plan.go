@@ -149,14 +149,10 @@ func (p *Publisher) Plan(ctx context.Context, opts PlanOptions, names ...string)
 			return nil, fmt.Errorf("planning certificate %q: %w", name, err)
 		}
 		nodes := p.cfg.Certificates[name]
-		texts := make([]string, 0, len(nodes))
-		for _, n := range nodes {
-			texts = append(texts, strings.TrimSpace(p.cfg.Nodes[n]))
-		}
 		in := stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: p.cfg.Policy(name),
 			Nodes: nodes, Status: statuses[name], Now: opts.Now}
 		for _, n := range slices.Sorted(slices.Values(nodes)) {
-			rows = append(rows, planNode(&in, n, rd.recipients == RecipientsDigest(texts), opts))
+			rows = append(rows, planNode(&in, n, rd.recipients == p.cfg.recipientsDigest(name), opts))
 		}
 	}
 	return rows, nil

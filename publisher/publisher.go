@@ -308,17 +308,26 @@ func (p *Publisher) prepareTo(b *crypto.Bundle, verb string) (*job, error) {
 	if len(j.nodes) == 0 {
 		return nil, fmt.Errorf("refusing to %s certificate %q: no nodes configured to receive it", verb, b.Name)
 	}
-	texts := make([]string, 0, len(j.nodes))
 	for _, node := range j.nodes {
-		texts = append(texts, strings.TrimSpace(p.cfg.Nodes[node]))
 		j.recipients = append(j.recipients, p.recipients[node])
 	}
 	if len(j.recipients) > crypto.MaxRecipients {
 		return nil, fmt.Errorf("refusing to %s certificate %q: %d recipients, more than the %d an age header can hold: %w",
 			verb, b.Name, len(j.recipients), crypto.MaxRecipients, crypto.ErrTooManyRecipients)
 	}
-	j.digest = RecipientsDigest(texts)
+	j.digest = p.cfg.recipientsDigest(b.Name)
 	return j, nil
+}
+
+// recipientsDigest is the RecipientsDigest of the recipients configured
+// for certificate name, as written: what its newest envelope's seal
+// record holds when it is sealed to today's nodes.
+func (c *Config) recipientsDigest(name string) string {
+	texts := make([]string, 0, len(c.Certificates[name]))
+	for _, node := range c.Certificates[name] {
+		texts = append(texts, strings.TrimSpace(c.Nodes[node]))
+	}
+	return RecipientsDigest(texts)
 }
 
 // RecipientsDigest is the digest of a set of recipients as written in the

@@ -1029,6 +1029,16 @@ func started(in *stepInput) (*crypto.RolloutRecord, error) {
 	}
 }
 
+// openRecord is the rollout record a command acts on: started (started) and
+// not in a final state (refuseState).
+func openRecord(in *stepInput) (*crypto.RolloutRecord, error) {
+	rec, err := started(in)
+	if err != nil {
+		return nil, err
+	}
+	return rec, refuseState(rec)
+}
+
 // refuseState refuses acting on a rollout in a final state.
 func refuseState(rec *crypto.RolloutRecord) error {
 	switch rec.State {
@@ -1050,11 +1060,8 @@ func (p *Publisher) Promote(ctx context.Context, name string) (*RolloutView, err
 		if in.Bundle.exists() && in.Bundle.Hold && in.current() == nil {
 			return startRecord(in), nil
 		}
-		rec, err := started(in)
+		rec, err := openRecord(in)
 		if err != nil {
-			return nil, err
-		}
-		if err := refuseState(rec); err != nil {
 			return nil, err
 		}
 		if rec.State == crypto.RolloutHalted {
@@ -1070,11 +1077,8 @@ func (p *Publisher) Promote(ctx context.Context, name string) (*RolloutView, err
 // nodes released already go on installing.
 func (p *Publisher) Pause(ctx context.Context, name string) (*RolloutView, error) {
 	v, _, err := p.command(ctx, "pause", "paused", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
-		rec, err := started(in)
+		rec, err := openRecord(in)
 		if err != nil {
-			return nil, err
-		}
-		if err := refuseState(rec); err != nil {
 			return nil, err
 		}
 		if rec.State != crypto.RolloutRunning {
@@ -1092,11 +1096,8 @@ func (p *Publisher) Pause(ctx context.Context, name string) (*RolloutView, error
 // deadline starts again from now.
 func (p *Publisher) Resume(ctx context.Context, name string) (*RolloutView, error) {
 	v, _, err := p.command(ctx, "resume", "resumed", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
-		rec, err := started(in)
+		rec, err := openRecord(in)
 		if err != nil {
-			return nil, err
-		}
-		if err := refuseState(rec); err != nil {
 			return nil, err
 		}
 		if rec.State != crypto.RolloutPaused && rec.State != crypto.RolloutHalted {
