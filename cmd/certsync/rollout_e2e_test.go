@@ -8,7 +8,8 @@ package main
 // certificate back, `rollback` does so deliberately through the waves, a
 // replay of the rolled-back-from envelope is refused, a renewal rolls out
 // normally afterwards, and a certificate from another CA dated earlier is
-// accepted.
+// accepted, and a node that joins after the rollout completed installs at
+// once.
 
 import (
 	"context"
@@ -198,7 +199,32 @@ func TestRolloutE2E(t *testing.T) {
 	live, _ = testcert.RenewLineage(t, lin.Root, name, other)
 	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", live)
 	serves(t, fleet, nodes, other.Leaf)
+
+	// A node that joins after the rollout completed installs at once: the
+	// newest rollout record releases every node, named or not.
+	natstest.WaitFor(t, time.Minute, "the rollout to complete after its last soak", func() bool {
+		res := certsyncCmd(t, "rollout", "status", "--config", f.Publisher, name)
+		return res.Code == 0 && strings.Contains(res.Stdout, "rollout complete")
+	})
 	controller.Stop(t)
+	dir := filepath.Join(f.Dir, "web6")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	web6 := &fleetNode{Name: "web6", StageDir: filepath.Join(dir, "stage"), Config: filepath.Join(dir, "node.yaml")}
+	web6.Recipient = keygenNode(t, filepath.Join(dir, "node.key"))
+	writeNodeConfig(t, web6.Config, nodeConfig{
+		Name: "web6", NATS: natsConfig{URL: srv.URL}, Identity: filepath.Join(dir, "node.key"),
+		TrustedPublishers: []string{f.Signing}, StageDir: web6.StageDir, Certificates: map[string]map[string]string{name: nil},
+	})
+	f.PublisherConfig.Nodes["web6"] = web6.Recipient
+	f.PublisherConfig.Certificates[name] = append(nodes, "web6")
+	writePublisherConfig(t, f.Publisher, f.PublisherConfig)
+	mustCertsync(t, "republish", "--config", f.Publisher, name)
+	mustCertsync(t, "node", "sync", "--config", web6.Config, "--timeout", "30s")
+	waitRecords(t, f.Publisher, name, "web6 to report the newest certificate installed", func(rows map[string]fleetRow) bool {
+		return rows["web6"].InstalledFingerprint == fingerprintOf(other.Leaf)
+	})
 }
 
 // serves waits until every named node's nginx serves want and the node
