@@ -107,6 +107,9 @@ type sealOptions struct {
 	// format is 0 for Format; tests set 1 to write what older publishers
 	// wrote (the hold and withdrawn records are refused then).
 	format uint8
+	// noIndex leaves out the stanza index of format 2: tests set it to
+	// write what publishers wrote before the index existed.
+	noIndex bool
 }
 
 // WithHold makes Seal write the hold record: nodes stage the bundle but
@@ -139,6 +142,13 @@ func WithRecipientsDigest(digest string) SealOption {
 // age stanzas ([ErrTooManyRecipients]) and an envelope over
 // [MaxEnvelopeSize] ([ErrTooLarge]). Seal does not call [Bundle.Check].
 // With [WithRecipientsDigest] the envelope carries a signed seal record.
+//
+// Seal always writes the stanza index (docs/FORMAT.md), so that each node
+// opens its own stanza directly: every recipient must be one crypto can
+// name, an *age.X25519Recipient or one [ParseRecipient] returned, and
+// appear once. The file key is wrapped for the recipients on up to
+// GOMAXPROCS goroutines; stanza i of the age header is recipients[i]'s,
+// however many goroutines ran.
 func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOption) ([]byte, error) {
 	if b == nil || key == nil {
 		return nil, errors.New("sealing envelope: nil bundle or signing key")
@@ -192,6 +202,25 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 		fp := FingerprintOf(certs[0].Raw)
 		exts = append(exts, extension{typ: extSealRecord, value: marshalSealRecord(fp[:], digest[:])})
 	}
+	if format >= 2 && !o.noIndex {
+		texts := make([]string, len(recipients))
+		first := make(map[string]int, len(recipients))
+		for i, r := range recipients {
+			text, ok := canonicalRecipient(r)
+			if !ok {
+				return nil, fmt.Errorf("sealing envelope %q: recipient %d (%T) cannot be named in the stanza index: want an age X25519 recipient or one ParseRecipient returned", b.Name, i+1, r)
+			}
+			if j, dup := first[text]; dup {
+				return nil, fmt.Errorf("sealing envelope %q: recipients %d and %d are the same recipient %q", b.Name, j+1, i+1, text)
+			}
+			first[text], texts[i] = i, text
+		}
+		v, err := newStanzaIndex(texts)
+		if err != nil {
+			return nil, fmt.Errorf("sealing envelope %q: %w", b.Name, err)
+		}
+		exts = append(exts, extension{typ: extStanzaIndex, value: v})
+	}
 	if fps := withdrawnSet(o.withdrawn); len(fps) > 0 {
 		if format < 2 {
 			return nil, fmt.Errorf("sealing envelope %q: format %d has no withdrawn record", b.Name, format)
@@ -214,12 +243,13 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 	return env, nil
 }
 
-// seal encrypts plaintext to recipients and builds and signs the envelope.
-// It checks only what age and the size limits demand, so tests can build
-// envelopes that Open must refuse.
+// seal encrypts plaintext to recipients (in parallel, one stanza each, in
+// their order: recipientSet) and builds and signs the envelope. It checks
+// only what age and the size limits demand, so tests can build envelopes
+// that Open must refuse.
 func seal(key *SigningKey, format uint8, name string, version uint64, exts []extension, plaintext []byte, recipients []age.Recipient) ([]byte, error) {
 	var ct bytes.Buffer
-	w, err := age.Encrypt(&ct, recipients...)
+	w, err := age.Encrypt(&ct, newRecipientSet(recipients))
 	if err != nil {
 		return nil, fmt.Errorf("encrypting: %v", err)
 	}
@@ -287,6 +317,16 @@ func verify(data []byte, trusted []PublicKey) (*Header, *envelope, error) {
 // which must repeat the signed name and version ([ErrMalformed]
 // otherwise). The bundle's files are returned exactly as sealed; Open does
 // not call [Bundle.Check].
+//
+// When the envelope carries a stanza index (format 2), each identity whose
+// recipient crypto can name (an age identity, or an SSH one
+// [ParseIdentities] returned) is handed only the stanza the index lists it
+// at: one unwrap whatever the number of recipients. An identity the index
+// does not list is not tried; none listed is [ErrNotRecipient] at once; a
+// listed stanza that does not open is [ErrNotRecipient] too, after that one
+// unwrap; an index whose entries are not the age header's stanzas is
+// [ErrMalformed]. An identity crypto cannot name (a caller's own
+// age.Identity) is handed every stanza, as without an index.
 func Open(envelope []byte, trusted []PublicKey, identities []age.Identity) (*Header, *Bundle, error) {
 	hdr, env, err := verify(envelope, trusted)
 	if err != nil {
@@ -295,11 +335,22 @@ func Open(envelope []byte, trusted []PublicKey, identities []age.Identity) (*Hea
 	if len(identities) == 0 {
 		return nil, nil, fmt.Errorf("opening envelope %q version %d: no identities given", hdr.Name, hdr.Version)
 	}
+	var indexOffset int
+	if v, off := env.extension(extStanzaIndex); env.format >= 2 && v != nil {
+		identities, indexOffset = parseStanzaIndex(v).identities(identities), off
+		if len(identities) == 0 {
+			return nil, nil, fmt.Errorf("opening envelope %q version %d: not in the stanza index: %w", hdr.Name, hdr.Version, ErrNotRecipient)
+		}
+	}
 	r, err := age.Decrypt(bytes.NewReader(env.ciphertext), identities...)
 	if err != nil {
 		var noMatch *age.NoIdentityMatchError
 		if errors.As(err, &noMatch) {
 			return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version, ErrNotRecipient)
+		}
+		if mismatch := (*indexMismatchError)(nil); errors.As(err, &mismatch) {
+			return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
+				&FormatError{Part: "envelope", Field: "extension value", Offset: indexOffset, Reason: mismatch.Error()})
 		}
 		return nil, nil, fmt.Errorf("opening envelope %q version %d: %w", hdr.Name, hdr.Version,
 			&FormatError{Part: "envelope", Field: "ciphertext", Offset: env.ciphertextOffset(), Reason: "age: " + oneLine(err.Error())})

@@ -49,9 +49,17 @@ const (
 	// installs it only once a signed rollout record releases it. Critical:
 	// a reader that does not know it would install at once. Empty value.
 	extHold = 0x0002
-	// extStanzaIndex is reserved for the signed index from a recipient to
-	// its stanza. Ignorable: without it a reader tries every stanza.
+	// extStanzaIndex is the stanza index (format 2): a random salt, then
+	// one entry per age stanza, sorted by id, each an id derived from the
+	// salt and the stanza's recipient (stanzaID) and the stanza's number,
+	// so that a node hands age its own stanza only (index.go). Ignorable:
+	// without it a reader tries every stanza.
 	extStanzaIndex = 0x8002
+	// indexSaltSize, indexIDSize and indexEntrySize are the stanza index's
+	// salt, an entry's id and an entry (the id and a 16-bit stanza number).
+	indexSaltSize  = 16
+	indexIDSize    = 8
+	indexEntrySize = indexIDSize + 2
 	// extWithdrawn is the withdrawn record (format 2): the fingerprints of
 	// certificates the publisher deliberately took out of service (rolled
 	// back from), 1 to maxWithdrawn SHA-256 sums, so that republish never
@@ -75,8 +83,35 @@ func checkExtensionLength(format uint8, typ uint16, n uint32) string {
 		return fmt.Sprintf("hold record (0x%04x) is %d bytes, want 0", typ, n)
 	case format >= 2 && typ == extWithdrawn && (n == 0 || n%sha256.Size != 0 || n > maxWithdrawn*sha256.Size):
 		return fmt.Sprintf("withdrawn record (0x%04x) is %d bytes, want 1 to %d fingerprints of %d", typ, n, maxWithdrawn, sha256.Size)
+	case format >= 2 && typ == extStanzaIndex && (n < indexSaltSize+indexEntrySize || (n-indexSaltSize)%indexEntrySize != 0 || n > indexSaltSize+MaxRecipients*indexEntrySize):
+		return fmt.Sprintf("stanza index (0x%04x) is %d bytes, want a %d-byte salt and 1 to %d entries of %d", typ, n, indexSaltSize, MaxRecipients, indexEntrySize)
 	}
 	return ""
+}
+
+// badStanzaIndex returns the offset in v, a stanza index of a valid length,
+// of the first entry breaking its rules and why, or -1 and "": ids in
+// strictly ascending byte order (sorted, each once), each stanza number
+// below the number of entries and named once, so that the entries name
+// stanzas 0 to k-1 in some order. Whether the age header holds exactly k
+// stanzas is checked by Open, which parses the header.
+func badStanzaIndex(v []byte) (int, string) {
+	k := (len(v) - indexSaltSize) / indexEntrySize
+	seen := make([]bool, k)
+	for i := range k {
+		off := indexSaltSize + i*indexEntrySize
+		id, num := v[off:off+indexIDSize], int(binary.BigEndian.Uint16(v[off+indexIDSize:]))
+		switch {
+		case i > 0 && bytes.Compare(v[off-indexEntrySize:off-indexEntrySize+indexIDSize], id) >= 0:
+			return off, fmt.Sprintf("entry %d's id is not above the one before it (want ascending, each once)", i+1)
+		case num >= k:
+			return off + indexIDSize, fmt.Sprintf("entry %d names stanza %d of an index of %d entries", i+1, num, k)
+		case seen[num]:
+			return off + indexIDSize, fmt.Sprintf("entry %d names stanza %d again", i+1, num)
+		}
+		seen[num] = true
+	}
+	return -1, ""
 }
 
 // unordered returns the offset in v, a sequence of SHA-256 sums, of the
@@ -174,6 +209,19 @@ func (e *envelope) ciphertextOffset() int {
 		n += 6 + len(x.value)
 	}
 	return n + 4
+}
+
+// extension returns the value of the record of type typ and its offset in
+// the envelope, or nil and -1 when the envelope carries none.
+func (e *envelope) extension(typ uint16) ([]byte, int) {
+	n := len(envelopeMagic) + 1 + 1 + len(e.name) + 8 + ed25519.PublicKeySize + 4
+	for _, x := range e.exts {
+		if x.typ == typ {
+			return x.value, n + 6
+		}
+		n += 6 + len(x.value)
+	}
+	return nil, -1
 }
 
 // FormatError describes where an envelope or its plaintext breaks the
@@ -390,6 +438,12 @@ func parseEnvelope(data []byte) (*envelope, error) {
 			if i := unordered(v); i >= 0 {
 				r.off -= int(n) - i
 				return nil, r.errorf("extension value", "withdrawn record (0x%04x): fingerprint %d is not above the one before it (want ascending, each once)", typ, i/sha256.Size+1)
+			}
+		}
+		if e.format >= 2 && typ == extStanzaIndex {
+			if i, why := badStanzaIndex(v); i >= 0 {
+				r.off -= int(n) - i
+				return nil, r.errorf("extension value", "stanza index (0x%04x): %s", typ, why)
 			}
 		}
 		e.exts = append(e.exts, extension{typ: typ, value: v})

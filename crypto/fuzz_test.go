@@ -18,7 +18,10 @@ import (
 // vectors of both formats. Nothing may panic; whatever parses must
 // re-marshal to the same bytes; a seal record is returned exactly when one
 // parsed, and holds two digests; Hold and Withdrawn exactly when format 2
-// records parsed, Withdrawn ascending and at most 16; errors must wrap a
+// records parsed, Withdrawn ascending and at most 16; a format 2 stanza
+// index that parses has a salt and 1 to 1024 entries with ascending ids
+// naming each stanza once, and Open succeeds on it only for an identity
+// it lists; errors must wrap a
 // documented sentinel and be one line; Open may succeed only where Verify
 // does, with the same header, and its bundle must round-trip through the
 // plaintext encoding.
@@ -47,7 +50,7 @@ func FuzzOpen(f *testing.F) {
 		} else if !errors.Is(perr, ErrMalformed) {
 			t.Fatalf("parseEnvelope = %v, want ErrMalformed", perr)
 		}
-		hasRecord, hasHold, withdrawn := false, false, []byte(nil)
+		hasRecord, hasHold, withdrawn, index := false, false, []byte(nil), []byte(nil)
 		if perr == nil {
 			if env.format < MinFormat || env.format > Format {
 				t.Fatalf("parsed format %d", env.format)
@@ -66,6 +69,9 @@ func FuzzOpen(f *testing.F) {
 					}
 				case x.typ == extWithdrawn && env.format >= 2:
 					withdrawn = x.value
+				case x.typ == extStanzaIndex && env.format >= 2:
+					index = x.value
+					checkParsedIndex(t, x.value)
 				case x.typ&extIgnorable == 0:
 					t.Fatalf("parsed the critical record 0x%04x", x.typ)
 				}
@@ -116,6 +122,9 @@ func FuzzOpen(f *testing.F) {
 		if verr != nil || !reflect.DeepEqual(ohdr, hdr) {
 			t.Fatalf("Open succeeded with header %+v where Verify = %+v, %v", ohdr, hdr, verr)
 		}
+		if index != nil && len(parseStanzaIndex(index).identities(ids)) == 0 {
+			t.Fatal("Open succeeded on an envelope whose stanza index lists none of the identities")
+		}
 		pt := marshalPlaintext(b.Name, b.Version, b)
 		b2, err := parsePlaintext(pt)
 		if err != nil || b2.Name != b.Name || b2.Version != b.Version || !bytes.Equal(b2.Cert, b.Cert) ||
@@ -125,6 +134,29 @@ func FuzzOpen(f *testing.F) {
 		// Check must not panic on whatever a trusted signer sealed.
 		_, _ = b.Check(time.Unix(int64(b.Version), 0))
 	})
+}
+
+// checkParsedIndex fails unless v, a stanza index the parser accepted,
+// obeys docs/FORMAT.md: a salt, 1 to MaxRecipients entries, ids strictly
+// ascending, the stanza numbers 0 to k-1 each once.
+func checkParsedIndex(t *testing.T, v []byte) {
+	t.Helper()
+	if len(v) < indexSaltSize+indexEntrySize || (len(v)-indexSaltSize)%indexEntrySize != 0 || len(v) > indexSaltSize+MaxRecipients*indexEntrySize {
+		t.Fatalf("parsed a stanza index of %d bytes", len(v))
+	}
+	x := parseStanzaIndex(v)
+	seen := make([]bool, x.len())
+	for i := range x.len() {
+		e := x.entries[i*indexEntrySize : (i+1)*indexEntrySize]
+		if i > 0 && bytes.Compare(x.entries[(i-1)*indexEntrySize:(i-1)*indexEntrySize+indexIDSize], e[:indexIDSize]) >= 0 {
+			t.Fatalf("parsed a stanza index whose entry %d is not above the one before", i+1)
+		}
+		k := int(binary.BigEndian.Uint16(e[indexIDSize:]))
+		if k >= x.len() || seen[k] {
+			t.Fatalf("parsed a stanza index whose entry %d names stanza %d (of %d, or again)", i+1, k, x.len())
+		}
+		seen[k] = true
+	}
 }
 
 // FuzzPlaintext checks that the plaintext parser never panics and accepts

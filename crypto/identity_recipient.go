@@ -2,14 +2,10 @@ package crypto
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"errors"
 	"fmt"
-	"strings"
 
 	"filippo.io/age"
-	"golang.org/x/crypto/ssh"
 )
 
 // IdentityRecipient returns the recipient of a node's identity file, in the
@@ -25,29 +21,11 @@ func IdentityRecipient(data []byte) (string, error) {
 	}
 	trimmed := bytes.TrimSpace(data)
 	if bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
-		if _, err := parseSSHIdentity(trimmed); err != nil {
+		ids, err := parseSSHIdentity(trimmed)
+		if err != nil {
 			return "", err
 		}
-		key, err := ssh.ParseRawPrivateKey(trimmed)
-		if err != nil {
-			return "", errors.New("deriving recipient: not a valid unencrypted OpenSSH private key")
-		}
-		var pub any
-		switch k := key.(type) {
-		case *ed25519.PrivateKey:
-			pub = k.Public()
-		case ed25519.PrivateKey:
-			pub = k.Public()
-		case *rsa.PrivateKey:
-			pub = &k.PublicKey
-		default:
-			return "", fmt.Errorf("deriving recipient: SSH key type %T is not supported; want ed25519 or rsa", key)
-		}
-		sshPub, err := ssh.NewPublicKey(pub)
-		if err != nil {
-			return "", errors.New("deriving recipient: the SSH key has no usable public key")
-		}
-		return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))), nil
+		return ids[0].(*sshIdentity).recipient, nil
 	}
 	ids, err := parseAgeIdentities(data)
 	if err != nil {

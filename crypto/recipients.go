@@ -53,7 +53,9 @@ func ParseRecipient(s string) (age.Recipient, error) {
 		if err != nil {
 			return nil, bad(err.Error())
 		}
-		return r, nil
+		// The canonical text, without the comment: what the stanza
+		// index hashes (index.go).
+		return &sshRecipient{Recipient: r, text: sshPublicText(pub)}, nil
 	default:
 		// The value is not echoed: it may be a secret pasted in the wrong place.
 		return nil, fmt.Errorf("parsing recipient: unknown kind; want %s", recipientKinds)
@@ -76,8 +78,14 @@ func ParseIdentities(data []byte) ([]age.Identity, error) {
 	return parseAgeIdentities(data)
 }
 
+// sshPublicText is an SSH public key's canonical recipient text:
+// "ssh-ed25519 AAAA…" or "ssh-rsa AAAA…", without a comment.
+func sshPublicText(pub ssh.PublicKey) string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+}
+
 // parseSSHIdentity parses an unencrypted OpenSSH, PKCS#1 or PKCS#8 private
-// key as an age identity.
+// key as an age identity, an *sshIdentity that knows its recipient.
 func parseSSHIdentity(data []byte) ([]age.Identity, error) {
 	if bytes.HasPrefix(data, []byte("-----BEGIN AGE ENCRYPTED FILE-----")) {
 		return nil, errors.New("parsing identities: passphrase-protected age identity files are not supported")
@@ -92,20 +100,28 @@ func parseSSHIdentity(data []byte) ([]age.Identity, error) {
 		return nil, errors.New("parsing identities: not a valid unencrypted OpenSSH private key")
 	}
 	var id age.Identity
+	var pub any
 	switch k := key.(type) {
 	case *ed25519.PrivateKey:
 		id, err = agessh.NewEd25519Identity(*k)
+		pub = k.Public()
 	case ed25519.PrivateKey:
 		id, err = agessh.NewEd25519Identity(k)
+		pub = k.Public()
 	case *rsa.PrivateKey:
 		id, err = agessh.NewRSAIdentity(k)
+		pub = &k.PublicKey
 	default:
 		return nil, fmt.Errorf("parsing identities: SSH key type %T is not supported; want ed25519 or rsa", key)
 	}
 	if err != nil {
 		return nil, errors.New("parsing identities: the SSH private key cannot be used as an age identity")
 	}
-	return []age.Identity{id}, nil
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return nil, errors.New("parsing identities: the SSH key has no usable public key")
+	}
+	return []age.Identity{&sshIdentity{Identity: id, recipient: sshPublicText(sshPub)}}, nil
 }
 
 // parseAgeIdentities parses an age identity file.

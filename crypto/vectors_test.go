@@ -45,6 +45,7 @@ const (
 	expectNotRecipient    = "not recipient"    // Verify succeeds, Open: ErrNotRecipient
 	expectNameMismatch    = "name mismatch"    // Verify succeeds, Open: plaintext name differs
 	expectVersionMismatch = "version mismatch" // Verify succeeds, Open: plaintext version differs
+	expectIndexMismatch   = "index mismatch"   // Verify succeeds, Open: ErrMalformed, the stanza index is not the header's
 )
 
 // vector is one file of testdata/vectors.
@@ -359,6 +360,11 @@ func checkVector(t *testing.T, v *vector) {
 	case expectNotRecipient:
 		verifies()
 		refused(ErrNotRecipient)
+	case expectIndexMismatch:
+		verifies()
+		if fe := refused(ErrMalformed); fe == nil || fe.Field != "extension value" || !strings.Contains(fe.Reason, "stanza index") {
+			t.Errorf("Open = %v, want a stanza index FormatError", oerr)
+		}
 	case expectNameMismatch, expectVersionMismatch:
 		verifies()
 		field := map[string]string{expectNameMismatch: "name", expectVersionMismatch: "version"}[v.expect]
@@ -579,6 +585,13 @@ func writeVectors(t *testing.T) {
 		}
 		vectors[file] = v
 	}
+	// The stanza index's vectors draw their randomness after all others.
+	for file, v := range indexVectors(t, signer, id, ca, n, current, others) {
+		if vectors[file] != nil {
+			t.Fatalf("two vectors named %s", file)
+		}
+		vectors[file] = v
+	}
 	old, err := filepath.Glob(filepath.Join(vectorDir, "*.txt"))
 	if err != nil {
 		t.Fatal(err)
@@ -631,10 +644,10 @@ func format2Vectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca
 		return i
 	}
 	// success seals b as format 2 with the seal record (as certsync's
-	// publisher does) and opts, to rs; hold and withdrawn are what the
-	// vector says Verify returns.
+	// publisher did before the stanza index) and opts, to rs; hold and
+	// withdrawn are what the vector says Verify returns.
 	success := func(b *Bundle, rs []age.Recipient, digest string, hold bool, withdrawn []Fingerprint, opts []SealOption, comment ...string) *vector {
-		env, err := Seal(b, signer, rs, append([]SealOption{WithRecipientsDigest(digest)}, opts...)...)
+		env, err := Seal(b, signer, rs, append([]SealOption{WithRecipientsDigest(digest), withoutIndex()}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
