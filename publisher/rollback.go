@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-
 	"github.com/certsync/certsync/internal/wire"
 )
 
