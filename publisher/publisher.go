@@ -11,7 +11,10 @@
 //     bundle; Publish checks it (known name, valid PEM files, a key matching
 //     its certificate, nothing expired), seals it to the age recipients of
 //     exactly the nodes configured for the certificate, signs it, and stores
-//     it on certsync.bundle.<name> with the contract's headers.
+//     it on certsync.bundle.<name> with the contract's headers. More nodes
+//     than one envelope holds (crypto.MaxRecipients, or the server's max
+//     payload) are sealed in recipient groups, one envelope per group under
+//     one version on certsync.group.<k>.<name> (groups.go).
 //   - Republish, from a timer or after nodes change: for every configured
 //     certificate, it reads the lineage under Config.Lineages and publishes
 //     it again when it differs from the stream's newest bundle or was sealed
