@@ -321,6 +321,17 @@ func TestPublishGroups(t *testing.T) {
 			t.Errorf("status row %+v, want installed, not behind", row)
 		}
 	}
+	// plan reads the newest bundle across the groups, sealed to every
+	// configured node.
+	rows, err := p.Plan(context.Background(), PlanOptions{})
+	if err != nil || len(rows) != len(nodes) {
+		t.Fatalf("Plan = %d rows, %v", len(rows), err)
+	}
+	for _, r := range rows {
+		if !r.CanTake || r.Version != res.Version || r.Action != PlanNothing {
+			t.Errorf("plan row %+v, want nothing to do with version %d", r, res.Version)
+		}
+	}
 	infos, err := p.Bundles(context.Background(), []string{"example.com"})
 	if err != nil {
 		t.Fatal(err)
