@@ -62,6 +62,9 @@ type Header struct {
 	// took out of service when it sealed this one (a rollback), from the
 	// withdrawn record; nil when none.
 	Withdrawn []Fingerprint
+	// Group is the envelope's recipient group record (format 2): which of
+	// how many sealed copies of this version it is; zero when it has none.
+	Group Group
 }
 
 // SealRecord is what a publisher vouches for, under the signature, about
@@ -104,6 +107,7 @@ type sealOptions struct {
 	recipientsDigest string
 	hold             bool
 	withdrawn        []Fingerprint
+	group            Group
 	// format is 0 for Format; tests set 1 to write what older publishers
 	// wrote (the hold and withdrawn records are refused then).
 	format uint8
@@ -184,6 +188,11 @@ func Seal(b *Bundle, key *SigningKey, recipients []age.Recipient, opts ...SealOp
 		return nil, fmt.Errorf("sealing envelope %q: format %d, this writer knows %d to %d", b.Name, format, MinFormat, Format)
 	}
 	var exts []extension
+	if x, err := groupExtension(format, o.group); err != nil {
+		return nil, fmt.Errorf("sealing envelope %q: %w", b.Name, err)
+	} else if x != nil {
+		exts = append(exts, *x)
+	}
 	if o.hold {
 		if format < 2 {
 			return nil, fmt.Errorf("sealing envelope %q: format %d has no hold record", b.Name, format)
@@ -301,6 +310,8 @@ func verify(data []byte, trusted []PublicKey) (*Header, *envelope, error) {
 		switch {
 		case x.typ == extSealRecord:
 			hdr.Record = parseSealRecord(x.value)
+		case env.format >= 2 && x.typ == extRecipientGroup:
+			hdr.Group = parseGroupRecord(x.value)
 		case env.format >= 2 && x.typ == extHold:
 			hdr.Hold = true
 		case env.format >= 2 && x.typ == extWithdrawn:

@@ -370,7 +370,10 @@ func TestExtensions(t *testing.T) {
 	}{
 		{"ignorable", []extension{{typ: 0xfffe, value: []byte("future")}}, true},
 		{"two ignorable, empty value", []extension{{typ: 0x8004}, {typ: 0xfffe}}, true},
-		{"recipient group is critical", []extension{{typ: extRecipientGroup, value: []byte{0, 1, 0, 2}}}, false},
+		{"recipient group", []extension{{typ: extRecipientGroup, value: []byte{0, 1, 0, 2}}}, true},
+		{"recipient group of one", []extension{{typ: extRecipientGroup, value: []byte{0, 0, 0, 1}}}, false},
+		{"recipient group index not below count", []extension{{typ: extRecipientGroup, value: []byte{0, 2, 0, 2}}}, false},
+		{"recipient group of 3 bytes", []extension{{typ: extRecipientGroup, value: []byte{0, 0, 2}}}, false},
 		{"unknown critical", []extension{{typ: 0x7fff}}, false},
 		{"type zero", []extension{{typ: 0}}, false},
 		{"unordered", []extension{{typ: 0xfffe}, {typ: 0x8003}}, false},

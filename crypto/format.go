@@ -38,8 +38,10 @@ const (
 // reader that does not know it; any other unknown type is refused.
 const (
 	extIgnorable = 0x8000
-	// extRecipientGroup is reserved for recipient groups: "this is sealed
-	// copy group_id of group_count of one version". Critical.
+	// extRecipientGroup is the recipient group record (format 2, group.go):
+	// "this is sealed copy index of count of one version". Critical: a
+	// reader that does not know it would call every other group's node
+	// "not a recipient".
 	extRecipientGroup = 0x0001
 	// extSealRecord is the seal record: the leaf's fingerprint and the
 	// digest of the recipients, as the publisher vouches for them.
@@ -425,7 +427,7 @@ func parseEnvelope(data []byte) (*envelope, error) {
 			r.off -= 4
 			return nil, r.errorf("extension length", "%d exceeds the %d bytes left in the extension area", n, extEnd-r.off-4)
 		}
-		if typ&extIgnorable == 0 && (e.format < 2 || typ != extHold) {
+		if typ&extIgnorable == 0 && (e.format < 2 || typ != extHold && typ != extRecipientGroup) {
 			r.off -= 6
 			return nil, r.errorf("extension type", "unsupported critical extension record 0x%04x", typ)
 		}
@@ -444,6 +446,11 @@ func parseEnvelope(data []byte) (*envelope, error) {
 			if i, why := badStanzaIndex(v); i >= 0 {
 				r.off -= int(n) - i
 				return nil, r.errorf("extension value", "stanza index (0x%04x): %s", typ, why)
+			}
+		}
+		if e.format >= 2 && typ == extRecipientGroup {
+			if err := checkGroupRecord(r, v); err != nil {
+				return nil, err
 			}
 		}
 		e.exts = append(e.exts, extension{typ: typ, value: v})

@@ -18,10 +18,11 @@ import (
 // vectors of both formats. Nothing may panic; whatever parses must
 // re-marshal to the same bytes; a seal record is returned exactly when one
 // parsed, and holds two digests; Hold and Withdrawn exactly when format 2
-// records parsed, Withdrawn ascending and at most 16; a format 2 stanza
-// index that parses has a salt and 1 to 1024 entries with ascending ids
-// naming each stanza once, and Open succeeds on it only for an identity
-// it lists; errors must wrap a
+// records parsed, Withdrawn ascending and at most 16, Group exactly the
+// recipient group record (a count of 2 or more, an index below it); a
+// format 2 stanza index that parses has a salt and 1 to 1024 entries with
+// ascending ids naming each stanza once, and Open succeeds on it only for
+// an identity it lists; errors must wrap a
 // documented sentinel and be one line; Open may succeed only where Verify
 // does, with the same header, and its bundle must round-trip through the
 // plaintext encoding.
@@ -41,6 +42,28 @@ func FuzzOpen(f *testing.F) {
 		}
 		ids = append(ids, id...)
 	}
+	// Grouped envelopes (format 2, the recipient group record), sealed by
+	// the vectors' signer to the vectors' first identity: valid ones, and
+	// others with a group record the parser refuses.
+	var x *age.X25519Identity
+	for _, id := range ids {
+		if xi, ok := id.(*age.X25519Identity); ok && x == nil {
+			x = xi
+		}
+	}
+	if x == nil {
+		f.Fatal("no X25519 identity among the vectors' identities")
+	}
+	key := newSigningKeyFromSeed(vectorSeed("signer"))
+	b := &Bundle{Name: "example.com", Version: 1735689600000, Cert: []byte("c"), Chain: []byte("ch"), FullChain: []byte("f"), PrivKey: []byte("k")}
+	pt := marshalPlaintext(b.Name, b.Version, b)
+	for _, v := range [][]byte{{0, 0, 0, 2}, {0, 2, 0, 3}, {0xff, 0xfe, 0xff, 0xff}, {0, 2, 0, 2}, {0, 0, 0, 1}, {0, 0, 2}} {
+		env, err := seal(key, 2, b.Name, b.Version, []extension{{typ: extRecipientGroup, value: v}, {typ: extHold, value: []byte{}}}, pt, []age.Recipient{x.Recipient()})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(env)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		env, perr := parseEnvelope(data)
 		if perr == nil {
@@ -50,7 +73,7 @@ func FuzzOpen(f *testing.F) {
 		} else if !errors.Is(perr, ErrMalformed) {
 			t.Fatalf("parseEnvelope = %v, want ErrMalformed", perr)
 		}
-		hasRecord, hasHold, withdrawn, index := false, false, []byte(nil), []byte(nil)
+		hasRecord, hasHold, withdrawn, index, group := false, false, []byte(nil), []byte(nil), Group{}
 		if perr == nil {
 			if env.format < MinFormat || env.format > Format {
 				t.Fatalf("parsed format %d", env.format)
@@ -72,6 +95,13 @@ func FuzzOpen(f *testing.F) {
 				case x.typ == extStanzaIndex && env.format >= 2:
 					index = x.value
 					checkParsedIndex(t, x.value)
+				case x.typ == extRecipientGroup:
+					if env.format < 2 || len(x.value) != groupRecordSize {
+						t.Fatalf("parsed a recipient group record of %d bytes in format %d", len(x.value), env.format)
+					}
+					if group = parseGroupRecord(x.value); group.Count < 2 || group.Index >= group.Count {
+						t.Fatalf("parsed the recipient group record %+v", group)
+					}
 				case x.typ&extIgnorable == 0:
 					t.Fatalf("parsed the critical record 0x%04x", x.typ)
 				}
@@ -87,6 +117,9 @@ func FuzzOpen(f *testing.F) {
 			}
 			if hdr.Record.IsZero() == hasRecord {
 				t.Fatalf("Verify's record %+v, but the envelope has a seal record: %v", hdr.Record, hasRecord)
+			}
+			if hdr.Group != group {
+				t.Fatalf("Verify's Group %+v, but the envelope's record says %+v", hdr.Group, group)
 			}
 			if hdr.Hold != hasHold {
 				t.Fatalf("Verify's Hold %v, but the envelope has a hold record: %v", hdr.Hold, hasHold)

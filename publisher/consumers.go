@@ -33,7 +33,12 @@ type Dropped struct {
 type consumerPlan struct {
 	missing []string        // nodes without a consumer, to create
 	added   map[string]bool // certificates added to an existing consumer
-	dropped []Dropped
+	// addedSubjects are the bundle and group subjects added to an existing
+	// consumer: a certificate added, or a node moved to another recipient
+	// group. What such a subject holds is stored again (session.publish):
+	// JetStream does not deliver it to the consumer that gained it.
+	addedSubjects map[string]bool
+	dropped       []Dropped
 }
 
 // updateConsumers brings the existing consumers of the nodes in want (node
@@ -45,13 +50,18 @@ type consumerPlan struct {
 // the rollout subjects, each certificate's rollout subject is filtered
 // beside its bundle subject (wire.ConsumerConfig): a consumer made before
 // rollouts gains them here, the first time publish or republish runs
-// after Setup added them to the stream.
+// after Setup added them to the stream. A certificate's bundle subject
+// is the one its recipient group layout gives the node (consumerSubjects),
+// which replaces any other of the certificate's, with or without exact.
+// A certificate counts as added or removed when the consumer gains or
+// loses all its subjects: a node moved from one group to another is
+// neither (it only gains a subject, addedSubjects).
 func (s *session) updateConsumers(ctx context.Context, want map[string][]string, exact bool) (*consumerPlan, error) {
 	existing, err := s.listConsumers(ctx)
 	if err != nil {
 		return nil, err
 	}
-	plan := &consumerPlan{added: map[string]bool{}}
+	plan := &consumerPlan{added: map[string]bool{}, addedSubjects: map[string]bool{}}
 	var errs []error
 	for _, node := range sortedKeys(want) {
 		info, ok := existing[node]
@@ -60,9 +70,9 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 			continue
 		}
 		have := filterSubjects(info.Config)
-		next := subjectsOf(want[node], s.rollouts)
+		next := s.consumerSubjects(node, want[node], have)
 		if !exact {
-			next = union(have, next)
+			next = union(next, slices.DeleteFunc(slices.Clone(have), s.replaced(node)))
 		}
 		cfg := consumerUpdate(info.Config, node, next)
 		if !consumerDiffers(info.Config, cfg) {
@@ -78,9 +88,12 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 			errs = append(errs, err)
 			continue
 		}
-		added, removed := certsOfSubjects(minus(next, have)), certsOfSubjects(minus(have, next))
+		added, removed := minus(certsOfSubjects(next), certsOfSubjects(have)), minus(certsOfSubjects(have), certsOfSubjects(next))
 		for _, c := range added {
 			plan.added[c] = true
+		}
+		for _, subj := range minus(next, have) {
+			plan.addedSubjects[subj] = true
 		}
 		if len(removed) > 0 {
 			plan.dropped = append(plan.dropped, Dropped{Node: node, Certificates: removed})
@@ -135,6 +148,7 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 	var errs []error
 	for _, node := range nodes {
 		cfg := wire.ConsumerConfig(node, want[node], s.rollouts)
+		cfg.FilterSubjects = s.consumerSubjects(node, want[node], nil)
 		err := s.do(ctx, "creating consumer", func(ctx context.Context) error {
 			if _, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg); err != nil {
 				return fmt.Errorf("creating consumer %q: %w", cfg.Durable, err)
@@ -235,17 +249,62 @@ func subjectsOf(certs []string, rollouts bool) []string {
 	return subjects
 }
 
-// certsOfSubjects returns the certificate names of the bundle subjects
-// among subjects, sorted.
+// consumerSubjects returns the subjects node's consumer filters for certs,
+// sorted: for each certificate its rollout subject (when the stream holds
+// them) and its bundle subject, which is the subject of the node's
+// recipient group when this session laid the certificate out
+// (s.layouts), else the bundle or group subjects of it the consumer has
+// (have), else its bundle subject.
+func (s *session) consumerSubjects(node string, certs, have []string) []string {
+	var subjects []string
+	for _, c := range certs {
+		if s.rollouts {
+			subjects = append(subjects, wire.RolloutSubject(c))
+		}
+		if subj, ok := s.layouts[c][node]; ok {
+			subjects = append(subjects, subj)
+			continue
+		}
+		var kept []string
+		for _, h := range have {
+			if name, _, err := wire.ParseBundleSubject(h); err == nil && name == c {
+				kept = append(kept, h)
+			}
+		}
+		if len(kept) == 0 {
+			kept = []string{wire.Subject(c)}
+		}
+		subjects = append(subjects, kept...)
+	}
+	slices.Sort(subjects)
+	return slices.Compact(subjects)
+}
+
+// replaced reports, for a subject node's consumer has, whether it is a
+// bundle or group subject of a certificate this session laid out on
+// another subject for node: updateConsumers drops it.
+func (s *session) replaced(node string) func(string) bool {
+	return func(subj string) bool {
+		name, _, err := wire.ParseBundleSubject(subj)
+		if err != nil {
+			return false
+		}
+		want, ok := s.layouts[name][node]
+		return ok && want != subj
+	}
+}
+
+// certsOfSubjects returns the certificate names of the bundle and group
+// subjects among subjects, sorted, each once.
 func certsOfSubjects(subjects []string) []string {
 	var certs []string
 	for _, subj := range subjects {
-		if name, err := wire.NameFromSubject(subj); err == nil {
+		if name, _, err := wire.ParseBundleSubject(subj); err == nil {
 			certs = append(certs, name)
 		}
 	}
 	slices.Sort(certs)
-	return certs
+	return slices.Compact(certs)
 }
 
 // union returns the sorted, distinct elements of a and b.

@@ -25,10 +25,16 @@ const msgSizeHeader = "Nats-Msg-Size"
 type BundleInfo struct {
 	// Sequence is the message's stream sequence.
 	Sequence uint64
-	// Subject is the message's subject, certsync.bundle.<name>.
+	// Subject is the message's subject, certsync.bundle.<name>, or
+	// certsync.group.<k>.<name> for recipient group k's envelope.
 	Subject string
 	// Name is the certificate name, from the subject.
 	Name string
+	// Group is the recipient group the message is for, from its subject
+	// (0 on the bundle subject), and Groups how many groups its version
+	// was sealed in, from the Certsync-Group header (1 on the bundle
+	// subject; 0 when a group subject's message does not say).
+	Group, Groups int
 	// Release is the bundle's version, its leaf's serial, fingerprint and
 	// validity, as the headers say (they are not signed).
 	crypto.Release
@@ -53,16 +59,17 @@ type BundleInfo struct {
 // headers only, never a body, and creates nothing: a missing stream gives an
 // empty list. Names need not be configured, only valid. It lists bundles
 // only: the rollout records the stream holds on certsync.rollout.<name>
-// are not read (certsync rollout status shows them).
+// are not read (certsync rollout status shows them). A certificate sealed
+// in recipient groups lists every group's message (Group, Groups).
 func (p *Publisher) Bundles(ctx context.Context, names []string) ([]BundleInfo, error) {
-	filters := []string{wire.Subjects}
+	filters := []string{wire.Subjects, wire.GroupSubjects}
 	if len(names) > 0 {
 		filters = filters[:0]
 		for _, name := range slices.Sorted(slices.Values(names)) {
 			if err := wire.CheckCertName(name); err != nil {
 				return nil, fmt.Errorf("listing bundles: %w", err)
 			}
-			filters = append(filters, wire.Subject(name))
+			filters = append(filters, wire.BundleSubjectsOf(name)...)
 		}
 		filters = slices.Compact(filters)
 	}
@@ -92,7 +99,8 @@ func (p *Publisher) Bundles(ctx context.Context, names []string) ([]BundleInfo, 
 }
 
 // bundles reads the headers of the messages on filters with an ordered,
-// headers-only consumer.
+// headers-only consumer. Filters on the group subjects are left out when
+// the stream does not hold them (set up before groups).
 func (s *session) bundles(ctx context.Context, filters []string) ([]BundleInfo, error) {
 	st, err := s.js.Stream(ctx, wire.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -101,13 +109,16 @@ func (s *session) bundles(ctx context.Context, filters []string) ([]BundleInfo, 
 	if err != nil {
 		return nil, fmt.Errorf("looking up stream %s: %w", wire.Stream, err)
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(wire.Subjects))
+	if !slices.Contains(st.CachedInfo().Config.Subjects, wire.GroupSubjects) {
+		filters = slices.DeleteFunc(slices.Clone(filters), func(f string) bool { return strings.HasPrefix(f, wire.GroupSubjectPrefix) })
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("certsync.>"))
 	if err != nil {
 		return nil, fmt.Errorf("looking up stream %s: %w", wire.Stream, err)
 	}
 	total := uint64(0)
 	for subject, n := range info.State.Subjects {
-		if len(filters) == 1 && filters[0] == wire.Subjects || slices.Contains(filters, subject) {
+		if slices.ContainsFunc(filters, func(f string) bool { return subjectMatches(f, subject) }) {
 			total += n
 		}
 	}
@@ -161,7 +172,15 @@ func bundleInfo(subject string, meta *jetstream.MsgMetadata, h map[string][]stri
 	}
 	b.Serial = get(wire.HeaderSerial)
 	b.Fingerprint, _ = crypto.ParseFingerprint(get(wire.HeaderFingerprint))
-	b.Name, _ = wire.NameFromSubject(subject)
+	var group int
+	b.Name, group, _ = wire.ParseBundleSubject(subject)
+	b.Group, b.Groups = max(group, 0), 1
+	if group >= 0 {
+		b.Groups = 0
+		if k, count, ok := strings.Cut(get(wire.HeaderGroup), "/"); ok && k == strconv.Itoa(group) {
+			b.Groups, _ = strconv.Atoi(count)
+		}
+	}
 	b.NotBefore, _ = time.Parse(time.RFC3339, get(wire.HeaderNotBefore))
 	b.NotAfter, _ = time.Parse(time.RFC3339, get(wire.HeaderNotAfter))
 	b.Version, _ = strconv.ParseUint(get(wire.HeaderVersion), 10, 64)
@@ -174,4 +193,21 @@ func bundleInfo(subject string, meta *jetstream.MsgMetadata, h map[string][]stri
 		}
 	}
 	return b
+}
+
+// subjectMatches tells whether subject matches the NATS subject filter
+// filter ('*' one token, '>' the rest).
+func subjectMatches(filter, subject string) bool {
+	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, t := range ft {
+		switch {
+		case t == ">":
+			return len(st) > i
+		case i >= len(st):
+			return false
+		case t != "*" && t != st[i]:
+			return false
+		}
+	}
+	return len(ft) == len(st)
 }

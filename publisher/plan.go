@@ -152,7 +152,7 @@ func (p *Publisher) Plan(ctx context.Context, opts PlanOptions, names ...string)
 		in := stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: p.cfg.Policy(name),
 			Nodes: nodes, Status: statuses[name], Now: opts.Now}
 		for _, n := range slices.Sorted(slices.Values(nodes)) {
-			rows = append(rows, planNode(&in, n, rd.recipients == p.cfg.recipientsDigest(name), opts))
+			rows = append(rows, planNode(&in, n, p.sealedToAll(name, rd), opts))
 		}
 	}
 	return rows, nil
@@ -254,4 +254,23 @@ func schedule(r *PlanRow, st *wire.Status, staged bool, now time.Time) {
 	if st.Splay != "" && st.Splay != "0s" {
 		why("up to " + st.Splay + " later (splay)")
 	}
+}
+
+// sealedToAll tells whether the newest bundle rd read is sealed to every
+// configured recipient of certificate name: ungrouped, its seal record's
+// digest is that of the configured recipients; in recipient groups, each
+// group of the configured nodes (assignGroups, with the newest's group
+// count) has an envelope of the newest version sealed to exactly its
+// nodes.
+func (p *Publisher) sealedToAll(name string, rd *rolloutRead) bool {
+	if rd.count < 2 {
+		return rd.recipients == p.cfg.recipientsDigest(name)
+	}
+	nodes := slices.Sorted(slices.Values(p.cfg.Certificates[name]))
+	for k, g := range assignGroups(nodes, rd.count) {
+		if len(g) > 0 && rd.groups[k] != p.nodesDigest(g) {
+			return false
+		}
+	}
+	return true
 }

@@ -11,7 +11,10 @@
 //     bundle; Publish checks it (known name, valid PEM files, a key matching
 //     its certificate, nothing expired), seals it to the age recipients of
 //     exactly the nodes configured for the certificate, signs it, and stores
-//     it on certsync.bundle.<name> with the contract's headers.
+//     it on certsync.bundle.<name> with the contract's headers. More nodes
+//     than one envelope holds (crypto.MaxRecipients, or the server's max
+//     payload) are sealed in recipient groups, one envelope per group under
+//     one version on certsync.group.<k>.<name> (groups.go).
 //   - Republish, from a timer or after nodes change: for every configured
 //     certificate, it reads the lineage under Config.Lineages and publishes
 //     it again when it differs from the stream's newest bundle or was sealed
@@ -147,6 +150,14 @@ type Result struct {
 	Recipients string
 	// Nodes are the nodes the bundle is sealed to, sorted.
 	Nodes []string
+	// Groups is the number of recipient groups the nodes are split into:
+	// 1 when one envelope holds them all, on certsync.bundle.<name>; else
+	// one envelope per group, on certsync.group.<k>.<name>.
+	Groups int
+	// Stored are the subjects a message was stored on, in group order:
+	// those of the groups that changed (all of them for a new version);
+	// nil when unchanged.
+	Stored []string
 }
 
 // Publisher publishes bundles as its Config says. Create it with New. It is
@@ -157,6 +168,10 @@ type Publisher struct {
 	timeout    time.Duration
 	now        func() time.Time
 	recipients map[string]age.Recipient // by node name
+	// groupCapacity is the most recipients one envelope holds, 0 for
+	// crypto.MaxRecipients; only tests set it lower, so that a few nodes
+	// form recipient groups.
+	groupCapacity int
 }
 
 // New checks cfg and applies its defaults (Config.Validate), and returns a
@@ -199,6 +214,9 @@ type job struct {
 	// rollback marks a Rollback: a new version although the certificate
 	// was published before; immediate seals it without the hold record.
 	rollback, immediate bool
+	// sealed holds the envelopes sealed for it, by what they were sealed
+	// as (sealGroup), so that a retry seals nothing twice.
+	sealed map[string][]byte
 }
 
 // Publish checks b and publishes it to the nodes configured for b.Name,
@@ -308,12 +326,10 @@ func (p *Publisher) prepareTo(b *crypto.Bundle, verb string) (*job, error) {
 	if len(j.nodes) == 0 {
 		return nil, fmt.Errorf("refusing to %s certificate %q: no nodes configured to receive it", verb, b.Name)
 	}
+	// More than one envelope can hold are split into recipient groups
+	// (session.layout).
 	for _, node := range j.nodes {
 		j.recipients = append(j.recipients, p.recipients[node])
-	}
-	if len(j.recipients) > crypto.MaxRecipients {
-		return nil, fmt.Errorf("refusing to %s certificate %q: %d recipients, more than the %d an age header can hold: %w",
-			verb, b.Name, len(j.recipients), crypto.MaxRecipients, crypto.ErrTooManyRecipients)
 	}
 	j.digest = p.cfg.recipientsDigest(b.Name)
 	return j, nil

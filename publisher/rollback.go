@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -80,15 +78,11 @@ func (p *Publisher) Rollback(ctx context.Context, name string, opts RollbackOpti
 	}
 	var hist []published
 	err = s.do(ctx, "reading the history", func(ctx context.Context) error {
-		last, err := s.stream.GetLastMsgForSubject(ctx, wire.Subject(name))
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			hist = nil
-			return nil
-		case err != nil:
-			return fmt.Errorf("reading the newest bundle: %w", err)
+		heads, err := s.readHeads(ctx, name)
+		if err != nil {
+			return err
 		}
-		hist, err = s.history(ctx, name, last.Sequence)
+		hist, err = s.history(ctx, name, heads)
 		return err
 	})
 	if err != nil {

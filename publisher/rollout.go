@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -422,8 +423,14 @@ type rolloutRead struct {
 	// whatever it holds: the next record is written only if it still is.
 	record  *crypto.RolloutRecord
 	lastSeq uint64
-	// recipients is the newest bundle's signed recipients digest.
+	// recipients is the newest bundle's signed recipients digest; when it
+	// is sealed in recipient groups (count of them, from its group
+	// record; 0 when ungrouped), groups holds each group's digest by
+	// group index, from the newest message of each group subject that is
+	// of the newest version and certificate.
 	recipients string
+	count      int
+	groups     map[int]string
 }
 
 // rolloutStream binds the stream and checks it holds the rollout subjects.
@@ -441,33 +448,49 @@ func (s *session) rolloutStream(ctx context.Context) error {
 				wire.Stream, ErrNotSetUp, wire.RolloutSubjects)
 		}
 		s.stream = st
+		s.groups = slices.Contains(st.CachedInfo().Config.Subjects, wire.GroupSubjects)
 		return nil
 	})
 }
 
-// readRollout reads the newest bundle of name and its newest rollout
-// record. Only what the publisher's own key signed counts: another
-// bundle is no bundle, another record is ignored with a warning (and the
-// newest signed one before it is used).
+// readRollout reads the newest bundle of name (the highest version of
+// the newest messages of its bundle and group subjects: every group of a
+// version carries the same certificate and records) and its newest
+// rollout record. Only what the publisher's own key signed counts:
+// another bundle is no bundle, another record is ignored with a warning
+// (and the newest signed one before it is used).
 func (s *session) readRollout(ctx context.Context, name string) (*rolloutRead, error) {
 	key := s.p.cfg.SigningKey.Public()
 	rd := &rolloutRead{}
-	msg, err := s.stream.GetLastMsgForSubject(ctx, wire.Subject(name))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("reading the newest bundle of %q: %w", name, err)
-	default:
-		h, err := crypto.Verify(msg.Data, []crypto.PublicKey{key})
-		if err != nil || h.Name != name || h.Record.Fingerprint.IsZero() {
-			s.log.Warn("rollout_bundle_ignored", "name", name, "sequence", msg.Sequence,
-				"reason", "not a bundle signed with this signing key, or without a seal record")
-			break
-		}
-		rd.bundle = heldBundle{Version: h.Version, Fingerprint: h.Record.Fingerprint, Hold: h.Hold, Serial: msg.Header.Get(wire.HeaderSerial)}
-		rd.recipients = h.Record.Recipients
+	heads, err := s.readHeads(ctx, name)
+	if err != nil {
+		return nil, err
 	}
-	msg, err = s.stream.GetLastMsgForSubject(ctx, wire.RolloutSubject(name))
+	var ours []published
+	for _, subject := range slices.Sorted(maps.Keys(heads)) {
+		msg := heads[subject]
+		pub, ok := parsePublished(msg, name, key)
+		if !ok || pub.Fingerprint.IsZero() {
+			s.log.Warn("rollout_bundle_ignored", "name", name, "subject", subject, "sequence", msg.Sequence,
+				"reason", "not a bundle signed with this signing key for its subject, or without a seal record")
+			continue
+		}
+		ours = append(ours, pub)
+	}
+	if len(ours) > 0 {
+		newest := slices.MaxFunc(ours, comparePublished)
+		rd.bundle = heldBundle{Version: newest.Version, Fingerprint: newest.Fingerprint, Hold: newest.Hold, Serial: newest.Serial}
+		rd.recipients, rd.count = newest.Recipients, newest.Group.Count
+		for _, pub := range ours {
+			if rd.count > 1 && pub.Version == newest.Version && pub.Fingerprint == newest.Fingerprint && pub.Group.Count == rd.count {
+				if rd.groups == nil {
+					rd.groups = map[int]string{}
+				}
+				rd.groups[pub.Group.Index] = pub.Recipients
+			}
+		}
+	}
+	msg, err := s.stream.GetLastMsgForSubject(ctx, wire.RolloutSubject(name))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return rd, nil

@@ -152,8 +152,8 @@ func TestSetupAddsRolloutSubjects(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if s := st.CachedInfo().Config.Subjects; !slices.Equal(s, []string{wire.Subjects, wire.RolloutSubjects}) {
-					t.Fatalf("subjects after setup %v, want both", s)
+				if s := st.CachedInfo().Config.Subjects; !slices.Equal(s, []string{wire.Subjects, wire.RolloutSubjects, wire.GroupSubjects}) {
+					t.Fatalf("subjects after setup %v, want the bundle, rollout and group subjects", s)
 				}
 				f.lineage("example.com", f.issue("example.com", time.Time{}))
 				if _, err := f.publisher().Republish(ctx, nil); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +34,15 @@ type session struct {
 	// set up before rollouts has only the bundle subjects until the admin
 	// runs Setup.
 	rollouts bool
+	// groups is true when the stream holds the recipient group subjects
+	// (wire.GroupSubjects): a certificate one envelope cannot hold may be
+	// sealed in groups (needGroups). A stream set up before groups lacks
+	// them until the admin runs Setup.
+	groups bool
+	// layouts is, by certificate, the recipient group layout this session
+	// last stored (node -> its subject): consumers filter what it says
+	// (consumerSubjects).
+	layouts map[string]map[string]string
 }
 
 // connect connects to NATS, retrying until ctx ends.
@@ -117,6 +127,7 @@ func (s *session) ensure(ctx context.Context, o wire.StreamOptions, setup bool) 
 	}
 	s.stream = st
 	s.rollouts = slices.Contains(st.CachedInfo().Config.Subjects, wire.RolloutSubjects)
+	s.groups = slices.Contains(st.CachedInfo().Config.Subjects, wire.GroupSubjects)
 	if _, err := s.ensureStream(ctx, wire.StatusStreamConfig(o.Replicas), setup); err != nil {
 		return err
 	}
@@ -239,11 +250,12 @@ func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 	p := streamPlan{upd: cur}
 	if !slices.Equal(cur.Subjects, want.Subjects) {
 		p.upd.Subjects = want.Subjects
-		// Only the rollout subjects missing (a stream set up before
-		// rollouts) protects nothing: the stream works for every
-		// certificate without a rollout policy, and held bundles are
-		// refused until Setup adds them.
-		p.change("subjects", !slices.Equal(union(cur.Subjects, []string{wire.RolloutSubjects}), union(want.Subjects, nil)))
+		// Only the rollout or the group subjects missing (a stream set up
+		// before rollouts or groups) protects nothing: the stream works
+		// for every certificate without a rollout policy whose nodes one
+		// envelope holds, and held or grouped bundles are refused until
+		// Setup adds them.
+		p.change("subjects", !slices.Equal(union(cur.Subjects, []string{wire.RolloutSubjects, wire.GroupSubjects}), union(want.Subjects, nil)))
 	}
 	own(&p, &p.upd.MaxMsgsPerSubject, want.MaxMsgsPerSubject, "history", false)
 	own(&p, &p.upd.Duplicates, want.Duplicates, "duplicate_window", false)
@@ -313,8 +325,14 @@ type published struct {
 	// Hold and Withdrawn are the envelope's hold and withdrawn records.
 	Hold      bool
 	Withdrawn []crypto.Fingerprint
-	// Sequence is the message's stream sequence.
+	// Group is the envelope's recipient group record (zero: ungrouped),
+	// which matches the subject it is on.
+	Group crypto.Group
+	// Sequence is the message's stream sequence, Subject its subject and
+	// Size its body's size.
 	Sequence uint64
+	Subject  string
+	Size     int
 }
 
 // parsePublished reads a message on a subject. It counts as a bundle only
@@ -331,10 +349,13 @@ type published struct {
 // without a seal record (sealed before records existed) has an unknown
 // certificate and recipients, so it is sealed again. After a rotation of
 // the signing key the newest bundle does not verify, so it is published
-// over: that is how bundles come to carry the new signature.
+// over: that is how bundles come to carry the new signature. An envelope
+// whose group record does not match its subject (a group envelope on the
+// bundle subject or on another group's, an ungrouped one on a group
+// subject) is not one either: nodes refuse it.
 func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicKey) (published, bool) {
 	h, err := crypto.Verify(msg.Data, []crypto.PublicKey{key})
-	if err != nil || h.Name != name {
+	if err != nil || h.Name != name || !groupMatches(msg.Subject, h.Group) {
 		return published{}, false
 	}
 	return published{
@@ -346,44 +367,73 @@ func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicK
 		Recipients: h.Record.Recipients,
 		Hold:       h.Hold,
 		Withdrawn:  h.Withdrawn,
+		Group:      h.Group,
 		Sequence:   msg.Sequence,
+		Subject:    msg.Subject,
+		Size:       len(msg.Data),
 	}, true
 }
 
-// history reads every message the stream retains on name's bundle
-// subject, oldest first, up to the sequence last (the subject's newest),
-// and returns those that are bundles signed with the publisher's key
-// (parsePublished). It gets them one by one (the next message on the
-// subject from a sequence on), creating no consumer; the stream keeps at
-// most wire.MaxHistory messages per subject, each at most
-// crypto.MaxEnvelopeSize bytes.
-func (s *session) history(ctx context.Context, name string, last uint64) ([]published, error) {
-	subject := wire.Subject(name)
+// groupMatches tells whether an envelope with group record g belongs on
+// subject: an ungrouped one on the bundle subject, group k's on group
+// subject k. nodes apply the same rule (subscriber's authenticate).
+func groupMatches(subject string, g crypto.Group) bool {
+	_, k, err := wire.ParseBundleSubject(subject)
+	if err != nil {
+		return false
+	}
+	if k < 0 {
+		return g.IsZero()
+	}
+	return !g.IsZero() && g.Index == k
+}
+
+// history reads every message the stream retains on the subjects of
+// heads (name's bundle and group subjects, each up to its newest message
+// in heads), and returns those that are bundles signed with the
+// publisher's key (parsePublished), oldest first: by stream sequence,
+// across the subjects (the groups of one publish share its version, and a
+// later publish is stored after). It gets them one by
+// one (the next message on the subject from a sequence on), creating no
+// consumer; the stream keeps at most wire.MaxHistory messages per subject,
+// each at most crypto.MaxEnvelopeSize bytes, and a certificate has at most
+// wire.MaxGroups group subjects.
+func (s *session) history(ctx context.Context, name string, heads map[string]*jetstream.RawStreamMsg) ([]published, error) {
 	key := s.p.cfg.SigningKey.Public()
 	var out []published
-	for seq, n := uint64(1), 0; seq <= last && n <= wire.MaxHistory; n++ {
-		msg, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
+	for _, subject := range slices.Sorted(maps.Keys(heads)) {
+		last := heads[subject].Sequence
+		for seq, n := uint64(1), 0; seq <= last && n <= wire.MaxHistory; n++ {
+			msg, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("reading the history of %q: %w", name, err)
+			}
+			if msg.Sequence > last {
+				break
+			}
+			if pub, ok := parsePublished(msg, name, key); ok {
+				out = append(out, pub)
+			}
+			seq = msg.Sequence + 1
 		}
-		if err != nil {
-			return nil, fmt.Errorf("reading the history of %q: %w", name, err)
-		}
-		if msg.Sequence > last {
-			break
-		}
-		if pub, ok := parsePublished(msg, name, key); ok {
-			out = append(out, pub)
-		}
-		seq = msg.Sequence + 1
 	}
+	slices.SortFunc(out, func(a, b published) int { return cmp.Compare(a.Sequence, b.Sequence) })
 	return out, nil
 }
 
-// seal is what session.publish stores: the bundle's version and records,
-// or nothing (unchanged).
+// comparePublished orders bundles by version, then stream sequence.
+func comparePublished(a, b published) int {
+	return cmp.Or(cmp.Compare(a.Version, b.Version), cmp.Compare(a.Sequence, b.Sequence))
+}
+
+// seal is what session.publish seals: the bundle's version and records.
+// same says the certificate is the newest bundle's: a group whose subject
+// holds it sealed to the same recipients is unchanged.
 type seal struct {
-	unchanged bool
+	same      bool
 	version   uint64
 	hold      bool
 	withdrawn []crypto.Fingerprint
@@ -405,14 +455,18 @@ type withdrawnError struct {
 func (e *withdrawnError) Error() string { return e.err.Error() }
 func (e *withdrawnError) Unwrap() error { return e.err }
 
-// decide says how j is stored, from the subject's newest message last
-// (nil when it has none) and, when that is not enough, the subject's
-// history. The rules (docs/FORMAT.md, "The version"):
+// decide says how j is sealed, from heads, the newest message of each of
+// the certificate's subjects (its bundle subject and its group subjects),
+// and, when that is not enough, their history. The newest bundle is the
+// one stored last across them (the groups of one publish share its
+// version, and versions only grow from one publish to the next). The rules
+// (docs/FORMAT.md, "The version"):
 //
-//   - The certificate of the newest bundle: Unchanged when sealed to the
-//     same recipients (and neither force nor a rollback); else sealed again
-//     with the newest's version, hold and withdrawn records, so that a node
-//     holding it finds it the same.
+//   - The certificate of the newest bundle: sealed with the newest's
+//     version, hold and withdrawn records (same), so that a node holding
+//     it finds it the same; a group whose subject holds it sealed to the
+//     same recipients is unchanged (session.layout). Refused for a
+//     rollback.
 //   - A certificate the newest bundle withdrew, or the certificate of an
 //     earlier bundle of the history: refused (ErrWithdrawn, ErrEarlier);
 //     putting one back is Rollback's job, which j.rollback says this is.
@@ -426,26 +480,34 @@ func (e *withdrawnError) Unwrap() error { return e.err }
 // Only bundles signed with the publisher's key count: a message that is
 // not one is ignored, and published over. An error that is a refusal is a
 // refusal; any other is NATS's.
-func (s *session) decide(ctx context.Context, j *job, last *jetstream.RawStreamMsg, force bool) (seal, error) {
+func (s *session) decide(ctx context.Context, j *job, heads map[string]*jetstream.RawStreamMsg) (seal, error) {
 	name, fp := j.bundle.Name, j.info.Fingerprint
 	key := s.p.cfg.SigningKey.Public()
-	var top *published // the newest message, when it is a bundle
-	if last != nil {
-		if pub, ok := parsePublished(last, name, key); ok {
-			top = &pub
-		} else {
-			s.log.Warn("newest_message_not_our_bundle", "name", name, "sequence", last.Sequence,
-				"hint", "not signed with this signing key: published over")
+	// top is the newest of the subjects' newest messages, when each of
+	// them is a bundle; else the history says which bundle is the newest.
+	var top *published
+	junk := false
+	for _, subject := range slices.Sorted(maps.Keys(heads)) {
+		last := heads[subject]
+		pub, ok := parsePublished(last, name, key)
+		if !ok {
+			junk = true
+			s.log.Warn("newest_message_not_our_bundle", "name", name, "subject", subject, "sequence", last.Sequence,
+				"hint", "not signed with this signing key, or not for its subject: published over")
+			continue
 		}
+		if top == nil || pub.Sequence > top.Sequence {
+			top = &pub
+		}
+	}
+	if junk {
+		top = nil
 	}
 	if top != nil && top.Fingerprint == fp {
 		if j.rollback {
 			return seal{}, refusal{fmt.Errorf("certificate serial %s is the newest bundle's already (version %d at sequence %d)", j.info.Serial, top.Version, top.Sequence)}
 		}
-		if !force && top.Recipients == j.digest {
-			return seal{unchanged: true, version: top.Version, hold: top.Hold, withdrawn: top.Withdrawn}, nil
-		}
-		return seal{version: top.Version, hold: top.Hold, withdrawn: top.Withdrawn}, nil
+		return seal{same: true, version: top.Version, hold: top.Hold, withdrawn: top.Withdrawn}, nil
 	}
 	if top != nil && !j.rollback && slices.Contains(top.Withdrawn, fp) {
 		return seal{}, refusal{&withdrawnError{newest: *top, err: fmt.Errorf(
@@ -453,9 +515,9 @@ func (s *session) decide(ctx context.Context, j *job, last *jetstream.RawStreamM
 			j.info.Serial, ErrWithdrawn, top.Version, top.Sequence, name, j.info.Serial)}}
 	}
 	var hist []published
-	if last != nil {
+	if len(heads) > 0 {
 		var err error
-		if hist, err = s.history(ctx, name, last.Sequence); err != nil {
+		if hist, err = s.history(ctx, name, heads); err != nil {
 			return seal{}, err
 		}
 	}
@@ -464,13 +526,13 @@ func (s *session) decide(ctx context.Context, j *job, last *jetstream.RawStreamM
 		newest = &hist[len(hist)-1]
 	}
 	if top == nil && newest != nil {
-		// The newest message is not a bundle: the newest bundle before it
-		// is what nodes hold.
+		// A newest message is not a bundle: the newest bundle of the
+		// history is what nodes hold.
 		switch {
 		case newest.Fingerprint == fp && j.rollback:
 			return seal{}, refusal{fmt.Errorf("certificate serial %s is the newest bundle's already (version %d at sequence %d)", j.info.Serial, newest.Version, newest.Sequence)}
 		case newest.Fingerprint == fp:
-			return seal{version: newest.Version, hold: newest.Hold, withdrawn: newest.Withdrawn}, nil
+			return seal{same: true, version: newest.Version, hold: newest.Hold, withdrawn: newest.Withdrawn}, nil
 		case !j.rollback && slices.Contains(newest.Withdrawn, fp):
 			return seal{}, refusal{&withdrawnError{newest: *newest, err: fmt.Errorf(
 				"certificate serial %s is %w (the newest bundle, version %d at sequence %d, lists it); to put it back deliberately: certsync rollback %s --to %s",
@@ -481,9 +543,9 @@ func (s *session) decide(ctx context.Context, j *job, last *jetstream.RawStreamM
 		return seal{}, refusal{fmt.Errorf("the stream holds no bundle of it signed with this signing key to roll back from")}
 	}
 	// An earlier bundle's certificate, unless the newest's is unknown (no
-	// seal record: it may well be this one).
+	// seal record: it may well be this one). The newest's is not j's here.
 	if !j.rollback && newest != nil && !newest.Fingerprint.IsZero() {
-		for _, e := range hist[:len(hist)-1] {
+		for _, e := range hist {
 			if e.Fingerprint == fp {
 				return seal{}, refusal{fmt.Errorf(
 					"certificate serial %s is %w (version %d at sequence %d), not the newest bundle's (version %d at sequence %d); putting it back is a rollback: certsync rollback %s --to %s",
@@ -538,101 +600,6 @@ func capWithdrawn(fps []crypto.Fingerprint, hist []published) []crypto.Fingerpri
 	return out[len(out)-maxWithdrawn:]
 }
 
-// publish stores j on its subject as decide says: unless the newest bundle
-// there is the same certificate sealed to the same recipients (and force
-// is false), a refusal, or a new message.
-func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, error) {
-	name := j.bundle.Name
-	subject := wire.Subject(name)
-	res := &Result{
-		Name:       name,
-		Release:    j.info.Release,
-		Recipients: j.digest,
-		Nodes:      j.nodes,
-	}
-	var envelope []byte
-	var sealed *seal // what envelope was sealed as
-	var refused error
-	err := s.do(ctx, "storing the bundle", func(ctx context.Context) error {
-		refused = nil
-		var prev uint64
-		last, err := s.stream.GetLastMsgForSubject(ctx, subject)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			last = nil
-		case err != nil:
-			return fmt.Errorf("reading the newest bundle: %w", err)
-		default:
-			prev = last.Sequence
-		}
-		d, err := s.decide(ctx, j, last, force)
-		var r refusal
-		switch {
-		case errors.As(err, &r):
-			refused = r.error
-			return nil
-		case err != nil:
-			return err
-		}
-		res.Version, res.Hold, res.Withdrawn = d.version, d.hold, d.withdrawn
-		switch {
-		case d.unchanged:
-			res.Action, res.Sequence = Unchanged, last.Sequence
-			return nil
-		case d.hold:
-			if refused = s.needRollouts("a held bundle (the certificate has a rollout policy)"); refused != nil {
-				return nil
-			}
-		}
-		if sealed == nil || !sameSeal(*sealed, d) {
-			b := j.bundle
-			b.Version = d.version
-			opts := []crypto.SealOption{crypto.WithRecipientsDigest(j.digest), crypto.WithWithdrawn(d.withdrawn...)}
-			if d.hold {
-				opts = append(opts, crypto.WithHold())
-			}
-			env, err := crypto.Seal(&b, s.p.cfg.SigningKey, j.recipients, opts...)
-			if err != nil {
-				refused = fmt.Errorf("sealing: %w", err)
-				return nil
-			}
-			envelope, sealed = env, &d
-		}
-		msg := nats.NewMsg(subject)
-		msg.Data = envelope
-		setHeaders(msg.Header, j, d)
-		ack, err := s.js.PublishMsg(ctx, msg,
-			jetstream.WithMsgID(msgID(j, prev)),
-			jetstream.WithExpectStream(wire.Stream),
-			jetstream.WithExpectLastSequencePerSubject(prev))
-		if err != nil {
-			return fmt.Errorf("storing the bundle: %w", err)
-		}
-		res.Sequence = ack.Sequence
-		res.Action = Published
-		if ack.Duplicate {
-			res.Action = Unchanged
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if refused != nil {
-		return nil, refusal{refused}
-	}
-	if res.Action == Unchanged {
-		s.log.Info("bundle_unchanged", "name", name, "sequence", res.Sequence, "version", res.Version,
-			"fingerprint", res.Fingerprint, "forced", force)
-		return res, nil
-	}
-	s.log.Info("bundle_published", "name", name, "sequence", res.Sequence, "version", res.Version,
-		"serial", res.Serial, "fingerprint", res.Fingerprint, "not_after", res.NotAfter,
-		"nodes", strings.Join(res.Nodes, ","), "recipients", len(j.recipients), "size", len(envelope),
-		"hold", res.Hold, "withdrawn", len(res.Withdrawn), "rollback", j.rollback)
-	return res, nil
-}
-
 // needRollouts is nil when the stream holds the rollout subjects, else why
 // what (a held bundle, a rollout record) cannot be stored: ErrNotSetUp,
 // for the admin's certsync setup. Every writer of held bundles and rollout
@@ -645,27 +612,27 @@ func (s *session) needRollouts(what string) error {
 		what, wire.RolloutSubjects, wire.Stream, ErrNotSetUp)
 }
 
-// sameSeal tells whether a and b seal the same envelope.
-func sameSeal(a, b seal) bool {
-	return a.version == b.version && a.hold == b.hold && slices.Equal(a.withdrawn, b.withdrawn)
-}
-
 // msgID is the Nats-Msg-Id of a bundle: the name, the leaf's fingerprint,
-// a prefix of the recipients digest and the subject sequence it follows.
-// The same hook run twice gives the same id, so the server drops the
-// second copy; the sequence lets a certificate sealed again to an earlier
-// recipient set (a node removed, then added back) be stored within the
-// duplicate window.
-func msgID(j *job, prev uint64) string {
+// a prefix of the recipients digest (of the group's recipients) and the
+// subject sequence it follows, then for a group envelope its group
+// ("/g<k>of<count>"). The same hook run twice gives the same id, so the
+// server drops the second copy; the sequence lets a certificate sealed
+// again to an earlier recipient set (a node removed, then added back) be
+// stored within the duplicate window.
+func msgID(j *job, g *group, prev uint64) string {
 	// The recipients digest has a fingerprint's text form (and parses:
 	// crypto.RecipientsDigest made it).
-	digest, _ := crypto.ParseFingerprint(j.digest)
-	return fmt.Sprintf("%s/%s/%s/%d", j.bundle.Name, j.info.Fingerprint.Hex(), digest.Hex()[:16], prev)
+	digest, _ := crypto.ParseFingerprint(g.digest)
+	id := fmt.Sprintf("%s/%s/%s/%d", j.bundle.Name, j.info.Fingerprint.Hex(), digest.Hex()[:16], prev)
+	if !g.rec.IsZero() {
+		id += fmt.Sprintf("/g%dof%d", g.rec.Index, g.rec.Count)
+	}
+	return id
 }
 
-// setHeaders sets the contract's headers of j sealed as d. None holds a
-// secret.
-func setHeaders(h nats.Header, j *job, d seal) {
+// setHeaders sets the contract's headers of j sealed as d for group g.
+// None holds a secret.
+func setHeaders(h nats.Header, j *job, d seal, g *group) {
 	h.Set(wire.HeaderName, j.bundle.Name)
 	h.Set(wire.HeaderSerial, j.info.Serial)
 	h.Set(wire.HeaderFingerprint, j.info.Fingerprint.String())
@@ -673,12 +640,15 @@ func setHeaders(h nats.Header, j *job, d seal) {
 	h.Set(wire.HeaderNotAfter, j.info.NotAfter.UTC().Format(time.RFC3339))
 	h.Set(wire.HeaderFormat, strconv.Itoa(crypto.Format))
 	h.Set(wire.HeaderVersion, strconv.FormatUint(d.version, 10))
-	h.Set(wire.HeaderRecipients, j.digest)
+	h.Set(wire.HeaderRecipients, g.digest)
 	if d.hold {
 		h.Set(wire.HeaderHold, "true")
 	}
 	if len(d.withdrawn) > 0 {
 		h.Set(wire.HeaderWithdrawn, withdrawnHeader(d.withdrawn))
+	}
+	if !g.rec.IsZero() {
+		h.Set(wire.HeaderGroup, g.rec.String())
 	}
 }
 

@@ -87,7 +87,7 @@ func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
 	defer s.close()
 	f := &Fleet{Certificates: maps.Clone(p.cfg.Certificates), Newest: map[string]BundleInfo{}, Rollouts: map[string]RolloutHead{}}
 	err = s.do(ctx, "reading bundles", func(ctx context.Context) error {
-		bundles, err := s.bundles(ctx, []string{wire.Subjects})
+		bundles, err := s.bundles(ctx, []string{wire.Subjects, wire.GroupSubjects})
 		if err != nil {
 			return err
 		}
@@ -96,7 +96,9 @@ func (p *Publisher) Fleet(ctx context.Context) (*Fleet, error) {
 			if b.Name == "" {
 				continue
 			}
-			if cur, ok := f.Newest[b.Name]; !ok || b.Sequence > cur.Sequence {
+			// The highest version over the certificate's subjects: every
+			// recipient group of one version carries the same one.
+			if cur, ok := f.Newest[b.Name]; !ok || b.Version > cur.Version || b.Version == cur.Version && b.Sequence > cur.Sequence {
 				f.Newest[b.Name] = b
 			}
 		}

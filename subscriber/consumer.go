@@ -163,8 +163,10 @@ func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Co
 }
 
 // checkFilter warns when the consumer does not deliver every configured
-// certificate: the node may not change it, the management side must. Both
-// shapes of filter are right: the bundle subjects alone (a stream set up
+// certificate: the node may not change it, the management side must. A
+// certificate is delivered on its bundle subject or, sealed in recipient
+// groups, on the subject of the node's group. Both shapes of filter are
+// right: the bundle subjects alone (a stream set up
 // before rollouts), or with the rollout subjects of the same certificates.
 // A filter with some rollout subjects but not every certificate's is a
 // mismatch too: a held bundle of a certificate without one would wait for
@@ -181,11 +183,21 @@ func (n *Node) checkFilter(info *jetstream.ConsumerInfo) {
 	delivers := func(name string, subject func(string) string, all string) bool {
 		return slices.Contains(have, subject(name)) || slices.Contains(have, all)
 	}
+	// A certificate sealed in recipient groups comes on the subject of the
+	// node's group, certsync.group.<k>.<name>, instead of its bundle
+	// subject.
+	inGroup := func(name string) bool {
+		return slices.Contains(have, wire.GroupSubjects) || slices.Contains(have, wire.GroupSubjectsOf(name)) ||
+			slices.ContainsFunc(have, func(s string) bool {
+				n, k, err := wire.ParseBundleSubject(s)
+				return err == nil && k >= 0 && n == name
+			})
+	}
 	anyRollout := slices.ContainsFunc(have, func(s string) bool { return strings.HasPrefix(s, wire.RolloutSubjectPrefix) })
 	var missing, missingRollouts []string
 	rollouts := make(map[string]bool, len(n.names))
 	for _, name := range n.names {
-		if !delivers(name, wire.Subject, wire.Subjects) {
+		if !delivers(name, wire.Subject, wire.Subjects) && !inGroup(name) {
 			missing = append(missing, name)
 		}
 		rollouts[name] = delivers(name, wire.RolloutSubject, wire.RolloutSubjects)

@@ -59,6 +59,15 @@
 // clock never has an older bundle staged in its place. Once the clock is
 // right its next delivery stages it.
 //
+// Recipient groups: a certificate with more nodes than one envelope holds
+// comes on the subject of the node's group, certsync.group.<k>.<name>,
+// sealed with the signed recipient group record k of count; the publisher's
+// consumer filters the node's own group. An envelope whose group record
+// does not match its subject (a group's on the bundle subject or another
+// group's, an ungrouped one on a group subject) is refused as on the wrong
+// subject. The groups of one version share it, so a node moved between
+// groups finds the version it holds and changes nothing.
+//
 // Rollout records: when the stream holds the rollout subjects, the
 // consumer delivers each certificate's records (certsync.rollout.<name>)
 // beside its bundles; a consumer the node creates itself filters them only

@@ -23,7 +23,10 @@ var (
 	ErrUnknownCertificate = errors.New("certificate not in this node's configuration")
 	// ErrWrongSubject means a bundle's signed name is not the certificate
 	// name of the subject it was published on (a body moved to another
-	// subject), or the subject is not a bundle subject.
+	// subject), its signed recipient group record does not match the
+	// subject (a group's envelope on the bundle subject or another group's
+	// subject, an ungrouped one on a group subject), or the subject is not
+	// a bundle or group subject.
 	ErrWrongSubject = errors.New("bundle does not belong to its subject")
 	// ErrTooLarge means a message is larger than crypto.MaxEnvelopeSize; it
 	// is refused before anything reads it.

@@ -158,8 +158,14 @@ func lateFor(d *delivery, staged *Staged) bool {
 }
 
 // authenticate checks what can be checked before decrypting: the size, the
-// subject, the signature (crypto.Verify), and that the signed name is the
-// subject's and one of this node's certificates. On success d.name and
+// subject, the signature (crypto.Verify), that the signed name is the
+// subject's and one of this node's certificates, and that the signed
+// recipient group record matches the subject: none on the bundle subject
+// certsync.bundle.<name>, group k's on the group subject
+// certsync.group.<k>.<name> (the publisher's consumer filters only the
+// node's own group; a body moved to another subject is refused). The
+// groups of one version share it, so what follows (newest first, the
+// stage's order) is the same for every subject. On success d.name and
 // d.header are set. Every failure is permanent. (In this package "verify"
 // is the served-certificate check after a reload, the verify: setting;
 // see verifyServed.)
@@ -167,7 +173,7 @@ func (n *Node) authenticate(d *delivery) error {
 	if d.isRollout() {
 		return n.authenticateRollout(d)
 	}
-	name, err := wire.NameFromSubject(d.subject)
+	name, group, err := wire.ParseBundleSubject(d.subject)
 	if err != nil {
 		return permanent(fmt.Errorf("refusing seq %d: %v: %w", d.seq, err, ErrWrongSubject))
 	}
@@ -183,6 +189,14 @@ func (n *Node) authenticate(d *delivery) error {
 	}
 	if h.Name != name {
 		return permanent(fmt.Errorf("verifying %q seq %d: signed for certificate %q: %w", name, d.seq, h.Name, ErrWrongSubject))
+	}
+	switch {
+	case group < 0 && !h.Group.IsZero():
+		return permanent(fmt.Errorf("verifying %q seq %d: signed for recipient group %s, on the subject of the ungrouped bundle: %w", name, d.seq, h.Group, ErrWrongSubject))
+	case group >= 0 && h.Group.IsZero():
+		return permanent(fmt.Errorf("verifying %q seq %d: signed for no recipient group, on the subject of group %d: %w", name, d.seq, group, ErrWrongSubject))
+	case group >= 0 && h.Group.Index != group:
+		return permanent(fmt.Errorf("verifying %q seq %d: signed for recipient group %s, on the subject of group %d: %w", name, d.seq, h.Group, group, ErrWrongSubject))
 	}
 	if _, ok := n.cfg.Certificates[name]; !ok {
 		return permanent(fmt.Errorf("verifying %q seq %d: %w", name, d.seq, ErrUnknownCertificate))

@@ -275,28 +275,31 @@ func TestDowngradeAfterRestartE2E(t *testing.T) {
 	checkStatusHealthy(t, f.Publisher, "web1", "example.com", readStaged(t, web1.StageDir, "example.com").Fingerprint.String())
 }
 
-// TestTooManyRecipientsE2E is acceptance 3 of issue 4 for the recipient
-// limit: a certificate configured for 1025 nodes, one more than an age
-// header may hold, is refused by certsync publish with one clear error
-// line before anything is stored: no stream, no consumer, no message.
-func TestTooManyRecipientsE2E(t *testing.T) {
+// TestPayloadTooSmallE2E: more nodes than one envelope holds (age's 1,024
+// recipients, or the server's max_payload) are sealed in recipient groups
+// (publisher/groups_test.go); a server whose max_payload not even one
+// node's envelope fits is refused by certsync publish with one clear error
+// line naming max_payload, before anything is stored: no message.
+func TestPayloadTooSmallE2E(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t)
+	opts := natstest.Options(t.TempDir())
+	opts.MaxPayload = 2048
+	url := natstest.URL(natstest.Start(t, opts))
 	le := newLineages(t)
 	lineage, _ := le.Write("example.com", certOptions{})
 	dir := t.TempDir()
 	cfg := publisherConfig{
-		NATS: natsConfig{URL: srv.URL}, Lineages: le.Live(),
+		NATS: natsConfig{URL: url}, Lineages: le.Live(),
 		Nodes: map[string]string{}, Certificates: map[string][]string{},
 	}
 	cfg.SigningKey = filepath.Join(dir, "signing.key")
 	keygenSigning(t, cfg.SigningKey)
-	for i := range crypto.MaxRecipients + 1 {
+	for i := range 3 {
 		id, err := age.GenerateX25519Identity()
 		if err != nil {
 			t.Fatal(err)
 		}
-		node := fmt.Sprintf("web%04d", i+1)
+		node := fmt.Sprintf("web%d", i+1)
 		cfg.Nodes[node] = id.Recipient().String()
 		cfg.Certificates["example.com"] = append(cfg.Certificates["example.com"], node)
 	}
@@ -305,14 +308,17 @@ func TestTooManyRecipientsE2E(t *testing.T) {
 	res := certsyncCmd(t, "publish", "--config", path, "--lineage", lineage)
 	errs := res.errorLines()
 	if res.Code != 1 || len(errs) != 1 || !strings.Contains(errs[0], `"example.com"`) ||
-		!strings.Contains(errs[0], "1025 recipients") || !strings.Contains(errs[0], "1024") {
-		t.Errorf("publish to 1025 nodes: exit %d, want 1 and one error line naming example.com, 1025 recipients and the limit 1024; stderr:\n%s", res.Code, res.Stderr)
+		!strings.Contains(errs[0], "max_payload of 2048 bytes") || !strings.Contains(errs[0], "raise max_payload") {
+		t.Errorf("publish through a server with max_payload 2048: exit %d, want 1 and one error line naming example.com and max_payload; stderr:\n%s", res.Code, res.Stderr)
 	}
-	js := natstest.JetStream(t, srv.URL)
+	js := natstest.JetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.Stream(ctx, wire.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
-		t.Errorf("stream %s after the refused publish: %v, want none: nothing is stored", wire.Stream, err)
+	st, err := js.Stream(ctx, wire.Stream)
+	if err == nil && st.CachedInfo().State.Msgs != 0 {
+		t.Errorf("stream %s holds %d messages after the refused publish, want none", wire.Stream, st.CachedInfo().State.Msgs)
+	} else if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatal(err)
 	}
 }
 

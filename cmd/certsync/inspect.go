@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/certsync/certsync/internal/wire"
 )
 
 func inspectCommand() *cli.Command {
@@ -15,8 +17,10 @@ func inspectCommand() *cli.Command {
 		Usage: "list the bundles held in the stream, from their headers; never decrypts",
 		Description: `Lists every bundle the CERTSYNC stream holds for the configured certificates
 (or the named ones): sequence, name, serial, fingerprint, not-after, version,
-when it was published, and its size. It reads headers only: no key is needed
-and no secret is shown.`,
+when it was published, its size, and for a certificate sealed in recipient
+groups (more nodes than one envelope holds) each group's message with its
+group, k/count. It reads headers only: no key is needed and no secret is
+shown.`,
 		ArgsUsage: "[NAME…]",
 		Flags: []cli.Flag{
 			configFlag(DefaultPublisherConfig),
@@ -47,6 +51,8 @@ and no secret is shown.`,
 					Size        int       `json:"size"`
 					Hold        bool      `json:"hold"`
 					Withdrawn   []string  `json:"withdrawn"`
+					Group       int       `json:"group"`
+					Groups      int       `json:"groups"`
 				}
 				rows := make([]row, 0, len(bundles))
 				for _, b := range bundles {
@@ -54,17 +60,21 @@ and no secret is shown.`,
 					for _, fp := range b.Withdrawn {
 						withdrawn = append(withdrawn, fp.String())
 					}
-					rows = append(rows, row{b.Sequence, b.Name, b.Serial, b.Fingerprint.String(), b.NotBefore, b.NotAfter, b.Version, b.Format, b.Recipients, b.Published, b.Size, b.Hold, withdrawn})
+					rows = append(rows, row{b.Sequence, b.Name, b.Serial, b.Fingerprint.String(), b.NotBefore, b.NotAfter, b.Version, b.Format, b.Recipients, b.Published, b.Size, b.Hold, withdrawn, b.Group, b.Groups})
 				}
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
 				return enc.Encode(rows)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tNAME\tSERIAL\tFINGERPRINT\tNOT AFTER\tPUBLISHED\tSIZE")
+			fmt.Fprintln(tw, "SEQ\tNAME\tSERIAL\tFINGERPRINT\tNOT AFTER\tPUBLISHED\tSIZE\tGROUP")
 			for _, b := range bundles {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\n", b.Sequence, b.Name, b.Serial, b.Fingerprint.Short(16),
-					day(b.NotAfter), b.Published.UTC().Format(time.RFC3339), b.Size)
+				group := "-"
+				if b.Subject != wire.Subject(b.Name) {
+					group = fmt.Sprintf("%d/%d", b.Group, b.Groups)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", b.Sequence, b.Name, b.Serial, b.Fingerprint.Short(16),
+					day(b.NotAfter), b.Published.UTC().Format(time.RFC3339), b.Size, group)
 			}
 			return tw.Flush()
 		},

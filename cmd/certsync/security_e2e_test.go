@@ -7,7 +7,7 @@ package main
 //
 //	security_e2e_test.go     signing-key rotation and node removal, each following docs/SECURITY.md step by step;
 //	                         the helpers below, shared by the other *_e2e_test.go files of this suite
-//	adversarial_e2e_test.go  every envelope field tampered, replays, downgrade after a restart, 1025 recipients,
+//	adversarial_e2e_test.go  every envelope field tampered, replays, downgrade after a restart, a max_payload no envelope fits,
 //	                         headers that lie or are huge
 //	symlink_e2e_test.go      symbolic links and foreign owners on the stage and install paths
 //	forged_headers_e2e_test.go  forged headers on a subject must not block the publisher

@@ -162,6 +162,10 @@ func TestNodeLeastPrivilege(t *testing.T) {
 			_, err := js.Publish(ctx, wire.Subject("example.com"), []byte("forged"))
 			return err
 		}},
+		{"publish a recipient group's bundle", wire.GroupSubject(0, "example.com"), func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
+			_, err := js.Publish(ctx, wire.GroupSubject(0, "example.com"), []byte("forged"))
+			return err
+		}},
 		{"publish a rollout record", wire.RolloutSubject("example.com"), func(ctx context.Context, _ *natsconn.Conn, js jetstream.JetStream) error {
 			_, err := js.Publish(ctx, wire.RolloutSubject("example.com"), rolloutRecord(t, f, "example.com"))
 			return err
@@ -366,6 +370,11 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 	_, pubJS := f.connect(authconf.PublisherUser)
 	if _, err := pubJS.Publish(ctx, wire.RolloutSubject("example.com"), rolloutRecord(t, f, "example.com")); err != nil {
 		t.Fatalf("the publisher storing a rollout record: %v", err)
+	}
+	// And a recipient group's envelope (a certificate one envelope cannot
+	// hold), on its group subject.
+	if _, err := pubJS.Publish(ctx, wire.GroupSubject(1, "example.com"), []byte("a group's envelope")); err != nil {
+		t.Fatalf("the publisher storing on a group subject: %v", err)
 	}
 	before := streamInfos(t, admin)
 

@@ -29,7 +29,7 @@ const (
 // NodePermissions are the permissions of a node: it reads its own durable
 // consumer and acknowledges its own messages, reads and writes its own keys
 // of the status bucket, and receives replies on its own inbox. It cannot
-// publish a bundle or a rollout record, create, change or delete any consumer, read another
+// publish a bundle (on a bundle or a group subject) or a rollout record, create, change or delete any consumer, read another
 // node's consumer, inbox or status, or read the stream except through its
 // consumer (which delivers only its certificates' subjects).
 //
@@ -63,7 +63,8 @@ func NodePermissions(node string) Permissions {
 }
 
 // PublisherPermissions are the permissions of the publisher: it publishes
-// bundles and rollout records (certsync rollout run and its commands, and
+// bundles (on the bundle subjects, and on the recipient group subjects for
+// a certificate sealed in groups) and rollout records (certsync rollout run and its commands, and
 // Republish, which stores a record again for a node that gains a
 // certificate); reads the stream's and the status bucket's configuration and
 // state; reads the newest bundle of a subject; creates, updates, lists,
@@ -76,7 +77,7 @@ func NodePermissions(node string) Permissions {
 // roll-ups on, or add a source or republish that copies its messages into
 // the status bucket, which is writing every node's status.
 func PublisherPermissions() Permissions {
-	pub := []string{wire.Subjects, wire.RolloutSubjects}
+	pub := []string{wire.Subjects, wire.GroupSubjects, wire.RolloutSubjects}
 	for _, stream := range []string{wire.Stream, kvStream} {
 		pub = append(pub,
 			apiPrefix+"STREAM.INFO."+stream,

@@ -278,8 +278,8 @@ func TestSetupAddsRolloutSubjects(t *testing.T) {
 	if err := f.setup(authconf.AdminUser); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
-	if got := streamInfos(t, admin)[wire.Stream].Config.Subjects; strings.Join(got, ",") != wire.Subjects+","+wire.RolloutSubjects {
-		t.Fatalf("subjects after setup %v, want both", got)
+	if got := streamInfos(t, admin)[wire.Stream].Config.Subjects; strings.Join(got, ",") != wire.Subjects+","+wire.RolloutSubjects+","+wire.GroupSubjects {
+		t.Fatalf("subjects after setup %v, want the bundle, rollout and group subjects", got)
 	}
 	_, res, err := f.tryPublish("example.com", time.Now())
 	if err != nil || !res.Hold {

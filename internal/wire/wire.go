@@ -8,6 +8,7 @@ package wire
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,19 @@ const (
 	// only Subjects until `certsync setup` adds the rollout subjects.
 	RolloutSubjectPrefix = "certsync.rollout."
 	RolloutSubjects      = RolloutSubjectPrefix + ">"
+	// GroupSubjectPrefix starts every recipient group subject,
+	// certsync.group.<k>.<name>: a certificate whose nodes one envelope
+	// cannot hold is sealed once per group of nodes, group k (from 0) on
+	// its own subject (docs/FORMAT.md, "The recipient group record"). The
+	// group number comes before the name, which holds dots. GroupSubjects
+	// is their filter; a stream set up before groups lacks it until
+	// `certsync setup` adds it.
+	GroupSubjectPrefix = "certsync.group."
+	GroupSubjects      = GroupSubjectPrefix + ">"
+	// MaxGroups is the most recipient groups one certificate is split
+	// into: the group record holds the group count in 16 bits, and the
+	// publisher reads every group's history.
+	MaxGroups = 256
 	// StatusBucket is the key/value bucket nodes report into.
 	StatusBucket = "certsync-status"
 	// StatusStream is the stream behind the status bucket, named as
@@ -67,6 +81,10 @@ const (
 	// none. Informational, as every header: the publisher reads the signed
 	// record, never this header.
 	HeaderWithdrawn = "Certsync-Withdrawn"
+	// HeaderGroup is "<k>/<count>" on an envelope sealed for recipient
+	// group k of count (the envelope's signed group record); absent on an
+	// ungrouped one. Informational, as every header.
+	HeaderGroup = "Certsync-Group"
 	// HeaderRolloutState and HeaderRolloutGeneration are a rollout
 	// record's state and generation (with HeaderName, HeaderVersion and
 	// HeaderFingerprint of the bundle it releases).
@@ -157,6 +175,44 @@ func NameFromSubject(subject string) (string, error) {
 	return name, nil
 }
 
+// GroupSubject is the subject of recipient group k's envelopes of a
+// certificate. name must have passed CheckCertName, k is in 0..MaxGroups-1.
+func GroupSubject(k int, name string) string {
+	return GroupSubjectPrefix + strconv.Itoa(k) + "." + name
+}
+
+// GroupSubjectsOf is the filter of every recipient group subject of a
+// certificate, certsync.group.*.<name>. name must have passed
+// CheckCertName.
+func GroupSubjectsOf(name string) string { return GroupSubjectPrefix + "*." + name }
+
+// BundleSubjectsOf are the subject filters of every envelope of a
+// certificate: its bundle subject and its group subjects.
+func BundleSubjectsOf(name string) []string { return []string{Subject(name), GroupSubjectsOf(name)} }
+
+// ParseBundleSubject returns the certificate name and the recipient group
+// of a subject that holds envelopes: a bundle subject (group -1) or a
+// group subject certsync.group.<k>.<name> (k decimal, no leading zero,
+// below MaxGroups), the name checked.
+func ParseBundleSubject(subject string) (name string, group int, err error) {
+	if name, err := NameFromSubject(subject); err == nil {
+		return name, -1, nil
+	}
+	rest, ok := strings.CutPrefix(subject, GroupSubjectPrefix)
+	if !ok {
+		return "", 0, fmt.Errorf("subject %q is not a bundle or group subject", subject)
+	}
+	num, name, _ := strings.Cut(rest, ".")
+	k, err := strconv.Atoi(num)
+	if err != nil || k < 0 || k >= MaxGroups || strconv.Itoa(k) != num {
+		return "", 0, fmt.Errorf("subject %q: group %q is not a number from 0 to %d", subject, num, MaxGroups-1)
+	}
+	if err := CheckCertName(name); err != nil {
+		return "", 0, err
+	}
+	return name, k, nil
+}
+
 // RolloutSubject is the subject of a certificate's rollout records.
 // name must have passed CheckCertName.
 func RolloutSubject(name string) string { return RolloutSubjectPrefix + name }
@@ -216,6 +272,9 @@ const (
 
 // StreamConfig is the configuration of the CERTSYNC stream.
 //
+// It holds the bundle, rollout and recipient group subjects; one set up
+// before rollouts or groups gains the missing ones from `certsync setup`.
+//
 // MaxAge stays unset so a certificate that is not renewed for a while does not
 // vanish for nodes that join later; the history per subject bounds the size.
 //
@@ -237,7 +296,7 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              Stream,
 		Description:       "certsync: sealed certificate bundles, one subject per certificate",
-		Subjects:          []string{Subjects, RolloutSubjects},
+		Subjects:          []string{Subjects, RolloutSubjects, GroupSubjects},
 		Storage:           jetstream.FileStorage,
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,

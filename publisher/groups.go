@@ -1,0 +1,422 @@
+// Recipient groups: a certificate whose nodes one envelope cannot hold
+// (more than crypto.MaxRecipients, or more bytes than the server's max
+// payload) is sealed once per group of nodes, every group under the same
+// version, each on its own subject certsync.group.<k>.<name> with the
+// signed group record k of count (docs/FORMAT.md, "The recipient group
+// record"). session.publish reads the newest message of each of the
+// certificate's subjects (readHeads), decides the version (decide), lays
+// the nodes out in groups and seals them in memory (layout), moves the
+// nodes' consumers to their groups' subjects (followLayout), then stores
+// what changed (store).
+
+package publisher
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"filippo.io/age"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// groupOf is the recipient group of node among count groups, by
+// rendezvous hashing: the k below count for which SHA-256(node || k), k
+// as two bytes big-endian, is highest. A node's group depends on its name
+// and count alone, so adding or removing a node changes the recipients of
+// its own group only, and a change of count moves about 1/count of the
+// nodes.
+func groupOf(node string, count int) int {
+	var best [sha256.Size]byte
+	group := 0
+	for k := range count {
+		h := sha256.Sum256(binary.BigEndian.AppendUint16([]byte(node), uint16(k)))
+		if k == 0 || bytes.Compare(h[:], best[:]) > 0 {
+			best, group = h, k
+		}
+	}
+	return group
+}
+
+// assignGroups splits nodes (sorted) into count groups by groupOf; each
+// group's nodes stay sorted, and a group may be empty.
+func assignGroups(nodes []string, count int) [][]string {
+	groups := make([][]string, count)
+	if count == 1 {
+		groups[0] = slices.Clone(nodes)
+		return groups
+	}
+	for _, n := range nodes {
+		k := groupOf(n, count)
+		groups[k] = append(groups[k], n)
+	}
+	return groups
+}
+
+// group is one recipient group of a certificate's layout, and what its
+// subject holds.
+type group struct {
+	// rec is the group record (zero: the one ungrouped envelope, on the
+	// bundle subject).
+	rec        crypto.Group
+	subject    string
+	nodes      []string
+	recipients []age.Recipient
+	// digest is the RecipientsDigest of the group's recipients: its
+	// envelope's seal record and Certsync-Recipients header.
+	digest string
+	// prev is the subject's last sequence (0: empty), which the store
+	// expects; unchanged says the subject's newest message is this group
+	// sealed as decided already.
+	prev      uint64
+	unchanged bool
+	// env is the sealed envelope; nil for an unchanged group, sealed only
+	// if it is stored again.
+	env []byte
+}
+
+// layout is how a certificate's nodes are split: count groups (1: one
+// envelope on the bundle subject), the non-empty ones in groups.
+type layout struct {
+	count  int
+	groups []*group
+}
+
+// subjects maps each node of l to its group's subject.
+func (l *layout) subjects() map[string]string {
+	m := map[string]string{}
+	for _, g := range l.groups {
+		for _, n := range g.nodes {
+			m[n] = g.subject
+		}
+	}
+	return m
+}
+
+// newGroup is group k of count of j's nodes.
+func (p *Publisher) newGroup(j *job, k, count int, nodes []string) *group {
+	g := &group{subject: wire.Subject(j.bundle.Name), nodes: nodes}
+	if count > 1 {
+		g.rec = crypto.Group{Index: k, Count: count}
+		g.subject = wire.GroupSubject(k, j.bundle.Name)
+	}
+	for _, n := range nodes {
+		g.recipients = append(g.recipients, p.recipients[n])
+	}
+	g.digest = p.nodesDigest(nodes)
+	return g
+}
+
+// nodesDigest is the RecipientsDigest of the configured recipients of
+// nodes.
+func (p *Publisher) nodesDigest(nodes []string) string {
+	texts := make([]string, len(nodes))
+	for i, n := range nodes {
+		texts[i] = strings.TrimSpace(p.cfg.Nodes[n])
+	}
+	return RecipientsDigest(texts)
+}
+
+// readHeads reads the newest message of each subject of certificate name
+// that holds one: its bundle subject and, when the stream holds them, its
+// group subjects. By subject.
+func (s *session) readHeads(ctx context.Context, name string) (map[string]*jetstream.RawStreamMsg, error) {
+	subjects := []string{wire.Subject(name)}
+	if s.groups {
+		info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(wire.GroupSubjectsOf(name)))
+		if err != nil {
+			return nil, fmt.Errorf("reading the group subjects of %q: %w", name, err)
+		}
+		subjects = append(subjects, slices.Sorted(maps.Keys(info.State.Subjects))...)
+	}
+	heads := map[string]*jetstream.RawStreamMsg{}
+	for _, subject := range subjects {
+		msg, err := s.stream.GetLastMsgForSubject(ctx, subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("reading the newest bundle on %s: %w", subject, err)
+		}
+		heads[subject] = msg
+	}
+	return heads, nil
+}
+
+// layout splits j's nodes into the fewest groups, from ceil(nodes /
+// capacity) up, whose envelopes each fit: at most the group capacity
+// (crypto.MaxRecipients) recipients, and at most envelopeLimit bytes.
+// Every group is sealed in memory (cached in j, so a retry seals nothing
+// twice), except one whose subject's newest message already is that group
+// sealed as d says (unchanged: d.same, the same version, fingerprint,
+// group record and recipients, and within the limit). A group of one
+// node that does not fit, or more than wire.MaxGroups groups, is a
+// refusal naming the limit.
+func (s *session) layout(j *job, d seal, heads map[string]*jetstream.RawStreamMsg, payload int64) (*layout, error) {
+	limit, room := envelopeLimit(j, d, payload)
+	capacity := min(cmp.Or(s.p.groupCapacity, crypto.MaxRecipients), crypto.MaxRecipients)
+	key := s.p.cfg.SigningKey.Public()
+	name := j.bundle.Name
+	for count := max(1, (len(j.nodes)+capacity-1)/capacity); count <= wire.MaxGroups; count++ {
+		lay := &layout{count: count}
+		fits := true
+		for k, nodes := range assignGroups(j.nodes, count) {
+			if len(nodes) == 0 {
+				continue
+			}
+			if len(nodes) > capacity {
+				fits = false
+				break
+			}
+			g := s.p.newGroup(j, k, count, nodes)
+			if head := heads[g.subject]; head != nil {
+				g.prev = head.Sequence
+				pub, ok := parsePublished(head, name, key)
+				g.unchanged = ok && d.same && pub.Version == d.version && pub.Fingerprint == j.info.Fingerprint &&
+					pub.Group == g.rec && pub.Recipients == g.digest && pub.Size <= limit
+			}
+			if !g.unchanged {
+				env, err := s.sealGroup(j, d, g)
+				tooLarge := errors.Is(err, crypto.ErrTooLarge) || err == nil && len(env) > limit
+				switch {
+				case tooLarge && len(nodes) == 1:
+					return nil, refusal{fmt.Errorf("sealed to the one node %s, its envelope is over the limit of %d bytes (the NATS server's max_payload of %d bytes, less %d for the headers, and at most %d): raise max_payload in the NATS server's configuration",
+						nodes[0], limit, payload, room, crypto.MaxEnvelopeSize)}
+				case tooLarge:
+					fits = false
+				case err != nil:
+					return nil, refusal{fmt.Errorf("sealing: %w", err)}
+				}
+				if !fits {
+					break
+				}
+				g.env = env
+			}
+			lay.groups = append(lay.groups, g)
+		}
+		if fits {
+			return lay, nil
+		}
+	}
+	return nil, refusal{fmt.Errorf("%d nodes need more than %d recipient groups to fit %d recipients and %d bytes (the NATS server's max_payload of %d, less the headers) in each envelope: raise max_payload in the NATS server's configuration",
+		len(j.nodes), wire.MaxGroups, capacity, limit, payload)}
+}
+
+// sealGroup seals j as d says to g's recipients, with g's group record, or
+// returns the envelope it sealed so before.
+func (s *session) sealGroup(j *job, d seal, g *group) ([]byte, error) {
+	key := fmt.Sprintf("%d/%t/%s/%s/%s", d.version, d.hold, withdrawnHeader(d.withdrawn), g.rec, g.digest)
+	if env, ok := j.sealed[key]; ok {
+		return env, nil
+	}
+	b := j.bundle
+	b.Version = d.version
+	opts := []crypto.SealOption{crypto.WithRecipientsDigest(g.digest), crypto.WithWithdrawn(d.withdrawn...)}
+	if d.hold {
+		opts = append(opts, crypto.WithHold())
+	}
+	if !g.rec.IsZero() {
+		opts = append(opts, crypto.WithGroup(g.rec.Index, g.rec.Count))
+	}
+	env, err := crypto.Seal(&b, s.p.cfg.SigningKey, g.recipients, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if j.sealed == nil {
+		j.sealed = map[string][]byte{}
+	}
+	j.sealed[key] = env
+	return env, nil
+}
+
+// envelopeLimit is the most bytes one envelope of j sealed as d may have:
+// the server's max payload less room, the most its headers take, and at
+// most crypto.MaxEnvelopeSize (what nodes accept).
+func envelopeLimit(j *job, d seal, payload int64) (limit, room int) {
+	// The headers of the longest group record and message id, and the
+	// ones the JetStream client adds.
+	g := &group{rec: crypto.Group{Index: 0xfffe, Count: 0xffff}, digest: j.digest}
+	h := nats.Header{}
+	setHeaders(h, j, d, g)
+	h.Set(wire.HeaderMsgID, msgID(j, g, ^uint64(0)))
+	h.Set(jetstream.ExpectedStreamHeader, wire.Stream)
+	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(^uint64(0), 10))
+	room = len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			room += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return int(min(payload-int64(room), crypto.MaxEnvelopeSize)), room
+}
+
+// needGroups is nil when the stream holds the recipient group subjects,
+// else why a certificate of nodes that one envelope cannot hold cannot be
+// stored: ErrNotSetUp, for the admin's certsync setup.
+func (s *session) needGroups(nodes, count int) error {
+	if s.groups {
+		return nil
+	}
+	return fmt.Errorf("its %d nodes need %d recipient groups, on the subjects %s, and stream %q is %w: it was set up before recipient groups; the admin adds them with certsync setup",
+		nodes, count, wire.GroupSubjects, wire.Stream, ErrNotSetUp)
+}
+
+// followLayout brings the consumers of j's nodes to lay's subjects (each
+// node's consumer filters its own group's subject), before anything is
+// stored: a node whose group changed is delivered its new group's
+// envelope as a new message. It is nothing to do for a certificate that
+// has only ever had one envelope (no group subject in heads): the
+// consumers filter its bundle subject already.
+func (s *session) followLayout(ctx context.Context, j *job, lay *layout, heads map[string]*jetstream.RawStreamMsg) (*consumerPlan, error) {
+	name := j.bundle.Name
+	if s.layouts == nil {
+		s.layouts = map[string]map[string]string{}
+	}
+	s.layouts[name] = lay.subjects()
+	grouped := lay.count > 1
+	for subject := range heads {
+		if _, k, err := wire.ParseBundleSubject(subject); err == nil && k >= 0 {
+			grouped = true
+		}
+	}
+	if !grouped {
+		return &consumerPlan{}, nil
+	}
+	want := make(map[string][]string, len(j.nodes))
+	for _, node := range j.nodes {
+		want[node] = s.p.certsOf(node)
+	}
+	return s.updateConsumers(ctx, want, false)
+}
+
+// publish stores j as decide says, in the groups layout says: unless each
+// group's subject holds it already (and force is false), a refusal, or a
+// message per group that changed. The consumers of j's nodes follow the
+// layout first (followLayout); a group whose subject a consumer gained is
+// stored again, as with force. Every group is stored only if its
+// subject's newest sequence is still the one read: when another publisher
+// stored first, everything is read and decided again.
+func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, error) {
+	name := j.bundle.Name
+	res := &Result{
+		Name:       name,
+		Release:    j.info.Release,
+		Recipients: j.digest,
+		Nodes:      j.nodes,
+	}
+	var refused error
+	var lay *layout
+	stored := map[string]uint64{} // subject -> sequence, across tries
+	size := 0
+	err := s.do(ctx, "storing the bundle", func(ctx context.Context) error {
+		refused = nil
+		heads, err := s.readHeads(ctx, name)
+		if err != nil {
+			return err
+		}
+		d, err := s.decide(ctx, j, heads)
+		var r refusal
+		switch {
+		case errors.As(err, &r):
+			refused = r.error
+			return nil
+		case err != nil:
+			return err
+		}
+		res.Version, res.Hold, res.Withdrawn = d.version, d.hold, d.withdrawn
+		if d.hold {
+			if refused = s.needRollouts("a held bundle (the certificate has a rollout policy)"); refused != nil {
+				return nil
+			}
+		}
+		// The server's max payload, as the server announced it to this
+		// connection.
+		lay, err = s.layout(j, d, heads, s.nc.Conn.MaxPayload())
+		switch {
+		case errors.As(err, &r):
+			refused = r.error
+			return nil
+		case err != nil:
+			return err
+		}
+		if lay.count > 1 {
+			if refused = s.needGroups(len(j.nodes), lay.count); refused != nil {
+				return nil
+			}
+		}
+		plan, err := s.followLayout(ctx, j, lay, heads)
+		if err != nil {
+			return err
+		}
+		for _, g := range lay.groups {
+			res.Sequence = max(res.Sequence, g.prev)
+			if g.unchanged && !force && !plan.addedSubjects[g.subject] {
+				continue
+			}
+			env := g.env
+			if env == nil {
+				if env, err = s.sealGroup(j, d, g); err != nil {
+					refused = fmt.Errorf("sealing: %w", err)
+					return nil
+				}
+			}
+			msg := nats.NewMsg(g.subject)
+			msg.Data = env
+			setHeaders(msg.Header, j, d, g)
+			ack, err := s.js.PublishMsg(ctx, msg,
+				jetstream.WithMsgID(msgID(j, g, g.prev)),
+				jetstream.WithExpectStream(wire.Stream),
+				jetstream.WithExpectLastSequencePerSubject(g.prev))
+			if err != nil {
+				return fmt.Errorf("storing the bundle on %s: %w", g.subject, err)
+			}
+			if !ack.Duplicate {
+				stored[g.subject] = ack.Sequence
+				size = max(size, len(env))
+				s.log.Debug("bundle_group_stored", "name", name, "subject", g.subject, "sequence", ack.Sequence,
+					"group", g.rec.String(), "nodes", len(g.nodes), "size", len(env))
+			}
+			res.Sequence = max(res.Sequence, ack.Sequence)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
+		return nil, refusal{refused}
+	}
+	res.Groups = lay.count
+	res.Action = Unchanged
+	if len(stored) > 0 {
+		res.Action = Published
+		for _, g := range lay.groups {
+			if _, ok := stored[g.subject]; ok {
+				res.Stored = append(res.Stored, g.subject)
+			}
+		}
+	}
+	if res.Action == Unchanged {
+		s.log.Info("bundle_unchanged", "name", name, "sequence", res.Sequence, "version", res.Version,
+			"fingerprint", res.Fingerprint, "forced", force, "groups", lay.count)
+		return res, nil
+	}
+	s.log.Info("bundle_published", "name", name, "sequence", res.Sequence, "version", res.Version,
+		"serial", res.Serial, "fingerprint", res.Fingerprint, "not_after", res.NotAfter,
+		"nodes", strings.Join(res.Nodes, ","), "recipients", len(j.recipients), "size", size,
+		"hold", res.Hold, "withdrawn", len(res.Withdrawn), "rollback", j.rollback,
+		"groups", lay.count, "stored", len(res.Stored))
+	return res, nil
+}

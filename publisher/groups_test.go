@@ -1,0 +1,575 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/wire"
+	"github.com/certsync/certsync/subscriber"
+)
+
+// groupCount is the group count layout chooses for nodes when only the
+// number of recipients binds (the server's max payload is far away): the
+// smallest count from ceil(nodes / capacity) whose groups each hold at
+// most capacity nodes.
+func groupCount(nodes []string, capacity int) int {
+	nodes = slices.Sorted(slices.Values(nodes))
+	for count := max(1, (len(nodes)+capacity-1)/capacity); ; count++ {
+		if !slices.ContainsFunc(assignGroups(nodes, count), func(g []string) bool { return len(g) > capacity }) {
+			return count
+		}
+	}
+}
+
+func namedNodes(prefix string, n int) []string {
+	var names []string
+	for i := range n {
+		names = append(names, fmt.Sprintf("%s%d", prefix, i+1))
+	}
+	return names
+}
+
+// TestAssignGroups: a node's group depends on its name and the group
+// count alone, so one node more or less changes only its own group's
+// members, and a change of count moves about 1/count of the nodes.
+func TestAssignGroups(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 1000)
+	before := assignGroups(nodes, 4)
+	for k, g := range before {
+		if len(g) < 200 || len(g) > 300 {
+			t.Errorf("group %d of 4 holds %d of 1000 nodes", k, len(g))
+		}
+		for _, n := range g {
+			if groupOf(n, 4) != k {
+				t.Fatalf("%s in group %d, groupOf says %d", n, k, groupOf(n, 4))
+			}
+		}
+	}
+	added := assignGroups(append(slices.Clone(nodes), "new1"), 4)
+	changed := 0
+	for k := range added {
+		if !slices.Equal(added[k], before[k]) {
+			changed++
+		}
+	}
+	if changed != 1 {
+		t.Errorf("adding one node changed %d groups, want 1", changed)
+	}
+	moved := 0
+	for _, n := range nodes {
+		if groupOf(n, 4) != groupOf(n, 5) {
+			moved++
+		}
+	}
+	if moved < 120 || moved > 280 {
+		t.Errorf("from 4 to 5 groups %d of 1000 nodes moved, want about 200", moved)
+	}
+}
+
+// TestLayoutPastMaxRecipients seals one certificate to 1,500 recipients,
+// without NATS: more than one age header holds, so it is laid out in two
+// groups of one version, and the last recipient of each group opens its
+// group's envelope (and is no recipient of the other).
+func TestLayoutPastMaxRecipients(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("n", 1500)
+	f := newFixture(t, "nats://127.0.0.1:1", map[string][]string{"example.com": nodes})
+	p := f.publisher()
+	j, err := p.prepare(f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{p: p, log: p.log}
+	lay, err := s.layout(j, seal{version: 1735689600000}, nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lay.count != 2 || len(lay.groups) != 2 {
+		t.Fatalf("%d recipients laid out in %d groups (%d non-empty), want 2", len(nodes), lay.count, len(lay.groups))
+	}
+	for k, g := range lay.groups {
+		if g.subject != wire.GroupSubject(k, "example.com") || len(g.nodes) > crypto.MaxRecipients {
+			t.Fatalf("group %d: subject %s, %d nodes", k, g.subject, len(g.nodes))
+		}
+		last := g.nodes[len(g.nodes)-1]
+		h, b, err := crypto.Open(g.env, []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids[last]})
+		if err != nil || h.Group != (crypto.Group{Index: k, Count: 2}) || h.Version != 1735689600000 || b.Name != "example.com" {
+			t.Fatalf("group %d opened by its last recipient %s: %+v, %v", k, last, h, err)
+		}
+		other := lay.groups[1-k].nodes[0]
+		if _, _, err := crypto.Open(g.env, []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids[other]}); !errors.Is(err, crypto.ErrNotRecipient) {
+			t.Errorf("group %d opened by %s of the other group: %v, want ErrNotRecipient", k, other, err)
+		}
+	}
+}
+
+// groupNode is a real node (subscriber.Node) of a fixture.
+type groupNode struct {
+	name string
+	node *subscriber.Node
+	// results are every message result of its syncs, installs its
+	// installs.
+	results  []subscriber.Result
+	installs []subscriber.InstallResult
+}
+
+// realNode makes node name a subscriber.Node holding example.com.
+func (f *fixture) realNode(name string) *groupNode {
+	f.t.Helper()
+	root := f.t.TempDir()
+	n, err := subscriber.New(subscriber.Config{
+		Node:       name,
+		NATS:       natsconn.Options{URL: f.url},
+		Identities: []age.Identity{f.ids[name]},
+		Trusted:    []crypto.PublicKey{f.signer.Public()},
+		StageDir:   filepath.Join(root, "stage"),
+		Certificates: map[string]subscriber.Certificate{
+			"example.com": {Name: "example.com", InstallDir: filepath.Join(root, "live", "example.com")},
+		},
+		Version: "test",
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.t.Fatalf("node %s: %v", name, err)
+	}
+	return &groupNode{name: name, node: n}
+}
+
+// syncTo syncs n until it has received a bundle of version stored after
+// stream sequence after and installed that version, and fails on any
+// refusal or failure.
+func (n *groupNode) syncTo(t *testing.T, version, after uint64) {
+	t.Helper()
+	natstest.WaitFor(t, 30*time.Second, fmt.Sprintf("%s installing version %d", n.name, version), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		rep, err := n.node.Sync(ctx)
+		if err != nil {
+			t.Fatalf("%s: Sync: %v", n.name, err)
+		}
+		n.results = append(n.results, rep.Results...)
+		n.installs = append(n.installs, rep.Installs...)
+		for _, r := range rep.Results {
+			if r.Outcome == subscriber.OutcomeRefused || r.Outcome == subscriber.OutcomeFailed {
+				t.Fatalf("%s: %s seq %d %s: %v", n.name, r.Subject, r.Sequence, r.Outcome, r.Err)
+			}
+		}
+		for _, r := range rep.Installs {
+			if r.Outcome == subscriber.InstallFailed {
+				t.Fatalf("%s: install of version %d failed: %v", n.name, r.Version, r.Err)
+			}
+		}
+		received := slices.ContainsFunc(n.results, func(r subscriber.Result) bool {
+			return !r.Rollout && r.Sequence > after && r.Version == version
+		})
+		st, err := n.node.Stage().Read("example.com")
+		return received && err == nil && st != nil && st.Version == version && n.installed(version) == 1
+	})
+}
+
+// lastSeq is the stream's last sequence.
+func (f *fixture) lastSeq() uint64 {
+	f.t.Helper()
+	st, err := f.js().Stream(context.Background(), wire.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return st.CachedInfo().State.LastSeq
+}
+
+// installed counts the installs of version n made.
+func (n *groupNode) installed(version uint64) int {
+	c := 0
+	for _, r := range n.installs {
+		if r.Outcome == subscriber.InstallInstalled && r.Version == version {
+			c++
+		}
+	}
+	return c
+}
+
+// subjectsOfResults are the subjects n received bundles on, sorted, each
+// once.
+func (n *groupNode) subjectsOfResults() []string {
+	var subjects []string
+	for _, r := range n.results {
+		if !r.Rollout {
+			subjects = append(subjects, r.Subject)
+		}
+	}
+	slices.Sort(subjects)
+	return slices.Compact(subjects)
+}
+
+// bundleMsgs are the messages the stream holds on the bundle and group
+// subjects, by subject.
+func (f *fixture) bundleMsgs() map[string]uint64 {
+	f.t.Helper()
+	st, err := f.js().Stream(context.Background(), wire.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter("certsync.>"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for subj, n := range info.State.Subjects {
+		if _, _, err := wire.ParseBundleSubject(subj); err == nil {
+			out[subj] = n
+		}
+	}
+	return out
+}
+
+// TestPublishGroups: with a group capacity of 3, seven real nodes are
+// sealed in groups of at most 3, one version, each group on its own
+// subject with its group record; each node's consumer filters its own
+// group's subject, is delivered that one message, and the node stages and
+// installs it, and opens no other group's envelope.
+func TestPublishGroups(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
+	p := f.publisher()
+	p.groupCapacity = 3
+	res, err := p.Publish(context.Background(), f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := groupCount(nodes, 3)
+	if res.Groups != count || count < 3 || res.Action != Published {
+		t.Fatalf("result %+v, want published in %d groups", res, count)
+	}
+	msgs := f.bundleMsgs()
+	if msgs[wire.Subject("example.com")] != 0 {
+		t.Errorf("the bundle subject holds %d messages, want none", msgs[wire.Subject("example.com")])
+	}
+	groups := assignGroups(nodes, count)
+	for k, g := range groups {
+		subject := wire.GroupSubject(k, "example.com")
+		if len(g) == 0 {
+			if msgs[subject] != 0 {
+				t.Errorf("empty group %d: %d messages", k, msgs[subject])
+			}
+			continue
+		}
+		if msgs[subject] != 1 || !slices.Contains(res.Stored, subject) {
+			t.Fatalf("group %d: %d messages on %s (stored %v), want 1", k, msgs[subject], subject, res.Stored)
+		}
+		msg := f.lastOn(subject)
+		if got, want := msg.Header.Get(wire.HeaderGroup), fmt.Sprintf("%d/%d", k, count); got != want {
+			t.Errorf("group %d: %s %q, want %q", k, wire.HeaderGroup, got, want)
+		}
+		if got := msg.Header.Get(wire.HeaderRecipients); got != p.nodesDigest(g) {
+			t.Errorf("group %d: recipients header %s, want its nodes' digest", k, got)
+		}
+		for _, n := range nodes {
+			_, _, err := crypto.Open(msg.Data, []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids[n]})
+			if in := slices.Contains(g, n); in != (err == nil) {
+				t.Errorf("group %d opened by %s: %v (in the group: %v)", k, n, err, in)
+			}
+		}
+	}
+	for _, name := range nodes {
+		n := f.realNode(name)
+		n.syncTo(t, res.Version, 0)
+		subject := wire.GroupSubject(groupOf(name, count), "example.com")
+		if got := n.subjectsOfResults(); !slices.Equal(got, []string{subject}) {
+			t.Errorf("%s received bundles on %v, want only %s", name, got, subject)
+		}
+		if got := filterSubjects(*f.consumer(name)); !slices.Equal(got, []string{subject, wire.RolloutSubject("example.com")}) {
+			t.Errorf("%s's consumer filters %v, want its group's subject", name, got)
+		}
+		c, err := f.js().Consumer(context.Background(), wire.Stream, wire.ConsumerName(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := c.CachedInfo().Delivered.Consumer; d != 1 {
+			t.Errorf("%s's consumer delivered %d messages, want 1", name, d)
+		}
+	}
+	// Status and inspect read across the subjects.
+	fleet, err := p.Fleet(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := fleet.Newest["example.com"]; b.Version != res.Version || b.Groups != count {
+		t.Errorf("the fleet's newest bundle %+v, want version %d of %d groups", b, res.Version, count)
+	}
+	for _, row := range fleet.Rows(HealthOptions{}) {
+		if row.State != wire.StateInstalled || row.Behind {
+			t.Errorf("status row %+v, want installed, not behind", row)
+		}
+	}
+	// plan reads the newest bundle across the groups, sealed to every
+	// configured node.
+	rows, err := p.Plan(context.Background(), PlanOptions{})
+	if err != nil || len(rows) != len(nodes) {
+		t.Fatalf("Plan = %d rows, %v", len(rows), err)
+	}
+	for _, r := range rows {
+		if !r.CanTake || r.Version != res.Version || r.Action != PlanNothing {
+			t.Errorf("plan row %+v, want nothing to do with version %d", r, res.Version)
+		}
+	}
+	infos, err := p.Bundles(context.Background(), []string{"example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != len(res.Stored) {
+		t.Fatalf("inspect lists %d bundles, want %d", len(infos), len(res.Stored))
+	}
+	for _, b := range infos {
+		if b.Subject != wire.GroupSubject(b.Group, "example.com") || b.Groups != count || b.Version != res.Version {
+			t.Errorf("inspect: %+v", b)
+		}
+	}
+}
+
+// TestGroupsAddRemoveNode: one node added to, then removed from, a
+// certificate sealed in groups re-seals that node's group only; the other
+// groups are unchanged (no new message on their subjects), and the
+// version stays.
+func TestGroupsAddRemoveNode(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
+	p := f.publisher()
+	p.groupCapacity = 4
+	count := groupCount(nodes, 4)
+	res, err := p.Publish(context.Background(), f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil || res.Groups != count {
+		t.Fatalf("Publish = %+v, %v; want %d groups", res, err, count)
+	}
+	// A node whose arrival keeps the group count.
+	var added string
+	for i := range 100 {
+		if cand := fmt.Sprintf("new%d", i); groupCount(append(slices.Clone(nodes), cand), 4) == count {
+			added = cand
+			break
+		}
+	}
+	f.addNode(added)
+	for _, step := range []struct {
+		what  string
+		nodes []string
+	}{
+		{"adding " + added, append(slices.Clone(nodes), added)},
+		{"removing " + added, nodes},
+	} {
+		f.cfg.Certificates["example.com"] = step.nodes
+		p := f.publisher()
+		p.groupCapacity = 4
+		before := f.bundleMsgs()
+		report, err := p.Republish(context.Background(), nil)
+		if err != nil || len(report.Results) != 1 {
+			t.Fatalf("%s: Republish = %+v, %v", step.what, report, err)
+		}
+		got := report.Results[0]
+		want := wire.GroupSubject(groupOf(added, count), "example.com")
+		if got.Action != Published || got.Version != res.Version || got.Groups != count || !slices.Equal(got.Stored, []string{want}) {
+			t.Errorf("%s: %+v, want %s alone stored again, version %d", step.what, got, want, res.Version)
+		}
+		after := f.bundleMsgs()
+		for subj, n := range after {
+			if grew := n - before[subj]; subj != want && grew != 0 || subj == want && grew != 1 {
+				t.Errorf("%s: %s holds %d messages, %d before", step.what, subj, n, before[subj])
+			}
+		}
+	}
+}
+
+// TestGroupsLayoutChange: real nodes stay on the newest version while
+// the certificate goes from one envelope to two groups and back (nodes
+// added, then removed, with renewals between), each node's consumer
+// following its group: nothing is refused, and each version is installed
+// once on each node.
+func TestGroupsLayoutChange(t *testing.T) {
+	t.Parallel()
+	core := namedNodes("web", 3)
+	f := newFixture(t, runServer(t), map[string][]string{"example.com": core})
+	extra := namedNodes("more", 2)
+	for _, n := range extra {
+		f.addNode(n)
+	}
+	all := append(slices.Clone(core), extra...)
+	if groupCount(core, 3) != 1 || groupCount(all, 3) < 2 {
+		t.Fatalf("the layout of the test: %d and %d groups", groupCount(core, 3), groupCount(all, 3))
+	}
+	real := map[string]*groupNode{}
+	for _, n := range all {
+		real[n] = f.realNode(n)
+	}
+	ctx := context.Background()
+	var versions []uint64
+	step := func(what string, nodes []string, renew bool, wantGroups int) {
+		t.Helper()
+		f.cfg.Certificates["example.com"] = nodes
+		p := f.publisher()
+		p.groupCapacity = 3
+		if renew {
+			f.lineage("example.com", f.issue("example.com", time.Time{}))
+		}
+		after := f.lastSeq()
+		report, err := p.Republish(ctx, nil)
+		if err != nil || len(report.Results) != 1 {
+			t.Fatalf("%s: Republish = %+v, %v", what, report, err)
+		}
+		res := report.Results[0]
+		if res.Groups != wantGroups || res.Action != Published {
+			t.Fatalf("%s: %+v, want published in %d groups", what, res, wantGroups)
+		}
+		if renew {
+			versions = append(versions, res.Version)
+		} else if res.Version != versions[len(versions)-1] {
+			t.Fatalf("%s: version %d, want the newest's %d kept", what, res.Version, versions[len(versions)-1])
+		}
+		for _, n := range nodes {
+			real[n].syncTo(t, res.Version, after)
+		}
+	}
+	step("one envelope", core, true, 1)
+	step("two groups", all, false, groupCount(all, 3))
+	step("a renewal in groups", all, true, groupCount(all, 3))
+	step("one envelope again", core, false, 1)
+	step("a renewal in one envelope", core, true, 1)
+	for _, n := range all {
+		for _, v := range versions {
+			want := 1
+			if !slices.Contains(core, n) && v == versions[2] {
+				want = 0 // not a recipient then
+			}
+			if got := real[n].installed(v); got != want {
+				t.Errorf("%s installed version %d %d times, want %d", n, v, got, want)
+			}
+		}
+	}
+}
+
+// TestGroupsByPayload: a server with a small max_payload makes groups by
+// size (the recipient capacity is age's), every message within it; a
+// server whose max_payload no envelope for one node fits is refused
+// before anything is stored, naming max_payload.
+func TestGroupsByPayload(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 7)
+	// The size of an envelope to one node, to set the servers' limits by.
+	probe := newFixture(t, "nats://127.0.0.1:1", map[string][]string{"example.com": nodes})
+	b := probe.lineage("example.com", probe.issue("example.com", time.Time{}))
+	pp := probe.publisher()
+	j, err := pp.prepare(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := seal{version: 1735689600000}
+	one, err := (&session{p: pp}).sealGroup(j, d, pp.newGroup(j, 0, 2, nodes[:1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, room := envelopeLimit(j, d, 1<<20)
+
+	t.Run("groups", func(t *testing.T) {
+		t.Parallel()
+		opts := natstest.Options(t.TempDir())
+		opts.MaxPayload = int32(len(one) + room + 3*100) // about four X25519 recipients
+		f := newFixture(t, natstest.URL(natstest.Start(t, opts)), map[string][]string{"example.com": nodes})
+		f.ids, f.cfg.Nodes = probe.ids, probe.cfg.Nodes
+		res, err := f.publisher().Publish(context.Background(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Groups < 2 {
+			t.Fatalf("%+v, want groups", res)
+		}
+		for _, subj := range res.Stored {
+			msg := f.lastOn(subj)
+			if size := len(msg.Data); size > int(opts.MaxPayload)-room {
+				t.Errorf("%s: %d bytes, over %d", subj, size, int(opts.MaxPayload)-room)
+			}
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		opts := natstest.Options(t.TempDir())
+		opts.MaxPayload = int32(len(one) + room - 1)
+		f := newFixture(t, natstest.URL(natstest.Start(t, opts)), map[string][]string{"example.com": nodes})
+		f.ids, f.cfg.Nodes = probe.ids, probe.cfg.Nodes
+		_, err := f.publisher().Publish(context.Background(), b)
+		if err == nil || !strings.HasPrefix(err.Error(), "refusing to publish") || !strings.Contains(err.Error(), "max_payload") ||
+			!strings.Contains(err.Error(), fmt.Sprint(opts.MaxPayload)) || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("Publish = %v, want one line refusing it, naming max_payload", err)
+		}
+		if msgs := f.bundleMsgs(); len(msgs) != 0 {
+			t.Errorf("the stream holds %v after the refusal, want nothing", msgs)
+		}
+	})
+}
+
+// TestGroupsNeedSetup: a stream set up before recipient groups refuses a
+// certificate that needs them, before anything is stored, with the setup
+// hint; once Setup added the group subjects it publishes.
+func TestGroupsNeedSetup(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
+	old := wire.StreamConfig(wire.StreamOptions{})
+	old.Subjects = []string{wire.Subjects, wire.RolloutSubjects}
+	if _, err := f.js().CreateStream(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
+	// Publish on this open server would upgrade the stream itself
+	// (ensure): publish through a session that takes the stream as it is,
+	// as one whose credential may not update it does.
+	p := f.publisher()
+	p.groupCapacity = 3
+	ctx, cancel := p.bound(context.Background())
+	defer cancel()
+	s, err := p.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	st, err := s.js.Stream(ctx, wire.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.stream, s.rollouts, s.groups = st, true, false
+	j, err := p.prepare(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.publish(ctx, j, false)
+	if !errors.Is(err, ErrNotSetUp) || !strings.Contains(err.Error(), "certsync setup") || !strings.Contains(err.Error(), wire.GroupSubjects) {
+		t.Fatalf("publish on a stream without the group subjects = %v, want ErrNotSetUp with the setup hint", err)
+	}
+	if msgs := f.bundleMsgs(); len(msgs) != 0 {
+		t.Errorf("the stream holds %v after the refusal, want nothing", msgs)
+	}
+	if err := p.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.Publish(context.Background(), b); err != nil || res.Groups < 2 {
+		t.Fatalf("after setup: %+v, %v", res, err)
+	}
+}
