@@ -152,7 +152,7 @@ func TestEnvelopeTamperedE2E(t *testing.T) {
 		{name: "extensions length past the end", body: u32(at.extLen, 1<<31), want: []string{malformed, "extensions length"}},
 		{name: "extension record ignorable", body: record(0x8000), want: []string{badSig}},
 		{name: "seal record recipients digest", body: flip(at.ext + 6 + 32), want: []string{badSig}},
-		{name: "extension record critical", body: record(0x0001), want: []string{malformed, "critical"}},
+		{name: "unknown critical extension record", body: record(0x0007), want: []string{malformed, "critical"}},
 		{name: "extension record type 0", body: record(0x0000), want: []string{malformed, "extension type"}},
 		{name: "ciphertext length one long", body: u32(at.ctLen, at.c+1), want: []string{malformed, "ciphertext length"}},
 		{name: "ciphertext length one short", body: u32(at.ctLen, at.c-1), want: []string{malformed}},
