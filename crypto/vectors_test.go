@@ -46,6 +46,7 @@ const (
 	expectNameMismatch    = "name mismatch"    // Verify succeeds, Open: plaintext name differs
 	expectVersionMismatch = "version mismatch" // Verify succeeds, Open: plaintext version differs
 	expectIndexMismatch   = "index mismatch"   // Verify succeeds, Open: ErrMalformed, the stanza index is not the header's
+	expectBadAgeHeader    = "bad age header"   // Verify succeeds, Open: ErrMalformed, the age header (field ciphertext)
 )
 
 // vector is one file of testdata/vectors.
@@ -365,6 +366,11 @@ func checkVector(t *testing.T, v *vector) {
 		if fe := refused(ErrMalformed); fe == nil || fe.Field != "extension value" || !strings.Contains(fe.Reason, "stanza index") {
 			t.Errorf("Open = %v, want a stanza index FormatError", oerr)
 		}
+	case expectBadAgeHeader:
+		verifies()
+		if fe := refused(ErrMalformed); fe == nil || fe.Field != "ciphertext" {
+			t.Errorf("Open = %v, want a ciphertext FormatError", oerr)
+		}
 	case expectNameMismatch, expectVersionMismatch:
 		verifies()
 		field := map[string]string{expectNameMismatch: "name", expectVersionMismatch: "version"}[v.expect]
@@ -587,6 +593,13 @@ func writeVectors(t *testing.T) {
 	}
 	// The stanza index's vectors draw their randomness after all others.
 	for file, v := range indexVectors(t, signer, id, ca, n, current, others) {
+		if vectors[file] != nil {
+			t.Fatalf("two vectors named %s", file)
+		}
+		vectors[file] = v
+	}
+	// The age header's vectors draw theirs after the stanza index's.
+	for file, v := range ageHeaderVectors(t, signer, id, current, others) {
 		if vectors[file] != nil {
 			t.Fatalf("two vectors named %s", file)
 		}
