@@ -170,15 +170,18 @@ func (s *session) layout(j *job, d seal, heads map[string]*jetstream.RawStreamMs
 	key := s.p.cfg.SigningKey.Public()
 	name := j.bundle.Name
 	for count := max(1, (len(j.nodes)+capacity-1)/capacity); count <= wire.MaxGroups; count++ {
+		// The recipients bind first, and cost nothing to count: a count
+		// whose groups do not all hold them is passed over before any
+		// group of it is sealed.
+		groups := assignGroups(j.nodes, count)
+		if slices.ContainsFunc(groups, func(nodes []string) bool { return len(nodes) > capacity }) {
+			continue
+		}
 		lay := &layout{count: count}
 		fits := true
-		for k, nodes := range assignGroups(j.nodes, count) {
+		for k, nodes := range groups {
 			if len(nodes) == 0 {
 				continue
-			}
-			if len(nodes) > capacity {
-				fits = false
-				break
 			}
 			g := s.p.newGroup(j, k, count, nodes)
 			if head := heads[g.subject]; head != nil {
