@@ -20,19 +20,26 @@ import (
 )
 
 // mixedNodes configures n nodes named prefix00001… (sorted as numbered)
-// in f, X25519 and ssh-ed25519 in turn, and returns their names and, by
-// name, a function returning each node's identities as a node reads them
-// from its key file (crypto.ParseIdentities: identities crypto can name,
-// so Open uses the stanza index). The key files are made only when asked
-// for, so a large fleet costs one key pair per node.
+// in f, X25519 and ssh-ed25519 in turn (see kindNodes).
 func mixedNodes(f *fixture, prefix string, n int) ([]string, map[string]func() []age.Identity) {
+	return kindNodes(f, prefix, n, "x25519", "ssh-ed25519")
+}
+
+// kindNodes configures n nodes named prefix00001… (sorted as numbered)
+// in f, of the given kinds ("x25519", "ssh-ed25519") in turn, and returns
+// their names and, by name, a function returning each node's identities
+// as a node reads them from its key file (crypto.ParseIdentities:
+// identities crypto can name, so Open uses the stanza index). The key
+// files are made only when asked for, so a large fleet costs one key pair
+// per node.
+func kindNodes(f *fixture, prefix string, n int, kinds ...string) ([]string, map[string]func() []age.Identity) {
 	f.t.Helper()
 	names := make([]string, 0, n)
 	ids := make(map[string]func() []age.Identity, n)
 	for i := range n {
 		name := fmt.Sprintf("%s%05d", prefix, i+1)
 		names = append(names, name)
-		if i%2 == 0 {
+		if kinds[i%len(kinds)] == "x25519" {
 			id, err := age.GenerateX25519Identity()
 			if err != nil {
 				f.t.Fatal(err)
