@@ -130,11 +130,17 @@ type groupNode struct {
 // realNode makes node name a subscriber.Node holding example.com.
 func (f *fixture) realNode(name string) *groupNode {
 	f.t.Helper()
+	return f.realNodeWith(name, []age.Identity{f.ids[name]})
+}
+
+// realNodeWith is realNode with the given identities.
+func (f *fixture) realNodeWith(name string, ids []age.Identity) *groupNode {
+	f.t.Helper()
 	root := f.t.TempDir()
 	n, err := subscriber.New(subscriber.Config{
 		Node:       name,
 		NATS:       natsconn.Options{URL: f.url},
-		Identities: []age.Identity{f.ids[name]},
+		Identities: ids,
 		Trusted:    []crypto.PublicKey{f.signer.Public()},
 		StageDir:   filepath.Join(root, "stage"),
 		Certificates: map[string]subscriber.Certificate{

@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -175,6 +176,49 @@ func TestLayoutTenThousand(t *testing.T) {
 		notIndexed(fmt.Sprintf("group %d opened by %s of group %d", k, other, seen[other]), g.env, ids[other]())
 		for name, id := range strangers {
 			notIndexed(fmt.Sprintf("group %d opened by %s", k, name), g.env, id())
+		}
+	}
+}
+
+// TestPublishPastMaxConsumers publishes a certificate for 1,100 nodes,
+// X25519 and ssh-ed25519 in turn, through a real server with its
+// defaults: past age's 1,024 recipients, so in groups, and past the 1,000
+// consumers nats-server allows a stream that sets no MaxConsumers of its
+// own. Every node gets its consumer on its group's subject, and a sample
+// of real nodes (subscriber.Node.Sync, what certsync node sync runs) from
+// every group, its first and last included, stages and installs it from
+// its group's subject alone.
+func TestPublishPastMaxConsumers(t *testing.T) {
+	t.Parallel()
+	const n = 1100
+	f := newFixture(t, runServer(t), nil)
+	f.cfg.Timeout = 2 * time.Minute
+	nodes, ids := mixedNodes(f, "node", n)
+	f.cfg.Certificates["example.com"] = nodes
+	ctx := context.Background()
+	res, err := f.publisher().Publish(ctx, f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := groupCount(nodes, crypto.MaxRecipients)
+	if res.Action != Published || res.Groups != count || count < 2 || len(res.Stored) != count {
+		t.Fatalf("result %+v, want published in %d groups", res, count)
+	}
+	st, err := f.js().Stream(ctx, wire.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().State.Consumers; got != n {
+		t.Fatalf("the stream has %d consumers, want one per node: %d", got, n)
+	}
+	for k, group := range assignGroups(nodes, count) {
+		subject := wire.GroupSubject(k, "example.com")
+		for _, name := range f.sampleOf(group) {
+			node := f.realNodeWith(name, ids[name]())
+			node.syncTo(t, res.Version, 0)
+			if got := node.subjectsOfResults(); !slices.Equal(got, []string{subject}) {
+				t.Errorf("%s of group %d received bundles on %v, want only %s", name, k, got, subject)
+			}
 		}
 	}
 }
