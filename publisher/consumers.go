@@ -143,10 +143,12 @@ func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstre
 }
 
 // createConsumers creates the consumers of the given nodes, each on the
-// subjects of its certificates in want.
+// subjects of its certificates in want. When the stream holds as many
+// consumers as it allows, it stops there with one error that says how
+// many nodes are left without one (consumersFull).
 func (s *session) createConsumers(ctx context.Context, want map[string][]string, nodes []string) error {
 	var errs []error
-	for _, node := range nodes {
+	for i, node := range nodes {
 		cfg := wire.ConsumerConfig(node, want[node], s.rollouts)
 		cfg.FilterSubjects = s.consumerSubjects(node, want[node], nil)
 		err := s.do(ctx, "creating consumer", func(ctx context.Context) error {
@@ -155,6 +157,10 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 			}
 			return nil
 		})
+		if errors.Is(err, jetstream.ErrMaximumConsumersLimit) {
+			errs = append(errs, s.consumersFull(ctx, len(nodes)-i, err))
+			break
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -162,6 +168,30 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 		s.log.Info("consumer_created", "consumer", cfg.Durable, "certificates", strings.Join(want[node], ","))
 	}
 	return errors.Join(errs...)
+}
+
+// consumersFull is the error of creating a consumer that the server
+// refused because the stream, or the NATS account, holds as many as it
+// allows, with missing nodes left without one. The account's JetStream
+// max_consumers, when it is set and the lower, is the operator's to
+// raise. Else a stream that allows fewer than wire.MaxConsumers (set up
+// before certsync set its own limit: the server's default of 1,000) is
+// ErrNotSetUp: the admin's certsync setup raises it.
+func (s *session) consumersFull(ctx context.Context, missing int, err error) error {
+	limit := s.stream.CachedInfo().Config.MaxConsumers
+	if info, aerr := s.js.AccountInfo(ctx); aerr == nil && info.Limits.MaxConsumers > 0 && (limit <= 0 || info.Limits.MaxConsumers < limit) {
+		return fmt.Errorf("%d nodes have no consumer: the NATS account holds the %d consumers its JetStream limit max_consumers allows: raise that limit to the number of nodes and more, or remove it: %w",
+			missing, info.Limits.MaxConsumers, err)
+	}
+	if limit < wire.MaxConsumers {
+		allows := fmt.Sprintf("%d consumers", limit)
+		if limit <= 0 {
+			allows = "the NATS server's default number of consumers (1,000, its default_max_consumers)"
+		}
+		return fmt.Errorf("%d nodes have no consumer: stream %q allows %s, and is %w: it was set up before certsync let it hold %d; the admin raises the limit with certsync setup: %w",
+			missing, wire.Stream, allows, ErrNotSetUp, wire.MaxConsumers, err)
+	}
+	return fmt.Errorf("%d nodes have no consumer: stream %q holds the %d consumers it allows: %w", missing, wire.Stream, limit, err)
 }
 
 // listConsumers returns the stream's node consumers by node name.

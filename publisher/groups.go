@@ -105,6 +105,54 @@ func (l *layout) subjects() map[string]string {
 	return m
 }
 
+// check is nil when l is a layout of nodes that may be stored: each node
+// in exactly one group, every group holding 1 to capacity nodes (at most
+// crypto.MaxRecipients) and, once sealed, at most limit bytes, the groups
+// in order of their record, each on its own subject. Else it says what is
+// wrong, in one line: layout refuses to store anything of it. Layout
+// builds nothing else (assignGroups is a partition); check is what keeps a
+// node from being sealed into two groups, where it would hold two copies
+// of a version its consumer may not both be delivered, whatever changes
+// in the code that lays the groups out.
+func (l *layout) check(nodes []string, capacity, limit int) error {
+	capacity = min(capacity, crypto.MaxRecipients)
+	if l.count < 1 || l.count > wire.MaxGroups || len(l.groups) == 0 || len(l.groups) > l.count {
+		return fmt.Errorf("recipient group layout: %d groups of a count of %d, want 1 to %d of 1 to %d", len(l.groups), l.count, l.count, wire.MaxGroups)
+	}
+	in := make(map[string]int, len(nodes))
+	for _, n := range nodes {
+		in[n] = -1
+	}
+	for i, g := range l.groups {
+		k := g.rec.Index
+		switch {
+		case l.count == 1 && !g.rec.IsZero(), l.count > 1 && g.rec.Count != l.count:
+			return fmt.Errorf("recipient group layout: group %s in a layout of %d groups", g.rec, l.count)
+		case i > 0 && k <= l.groups[i-1].rec.Index:
+			return fmt.Errorf("recipient group layout: group %d after group %d", k, l.groups[i-1].rec.Index)
+		case len(g.nodes) == 0 || len(g.nodes) > capacity:
+			return fmt.Errorf("recipient group layout: group %d holds %d nodes, want 1 to %d", k, len(g.nodes), capacity)
+		case g.env != nil && len(g.env) > limit:
+			return fmt.Errorf("recipient group layout: group %d's envelope is %d bytes, over the limit of %d", k, len(g.env), limit)
+		}
+		for _, n := range g.nodes {
+			switch prev, ok := in[n]; {
+			case !ok:
+				return fmt.Errorf("recipient group layout: node %s in group %d is not a node of the certificate", n, k)
+			case prev >= 0:
+				return fmt.Errorf("recipient group layout: node %s is in groups %d and %d", n, prev, k)
+			}
+			in[n] = k
+		}
+	}
+	for _, n := range nodes {
+		if in[n] < 0 {
+			return fmt.Errorf("recipient group layout: node %s is in no group", n)
+		}
+	}
+	return nil
+}
+
 // newGroup is group k of count of j's nodes.
 func (p *Publisher) newGroup(j *job, k, count int, nodes []string) *group {
 	g := &group{subject: wire.Subject(j.bundle.Name), nodes: nodes}
@@ -170,15 +218,18 @@ func (s *session) layout(j *job, d seal, heads map[string]*jetstream.RawStreamMs
 	key := s.p.cfg.SigningKey.Public()
 	name := j.bundle.Name
 	for count := max(1, (len(j.nodes)+capacity-1)/capacity); count <= wire.MaxGroups; count++ {
+		// The recipients bind first, and cost nothing to count: a count
+		// whose groups do not all hold them is passed over before any
+		// group of it is sealed.
+		groups := assignGroups(j.nodes, count)
+		if slices.ContainsFunc(groups, func(nodes []string) bool { return len(nodes) > capacity }) {
+			continue
+		}
 		lay := &layout{count: count}
 		fits := true
-		for k, nodes := range assignGroups(j.nodes, count) {
+		for k, nodes := range groups {
 			if len(nodes) == 0 {
 				continue
-			}
-			if len(nodes) > capacity {
-				fits = false
-				break
 			}
 			g := s.p.newGroup(j, k, count, nodes)
 			if head := heads[g.subject]; head != nil {
@@ -207,6 +258,9 @@ func (s *session) layout(j *job, d seal, heads map[string]*jetstream.RawStreamMs
 			lay.groups = append(lay.groups, g)
 		}
 		if fits {
+			if err := lay.check(j.nodes, capacity, limit); err != nil {
+				return nil, refusal{err}
+			}
 			return lay, nil
 		}
 	}

@@ -130,11 +130,17 @@ type groupNode struct {
 // realNode makes node name a subscriber.Node holding example.com.
 func (f *fixture) realNode(name string) *groupNode {
 	f.t.Helper()
+	return f.realNodeWith(name, []age.Identity{f.ids[name]})
+}
+
+// realNodeWith is realNode with the given identities.
+func (f *fixture) realNodeWith(name string, ids []age.Identity) *groupNode {
+	f.t.Helper()
 	root := f.t.TempDir()
 	n, err := subscriber.New(subscriber.Config{
 		Node:       name,
 		NATS:       natsconn.Options{URL: f.url},
-		Identities: []age.Identity{f.ids[name]},
+		Identities: ids,
 		Trusted:    []crypto.PublicKey{f.signer.Public()},
 		StageDir:   filepath.Join(root, "stage"),
 		Certificates: map[string]subscriber.Certificate{
@@ -571,5 +577,78 @@ func TestGroupsNeedSetup(t *testing.T) {
 	}
 	if res, err := p.Publish(context.Background(), b); err != nil || res.Groups < 2 {
 		t.Fatalf("after setup: %+v, %v", res, err)
+	}
+}
+
+// TestLayoutCheck: the check that guards every layout before anything is
+// sealed into the stream refuses, in one line naming the node or group,
+// a node in two groups, a node in none or not of the certificate, a group
+// over the capacity (or over age's limit whatever the capacity), an empty
+// one, an envelope over the size limit, and groups out of order.
+func TestLayoutCheck(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 6)
+	g := func(k int, env []byte, nodes ...string) *group {
+		return &group{rec: crypto.Group{Index: k, Count: 3}, subject: wire.GroupSubject(k, "example.com"), nodes: nodes, env: env}
+	}
+	many := namedNodes("n", crypto.MaxRecipients+1)
+	for _, tc := range []struct {
+		name     string
+		nodes    []string
+		lay      *layout
+		capacity int
+		want     string
+	}{
+		{"valid", nodes, &layout{count: 3, groups: []*group{g(0, nil, "web1", "web4"), g(1, []byte("x"), "web2", "web5"), g(2, nil, "web3", "web6")}}, 3, ""},
+		{"one envelope", nodes, &layout{count: 1, groups: []*group{{subject: wire.Subject("example.com"), nodes: nodes}}}, 6, ""},
+		{"a node in two groups", nodes, &layout{count: 3, groups: []*group{g(0, nil, "web1", "web2", "web4"), g(1, nil, "web2", "web5"), g(2, nil, "web3", "web6")}}, 3,
+			"node web2 is in groups 0 and 1"},
+		{"a node in no group", nodes, &layout{count: 3, groups: []*group{g(0, nil, "web1", "web4"), g(1, nil, "web2", "web5"), g(2, nil, "web3")}}, 3,
+			"node web6 is in no group"},
+		{"a node not of the certificate", nodes[:5], &layout{count: 3, groups: []*group{g(0, nil, "web1", "web4"), g(1, nil, "web2", "web5"), g(2, nil, "web3", "web6")}}, 3,
+			"node web6 in group 2 is not a node of the certificate"},
+		{"a group over the capacity", nodes, &layout{count: 3, groups: []*group{g(0, nil, "web1", "web2", "web3", "web4"), g(1, nil, "web5"), g(2, nil, "web6")}}, 3,
+			"group 0 holds 4 nodes, want 1 to 3"},
+		{"a group over age's limit", many, &layout{count: 1, groups: []*group{{subject: wire.Subject("example.com"), nodes: many}}}, 2 * crypto.MaxRecipients,
+			fmt.Sprintf("group 0 holds %d nodes, want 1 to %d", crypto.MaxRecipients+1, crypto.MaxRecipients)},
+		{"an empty group", nodes, &layout{count: 3, groups: []*group{g(0, nil, nodes...), g(1, nil)}}, 6,
+			"group 1 holds 0 nodes, want 1 to 6"},
+		{"an envelope over the limit", nodes, &layout{count: 3, groups: []*group{g(0, nil, "web1", "web4"), g(1, make([]byte, 101), "web2", "web5"), g(2, nil, "web3", "web6")}}, 3,
+			"group 1's envelope is 101 bytes, over the limit of 100"},
+		{"groups out of order", nodes, &layout{count: 3, groups: []*group{g(1, nil, "web1", "web4"), g(0, nil, "web2", "web5"), g(2, nil, "web3", "web6")}}, 3,
+			"group 0 after group 1"},
+		{"a group of another count", nodes, &layout{count: 2, groups: []*group{g(0, nil, "web1", "web2", "web4"), g(1, nil, "web3", "web5", "web6")}}, 3,
+			"group 0/3 in a layout of 2 groups"},
+	} {
+		err := tc.lay.check(tc.nodes, tc.capacity, 100)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n")):
+			t.Errorf("%s: check = %v, want one line saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestLayoutTooManyGroups: a certificate whose nodes need more than
+// wire.MaxGroups groups is refused by layout, naming the limit and what to
+// raise, before anything is sealed.
+func TestLayoutTooManyGroups(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", wire.MaxGroups+1)
+	f := newFixture(t, "nats://127.0.0.1:1", map[string][]string{"example.com": nodes})
+	p := f.publisher()
+	p.groupCapacity = 1
+	j, err := p.prepare(f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = (&session{p: p, log: p.log}).layout(j, seal{version: 1735689600000}, nil, 1<<20)
+	var r refusal
+	if !errors.As(err, &r) || !strings.Contains(err.Error(), fmt.Sprintf("more than %d recipient groups", wire.MaxGroups)) || !strings.Contains(err.Error(), "max_payload") {
+		t.Fatalf("layout of %d nodes in groups of 1 = %v, want a refusal naming the %d groups and max_payload", len(nodes), err, wire.MaxGroups)
+	}
+	if len(j.sealed) != 0 {
+		t.Errorf("%d envelopes sealed before the refusal, want none", len(j.sealed))
 	}
 }

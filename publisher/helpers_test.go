@@ -23,7 +23,7 @@ import (
 // fixture is a management host: a CA, certbot's folder, a signing key,
 // node identities and a configuration.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	ca     *testcert.CA
 	root   string // certbot's folder, holding live/ and archive/
@@ -35,7 +35,7 @@ type fixture struct {
 
 // newFixture configures nodes and certificates (name -> nodes) against the
 // NATS server(s) at url.
-func newFixture(t *testing.T, url string, certs map[string][]string) *fixture {
+func newFixture(t testing.TB, url string, certs map[string][]string) *fixture {
 	t.Helper()
 	signer, err := crypto.GenerateSigningKey()
 	if err != nil {

@@ -171,6 +171,11 @@ func (s *session) ensureStream(ctx context.Context, want jetstream.StreamConfig,
 		err = s.do(ctx, "creating stream "+name, func(ctx context.Context) error {
 			var err error
 			st, err = s.js.CreateStream(ctx, want)
+			if errors.Is(err, jetstream.ErrMaximumConsumersLimit) && want.MaxConsumers > 0 {
+				s.accountConsumerLimit(name, want.MaxConsumers)
+				want.MaxConsumers = 0
+				st, err = s.js.CreateStream(ctx, want)
+			}
 			return err
 		})
 		switch {
@@ -206,9 +211,21 @@ func (s *session) ensureStream(ctx context.Context, want jetstream.StreamConfig,
 	err = s.do(ctx, "updating stream "+name, func(ctx context.Context) error {
 		var err error
 		updated, err = s.js.UpdateStream(ctx, plan.upd)
+		if errors.Is(err, jetstream.ErrMaximumConsumersLimit) && plan.upd.MaxConsumers != cur.MaxConsumers {
+			s.accountConsumerLimit(name, plan.upd.MaxConsumers)
+			plan.upd.MaxConsumers = cur.MaxConsumers
+			plan.changed = slices.DeleteFunc(plan.changed, func(c string) bool { return c == "max_consumers" })
+			if changed = strings.Join(plan.changed, ", "); len(plan.changed) == 0 {
+				updated = st
+				return nil
+			}
+			updated, err = s.js.UpdateStream(ctx, plan.upd)
+		}
 		return err
 	})
 	switch {
+	case err == nil && len(plan.changed) == 0:
+		return updated, nil
 	case err == nil:
 		s.log.Info("stream_updated", "stream", name, "changed", strings.Join(plan.changed, ","))
 		return updated, nil
@@ -223,6 +240,19 @@ func (s *session) ensureStream(ctx context.Context, want jetstream.StreamConfig,
 			name, ErrNotSetUp, changed, err)
 	}
 	return nil, fmt.Errorf("updating stream %q (%s): %w", name, changed, err)
+}
+
+// accountConsumerLimit notes that the server refused the stream name
+// the consumer limit certsync sets (limit) because the NATS account's
+// JetStream limit max_consumers is lower: the stream is then made or kept
+// without a limit of its own, and the account's governs. certsync sets
+// its own only to lift nats-server's default of 1,000 per stream, which
+// does not apply when the account sets a limit; it never overrides what
+// the operator chose for the account.
+func (s *session) accountConsumerLimit(name string, limit int) {
+	s.log.Warn("stream_consumer_limit_of_account", "stream", name, "wanted", limit,
+		"reason", "the NATS account's JetStream max_consumers is lower; it limits the nodes' consumers",
+		"hint", "raise the account's max_consumers to the number of nodes, or remove it")
 }
 
 // streamPlan is what ensureStream must do to an existing stream.
@@ -261,6 +291,14 @@ func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 	own(&p, &p.upd.Duplicates, want.Duplicates, "duplicate_window", false)
 	own(&p, &p.upd.Replicas, want.Replicas, "replicas", false)
 	own(&p, &p.upd.MaxAge, 0, "max_age", false)
+	// A consumer limit certsync sets (the bundle stream's) is a floor: a
+	// stream set up before it (server default: 1,000) is raised to it, an
+	// operator's higher limit is kept. It protects nothing: without it
+	// only the consumers past the server's default are missing.
+	if want.MaxConsumers > 0 && p.upd.MaxConsumers < want.MaxConsumers {
+		p.upd.MaxConsumers = want.MaxConsumers
+		p.change("max_consumers", false)
+	}
 	// A byte or message size limit certsync sets (the status bucket's) is
 	// what keeps a stolen node credential from filling the server's
 	// storage: it protects.

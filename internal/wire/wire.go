@@ -268,6 +268,18 @@ const (
 	MaxReplicas = 5
 	// MaxHistory is the most bundles a stream may keep per certificate.
 	MaxHistory = 100
+	// MaxConsumers is the most consumers StreamConfig lets the stream
+	// have: one per node (node-<name>), and the short-lived ones of
+	// operators' nats CLI. nats-server caps a stream that sets no limit of
+	// its own at 1,000 consumers (its default_max_consumers, which a limit
+	// of -1, "unlimited", does not lift), fewer than a fleet of one
+	// certificate sealed in recipient groups can have; certsync sets its
+	// own. 100,000 is ten times the largest fleet certsync is measured
+	// with (docs/BENCHMARKS.md) and still bounds what a mistaken
+	// configuration can make the server hold. A NATS account with a
+	// JetStream max_consumers limit below it cannot hold the stream: the
+	// server refuses to create or update it (docs/OPERATIONS.md).
+	MaxConsumers = 100_000
 )
 
 // StreamConfig is the configuration of the CERTSYNC stream.
@@ -277,6 +289,9 @@ const (
 //
 // MaxAge stays unset so a certificate that is not renewed for a while does not
 // vanish for nodes that join later; the history per subject bounds the size.
+//
+// MaxConsumers is MaxConsumers, so that the stream holds more than the
+// 1,000 consumers nats-server allows a stream by default.
 //
 // The stream refuses purges, message deletes and roll-ups (DenyPurge,
 // DenyDelete, no AllowRollup): a bundle leaves it only when the history per
@@ -301,6 +316,7 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
 		MaxMsgsPerSubject: o.History,
+		MaxConsumers:      MaxConsumers,
 		Duplicates:        o.DuplicateWindow,
 		Replicas:          o.Replicas,
 		// No direct get: its replies carry the stored message's own headers,
