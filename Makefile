@@ -24,7 +24,7 @@ demo: build
 
 # Every package's benchmarks, then the fleet benchmarks (a publisher, up to
 # 500 nodes and a server in one process) at a fixed 3 rounds each: about
-# three minutes on 2 cores. docs/BENCHMARKS.md says what they measure.
+# five minutes on 2 cores (the recipient group rows at 10,000 add a minute and a half). docs/BENCHMARKS.md says what they measure.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /internal/testing/fleetbench)
 	$(GO) test -run '^$$' -bench . -benchtime 3x -benchmem -timeout 30m ./internal/testing/fleetbench/
