@@ -115,3 +115,20 @@ func TestConfigValidateRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestFirstNames(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		items []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"a"}, "a"},
+		{[]string{"a", "b", "c"}, "a, b, c"},
+		{[]string{"a", "b", "c", "d", "e"}, "a, b, c and 2 more"},
+	} {
+		if got := FirstNames(tt.items, 3, ", "); got != tt.want {
+			t.Errorf("FirstNames(%q) = %q, want %q", tt.items, got, tt.want)
+		}
+	}
+}

@@ -469,7 +469,7 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 	}
 	s.log.Info("bundle_published", "name", name, "sequence", res.Sequence, "version", res.Version,
 		"serial", res.Serial, "fingerprint", res.Fingerprint, "not_after", res.NotAfter,
-		"nodes", strings.Join(res.Nodes, ","), "recipients", len(j.recipients), "size", size,
+		"nodes", FirstNames(res.Nodes, 10, ","), "recipients", len(j.recipients), "size", size,
 		"hold", res.Hold, "withdrawn", len(res.Withdrawn), "rollback", j.rollback,
 		"groups", lay.count, "stored", len(res.Stored))
 	return res, nil

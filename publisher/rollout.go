@@ -320,14 +320,10 @@ func haltReason(e evaluation, pol *RolloutPolicy) string {
 		limit = fmt.Sprintf("max_failures %d%% (%d of %d released)", pol.MaxFailuresPercent, e.allowed, len(e.released))
 	}
 	var names []string
-	for _, r := range e.failed[:min(len(e.failed), maxReasonNodes)] {
+	for _, r := range e.failed {
 		names = append(names, r.node+" ("+r.why+")")
 	}
-	more := ""
-	if n := len(e.failed) - maxReasonNodes; n > 0 {
-		more = fmt.Sprintf(" and %d more", n)
-	}
-	return fmt.Sprintf("%d of %d released nodes failed, over %s: %s%s", len(e.failed), len(e.released), limit, strings.Join(names, ", "), more)
+	return fmt.Sprintf("%d of %d released nodes failed, over %s: %s", len(e.failed), len(e.released), limit, FirstNames(names, maxReasonNodes, ", "))
 }
 
 // stepKind is what a step does.

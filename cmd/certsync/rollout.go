@@ -340,7 +340,7 @@ func runPlan(c *cli.Context) error {
 		}
 	}
 	if len(cannot) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "certsync: error: plan: %d of %d cannot take the newest bundle: %s\n", len(cannot), len(rows), summarize(cannot, 5))
+		fmt.Fprintf(c.App.ErrWriter, "certsync: error: plan: %d of %d cannot take the newest bundle: %s\n", len(cannot), len(rows), publisher.FirstNames(cannot, 5, "; "))
 		return exitStatus(1)
 	}
 	return nil
@@ -359,14 +359,6 @@ func oneName(c *cli.Context, cmd string) error {
 		return fmt.Errorf("%s: want one certificate NAME, got %d arguments", cmd, c.NArg())
 	}
 	return nil
-}
-
-// summarize joins the first n items and says how many more there are.
-func summarize(items []string, n int) string {
-	if len(items) <= n {
-		return strings.Join(items, "; ")
-	}
-	return strings.Join(items[:n], "; ") + fmt.Sprintf("; and %d more", len(items)-n)
 }
 
 // writeJSON writes v as indented JSON.

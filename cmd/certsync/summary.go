@@ -62,7 +62,7 @@ func nodeList(nodes []string) string {
 	case 1:
 		return "node " + nodes[0]
 	}
-	return fmt.Sprintf("%d nodes (%s)", len(nodes), strings.Join(nodes, ", "))
+	return fmt.Sprintf("%d nodes (%s)", len(nodes), publisher.FirstNames(nodes, 10, ", "))
 }
 
 // authSummary is auth's one line: what it wrote, for whom.
