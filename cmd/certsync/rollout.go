@@ -267,14 +267,15 @@ renewal rolls out normally.`,
 			verboseFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			if err := oneName(c, "rollback"); err != nil {
+			name, to, err := rollbackArgs(c)
+			if err != nil {
 				return err
 			}
 			p, err := newPublisher(c)
 			if err != nil {
 				return err
 			}
-			res, err := p.Rollback(c.Context, c.Args().First(), publisher.RollbackOptions{ToSerial: strings.ToLower(c.String(flagTo))})
+			res, err := p.Rollback(c.Context, name, publisher.RollbackOptions{ToSerial: strings.ToLower(to)})
 			if err != nil {
 				return rolloutHint(err)
 			}
@@ -344,6 +345,32 @@ func runPlan(c *cli.Context) error {
 		return exitStatus(1)
 	}
 	return nil
+}
+
+// rollbackArgs returns rollback's certificate name and --to serial. The
+// command line stops reading flags at the first argument, so --to written
+// after the name, as `certsync rollback NAME --to SERIAL` (the way the
+// docs and the publisher's hints write it), arrives as arguments: it is
+// read here; any other flag after the name is refused by oneName.
+func rollbackArgs(c *cli.Context) (name, to string, err error) {
+	args, to := c.Args().Slice(), c.String(flagTo)
+	after := ""
+	switch {
+	case len(args) == 3 && (args[1] == "--"+flagTo || args[1] == "-"+flagTo):
+		after = args[2]
+	case len(args) == 2 && (strings.HasPrefix(args[1], "--"+flagTo+"=") || strings.HasPrefix(args[1], "-"+flagTo+"=")):
+		_, after, _ = strings.Cut(args[1], "=")
+	}
+	if after != "" {
+		if c.IsSet(flagTo) {
+			return "", "", errors.New("rollback: --to given twice")
+		}
+		args, to = args[:1], after
+	}
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		return "", "", oneName(c, "rollback")
+	}
+	return args[0], to, nil
 }
 
 // oneName checks that c has exactly one argument, a certificate name. The
