@@ -595,6 +595,11 @@ func (s *session) decide(ctx context.Context, j *job, heads map[string]*jetstrea
 	for _, e := range hist {
 		sl.version = max(sl.version, e.Version+1)
 	}
+	if newest != nil {
+		// The newest message read from the head of the subject, in case
+		// the history read from the start (bounded) did not reach it.
+		sl.version = max(sl.version, newest.Version+1)
+	}
 	sl.hold = s.p.cfg.Policy(name) != nil && !j.immediate
 	if newest != nil {
 		withdrawn := newest.Withdrawn

@@ -380,6 +380,13 @@ func holdDue(now time.Time, sch Schedule, staged, installed *Staged, occupied bo
 			p.force = true
 			return mark(p, wire.RolloutReleased)
 		}
+		if !isReleased && installed == nil {
+			// Not released, and nothing in service whose expiry could
+			// override the hold: a failed version waits like any other
+			// (retryDue alone would try it again, as it does a bundle
+			// that is not held).
+			return mark(plan{}, wire.RolloutWaiting)
+		}
 		p := notBefore(retryDue(failed, installed, deadline), staged, installed, occupied)
 		if isReleased {
 			return mark(p, wire.RolloutReleased)
