@@ -125,32 +125,45 @@ func (s *session) bundles(ctx context.Context, filters []string) ([]BundleInfo, 
 	if total == 0 {
 		return nil, nil
 	}
+	var out []BundleInfo
+	err = readHeaders(ctx, st, filters, jetstream.DeliverAllPolicy, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
+		out = append(out, bundleInfo(msg.Subject(), meta, msg.Headers()))
+	})
+	return out, err
+}
+
+// readHeaders calls visit with the headers and metadata of every message
+// on filters (as deliver says: all, or the last of each subject), read
+// with an ordered, headers-only consumer, until none is pending. The
+// caller checks first that some message is there: with none, the
+// consumer would wait for one until ctx ends.
+func readHeaders(ctx context.Context, st jetstream.Stream, filters []string, deliver jetstream.DeliverPolicy,
+	visit func(jetstream.Msg, *jetstream.MsgMetadata)) error {
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: filters,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		DeliverPolicy:  deliver,
 		HeadersOnly:    true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+		return fmt.Errorf("reading stream %s: %w", wire.Stream, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+		return fmt.Errorf("reading stream %s: %w", wire.Stream, err)
 	}
 	defer it.Stop()
-	var out []BundleInfo
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+			return fmt.Errorf("reading stream %s: %w", wire.Stream, err)
 		}
 		meta, err := msg.Metadata()
 		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
+			return fmt.Errorf("reading stream %s: %w", wire.Stream, err)
 		}
-		out = append(out, bundleInfo(msg.Subject(), meta, msg.Headers()))
+		visit(msg, meta)
 		if meta.NumPending == 0 {
-			return out, nil
+			return nil
 		}
 	}
 }

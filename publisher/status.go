@@ -173,29 +173,8 @@ func (s *session) rolloutHeads(ctx context.Context) ([]RolloutHead, error) {
 	if len(info.State.Subjects) == 0 {
 		return nil, nil
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{wire.RolloutSubjects},
-		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-		HeadersOnly:    true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
-	}
-	defer it.Stop()
 	var out []RolloutHead
-	for range len(info.State.Subjects) {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", wire.Stream, err)
-		}
+	err = readHeaders(ctx, st, []string{wire.RolloutSubjects}, jetstream.DeliverLastPerSubjectPolicy, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 		h := msg.Headers()
 		r := RolloutHead{Sequence: meta.Sequence.Stream, State: h.Get(wire.HeaderRolloutState), Reason: h.Get(wire.HeaderRolloutReason)}
 		r.Name, _ = wire.NameFromRolloutSubject(msg.Subject())
@@ -205,9 +184,9 @@ func (s *session) rolloutHeads(ctx context.Context) ([]RolloutHead, error) {
 		if r.Name != "" {
 			out = append(out, r)
 		}
-		if meta.NumPending == 0 {
-			break
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
