@@ -323,17 +323,7 @@ func TestRepublishRecipients(t *testing.T) {
 	if err != nil || len(report.Results) != 1 || report.Results[0].Action != Published {
 		t.Fatalf("republish after adding web3: %+v, %v", report, err)
 	}
-	cons, err := f.js().Consumer(ctx, wire.Stream, wire.ConsumerName("web3"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := crypto.Open(m.Data(), []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids["web3"]}); err != nil {
-		t.Errorf("web3 opening its first delivery: %v", err)
-	}
+	f.openFirstDelivery("web3")
 }
 
 func TestRepublishNodeRemoval(t *testing.T) {

@@ -180,14 +180,7 @@ func (rf *rolloutFixture) stepWants(event string, released ...string) RolloutCha
 // and its message.
 func (rf *rolloutFixture) record() (*crypto.RolloutRecord, *jetstream.RawStreamMsg) {
 	rf.t.Helper()
-	st, err := rf.js().Stream(context.Background(), wire.Stream)
-	if err != nil {
-		rf.t.Fatal(err)
-	}
-	msg, err := st.GetLastMsgForSubject(context.Background(), wire.RolloutSubject(rolloutCert))
-	if err != nil {
-		rf.t.Fatalf("newest rollout record: %v", err)
-	}
+	msg := rf.lastOn(wire.RolloutSubject(rolloutCert))
 	r, _, err := crypto.VerifyRollout(msg.Data, []crypto.PublicKey{rf.signer.Public()})
 	if err != nil {
 		rf.t.Fatalf("newest rollout record: %v", err)
