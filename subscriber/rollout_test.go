@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/metricstest"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/testclock"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -240,14 +240,11 @@ func TestSyncRolloutWindowed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	stageDir := t.TempDir()
-	var mu sync.Mutex
-	clock := time.Now().Truncate(time.Minute)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	setClock := func(t time.Time) { mu.Lock(); clock = t; mu.Unlock() }
-	window := clock.Add(time.Hour).UTC()
+	clock := testclock.At(time.Now().Truncate(time.Minute))
+	window := clock.Now().Add(time.Hour).UTC()
 	cronExpr := fmt.Sprintf("%d %d * * *", window.Minute(), window.Hour())
 	const name = "example.com"
-	n := e.nodeWith(stageDir, now, Certificate{Name: name, InstallDir: liveDir(stageDir, name),
+	n := e.nodeWith(stageDir, clock.Now, Certificate{Name: name, InstallDir: liveDir(stageDir, name),
 		Schedule: mustSchedule(t, cronExpr), Splay: time.Second, ExpiryDeadline: ExpiryDeadlineOff})
 	old := e.issue(3 * time.Hour)
 	e.publish(name, e.sealVersion(name, old, 1_000), old)
@@ -261,7 +258,7 @@ func TestSyncRolloutWindowed(t *testing.T) {
 	}
 
 	// Released two hours after the window: the next is a day later.
-	setClock(window.Add(2 * time.Hour))
+	clock.Set(window.Add(2 * time.Hour))
 	e.publishRollout(name, e.signRollout(release(name, renewal, 2_000, 1, nodeName), e.key))
 	rep := n.sync(t)
 	next := window.Add(24 * time.Hour)
@@ -272,7 +269,7 @@ func TestSyncRolloutWindowed(t *testing.T) {
 	if st := e.status(name); st.Rollout != wire.RolloutReleased || !st.InstallAt.Equal(next.Add(splay)) {
 		t.Errorf("status once released: %+v", st)
 	}
-	setClock(next.Add(splay))
+	clock.Set(next.Add(splay))
 	if rep := n.sync(t); rep.InstallCount(InstallInstalled) != 1 {
 		t.Fatalf("in the window: %+v", rep.Installs)
 	}
@@ -286,9 +283,9 @@ func TestSyncRolloutExpiryOverride(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	stageDir := t.TempDir()
-	var clock offsetClock
+	var clock testclock.Clock
 	const name = "example.com"
-	n := e.nodeWith(stageDir, clock.now, Certificate{Name: name, InstallDir: liveDir(stageDir, name), ExpiryDeadline: 7 * 24 * time.Hour})
+	n := e.nodeWith(stageDir, clock.Now, Certificate{Name: name, InstallDir: liveDir(stageDir, name), ExpiryDeadline: 7 * 24 * time.Hour})
 	old := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour), Validity: 10 * 24 * time.Hour})
 	e.publish(name, e.sealVersion(name, old, 1_000), old)
 	n.sync(t)
@@ -302,7 +299,7 @@ func TestSyncRolloutExpiryOverride(t *testing.T) {
 	if st := e.status(name); st.Rollout != wire.RolloutWaiting || !st.InstallAt.IsZero() {
 		t.Errorf("status while held: %+v", st)
 	}
-	clock.set(time.Until(override) + time.Minute)
+	clock.Offset(time.Until(override) + time.Minute)
 	rep = n.sync(t)
 	if rep.InstallCount(InstallInstalled) != 1 {
 		t.Fatalf("at the expiry deadline: %+v", rep.Installs)
