@@ -1,31 +1,16 @@
-package testclock
+package testclock_test
 
 import (
 	"sync"
 	"testing"
 	"time"
-)
 
-func TestStopped(t *testing.T) {
-	t.Parallel()
-	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	c := At(start)
-	if got := c.Now(); !got.Equal(start) {
-		t.Fatalf("At: %v, want %v", got, start)
-	}
-	c.Advance(time.Hour)
-	if got := c.Now(); !got.Equal(start.Add(time.Hour)) {
-		t.Errorf("after Advance: %v, want %v", got, start.Add(time.Hour))
-	}
-	c.Set(start)
-	if got := c.Now(); !got.Equal(start) {
-		t.Errorf("after Set: %v, want %v", got, start)
-	}
-}
+	"github.com/certsync/certsync/internal/testing/testclock"
+)
 
 func TestRunning(t *testing.T) {
 	t.Parallel()
-	var c Clock
+	var c testclock.Clock
 	within := func(what string, off time.Duration) {
 		t.Helper()
 		before := time.Now().Add(off)
@@ -44,11 +29,28 @@ func TestRunning(t *testing.T) {
 	within("Set then Offset", 0)
 }
 
+func TestStopped(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	c := testclock.At(start)
+	if got := c.Now(); !got.Equal(start) {
+		t.Fatalf("At: %v, want %v", got, start)
+	}
+	c.Advance(time.Hour)
+	if got := c.Now(); !got.Equal(start.Add(time.Hour)) {
+		t.Errorf("after Advance: %v, want %v", got, start.Add(time.Hour))
+	}
+	c.Set(start)
+	if got := c.Now(); !got.Equal(start) {
+		t.Errorf("after Set: %v, want %v", got, start)
+	}
+}
+
 // TestConcurrent is for -race: a test moves the clock while the code under
 // test reads it.
 func TestConcurrent(t *testing.T) {
 	t.Parallel()
-	c := At(time.Unix(0, 0))
+	c := testclock.At(time.Unix(0, 0))
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for range 100 {
