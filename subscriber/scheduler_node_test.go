@@ -304,8 +304,8 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	check, flag := flagCheck(t, dir)
 	week := 7 * 24 * time.Hour
 	certs := []Certificate{
-		{Name: "expiring.example", InstallDir: liveDir(stageDir, "expiring.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
-		{Name: "later.example", InstallDir: liveDir(stageDir, "later.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
+		{Name: "expiring.example", InstallDir: liveDir(stageDir, "expiring.example"), Check: check, ExpiryDeadline: week},
+		{Name: "later.example", InstallDir: liveDir(stageDir, "later.example"), Check: check, ExpiryDeadline: week},
 	}
 	n := e.nodeWith(stageDir, clock.Now, certs...)
 	first := map[string]*testcert.Cert{
