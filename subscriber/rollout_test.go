@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -617,10 +616,7 @@ func TestCheckFilter(t *testing.T) {
 func TestStageKeepRollout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	s, err := OpenStage(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStage(t, t.TempDir())
 	const name = "example.com"
 	c := e.issue(time.Hour)
 	staged := &Staged{Name: name, Release: crypto.Release{Version: 10, Fingerprint: crypto.FingerprintOf(c.Leaf.Raw)}, Hold: true, StagedAt: time.Now().UTC()}
@@ -689,10 +685,7 @@ func TestStageKeepRollout(t *testing.T) {
 func TestStagePutHoldChanges(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	s, err := OpenStage(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStage(t, t.TempDir())
 	c := e.issue(time.Hour)
 	b := bundleOf("example.com", c)
 	meta := func(seq uint64, hold bool) *Staged {
