@@ -234,6 +234,24 @@ func (f *fixture) checkNoSecrets(what, s string, keys ...[]byte) {
 	}
 }
 
+// wantRefused checks a refusal of a call on certificate name: one line
+// that contains want, matches is (when set) and holds no part of keys, and
+// name's subject left holding stored messages.
+func (f *fixture) wantRefused(err error, want string, is error, name string, stored uint64, keys ...[]byte) {
+	f.t.Helper()
+	f.t.Logf("error: %v", err)
+	if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		f.t.Errorf("error %q, want one line containing %q", err, want)
+	}
+	if is != nil && !errors.Is(err, is) {
+		f.t.Errorf("error %q is not %v", err, is)
+	}
+	f.checkNoSecrets("error", err.Error(), keys...)
+	if n := f.count(name); n != stored {
+		f.t.Errorf("%d messages on the subject, want %d", n, stored)
+	}
+}
+
 // runServer starts one test server and returns its URL.
 func runServer(t *testing.T) string {
 	t.Helper()

@@ -196,17 +196,7 @@ func TestPublishRefusals(t *testing.T) {
 			if err == nil {
 				t.Fatalf("published %+v, want a refusal", res)
 			}
-			t.Logf("error: %v", err)
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error %q, want it to contain %q", err, tt.want)
-			}
-			if tt.is != nil && !errors.Is(err, tt.is) {
-				t.Errorf("error %q is not %v", err, tt.is)
-			}
-			f.checkNoSecrets("error", err.Error(), b.PrivKey)
-			if n := f.count("example.com"); n != tt.stored {
-				t.Errorf("%d messages on the subject, want %d", n, tt.stored)
-			}
+			f.wantRefused(err, tt.want, tt.is, "example.com", tt.stored, b.PrivKey)
 		})
 	}
 }
