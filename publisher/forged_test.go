@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"filippo.io/age"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -66,17 +65,7 @@ func TestRepublishTrustsOnlySignedRecipients(t *testing.T) {
 	f.open(msg, "web2")
 	f.open(msg, "web1")
 	// web2's new consumer starts at the bundle it can open.
-	cons, err := f.js().Consumer(ctx, wire.Stream, wire.ConsumerName("web2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := crypto.Open(m.Data(), []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids["web2"]}); err != nil {
-		t.Errorf("web2 opening its first delivery: %v", err)
-	}
+	f.openFirstDelivery("web2")
 }
 
 // TestRepublishSealsAgainWithoutRecord: a body signed by the publisher but

@@ -134,9 +134,15 @@ func (f *fixture) js() jetstream.JetStream {
 	return natstest.JetStream(f.t, f.url)
 }
 
-// count is the number of messages on a certificate's subject; 0 when the
-// stream does not exist.
+// count is the number of messages on a certificate's subject (countOn).
 func (f *fixture) count(name string) uint64 {
+	f.t.Helper()
+	return f.countOn(wire.Subject(name))
+}
+
+// countOn is the number of messages on subject; 0 when the stream does not
+// exist.
+func (f *fixture) countOn(subject string) uint64 {
 	f.t.Helper()
 	st, err := f.js().Stream(context.Background(), wire.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -145,32 +151,58 @@ func (f *fixture) count(name string) uint64 {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(wire.Subject(name)))
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return info.State.Subjects[wire.Subject(name)]
+	return info.State.Subjects[subject]
 }
 
-// last is the newest message on a certificate's subject.
+// last is the newest message on a certificate's subject (lastOn).
 func (f *fixture) last(name string) *jetstream.RawStreamMsg {
+	f.t.Helper()
+	return f.lastOn(wire.Subject(name))
+}
+
+// lastOn is the newest message on subject; the test fails when there is
+// none.
+func (f *fixture) lastOn(subject string) *jetstream.RawStreamMsg {
 	f.t.Helper()
 	js := f.js()
 	var msg *jetstream.RawStreamMsg
 	var err error
 	// A loaded cluster may leave a request unanswered for a while (the
 	// stream's leader is busy): ask again until the deadline.
-	natstest.WaitFor(f.t, 30*time.Second, "the newest message of "+name, func() bool {
+	natstest.WaitFor(f.t, 30*time.Second, "the newest message on "+subject, func() bool {
 		var st jetstream.Stream
 		if st, err = js.Stream(context.Background(), wire.Stream); err == nil {
-			msg, err = st.GetLastMsgForSubject(context.Background(), wire.Subject(name))
+			msg, err = st.GetLastMsgForSubject(context.Background(), subject)
 		}
 		return err == nil || errors.Is(err, jetstream.ErrMsgNotFound)
 	})
 	if err != nil {
-		f.t.Fatalf("newest message of %s: %v", name, err)
+		f.t.Fatalf("newest message on %s: %v", subject, err)
 	}
 	return msg
+}
+
+// openFirstDelivery opens, as node, the first message node's consumer
+// delivers.
+func (f *fixture) openFirstDelivery(node string) (*crypto.Header, *crypto.Bundle) {
+	f.t.Helper()
+	cons, err := f.js().Consumer(context.Background(), wire.Stream, wire.ConsumerName(node))
+	if err != nil {
+		f.t.Fatalf("consumer of %s: %v", node, err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		f.t.Fatalf("first delivery to %s: %v", node, err)
+	}
+	h, b, err := crypto.Open(m.Data(), []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids[node]})
+	if err != nil {
+		f.t.Fatalf("%s opening its first delivery: %v", node, err)
+	}
+	return h, b
 }
 
 // consumer returns a node's consumer configuration, or nil.
@@ -199,6 +231,24 @@ func (f *fixture) checkNoSecrets(what, s string, keys ...[]byte) {
 				f.t.Errorf("%s holds key material", what)
 			}
 		}
+	}
+}
+
+// wantRefused checks a refusal of a call on certificate name: one line
+// that contains want, matches is (when set) and holds no part of keys, and
+// name's subject left holding stored messages.
+func (f *fixture) wantRefused(err error, want string, is error, name string, stored uint64, keys ...[]byte) {
+	f.t.Helper()
+	f.t.Logf("error: %v", err)
+	if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		f.t.Errorf("error %q, want one line containing %q", err, want)
+	}
+	if is != nil && !errors.Is(err, is) {
+		f.t.Errorf("error %q is not %v", err, is)
+	}
+	f.checkNoSecrets("error", err.Error(), keys...)
+	if n := f.count(name); n != stored {
+		f.t.Errorf("%d messages on the subject, want %d", n, stored)
 	}
 }
 

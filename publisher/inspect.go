@@ -98,16 +98,26 @@ func (p *Publisher) Bundles(ctx context.Context, names []string) ([]BundleInfo, 
 	return out, nil
 }
 
-// bundles reads the headers of the messages on filters with an ordered,
-// headers-only consumer. Filters on the group subjects are left out when
-// the stream does not hold them (set up before groups).
-func (s *session) bundles(ctx context.Context, filters []string) ([]BundleInfo, error) {
+// streamIfAny looks up the stream for a call that only reads: nil, and
+// no error, when it does not exist, which reads as empty.
+func (s *session) streamIfAny(ctx context.Context) (jetstream.Stream, error) {
 	st, err := s.js.Stream(ctx, wire.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("looking up stream %s: %w", wire.Stream, err)
+	}
+	return st, nil
+}
+
+// bundles reads the headers of the messages on filters with an ordered,
+// headers-only consumer. Filters on the group subjects are left out when
+// the stream does not hold them (set up before groups).
+func (s *session) bundles(ctx context.Context, filters []string) ([]BundleInfo, error) {
+	st, err := s.streamIfAny(ctx)
+	if st == nil || err != nil {
+		return nil, err
 	}
 	if !slices.Contains(st.CachedInfo().Config.Subjects, wire.GroupSubjects) {
 		filters = slices.DeleteFunc(slices.Clone(filters), func(f string) bool { return strings.HasPrefix(f, wire.GroupSubjectPrefix) })

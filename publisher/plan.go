@@ -130,30 +130,22 @@ func (p *Publisher) Plan(ctx context.Context, opts PlanOptions, names ...string)
 	if len(names) == 0 {
 		return nil, nil
 	}
-	ctx, cancel := p.bound(ctx)
-	defer cancel()
-	s, statuses, err := p.rolloutSession(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("planning: %w", err)
-	}
-	defer s.close()
 	var rows []PlanRow
-	for _, name := range names {
-		var rd *rolloutRead
-		err := s.do(ctx, "reading the newest bundle of "+name, func(ctx context.Context) error {
-			var err error
-			rd, err = s.readRollout(ctx, name)
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("planning certificate %q: %w", name, err)
+	err := p.withRollouts(ctx, "planning", func(ctx context.Context, c *rolloutCall) error {
+		for _, name := range names {
+			rd, in, err := c.read(ctx, "reading the newest bundle of "+name, name)
+			if err != nil {
+				return fmt.Errorf("planning certificate %q: %w", name, err)
+			}
+			in.Now = opts.Now
+			for _, n := range slices.Sorted(slices.Values(in.Nodes)) {
+				rows = append(rows, planNode(&in, n, p.sealedToAll(name, rd), opts))
+			}
 		}
-		nodes := p.cfg.Certificates[name]
-		in := stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: p.cfg.Policy(name),
-			Nodes: nodes, Status: statuses[name], Now: opts.Now}
-		for _, n := range slices.Sorted(slices.Values(nodes)) {
-			rows = append(rows, planNode(&in, n, p.sealedToAll(name, rd), opts))
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return rows, nil
 }

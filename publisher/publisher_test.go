@@ -196,17 +196,7 @@ func TestPublishRefusals(t *testing.T) {
 			if err == nil {
 				t.Fatalf("published %+v, want a refusal", res)
 			}
-			t.Logf("error: %v", err)
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error %q, want it to contain %q", err, tt.want)
-			}
-			if tt.is != nil && !errors.Is(err, tt.is) {
-				t.Errorf("error %q is not %v", err, tt.is)
-			}
-			f.checkNoSecrets("error", err.Error(), b.PrivKey)
-			if n := f.count("example.com"); n != tt.stored {
-				t.Errorf("%d messages on the subject, want %d", n, tt.stored)
-			}
+			f.wantRefused(err, tt.want, tt.is, "example.com", tt.stored, b.PrivKey)
 		})
 	}
 }
@@ -323,17 +313,7 @@ func TestRepublishRecipients(t *testing.T) {
 	if err != nil || len(report.Results) != 1 || report.Results[0].Action != Published {
 		t.Fatalf("republish after adding web3: %+v, %v", report, err)
 	}
-	cons, err := f.js().Consumer(ctx, wire.Stream, wire.ConsumerName("web3"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := crypto.Open(m.Data(), []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids["web3"]}); err != nil {
-		t.Errorf("web3 opening its first delivery: %v", err)
-	}
+	f.openFirstDelivery("web3")
 }
 
 func TestRepublishNodeRemoval(t *testing.T) {

@@ -312,15 +312,10 @@ func TestRollbackRefusals(t *testing.T) {
 			if err == nil {
 				t.Fatalf("rolled back: %+v, want a refusal", res)
 			}
-			t.Logf("error: %v", err)
-			if !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), `refusing to roll back certificate "example.com"`) ||
-				strings.Contains(err.Error(), "\n") {
-				t.Errorf("error %q, want one line starting with the refusal and containing %q", err, tt.want)
+			if !strings.HasPrefix(err.Error(), `refusing to roll back certificate "example.com"`) {
+				t.Errorf("error %q, want it to start with the refusal", err)
 			}
-			f.checkNoSecrets("error", err.Error())
-			if n := f.count("example.com"); n != tt.stored {
-				t.Errorf("%d messages on the subject, want %d", n, tt.stored)
-			}
+			f.wantRefused(err, tt.want, nil, "example.com", tt.stored)
 		})
 	}
 }

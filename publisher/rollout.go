@@ -611,20 +611,33 @@ func (p *Publisher) policyNames() []string {
 	return names
 }
 
-// rolloutSession connects for a rollout call: it needs the signing key
+// rolloutCall is the connection of one rollout call (Plan, RolloutStep,
+// Rollouts, the commands): a session whose stream holds the rollout
+// subjects, and the status records by certificate and node, read once
+// when it opened.
+type rolloutCall struct {
+	*session
+	statuses map[string]map[string]*wire.Status
+}
+
+// withRollouts runs fn on a rolloutCall within the configured timeout
+// (bound) and closes the connection after. Opening needs the signing key
 // (its public half says which records are the publisher's), a stream that
-// holds the rollout subjects, and the status records.
-func (p *Publisher) rolloutSession(ctx context.Context) (*session, map[string]map[string]*wire.Status, error) {
+// holds the rollout subjects, and the status records; an error there
+// comes back as "<doing>: …", fn's own errors as they are.
+func (p *Publisher) withRollouts(ctx context.Context, doing string, fn func(ctx context.Context, c *rolloutCall) error) error {
 	if p.cfg.SigningKey == nil {
-		return nil, nil, errors.New("no signing key configured")
+		return fmt.Errorf("%s: no signing key configured", doing)
 	}
+	ctx, cancel := p.bound(ctx)
+	defer cancel()
 	s, err := p.connect(ctx)
 	if err != nil {
-		return nil, nil, err
+		return fmt.Errorf("%s: %w", doing, err)
 	}
+	defer s.close()
 	if err := s.rolloutStream(ctx); err != nil {
-		s.close()
-		return nil, nil, err
+		return fmt.Errorf("%s: %w", doing, err)
 	}
 	var records []wire.Status
 	err = s.do(ctx, "reading status records", func(ctx context.Context) error {
@@ -633,10 +646,34 @@ func (p *Publisher) rolloutSession(ctx context.Context) (*session, map[string]ma
 		return err
 	})
 	if err != nil {
-		s.close()
-		return nil, nil, err
+		return fmt.Errorf("%s: %w", doing, err)
 	}
-	return s, statusByCert(records), nil
+	return fn(ctx, &rolloutCall{session: s, statuses: statusByCert(records)})
+}
+
+// input reads the newest bundle and rollout record of name (readRollout)
+// and returns them with what a step of its rollout decides on: its
+// configured policy and nodes, their status records, and the time now.
+func (c *rolloutCall) input(ctx context.Context, name string) (*rolloutRead, stepInput, error) {
+	rd, err := c.readRollout(ctx, name)
+	if err != nil {
+		return nil, stepInput{}, err
+	}
+	return rd, stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: c.p.cfg.Policy(name),
+		Nodes: c.p.cfg.Certificates[name], Status: c.statuses[name], Now: c.p.now()}, nil
+}
+
+// read is input retried as one step (session.do) named what: for the
+// calls that only read.
+func (c *rolloutCall) read(ctx context.Context, what, name string) (*rolloutRead, stepInput, error) {
+	var rd *rolloutRead
+	var in stepInput
+	err := c.do(ctx, what, func(ctx context.Context) error {
+		var err error
+		rd, in, err = c.input(ctx, name)
+		return err
+	})
+	return rd, in, err
 }
 
 // RolloutChange is one rollout record a step or a command wrote.
@@ -701,57 +738,82 @@ func (p *Publisher) RolloutStep(ctx context.Context) ([]RolloutChange, error) {
 	if len(names) == 0 {
 		return nil, nil
 	}
-	ctx, cancel := p.bound(ctx)
-	defer cancel()
-	s, statuses, err := p.rolloutSession(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("advancing rollouts: %w", err)
-	}
-	defer s.close()
 	var changes []RolloutChange
 	var errs []error
-	for _, name := range names {
-		c, err := s.step(ctx, name, p.cfg.Policy(name), p.cfg.Certificates[name], statuses[name])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("advancing the rollout of %q: %w", name, err))
-			continue
+	err := p.withRollouts(ctx, "advancing rollouts", func(ctx context.Context, c *rolloutCall) error {
+		for _, name := range names {
+			ch, err := c.step(ctx, name)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("advancing the rollout of %q: %w", name, err))
+				continue
+			}
+			if ch != nil {
+				changes = append(changes, *ch)
+			}
 		}
-		if c != nil {
-			changes = append(changes, *c)
-		}
-	}
-	return changes, errors.Join(errs...)
-}
-
-// step advances one certificate's rollout, reading again and deciding
-// again when another writer stored a record first.
-func (s *session) step(ctx context.Context, name string, pol *RolloutPolicy, nodes []string, status map[string]*wire.Status) (*RolloutChange, error) {
-	var c *RolloutChange
-	err := s.do(ctx, "advancing the rollout of "+name, func(ctx context.Context) error {
-		c = nil
-		rd, err := s.readRollout(ctx, name)
-		if err != nil {
-			return err
-		}
-		in := stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: pol, Nodes: nodes, Status: status, Now: s.p.now()}
-		next, kind := decideStep(in)
-		if next == nil {
-			return nil
-		}
-		if err := s.writeRollout(ctx, next, rd.lastSeq); err != nil {
-			return err
-		}
-		ch := change(string(kind), in.current(), next)
-		c = &ch
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if c != nil {
-		s.logChange(*c)
+	return changes, errors.Join(errs...)
+}
+
+// step advances one certificate's rollout (decideStep).
+func (c *rolloutCall) step(ctx context.Context, name string) (*RolloutChange, error) {
+	_, made, err := c.decide(ctx, "advancing the rollout of "+name, name, func(in *stepInput) (*crypto.RolloutRecord, string, error) {
+		next, kind := decideStep(*in)
+		return next, string(kind), nil
+	})
+	return made, err
+}
+
+// decide reads name's rollout (input), writes the record decide gives,
+// and logs the change as rollout_<event>; it reads and decides again,
+// as one step named what (session.do), when another writer stored a
+// record first (writeRollout). decide returns the record to write (nil:
+// none) and its event, or an error that refuses the write, which is
+// returned and never retried. It returns the input last read, its Record
+// the one written, and the change (nil: none).
+func (c *rolloutCall) decide(ctx context.Context, what, name string, decide func(in *stepInput) (*crypto.RolloutRecord, string, error)) (stepInput, *RolloutChange, error) {
+	var in stepInput
+	var written *crypto.RolloutRecord
+	var made *RolloutChange
+	var refused error
+	err := c.do(ctx, what, func(ctx context.Context) error {
+		written, made, refused = nil, nil, nil
+		var rd *rolloutRead
+		var err error
+		if rd, in, err = c.input(ctx, name); err != nil {
+			return err
+		}
+		prev := in.current()
+		next, event, err := decide(&in)
+		if err != nil {
+			refused = err
+			return nil
+		}
+		if next == nil {
+			return nil
+		}
+		if err := c.writeRollout(ctx, next, rd.lastSeq); err != nil {
+			return err
+		}
+		ch := change(event, prev, next)
+		written, made = next, &ch
+		return nil
+	})
+	if err == nil {
+		err = refused
 	}
-	return c, nil
+	if err != nil {
+		return stepInput{}, nil, err
+	}
+	if made != nil {
+		c.logChange(*made)
+		in.Record = written
+	}
+	return in, made, nil
 }
 
 // RolloutRun runs the controller until ctx ends: a RolloutStep now and
@@ -944,26 +1006,19 @@ func (p *Publisher) Rollouts(ctx context.Context, names ...string) ([]RolloutVie
 	if len(names) == 0 {
 		return nil, nil
 	}
-	ctx, cancel := p.bound(ctx)
-	defer cancel()
-	s, statuses, err := p.rolloutSession(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading rollouts: %w", err)
-	}
-	defer s.close()
 	out := make([]RolloutView, 0, len(names))
-	for _, name := range names {
-		var rd *rolloutRead
-		err := s.do(ctx, "reading the rollout of "+name, func(ctx context.Context) error {
-			var err error
-			rd, err = s.readRollout(ctx, name)
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("reading the rollout of %q: %w", name, err)
+	err := p.withRollouts(ctx, "reading rollouts", func(ctx context.Context, c *rolloutCall) error {
+		for _, name := range names {
+			_, in, err := c.read(ctx, "reading the rollout of "+name, name)
+			if err != nil {
+				return fmt.Errorf("reading the rollout of %q: %w", name, err)
+			}
+			out = append(out, view(in))
 		}
-		out = append(out, view(stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: p.cfg.Policy(name),
-			Nodes: p.cfg.Certificates[name], Status: statuses[name], Now: p.now()}))
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -975,62 +1030,30 @@ func (e errCommand) Error() string { return e.msg }
 
 // command applies an operator's command (verb, logged as rollout_<event>)
 // to the rollout of name: apply gives the record to write from what was
-// read (nil: write none). It is
-// read, decided and written again when another writer stored a record
-// first. It returns the view after, and the record written.
-func (p *Publisher) command(ctx context.Context, verb, event, name string, apply func(in *stepInput) (*crypto.RolloutRecord, error)) (*RolloutView, *crypto.RolloutRecord, error) {
-	pol, err := p.checkRolloutName(name)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s rollout: %w", verb, err)
+// read (nil: write none), or refuses (errCommand). It is read, decided and
+// written again when another writer stored a record first (decide). It
+// returns the view after.
+func (p *Publisher) command(ctx context.Context, verb, event, name string, apply func(in *stepInput) (*crypto.RolloutRecord, error)) (*RolloutView, error) {
+	if _, err := p.checkRolloutName(name); err != nil {
+		return nil, fmt.Errorf("%s rollout: %w", verb, err)
 	}
-	ctx, cancel := p.bound(ctx)
-	defer cancel()
-	s, statuses, err := p.rolloutSession(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s rollout of %q: %w", verb, name, err)
-	}
-	defer s.close()
-	var in stepInput
-	var written *crypto.RolloutRecord
-	var c *RolloutChange
-	var refused error
-	err = s.do(ctx, verb+" rollout of "+name, func(ctx context.Context) error {
-		written, c, refused = nil, nil, nil
-		rd, err := s.readRollout(ctx, name)
+	doing := fmt.Sprintf("%s rollout of %q", verb, name)
+	var v RolloutView
+	err := p.withRollouts(ctx, doing, func(ctx context.Context, c *rolloutCall) error {
+		in, _, err := c.decide(ctx, verb+" rollout of "+name, name, func(in *stepInput) (*crypto.RolloutRecord, string, error) {
+			next, err := apply(in)
+			return next, event, err
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", doing, err)
 		}
-		in = stepInput{Name: name, Bundle: rd.bundle, Record: rd.record, Policy: pol, Nodes: p.cfg.Certificates[name],
-			Status: statuses[name], Now: p.now()}
-		prev := in.current()
-		next, err := apply(&in)
-		if err != nil {
-			refused = err
-			return nil
-		}
-		if next == nil {
-			return nil
-		}
-		if err := s.writeRollout(ctx, next, rd.lastSeq); err != nil {
-			return err
-		}
-		written = next
-		ch := change(event, prev, next)
-		c = &ch
+		v = view(in)
 		return nil
 	})
-	if err == nil {
-		err = refused
-	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s rollout of %q: %w", verb, name, err)
+		return nil, err
 	}
-	if c != nil {
-		s.logChange(*c)
-		in.Record = written
-	}
-	v := view(in)
-	return &v, written, nil
+	return &v, nil
 }
 
 // started is the current record of in, or a refusal naming why there is
@@ -1048,14 +1071,21 @@ func started(in *stepInput) (*crypto.RolloutRecord, error) {
 	}
 }
 
-// openRecord is the rollout record a command acts on: started (started) and
-// not in a final state (refuseState).
-func openRecord(in *stepInput) (*crypto.RolloutRecord, error) {
+// openRecord is the rollout record a command acts on: started (started),
+// not in a final state (refuseState), and in one of states when any are
+// named.
+func openRecord(in *stepInput, states ...string) (*crypto.RolloutRecord, error) {
 	rec, err := started(in)
 	if err != nil {
 		return nil, err
 	}
-	return rec, refuseState(rec)
+	if err := refuseState(rec); err != nil {
+		return nil, err
+	}
+	if len(states) > 0 && !slices.Contains(states, rec.State) {
+		return nil, errCommand{"not " + strings.Join(states, " or ") + ": it is " + rec.State}
+	}
+	return rec, nil
 }
 
 // refuseState refuses acting on a rollout in a final state.
@@ -1075,7 +1105,7 @@ func refuseState(rec *crypto.RolloutRecord) error {
 // canaries released). A paused rollout stays paused (pause and promote
 // step through the waves by hand); a halted one must be resumed first.
 func (p *Publisher) Promote(ctx context.Context, name string) (*RolloutView, error) {
-	v, _, err := p.command(ctx, "promote", "promoted", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
+	v, err := p.command(ctx, "promote", "promoted", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
 		if in.Bundle.exists() && in.Bundle.Hold && in.current() == nil {
 			return startRecord(in), nil
 		}
@@ -1095,13 +1125,10 @@ func (p *Publisher) Promote(ctx context.Context, name string) (*RolloutView, err
 // Pause stops name's running rollout from releasing further waves; the
 // nodes released already go on installing.
 func (p *Publisher) Pause(ctx context.Context, name string) (*RolloutView, error) {
-	v, _, err := p.command(ctx, "pause", "paused", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
-		rec, err := openRecord(in)
+	v, err := p.command(ctx, "pause", "paused", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
+		rec, err := openRecord(in, crypto.RolloutRunning)
 		if err != nil {
 			return nil, err
-		}
-		if rec.State != crypto.RolloutRunning {
-			return nil, errCommand{"not running: it is " + rec.State}
 		}
 		next := in.successor(rec, crypto.RolloutPaused, false)
 		next.Reason = "paused by the operator"
@@ -1114,13 +1141,10 @@ func (p *Publisher) Pause(ctx context.Context, name string) (*RolloutView, error
 // the released nodes whose install failed try again, and the wave's
 // deadline starts again from now.
 func (p *Publisher) Resume(ctx context.Context, name string) (*RolloutView, error) {
-	v, _, err := p.command(ctx, "resume", "resumed", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
-		rec, err := openRecord(in)
+	v, err := p.command(ctx, "resume", "resumed", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
+		rec, err := openRecord(in, crypto.RolloutPaused, crypto.RolloutHalted)
 		if err != nil {
 			return nil, err
-		}
-		if rec.State != crypto.RolloutPaused && rec.State != crypto.RolloutHalted {
-			return nil, errCommand{"not paused or halted: it is " + rec.State}
 		}
 		next := in.successor(rec, crypto.RolloutRunning, true)
 		next.WaveStarted = in.Now
@@ -1138,7 +1162,7 @@ func (p *Publisher) Resume(ctx context.Context, name string) (*RolloutView, erro
 // aborted rollout whose bundle is still the newest it only publishes the
 // previous certificate again.
 func (p *Publisher) Abort(ctx context.Context, name string) (*RolloutView, error) {
-	v, _, err := p.command(ctx, "abort", "aborted", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
+	v, err := p.command(ctx, "abort", "aborted", name, func(in *stepInput) (*crypto.RolloutRecord, error) {
 		rec := in.current()
 		if rec != nil && rec.State == crypto.RolloutAborted {
 			return nil, nil // only the rollback is left to do

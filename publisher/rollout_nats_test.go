@@ -17,33 +17,16 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/testclock"
 	"github.com/certsync/certsync/internal/wire"
 )
-
-// testClock is an injected Config.Now that tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // rolloutFixture is a management host with a rollout policy on one
 // certificate, a.example, on a real server set up for rollouts, and a
 // clock the test moves.
 type rolloutFixture struct {
 	*fixture
-	clock *testClock
+	clock *testclock.Clock
 	p     *Publisher
 	kv    jetstream.KeyValue
 }
@@ -55,8 +38,8 @@ const rolloutCert = "a.example"
 func newRolloutFixture(t *testing.T, nodes []string, pol *RolloutPolicy, setup bool) *rolloutFixture {
 	t.Helper()
 	f := newFixture(t, runServer(t), map[string][]string{rolloutCert: nodes})
-	clock := &testClock{t: time.Now().UTC().Truncate(time.Second)}
-	f.cfg.Now = clock.now
+	clock := testclock.At(time.Now().UTC().Truncate(time.Second))
+	f.cfg.Now = clock.Now
 	f.cfg.Rollout = pol
 	rf := &rolloutFixture{fixture: f, clock: clock, p: f.publisher()}
 	if setup {
@@ -88,7 +71,7 @@ func (rf *rolloutFixture) publishHeld(nodes ...string) heldBundle {
 		nodes = rf.cfg.Certificates[rolloutCert]
 	}
 	c := rf.issue(rolloutCert, time.Time{})
-	b := &crypto.Bundle{Name: rolloutCert, Version: uint64(rf.clock.now().UnixMilli()), Cert: c.Cert, Chain: c.Chain,
+	b := &crypto.Bundle{Name: rolloutCert, Version: uint64(rf.clock.Now().UnixMilli()), Cert: c.Cert, Chain: c.Chain,
 		FullChain: c.FullChain, PrivKey: c.PrivKey}
 	var recipients []age.Recipient
 	var texts []string
@@ -123,7 +106,7 @@ func (rf *rolloutFixture) report(node string, st *wire.Status) {
 	rf.t.Helper()
 	st.Node, st.Certificate = node, rolloutCert
 	if st.LastSeen.IsZero() {
-		st.LastSeen = rf.clock.now()
+		st.LastSeen = rf.clock.Now()
 	}
 	data, err := json.Marshal(st)
 	if err != nil {
@@ -138,7 +121,7 @@ func (rf *rolloutFixture) report(node string, st *wire.Status) {
 func (rf *rolloutFixture) installedOK(b heldBundle, node string) {
 	rf.t.Helper()
 	rf.report(node, &wire.Status{State: wire.StateInstalled, InstalledVersion: b.Version, InstalledFingerprint: b.Fingerprint.String(),
-		InstalledAt: rf.clock.now(), StagedVersion: b.Version, StagedFingerprint: b.Fingerprint.String(), Schedule: "immediate",
+		InstalledAt: rf.clock.Now(), StagedVersion: b.Version, StagedFingerprint: b.Fingerprint.String(), Schedule: "immediate",
 		Rollout: wire.RolloutReleased, Verified: true})
 }
 
@@ -146,7 +129,7 @@ func (rf *rolloutFixture) installedOK(b heldBundle, node string) {
 func (rf *rolloutFixture) installFailed(b heldBundle, node string, gen uint64) {
 	rf.t.Helper()
 	rf.report(node, &wire.Status{State: wire.StateFailed, Error: "check failed: exit status 1", ErrorKind: wire.ErrorKindInstall,
-		ErrorTime: rf.clock.now(), StagedVersion: b.Version, StagedFingerprint: b.Fingerprint.String(), FailedVersion: b.Version,
+		ErrorTime: rf.clock.Now(), StagedVersion: b.Version, StagedFingerprint: b.Fingerprint.String(), FailedVersion: b.Version,
 		FailedFingerprint: b.Fingerprint.String(), Schedule: "immediate", Rollout: wire.RolloutReleased, RolloutGeneration: gen})
 }
 
@@ -180,14 +163,7 @@ func (rf *rolloutFixture) stepWants(event string, released ...string) RolloutCha
 // and its message.
 func (rf *rolloutFixture) record() (*crypto.RolloutRecord, *jetstream.RawStreamMsg) {
 	rf.t.Helper()
-	st, err := rf.js().Stream(context.Background(), wire.Stream)
-	if err != nil {
-		rf.t.Fatal(err)
-	}
-	msg, err := st.GetLastMsgForSubject(context.Background(), wire.RolloutSubject(rolloutCert))
-	if err != nil {
-		rf.t.Fatalf("newest rollout record: %v", err)
-	}
+	msg := rf.lastOn(wire.RolloutSubject(rolloutCert))
 	r, _, err := crypto.VerifyRollout(msg.Data, []crypto.PublicKey{rf.signer.Public()})
 	if err != nil {
 		rf.t.Fatalf("newest rollout record: %v", err)
@@ -231,7 +207,7 @@ func TestRolloutCanaryHaltResume(t *testing.T) {
 	if !strings.Contains(rf.logs.String(), "rollout_halted") {
 		t.Errorf("no rollout_halted in the log:\n%s", rf.logs)
 	}
-	rf.clock.advance(3 * time.Hour)
+	rf.clock.Advance(3 * time.Hour)
 	rf.stepWants("") // halted: nothing more, past every deadline
 	if r, _ := rf.record(); r.State != crypto.RolloutHalted || !slices.Equal(r.Released, []string{"web1"}) {
 		t.Fatalf("halted record %+v", r)
@@ -242,7 +218,7 @@ func TestRolloutCanaryHaltResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := fleet.Rows(HealthOptions{Now: rf.clock.now(), StaleAfter: 24 * time.Hour})
+	rows := fleet.Rows(HealthOptions{Now: rf.clock.Now(), StaleAfter: 24 * time.Hour})
 	if len(rows) != len(nodes) {
 		t.Fatalf("%d rows", len(rows))
 	}
@@ -266,26 +242,26 @@ func TestRolloutCanaryHaltResume(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Resume: %v", err)
 	}
-	if v.State != crypto.RolloutRunning || v.Generation != 2 || !v.WaveStarted.Equal(rf.clock.now()) {
+	if v.State != crypto.RolloutRunning || v.Generation != 2 || !v.WaveStarted.Equal(rf.clock.Now()) {
 		t.Fatalf("resumed: %+v", v)
 	}
 	rf.stepWants("") // the failure is the previous attempt's: web1 is in flight again
-	rf.clock.advance(time.Minute)
+	rf.clock.Advance(time.Minute)
 	rf.installedOK(b, "web1")
-	rf.clock.advance(9 * time.Minute)
+	rf.clock.Advance(9 * time.Minute)
 	rf.stepWants("") // soaking
-	rf.clock.advance(time.Minute)
+	rf.clock.Advance(time.Minute)
 	if c := rf.stepWants("wave_released", "web2", "web3"); c.Generation != 3 || c.Wave != 1 {
 		t.Fatalf("wave 1: %+v", c)
 	}
 	rf.installedOK(b, "web2")
 	rf.stepWants("") // web3 in flight
 	rf.installedOK(b, "web3")
-	rf.clock.advance(10 * time.Minute)
+	rf.clock.Advance(10 * time.Minute)
 	rf.stepWants("wave_released", "web4", "web5")
 	rf.installedOK(b, "web4")
 	rf.installedOK(b, "web5")
-	rf.clock.advance(10 * time.Minute)
+	rf.clock.Advance(10 * time.Minute)
 	if c := rf.stepWants("complete"); c.Generation != 5 || c.State != crypto.RolloutComplete {
 		t.Fatalf("complete: %+v", c)
 	}
@@ -303,7 +279,7 @@ func TestRolloutCanaryHaltResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, row := range fleet.Rows(HealthOptions{Now: rf.clock.now(), StaleAfter: 24 * time.Hour}) {
+	for _, row := range fleet.Rows(HealthOptions{Now: rf.clock.Now(), StaleAfter: 24 * time.Hour}) {
 		if !row.Healthy() {
 			t.Errorf("row %s after completion: %v", row.Node, row.Problems())
 		}
@@ -321,9 +297,9 @@ func TestRolloutDeadlineAndMaxFailures(t *testing.T) {
 	rf.installedOK(b, "web1")
 	rf.installFailed(b, "web2", 1)
 	rf.stepWants("") // one failure tolerated, web3 in flight
-	rf.clock.advance(30 * time.Minute)
+	rf.clock.Advance(30 * time.Minute)
 	rf.stepWants("") // on the deadline, not past it
-	rf.clock.advance(time.Second)
+	rf.clock.Advance(time.Second)
 	c := rf.stepWants("halted")
 	want := "2 of 3 released nodes failed, over max_failures 1: web2 (install failed), web3 (no report within the 30m0s wave deadline)"
 	if c.Reason != want {
@@ -371,7 +347,7 @@ func TestRolloutCommands(t *testing.T) {
 		t.Fatalf("pause again: %v", err)
 	}
 	rf.installedOK(b, "web1")
-	rf.clock.advance(time.Hour)
+	rf.clock.Advance(time.Hour)
 	rf.stepWants("") // paused: the controller releases nothing
 	v, err = rf.p.Promote(ctx, rolloutCert)
 	if err != nil || v.State != crypto.RolloutPaused || v.Wave != 1 || v.Generation != 2 || !v.Waves[1].Released {
@@ -470,7 +446,7 @@ func TestRolloutIgnoresForeignRecords(t *testing.T) {
 	rf.stepWants("started", "web1")
 	other := mustKey(t)
 	forged := &crypto.RolloutRecord{Name: rolloutCert, Version: b.Version, Fingerprint: b.Fingerprint, Generation: 99,
-		State: crypto.RolloutComplete, All: true, Time: rf.clock.now(), WaveStarted: rf.clock.now()}
+		State: crypto.RolloutComplete, All: true, Time: rf.clock.Now(), WaveStarted: rf.clock.Now()}
 	otherCert := *forged
 	otherCert.Name = "b.example"
 	for _, rec := range []struct {
@@ -576,7 +552,7 @@ func TestPlanOnTheStream(t *testing.T) {
 	}
 	b := rf.publishHeld("web1", "web2", "web3", "web4", "web5", "web6") // not sealed to web7
 	rf.stepWants("started", "web1", "web2", "web3")
-	now := rf.clock.now()
+	now := rf.clock.Now()
 	window := now.Add(5 * time.Hour).Truncate(time.Second)
 	stagedB := func(schedule string) *wire.Status {
 		return &wire.Status{State: wire.StateStaged, StagedVersion: b.Version, StagedFingerprint: b.Fingerprint.String(), Schedule: schedule,

@@ -189,31 +189,3 @@ func TestStreamUpdateRolloutSubjects(t *testing.T) {
 		t.Errorf("with another subject: unsafe %v, want subjects", p.unsafe)
 	}
 }
-
-// lastOn is the newest message on subject.
-func (f *fixture) lastOn(subject string) *jetstream.RawStreamMsg {
-	f.t.Helper()
-	st, err := f.js().Stream(context.Background(), wire.Stream)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	msg, err := st.GetLastMsgForSubject(context.Background(), subject)
-	if err != nil {
-		f.t.Fatalf("newest message on %s: %v", subject, err)
-	}
-	return msg
-}
-
-// countOn is the number of messages on subject.
-func (f *fixture) countOn(subject string) uint64 {
-	f.t.Helper()
-	st, err := f.js().Stream(context.Background(), wire.Stream)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return info.State.Subjects[subject]
-}

@@ -156,15 +156,9 @@ type RolloutHead struct {
 // subject. A missing stream, or one without the rollout subjects (set up
 // before rollouts), has none.
 func (s *session) rolloutHeads(ctx context.Context) ([]RolloutHead, error) {
-	st, err := s.js.Stream(ctx, wire.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("looking up stream %s: %w", wire.Stream, err)
-	}
-	if !slices.Contains(st.CachedInfo().Config.Subjects, wire.RolloutSubjects) {
-		return nil, nil
+	st, err := s.streamIfAny(ctx)
+	if st == nil || err != nil || !slices.Contains(st.CachedInfo().Config.Subjects, wire.RolloutSubjects) {
+		return nil, err
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(wire.RolloutSubjects))
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,28 +11,10 @@ import (
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/testclock"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 )
-
-// offsetClock is a node's clock that runs with the real one, off by an
-// offset a test sets.
-type offsetClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *offsetClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *offsetClock) set(offset time.Duration) {
-	c.mu.Lock()
-	c.offset = offset
-	c.mu.Unlock()
-}
 
 // fastRetries makes the node's message retries quick, for tests that wait
 // for a redelivery.
@@ -70,10 +51,10 @@ func TestSyncClockHoldsBack(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			e.t = t
-			var clock offsetClock
+			var clock testclock.Clock
 			stageDir := t.TempDir()
 			installDir := liveDir(stageDir, "example.com")
-			n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir})
+			n := e.nodeWith(stageDir, clock.Now, Certificate{Name: "example.com", InstallDir: installDir})
 			fastRetries(n)
 			base := e.issue(100 * time.Hour)
 			e.publishSealed("example.com", base)
@@ -82,7 +63,7 @@ func TestSyncClockHoldsBack(t *testing.T) {
 
 			// The clock goes wrong. An older renewal (valid by the wrong
 			// clock when it is behind) and the newest arrive together.
-			clock.set(tc.offset)
+			clock.Offset(tc.offset)
 			older, newest := e.issue(90*time.Hour), e.issue(time.Hour)
 			e.publishSealed("example.com", older)
 			seq := e.publishSealed("example.com", newest)
@@ -121,7 +102,7 @@ func TestSyncClockHoldsBack(t *testing.T) {
 
 			// The clock is right again: the next delivery stages and
 			// installs it.
-			clock.set(0)
+			clock.Offset(0)
 			natstest.WaitFor(t, 10*time.Second, "the newest bundle staged once the clock is right", func() bool {
 				return n.sync(t).Count(OutcomeStaged) == 1
 			})
@@ -157,11 +138,11 @@ func equalVersions(a, b []uint64) bool {
 func TestRunClock72HoursBehind(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var clock offsetClock
-	clock.set(-72 * time.Hour)
+	var clock testclock.Clock
+	clock.Offset(-72 * time.Hour)
 	stageDir := t.TempDir()
 	installDir := liveDir(stageDir, "example.com")
-	n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir})
+	n := e.nodeWith(stageDir, clock.Now, Certificate{Name: "example.com", InstallDir: installDir})
 	fastRetries(n)
 	pub, err := publisher.New(publisher.Config{
 		NATS:         natsconn.Options{URL: e.url},
@@ -212,7 +193,7 @@ func TestRunClock72HoursBehind(t *testing.T) {
 	wantServed(t, installDir, base)
 
 	// The clock is right: the next delivery stages and installs it.
-	clock.set(0)
+	clock.Offset(0)
 	statusIs("the renewal installed", func(st wire.Status) bool {
 		return st.State == wire.StateInstalled && st.Error == "" && st.InstalledFingerprint == fingerprint(renewal.Leaf.Raw)
 	})

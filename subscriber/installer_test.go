@@ -175,16 +175,28 @@ func TestInstallReplaceAndIdempotence(t *testing.T) {
 	}
 }
 
-// flagCheck is a check command that fails, saying so, while its flag file
-// exists.
-func flagCheck(t *testing.T, dir string) (script, flag string) {
+// flagCheck is a check command, a script in dir, that fails, saying so,
+// while its flag file exists.
+func flagCheck(t *testing.T, dir string) (check Command, flag string) {
 	t.Helper()
-	script, flag = filepath.Join(dir, "check.sh"), filepath.Join(dir, "fail-check")
+	script, flag := filepath.Join(dir, "check.sh"), filepath.Join(dir, "fail-check")
 	body := "#!/bin/sh\nif [ -e " + flag + " ]; then echo 'emerg: cannot load certificate' >&2; exit 1; fi\n"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return script, flag
+	return mustCommand(t, script), flag
+}
+
+// flaggedInstaller is an installer of c (Name default example.com) into
+// dir/live whose check is flagCheck's: it fails while flag exists.
+func flaggedInstaller(t *testing.T, dir string, c Certificate) (in *installer, flag string) {
+	t.Helper()
+	if c.Name == "" {
+		c.Name = "example.com"
+	}
+	c.InstallDir = filepath.Join(dir, "live", c.Name)
+	c.Check, flag = flagCheck(t, dir)
+	return newTestInstaller(t, c), flag
 }
 
 func TestInstallRollback(t *testing.T) {
@@ -192,8 +204,7 @@ func TestInstallRollback(t *testing.T) {
 	dir := t.TempDir()
 	ca := testcert.NewCA(t)
 	rl := newCounter(t, dir)
-	check, flag := flagCheck(t, dir)
-	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: mustCommand(t, check), Reload: mustCommand(t, rl.script)})
+	in, flag := flaggedInstaller(t, dir, Certificate{Reload: mustCommand(t, rl.script)})
 	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-3 * time.Hour)})
 	c2 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-2 * time.Hour)})
 	c3 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-1 * time.Hour)})
@@ -249,8 +260,7 @@ func TestInstallFirstFails(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ca := testcert.NewCA(t)
-	check, flag := flagCheck(t, dir)
-	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: mustCommand(t, check)})
+	in, flag := flaggedInstaller(t, dir, Certificate{})
 	c1 := ca.Issue(t, testcert.Options{})
 	os.WriteFile(flag, nil, 0o600)
 	r := install(t, in, c1, false)
@@ -316,8 +326,7 @@ func TestInstallRolledBackIsTrue(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			check, flag := flagCheck(t, dir)
-			in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: mustCommand(t, check)})
+			in, flag := flaggedInstaller(t, dir, Certificate{})
 			if r := install(t, in, c1, false); r.Outcome != InstallInstalled {
 				t.Fatalf("install c1: %+v", r)
 			}
@@ -368,8 +377,7 @@ func TestInstallMovesRealFolderAside(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ca := testcert.NewCA(t)
-	check, flag := flagCheck(t, dir)
-	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), Check: mustCommand(t, check)})
+	in, flag := flaggedInstaller(t, dir, Certificate{})
 	old := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour)})
 	writeRealFolder(t, in.c.InstallDir, old)
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/testing/acmetest"
 	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/testing/treetest"
 )
@@ -47,7 +48,6 @@ func TestInstallSymlinkTricks(t *testing.T) {
 	ca := testcert.NewCA(t)
 	c1 := ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour)})
 	c2 := ca.Issue(t, testcert.Options{})
-	root := os.Geteuid() == 0
 	// attacker is a folder outside the node's, holding a copy of what
 	// install_dir serves, so that following a link would look normal.
 	attacker := func(t *testing.T, in *installer) string {
@@ -139,8 +139,8 @@ func TestInstallSymlinkTricks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.what, func(t *testing.T) {
 			t.Parallel()
-			if tt.rootOnly && !root {
-				t.Skip("needs root to give a folder to uid 65534")
+			if tt.rootOnly {
+				acmetest.RequireRoot(t, "gives a folder to uid 65534")
 			}
 			dir := t.TempDir()
 			rl := newCounter(t, dir)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/certsync/certsync/internal/testing/acmetest"
 )
 
 // wantUnsafe fails the test unless err is one line wrapping ErrUnsafePath
@@ -43,7 +45,6 @@ func mkdir(t testing.TB, dir string, mode fs.FileMode) string {
 
 func TestCheckFolders(t *testing.T) {
 	t.Parallel()
-	root := os.Geteuid() == 0
 	tests := []struct {
 		name string
 		// setup makes the folders under base and returns top and leaf.
@@ -118,8 +119,8 @@ func TestCheckFolders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if tt.rootOnly && !root {
-				t.Skip("needs root to give a folder to uid 65534")
+			if tt.rootOnly {
+				acmetest.RequireRoot(t, "gives a folder to uid 65534")
 			}
 			base := t.TempDir()
 			top, leaf := tt.setup(t, base)

@@ -102,22 +102,21 @@ func (r *Report) Err() error {
 
 // InstallCount returns how many installs had outcome o.
 func (r *Report) InstallCount(o InstallOutcome) int {
-	c := 0
-	for _, res := range r.Installs {
-		if res.Outcome == o {
-			c++
-		}
-	}
-	return c
+	return countWhere(r.Installs, func(res InstallResult) bool { return res.Outcome == o })
 }
 
 // Count returns how many messages had outcome o.
 func (r *Report) Count(o Outcome) int {
-	c := 0
-	for _, res := range r.Results {
-		if res.Outcome == o {
-			c++
+	return countWhere(r.Results, func(res Result) bool { return res.Outcome == o })
+}
+
+// countWhere returns how many elements of s satisfy f.
+func countWhere[E any](s []E, f func(E) bool) int {
+	n := 0
+	for _, e := range s {
+		if f(e) {
+			n++
 		}
 	}
-	return c
+	return n
 }

@@ -8,13 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/metricstest"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/testclock"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -240,14 +239,11 @@ func TestSyncRolloutWindowed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	stageDir := t.TempDir()
-	var mu sync.Mutex
-	clock := time.Now().Truncate(time.Minute)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	setClock := func(t time.Time) { mu.Lock(); clock = t; mu.Unlock() }
-	window := clock.Add(time.Hour).UTC()
+	clock := testclock.At(time.Now().Truncate(time.Minute))
+	window := clock.Now().Add(time.Hour).UTC()
 	cronExpr := fmt.Sprintf("%d %d * * *", window.Minute(), window.Hour())
 	const name = "example.com"
-	n := e.nodeWith(stageDir, now, Certificate{Name: name, InstallDir: liveDir(stageDir, name),
+	n := e.nodeWith(stageDir, clock.Now, Certificate{Name: name, InstallDir: liveDir(stageDir, name),
 		Schedule: mustSchedule(t, cronExpr), Splay: time.Second, ExpiryDeadline: ExpiryDeadlineOff})
 	old := e.issue(3 * time.Hour)
 	e.publish(name, e.sealVersion(name, old, 1_000), old)
@@ -261,7 +257,7 @@ func TestSyncRolloutWindowed(t *testing.T) {
 	}
 
 	// Released two hours after the window: the next is a day later.
-	setClock(window.Add(2 * time.Hour))
+	clock.Set(window.Add(2 * time.Hour))
 	e.publishRollout(name, e.signRollout(release(name, renewal, 2_000, 1, nodeName), e.key))
 	rep := n.sync(t)
 	next := window.Add(24 * time.Hour)
@@ -272,7 +268,7 @@ func TestSyncRolloutWindowed(t *testing.T) {
 	if st := e.status(name); st.Rollout != wire.RolloutReleased || !st.InstallAt.Equal(next.Add(splay)) {
 		t.Errorf("status once released: %+v", st)
 	}
-	setClock(next.Add(splay))
+	clock.Set(next.Add(splay))
 	if rep := n.sync(t); rep.InstallCount(InstallInstalled) != 1 {
 		t.Fatalf("in the window: %+v", rep.Installs)
 	}
@@ -286,9 +282,9 @@ func TestSyncRolloutExpiryOverride(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	stageDir := t.TempDir()
-	var clock offsetClock
+	var clock testclock.Clock
 	const name = "example.com"
-	n := e.nodeWith(stageDir, clock.now, Certificate{Name: name, InstallDir: liveDir(stageDir, name), ExpiryDeadline: 7 * 24 * time.Hour})
+	n := e.nodeWith(stageDir, clock.Now, Certificate{Name: name, InstallDir: liveDir(stageDir, name), ExpiryDeadline: 7 * 24 * time.Hour})
 	old := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-time.Hour), Validity: 10 * 24 * time.Hour})
 	e.publish(name, e.sealVersion(name, old, 1_000), old)
 	n.sync(t)
@@ -302,7 +298,7 @@ func TestSyncRolloutExpiryOverride(t *testing.T) {
 	if st := e.status(name); st.Rollout != wire.RolloutWaiting || !st.InstallAt.IsZero() {
 		t.Errorf("status while held: %+v", st)
 	}
-	clock.set(time.Until(override) + time.Minute)
+	clock.Offset(time.Until(override) + time.Minute)
 	rep = n.sync(t)
 	if rep.InstallCount(InstallInstalled) != 1 {
 		t.Fatalf("at the expiry deadline: %+v", rep.Installs)
@@ -620,10 +616,7 @@ func TestCheckFilter(t *testing.T) {
 func TestStageKeepRollout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	s, err := OpenStage(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStage(t, t.TempDir())
 	const name = "example.com"
 	c := e.issue(time.Hour)
 	staged := &Staged{Name: name, Release: crypto.Release{Version: 10, Fingerprint: crypto.FingerprintOf(c.Leaf.Raw)}, Hold: true, StagedAt: time.Now().UTC()}
@@ -692,10 +685,7 @@ func TestStageKeepRollout(t *testing.T) {
 func TestStagePutHoldChanges(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	s, err := OpenStage(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStage(t, t.TempDir())
 	c := e.issue(time.Hour)
 	b := bundleOf("example.com", c)
 	meta := func(seq uint64, hold bool) *Staged {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/testclock"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -27,13 +27,10 @@ func TestSyncSchedules(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	stageDir := t.TempDir()
-	var mu sync.Mutex
-	clock := time.Now().Truncate(time.Minute)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	setClock := func(t time.Time) { mu.Lock(); clock = t; mu.Unlock() }
-	window := clock.Add(2 * time.Hour)
+	clock := testclock.At(time.Now().Truncate(time.Minute))
+	window := clock.Now().Add(2 * time.Hour)
 	cronExpr := fmt.Sprintf("%d %d * * *", window.Minute(), window.Hour())
-	n := e.nodeWith(stageDir, now,
+	n := e.nodeWith(stageDir, clock.Now,
 		// Manual means manual here: no expiry deadline (on by default).
 		Certificate{Name: "manual.example", InstallDir: liveDir(stageDir, "manual.example"), Schedule: mustSchedule(t, ScheduleManual), ExpiryDeadline: ExpiryDeadlineOff},
 		Certificate{Name: "cron.example", InstallDir: liveDir(stageDir, "cron.example"), Schedule: mustSchedule(t, cronExpr), ExpiryDeadline: 7 * 24 * time.Hour},
@@ -83,14 +80,14 @@ func TestSyncSchedules(t *testing.T) {
 
 	// A minute before the window: still waiting. In the window: the cron
 	// one installs; the manual one never does on its own.
-	setClock(window.Add(-time.Minute))
+	clock.Set(window.Add(-time.Minute))
 	if rep := n.sync(t); len(rep.Installs) != 0 {
 		t.Errorf("before the window: %+v", rep.Installs)
 	}
 	if _, waiting := n.installDue(context.Background()); len(waiting) != 1 || !waiting[0].At.Equal(window) || waiting[0].Why != "window" {
 		t.Errorf("waiting %+v, want cron.example at %v", waiting, window)
 	}
-	setClock(window)
+	clock.Set(window)
 	rep = n.sync(t)
 	if len(rep.Installs) != 1 || rep.Installs[0].Name != "cron.example" || rep.Installs[0].Outcome != InstallInstalled {
 		t.Fatalf("in the window: %+v", rep.Installs)
@@ -99,7 +96,7 @@ func TestSyncSchedules(t *testing.T) {
 	if st := state("cron.example"); st.State != wire.StateInstalled {
 		t.Errorf("cron.example after its window: %+v", st)
 	}
-	setClock(window.Add(30 * 24 * time.Hour))
+	clock.Set(window.Add(30 * 24 * time.Hour))
 	if rep := n.sync(t); len(rep.Installs) != 0 {
 		t.Errorf("a month later: %+v", rep.Installs)
 	}
@@ -192,10 +189,10 @@ func TestRunStopFinishesInstall(t *testing.T) {
 func TestSyncNotYetValidWaits(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var clock offsetClock
+	var clock testclock.Clock
 	stageDir := t.TempDir()
 	installDir := liveDir(stageDir, "example.com")
-	n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir, ExpiryDeadline: 7 * 24 * time.Hour})
+	n := e.nodeWith(stageDir, clock.Now, Certificate{Name: "example.com", InstallDir: installDir, ExpiryDeadline: 7 * 24 * time.Hour})
 	base := e.issue(3 * time.Hour)
 	e.publishSealed("example.com", base)
 	expectOnly(t, n.sync(t), OutcomeStaged)
@@ -222,11 +219,11 @@ func TestSyncNotYetValidWaits(t *testing.T) {
 	}
 
 	// A minute before: still waiting. At NotBefore: installed.
-	clock.set(time.Until(nb) - time.Minute)
+	clock.Offset(time.Until(nb) - time.Minute)
 	if rep := n.sync(t); len(rep.Installs) != 0 {
 		t.Errorf("a minute before NotBefore: %+v", rep.Installs)
 	}
-	clock.set(time.Until(nb) + time.Second)
+	clock.Offset(time.Until(nb) + time.Second)
 	rep = n.sync(t)
 	if len(rep.Installs) != 1 || rep.Installs[0].Outcome != InstallInstalled || len(rep.Scheduled) != 0 {
 		t.Fatalf("at NotBefore: installs %+v, scheduled %+v", rep.Installs, rep.Scheduled)
@@ -243,18 +240,18 @@ func TestSyncNotYetValidWaits(t *testing.T) {
 func TestSyncNotYetValidOverExpired(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var clock offsetClock
+	var clock testclock.Clock
 	stageDir := t.TempDir()
 	installDir := liveDir(stageDir, "example.com")
-	n := e.nodeWith(stageDir, clock.now, Certificate{Name: "example.com", InstallDir: installDir})
+	n := e.nodeWith(stageDir, clock.Now, Certificate{Name: "example.com", InstallDir: installDir})
 	// Valid from 48h to 24h ago: installed while the node's clock said 30h ago.
 	old := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-48 * time.Hour), Validity: 24 * time.Hour})
-	clock.set(-30 * time.Hour)
+	clock.Offset(-30 * time.Hour)
 	e.publishSealed("example.com", old)
 	expectOnly(t, n.sync(t), OutcomeStaged)
 	wantServed(t, installDir, old)
 
-	clock.set(0)
+	clock.Offset(0)
 	early := e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(2 * time.Hour)})
 	e.publishSealed("example.com", early)
 	rep := n.sync(t)
@@ -301,16 +298,16 @@ func TestRunWakesAtNotBefore(t *testing.T) {
 func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var clock offsetClock
+	var clock testclock.Clock
 	stageDir := t.TempDir()
 	dir := t.TempDir()
 	check, flag := flagCheck(t, dir)
 	week := 7 * 24 * time.Hour
 	certs := []Certificate{
-		{Name: "expiring.example", InstallDir: liveDir(stageDir, "expiring.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
-		{Name: "later.example", InstallDir: liveDir(stageDir, "later.example"), Check: mustCommand(t, check), ExpiryDeadline: week},
+		{Name: "expiring.example", InstallDir: liveDir(stageDir, "expiring.example"), Check: check, ExpiryDeadline: week},
+		{Name: "later.example", InstallDir: liveDir(stageDir, "later.example"), Check: check, ExpiryDeadline: week},
 	}
-	n := e.nodeWith(stageDir, clock.now, certs...)
+	n := e.nodeWith(stageDir, clock.Now, certs...)
 	first := map[string]*testcert.Cert{
 		"expiring.example": e.ca.Issue(t, testcert.Options{NotBefore: time.Now().Add(-3 * time.Hour), Validity: 3 * 24 * time.Hour}),
 		"later.example":    e.issue(3 * time.Hour),
@@ -335,7 +332,7 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	if rep.InstallCount(InstallFailed) != 2 {
 		t.Fatalf("renewals: %+v", rep.Installs)
 	}
-	failedAt := clock.now()
+	failedAt := clock.Now()
 	retry := func() Scheduled {
 		t.Helper()
 		for _, s := range rep.Scheduled {
@@ -367,16 +364,16 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 
 	// A minute later: tried again, fails again; the next try is two
 	// minutes later, also for a restarted node (state.json keeps count).
-	clock.set(time.Minute)
+	clock.Offset(time.Minute)
 	rep = n.sync(t)
 	if len(rep.Installs) != 1 || rep.Installs[0].Name != "expiring.example" || rep.Installs[0].Outcome != InstallFailed {
 		t.Fatalf("first retry: %+v", rep.Installs)
 	}
 	secondTry := retry().At
-	n = e.nodeWith(stageDir, clock.now, certs...)
+	n = e.nodeWith(stageDir, clock.Now, certs...)
 	rep = n.sync(t)
-	if len(rep.Installs) != 0 || !retry().At.Equal(secondTry) || secondTry.Sub(clock.now()) < 110*time.Second {
-		t.Errorf("after a restart: installs %+v, next try %v (%v from now), want two minutes after the last", rep.Installs, secondTry, secondTry.Sub(clock.now()))
+	if len(rep.Installs) != 0 || !retry().At.Equal(secondTry) || secondTry.Sub(clock.Now()) < 110*time.Second {
+		t.Errorf("after a restart: installs %+v, next try %v (%v from now), want two minutes after the last", rep.Installs, secondTry, secondTry.Sub(clock.Now()))
 	}
 	if _, waiting := n.installDue(context.Background()); len(waiting) == 0 || !waiting[0].At.Equal(secondTry) {
 		t.Errorf("the scheduler would wake at %+v, want %v", waiting, secondTry)
@@ -386,7 +383,7 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	if err := os.Remove(flag); err != nil {
 		t.Fatal(err)
 	}
-	clock.set(time.Minute + 2*time.Minute + time.Second)
+	clock.Offset(time.Minute + 2*time.Minute + time.Second)
 	rep = n.sync(t)
 	if len(rep.Installs) != 1 || rep.Installs[0].Name != "expiring.example" || rep.Installs[0].Outcome != InstallInstalled {
 		t.Fatalf("second retry: %+v", rep.Installs)
@@ -396,7 +393,7 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 		t.Errorf("status after the retry %+v", st)
 	}
 	// The one outside the deadline is still left alone, hours later.
-	clock.set(5 * time.Hour)
+	clock.Offset(5 * time.Hour)
 	if rep := n.sync(t); len(rep.Installs) != 0 {
 		t.Errorf("later.example: %+v", rep.Installs)
 	}
