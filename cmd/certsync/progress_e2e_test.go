@@ -15,8 +15,8 @@ import (
 // of 500 nodes on one in-process server, with stderr on a terminal, on a
 // terminal with TERM=dumb and in a pipe. Each run has a consumer for every
 // node to create or update (a certificate added to them: one request
-// each), which takes longer than progressDelay on any machine (1.5 s here
-// under -race). On a terminal the progress line shows and is gone at
+// each), which takes several times progressDelay (1.5 s here under
+// -race, which CI uses). On a terminal the progress line shows and is gone at
 // the end, leaving the summary line alone; with TERM=dumb (no way to erase
 // a line) and in a pipe (certbot's hook, the journal) no progress line is
 // written, and the work ends with exactly one consumers_ready line.
