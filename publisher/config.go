@@ -74,6 +74,16 @@ type Config struct {
 	Timeout time.Duration
 	// Now returns the current time; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// Progress, when set, is told how the consumer work of Publish,
+	// Republish and Rollback goes (listing, updating, creating and
+	// deleting the nodes' consumers: one request each, a while with
+	// thousands of nodes), so that a program can show it. Each run of a
+	// phase is reported from its start (Done 0) to its Final report, at
+	// most every ProgressInterval in between. It is called on the
+	// goroutine of the call, never while the publisher holds a lock, and
+	// must return quickly. nil: nothing is reported. The library draws
+	// nothing itself: cmd/certsync renders it on a terminal.
+	Progress func(Progress)
 }
 
 // Validate applies the defaults of the fields left zero and refuses what

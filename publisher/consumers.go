@@ -63,6 +63,14 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 	}
 	plan := &consumerPlan{added: map[string]bool{}, addedSubjects: map[string]bool{}}
 	var errs []error
+	// The consumers to update are known first, so that their progress
+	// has a total.
+	type update struct {
+		node       string
+		have, next []string
+		cfg        jetstream.ConsumerConfig
+	}
+	var updates []update
 	for _, node := range sortedKeys(want) {
 		info, ok := existing[node]
 		if !ok {
@@ -75,15 +83,20 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 			next = union(next, slices.DeleteFunc(slices.Clone(have), s.replaced(node)))
 		}
 		cfg := consumerUpdate(info.Config, node, next)
-		if !consumerDiffers(info.Config, cfg) {
-			continue
+		if consumerDiffers(info.Config, cfg) {
+			updates = append(updates, update{node: node, have: have, next: next, cfg: cfg})
 		}
+	}
+	run := s.progress(PhaseUpdating, len(updates))
+	for i, u := range updates {
+		node, have, next, cfg := u.node, u.have, u.next, u.cfg
 		err := s.do(ctx, "updating consumer", func(ctx context.Context) error {
 			if _, err := s.js.UpdateConsumer(ctx, wire.Stream, cfg); err != nil {
 				return fmt.Errorf("updating consumer %q: %w", wire.ConsumerName(node), err)
 			}
 			return nil
 		})
+		run.set(i + 1)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -101,18 +114,25 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 		s.log.Info("consumer_updated", "consumer", wire.ConsumerName(node),
 			"added", strings.Join(added, ","), "removed", strings.Join(removed, ","))
 	}
+	run.end()
 	if exact {
+		var gone []string
 		for _, node := range sortedKeys(existing) {
-			if _, ok := want[node]; ok {
-				continue
+			if _, ok := want[node]; !ok {
+				gone = append(gone, node)
 			}
+		}
+		run := s.progress(PhaseDeleting, len(gone))
+		for i, node := range gone {
 			d, err := s.deleteConsumer(ctx, node, existing[node])
+			run.set(i + 1)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			plan.dropped = append(plan.dropped, d)
 		}
+		run.end()
 	}
 	slices.SortFunc(plan.dropped, func(a, b Dropped) int { return strings.Compare(a.Node, b.Node) })
 	return plan, errors.Join(errs...)
@@ -148,6 +168,8 @@ func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstre
 // many nodes are left without one (consumersFull).
 func (s *session) createConsumers(ctx context.Context, want map[string][]string, nodes []string) error {
 	var errs []error
+	run := s.progress(PhaseCreating, len(nodes))
+	defer run.end()
 	for i, node := range nodes {
 		cfg := wire.ConsumerConfig(node, want[node], s.rollouts)
 		cfg.FilterSubjects = s.consumerSubjects(node, want[node], nil)
@@ -157,6 +179,7 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 			}
 			return nil
 		})
+		run.set(i + 1)
 		if errors.Is(err, jetstream.ErrMaximumConsumersLimit) {
 			errs = append(errs, s.consumersFull(ctx, len(nodes)-i, err))
 			break
@@ -197,10 +220,15 @@ func (s *session) consumersFull(ctx context.Context, missing int, err error) err
 // listConsumers returns the stream's node consumers by node name.
 func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, error) {
 	var out map[string]*jetstream.ConsumerInfo
+	run := s.progress(PhaseListing, s.stream.CachedInfo().State.Consumers)
+	defer run.end()
 	err := s.do(ctx, "listing consumers", func(ctx context.Context) error {
 		out = map[string]*jetstream.ConsumerInfo{}
 		l := s.stream.ListConsumers(ctx)
+		n := 0
 		for info := range l.Info() {
+			n++
+			run.set(n)
 			node, ok := strings.CutPrefix(info.Name, wire.ConsumerPrefix)
 			if !ok || info.Config.Durable == "" || wire.CheckNodeName(node) != nil {
 				continue

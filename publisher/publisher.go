@@ -54,7 +54,9 @@
 // is new is created after the bundle is stored, so that a new node starts
 // at a bundle sealed to it; a subject added to an existing consumer makes
 // the certificate be published again, since JetStream does not deliver a
-// subject's earlier messages to a consumer that gains it.
+// subject's earlier messages to a consumer that gains it. That is one
+// request per consumer, a while with thousands of nodes: Config.Progress,
+// when set, is told how far it is ([Progress], progress.go).
 //
 // # Connections, time bounds, errors
 //

@@ -18,6 +18,9 @@
 //     certificate (one for auth; summary.go). Where stderr is not a
 //     terminal (cron, systemd, certbot's deploy hook) they are quiet on
 //     success.
+//   - Publish and republish show their long work on the nodes' consumers
+//     on a terminal, one line rewritten in place and erased when done;
+//     elsewhere such work logs one consumers_ready line (progress.go).
 //   - The exit status is 0 on success, 1 on failure; status and node sync
 //     also exit 1 when what they report is not healthy.
 //   - No secret is ever printed: not in results, logs, errors or hints.

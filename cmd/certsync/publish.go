@@ -57,11 +57,12 @@ func runPublish(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := newPublisher(c)
+	p, progress, err := newPublisherWithProgress(c)
 	if err != nil {
 		return err
 	}
 	res, err := p.Publish(c.Context, b)
+	progress.finish(err)
 	if err != nil {
 		return publishHint(err)
 	}
@@ -103,6 +104,21 @@ func newPublisher(c *cli.Context) (*publisher.Publisher, error) {
 		return nil, err
 	}
 	return publisher.New(*cfg, newLogger(c, false))
+}
+
+// newPublisherWithProgress is newPublisher for publish and republish,
+// whose consumer work shows its progress (progress.go); the publisher logs
+// through the view, so that no log line lands on the progress line. The
+// caller ends it with finish.
+func newPublisherWithProgress(c *cli.Context) (*publisher.Publisher, *progressView, error) {
+	cfg, err := loadPublisherConfig(configPath(c.String(flagConfig), DefaultPublisherConfig))
+	if err != nil {
+		return nil, nil, err
+	}
+	view := newProgressView(c.App.ErrWriter, c.Bool(flagVerbose))
+	cfg.Progress = view.report
+	p, err := publisher.New(*cfg, makeLogger(view, false, c.Bool(flagVerbose)))
+	return p, view, err
 }
 
 // newReadOnlyPublisher is a Publisher for the commands that only read the
@@ -170,7 +186,7 @@ It is the way out of any stuck node.`,
 			verboseFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			p, err := newPublisher(c)
+			p, progress, err := newPublisherWithProgress(c)
 			if err != nil {
 				return err
 			}
@@ -179,6 +195,7 @@ It is the way out of any stuck node.`,
 				opts = append(opts, publisher.Force())
 			}
 			report, err := p.Republish(c.Context, c.Args().Slice(), opts...)
+			progress.finish(err)
 			log := newLogger(c, false)
 			summary := summaryWriter(c)
 			for _, r := range report.Results {

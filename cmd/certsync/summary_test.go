@@ -50,11 +50,18 @@ func openPTY(t *testing.T) (controller, terminal *os.File) {
 // stays a pipe). Stderr comes back with the terminal's "\r\n" as "\n".
 func certsyncTerminal(t *testing.T, args ...string) cliResult {
 	t.Helper()
+	return certsyncTerminalEnv(t, nil, args...)
+}
+
+// certsyncTerminalEnv is certsyncTerminal with extra environment variables
+// ("K=V").
+func certsyncTerminalEnv(t *testing.T, env []string, args ...string) cliResult {
+	t.Helper()
 	controller, terminal := openPTY(t)
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, certsyncBin(t), args...)
-	cmd.Env = procEnv(nil)
+	cmd.Env = procEnv(env)
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, terminal
 	if err := cmd.Start(); err != nil {
