@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/migrate"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
@@ -70,7 +71,7 @@ func runEnroll(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("enrolling into %q: the edited file would not load: %w", path, err)
 	}
-	cfg, err := loadKeys(f, path)
+	cfg, err := withKey(path, f, crypto.LoadSigningKey, setSigningKey)
 	if err != nil {
 		return keyHint(err)
 	}
