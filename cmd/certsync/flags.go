@@ -34,6 +34,15 @@ func requireFlag(c *cli.Context, name string) error {
 	return nil
 }
 
+// noArguments returns an error naming the command and the first argument
+// when there is one: for the commands that take none.
+func noArguments(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", strings.TrimPrefix(commandName(c), "certsync "), c.Args().First())
+	}
+	return nil
+}
+
 // configFlag is --config for commands that read publisher.yaml or node.yaml;
 // CERTSYNC_CONFIG is read by configPath, after the flag.
 func configFlag(def string) *cli.StringFlag {

@@ -50,8 +50,8 @@ republishes. Missing folders are created 0700.`,
 }
 
 func runNodeInit(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("node init: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	o, err := nodeOptions(c)
 	if err != nil {

@@ -123,8 +123,8 @@ The previous certificate comes from certbot's archive, as for "rollback".`, (*pu
 }
 
 func runRolloutRun(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("rollout run: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	if c.Duration(flagInterval) <= 0 {
 		return fmt.Errorf("rollout run: --interval %v: want a positive duration", c.Duration(flagInterval))

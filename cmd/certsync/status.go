@@ -79,8 +79,8 @@ It reads headers and status records only; it needs no signing key.`,
 }
 
 func runStatus(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("status: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	for _, name := range []string{flagStaleAfter, flagWarnBefore} {
 		if c.Duration(name) <= 0 {
