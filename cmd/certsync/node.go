@@ -115,6 +115,9 @@ func syncNode(c *cli.Context) error {
 	if err := noArguments(c); err != nil {
 		return err
 	}
+	if err := positiveDurations(c, flagTimeout); err != nil {
+		return err
+	}
 	n, names, err := newNodeWithCertificates(c, false)
 	if err != nil {
 		return err
