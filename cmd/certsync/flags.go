@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 )
 
@@ -17,6 +18,8 @@ const (
 	flagJSON    = "json"
 	// flagStaleAfter is how old a node's last report may be: status, plan.
 	flagStaleAfter = "stale-after"
+	// flagCertificate names a certificate a node gets: enroll, node init.
+	flagCertificate = "certificate"
 	// flagNKey names an nkey seed file: the admin's for setup, a node's for
 	// the node.yaml that import seed-node and node init write.
 	flagNKey = "nkey"
@@ -26,6 +29,23 @@ const (
 // records parsing state in it.
 func verboseFlag() *cli.BoolFlag {
 	return &cli.BoolFlag{Name: flagVerbose, Aliases: []string{"v"}, Usage: "log debug details on stderr"}
+}
+
+// certificateNames returns the names given with --certificate (enroll,
+// node init), each checked; at least one is required, and what says what
+// the certificates are for in that error.
+func certificateNames(c *cli.Context, what string) ([]string, error) {
+	names := c.StringSlice(flagCertificate)
+	if len(names) == 0 {
+		return nil, withHint(fmt.Errorf("%s: --%s is required: name at least one certificate %s", shortName(c), flagCertificate, what),
+			"%s --help", commandName(c))
+	}
+	for _, name := range names {
+		if err := wire.CheckCertName(name); err != nil {
+			return nil, fmt.Errorf("%s: --%s: %w", shortName(c), flagCertificate, err)
+		}
+	}
+	return names, nil
 }
 
 // jsonFlag is --json, for the commands that print their result as a JSON
