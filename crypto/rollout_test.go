@@ -26,6 +26,16 @@ func testRollout() *RolloutRecord {
 	}
 }
 
+// signedTestRollout returns testRollout signed by key.
+func signedTestRollout(t *testing.T, key *SigningKey) []byte {
+	t.Helper()
+	data, err := SignRollout(testRollout(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // checkOneLine fails t when err's text is more than one line.
 func checkOneLine(t *testing.T, err error) {
 	t.Helper()
@@ -106,10 +116,7 @@ func TestRolloutRoundTrip(t *testing.T) {
 func TestRolloutRefusesFrame(t *testing.T) {
 	t.Parallel()
 	key := mustSigningKey(t)
-	data, err := SignRollout(testRollout(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := signedTestRollout(t, key)
 	trusted := []PublicKey{key.Public()}
 	resigned := func(edit func([]byte)) []byte {
 		d := slices.Clone(data)
@@ -156,10 +163,7 @@ func TestRolloutRefusesFrame(t *testing.T) {
 func TestRolloutRefusesEveryFlippedByte(t *testing.T) {
 	t.Parallel()
 	key := mustSigningKey(t)
-	data, err := SignRollout(testRollout(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := signedTestRollout(t, key)
 	trusted := []PublicKey{key.Public()}
 	for i := range data {
 		var want error
@@ -186,10 +190,7 @@ func TestRolloutRefusesEveryFlippedByte(t *testing.T) {
 func TestRolloutRefusesSigner(t *testing.T) {
 	t.Parallel()
 	key, other := mustSigningKey(t), mustSigningKey(t)
-	data, err := SignRollout(testRollout(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := signedTestRollout(t, key)
 	for name, trusted := range map[string][]PublicKey{"none": nil, "another key": {other.Public()}, "the zero key": {{}}} {
 		if r, _, err := VerifyRollout(data, trusted); !errors.Is(err, ErrUntrustedSigner) || r != nil {
 			t.Errorf("%s trusted: VerifyRollout = %v, want ErrUntrustedSigner", name, err)
@@ -218,10 +219,7 @@ func TestRolloutBody(t *testing.T) {
 	t.Parallel()
 	key := mustSigningKey(t)
 	trusted := []PublicKey{key.Public()}
-	good, err := SignRollout(testRollout(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := signedTestRollout(t, key)
 	body := string(good[rolloutBodyOffset : len(good)-signatureSize])
 	plus := testRollout()
 	plus.Time = plus.Time.In(time.FixedZone("CET", 3600))

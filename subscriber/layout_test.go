@@ -52,7 +52,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 	// install_dir serves, so that following a link would look normal.
 	attacker := func(t *testing.T, in *installer) string {
 		dir := filepath.Join(t.TempDir(), "attacker")
-		copyTree(t, in.c.InstallDir, dir)
+		treetest.CopyFiles(t, in.c.InstallDir, dir)
 		return dir
 	}
 	tests := []struct {
@@ -76,7 +76,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			target := filepath.Join(t.TempDir(), "attacker")
 			mkdir(t, target, 0o755)
 			return in.parent(), `is a symbolic link to "` + target + `" (configure the real path)`, target,
-				swapLink(t, in.parent(), target, in.parent()+".held")
+				treetest.SwapForLink(t, in.parent(), target, in.parent()+".held")
 		}},
 		{what: "install_dir's parent writable by others, sticky", trick: func(t *testing.T, in *installer) (string, string, string, func()) {
 			if err := os.Chmod(in.parent(), 0o777|fs.ModeSticky); err != nil {
@@ -88,7 +88,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			path := filepath.Join(in.parent(), storeDir)
 			target := filepath.Join(t.TempDir(), "attacker")
 			copyTreeDeep(t, path, target)
-			return path, `is a symbolic link to "` + target + `"`, target, swapLink(t, path, target, path+".held")
+			return path, `is a symbolic link to "` + target + `"`, target, treetest.SwapForLink(t, path, target, path+".held")
 		}},
 		{what: "install_dir a link to a folder elsewhere", trick: func(t *testing.T, in *installer) (string, string, string, func()) {
 			target := attacker(t, in)
@@ -114,7 +114,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			path := filepath.Join(in.parent(), cur)
 			target := filepath.Join(t.TempDir(), "attacker")
 			copyTreeDeep(t, path, target)
-			return path, `is a symbolic link to "` + target + `"`, target, swapLink(t, path, target, filepath.Join(t.TempDir(), "held"))
+			return path, `is a symbolic link to "` + target + `"`, target, treetest.SwapForLink(t, path, target, filepath.Join(t.TempDir(), "held"))
 		}},
 		{what: "state.json replaced by a link", trick: func(t *testing.T, in *installer) (string, string, string, func()) {
 			path := filepath.Join(in.store(), fileState)
@@ -124,7 +124,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(target, fileState), []byte(`{"pending":{"version":1,"fingerprint":"sha256:00","previous":"/etc"}}`), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			return path, "is a symbolic link", target, swapLink(t, path, filepath.Join(target, fileState), filepath.Join(t.TempDir(), "held"))
+			return path, "is a symbolic link", target, treetest.SwapForLink(t, path, filepath.Join(target, fileState), filepath.Join(t.TempDir(), "held"))
 		}},
 		{what: ".lock replaced by a link", lock: true, trick: func(t *testing.T, in *installer) (string, string, string, func()) {
 			path := filepath.Join(in.store(), lockFile)
@@ -133,7 +133,7 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(target, "passwd"), []byte("root:x:0:0"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			return path, "is a symbolic link", target, swapLink(t, path, filepath.Join(target, "passwd"), filepath.Join(t.TempDir(), "held"))
+			return path, "is a symbolic link", target, treetest.SwapForLink(t, path, filepath.Join(target, "passwd"), filepath.Join(t.TempDir(), "held"))
 		}},
 	}
 	for _, tt := range tests {

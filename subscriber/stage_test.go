@@ -331,20 +331,20 @@ func TestStageSymlinkTricks(t *testing.T) {
 			if err := os.Rename(folder, filepath.Join(base, "held")); err != nil {
 				t.Fatal(err)
 			}
-			copyTree(t, filepath.Join(base, "held"), target)
-			return folder, `is a symbolic link to "` + target + `"`, target, swapLink(t, folder, target, filepath.Join(base, "held"))
+			treetest.CopyFiles(t, filepath.Join(base, "held"), target)
+			return folder, `is a symbolic link to "` + target + `"`, target, treetest.SwapForLink(t, folder, target, filepath.Join(base, "held"))
 		}},
 		{what: "the record replaced by a link", trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
 			file := filepath.Join(stage, name, crypto.FileRecord)
 			target := filepath.Join(base, "attacker")
-			copyTree(t, filepath.Join(stage, name), target)
-			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, crypto.FileRecord), filepath.Join(base, "held"))
+			treetest.CopyFiles(t, filepath.Join(stage, name), target)
+			return file, "is a symbolic link", target, treetest.SwapForLink(t, file, filepath.Join(target, crypto.FileRecord), filepath.Join(base, "held"))
 		}},
 		{what: "the key replaced by a link", loadOnly: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
 			file := filepath.Join(stage, name, crypto.FileKey)
 			target := filepath.Join(base, "attacker")
-			copyTree(t, filepath.Join(stage, name), target)
-			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, crypto.FileKey), filepath.Join(base, "held"))
+			treetest.CopyFiles(t, filepath.Join(stage, name), target)
+			return file, "is a symbolic link", target, treetest.SwapForLink(t, file, filepath.Join(target, crypto.FileKey), filepath.Join(base, "held"))
 		}},
 		{what: "the lock replaced by a link", lock: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
 			file := filepath.Join(stage, lockFile)
@@ -353,12 +353,12 @@ func TestStageSymlinkTricks(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(target, "passwd"), []byte("root:x:0:0"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			return file, "is a symbolic link", target, swapLink(t, file, filepath.Join(target, "passwd"), filepath.Join(base, "held"))
+			return file, "is a symbolic link", target, treetest.SwapForLink(t, file, filepath.Join(target, "passwd"), filepath.Join(base, "held"))
 		}},
 		{what: "stage_dir's parent a link to a world-writable folder", open: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
 			parent := filepath.Dir(stage)
 			target := mkdir(t, filepath.Join(base, "attacker"), 0o777|fs.ModeSticky)
-			return parent, `is a symbolic link to "` + target + `" (configure the real path)`, target, swapLink(t, parent, target, filepath.Join(base, "held"))
+			return parent, `is a symbolic link to "` + target + `" (configure the real path)`, target, treetest.SwapForLink(t, parent, target, filepath.Join(base, "held"))
 		}},
 		{what: "stage_dir's parent world-writable", open: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {
 			parent := filepath.Dir(stage)
@@ -425,47 +425,5 @@ func TestStageSymlinkTricks(t *testing.T) {
 			}
 			checkStaged(t, s, b6, m6)
 		})
-	}
-}
-
-// swapLink moves path to aside and puts a symbolic link to target in its
-// place; the function it returns puts path back.
-func swapLink(t *testing.T, path, target, aside string) func() {
-	t.Helper()
-	if _, err := os.Lstat(aside); err != nil {
-		if err := os.Rename(path, aside); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink(target, path); err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		t.Helper()
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(aside, path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// copyTree copies the regular files of folder src into a new folder dst.
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	mkdir(t, dst, 0o700)
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 
 	"github.com/urfave/cli/v2"
@@ -41,8 +40,8 @@ credential: certsync setup --nkey DIR/admin.nk. See docs/SECURITY.md.`,
 }
 
 func runAuth(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("auth: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	if err := requireFlag(c, flagOut); err != nil {
 		return err

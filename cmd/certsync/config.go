@@ -159,7 +159,9 @@ type configFile[C any] struct {
 	key     string
 	keyName string
 	keyLine int
-	// natsLines are the lines of the NATS secret files, by natsconn.KeyFile key.
+	// nats is config's NATS options (set by walk), and natsLines the
+	// lines of its secret files, by natsconn.KeyFile key.
+	nats      *natsconn.Options
 	natsLines map[string]int
 }
 
@@ -168,7 +170,7 @@ type configFile[C any] struct {
 // o, and keyName, the key file's path, into f; every other key it hands to
 // each.
 func (f *configFile[C]) walk(root *yaml.Node, known []string, at *places, keyName string, o *natsconn.Options, each func(key string, v *yaml.Node) error) error {
-	f.keyName = keyName
+	f.keyName, f.nats = keyName, o
 	return strictyaml.Walk(root, "", known, func(key string, _, v *yaml.Node) error {
 		at.mark(key, v)
 		switch key {
@@ -199,21 +201,33 @@ func readConfig[F any](path string, parse func([]byte) (F, error)) (F, error) {
 	return f, nil
 }
 
-// loadKey loads with load the key file f names, and checks the NATS secret
-// files of o, f's NATS options. Errors name the configuration file at path
-// and the line.
-func loadKey[C, K any](path string, f *configFile[C], o natsconn.Options, load func(string) (K, error)) (K, error) {
+// loadConfig reads the configuration file at path with parse and returns
+// its configuration with the key file it names loaded (withKey).
+func loadConfig[C, K any](path string, parse func([]byte) (*configFile[C], error), load func(string) (K, error), set func(*C, K)) (*C, error) {
+	f, err := readConfig(path, parse)
+	if err != nil {
+		return nil, err
+	}
+	return withKey(path, f, load, set)
+}
+
+// withKey returns a copy of f's configuration with the key file f names
+// loaded by load and given to set, after checking the NATS secret files of
+// f's NATS options. Errors name the configuration file at path and the
+// line.
+func withKey[C, K any](path string, f *configFile[C], load func(string) (K, error), set func(*C, K)) (*C, error) {
 	k, err := load(f.key)
 	if err != nil {
 		err = &strictyaml.Error{Line: f.keyLine, Path: f.keyName, Err: err}
 	} else {
-		err = checkNATSKeyFiles(o, f.natsLines)
+		err = checkNATSKeyFiles(*f.nats, f.natsLines)
 	}
 	if err != nil {
-		var zero K
-		return zero, fmt.Errorf("reading config %q: %w", path, err)
+		return nil, fmt.Errorf("reading config %q: %w", path, err)
 	}
-	return k, nil
+	cfg := f.config
+	set(&cfg, k)
+	return &cfg, nil
 }
 
 // readConfigFile reads at most maxConfigSize bytes of the file at path.

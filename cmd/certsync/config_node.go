@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"filippo.io/age"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certsync/certsync/crypto"
@@ -26,17 +27,7 @@ type nodeFile = configFile[subscriber.Config]
 // the node's identities. A key file others may read fails with an error
 // matching crypto.ErrKeyPermissions.
 func loadNodeConfig(path string) (*subscriber.Config, error) {
-	f, err := readConfig(path, parseNodeFile)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := loadKey(path, f, f.config.NATS, crypto.LoadIdentities)
-	if err != nil {
-		return nil, err
-	}
-	cfg := f.config
-	cfg.Identities = ids
-	return &cfg, nil
+	return loadConfig(path, parseNodeFile, crypto.LoadIdentities, func(c *subscriber.Config, ids []age.Identity) { c.Identities = ids })
 }
 
 // parseNodeFile parses and validates node.yaml without reading any file:

@@ -24,24 +24,12 @@ type publisherFile = configFile[publisher.Config]
 // loading the signing key. A key file others may read fails with an error
 // matching crypto.ErrKeyPermissions.
 func loadPublisherConfig(path string) (*publisher.Config, error) {
-	f, err := readConfig(path, parsePublisherFile)
-	if err != nil {
-		return nil, err
-	}
-	return loadKeys(f, path)
+	return loadConfig(path, parsePublisherFile, crypto.LoadSigningKey, setSigningKey)
 }
 
-// loadKeys returns f's configuration with its signing key loaded; path
-// names the configuration file in errors.
-func loadKeys(f *publisherFile, path string) (*publisher.Config, error) {
-	key, err := loadKey(path, f, f.config.NATS, crypto.LoadSigningKey)
-	if err != nil {
-		return nil, err
-	}
-	cfg := f.config
-	cfg.SigningKey = key
-	return &cfg, nil
-}
+// setSigningKey puts the signing key a publisher.yaml names into its
+// configuration.
+func setSigningKey(c *publisher.Config, k *crypto.SigningKey) { c.SigningKey = k }
 
 // loadPublisherConfigWithoutKey reads and validates publisher.yaml at path
 // like loadPublisherConfig but leaves SigningKey nil, for the commands that

@@ -88,7 +88,7 @@ func checkErr(t *testing.T, err error, want ...string) {
 func TestParsePublisherValid(t *testing.T) {
 	t.Parallel()
 	k := testPublicKeys()
-	f, err := parsePublisherFile([]byte(doc(
+	f := must(t, parsePublisherFile, []byte(doc(
 		"nats:",
 		"  url: nats://a:4222,nats://b:4222",
 		"  nkey: /etc/certsync/publisher.nk",
@@ -105,9 +105,6 @@ func TestParsePublisherValid(t *testing.T) {
 		"stream: {replicas: 3, history: 10, duplicate_window: 1h}",
 		"timeout: 2m",
 	)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := f.config
 	if f.key != "/etc/certsync/signing.key" || f.keyLine != 5 {
 		t.Errorf("signing key %q on line %d, want /etc/certsync/signing.key on line 5", f.key, f.keyLine)
@@ -145,16 +142,12 @@ func TestParsePublisherValid(t *testing.T) {
 	}
 }
 
-// TestParsePublisherDefaults: publisher.yaml adds no default of its own: a
-// minimal file gives what the library's Validate makes of the keys it
-// sets (the default values are asserted by publisher's
-// TestConfigValidateDefaults).
 // TestParsePublisherRollout: the rollout policy, as a default and per
 // certificate (the mapping form of a certificate), percentages, "none",
 // and a zero soak.
 func TestParsePublisherRollout(t *testing.T) {
 	t.Parallel()
-	f, err := parsePublisherFile([]byte(doc(
+	f := must(t, parsePublisherFile, []byte(doc(
 		"signing_key: /k",
 		"nodes: {web1: $R1, web2: $R2, web3: $SSH}",
 		"rollout:",
@@ -172,9 +165,6 @@ func TestParsePublisherRollout(t *testing.T) {
 		"    nodes: [web3]",
 		"    rollout: none",
 	)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := f.config
 	want := &publisher.RolloutPolicy{Canary: []string{"web1"}, Waves: []int{25, 100}, Soak: publisher.SoakZero,
 		WaveDeadline: 30 * time.Minute, MaxFailuresPercent: 10}
@@ -197,16 +187,17 @@ func TestParsePublisherRollout(t *testing.T) {
 	}
 }
 
+// TestParsePublisherDefaults: publisher.yaml adds no default of its own: a
+// minimal file gives what the library's Validate makes of the keys it
+// sets (the default values are asserted by publisher's
+// TestConfigValidateDefaults).
 func TestParsePublisherDefaults(t *testing.T) {
 	t.Parallel()
-	f, err := parsePublisherFile([]byte(doc(
+	f := must(t, parsePublisherFile, []byte(doc(
 		"signing_key: signing.key",
 		"nodes: {web1: $R1}",
 		"certificates: {example.com: [web1]}",
 	)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := publisher.Config{
 		Nodes:        map[string]string{"web1": testPublicKeys().r1},
 		Certificates: map[string][]string{"example.com": {"web1"}},
@@ -396,23 +387,17 @@ func indent(s, prefix string) string {
 // default values are asserted by subscriber's TestValidateDefaults).
 func TestParseNodeDefaults(t *testing.T) {
 	t.Parallel()
-	f, err := parseNodeFile([]byte(doc(
+	f := must(t, parseNodeFile, []byte(doc(
 		"name: web1",
 		"identity: /etc/certsync/node.key",
 		"trusted_publishers: [$PUB]",
 		"certificates:",
 		"  example.com:",
 	)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	if f.key != "/etc/certsync/node.key" || f.keyLine != 2 {
 		t.Errorf("identity %q on line %d", f.key, f.keyLine)
 	}
-	pub, err := crypto.ParsePublicKey(testPublicKeys().pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := must(t, crypto.ParsePublicKey, testPublicKeys().pub)
 	want := validated(t, subscriber.Config{
 		Node:         "web1",
 		Trusted:      []crypto.PublicKey{pub},
@@ -441,10 +426,7 @@ func TestParseNodeFull(t *testing.T) {
 		"PUBLISHER_KEY":       k.pub,
 		"OTHER_PUBLISHER_KEY": k.pub2,
 	})
-	f, err := parseNodeFile(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := must(t, parseNodeFile, data)
 	cfg := f.config
 	wantNATS := natsconn.Options{
 		URL:         "tls://a.example.net:4222, tls://b.example.net:4222",
@@ -530,10 +512,7 @@ func TestParseNodeCertificateValues(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {
 			t.Parallel()
-			f, err := parseNodeFile([]byte(doc("name: web1", "identity: /k", "trusted_publishers: [$PUB]", "certificates:", "  a.com:", "    "+tt.value)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := must(t, parseNodeFile, []byte(doc("name: web1", "identity: /k", "trusted_publishers: [$PUB]", "certificates:", "  a.com:", "    "+tt.value)))
 			if c := f.config.Certificates["a.com"]; !tt.check(c) {
 				t.Errorf("got %+v", c)
 			}
@@ -771,10 +750,7 @@ func TestLoadContractExamples(t *testing.T) {
 		"WEB1_RECIPIENT": k.recipient,
 		"WEB2_RECIPIENT": k.sshRecipient,
 	}))
-	pc, err := loadPublisherConfig(pubPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := must(t, loadPublisherConfig, pubPath)
 	if pc.SigningKey == nil || pc.SigningKey.Public().String() != k.publicKey {
 		t.Errorf("signing key not loaded")
 	}
@@ -793,10 +769,7 @@ func TestLoadContractExamples(t *testing.T) {
 			"IDENTITY":      identity,
 			"PUBLISHER_KEY": k.publicKey,
 		}))
-		nc, err := loadNodeConfig(nodePath)
-		if err != nil {
-			t.Fatal(err)
-		}
+		nc := must(t, loadNodeConfig, nodePath)
 		if len(nc.Identities) == 0 {
 			t.Errorf("%s: no identity loaded", identity)
 		}
@@ -884,14 +857,11 @@ func TestLoadPublisherConfigWithoutKey(t *testing.T) {
 		"nodes: {web1: $R1}",
 		"certificates: {example.com: [web1]}",
 	)))
-	cfg, err := loadPublisherConfigWithoutKey(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := must(t, loadPublisherConfigWithoutKey, path)
 	if cfg.SigningKey != nil || !reflect.DeepEqual(cfg.Certificates, map[string][]string{"example.com": {"web1"}}) {
 		t.Errorf("config = %+v", cfg)
 	}
-	_, err = loadPublisherConfig(path)
+	_, err := loadPublisherConfig(path)
 	checkErr(t, err, "line 1: signing_key:", "missing.key")
 
 	bad := writeConfig(t, dir, "bad.yaml", []byte(doc("signing_key: /k", "nodes: {web1: $R1}", "certificates: {example.com: [web9]}")))
@@ -911,10 +881,7 @@ func TestLoadSSHRecipientAndIdentity(t *testing.T) {
 		"  web2: "+k.sshRecipient,
 		"certificates: {example.com: [web2]}",
 	)))
-	pc, err := loadPublisherConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := must(t, loadPublisherConfig, path)
 	if pc.Nodes["web2"] != k.sshRecipient {
 		t.Errorf("web2's recipient = %q, want %q", pc.Nodes["web2"], k.sshRecipient)
 	}

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -34,6 +35,26 @@ func certbotHook(t testing.TB, f *fleet) string {
 	return certsyncBin(t) + " publish --config " + f.Publisher
 }
 
+// newCertbotFleet starts pebble, a certbot that uses it and `certsync
+// server`, and returns them with a fleet as o describes, on that server and
+// publishing certbot's lineages.
+func newCertbotFleet(t *testing.T, o fleetOptions) (*acmetest.Certbot, *testServer, *fleet) {
+	t.Helper()
+	cb := acmetest.NewCertbot(t, acmetest.StartPebble(t))
+	srv := startServer(t)
+	o.URL, o.Lineages = srv.URL, cb.ConfigDir+"/live"
+	return cb, srv, newFleet(t, o)
+}
+
+// hookRan fails the test when certbot's output after what says the deploy
+// hook failed: certbot exits 0 all the same.
+func hookRan(t testing.TB, what string, res acmetest.Result) {
+	t.Helper()
+	if strings.Contains(res.Output, acmetest.DeployHookFailed) {
+		t.Fatalf("%s: certbot reports the deploy hook failed:\n%s", what, res.Output)
+	}
+}
+
 // newest returns the newest of rows (the highest sequence).
 func newest(t testing.TB, rows []inspectRow) inspectRow {
 	t.Helper()
@@ -49,12 +70,7 @@ func newest(t testing.TB, rows []inspectRow) inspectRow {
 // byte-identical to certbot's; a forced renewal reaches both again.
 func TestCertbotDeployHookE2E(t *testing.T) {
 	t.Parallel()
-	p := acmetest.StartPebble(t)
-	cb := acmetest.NewCertbot(t, p)
-	srv := startServer(t)
-	f := newFleet(t, fleetOptions{
-		URL:          srv.URL,
-		Lineages:     cb.ConfigDir + "/live",
+	cb, _, f := newCertbotFleet(t, fleetOptions{
 		Certificates: map[string][]string{"example": {"web1", "web2"}},
 		SSHNodes:     []string{"web2"},
 	})
@@ -63,9 +79,7 @@ func TestCertbotDeployHookE2E(t *testing.T) {
 	}
 
 	lineage, res := cb.ObtainWildcard(t, "example", wildcard, certbotHook(t, f))
-	if strings.Contains(res.Output, acmetest.DeployHookFailed) {
-		t.Fatalf("certbot reports the deploy hook failed:\n%s", res.Output)
-	}
+	hookRan(t, "issuance", res)
 	rows := inspectBundles(t, f.Publisher)
 	if len(rows) != 1 || rows[0].Name != "example" {
 		t.Fatalf("after issuance the stream holds %+v, want one bundle of example", rows)
@@ -82,10 +96,7 @@ func TestCertbotDeployHookE2E(t *testing.T) {
 		first[node] = staged.Serial
 	}
 
-	res = cb.Renew(t, "")
-	if strings.Contains(res.Output, acmetest.DeployHookFailed) {
-		t.Fatalf("certbot renew reports the deploy hook failed:\n%s", res.Output)
-	}
+	hookRan(t, "renewal", cb.Renew(t, ""))
 	rows = inspectBundles(t, f.Publisher)
 	if len(rows) != 2 {
 		t.Fatalf("after the renewal the stream holds %d bundles, want 2", len(rows))
@@ -109,19 +120,15 @@ func TestCertbotDeployHookE2E(t *testing.T) {
 // three certbot renewals stages only the newest, once, when it comes back.
 func TestNodeAwayAcrossRenewals(t *testing.T) {
 	t.Parallel()
-	p := acmetest.StartPebble(t)
-	cb := acmetest.NewCertbot(t, p)
-	srv := startServer(t)
-	f := newFleet(t, fleetOptions{
-		URL:          srv.URL,
-		Lineages:     cb.ConfigDir + "/live",
+	cb, srv, f := newCertbotFleet(t, fleetOptions{
 		Certificates: map[string][]string{"example": {"web1"}},
 	})
 	web1 := f.Nodes["web1"]
 	node := startCertsync(t, nil, "node", "run", "--config", web1.Config)
 	node.WaitLog(t, stageTimeout, "node_started")
 
-	lineage, _ := cb.ObtainWildcard(t, "example", wildcard, certbotHook(t, f))
+	lineage, res := cb.ObtainWildcard(t, "example", wildcard, certbotHook(t, f))
+	hookRan(t, "issuance", res)
 	issued := newest(t, inspectBundles(t, f.Publisher))
 	natstest.WaitFor(t, stageTimeout, "web1 to stage the issued certificate", func() bool {
 		return stagedFingerprint(web1.StageDir, "example") == issued.Fingerprint
@@ -132,9 +139,7 @@ func TestNodeAwayAcrossRenewals(t *testing.T) {
 	}
 
 	for i := range 3 {
-		if res := cb.Renew(t, ""); strings.Contains(res.Output, acmetest.DeployHookFailed) {
-			t.Fatalf("renewal %d: certbot reports the deploy hook failed:\n%s", i+1, res.Output)
-		}
+		hookRan(t, fmt.Sprintf("renewal %d", i+1), cb.Renew(t, ""))
 	}
 	rows := inspectBundles(t, f.Publisher)
 	if len(rows) != 4 {

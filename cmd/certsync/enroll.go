@@ -1,13 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/migrate"
-	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 )
 
@@ -45,14 +44,9 @@ func runEnroll(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
-	certs := c.StringSlice(flagCertificate)
-	if len(certs) == 0 {
-		return withHint(errors.New("enroll: --certificate is required: name at least one certificate the node gets"), "certsync enroll --help")
-	}
-	for _, cert := range certs {
-		if err := wire.CheckCertName(cert); err != nil {
-			return fmt.Errorf("enroll: --%s: %w", flagCertificate, err)
-		}
+	certs, err := certificateNames(c, "the node gets")
+	if err != nil {
+		return err
 	}
 	path := configPath(c.String(flagConfig), DefaultPublisherConfig)
 	old, err := readConfigFile(path)
@@ -70,7 +64,7 @@ func runEnroll(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("enrolling into %q: the edited file would not load: %w", path, err)
 	}
-	cfg, err := loadKeys(f, path)
+	cfg, err := withKey(path, f, crypto.LoadSigningKey, setSigningKey)
 	if err != nil {
 		return keyHint(err)
 	}

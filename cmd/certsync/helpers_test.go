@@ -45,6 +45,10 @@ package main
 //	natstest.JetStream(t, url, opts...)                a nats.go JetStream client, to look at streams and consumers
 //	waitAcked(t, url, node, seq)                       wait until node's consumer has acknowledged stream sequence seq
 //	loopback.FreeAddr(t) string                                 a loopback HOST:PORT nothing listens on (yet)
+//
+// Anywhere:
+//
+//	must(t, f, in) out                 f(in), failing the test on its error (parsePublisherFile, loadNodeConfig …)
 
 import (
 	"bytes"
@@ -740,4 +744,14 @@ func waitAcked(t testing.TB, url, node string, seq uint64) {
 		info, err := c.Info(ctx)
 		return err == nil && info.AckFloor.Stream >= seq && info.NumAckPending == 0
 	})
+}
+
+// must returns what f makes of in, failing the test on f's error.
+func must[In, Out any](t testing.TB, f func(In) (Out, error), in In) Out {
+	t.Helper()
+	out, err := f(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -119,8 +119,8 @@ func nodeFileFlags(check, reload string) []cli.Flag {
 }
 
 func runImportSeed(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("import seed: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	for _, f := range []string{flagLists, flagKnownHosts} {
 		if err := requireFlag(c, f); err != nil {
@@ -190,8 +190,8 @@ func printSeedTable(w io.Writer, seed *migrate.Seed) error {
 }
 
 func runImportSeedNode(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("import seed-node: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	if err := requireFlag(c, flagList); err != nil {
 		return err

@@ -24,7 +24,7 @@ shown.`,
 		ArgsUsage: "[NAME…]",
 		Flags: []cli.Flag{
 			configFlag(DefaultPublisherConfig),
-			&cli.BoolFlag{Name: flagJSON, Usage: "print a JSON array"},
+			jsonFlag(),
 			verboseFlag(),
 		},
 		Action: func(c *cli.Context) error {

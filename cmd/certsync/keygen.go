@@ -29,8 +29,8 @@ func keygenCommand() *cli.Command {
 				ArgsUsage: " ",
 				Flags:     []cli.Flag{out()},
 				Action: func(c *cli.Context) error {
-					if c.NArg() > 0 {
-						return fmt.Errorf("keygen node: unexpected argument %q", c.Args().First())
+					if err := noArguments(c); err != nil {
+						return err
 					}
 					id, err := age.GenerateX25519Identity()
 					if err != nil {
@@ -56,8 +56,8 @@ the same checks as publish (a key others may read is refused).`,
 					&cli.StringFlag{Name: flagPublic, Usage: "print the public key of the existing signing key `FILE` (instead of --out)"},
 				},
 				Action: func(c *cli.Context) error {
-					if c.NArg() > 0 {
-						return fmt.Errorf("keygen signing: unexpected argument %q", c.Args().First())
+					if err := noArguments(c); err != nil {
+						return err
 					}
 					if path := c.String(flagPublic); path != "" {
 						if c.String(flagOut) != "" {

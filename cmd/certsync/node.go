@@ -99,8 +99,8 @@ func newNodeWithCertificates(c *cli.Context, daemon bool) (*subscriber.Node, []s
 }
 
 func runNode(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("node run: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	n, err := newNode(c, true)
 	if err != nil {
@@ -112,8 +112,11 @@ func runNode(c *cli.Context) error {
 }
 
 func syncNode(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("node sync: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
+	}
+	if err := positiveDurations(c, flagTimeout); err != nil {
+		return err
 	}
 	n, names, err := newNodeWithCertificates(c, false)
 	if err != nil {

@@ -12,12 +12,10 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/atomicfile"
-	"github.com/certsync/certsync/internal/wire"
 )
 
 const (
-	flagSSHHostKey  = "ssh-host-key"
-	flagCertificate = "certificate"
+	flagSSHHostKey = "ssh-host-key"
 	// defaultNodeIdentity is where node init creates the node's age identity.
 	defaultNodeIdentity = "/etc/certsync/node.key"
 	// nodeInitDefaultsComment shows, in the node.yaml node init writes,
@@ -50,8 +48,8 @@ republishes. Missing folders are created 0700.`,
 }
 
 func runNodeInit(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("node init: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	o, err := nodeOptions(c)
 	if err != nil {
@@ -60,14 +58,9 @@ func runNodeInit(c *cli.Context) error {
 	if c.IsSet(flagIdentity) && c.Bool(flagSSHHostKey) {
 		return errors.New("node init: --identity and --ssh-host-key exclude each other")
 	}
-	certs := c.StringSlice(flagCertificate)
-	if len(certs) == 0 {
-		return withHint(errors.New("node init: --certificate is required: name at least one certificate to install"), "certsync node init --help")
-	}
-	for _, name := range certs {
-		if err := wire.CheckCertName(name); err != nil {
-			return fmt.Errorf("node init: --%s: %w", flagCertificate, err)
-		}
+	certs, err := certificateNames(c, "to install")
+	if err != nil {
+		return err
 	}
 	o.Certificates = certs
 	o.Identity = c.String(flagIdentity)

@@ -50,8 +50,8 @@ fails, and "certsync republish" publishes it later.`,
 }
 
 func runPublish(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("publish: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	b, err := readBundle(c)
 	if err != nil {

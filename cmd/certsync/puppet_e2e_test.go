@@ -468,6 +468,38 @@ func TestPuppetApplyPublisher(t *testing.T) {
 	}
 }
 
+// TestPuppetTypesMatchNodeYAML: Puppet cannot derive one Struct type from
+// another, so Certsync::Entry (a certificate's entry) and
+// Certsync::Settings (defaults) list their keys each; they must be
+// node.yaml's certificate keys, Settings all but install_dir, each key with
+// the same type in both.
+func TestPuppetTypesMatchNodeYAML(t *testing.T) {
+	t.Parallel()
+	key := regexp.MustCompile(`(?m)^  Optional\[(\w+)\]\s*=> (.+),$`)
+	types := func(file string) ([]string, map[string]string) {
+		var keys []string
+		typ := map[string]string{}
+		for _, m := range key.FindAllStringSubmatch(string(mustRead(t, filepath.Join(puppetModuleDir, "types", file))), -1) {
+			keys = append(keys, m[1])
+			typ[m[1]] = m[2]
+		}
+		return keys, typ
+	}
+	entry, entryTypes := types("entry.pp")
+	settings, settingsTypes := types("settings.pp")
+	if !slices.Equal(entry, certKeys) {
+		t.Errorf("Certsync::Entry's keys %v, want node.yaml's %v", entry, certKeys)
+	}
+	if want := slices.DeleteFunc(slices.Clone(certKeys), func(k string) bool { return k == "install_dir" }); !slices.Equal(settings, want) {
+		t.Errorf("Certsync::Settings's keys %v, want %v", settings, want)
+	}
+	for k, typ := range settingsTypes {
+		if entryTypes[k] != typ {
+			t.Errorf("%s is %s in Certsync::Settings, %s in Certsync::Entry", k, typ, entryTypes[k])
+		}
+	}
+}
+
 // puppetFiles returns the module's files whose names end in ext.
 func puppetFiles(t *testing.T, ext string) []string {
 	t.Helper()

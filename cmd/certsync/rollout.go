@@ -98,7 +98,7 @@ waiting}]).`,
 				ArgsUsage: "[NAME...]",
 				Flags: []cli.Flag{
 					configFlag(DefaultPublisherConfig),
-					&cli.BoolFlag{Name: flagJSON, Usage: "print a JSON array"},
+					jsonFlag(),
 					verboseFlag(),
 				},
 				Action: runRolloutStatus,
@@ -123,11 +123,11 @@ The previous certificate comes from certbot's archive, as for "rollback".`, (*pu
 }
 
 func runRolloutRun(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("rollout run: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
-	if c.Duration(flagInterval) <= 0 {
-		return fmt.Errorf("rollout run: --interval %v: want a positive duration", c.Duration(flagInterval))
+	if err := positiveDurations(c, flagInterval); err != nil {
+		return err
 	}
 	cfg, err := loadPublisherConfig(configPath(c.String(flagConfig), DefaultPublisherConfig))
 	if err != nil {
@@ -303,9 +303,8 @@ why).`,
 		ArgsUsage: "[NAME...]",
 		Flags: []cli.Flag{
 			configFlag(DefaultPublisherConfig),
-			&cli.BoolFlag{Name: flagJSON, Usage: "print a JSON array"},
-			&cli.DurationFlag{Name: flagStaleAfter, Value: publisher.DefaultStaleAfter,
-				Usage: "a node whose last report is older than `DURATION` is stale"},
+			jsonFlag(),
+			staleAfterFlag(),
 			verboseFlag(),
 		},
 		Action: runPlan,
@@ -313,6 +312,9 @@ why).`,
 }
 
 func runPlan(c *cli.Context) error {
+	if err := positiveDurations(c, flagStaleAfter); err != nil {
+		return err
+	}
 	p, err := newPublisher(c)
 	if err != nil {
 		return err

@@ -45,6 +45,9 @@ SIGTERM or SIGINT stops the server cleanly; streams and consumers survive.`,
 }
 
 func runServer(c *cli.Context) error {
+	if err := noArguments(c); err != nil {
+		return err
+	}
 	log := newLogger(c, true)
 	opts, err := serverOptions(c)
 	if err != nil {

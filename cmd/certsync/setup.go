@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/urfave/cli/v2"
 
@@ -50,8 +49,8 @@ creates and upgrades them itself.`,
 }
 
 func runSetup(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("setup: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
 	if c.String(flagNKey) != "" && c.String(flagCreds) != "" {
 		return errors.New("setup: --nkey and --creds exclude each other")

@@ -17,11 +17,8 @@ import (
 	"github.com/certsync/certsync/publisher"
 )
 
-// Flags of status.
-const (
-	flagStaleAfter = "stale-after"
-	flagWarnBefore = "warn-before"
-)
+// flagWarnBefore is status's: how soon an expiry is flagged.
+const flagWarnBefore = "warn-before"
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
@@ -67,9 +64,8 @@ It reads headers and status records only; it needs no signing key.`,
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			configFlag(DefaultPublisherConfig),
-			&cli.BoolFlag{Name: flagJSON, Usage: "print a JSON array"},
-			&cli.DurationFlag{Name: flagStaleAfter, Value: publisher.DefaultStaleAfter,
-				Usage: "a node whose last report is older than `DURATION` is stale"},
+			jsonFlag(),
+			staleAfterFlag(),
 			&cli.DurationFlag{Name: flagWarnBefore, Value: publisher.DefaultWarnBefore,
 				Usage: "a certificate expiring within `DURATION` is flagged (336h = 14 days)"},
 			verboseFlag(),
@@ -79,13 +75,11 @@ It reads headers and status records only; it needs no signing key.`,
 }
 
 func runStatus(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("status: unexpected argument %q", c.Args().First())
+	if err := noArguments(c); err != nil {
+		return err
 	}
-	for _, name := range []string{flagStaleAfter, flagWarnBefore} {
-		if c.Duration(name) <= 0 {
-			return fmt.Errorf("status: --%s %v: want a positive duration", name, c.Duration(name))
-		}
+	if err := positiveDurations(c, flagStaleAfter, flagWarnBefore); err != nil {
+		return err
 	}
 	p, err := newReadOnlyPublisher(c)
 	if err != nil {

@@ -39,8 +39,8 @@ func TestSymlinkTricksE2E(t *testing.T) {
 				// that following the link would look like business as usual.
 				link := filepath.Join(n.StageDir, cert)
 				target := filepath.Join(attackerDir(t), cert)
-				copyDir(t, link, target)
-				return link, target, replaceWithLink(t, link, target)
+				treetest.CopyFiles(t, link, target)
+				return link, target, treetest.SwapForLink(t, link, target, link+".real")
 			},
 		},
 		{
@@ -48,7 +48,7 @@ func TestSymlinkTricksE2E(t *testing.T) {
 			trick: func(t *testing.T, n *fleetNode, cert string) (string, string, func()) {
 				link := filepath.Dir(n.StageDir)
 				target := attackerDir(t)
-				return link, target, replaceWithLink(t, link, target)
+				return link, target, treetest.SwapForLink(t, link, target, link+".real")
 			},
 		},
 		{
@@ -59,7 +59,7 @@ func TestSymlinkTricksE2E(t *testing.T) {
 				if err := os.Chown(target, 65534, 65534); err != nil {
 					t.Fatal(err)
 				}
-				return link, target, replaceWithLink(t, link, target)
+				return link, target, treetest.SwapForLink(t, link, target, link+".real")
 			},
 		},
 	}
@@ -89,7 +89,7 @@ func TestSymlinkTricksE2E(t *testing.T) {
 
 			// A renewal is pending when the trick is played.
 			held := filepath.Join(t.TempDir(), "held")
-			copyDir(t, lineage, held) // the live folder's links lead to the files
+			treetest.CopyFiles(t, lineage, held) // the live folder's links lead to the files
 			le.Write(tt.cert, certOptions{})
 			mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
 			dirs := []string{filepath.Dir(installDirOf(n, tt.cert))}
@@ -139,52 +139,4 @@ func attackerDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-// replaceWithLink moves path aside and puts a symbolic link to target in
-// its place; the function it returns removes the link and puts path back.
-func replaceWithLink(t *testing.T, path, target string) func() {
-	t.Helper()
-	aside := path + ".real"
-	if err := os.Rename(path, aside); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(target, path); err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		t.Helper()
-		if err := os.Remove(path); err != nil {
-			t.Fatalf("remove the link %s: %v", path, err)
-		}
-		if err := os.Rename(aside, path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// copyDir copies the regular files of src (following links) into a new
-// folder dst, keeping their modes.
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(dst, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		fi, err := os.Stat(filepath.Join(src, e.Name()))
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, fi.Mode().Perm()); err != nil {
-			t.Fatal(err)
-		}
-	}
 }

@@ -357,6 +357,17 @@ type mountPoint struct {
 	ro    bool
 }
 
+// mountFlags are the flags of mountinfo's per-mount options, which a
+// read-only remount must keep.
+var mountFlags = map[string]uintptr{
+	"nosuid":     unix.MS_NOSUID,
+	"nodev":      unix.MS_NODEV,
+	"noexec":     unix.MS_NOEXEC,
+	"noatime":    unix.MS_NOATIME,
+	"nodiratime": unix.MS_NODIRATIME,
+	"relatime":   unix.MS_RELATIME,
+}
+
 // mounts reads /proc/self/mountinfo.
 func mounts() ([]mountPoint, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
@@ -371,22 +382,8 @@ func mounts() ([]mountPoint, error) {
 		}
 		m := mountPoint{path: unescapeMount(f[4])}
 		for _, o := range strings.Split(f[5], ",") {
-			switch o {
-			case "ro":
-				m.ro = true
-			case "nosuid":
-				m.flags |= unix.MS_NOSUID
-			case "nodev":
-				m.flags |= unix.MS_NODEV
-			case "noexec":
-				m.flags |= unix.MS_NOEXEC
-			case "noatime":
-				m.flags |= unix.MS_NOATIME
-			case "nodiratime":
-				m.flags |= unix.MS_NODIRATIME
-			case "relatime":
-				m.flags |= unix.MS_RELATIME
-			}
+			m.ro = m.ro || o == "ro"
+			m.flags |= mountFlags[o]
 		}
 		ms = append(ms, m)
 	}

@@ -100,6 +100,24 @@ func TestSetupFirstRun(t *testing.T) {
 	checkProtected(t, admin)
 }
 
+// withOldStream returns a fleet whose web1 gets example.com, not set up,
+// on a server where the admin created the CERTSYNC stream as an earlier
+// certsync made it: today's configuration, changed by old. It returns the
+// admin's JetStream too, and a context bounding the test's calls.
+func withOldStream(t *testing.T, old func(*jetstream.StreamConfig)) (*fleet, jetstream.JetStream, context.Context) {
+	t.Helper()
+	f := newFleetWithoutSetup(t, map[string][]string{"example.com": {"web1"}}, "")
+	_, admin := f.connect(authconf.AdminUser)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	cfg := wire.StreamConfig(wire.StreamOptions{})
+	old(&cfg)
+	if _, err := admin.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return f, admin, ctx
+}
+
 // TestSetupUpgrades runs setup on a stream and a bucket made as certsync
 // made them before it protected them (purges allowed, the bucket with
 // CreateKeyValue's roll-ups): the publisher refuses to publish on them,
@@ -109,15 +127,7 @@ func TestSetupFirstRun(t *testing.T) {
 // found on them are refused, named, and left alone.
 func TestSetupUpgrades(t *testing.T) {
 	t.Parallel()
-	f := newFleetWithoutSetup(t, map[string][]string{"example.com": {"web1"}}, "")
-	_, admin := f.connect(authconf.AdminUser)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	old := wire.StreamConfig(wire.StreamOptions{})
-	old.DenyPurge, old.DenyDelete = false, false
-	if _, err := admin.CreateStream(ctx, old); err != nil {
-		t.Fatal(err)
-	}
+	f, admin, ctx := withOldStream(t, func(old *jetstream.StreamConfig) { old.DenyPurge, old.DenyDelete = false, false })
 	// The bucket as the previous StatusBucketConfig had it.
 	kv, err := admin.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: wire.StatusBucket, History: 1, MaxValueSize: wire.MaxStatusValueSize,
@@ -235,15 +245,7 @@ func TestSetupUpgrades(t *testing.T) {
 // held and gives the node's consumer the rollout subject.
 func TestSetupAddsRolloutSubjects(t *testing.T) {
 	t.Parallel()
-	f := newFleetWithoutSetup(t, map[string][]string{"example.com": {"web1"}}, "")
-	_, admin := f.connect(authconf.AdminUser)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	old := wire.StreamConfig(wire.StreamOptions{})
-	old.Subjects = []string{wire.Subjects}
-	if _, err := admin.CreateStream(ctx, old); err != nil {
-		t.Fatal(err)
-	}
+	f, admin, ctx := withOldStream(t, func(old *jetstream.StreamConfig) { old.Subjects = []string{wire.Subjects} })
 	if _, err := admin.CreateStream(ctx, wire.StatusStreamConfig(1)); err != nil {
 		t.Fatal(err)
 	}

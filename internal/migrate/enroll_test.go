@@ -16,8 +16,8 @@ const newAge = "age1j4at5zmjwt4gxy8e020nx0jdmemrupg6hdrwxa9lxe7jyfn8654qrj29yx"
 func TestAddNode(t *testing.T) {
 	t.Parallel()
 	ssh := newHostKey(t)
-	for _, tt := range []struct{ name, before, after string }{
-		{"block nodes, flow lists", `# the management host
+	// nodes is the start of the first case's file, before and after.
+	nodes := `# the management host
 nats:
   url: nats://127.0.0.1:4222   # the embedded server
 
@@ -26,21 +26,14 @@ nodes:                                    # node name -> age recipient
   web1: age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq   # rack 1
   # web2 is the SSH host key
   web2: "` + ssh + `"
-
+`
+	for _, tt := range []struct{ name, before, after string }{
+		{"block nodes, flow lists", nodes + `
 certificates:
   example.com: [web1, web2]   # the shop
   example.org: [web1]
   other.net: [web2]
-`, `# the management host
-nats:
-  url: nats://127.0.0.1:4222   # the embedded server
-
-signing_key: /etc/certsync/signing.key
-nodes:                                    # node name -> age recipient
-  web1: age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq   # rack 1
-  # web2 is the SSH host key
-  web2: "` + ssh + `"
-  web3: ` + newAge + `
+`, nodes + `  web3: ` + newAge + `
 
 certificates:
   example.com: [web1, web2, web3]   # the shop

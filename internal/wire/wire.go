@@ -123,21 +123,44 @@ const (
 	MaxNodeNameLen = 64
 )
 
+// A nameRule is what one kind of name must be: not empty, at most max
+// bytes, and matching re, which allowed says in words. An error quotes at
+// most shown bytes of a name too long.
+type nameRule struct {
+	kind    string
+	max     int
+	shown   int
+	re      *regexp.Regexp
+	allowed string
+}
+
 var (
-	certNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+	certName = nameRule{kind: "certificate", max: MaxCertNameLen, shown: 32,
+		re: regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`), allowed: "letters, digits, '.', '_' or '-'"}
+	nodeName = nameRule{kind: "node", max: MaxNodeNameLen, shown: 16,
+		re: regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`), allowed: "letters, digits, '_' or '-'"}
 )
+
+// check reports why name breaks the rule, or nil.
+func (r nameRule) check(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("invalid %s name %q: empty", r.kind, name)
+	case len(name) > r.max:
+		return fmt.Errorf("invalid %s name %q: longer than %d bytes", r.kind, name[:r.shown]+"…", r.max)
+	case !r.re.MatchString(name):
+		return fmt.Errorf("invalid %s name %q: want %s, starting with a letter or digit", r.kind, name, r.allowed)
+	}
+	return nil
+}
 
 // CheckCertName reports why name is not a valid certificate name, or nil.
 // A valid name is safe as a path element and as subject tokens.
 func CheckCertName(name string) error {
+	if err := certName.check(name); err != nil {
+		return err
+	}
 	switch {
-	case name == "":
-		return fmt.Errorf("invalid certificate name %q: empty", name)
-	case len(name) > MaxCertNameLen:
-		return fmt.Errorf("invalid certificate name %q: longer than %d bytes", name[:32]+"…", MaxCertNameLen)
-	case !certNameRE.MatchString(name):
-		return fmt.Errorf("invalid certificate name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 	case strings.Contains(name, ".."):
 		return fmt.Errorf("invalid certificate name %q: contains \"..\"", name)
 	case strings.HasSuffix(name, "."):
@@ -147,17 +170,7 @@ func CheckCertName(name string) error {
 }
 
 // CheckNodeName reports why name is not a valid node name, or nil.
-func CheckNodeName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("invalid node name %q: empty", name)
-	case len(name) > MaxNodeNameLen:
-		return fmt.Errorf("invalid node name %q: longer than %d bytes", name[:16]+"…", MaxNodeNameLen)
-	case !nodeNameRE.MatchString(name):
-		return fmt.Errorf("invalid node name %q: want letters, digits, '_' or '-', starting with a letter or digit", name)
-	}
-	return nil
-}
+func CheckNodeName(name string) error { return nodeName.check(name) }
 
 // Subject is the subject a certificate's bundles are published on.
 // name must have passed CheckCertName.
@@ -165,9 +178,15 @@ func Subject(name string) string { return SubjectPrefix + name }
 
 // NameFromSubject returns the certificate name of a bundle subject, checked.
 func NameFromSubject(subject string) (string, error) {
-	name, ok := strings.CutPrefix(subject, SubjectPrefix)
+	return nameAfter(subject, SubjectPrefix, "bundle")
+}
+
+// nameAfter returns the certificate name that follows prefix in subject,
+// checked; an error says subject is not a subject of that kind.
+func nameAfter(subject, prefix, kind string) (string, error) {
+	name, ok := strings.CutPrefix(subject, prefix)
 	if !ok {
-		return "", fmt.Errorf("subject %q is not a bundle subject", subject)
+		return "", fmt.Errorf("subject %q is not a %s subject", subject, kind)
 	}
 	if err := CheckCertName(name); err != nil {
 		return "", err
@@ -220,14 +239,7 @@ func RolloutSubject(name string) string { return RolloutSubjectPrefix + name }
 // NameFromRolloutSubject returns the certificate name of a rollout record
 // subject, checked.
 func NameFromRolloutSubject(subject string) (string, error) {
-	name, ok := strings.CutPrefix(subject, RolloutSubjectPrefix)
-	if !ok {
-		return "", fmt.Errorf("subject %q is not a rollout subject", subject)
-	}
-	if err := CheckCertName(name); err != nil {
-		return "", err
-	}
-	return name, nil
+	return nameAfter(subject, RolloutSubjectPrefix, "rollout")
 }
 
 // ConsumerName is the name of a node's durable consumer.

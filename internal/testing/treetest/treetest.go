@@ -1,5 +1,7 @@
 // Package treetest takes snapshots of folders in tests, to show that an
-// operation refused something changed nothing on disk, byte for byte.
+// operation refused something changed nothing on disk, byte for byte, and
+// plays the tricks such operations must refuse: a path swapped for a
+// symbolic link (SwapForLink) to a look-alike copy (CopyFiles).
 package treetest
 
 import (
@@ -71,6 +73,59 @@ func Unchanged(t testing.TB, what string, before map[string]string, roots ...str
 	for path := range after {
 		if _, ok := before[path]; !ok {
 			t.Errorf("%s: %s appeared", what, path)
+		}
+	}
+}
+
+// SwapForLink moves path to aside and puts a symbolic link to target in its
+// place. When aside exists already, path is taken to be held there (an
+// earlier swap moved it) and only the link is made. The function it returns
+// removes the link and moves aside back to path.
+func SwapForLink(t testing.TB, path, target, aside string) (undo func()) {
+	t.Helper()
+	if _, err := os.Lstat(aside); err != nil {
+		if err := os.Rename(path, aside); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if err := os.Remove(path); err != nil {
+			t.Fatalf("removing the link %s: %v", path, err)
+		}
+		if err := os.Rename(aside, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// CopyFiles copies the regular files of the folder src (following links)
+// into a new folder dst (mode 0700), keeping their modes; it leaves out
+// whatever else src holds.
+func CopyFiles(t testing.TB, src, dst string) {
+	t.Helper()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		from := filepath.Join(src, e.Name())
+		fi, err := os.Stat(from)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
