@@ -7,7 +7,6 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/migrate"
-	"github.com/certsync/certsync/publisher"
 )
 
 func enrollCommand() *cli.Command {
@@ -71,11 +70,12 @@ func runEnroll(c *cli.Context) error {
 	if err := migrate.ReplaceFile(path, data, old); err != nil {
 		return err
 	}
-	p, err := publisher.New(*cfg, newLogger(c, false))
+	p, progress, err := publisherWithProgress(c, cfg)
 	if err != nil {
 		return err
 	}
 	report, err := p.Republish(c.Context, certs)
+	progress.finish(err)
 	log := newLogger(c, false)
 	for _, r := range report.Results {
 		log.Info("republish_result", "name", r.Name, "action", r.Action, "seq", r.Sequence)

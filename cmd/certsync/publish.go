@@ -106,15 +106,21 @@ func newPublisher(c *cli.Context) (*publisher.Publisher, error) {
 	return publisher.New(*cfg, newLogger(c, false))
 }
 
-// newPublisherWithProgress is newPublisher for publish and republish,
-// whose consumer work shows its progress (progress.go); the publisher logs
-// through the view, so that no log line lands on the progress line. The
-// caller ends it with finish.
+// newPublisherWithProgress is newPublisher for the commands whose consumer
+// work grows with the fleet (publish, republish, rollback, enroll): it
+// shows its progress (progress.go).
 func newPublisherWithProgress(c *cli.Context) (*publisher.Publisher, *progressView, error) {
 	cfg, err := loadPublisherConfig(configPath(c.String(flagConfig), DefaultPublisherConfig))
 	if err != nil {
 		return nil, nil, err
 	}
+	return publisherWithProgress(c, cfg)
+}
+
+// publisherWithProgress is the Publisher of cfg reporting its consumer
+// work to a progress view; the publisher logs through the view, so that no
+// log line lands on the progress line. The caller ends it with finish.
+func publisherWithProgress(c *cli.Context, cfg *publisher.Config) (*publisher.Publisher, *progressView, error) {
 	view := newProgressView(c.App.ErrWriter, c.Bool(flagVerbose))
 	cfg.Progress = view.report
 	p, err := publisher.New(*cfg, makeLogger(view, false, c.Bool(flagVerbose)))

@@ -271,11 +271,12 @@ renewal rolls out normally.`,
 			if err != nil {
 				return err
 			}
-			p, err := newPublisher(c)
+			p, progress, err := newPublisherWithProgress(c)
 			if err != nil {
 				return err
 			}
 			res, err := p.Rollback(c.Context, name, publisher.RollbackOptions{ToSerial: strings.ToLower(to)})
+			progress.finish(err)
 			if err != nil {
 				return rolloutHint(err)
 			}
