@@ -698,7 +698,7 @@ func format2Vectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca
 	all := slices.Concat(others(), me)
 	var allTexts []string
 	for _, r := range all {
-		allTexts = append(allTexts, r.(*age.X25519Recipient).String())
+		allTexts = append(allTexts, r.(fmt.Stringer).String())
 	}
 	// The CA switch: the first certificate from the CA in use, the second
 	// from another CA, issued an hour before the first (NotBefore N-1h),
