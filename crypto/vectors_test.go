@@ -63,6 +63,7 @@ type vector struct {
 	record      SealRecord        // the signed seal record, when Verify succeeds; zero if none
 	hold        bool              // the hold record, when Verify succeeds
 	withdrawn   []Fingerprint     // the withdrawn record, when Verify succeeds
+	group       Group             // the recipient group record, when Verify succeeds; zero if none
 	field       string            // the FormatError's field, when malformed (no line: not checked)
 	sums        map[string]string // file name -> hex SHA-256, on success
 	envelope    []byte
@@ -101,6 +102,9 @@ func (v *vector) marshal() []byte {
 	}
 	for _, fp := range v.withdrawn {
 		fmt.Fprintf(&b, "withdrawn: %s\n", fp)
+	}
+	if !v.group.IsZero() {
+		fmt.Fprintf(&b, "group: %s\n", v.group)
 	}
 	for _, f := range []string{"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"} {
 		if s, ok := v.sums[f]; ok {
@@ -180,6 +184,15 @@ func parseVector(data []byte) (*vector, error) {
 				err = fmt.Errorf("hold %q, want true (or no hold line)", val)
 			}
 			v.hold = true
+		case key == "group":
+			k, count, ok := strings.Cut(val, "/")
+			v.group.Index, err = strconv.Atoi(k)
+			if err == nil {
+				v.group.Count, err = strconv.Atoi(count)
+			}
+			if err == nil && (!ok || v.group.check() != "") {
+				err = fmt.Errorf("group %q, want k/count of a valid record", val)
+			}
 		case key == "withdrawn":
 			var fp Fingerprint
 			fp, err = ParseFingerprint(val)
@@ -364,8 +377,8 @@ func checkVector(t *testing.T, v *vector) {
 		if hdr.Name != v.name || hdr.Version != v.version || hdr.Format != v.headerFormat() || !slices.Contains(trusted, hdr.Signer) || hdr.Record != v.record {
 			t.Errorf("Verify = %+v, want format %d name %q version %d record %+v", hdr, v.headerFormat(), v.name, v.version, v.record)
 		}
-		if hdr.Hold != v.hold || !slices.Equal(hdr.Withdrawn, v.withdrawn) {
-			t.Errorf("Verify = hold %v withdrawn %v, want hold %v withdrawn %v", hdr.Hold, hdr.Withdrawn, v.hold, v.withdrawn)
+		if hdr.Hold != v.hold || !slices.Equal(hdr.Withdrawn, v.withdrawn) || hdr.Group != v.group {
+			t.Errorf("Verify = hold %v withdrawn %v group %v, want hold %v withdrawn %v group %v", hdr.Hold, hdr.Withdrawn, hdr.Group, v.hold, v.withdrawn, v.group)
 		}
 	}
 	refused := func(target error) *FormatError {
@@ -650,6 +663,9 @@ func writeVectors(t *testing.T) {
 	addVectors(t, vectors, indexVectors(t, signer, id, ca, n, current, others))
 	// The age header's vectors draw theirs after the stanza index's.
 	addVectors(t, vectors, ageHeaderVectors(t, signer, id, current, others))
+	// The recipient group record's vectors draw theirs after the age
+	// header's.
+	addVectors(t, vectors, groupVectors(t, signer, id, ca, n, others))
 	writeVectorFiles(t, vectorDir, vectors)
 }
 
