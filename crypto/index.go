@@ -56,11 +56,7 @@ func (r *sshRecipient) Wrap(fileKey []byte) ([]*age.Stanza, error) {
 	if r.key == nil {
 		return r.Recipient.Wrap(fileKey)
 	}
-	share, body, err := r.key.wrap(fileKey, sshEd25519Label)
-	if err != nil {
-		return nil, err
-	}
-	return []*age.Stanza{{Type: "ssh-ed25519", Args: []string{r.tag, share}, Body: body}}, nil
+	return r.key.stanza(fileKey, "ssh-ed25519", sshEd25519Label, r.tag)
 }
 
 // sshIdentity is an SSH identity (an ed25519 or rsa private key) that

@@ -53,6 +53,16 @@ type curve25519Key struct {
 	shared *ecdh.PublicKey
 }
 
+// stanza is the one stanza of type typ that wraps fileKey (wrap): its
+// arguments args, then the share.
+func (k *curve25519Key) stanza(fileKey []byte, typ, label string, args ...string) ([]*age.Stanza, error) {
+	share, body, err := k.wrap(fileKey, label)
+	if err != nil {
+		return nil, err
+	}
+	return []*age.Stanza{{Type: typ, Args: append(args, share), Body: body}}, nil
+}
+
 // wrap wraps fileKey as age does for both kinds: a fresh 32-byte scalar e
 // from crypto/rand (as age reads it), the share e·B, the wrapping key
 // HKDF-SHA-256(secret e·shared, salt share || point, info label), the file
@@ -111,11 +121,7 @@ func (r *x25519Recipient) Wrap(fileKey []byte) ([]*age.Stanza, error) {
 	if r.key == nil {
 		return r.X25519Recipient.Wrap(fileKey)
 	}
-	share, body, err := r.key.wrap(fileKey, x25519Label)
-	if err != nil {
-		return nil, err
-	}
-	return []*age.Stanza{{Type: "X25519", Args: []string{share}, Body: body}}, nil
+	return r.key.stanza(fileKey, "X25519", x25519Label)
 }
 
 // bech32Charset is Bech32's alphabet (BIP 173), in which an age recipient
