@@ -42,7 +42,7 @@ import (
 // the signature's fixed part, the payload) plus about 0.3 µs per recipient
 // of its envelope (the signature's hash over the whole envelope, the age
 // header's scan and its MAC), so the last node of a group of 256 opens
-// within about 1.5x of a node alone in its envelope, where one of 1,024
+// within about 1.6x of a node alone in its envelope, where one of 1,024
 // took 3x; a node downloads a quarter of the bytes, and a change of one
 // node seals a group of up to 256 again, not of 1,024. What it costs: more
 // messages per version (about 45 for 10,000 nodes instead of 11), each
