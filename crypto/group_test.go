@@ -1,9 +1,17 @@
 package crypto
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"filippo.io/age"
 )
 
 // TestGroupRecord seals an envelope with the recipient group record and
@@ -81,5 +89,91 @@ func TestGroupRecordRefused(t *testing.T) {
 		if !errors.As(err, &fe) || !errors.Is(err, ErrMalformed) || fe.Field != tc.field || fe.Offset != tc.offset {
 			t.Errorf("%s: Verify = %#v, want a FormatError at %s, offset %d", tc.name, err, tc.field, tc.offset)
 		}
+	}
+}
+
+// groupVectors returns the vectors of the recipient group record (format
+// 2, version V+5000), drawn after every other vector so that those stay
+// byte for byte what they were. signer, id, ca, n and others are
+// writeVectors'.
+func groupVectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca *testCA, n time.Time, others func() []age.Recipient) map[string]*vector {
+	trusted := []string{signer.Public().String()}
+	ids := []string{id.String()}
+	version := uint64(n.AddDate(0, 1, 0).UnixMilli()) + 123 + 5_000
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := ca.leaf(t, key, 4001, n, n.AddDate(100, 0, 0), "example.com", "*.example.com")
+	b := &Bundle{Name: "example.com", Version: version, Cert: cert, Chain: ca.pem, FullChain: slices.Concat(cert, ca.pem), PrivKey: pkcs8PEM(t, key)}
+	info, err := b.Check(vectorNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	three := append(others(), id.Recipient()) // the identity last
+	var texts []string
+	for _, r := range three {
+		text, _ := canonicalRecipient(r)
+		texts = append(texts, text)
+	}
+	digest := RecipientsDigest(texts)
+	grouped, err := Seal(b, signer, three, WithRecipientsDigest(digest), WithGroup(1, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := parseEnvelope(grouped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, groupOff := parsed.extension(extRecipientGroup)
+	_, indexOff := parsed.extension(extStanzaIndex)
+	flip := func(i int) []byte {
+		e := slices.Clone(grouped)
+		e[i] ^= 0x01
+		return e
+	}
+	failure := func(expect, field string, env []byte, comment ...string) *vector {
+		return &vector{comment: comment, expect: expect, field: field, trusted: trusted, identity: ids, envelope: env}
+	}
+	// malformed seals b to three with exactly the records exts, past
+	// Seal's checks.
+	malformed := func(field string, exts []extension, comment ...string) *vector {
+		env, err := seal(signer, 2, b.Name, b.Version, exts, marshalPlaintext(b.Name, b.Version, b), three)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return failure(expectMalformed, field, env, comment...)
+	}
+	record := func(k, count uint16) extension {
+		return extension{typ: extRecipientGroup, value: binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, k), count)}
+	}
+	return map[string]*vector{
+		"success_group.txt": {comment: []string{
+			"A valid format 2 envelope of recipient group 1 of 3 (record 0x0001, critical: the group index 1 and the count 3,",
+			"16 bits each), sealed to three X25519 recipients (the identity last) with the seal record and the stanza index,",
+			"version V+5000: Verify returns the group. Crypto accepts it; a node accepts it only from the subject",
+			"certsync.group.1.example.com, and refuses it from certsync.bundle.example.com or another group's subject (as",
+			"from the wrong subject). That a node is in one group only cannot be seen in one envelope: the publisher checks it.",
+		}, expect: expectSuccess, format: 2, trusted: trusted, identity: ids, name: b.Name, version: b.Version,
+			fingerprint: info.Fingerprint.String(), record: SealRecord{Fingerprint: info.Fingerprint, Recipients: digest},
+			group: Group{Index: 1, Count: 3}, sums: fileSums(b), envelope: grouped},
+		"bad_signature_group.txt": failure(expectBadSignature, "", flip(groupOff+1),
+			"success_group.txt with its group index changed from 1 to 0: the record is signed, so a body cannot be made to",
+			"match another group's subject."),
+		"bad_signature_group_index.txt": failure(expectBadSignature, "", flip(indexOff+indexSaltSize),
+			"success_group.txt with a bit of the stanza index's first entry flipped: the index is signed like every other byte."),
+		"malformed_group_count_1.txt": malformed("extension value", []extension{record(0, 1)},
+			"A recipient group record of group 0 of 1: one group is written as no record, so a count is at least 2."),
+		"malformed_group_count_0.txt": malformed("extension value", []extension{record(0, 0)},
+			"A recipient group record with the count 0."),
+		"malformed_group_index.txt": malformed("extension value", []extension{record(3, 3)},
+			"A recipient group record of group 3 of 3: the group index is below the count."),
+		"malformed_group_length.txt": malformed("extension length", []extension{{typ: extRecipientGroup, value: []byte{0, 1, 0, 3, 0}}},
+			"A recipient group record of 5 bytes: its value is exactly 4."),
+		"malformed_group_repeated.txt": malformed("extension type", []extension{record(0, 2), record(1, 2)},
+			"Two recipient group records (0 of 2, then 1 of 2): each record's type is above the previous one's, so a type",
+			"appears once and an envelope is of one group."),
+		"malformed_group_unknown_critical.txt": malformed("extension type", []extension{record(1, 3), {typ: 0x0007, value: []byte{}}},
+			"A valid recipient group record followed by record 0x0007, critical and not defined in format 2: refused."),
 	}
 }

@@ -38,10 +38,25 @@ func stanzaID(salt []byte, recipient string) [indexIDSize]byte {
 }
 
 // sshRecipient is an SSH recipient (ssh-ed25519 or ssh-rsa) that knows its
-// canonical text, which age's agessh recipients do not tell.
+// canonical text, which age's agessh recipients do not tell, and, for an
+// ssh-ed25519 key, what a Wrap of two ladders needs (wrap.go).
 type sshRecipient struct {
 	age.Recipient
 	text string
+	// tag and key are agessh's tag of an ssh-ed25519 key and its tweaked
+	// point (sshEd25519Key); key is nil for ssh-rsa, and for a key that
+	// keeps agessh's Wrap.
+	tag string
+	key *curve25519Key
+}
+
+// Wrap implements age.Recipient: agessh's stanza, ssh-ed25519 written
+// here (wrap.go), ssh-rsa by agessh.
+func (r *sshRecipient) Wrap(fileKey []byte) ([]*age.Stanza, error) {
+	if r.key == nil {
+		return r.Recipient.Wrap(fileKey)
+	}
+	return r.key.stanza(fileKey, "ssh-ed25519", sshEd25519Label, r.tag)
 }
 
 // sshIdentity is an SSH identity (an ed25519 or rsa private key) that
@@ -65,6 +80,8 @@ func canonicalRecipient(r age.Recipient) (string, bool) {
 	switch r := r.(type) {
 	case *age.X25519Recipient:
 		return r.String(), true
+	case *x25519Recipient:
+		return r.text, true
 	case *sshRecipient:
 		return r.text, true
 	}

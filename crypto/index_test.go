@@ -6,9 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"slices"
 	"strings"
@@ -373,11 +371,7 @@ func indexVectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca *
 	if err != nil {
 		t.Fatal(err)
 	}
-	sums := map[string]string{}
-	for f, data := range map[string][]byte{"cert.pem": b.Cert, "chain.pem": b.Chain, "fullchain.pem": b.FullChain, "privkey.pem": b.PrivKey} {
-		s := sha256.Sum256(data)
-		sums[f] = hex.EncodeToString(s[:])
-	}
+	sums := fileSums(b)
 	textsOf := func(rs []age.Recipient) []string {
 		var texts []string
 		for _, r := range rs {
@@ -513,11 +507,7 @@ func indexVectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca *
 			if err != nil {
 				t.Fatal(err)
 			}
-			cs := map[string]string{}
-			for f, data := range map[string][]byte{"cert.pem": current.Cert, "chain.pem": current.Chain, "fullchain.pem": current.FullChain, "privkey.pem": current.PrivKey} {
-				s := sha256.Sum256(data)
-				cs[f] = hex.EncodeToString(s[:])
-			}
+			cs := fileSums(current)
 			return &vector{comment: []string{
 				"A format 1 envelope (version N, as downgrade_1_newer.txt) carrying a 12-byte record 0x8002: format 1 does not",
 				"define the stanza index, so it is an unknown ignorable record there, skipped; Open tries every stanza.",

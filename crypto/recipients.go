@@ -35,16 +35,19 @@ func ParseRecipient(s string) (age.Recipient, error) {
 		if err != nil {
 			return nil, bad("not a valid age X25519 recipient")
 		}
-		return r, nil
+		return newX25519Recipient(r), nil
 	case strings.HasPrefix(t, "ssh-ed25519 "), strings.HasPrefix(t, "ssh-rsa "):
 		pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(t))
 		if err != nil || len(bytes.TrimSpace(rest)) != 0 {
 			return nil, bad("not one valid SSH public key line")
 		}
 		var r age.Recipient
+		var tag string
+		var key *curve25519Key
 		switch pub.Type() {
 		case ssh.KeyAlgoED25519:
 			r, err = agessh.NewEd25519Recipient(pub)
+			tag, key = sshEd25519Key(pub)
 		case ssh.KeyAlgoRSA:
 			r, err = agessh.NewRSARecipient(pub)
 		default:
@@ -55,7 +58,7 @@ func ParseRecipient(s string) (age.Recipient, error) {
 		}
 		// The canonical text, without the comment: what the stanza
 		// index hashes (index.go).
-		return &sshRecipient{Recipient: r, text: sshPublicText(pub)}, nil
+		return &sshRecipient{Recipient: r, text: sshPublicText(pub), tag: tag, key: key}, nil
 	default:
 		// The value is not echoed: it may be a secret pasted in the wrong place.
 		return nil, fmt.Errorf("parsing recipient: unknown kind; want %s", recipientKinds)

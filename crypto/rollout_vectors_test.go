@@ -32,13 +32,7 @@ type rolloutVector struct {
 // marshal writes the vector's text form.
 func (v *rolloutVector) marshal() []byte {
 	var b bytes.Buffer
-	for _, c := range v.comment {
-		fmt.Fprintf(&b, "# %s\n", c)
-	}
-	fmt.Fprintf(&b, "expect: %s\n", v.expect)
-	if v.field != "" {
-		fmt.Fprintf(&b, "field: %s\n", v.field)
-	}
+	writeExpect(&b, v.comment, v.expect, v.field)
 	for _, k := range v.trusted {
 		fmt.Fprintf(&b, "trusted: %s\n", k)
 	}
@@ -51,15 +45,7 @@ func (v *rolloutVector) marshal() []byte {
 	for _, n := range v.withholds {
 		fmt.Fprintf(&b, "withholds: %s\n", n)
 	}
-	b.WriteString("record:\n")
-	enc := base64.StdEncoding.EncodeToString(v.record)
-	for len(enc) > 76 {
-		b.WriteString(enc[:76] + "\n")
-		enc = enc[76:]
-	}
-	if enc != "" {
-		b.WriteString(enc + "\n")
-	}
+	writeBase64(&b, "record", v.record)
 	return b.Bytes()
 }
 
@@ -117,26 +103,7 @@ func parseRolloutVector(data []byte) (*rolloutVector, error) {
 // readRolloutVectors reads every file of testdata/rollout.
 func readRolloutVectors(t testing.TB) map[string]*rolloutVector {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(rolloutVectorDir, "*.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatalf("no vectors in %s; run go test -run TestVectors -update", rolloutVectorDir)
-	}
-	vs := map[string]*rolloutVector{}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := parseRolloutVector(data)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		vs[filepath.Base(f)] = v
-	}
-	return vs
+	return readVectorFiles(t, rolloutVectorDir, parseRolloutVector)
 }
 
 // vectorSigners are the fixed signing keys of the vectors, by public key.
@@ -367,21 +334,5 @@ func writeRolloutVectors(t *testing.T) {
 		"malformed_body_state.txt": failure(expectMalformed, "body", signRolloutBody(bytes.Replace(body(wave), []byte(`"running"`), []byte(`"rolling"`), 1), signer),
 			"success_wave.txt's body with the unknown state \"rolling\", correctly signed."),
 	}
-	if err := os.MkdirAll(rolloutVectorDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	old, err := filepath.Glob(filepath.Join(rolloutVectorDir, "*.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range old {
-		if err := os.Remove(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for file, v := range vectors {
-		if err := os.WriteFile(filepath.Join(rolloutVectorDir, file), v.marshal(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeVectorFiles(t, rolloutVectorDir, vectors)
 }

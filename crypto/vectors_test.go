@@ -63,6 +63,7 @@ type vector struct {
 	record      SealRecord        // the signed seal record, when Verify succeeds; zero if none
 	hold        bool              // the hold record, when Verify succeeds
 	withdrawn   []Fingerprint     // the withdrawn record, when Verify succeeds
+	group       Group             // the recipient group record, when Verify succeeds; zero if none
 	field       string            // the FormatError's field, when malformed (no line: not checked)
 	sums        map[string]string // file name -> hex SHA-256, on success
 	envelope    []byte
@@ -74,13 +75,7 @@ func (v *vector) headerFormat() int { return int(cmp.Or(v.format, 1)) }
 // marshal writes the vector's text form.
 func (v *vector) marshal() []byte {
 	var b bytes.Buffer
-	for _, c := range v.comment {
-		fmt.Fprintf(&b, "# %s\n", c)
-	}
-	fmt.Fprintf(&b, "expect: %s\n", v.expect)
-	if v.field != "" {
-		fmt.Fprintf(&b, "field: %s\n", v.field)
-	}
+	writeExpect(&b, v.comment, v.expect, v.field)
 	if v.format > 1 {
 		fmt.Fprintf(&b, "format: %d\n", v.format)
 	}
@@ -108,13 +103,35 @@ func (v *vector) marshal() []byte {
 	for _, fp := range v.withdrawn {
 		fmt.Fprintf(&b, "withdrawn: %s\n", fp)
 	}
+	if !v.group.IsZero() {
+		fmt.Fprintf(&b, "group: %s\n", v.group)
+	}
 	for _, f := range []string{"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"} {
 		if s, ok := v.sums[f]; ok {
 			fmt.Fprintf(&b, "sha256 %s: %s\n", f, s)
 		}
 	}
-	b.WriteString("envelope:\n")
-	enc := base64.StdEncoding.EncodeToString(v.envelope)
+	writeBase64(&b, "envelope", v.envelope)
+	return b.Bytes()
+}
+
+// writeExpect starts a vector's text form: its comment lines, what it
+// expects and, if any, the FormatError's field.
+func writeExpect(b *bytes.Buffer, comment []string, expect, field string) {
+	for _, c := range comment {
+		fmt.Fprintf(b, "# %s\n", c)
+	}
+	fmt.Fprintf(b, "expect: %s\n", expect)
+	if field != "" {
+		fmt.Fprintf(b, "field: %s\n", field)
+	}
+}
+
+// writeBase64 ends a vector's text form: the line "<label>:", then data in
+// standard base64, wrapped at 76 columns.
+func writeBase64(b *bytes.Buffer, label string, data []byte) {
+	b.WriteString(label + ":\n")
+	enc := base64.StdEncoding.EncodeToString(data)
 	for len(enc) > 76 {
 		b.WriteString(enc[:76] + "\n")
 		enc = enc[76:]
@@ -122,7 +139,6 @@ func (v *vector) marshal() []byte {
 	if enc != "" {
 		b.WriteString(enc + "\n")
 	}
-	return b.Bytes()
 }
 
 // parseVector reads a vector's text form.
@@ -168,6 +184,15 @@ func parseVector(data []byte) (*vector, error) {
 				err = fmt.Errorf("hold %q, want true (or no hold line)", val)
 			}
 			v.hold = true
+		case key == "group":
+			k, count, ok := strings.Cut(val, "/")
+			v.group.Index, err = strconv.Atoi(k)
+			if err == nil {
+				v.group.Count, err = strconv.Atoi(count)
+			}
+			if err == nil && (!ok || v.group.check() != "") {
+				err = fmt.Errorf("group %q, want k/count of a valid record", val)
+			}
 		case key == "withdrawn":
 			var fp Fingerprint
 			fp, err = ParseFingerprint(val)
@@ -239,26 +264,78 @@ func (v *vector) keys() ([]PublicKey, []age.Identity, error) {
 // readVectors reads every vector file.
 func readVectors(t testing.TB) map[string]*vector {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(vectorDir, "*.txt"))
+	return readVectorFiles(t, vectorDir, parseVector)
+}
+
+// readVectorFiles reads every *.txt file of dir with parse, by file name:
+// the envelope vectors and the rollout vectors alike.
+func readVectorFiles[V any](t testing.TB, dir string, parse func([]byte) (V, error)) map[string]V {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(files) == 0 {
-		t.Fatalf("no vectors in %s; run go test -run TestVectors -update", vectorDir)
+		t.Fatalf("no vectors in %s; run go test -run TestVectors -update", dir)
 	}
-	vs := map[string]*vector{}
+	vs := map[string]V{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := parseVector(data)
+		v, err := parse(data)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
 		vs[filepath.Base(f)] = v
 	}
 	return vs
+}
+
+// writeVectorFiles makes dir hold exactly vectors, each file its vector's
+// text form.
+func writeVectorFiles[V interface{ marshal() []byte }](t testing.TB, dir string, vectors map[string]V) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, err := filepath.Glob(filepath.Join(dir, "*.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range old {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for file, v := range vectors {
+		if err := os.WriteFile(filepath.Join(dir, file), v.marshal(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// addVectors adds more to vectors, refusing a name twice.
+func addVectors(t testing.TB, vectors, more map[string]*vector) {
+	t.Helper()
+	for file, v := range more {
+		if vectors[file] != nil {
+			t.Fatalf("two vectors named %s", file)
+		}
+		vectors[file] = v
+	}
+}
+
+// fileSums is the hex SHA-256 of each of b's files, by file name, as a
+// success vector records them.
+func fileSums(b *Bundle) map[string]string {
+	sums := map[string]string{}
+	for _, f := range b.Files() {
+		s := sha256.Sum256(*f.Data)
+		sums[f.Name] = hex.EncodeToString(s[:])
+	}
+	return sums
 }
 
 func TestVectors(t *testing.T) {
@@ -300,8 +377,8 @@ func checkVector(t *testing.T, v *vector) {
 		if hdr.Name != v.name || hdr.Version != v.version || hdr.Format != v.headerFormat() || !slices.Contains(trusted, hdr.Signer) || hdr.Record != v.record {
 			t.Errorf("Verify = %+v, want format %d name %q version %d record %+v", hdr, v.headerFormat(), v.name, v.version, v.record)
 		}
-		if hdr.Hold != v.hold || !slices.Equal(hdr.Withdrawn, v.withdrawn) {
-			t.Errorf("Verify = hold %v withdrawn %v, want hold %v withdrawn %v", hdr.Hold, hdr.Withdrawn, v.hold, v.withdrawn)
+		if hdr.Hold != v.hold || !slices.Equal(hdr.Withdrawn, v.withdrawn) || hdr.Group != v.group {
+			t.Errorf("Verify = hold %v withdrawn %v group %v, want hold %v withdrawn %v group %v", hdr.Hold, hdr.Withdrawn, hdr.Group, v.hold, v.withdrawn, v.group)
 		}
 	}
 	refused := func(target error) *FormatError {
@@ -449,11 +526,7 @@ func writeVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sums := map[string]string{}
-		for f, data := range map[string][]byte{"cert.pem": b.Cert, "chain.pem": b.Chain, "fullchain.pem": b.FullChain, "privkey.pem": b.PrivKey} {
-			s := sha256.Sum256(data)
-			sums[f] = hex.EncodeToString(s[:])
-		}
+		sums := fileSums(b)
 		return &vector{comment: comment, expect: expectSuccess, trusted: trusted, identity: ids, name: b.Name,
 			version: b.Version, fingerprint: info.Fingerprint.String(), sums: sums, envelope: env}
 	}
@@ -585,43 +658,15 @@ func writeVectors(t *testing.T) {
 		"version_mismatch.txt": verified(failure(expectVersionMismatch, rawSeal(nil, pt(current.Name, current.Version+1, current)),
 			"Signed header says version N; the plaintext says N+1."), current),
 	}
-	for file, v := range format2Vectors(t, signer, id, ca, n, current, older, sameVersion, others) {
-		if vectors[file] != nil {
-			t.Fatalf("two vectors named %s", file)
-		}
-		vectors[file] = v
-	}
+	addVectors(t, vectors, format2Vectors(t, signer, id, ca, n, current, older, sameVersion, others))
 	// The stanza index's vectors draw their randomness after all others.
-	for file, v := range indexVectors(t, signer, id, ca, n, current, others) {
-		if vectors[file] != nil {
-			t.Fatalf("two vectors named %s", file)
-		}
-		vectors[file] = v
-	}
+	addVectors(t, vectors, indexVectors(t, signer, id, ca, n, current, others))
 	// The age header's vectors draw theirs after the stanza index's.
-	for file, v := range ageHeaderVectors(t, signer, id, current, others) {
-		if vectors[file] != nil {
-			t.Fatalf("two vectors named %s", file)
-		}
-		vectors[file] = v
-	}
-	old, err := filepath.Glob(filepath.Join(vectorDir, "*.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range old {
-		if err := os.Remove(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(vectorDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for file, v := range vectors {
-		if err := os.WriteFile(filepath.Join(vectorDir, file), v.marshal(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addVectors(t, vectors, ageHeaderVectors(t, signer, id, current, others))
+	// The recipient group record's vectors draw theirs after the age
+	// header's.
+	addVectors(t, vectors, groupVectors(t, signer, id, ca, n, others))
+	writeVectorFiles(t, vectorDir, vectors)
 }
 
 // format2Vectors returns the vectors of format 2: the publisher's version
@@ -665,11 +710,7 @@ func format2Vectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca
 			t.Fatal(err)
 		}
 		fp := info(b).Fingerprint
-		sums := map[string]string{}
-		for f, data := range map[string][]byte{"cert.pem": b.Cert, "chain.pem": b.Chain, "fullchain.pem": b.FullChain, "privkey.pem": b.PrivKey} {
-			s := sha256.Sum256(data)
-			sums[f] = hex.EncodeToString(s[:])
-		}
+		sums := fileSums(b)
 		return &vector{comment: comment, expect: expectSuccess, format: 2, trusted: trusted, identity: ids, name: b.Name,
 			version: b.Version, fingerprint: fp.String(), record: SealRecord{Fingerprint: fp, Recipients: digest},
 			hold: hold, withdrawn: withdrawn, sums: sums, envelope: env}
@@ -698,7 +739,7 @@ func format2Vectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca
 	all := slices.Concat(others(), me)
 	var allTexts []string
 	for _, r := range all {
-		allTexts = append(allTexts, r.(*age.X25519Recipient).String())
+		allTexts = append(allTexts, r.(fmt.Stringer).String())
 	}
 	// The CA switch: the first certificate from the CA in use, the second
 	// from another CA, issued an hour before the first (NotBefore N-1h),
@@ -762,11 +803,7 @@ func format2Vectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca
 				t.Fatal(err)
 			}
 			fp := info(current).Fingerprint
-			sums := map[string]string{}
-			for f, data := range map[string][]byte{"cert.pem": current.Cert, "chain.pem": current.Chain, "fullchain.pem": current.FullChain, "privkey.pem": current.PrivKey} {
-				s := sha256.Sum256(data)
-				sums[f] = hex.EncodeToString(s[:])
-			}
+			sums := fileSums(current)
 			return &vector{comment: []string{
 				"A format 1 envelope (version N, as downgrade_1_newer.txt) carrying a 16-byte record 0x8003: format 1 does not",
 				"define the withdrawn record, so it is an unknown ignorable record there, skipped; Verify returns no Withdrawn.",

@@ -1,6 +1,7 @@
 package publisher
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -8,11 +9,13 @@ import (
 	"filippo.io/age"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/testing/natstest"
 )
 
-// groupBenchSizes are the fleet sizes of the group benchmarks: past age's
-// 1,024 recipients per header, so sealed in groups.
-var groupBenchSizes = []int{2048, 5000, 10_000}
+// groupBenchSizes are the fleet sizes of the group benchmarks: one node
+// (one envelope, for comparison), then past groupCapacity (256), so sealed
+// in groups; from 2,048 on, past age's 1,024 recipients per header too.
+var groupBenchSizes = []int{1, 1000, 2048, 5000, 10_000}
 
 // benchJob prepares a certificate for n nodes of one kind, as publish
 // does, and returns the session that lays it out, the job and the
@@ -73,7 +76,7 @@ func BenchmarkSealGroups(b *testing.B) {
 // downloads per renewal.
 func BenchmarkOpenGroups(b *testing.B) {
 	for _, kind := range []string{"x25519", "ssh-ed25519"} {
-		for _, n := range append([]int{1}, groupBenchSizes...) {
+		for _, n := range groupBenchSizes {
 			b.Run(fmt.Sprintf("%s/recipients=%d", kind, n), func(b *testing.B) {
 				s, j, ids := benchJob(b, kind, n)
 				lay, err := s.layout(j, seal{version: 1735689600000}, nil, benchPayload)
@@ -92,5 +95,44 @@ func BenchmarkOpenGroups(b *testing.B) {
 				b.ReportMetric(float64(len(g.env)), "envelope_bytes")
 			})
 		}
+	}
+}
+
+// BenchmarkPublishGroups publishes renewals of a certificate for 1,100
+// nodes (X25519 and ssh-ed25519 in turn) through a real server, its
+// stream and consumers made by a first publish before timing starts, in
+// groups of at most 256 (groupCapacity) and of at most 1,024 (age's
+// limit, as before groupCapacity): what more groups cost a publish (more
+// subjects read, more messages stored). Each op seals and stores every
+// group. Run it with -benchtime 3x: the first publish and the server's
+// shutdown with 1,100 consumers take tens of seconds.
+func BenchmarkPublishGroups(b *testing.B) {
+	for _, capacity := range []int{groupCapacity, crypto.MaxRecipients} {
+		b.Run(fmt.Sprintf("capacity=%d", capacity), func(b *testing.B) {
+			f := newFixture(b, natstest.URL(natstest.RunServer(b)), nil)
+			f.cfg.Timeout = 2 * time.Minute
+			nodes, _ := mixedNodes(f, "node", 1100)
+			f.cfg.Certificates["example.com"] = nodes
+			p := f.publisher()
+			p.groupCapacity = capacity
+			ctx := context.Background()
+			if _, err := p.Publish(ctx, f.lineage("example.com", f.issue("example.com", time.Time{}))); err != nil {
+				b.Fatal(err)
+			}
+			lineages := make([]*crypto.Bundle, b.N)
+			for i := range lineages {
+				lineages[i] = f.lineage("example.com", f.issue("example.com", time.Time{}))
+			}
+			var res *Result
+			b.ResetTimer()
+			for i := range b.N { // not b.Loop: see crypto's BenchmarkSeal
+				var err error
+				if res, err = p.Publish(ctx, lineages[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(res.Groups), "groups")
+		})
 	}
 }

@@ -1,5 +1,5 @@
-// Recipient groups: a certificate whose nodes one envelope cannot hold
-// (more than crypto.MaxRecipients, or more bytes than the server's max
+// Recipient groups: a certificate for more nodes than one envelope holds
+// (more than groupCapacity, 256, or more bytes than the server's max
 // payload) is sealed once per group of nodes, every group under the same
 // version, each on its own subject certsync.group.<k>.<name> with the
 // signed group record k of count (docs/FORMAT.md, "The recipient group
@@ -20,9 +20,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"filippo.io/age"
 	"github.com/nats-io/nats.go"
@@ -32,12 +34,30 @@ import (
 	"github.com/certsync/certsync/internal/wire"
 )
 
+// groupCapacity is the most recipients the publisher seals into one
+// envelope (Publisher.groupCapacity, which tests set lower, overrides it):
+// a certificate for more nodes is sealed in recipient groups of at most
+// this many. Why 256 and not age's limit of 1,024 (docs/BENCHMARKS.md,
+// "Recipient groups"): a node's open costs a constant (its one unwrap,
+// the signature's fixed part, the payload) plus about 0.3 µs per recipient
+// of its envelope (the signature's hash over the whole envelope, the age
+// header's scan and its MAC), so the last node of a group of 256 opens
+// within about 1.6x of a node alone in its envelope, where one of 1,024
+// took 3x; a node downloads a quarter of the bytes, and a change of one
+// node seals a group of up to 256 again, not of 1,024. What it costs: more
+// messages per version (about 45 for 10,000 nodes instead of 11), each
+// with its headers, its signature and a copy of the certificate files
+// (about 3 KB), a small part of a publish; and a certificate is for at
+// most wire.MaxGroups groups of 256, about 50,000 nodes once rendezvous
+// hashing's uneven groups are counted.
+const groupCapacity = 256
+
 // groupOf is the recipient group of node among count groups, by
 // rendezvous hashing: the k below count for which SHA-256(node || k), k
 // as two bytes big-endian, is highest. A node's group depends on its name
 // and count alone, so adding or removing a node changes the recipients of
 // its own group only, and a change of count moves about 1/count of the
-// nodes.
+// nodes. rendezvous computes the same for many nodes and growing counts.
 func groupOf(node string, count int) int {
 	var best [sha256.Size]byte
 	group := 0
@@ -53,16 +73,96 @@ func groupOf(node string, count int) int {
 // assignGroups splits nodes (sorted) into count groups by groupOf; each
 // group's nodes stay sorted, and a group may be empty.
 func assignGroups(nodes []string, count int) [][]string {
-	groups := make([][]string, count)
-	if count == 1 {
-		groups[0] = slices.Clone(nodes)
-		return groups
+	r := newRendezvous(nodes)
+	r.grow(count)
+	return r.groups()
+}
+
+// rendezvous is groupOf for every node of a certificate, kept for the
+// count reached so far, so that layout, trying counts one after another,
+// hashes each node with each group number once (n × count hashes in all,
+// not n × count for every count tried), on up to GOMAXPROCS goroutines.
+type rendezvous struct {
+	nodes []string
+	count int
+	group []int
+	best  [][sha256.Size]byte
+}
+
+// newRendezvous is the rendezvous of nodes (sorted), at count 0.
+func newRendezvous(nodes []string) *rendezvous {
+	return &rendezvous{nodes: nodes, group: make([]int, len(nodes)), best: make([][sha256.Size]byte, len(nodes))}
+}
+
+// minHashChunk is the fewest nodes a goroutine of grow hashes for.
+const minHashChunk = 1024
+
+// grow brings r to count groups (at least r.count): each node's hashes
+// for the group numbers from r.count to count, its group the highest.
+func (r *rendezvous) grow(count int) {
+	from := r.count
+	if count <= from {
+		return
 	}
-	for _, n := range nodes {
-		k := groupOf(n, count)
-		groups[k] = append(groups[k], n)
+	r.count = count
+	hash := func(lo, hi int) {
+		var buf []byte
+		for i := lo; i < hi; i++ {
+			buf = append(buf[:0], r.nodes[i]...)
+			for k := from; k < count; k++ {
+				h := sha256.Sum256(binary.BigEndian.AppendUint16(buf, uint16(k)))
+				if k == 0 || bytes.Compare(h[:], r.best[i][:]) > 0 {
+					r.best[i], r.group[i] = h, k
+				}
+			}
+		}
+	}
+	n := len(r.nodes)
+	workers := min(runtime.GOMAXPROCS(0), (n+minHashChunk-1)/minHashChunk)
+	if workers <= 1 {
+		hash(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() { hash(n*w/workers, n*(w+1)/workers) })
+	}
+	wg.Wait()
+}
+
+// groups is r's nodes split into r.count groups, each sorted as the nodes.
+func (r *rendezvous) groups() [][]string {
+	groups := make([][]string, r.count)
+	for i, n := range r.nodes {
+		groups[r.group[i]] = append(groups[r.group[i]], n)
 	}
 	return groups
+}
+
+// fewestGroups is the fewest groups, from ceil(nodes / capacity) up to
+// wire.MaxGroups, whose groups by r each hold at most capacity nodes, with
+// r grown to it; 0 when none does.
+func (r *rendezvous) fewestGroups(capacity int) int {
+	for count := max(1, (len(r.nodes)+capacity-1)/capacity); count <= wire.MaxGroups; count++ {
+		if count == 1 {
+			// One group holds every node: no hash is needed.
+			if len(r.nodes) <= capacity {
+				return 1
+			}
+			continue
+		}
+		r.grow(count)
+		sizes := make([]int, count)
+		fits := true
+		for _, k := range r.group {
+			sizes[k]++
+			fits = fits && sizes[k] <= capacity
+		}
+		if fits {
+			return count
+		}
+	}
+	return 0
 }
 
 // group is one recipient group of a certificate's layout, and what its
@@ -204,8 +304,8 @@ func (s *session) readHeads(ctx context.Context, name string) (map[string]*jetst
 }
 
 // layout splits j's nodes into the fewest groups, from ceil(nodes /
-// capacity) up, whose envelopes each fit: at most the group capacity
-// (crypto.MaxRecipients) recipients, and at most envelopeLimit bytes.
+// capacity) up, whose envelopes each fit: at most groupCapacity
+// recipients, and at most envelopeLimit bytes.
 // Every group is sealed in memory (cached in j, so a retry seals nothing
 // twice), except one whose subject's newest message already is that group
 // sealed as d says (unchanged: d.same, the same version, fingerprint,
@@ -214,14 +314,21 @@ func (s *session) readHeads(ctx context.Context, name string) (map[string]*jetst
 // refusal naming the limit.
 func (s *session) layout(j *job, d seal, heads map[string]*jetstream.RawStreamMsg, payload int64) (*layout, error) {
 	limit, room := envelopeLimit(j, d, payload)
-	capacity := min(cmp.Or(s.p.groupCapacity, crypto.MaxRecipients), crypto.MaxRecipients)
 	key := s.p.cfg.SigningKey.Public()
 	name := j.bundle.Name
-	for count := max(1, (len(j.nodes)+capacity-1)/capacity); count <= wire.MaxGroups; count++ {
-		// The recipients bind first, and cost nothing to count: a count
-		// whose groups do not all hold them is passed over before any
-		// group of it is sealed.
-		groups := assignGroups(j.nodes, count)
+	capacity := min(cmp.Or(s.p.groupCapacity, groupCapacity), crypto.MaxRecipients)
+	// The recipients bind first, and cost nothing to seal: the counts
+	// whose groups do not all hold them are passed over before any group
+	// is sealed.
+	r := newRendezvous(j.nodes)
+	count := r.fewestGroups(capacity)
+	if count == 0 {
+		return nil, refusal{fmt.Errorf("%d nodes need more than %d recipient groups of at most %d recipients each: seal part of them in another certificate",
+			len(j.nodes), wire.MaxGroups, capacity)}
+	}
+	for ; count <= wire.MaxGroups; count++ {
+		r.grow(count)
+		groups := r.groups()
 		if slices.ContainsFunc(groups, func(nodes []string) bool { return len(nodes) > capacity }) {
 			continue
 		}
@@ -264,7 +371,7 @@ func (s *session) layout(j *job, d seal, heads map[string]*jetstream.RawStreamMs
 			return lay, nil
 		}
 	}
-	return nil, refusal{fmt.Errorf("%d nodes need more than %d recipient groups to fit %d recipients and %d bytes (the NATS server's max_payload of %d, less the headers) in each envelope: raise max_payload in the NATS server's configuration",
+	return nil, refusal{fmt.Errorf("%d nodes need more than %d recipient groups to fit at most %d recipients and %d bytes (the NATS server's max_payload of %d, less the headers) in each envelope: raise max_payload in the NATS server's configuration",
 		len(j.nodes), wire.MaxGroups, capacity, limit, payload)}
 }
 

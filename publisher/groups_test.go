@@ -80,10 +80,38 @@ func TestAssignGroups(t *testing.T) {
 	}
 }
 
+// TestRendezvous: the rendezvous layout grows through counts, hashing
+// each node with each group number once, and gives every node the group
+// groupOf gives it at the count reached, whatever the counts it went
+// through; fewestGroups is the count groupCount finds.
+func TestRendezvous(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 3000) // past minHashChunk: on several goroutines
+	slices.Sort(nodes)
+	r := newRendezvous(nodes)
+	for _, count := range []int{1, 2, 7, 7, 12} {
+		r.grow(count)
+		for i, n := range nodes {
+			if r.group[i] != groupOf(n, count) {
+				t.Fatalf("at %d groups, %s in group %d, groupOf says %d", count, n, r.group[i], groupOf(n, count))
+			}
+		}
+	}
+	if got, want := newRendezvous(nodes).fewestGroups(groupCapacity), groupCount(nodes, groupCapacity); got != want || got <= (3000+groupCapacity-1)/groupCapacity-1 {
+		t.Errorf("fewestGroups = %d, groupCount %d", got, want)
+	}
+	for k, g := range assignGroups(nodes, 12) {
+		if !slices.IsSorted(g) {
+			t.Errorf("group %d is not sorted", k)
+		}
+	}
+}
+
 // TestLayoutPastMaxRecipients seals one certificate to 1,500 recipients,
-// without NATS: more than one age header holds, so it is laid out in two
-// groups of one version, and the last recipient of each group opens its
-// group's envelope (and is no recipient of the other).
+// without NATS: more than one age header holds, and more than
+// groupCapacity, so it is laid out in the fewest groups of at most
+// groupCapacity (6 or more) of one version, and the last recipient of each
+// group opens its group's envelope (and is no recipient of the next).
 func TestLayoutPastMaxRecipients(t *testing.T) {
 	t.Parallel()
 	nodes := namedNodes("n", 1500)
@@ -98,19 +126,20 @@ func TestLayoutPastMaxRecipients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lay.count != 2 || len(lay.groups) != 2 {
-		t.Fatalf("%d recipients laid out in %d groups (%d non-empty), want 2", len(nodes), lay.count, len(lay.groups))
+	want := groupCount(nodes, groupCapacity)
+	if want < 6 || lay.count != want || len(lay.groups) != want {
+		t.Fatalf("%d recipients laid out in %d groups (%d non-empty), want %d (at least 6)", len(nodes), lay.count, len(lay.groups), want)
 	}
 	for k, g := range lay.groups {
-		if g.subject != wire.GroupSubject(k, "example.com") || len(g.nodes) > crypto.MaxRecipients {
-			t.Fatalf("group %d: subject %s, %d nodes", k, g.subject, len(g.nodes))
+		if g.subject != wire.GroupSubject(k, "example.com") || len(g.nodes) > groupCapacity {
+			t.Fatalf("group %d: subject %s, %d nodes, want at most %d", k, g.subject, len(g.nodes), groupCapacity)
 		}
 		last := g.nodes[len(g.nodes)-1]
 		h, b, err := crypto.Open(g.env, []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids[last]})
-		if err != nil || h.Group != (crypto.Group{Index: k, Count: 2}) || h.Version != 1735689600000 || b.Name != "example.com" {
+		if err != nil || h.Group != (crypto.Group{Index: k, Count: want}) || h.Version != 1735689600000 || b.Name != "example.com" {
 			t.Fatalf("group %d opened by its last recipient %s: %+v, %v", k, last, h, err)
 		}
-		other := lay.groups[1-k].nodes[0]
+		other := lay.groups[(k+1)%len(lay.groups)].nodes[0]
 		if _, _, err := crypto.Open(g.env, []crypto.PublicKey{f.signer.Public()}, []age.Identity{f.ids[other]}); !errors.Is(err, crypto.ErrNotRecipient) {
 			t.Errorf("group %d opened by %s of the other group: %v, want ErrNotRecipient", k, other, err)
 		}
@@ -631,8 +660,9 @@ func TestLayoutCheck(t *testing.T) {
 }
 
 // TestLayoutTooManyGroups: a certificate whose nodes need more than
-// wire.MaxGroups groups is refused by layout, naming the limit and what to
-// raise, before anything is sealed.
+// wire.MaxGroups groups of the capacity is refused by layout, in one line
+// naming both limits and the cure (not max_payload, which is not what
+// binds), before anything is sealed.
 func TestLayoutTooManyGroups(t *testing.T) {
 	t.Parallel()
 	nodes := namedNodes("web", wire.MaxGroups+1)
@@ -645,8 +675,9 @@ func TestLayoutTooManyGroups(t *testing.T) {
 	}
 	_, err = (&session{p: p, log: p.log}).layout(j, seal{version: 1735689600000}, nil, 1<<20)
 	var r refusal
-	if !errors.As(err, &r) || !strings.Contains(err.Error(), fmt.Sprintf("more than %d recipient groups", wire.MaxGroups)) || !strings.Contains(err.Error(), "max_payload") {
-		t.Fatalf("layout of %d nodes in groups of 1 = %v, want a refusal naming the %d groups and max_payload", len(nodes), err, wire.MaxGroups)
+	want := fmt.Sprintf("%d nodes need more than %d recipient groups of at most 1 recipients each: seal part of them in another certificate", len(nodes), wire.MaxGroups)
+	if !errors.As(err, &r) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "max_payload") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("layout of %d nodes in groups of 1 = %v, want a refusal saying %q", len(nodes), err, want)
 	}
 	if len(j.sealed) != 0 {
 		t.Errorf("%d envelopes sealed before the refusal, want none", len(j.sealed))

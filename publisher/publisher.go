@@ -12,9 +12,9 @@
 //     its certificate, nothing expired), seals it to the age recipients of
 //     exactly the nodes configured for the certificate, signs it, and stores
 //     it on certsync.bundle.<name> with the contract's headers. More nodes
-//     than one envelope holds (crypto.MaxRecipients, or the server's max
-//     payload) are sealed in recipient groups, one envelope per group under
-//     one version on certsync.group.<k>.<name> (groups.go).
+//     than one envelope holds (256, or the server's max payload) are
+//     sealed in recipient groups, one envelope per group under one
+//     version on certsync.group.<k>.<name> (groups.go).
 //   - Republish, from a timer or after nodes change: for every configured
 //     certificate, it reads the lineage under Config.Lineages and publishes
 //     it again when it differs from the stream's newest bundle or was sealed
@@ -171,8 +171,8 @@ type Publisher struct {
 	now        func() time.Time
 	recipients map[string]age.Recipient // by node name
 	// groupCapacity is the most recipients one envelope holds, 0 for
-	// crypto.MaxRecipients; only tests set it lower, so that a few nodes
-	// form recipient groups.
+	// groups.go's groupCapacity (256); only tests set it, lower, so that a
+	// few nodes form recipient groups.
 	groupCapacity int
 }
 

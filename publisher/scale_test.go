@@ -97,7 +97,7 @@ func (f *fixture) sampleOf(nodes []string) []string {
 // X25519 and ssh-ed25519 in turn, through the publisher's own group
 // layout at the default max payload of 1 MiB (no NATS: layout is given
 // the payload a server announces): one version in groups of at most
-// crypto.MaxRecipients, each node in exactly one group, every envelope
+// groupCapacity, each node in exactly one group, every envelope
 // within the limit. A sample of each group's nodes (its first and last,
 // both kinds) opens its group's envelope with crypto.Open; a node of
 // another group, and strangers of both kinds, get ErrNotRecipient from the
@@ -133,16 +133,16 @@ func TestLayoutTenThousand(t *testing.T) {
 	if len(j.sealed) != len(lay.groups) {
 		t.Errorf("layout sealed %d envelopes for %d groups, want one each", len(j.sealed), len(lay.groups))
 	}
-	if min := (n + crypto.MaxRecipients - 1) / crypto.MaxRecipients; lay.count < min || lay.count > 2*min || len(lay.groups) != lay.count {
-		t.Fatalf("%d recipients laid out in %d groups (%d non-empty), want from %d, none empty", n, lay.count, len(lay.groups), min)
+	if want := groupCount(nodes, groupCapacity); lay.count != want || len(lay.groups) != lay.count {
+		t.Fatalf("%d recipients laid out in %d groups (%d non-empty), want %d, none empty", n, lay.count, len(lay.groups), want)
 	}
 	seen := map[string]int{}
 	for k, g := range lay.groups {
 		if g.subject != wire.GroupSubject(k, "example.com") || g.rec != (crypto.Group{Index: k, Count: lay.count}) {
 			t.Fatalf("group %d: subject %s, record %v", k, g.subject, g.rec)
 		}
-		if len(g.nodes) > crypto.MaxRecipients || len(g.env) > limit {
-			t.Errorf("group %d: %d nodes, %d bytes; want at most %d and %d", k, len(g.nodes), len(g.env), crypto.MaxRecipients, limit)
+		if len(g.nodes) > groupCapacity || len(g.env) > limit {
+			t.Errorf("group %d: %d nodes, %d bytes; want at most %d and %d", k, len(g.nodes), len(g.env), groupCapacity, limit)
 		}
 		for _, node := range g.nodes {
 			if prev, ok := seen[node]; ok {
@@ -182,9 +182,9 @@ func TestLayoutTenThousand(t *testing.T) {
 
 // TestPublishPastMaxConsumers publishes a certificate for 1,100 nodes,
 // X25519 and ssh-ed25519 in turn, through a real server with its
-// defaults: past age's 1,024 recipients, so in groups, and past the 1,000
-// consumers nats-server allows a stream that sets no MaxConsumers of its
-// own. Every node gets its consumer on its group's subject, and a sample
+// defaults: past groupCapacity and age's 1,024 recipients, so in groups,
+// and past the 1,000 consumers nats-server allows a stream that sets no
+// MaxConsumers of its own. Every node gets its consumer on its group's subject, and a sample
 // of real nodes (subscriber.Node.Sync, what certsync node sync runs) from
 // every group, its first and last included, stages and installs it from
 // its group's subject alone.
@@ -200,7 +200,7 @@ func TestPublishPastMaxConsumers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	count := groupCount(nodes, crypto.MaxRecipients)
+	count := groupCount(nodes, groupCapacity)
 	if res.Action != Published || res.Groups != count || count < 2 || len(res.Stored) != count {
 		t.Fatalf("result %+v, want published in %d groups", res, count)
 	}
