@@ -5,7 +5,9 @@ package natstest
 
 import (
 	"fmt"
+	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +72,28 @@ func URL(s *server.Server) string { return s.ClientURL() }
 // URL list of all of them.
 func RunCluster(t testing.TB, n int) ([]*server.Server, string) {
 	t.Helper()
+	c := StartCluster(t, n)
+	return c.Servers(), c.URLs
+}
+
+// Cluster is a JetStream cluster of in-process servers whose members can be
+// stopped (as if killed: no leadership is handed over) and started again on
+// the same client and route ports and the same store folder, as a server
+// restarted by its operator comes back.
+type Cluster struct {
+	// URLs is the comma-separated client URL list of every member.
+	URLs string
+
+	t       testing.TB
+	opts    []*server.Options // each member's options, its client port fixed after the first start
+	servers []*server.Server  // nil while stopped
+}
+
+// StartCluster starts n servers joined in one JetStream cluster and waits
+// until the cluster has a meta leader that knows every peer as current.
+// Every running member stops when the test ends.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
 	// Routes need each other's addresses before start, so reserve the
 	// cluster ports first.
 	ports := loopback.FreePorts(t, n)
@@ -77,7 +101,7 @@ func RunCluster(t testing.TB, n int) ([]*server.Server, string) {
 	for i, port := range ports {
 		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", port)}
 	}
-	var servers []*server.Server
+	c := &Cluster{t: t, opts: make([]*server.Options, n), servers: make([]*server.Server, n)}
 	for i := range n {
 		o := Options(t.TempDir())
 		o.ServerName = fmt.Sprintf("certsync-test-%d", i+1)
@@ -85,30 +109,101 @@ func RunCluster(t testing.TB, n int) ([]*server.Server, string) {
 		o.Cluster.Host = "127.0.0.1"
 		o.Cluster.Port = ports[i]
 		o.Routes = routes
+		c.opts[i] = o
 		// A clustered server is ready for clients only once it has peers,
 		// so start them all before waiting.
-		servers = append(servers, start(t, o))
+		c.servers[i] = start(t, o.Clone())
 	}
-	urls := make([]string, len(servers))
-	for i, s := range servers {
+	urls := make([]string, n)
+	for i, s := range c.servers {
 		if !s.ReadyForConnections(20 * time.Second) {
 			t.Fatalf("nats server %d of the cluster not ready", i+1)
 		}
 		urls[i] = s.ClientURL()
+		// Started again, it listens where its clients know it.
+		c.opts[i].Port = s.Addr().(*net.TCPAddr).Port
 	}
-	WaitFor(t, 20*time.Second, "jetstream cluster meta leader with every peer current", func() bool {
-		for _, s := range servers {
-			if !s.JetStreamIsCurrent() || s.NumRoutes() < n-1 {
+	c.URLs = strings.Join(urls, ",")
+	c.WaitFormed()
+	return c
+}
+
+// Servers returns the members, nil for a stopped one.
+func (c *Cluster) Servers() []*server.Server { return slices.Clone(c.servers) }
+
+// URL is the client URL of member i.
+func (c *Cluster) URL(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", c.opts[i].Port) }
+
+// Name is the server name of member i.
+func (c *Cluster) Name(i int) string { return c.opts[i].ServerName }
+
+// Stop shuts member i down and waits until it is gone. It hands no
+// leadership over first (as lame duck mode would): to the others it is a
+// server that died.
+func (c *Cluster) Stop(i int) {
+	c.t.Helper()
+	s := c.servers[i]
+	if s == nil {
+		c.t.Fatalf("nats server %s is stopped already", c.Name(i))
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
+	c.servers[i] = nil
+}
+
+// Restart starts a stopped member i again on its ports and store folder,
+// and waits until it accepts clients. It does not wait for the cluster to
+// elect leaders: see WaitFormed and WaitStreamLeader.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	if c.servers[i] != nil {
+		c.t.Fatalf("nats server %s is running", c.Name(i))
+	}
+	s := start(c.t, c.opts[i].Clone())
+	if !s.ReadyForConnections(20 * time.Second) {
+		c.t.Fatalf("nats server %s not ready after a restart", c.Name(i))
+	}
+	c.servers[i] = s
+}
+
+// StartAll starts every stopped member at once, as a cluster whose servers
+// all come back after a power cut, and waits until each accepts clients.
+func (c *Cluster) StartAll() {
+	c.t.Helper()
+	var started []int
+	for i, s := range c.servers {
+		if s == nil {
+			// A clustered server is ready only once it has peers: start
+			// them all before waiting.
+			c.servers[i] = start(c.t, c.opts[i].Clone())
+			started = append(started, i)
+		}
+	}
+	for _, i := range started {
+		if !c.servers[i].ReadyForConnections(30 * time.Second) {
+			c.t.Fatalf("nats server %s not ready after a restart", c.Name(i))
+		}
+	}
+}
+
+// WaitFormed waits until every member runs, is current, has its routes and
+// the meta leader knows every other member as a current peer.
+func (c *Cluster) WaitFormed() {
+	c.t.Helper()
+	n := len(c.servers)
+	WaitFor(c.t, 30*time.Second, "jetstream cluster meta leader with every peer current", func() bool {
+		for _, s := range c.servers {
+			if s == nil || !s.JetStreamIsCurrent() || s.NumRoutes() < n-1 {
 				return false
 			}
 		}
 		// The meta leader must know every other server as a current peer:
 		// until then, placing a stream with n replicas fails with "no
 		// suitable peers for placement".
-		if !metaPeersCurrent(servers, n) {
+		if !metaPeersCurrent(c.servers, n) {
 			return false
 		}
-		nc, err := nats.Connect(urls[0])
+		nc, err := nats.Connect(c.URLs)
 		if err != nil {
 			return false
 		}
@@ -116,7 +211,49 @@ func RunCluster(t testing.TB, n int) ([]*server.Server, string) {
 		_, err = nc.Request("$JS.API.INFO", nil, time.Second)
 		return err == nil
 	})
-	return servers, strings.Join(urls, ",")
+}
+
+// StreamLeader returns the member that leads stream (of the default
+// account), or -1 when no running member does.
+func (c *Cluster) StreamLeader(stream string) int {
+	for i, s := range c.servers {
+		if s != nil && s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitStreamLeader waits until a running member leads stream, and returns
+// it.
+func (c *Cluster) WaitStreamLeader(stream string, timeout time.Duration) int {
+	c.t.Helper()
+	leader := -1
+	WaitFor(c.t, timeout, "a leader of stream "+stream, func() bool {
+		leader = c.StreamLeader(stream)
+		return leader >= 0
+	})
+	return leader
+}
+
+// ServerOf returns the member holding the client connection named name
+// (nats.Name, as certsync names a node's connections), or -1.
+func (c *Cluster) ServerOf(name string) int {
+	for i, s := range c.servers {
+		if s == nil {
+			continue
+		}
+		cz, err := s.Connz(&server.ConnzOptions{})
+		if err != nil {
+			continue
+		}
+		for _, ci := range cz.Conns {
+			if ci.Name == name {
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 // metaPeersCurrent reports whether one of servers is the JetStream meta
