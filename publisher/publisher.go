@@ -81,6 +81,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -365,9 +366,13 @@ func (p *Publisher) certsOf(node string) []string {
 }
 
 // bound limits ctx to the configured timeout; its cause says so and
-// matches context.DeadlineExceeded.
+// matches context.DeadlineExceeded. The context has no deadline
+// (natsconn.Overall): each JetStream request under it has its own,
+// natsconn.RequestTimeout, so that a request the cluster never answers
+// (its leader died) is sent again instead of waiting for all of the
+// timeout.
 func (p *Publisher) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, p.timeout, timeoutError{p.timeout})
+	return natsconn.Overall(ctx, p.timeout, timeoutError{p.timeout})
 }
 
 // timeoutError is why a call bounded by Config.Timeout gave up.
