@@ -373,6 +373,12 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 	var refused error
 	var lay *layout
 	stored := map[string]uint64{} // subject -> sequence, across tries
+	// sent are the message ids this call sent, across tries: a try whose
+	// acknowledgement was lost (a leader died, the connection broke) may
+	// have stored its message. The next try finds it as the subject's
+	// newest, the same bundle (unchanged), or the server answers its repeat
+	// as a duplicate: either way it was this call that stored it, once.
+	sent := map[string]bool{}
 	size := 0
 	err := s.do(ctx, "storing the bundle", func(ctx context.Context) error {
 		refused = nil
@@ -416,6 +422,13 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 		}
 		for _, g := range lay.groups {
 			res.Sequence = max(res.Sequence, g.prev)
+			if head := heads[g.subject]; g.unchanged && sent[head.Header.Get(wire.HeaderMsgID)] {
+				// Stored by an earlier try of this call: once is enough,
+				// forced or not.
+				stored[g.subject] = head.Sequence
+				size = max(size, len(head.Data))
+				continue
+			}
 			if g.unchanged && !force && !plan.addedSubjects[g.subject] {
 				continue
 			}
@@ -429,14 +442,20 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 			msg := nats.NewMsg(g.subject)
 			msg.Data = env
 			setHeaders(msg.Header, j, d, g)
+			id := msgID(j, g, g.prev)
+			earlier := sent[id]
+			sent[id] = true
 			ack, err := s.js.PublishMsg(ctx, msg,
-				jetstream.WithMsgID(msgID(j, g, g.prev)),
+				jetstream.WithMsgID(id),
 				jetstream.WithExpectStream(wire.Stream),
 				jetstream.WithExpectLastSequencePerSubject(g.prev))
 			if err != nil {
 				return fmt.Errorf("storing the bundle on %s: %w", g.subject, err)
 			}
-			if !ack.Duplicate {
+			// A duplicate of an id sent by an earlier try is that try's
+			// message; one of another call's (the same hook run twice) is
+			// not this call's doing.
+			if !ack.Duplicate || earlier {
 				stored[g.subject] = ack.Sequence
 				size = max(size, len(env))
 				s.log.Debug("bundle_group_stored", "name", name, "subject", g.subject, "sequence", ack.Sequence,
