@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -48,9 +49,10 @@ type statusWriter struct {
 	seeded  bool
 }
 
-// statusTimeout bounds each status bucket call. A server that denies the
-// node the bucket only lets the call time out, so keep it short.
-const statusTimeout = 5 * time.Second
+// statusTimeout bounds each status bucket call: a request's own deadline,
+// natsconn.RequestTimeout. A server that denies the node the bucket only
+// lets the call time out, so it is short.
+const statusTimeout = natsconn.RequestTimeout
 
 // failure is the last refusal or transient failure of a certificate.
 type failure struct {
