@@ -77,9 +77,10 @@ func RunCluster(t testing.TB, n int) ([]*server.Server, string) {
 }
 
 // Cluster is a JetStream cluster of in-process servers whose members can be
-// stopped (as if killed: no leadership is handed over) and started again on
-// the same client and route ports and the same store folder, as a server
-// restarted by its operator comes back.
+// killed (the others lose it with no word from it) and started again on the
+// same client and route ports and the same store folder, as a server
+// restarted by its operator comes back. The members reach each other's
+// routes through proxies (routes), which is how a kill cuts them.
 type Cluster struct {
 	// URLs is the comma-separated client URL list of every member.
 	URLs string
@@ -87,6 +88,7 @@ type Cluster struct {
 	t       testing.TB
 	opts    []*server.Options // each member's options, its client port fixed after the first start
 	servers []*server.Server  // nil while stopped
+	routes  *routes
 }
 
 // StartCluster starts n servers joined in one JetStream cluster and waits
@@ -95,24 +97,30 @@ type Cluster struct {
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	// Routes need each other's addresses before start, so reserve the
-	// cluster ports first.
+	// cluster ports first; the members dial and advertise the proxies in
+	// front of them.
 	ports := loopback.FreePorts(t, n)
-	routes := make([]*url.URL, n)
+	targets := make([]string, n)
 	for i, port := range ports {
-		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", port)}
+		targets[i] = fmt.Sprintf("127.0.0.1:%d", port)
 	}
-	c := &Cluster{t: t, opts: make([]*server.Options, n), servers: make([]*server.Server, n)}
+	c := &Cluster{t: t, opts: make([]*server.Options, n), servers: make([]*server.Server, n), routes: startRoutes(t, targets)}
+	routeURLs := make([]*url.URL, n)
+	for i, addr := range c.routes.addrs {
+		routeURLs[i] = &url.URL{Scheme: "nats", Host: addr}
+	}
 	for i := range n {
 		o := Options(t.TempDir())
 		o.ServerName = fmt.Sprintf("certsync-test-%d", i+1)
 		o.Cluster.Name = "certsync-test"
 		o.Cluster.Host = "127.0.0.1"
 		o.Cluster.Port = ports[i]
-		o.Routes = routes
+		o.Cluster.Advertise = c.routes.addrs[i]
+		o.Routes = routeURLs
 		c.opts[i] = o
 		// A clustered server is ready for clients only once it has peers,
 		// so start them all before waiting.
-		c.servers[i] = start(t, o.Clone())
+		c.servers[i] = c.start(i)
 	}
 	urls := make([]string, n)
 	for i, s := range c.servers {
@@ -128,6 +136,23 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	return c
 }
 
+// start starts member i with its options, its routes let through.
+func (c *Cluster) start(i int) *server.Server {
+	c.t.Helper()
+	s, err := server.NewServer(c.opts[i].Clone())
+	if err != nil {
+		c.t.Fatalf("new nats server %s: %v", c.Name(i), err)
+	}
+	c.t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	c.routes.setID(i, s.ID())
+	c.routes.restore(i)
+	s.Start()
+	return s
+}
+
 // Servers returns the members, nil for a stopped one.
 func (c *Cluster) Servers() []*server.Server { return slices.Clone(c.servers) }
 
@@ -137,15 +162,18 @@ func (c *Cluster) URL(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", 
 // Name is the server name of member i.
 func (c *Cluster) Name(i int) string { return c.opts[i].ServerName }
 
-// Stop shuts member i down and waits until it is gone. It hands no
-// leadership over first (as lame duck mode would): to the others it is a
-// server that died.
-func (c *Cluster) Stop(i int) {
+// Kill takes member i away as if its process were killed: its routes are
+// cut first, so the others hear nothing from it (a shut down server would
+// hand its leaderships over on its way out) and elect new leaders only
+// after their election timeout; then it shuts down, closing its clients'
+// connections.
+func (c *Cluster) Kill(i int) {
 	c.t.Helper()
 	s := c.servers[i]
 	if s == nil {
 		c.t.Fatalf("nats server %s is stopped already", c.Name(i))
 	}
+	c.routes.cut(i)
 	s.Shutdown()
 	s.WaitForShutdown()
 	c.servers[i] = nil
@@ -159,7 +187,7 @@ func (c *Cluster) Restart(i int) {
 	if c.servers[i] != nil {
 		c.t.Fatalf("nats server %s is running", c.Name(i))
 	}
-	s := start(c.t, c.opts[i].Clone())
+	s := c.start(i)
 	if !s.ReadyForConnections(20 * time.Second) {
 		c.t.Fatalf("nats server %s not ready after a restart", c.Name(i))
 	}
@@ -175,7 +203,7 @@ func (c *Cluster) StartAll() {
 		if s == nil {
 			// A clustered server is ready only once it has peers: start
 			// them all before waiting.
-			c.servers[i] = start(c.t, c.opts[i].Clone())
+			c.servers[i] = c.start(i)
 			started = append(started, i)
 		}
 	}
