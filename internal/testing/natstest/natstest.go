@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,10 +86,12 @@ type Cluster struct {
 	// URLs is the comma-separated client URL list of every member.
 	URLs string
 
-	t       testing.TB
-	opts    []*server.Options // each member's options, its client port fixed after the first start
-	servers []*server.Server  // nil while stopped
-	routes  *routes
+	t      testing.TB
+	opts   []*server.Options // each member's options, its client port fixed after the first start
+	routes *routes
+
+	mu      sync.Mutex       // guards servers: a test may kill a member from another goroutine
+	servers []*server.Server // nil while stopped
 }
 
 // StartCluster starts n servers joined in one JetStream cluster and waits
@@ -154,7 +157,25 @@ func (c *Cluster) start(i int) *server.Server {
 }
 
 // Servers returns the members, nil for a stopped one.
-func (c *Cluster) Servers() []*server.Server { return slices.Clone(c.servers) }
+func (c *Cluster) Servers() []*server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.servers)
+}
+
+// member returns member i, nil when stopped.
+func (c *Cluster) member(i int) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.servers[i]
+}
+
+// set records member i's server (nil: stopped).
+func (c *Cluster) set(i int, s *server.Server) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.servers[i] = s
+}
 
 // URL is the client URL of member i.
 func (c *Cluster) URL(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", c.opts[i].Port) }
@@ -169,14 +190,14 @@ func (c *Cluster) Name(i int) string { return c.opts[i].ServerName }
 // connections.
 func (c *Cluster) Kill(i int) {
 	c.t.Helper()
-	s := c.servers[i]
+	s := c.member(i)
 	if s == nil {
 		c.t.Fatalf("nats server %s is stopped already", c.Name(i))
 	}
 	c.routes.cut(i)
 	s.Shutdown()
 	s.WaitForShutdown()
-	c.servers[i] = nil
+	c.set(i, nil)
 }
 
 // Restart starts a stopped member i again on its ports and store folder,
@@ -184,14 +205,14 @@ func (c *Cluster) Kill(i int) {
 // elect leaders: see WaitFormed and WaitStreamLeader.
 func (c *Cluster) Restart(i int) {
 	c.t.Helper()
-	if c.servers[i] != nil {
+	if c.member(i) != nil {
 		c.t.Fatalf("nats server %s is running", c.Name(i))
 	}
 	s := c.start(i)
 	if !s.ReadyForConnections(20 * time.Second) {
 		c.t.Fatalf("nats server %s not ready after a restart", c.Name(i))
 	}
-	c.servers[i] = s
+	c.set(i, s)
 }
 
 // StartAll starts every stopped member at once, as a cluster whose servers
@@ -199,16 +220,16 @@ func (c *Cluster) Restart(i int) {
 func (c *Cluster) StartAll() {
 	c.t.Helper()
 	var started []int
-	for i, s := range c.servers {
+	for i, s := range c.Servers() {
 		if s == nil {
 			// A clustered server is ready only once it has peers: start
 			// them all before waiting.
-			c.servers[i] = c.start(i)
+			c.set(i, c.start(i))
 			started = append(started, i)
 		}
 	}
 	for _, i := range started {
-		if !c.servers[i].ReadyForConnections(30 * time.Second) {
+		if !c.member(i).ReadyForConnections(30 * time.Second) {
 			c.t.Fatalf("nats server %s not ready after a restart", c.Name(i))
 		}
 	}
@@ -218,9 +239,10 @@ func (c *Cluster) StartAll() {
 // the meta leader knows every other member as a current peer.
 func (c *Cluster) WaitFormed() {
 	c.t.Helper()
-	n := len(c.servers)
+	n := len(c.opts)
 	WaitFor(c.t, 30*time.Second, "jetstream cluster meta leader with every peer current", func() bool {
-		for _, s := range c.servers {
+		servers := c.Servers()
+		for _, s := range servers {
 			if s == nil || !s.JetStreamIsCurrent() || s.NumRoutes() < n-1 {
 				return false
 			}
@@ -228,7 +250,7 @@ func (c *Cluster) WaitFormed() {
 		// The meta leader must know every other server as a current peer:
 		// until then, placing a stream with n replicas fails with "no
 		// suitable peers for placement".
-		if !metaPeersCurrent(c.servers, n) {
+		if !metaPeersCurrent(servers, n) {
 			return false
 		}
 		nc, err := nats.Connect(c.URLs)
@@ -244,7 +266,7 @@ func (c *Cluster) WaitFormed() {
 // StreamLeader returns the member that leads stream (of the default
 // account), or -1 when no running member does.
 func (c *Cluster) StreamLeader(stream string) int {
-	for i, s := range c.servers {
+	for i, s := range c.Servers() {
 		if s != nil && s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
 			return i
 		}
@@ -267,7 +289,7 @@ func (c *Cluster) WaitStreamLeader(stream string, timeout time.Duration) int {
 // ServerOf returns the member holding the client connection named name
 // (nats.Name, as certsync names a node's connections), or -1.
 func (c *Cluster) ServerOf(name string) int {
-	for i, s := range c.servers {
+	for i, s := range c.Servers() {
 		if s == nil {
 			continue
 		}

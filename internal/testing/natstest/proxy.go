@@ -22,6 +22,8 @@ type Proxy struct {
 	sent     []byte // what a client must send to arm the cut
 	answered []byte // what the server then answers, which is never delivered
 	cuts     int
+	onSend   []byte // what a client must send for hook to run
+	hook     func()
 }
 
 // StartProxy starts a proxy to the server at target (HOST:PORT); it stops
@@ -62,6 +64,15 @@ func (p *Proxy) CutAfter(sent, answered string) {
 	p.sent, p.answered = []byte(sent), []byte(answered)
 }
 
+// OnSend arms the proxy once: when a client sends bytes holding sent, fn
+// runs before they go on to the server (to kill a server while a request
+// is on its way, say).
+func (p *Proxy) OnSend(sent string, fn func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.onSend, p.hook = []byte(sent), fn
+}
+
 // Cuts is how many connections the proxy cut.
 func (p *Proxy) Cuts() int {
 	p.mu.Lock()
@@ -95,7 +106,15 @@ func (p *Proxy) serve(client net.Conn) {
 					armed <- p.answered
 					p.sent, p.answered = nil, nil
 				}
+				var hook func()
+				if p.onSend != nil && bytes.Contains(seen, p.onSend) {
+					hook = p.hook
+					p.onSend, p.hook = nil, nil
+				}
 				p.mu.Unlock()
+				if hook != nil {
+					hook()
+				}
 				if _, werr := server.Write(buf[:n]); werr != nil {
 					return
 				}
