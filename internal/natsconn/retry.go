@@ -21,20 +21,25 @@ import (
 // acknowledgement of one publish, waits for its answer, within what is
 // left of the call's overall timeout.
 //
-// Why 4 seconds: in a cluster, a request on a stream or a consumer is
+// Why 6 seconds. In a cluster, a request on a stream or a consumer is
 // answered by its leader alone. When the leader dies, the request is never
 // answered (there is no error to wait for, only silence), and the cluster
 // elects a new leader 4 to 9 seconds later (nats-server's raft election
-// timeout). Waiting for the whole overall timeout (30s by default) on such a
-// request is what made a publish fail although the cluster had a leader
-// again after 6 seconds. A healthy server answers in milliseconds, a busy one
-// (10,000 consumers, a full API queue) within a second or two; 4 seconds is
-// past that, short enough that a request lost to a dead leader is sent again
-// about when the earliest new leader can answer it, and leaves three tries
-// within a 12s timeout. Every request certsync retries is idempotent: reads,
-// creates and updates to the same configuration, and publishes that the
-// server deduplicates (Nats-Msg-Id, expected last subject sequence).
-const RequestTimeout = 4 * time.Second
+// timeout). Waiting for the whole overall timeout (30s by default) on such
+// a request is what made a publish fail although the cluster had a leader
+// again after 6 seconds. A healthy server answers in milliseconds, a busy
+// one within a second or two. The floor is nats-server's own wait: a
+// listing of a stream's consumers gathers each one's state from its leader
+// and answers after at most 4 seconds with those that did not answer left
+// out; a deadline of 4 seconds or less gives up on every listing while any
+// consumer has no leader, just before the server answers. 6 seconds is past
+// that with room for a busy API queue, sends a request lost to a dead
+// leader again about when a new leader is elected, and leaves five tries
+// within the 30s default timeout (two within 12s). Every request certsync
+// retries is idempotent: reads, creates and updates to the same
+// configuration, and publishes that the server deduplicates (Nats-Msg-Id,
+// the expected last subject sequence).
+const RequestTimeout = 6 * time.Second
 
 // Backoff between tries of Retry: the first wait is about retryFirst, each
 // next one twice the last, up to retryMax, each drawn at random from its
