@@ -6,8 +6,11 @@ package publisher
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
@@ -96,5 +99,47 @@ func TestPublishAckLost(t *testing.T) {
 	}
 	if n := f.count("example.com"); n != 2 {
 		t.Errorf("the subject holds %d messages, want 2: the bundle once, after the first", n)
+	}
+}
+
+// TestClusterPublishWithConsumerServerDown publishes while the server of a
+// consumer is down: the cluster's listing of the consumers leaves it out
+// (it waits 4 seconds for each consumer's leader). The publish lists them
+// all the same, page by page, and reads the node consumers whole: it never
+// loops on the page that lacks one, nor takes a node consumer the listing
+// missed for one to create.
+func TestClusterPublishWithConsumerServerDown(t *testing.T) {
+	t.Parallel()
+	c := natstest.StartCluster(t, 3)
+	f := newFixture(t, c.URLs, map[string][]string{"example.com": {"web1", "web2"}})
+	f.cfg.Stream.Replicas = 3
+	f.cfg.Timeout = 30 * time.Second
+	first := f.publish(f.lineage("example.com", f.issue("example.com", time.Now().Add(-time.Hour))))
+
+	// A reader's consumer on one server only, listed last.
+	js := f.js()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := js.CreateConsumer(ctx, wire.Stream, jetstream.ConsumerConfig{Durable: "zz-reader", Replicas: 1, MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	var home int
+	natstest.WaitFor(t, 20*time.Second, "the reader's consumer to have a leader", func() bool {
+		home = c.ConsumerLeader(wire.Stream, "zz-reader")
+		return home >= 0
+	})
+	c.Kill(home)
+
+	start := time.Now()
+	res, err := f.publisher().Publish(context.Background(), f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil {
+		t.Fatalf("publish with a consumer's server down: %v (after %v)", err, time.Since(start))
+	}
+	t.Logf("published %v after the server of a consumer was killed", time.Since(start).Round(time.Millisecond))
+	if res.Action != Published || res.Sequence != first.Sequence+1 {
+		t.Fatalf("result %s at sequence %d, want published at %d", res.Action, res.Sequence, first.Sequence+1)
+	}
+	if n := strings.Count(f.logs.String(), "msg=consumer_created"); n != 2 {
+		t.Errorf("%d consumers created, want the 2 of the first publish:\n%s", n, f.logs.String())
 	}
 }

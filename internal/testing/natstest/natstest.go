@@ -274,6 +274,17 @@ func (c *Cluster) StreamLeader(stream string) int {
 	return -1
 }
 
+// ConsumerLeader returns the member that leads consumer of stream (of the
+// default account), or -1 when no running member does.
+func (c *Cluster) ConsumerLeader(stream, consumer string) int {
+	for i, s := range c.Servers() {
+		if s != nil && s.JetStreamIsConsumerLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream, consumer) {
+			return i
+		}
+	}
+	return -1
+}
+
 // WaitStreamLeader waits until a running member leads stream, and returns
 // it.
 func (c *Cluster) WaitStreamLeader(stream string, timeout time.Duration) int {
