@@ -155,6 +155,8 @@ func TestClusterCommandsWithoutLeader(t *testing.T) {
 	natstest.WaitFor(t, 30*time.Second, "the six commands to connect to the server left", func() bool {
 		return c.Servers()[left].NumClients() >= len(commands)+1
 	})
+	// node run found the status bucket unanswered: it must ask again soon.
+	run.WaitLog(t, 30*time.Second, "status_unavailable")
 	c.Restart(other)
 	back := time.Now()
 	for i, cmd := range commands {
