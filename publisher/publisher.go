@@ -60,9 +60,13 @@
 //
 // Each call connects to NATS, does its work and closes the connection; a
 // Publisher holds no connection and is safe for concurrent use. Each call is
-// bounded by ctx and by Config.Timeout: while NATS is unreachable, has no
-// JetStream leader or does not answer, the call retries with backoff until
-// the timeout, then fails with the last error and why it gave up. Refusals
+// bounded by ctx and by Config.Timeout, and each JetStream request in it by
+// natsconn.RequestTimeout: while NATS is unreachable, has no JetStream
+// leader or does not answer, the request is sent again with backoff until
+// the timeout, then the call fails with the last error and why it gave up.
+// A publish whose acknowledgement was lost finds its bundle on the next try
+// and stores nothing twice (the message id and the expected last subject
+// sequence). Refusals
 // (invalid bundle, unknown certificate, withdrawn or earlier) are never
 // retried and happen before anything is stored. No error or log line ever
 // holds key material.

@@ -1,6 +1,12 @@
 // Package natstest starts real, in-process NATS servers for tests: one server,
 // or a cluster of several joined by routes, all with JetStream on file
 // storage in the test's temporary folder and listening on loopback only.
+//
+// Faults: a Cluster's members can be killed (their routes cut first, so the
+// others hear nothing more, as from a killed process) and restarted on the
+// same ports and store folders (Cluster.Kill, Restart, StartAll), and a
+// Proxy in front of a server cuts a client's connection after a chosen
+// request, or runs a hook as one goes by.
 package natstest
 
 import (
@@ -236,21 +242,32 @@ func (c *Cluster) StartAll() {
 }
 
 // WaitFormed waits until every member runs, is current, has its routes and
-// the meta leader knows every other member as a current peer.
+// the meta leader knows every other member as a current peer. It fails the
+// test saying how each member stood when it gave up.
 func (c *Cluster) WaitFormed() {
 	c.t.Helper()
 	n := len(c.opts)
-	WaitFor(c.t, 30*time.Second, "jetstream cluster meta leader with every peer current", func() bool {
+	var state string
+	formed := func() bool {
 		servers := c.Servers()
-		for _, s := range servers {
-			if s == nil || !s.JetStreamIsCurrent() || s.NumRoutes() < n-1 {
-				return false
+		var b strings.Builder
+		ok := true
+		for i, s := range servers {
+			if s == nil {
+				fmt.Fprintf(&b, "%s stopped; ", c.Name(i))
+				ok = false
+				continue
+			}
+			fmt.Fprintf(&b, "%s current=%t routes=%d leader=%t; ", c.Name(i), s.JetStreamIsCurrent(), s.NumRoutes(), s.JetStreamIsLeader())
+			if !s.JetStreamIsCurrent() || s.NumRoutes() < n-1 {
+				ok = false
 			}
 		}
+		state = b.String()
 		// The meta leader must know every other server as a current peer:
 		// until then, placing a stream with n replicas fails with "no
 		// suitable peers for placement".
-		if !metaPeersCurrent(servers, n) {
+		if !ok || !metaPeersCurrent(servers, n) {
 			return false
 		}
 		nc, err := nats.Connect(c.URLs)
@@ -260,7 +277,14 @@ func (c *Cluster) WaitFormed() {
 		defer nc.Close()
 		_, err = nc.Request("$JS.API.INFO", nil, time.Second)
 		return err == nil
-	})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !formed() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after 30s waiting for the jetstream cluster to form (a meta leader with every peer current): %s", state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // StreamLeader returns the member that leads stream (of the default

@@ -125,6 +125,10 @@ func (r *routes) serve(dialer net.Conn, to int, target string) {
 	go func() {
 		defer close(done)
 		copyConn(dialer, conn)
+		// The target closed (a duplicate route, say): the dialer must
+		// know at once, not at its next ping, or it sends into the void.
+		dialer.Close()
+		conn.Close()
 	}()
 	// From the dialer: find who it is in its CONNECT, then carry on.
 	buf := make([]byte, 32<<10)
