@@ -297,24 +297,33 @@ func TestClusterLeaderKilledDuringPublish(t *testing.T) {
 
 // TestClusterLeaderKilledDuringDelivery kills the stream's leader as soon
 // as the first node staged a new bundle, while the others, each connected
-// to another server, are being delivered it: every node installs it once.
+// to another server, are in the middle of taking it (staged, not yet
+// acknowledged): every node installs it once.
 func TestClusterLeaderKilledDuringDelivery(t *testing.T) {
 	t.Parallel()
 	// Node i knows server i alone at first (the cluster tells it of the
 	// others), so that each is on a server of its own.
 	r := newFaultRig(t, []string{"web1", "web2", "web3"}, func(c *natstest.Cluster, i int) string { return c.URL(i) })
 	v1, v2 := r.renew(), r.renew()
-	// As soon as a node staged v2, the leader dies.
+	// As soon as a node staged v2, the leader dies; the others, delivered
+	// v2 too, go on (acknowledge, install) only once it is dead.
 	var kill sync.Once
 	killed := make(chan string, 1)
+	dead := make(chan struct{})
 	var leader atomic.Int64 // set before v2 is published
 	for name, fn := range r.nodes {
 		fn.onStaged = func(s *Staged) {
-			if s.Fingerprint.String() == fp(v2) {
-				kill.Do(func() {
-					r.c.Kill(int(leader.Load()))
-					killed <- name
-				})
+			if s.Fingerprint.String() != fp(v2) {
+				return
+			}
+			kill.Do(func() {
+				r.c.Kill(int(leader.Load()))
+				close(dead)
+				killed <- name
+			})
+			select {
+			case <-dead:
+			case <-time.After(faultTimeout):
 			}
 		}
 	}
