@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -217,30 +219,102 @@ func (s *session) consumersFull(ctx context.Context, missing int, err error) err
 	return fmt.Errorf("%d nodes have no consumer: stream %q holds the %d consumers it allows: %w", missing, wire.Stream, limit, err)
 }
 
-// listConsumers returns the stream's node consumers by node name.
+// errIncompleteList is why a listing of the consumers is tried again: the
+// server left out node consumers whose leaders did not answer it (a cluster
+// electing leaders after a server died).
+var errIncompleteList = errors.New("the cluster did not list every consumer")
+
+// listConsumers returns the stream's node consumers by node name. In a
+// cluster, the server gathers each consumer's state from its leader and
+// leaves out, naming them, those that do not answer within its own 4
+// seconds (while a consumer has no leader, or its server is down). A node
+// consumer left out would look missing and be created again over its
+// state, so such a listing is tried again (errIncompleteList); other
+// consumers left out (ordered ones of readers, on a server that died) do
+// not count. The listing is read page by page with its own requests
+// (consumerPage), each with its own deadline: the client's lister counts
+// the consumers it was given to find the next page, and asks for the same
+// page again forever when the server left some out.
 func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, error) {
 	var out map[string]*jetstream.ConsumerInfo
 	run := s.progress(PhaseListing, s.stream.CachedInfo().State.Consumers)
 	defer run.end()
 	err := s.do(ctx, "listing consumers", func(ctx context.Context) error {
 		out = map[string]*jetstream.ConsumerInfo{}
-		l := s.stream.ListConsumers(ctx)
-		n := 0
-		for info := range l.Info() {
-			n++
-			run.set(n)
-			node, ok := strings.CutPrefix(info.Name, wire.ConsumerPrefix)
-			if !ok || info.Config.Durable == "" || wire.CheckNodeName(node) != nil {
-				continue
+		var left []string
+		seen := 0
+		for offset := 0; ; {
+			page, err := s.consumerPage(ctx, offset)
+			if err != nil {
+				return fmt.Errorf("listing consumers of stream %s: %w", wire.Stream, err)
 			}
-			out[node] = info
+			for _, info := range page.Consumers {
+				node, ok := strings.CutPrefix(info.Name, wire.ConsumerPrefix)
+				if !ok || info.Config.Durable == "" || wire.CheckNodeName(node) != nil {
+					continue
+				}
+				out[node] = info
+			}
+			for _, name := range page.Missing {
+				if node, ok := strings.CutPrefix(name, wire.ConsumerPrefix); ok && wire.CheckNodeName(node) == nil {
+					left = append(left, name)
+				}
+			}
+			seen += len(page.Consumers) + len(page.Missing)
+			run.set(seen)
+			// A page covers Limit consumers of the stream, whether the
+			// server could list them or not.
+			if offset += max(page.Limit, len(page.Consumers)+len(page.Missing), 1); offset >= page.Total {
+				break
+			}
 		}
-		if err := l.Err(); err != nil {
-			return fmt.Errorf("listing consumers of stream %s: %w", wire.Stream, err)
+		if len(left) > 0 {
+			slices.Sort(left)
+			return fmt.Errorf("listing consumers of stream %s: %w: no answer for %d (%s)",
+				wire.Stream, errIncompleteList, len(left), FirstNames(left, 5, ", "))
 		}
 		return nil
 	})
 	return out, err
+}
+
+// consumerPage is one page of the stream's consumer listing, as the server
+// sends it ($JS.API.CONSUMER.LIST.<stream>, the request the client's
+// ListConsumers makes): the consumers from offset on that it could list,
+// and the names of those it could not.
+type consumerPage struct {
+	Total     int                       `json:"total"`
+	Offset    int                       `json:"offset"`
+	Limit     int                       `json:"limit"`
+	Consumers []*jetstream.ConsumerInfo `json:"consumers"`
+	Missing   []string                  `json:"missing"`
+	Error     *jetstream.APIError       `json:"error"`
+}
+
+// consumerPage asks for the page of the consumer listing at offset, waiting
+// at most natsconn.RequestTimeout. The session's JetStream handle uses the
+// default API prefix (jetstream.New, no domain), and so does this request.
+func (s *session) consumerPage(ctx context.Context, offset int) (*consumerPage, error) {
+	req, err := json.Marshal(struct {
+		Offset int `json:"offset"`
+	}{offset})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, natsconn.RequestTimeout)
+	defer cancel()
+	msg, err := s.nc.RequestWithContext(ctx, jetstream.DefaultAPIPrefix+"CONSUMER.LIST."+wire.Stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var page consumerPage
+	if err := json.Unmarshal(msg.Data, &page); err != nil {
+		return nil, fmt.Errorf("reading the consumer listing: %w", err)
+	}
+	if page.Error != nil {
+		return nil, page.Error
+	}
+	return &page, nil
 }
 
 // statusCerts lists the certificates a node reported in the status bucket.

@@ -480,6 +480,17 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 	var refused error
 	var lay *layout
 	stored := map[string]uint64{} // subject -> sequence, across tries
+	// unanswered are the message ids of this call's publishes that got no
+	// answer, across tries: one whose acknowledgement was lost (a leader
+	// died, the connection broke) may have stored its message. The next try
+	// finds it as the subject's newest, the same bundle (unchanged), or the
+	// server answers its repeat as a duplicate: either way this call stored
+	// it, once. A publish the server answered (stored, a duplicate of
+	// another call's, refused for the last sequence) is known. The ids are
+	// the same for the same bundle (msgID), so a twin call that stored it
+	// while this one's publish went unanswered counts as this one's too:
+	// the bundle is stored once all the same.
+	unanswered := map[string]bool{}
 	size := 0
 	err := s.do(ctx, "storing the bundle", func(ctx context.Context) error {
 		refused = nil
@@ -523,6 +534,13 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 		}
 		for _, g := range lay.groups {
 			res.Sequence = max(res.Sequence, g.prev)
+			if head := heads[g.subject]; g.unchanged && unanswered[head.Header.Get(wire.HeaderMsgID)] {
+				// Stored by an earlier try of this call: once is enough,
+				// forced or not.
+				stored[g.subject] = head.Sequence
+				size = max(size, len(head.Data))
+				continue
+			}
 			if g.unchanged && !force && !plan.addedSubjects[g.subject] {
 				continue
 			}
@@ -536,14 +554,22 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, err
 			msg := nats.NewMsg(g.subject)
 			msg.Data = env
 			setHeaders(msg.Header, j, d, g)
+			id := msgID(j, g, g.prev)
 			ack, err := s.js.PublishMsg(ctx, msg,
-				jetstream.WithMsgID(msgID(j, g, g.prev)),
+				jetstream.WithMsgID(id),
 				jetstream.WithExpectStream(wire.Stream),
 				jetstream.WithExpectLastSequencePerSubject(g.prev))
 			if err != nil {
+				var apiErr *jetstream.APIError
+				if !errors.As(err, &apiErr) && !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
+					unanswered[id] = true
+				}
 				return fmt.Errorf("storing the bundle on %s: %w", g.subject, err)
 			}
-			if !ack.Duplicate {
+			// A duplicate of an id an earlier try sent unanswered is that
+			// try's message; one of another call's (the same hook run
+			// twice) is not this call's doing.
+			if !ack.Duplicate || unanswered[id] {
 				stored[g.subject] = ack.Sequence
 				size = max(size, len(env))
 				s.log.Debug("bundle_group_stored", "name", name, "subject", g.subject, "sequence", ack.Sequence,

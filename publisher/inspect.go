@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -144,7 +145,9 @@ func (s *session) bundles(ctx context.Context, filters []string) ([]BundleInfo, 
 
 // readHeaders calls visit with the headers and metadata of every message
 // on filters (as deliver says: all, or the last of each subject), read
-// with an ordered, headers-only consumer, until none is pending. The
+// with an ordered, headers-only consumer, until none is pending, each
+// message within natsconn.RequestTimeout (else an error for session.do to
+// try again: visit may see a message again then). The
 // caller checks first that some message is there: with none, the
 // consumer would wait for one until ctx ends.
 func readHeaders(ctx context.Context, st jetstream.Stream, filters []string, deliver jetstream.DeliverPolicy,
@@ -163,7 +166,7 @@ func readHeaders(ctx context.Context, st jetstream.Stream, filters []string, del
 	}
 	defer it.Stop()
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		msg, err := natsconn.Next(ctx, it)
 		if err != nil {
 			return fmt.Errorf("reading stream %s: %w", wire.Stream, err)
 		}

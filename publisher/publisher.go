@@ -62,9 +62,13 @@
 //
 // Each call connects to NATS, does its work and closes the connection; a
 // Publisher holds no connection and is safe for concurrent use. Each call is
-// bounded by ctx and by Config.Timeout: while NATS is unreachable, has no
-// JetStream leader or does not answer, the call retries with backoff until
-// the timeout, then fails with the last error and why it gave up. Refusals
+// bounded by ctx and by Config.Timeout, and each JetStream request in it by
+// natsconn.RequestTimeout: while NATS is unreachable, has no JetStream
+// leader or does not answer, the request is sent again with backoff until
+// the timeout, then the call fails with the last error and why it gave up.
+// A publish whose acknowledgement was lost finds its bundle on the next try
+// and stores nothing twice (the message id and the expected last subject
+// sequence). Refusals
 // (invalid bundle, unknown certificate, withdrawn or earlier) are never
 // retried and happen before anything is stored. No error or log line ever
 // holds key material.
@@ -83,6 +87,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -367,9 +372,13 @@ func (p *Publisher) certsOf(node string) []string {
 }
 
 // bound limits ctx to the configured timeout; its cause says so and
-// matches context.DeadlineExceeded.
+// matches context.DeadlineExceeded. The context has no deadline
+// (natsconn.Overall): each JetStream request under it has its own,
+// natsconn.RequestTimeout, so that a request the cluster never answers
+// (its leader died) is sent again instead of waiting for all of the
+// timeout.
 func (p *Publisher) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, p.timeout, timeoutError{p.timeout})
+	return natsconn.Overall(ctx, p.timeout, timeoutError{p.timeout})
 }
 
 // timeoutError is why a call bounded by Config.Timeout gave up.

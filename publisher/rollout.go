@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -533,7 +534,7 @@ func (s *session) olderRecord(ctx context.Context, name string, before uint64) (
 	defer it.Stop()
 	var newest *crypto.RolloutRecord
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		msg, err := natsconn.Next(ctx, it)
 		if err != nil {
 			return nil, fmt.Errorf("reading the rollout records of %q: %w", name, err)
 		}

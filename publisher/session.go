@@ -45,64 +45,45 @@ type session struct {
 	layouts map[string]map[string]string
 }
 
-// connect connects to NATS, retrying until ctx ends.
+// connect connects to NATS, retrying until ctx ends. Each JetStream
+// request of the session waits at most natsconn.RequestTimeout for its
+// answer (natsconn.Conn.JetStream), inside the call's ctx (bound).
 func (p *Publisher) connect(ctx context.Context) (*session, error) {
 	nc, err := natsconn.Connect(ctx, p.cfg.NATS, p.log)
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc.Conn)
+	js, err := nc.JetStream()
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("opening jetstream: %w", err)
+		return nil, err
 	}
 	return &session{p: p, log: p.log, nc: nc, js: js}, nil
 }
 
 func (s *session) close() { s.nc.Close() }
 
-// do runs fn until it succeeds, fails for good, or ctx ends; a permission
-// the server denies is for good, and is known at once (natsconn.Call). Transient
-// failures (no servers, no JetStream leader, timeouts) are retried with a
+// do runs fn until it succeeds, fails for good, or ctx ends
+// (natsconn.Conn.Retry): a permission the server denies is for good, and
+// is known at once. Transient failures (no servers, no JetStream leader, a
+// request unanswered within its own natsconn.RequestTimeout) and a publish
+// that lost the race for the subject's last sequence are retried with a
 // capped backoff; others are returned as they are. When ctx ends, the last
 // error is returned with why it gave up. fn's errors say what failed; what
-// names the step in logs.
+// names the step in logs. fn runs again from the start on each try: it
+// reads what it decides on again (session.publish reads the subject's head
+// again, and finds there a bundle a try whose acknowledgement was lost
+// stored).
 func (s *session) do(ctx context.Context, what string, fn func(ctx context.Context) error) error {
-	wait := 100 * time.Millisecond
-	for {
-		err := s.nc.Call(ctx, fn)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() == nil && !transient(err) {
-			return err
-		}
-		if ctx.Err() == nil {
-			s.log.Debug("nats_retry", "doing", what, "error", err, "retry_in", wait)
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-				wait = min(wait*2, 2*time.Second)
-				continue
-			}
-		}
-		return fmt.Errorf("%w (gave up: %w)", err, context.Cause(ctx))
-	}
+	return s.nc.Retry(ctx, s.log, what, transient, fn)
 }
 
 // transient tells the failures worth retrying: the server is away, busy
-// electing a leader, or did not answer in time.
+// electing a leader, or did not answer in time (natsconn.Transient), a
+// listing of the consumers lacks some (errIncompleteList), or another
+// publisher stored on the subject first.
 func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code == 503 || apiErr.Code == 408 || wrongLastSequence(err)
-	}
-	return errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, nats.ErrConnectionReconnecting) ||
-		errors.Is(err, context.DeadlineExceeded)
+	return natsconn.Transient(err) || errors.Is(err, errIncompleteList) || wrongLastSequence(err)
 }
 
 // wrongLastSequence tells the error of a publish whose expected last

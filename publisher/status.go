@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -201,11 +202,18 @@ func (s *session) statusRecords(ctx context.Context) ([]wire.Status, error) {
 	}
 	defer w.Stop()
 	var out []wire.Status
+	// Each record comes within a request's deadline, or the watch's server
+	// went away: session.do reads again.
+	stalled := time.NewTimer(natsconn.RequestTimeout)
+	defer stalled.Stop()
 	for {
 		var e jetstream.KeyValueEntry
 		var ok bool
+		stalled.Reset(natsconn.RequestTimeout)
 		select {
 		case e, ok = <-w.Updates():
+		case <-stalled.C:
+			return nil, fmt.Errorf("reading bucket %s: no record within %v: %w", wire.StatusBucket, natsconn.RequestTimeout, context.DeadlineExceeded)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("reading bucket %s: %w", wire.StatusBucket, context.Cause(ctx))
 		}

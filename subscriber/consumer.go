@@ -36,7 +36,7 @@ const (
 // request can miss a message stored a moment ago), then takes what is
 // ready for redelivery.
 func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstream.Msg, more bool, err error) {
-	ictx, cancel := context.WithTimeout(ctx, natsTimeout)
+	ictx, cancel := context.WithTimeout(ctx, natsconn.RequestTimeout)
 	info, err := cons.Info(ictx)
 	cancel()
 	if err != nil {
@@ -119,11 +119,13 @@ func pending(m jetstream.Msg) uint64 {
 
 // bind looks up the node's durable consumer. If it does not exist, the
 // node tries to create it, as an open server allows; with least-privilege
-// credentials that fails and the error wraps ErrNoConsumer.
+// credentials that fails and the error wraps ErrNoConsumer. Each request
+// waits at most natsconn.RequestTimeout: js is from natsconn's JetStream,
+// and ctx (Run's, or Sync's from natsconn.Overall) has no deadline. A
+// lookup that failed for a passing reason (natsconn.Transient) returns an
+// error that wraps it, for the caller to try again.
 func (n *Node) bind(ctx context.Context, js jetstream.JetStream, nc *natsconn.Conn) (jetstream.Consumer, error) {
 	name := wire.ConsumerName(n.cfg.Node)
-	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
-	defer cancel()
 	var cons jetstream.Consumer
 	err := nc.Call(ctx, func(ctx context.Context) (err error) {
 		cons, err = js.Consumer(ctx, wire.Stream, name)

@@ -26,8 +26,10 @@ const (
 	retryMax  = 5 * time.Minute
 	// rebindMax caps the wait between attempts to bind the consumer in Run.
 	rebindMax = time.Minute
-	// natsTimeout bounds each JetStream call that Sync and Run make
-	// (consumer lookup, acks, status writes).
+	// natsTimeout bounds how long Sync waits for the messages the
+	// consumer said were pending. Each JetStream request of Sync and Run
+	// (consumer lookup, acks, status writes) has its own
+	// natsconn.RequestTimeout instead.
 	natsTimeout = 10 * time.Second
 	// statusRetry is how soon Run writes its records again after one
 	// could not be written.
@@ -115,26 +117,48 @@ func (n *Node) Stage() *Stage { return n.stage }
 // happened. ctx bounds the whole pass, connecting included: give it a
 // deadline. Sync fails only when it cannot do its job (NATS unreachable,
 // consumer missing); refused bundles are in the report (see Report.Failed).
+//
+// A request NATS does not answer within natsconn.RequestTimeout (its
+// leader died, the cluster is electing one) or answers with a passing
+// failure (no responders, JetStream unavailable) is tried again with
+// backoff (natsconn.Conn.Retry) until ctx ends: ctx's deadline bounds the
+// pass, never one request.
 func (n *Node) Sync(ctx context.Context) (*Report, error) {
 	if n.stageErr != nil {
 		return nil, n.reportUnsafeStage(ctx)
 	}
+	ctx, cancel := natsconn.Overall(ctx, 0, nil)
+	defer cancel()
 	nc, err := natsconn.Connect(ctx, n.natsOptions(), n.log)
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc.Conn)
+	js, err := nc.JetStream()
 	if err != nil {
-		return nil, fmt.Errorf("opening jetstream: %w", err)
+		return nil, err
 	}
-	cons, err := n.bind(ctx, js, nc)
+	var cons jetstream.Consumer
+	err = nc.Retry(ctx, n.log, "binding consumer", nil, func(ctx context.Context) (err error) {
+		cons, err = n.bind(ctx, js, nc)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	rep := &Report{}
 	for {
-		msgs, more, err := fetchPending(ctx, cons)
+		var msgs []jetstream.Msg
+		var more bool
+		err := nc.Retry(ctx, n.log, "fetching", nil, func(ctx context.Context) (err error) {
+			msgs, more, err = fetchPending(ctx, cons)
+			if err != nil && len(msgs) > 0 {
+				// Process what came, then fetch again.
+				more = true
+				return nil
+			}
+			return err
+		})
 		if err != nil {
 			return rep, nc.Explain(fmt.Errorf("fetching from consumer %q: %w", wire.ConsumerName(n.cfg.Node), err))
 		}
@@ -175,9 +199,9 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc.Conn)
+	js, err := nc.JetStream()
 	if err != nil {
-		return fmt.Errorf("opening jetstream: %w", err)
+		return err
 	}
 	n.log.Info("node_started", "node", n.cfg.Node, "certificates", n.names)
 
@@ -335,9 +359,9 @@ func (n *Node) ReportStatus(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc.Conn)
+	js, err := nc.JetStream()
 	if err != nil {
-		return fmt.Errorf("opening jetstream: %w", err)
+		return err
 	}
 	n.status.writeAll(ctx, js)
 	return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -334,7 +335,7 @@ func (n *Node) settle(ctx context.Context, d *delivery, r *Result) {
 	var err error
 	switch r.Outcome {
 	case OutcomeStaged, OutcomeUnchanged, OutcomeSuperseded:
-		actx, cancel := context.WithTimeout(ctx, natsTimeout)
+		actx, cancel := context.WithTimeout(ctx, natsconn.RequestTimeout)
 		err = d.msg.DoubleAck(actx)
 		cancel()
 		if err == nil && r.Outcome != OutcomeSuperseded {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -44,13 +45,18 @@ type statusWriter struct {
 	js      jetstream.JetStream // the connection kv belongs to
 	kv      jetstream.KeyValue
 	retryAt time.Time
-	warned  bool
-	seeded  bool
+	// bucketWait is how long bucket waits before it asks for the bucket
+	// again after NATS did not answer (natsconn.Transient): statusRetry,
+	// doubling to the interval while it goes on; 0 after an answer.
+	bucketWait time.Duration
+	warned     bool
+	seeded     bool
 }
 
-// statusTimeout bounds each status bucket call. A server that denies the
-// node the bucket only lets the call time out, so keep it short.
-const statusTimeout = 5 * time.Second
+// statusTimeout bounds each status bucket call: a request's own deadline,
+// natsconn.RequestTimeout. A server that denies the node the bucket only
+// lets the call time out, so it is short.
+const statusTimeout = natsconn.RequestTimeout
 
 // failure is the last refusal or transient failure of a certificate.
 type failure struct {
@@ -259,12 +265,17 @@ func (s *statusWriter) put(ctx context.Context, js jetstream.JetStream, name str
 	defer cancel()
 	if _, err := kv.Put(ctx, wire.StatusKey(s.node, name), val); err != nil {
 		s.log.Warn("status_write_failed", "name", name, "error", err)
-		select {
-		case s.retry <- struct{}{}:
-		default:
-		}
+		s.signalRetry()
 	}
 	return true
+}
+
+// signalRetry tells Run to write the records again soon (statusRetry).
+func (s *statusWriter) signalRetry() {
+	select {
+	case s.retry <- struct{}{}:
+	default:
+	}
 }
 
 // bucket returns the status bucket on js, creating it if it is missing and
@@ -275,6 +286,9 @@ func (s *statusWriter) bucket(ctx context.Context, js jetstream.JetStream) jetst
 	}
 	now := time.Now()
 	if s.js == js && now.Before(s.retryAt) {
+		if s.bucketWait > 0 {
+			s.signalRetry() // Run looks again soon: retryAt may come before the interval
+		}
 		return nil
 	}
 	s.js, s.kv = js, nil
@@ -291,14 +305,27 @@ func (s *statusWriter) bucket(ctx context.Context, js jetstream.JetStream) jetst
 		}
 	}
 	if err != nil {
-		s.retryAt = now.Add(s.interval)
+		// A bucket NATS did not answer for (its leader died, the cluster
+		// is electing one) is asked for again soon, backing off to the
+		// interval: a node denied the bucket only sees timeouts too, and
+		// a fleet of them must not ask every few seconds. A missing or
+		// refused one waits for the interval.
+		hint := "the management side creates the bucket; this node goes on without reporting"
+		wait := s.interval
+		if natsconn.Transient(err) {
+			s.bucketWait = min(max(2*s.bucketWait, statusRetry), s.interval)
+			wait = s.bucketWait
+			hint = "NATS did not answer in time: this node asks again, backing off to its status interval"
+			s.signalRetry()
+		}
+		s.retryAt = now.Add(wait)
 		if !s.warned && !errors.Is(err, context.Canceled) {
 			s.warned = true
-			s.log.Warn("status_unavailable", "bucket", wire.StatusBucket, "error", err,
-				"hint", "the management side creates the bucket; this node goes on without reporting")
+			s.log.Warn("status_unavailable", "bucket", wire.StatusBucket, "error", err, "retry_in", wait, "hint", hint)
 		}
 		return nil
 	}
+	s.bucketWait = 0
 	s.kv = kv
 	s.seed(ctx, kv)
 	return kv

@@ -413,8 +413,9 @@ func (c *Conn) Explain(err error) error {
 // Call runs fn, ending its context early when the server reports a
 // permissions violation while it runs: the server denies a request without
 // answering it, so fn would otherwise wait for its whole timeout. The error
-// then wraps ErrDenied and says what the server said; any other error of fn
-// is returned through Explain.
+// then wraps ErrDenied and says what the server said, unless fn ended by
+// itself meanwhile (a Call inside fn saw the denial, and fn's error says
+// more); any other error of fn is returned through Explain.
 func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context) error) error {
 	c.mu.Lock()
 	denied := c.denied
@@ -428,7 +429,11 @@ func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context) error) err
 		return c.Explain(err)
 	case <-denied:
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			// fn ended by itself meanwhile: it succeeded, or says more
+			// of the denial (a Call inside it saw it first).
+			return c.Explain(err)
+		}
 		return fmt.Errorf("%w (server said: %v)", ErrDenied, c.LastAsyncError())
 	}
 }
