@@ -260,8 +260,10 @@ func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.Cons
 					left = append(left, name)
 				}
 			}
-			seen += len(page.Consumers) + len(page.Missing)
-			run.set(seen)
+			if n := len(page.Consumers) + len(page.Missing); n > 0 {
+				seen += n
+				run.set(seen)
+			}
 			// A page covers Limit consumers of the stream, whether the
 			// server could list them or not.
 			if offset += max(page.Limit, len(page.Consumers)+len(page.Missing), 1); offset >= page.Total {
