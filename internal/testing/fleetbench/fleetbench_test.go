@@ -18,6 +18,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -149,10 +150,7 @@ func (f *fleet) expected() uint64 { return f.published }
 // connection, seal, store. It fails unless b was stored.
 func (f *fleet) publish(b *crypto.Bundle) *publisher.Result {
 	f.tb.Helper()
-	p, err := publisher.New(f.cfg, nil)
-	if err != nil {
-		f.tb.Fatalf("publisher.New: %v", err)
-	}
+	p := f.newPublisher()
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
 	res, err := p.Publish(ctx, b)
@@ -166,6 +164,23 @@ func (f *fleet) publish(b *crypto.Bundle) *publisher.Result {
 	return res
 }
 
+// newPublisher is a Publisher of the fleet's configuration.
+func (f *fleet) newPublisher() *publisher.Publisher {
+	f.tb.Helper()
+	var log *slog.Logger
+	if os.Getenv("FLEETBENCH_PUBLISHER_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	p, err := publisher.New(f.cfg, log)
+	if err != nil {
+		f.tb.Fatalf("publisher.New: %v", err)
+	}
+	return p
+}
+
+// trusted is what the nodes trust: the fleet's signing key.
+func (f *fleet) trusted() []crypto.PublicKey { return []crypto.PublicKey{f.signer.Public()} }
+
 // node builds node i, staging and installing under dir, installing at once
 // with no check and no reload.
 func (f *fleet) node(i int, dir string) (*subscriber.Node, string) {
@@ -175,7 +190,7 @@ func (f *fleet) node(i int, dir string) (*subscriber.Node, string) {
 		Node:       f.names[i],
 		NATS:       natsconn.Options{URL: f.url},
 		Identities: []age.Identity{f.ids[i]},
-		Trusted:    []crypto.PublicKey{f.signer.Public()},
+		Trusted:    f.trusted(),
 		StageDir:   filepath.Join(dir, f.names[i], "stage"),
 		Version:    "fleetbench",
 		Certificates: map[string]subscriber.Certificate{
@@ -526,4 +541,13 @@ func TestFleetRound(t *testing.T) {
 	if f.kinds[0] == f.kinds[1] {
 		t.Errorf("nodes are both %s, want one of each kind", f.kinds[0])
 	}
+}
+
+// TestMain removes the certsync binary the scale benchmarks built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
 }
