@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -57,14 +58,21 @@ type consumerPlan struct {
 // loses all its subjects: a node moved from one group to another is
 // neither (it only gains a subject, addedSubjects).
 func (s *session) updateConsumers(ctx context.Context, want map[string][]string, exact bool) (*consumerPlan, error) {
-	existing, err := s.listConsumers(ctx)
+	existing, unreachable, err := s.listConsumers(ctx)
 	if err != nil {
 		return nil, err
 	}
 	plan := &consumerPlan{added: map[string]bool{}, addedSubjects: map[string]bool{}}
+	if len(unreachable) > 0 {
+		s.log.Warn("consumers_unreachable", "count", len(unreachable), "nodes", FirstNames(unreachable, 10, ","),
+			"hint", "their server is down or has no leader for them: they are left as they are, and their nodes receive what is stored once it is back")
+	}
 	var errs []error
 	for _, node := range sortedKeys(want) {
 		info, ok := existing[node]
+		if !ok && slices.Contains(unreachable, node) {
+			continue
+		}
 		if !ok {
 			plan.missing = append(plan.missing, node)
 			continue
@@ -143,7 +151,9 @@ func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstre
 }
 
 // createConsumers creates the consumers of the given nodes, each on the
-// subjects of its certificates in want. When the stream holds as many
+// subjects of its certificates in want, on Stream.ConsumerReplicas
+// servers (an existing consumer keeps its replicas: updateConsumers
+// leaves them). When the stream holds as many
 // consumers as it allows, it stops there with one error that says how
 // many nodes are left without one (consumersFull).
 func (s *session) createConsumers(ctx context.Context, want map[string][]string, nodes []string) error {
@@ -151,6 +161,7 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 	for i, node := range nodes {
 		cfg := wire.ConsumerConfig(node, want[node], s.rollouts)
 		cfg.FilterSubjects = s.consumerSubjects(node, want[node], nil)
+		cfg.Replicas = s.p.cfg.Stream.ConsumerReplicas
 		err := s.do(ctx, "creating consumer", func(ctx context.Context) error {
 			if _, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg); err != nil {
 				return fmt.Errorf("creating consumer %q: %w", cfg.Durable, err)
@@ -194,25 +205,92 @@ func (s *session) consumersFull(ctx context.Context, missing int, err error) err
 	return fmt.Errorf("%d nodes have no consumer: stream %q holds the %d consumers it allows: %w", missing, wire.Stream, limit, err)
 }
 
-// listConsumers returns the stream's node consumers by node name.
-func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, error) {
+// listConsumers returns the stream's node consumers by node name, and the
+// names of the nodes whose consumer the servers know of but could not
+// describe: on a cluster, a consumer whose only server (replicas 1), or
+// whose leader, is down. Those are neither created nor updated now;
+// nodes whose consumer is reachable are served as usual.
+//
+// It reads the consumer list API itself, page by page (at most 256 a
+// page). The JetStream client's lister counts a page by the consumers it
+// describes, and asks for the same page forever once the rest of the list
+// is consumers the servers could not describe, until the publish times
+// out: a publish failed while one server of a cluster was down.
+func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, []string, error) {
 	var out map[string]*jetstream.ConsumerInfo
+	var unreachable []string
 	err := s.do(ctx, "listing consumers", func(ctx context.Context) error {
-		out = map[string]*jetstream.ConsumerInfo{}
-		l := s.stream.ListConsumers(ctx)
-		for info := range l.Info() {
-			node, ok := strings.CutPrefix(info.Name, wire.ConsumerPrefix)
-			if !ok || info.Config.Durable == "" || wire.CheckNodeName(node) != nil {
-				continue
+		out, unreachable = map[string]*jetstream.ConsumerInfo{}, nil
+		add := func(name string, info *jetstream.ConsumerInfo) {
+			node, ok := strings.CutPrefix(name, wire.ConsumerPrefix)
+			if !ok || wire.CheckNodeName(node) != nil {
+				return
 			}
-			out[node] = info
+			if info == nil {
+				unreachable = append(unreachable, node)
+			} else if info.Config.Durable != "" {
+				out[node] = info
+			}
 		}
-		if err := l.Err(); err != nil {
-			return fmt.Errorf("listing consumers of stream %s: %w", wire.Stream, err)
+		for offset := 0; ; {
+			page, err := s.consumerPage(ctx, offset)
+			if err != nil {
+				return fmt.Errorf("listing consumers of stream %s: %w", wire.Stream, err)
+			}
+			missing := map[string]bool{}
+			for _, name := range page.Missing {
+				missing[name] = true
+				add(name, nil)
+			}
+			for _, info := range page.Consumers {
+				if !missing[info.Name] {
+					add(info.Name, info)
+				}
+			}
+			n := len(page.Consumers) + len(page.Missing)
+			for _, info := range page.Consumers {
+				if missing[info.Name] {
+					n-- // an offline one, described from its assignment and named missing too
+				}
+			}
+			offset += n
+			if n == 0 || offset >= page.Total {
+				return nil
+			}
 		}
-		return nil
 	})
-	return out, err
+	slices.Sort(unreachable)
+	return out, slices.Compact(unreachable), err
+}
+
+// consumerListPage is one page of the consumer list API's answer.
+type consumerListPage struct {
+	Total     int                       `json:"total"`
+	Consumers []*jetstream.ConsumerInfo `json:"consumers"`
+	Missing   []string                  `json:"missing"`
+	Error     *jetstream.APIError       `json:"error"`
+}
+
+// consumerPage asks for the page of the stream's consumers from offset.
+func (s *session) consumerPage(ctx context.Context, offset int) (*consumerListPage, error) {
+	req, err := json.Marshal(struct {
+		Offset int `json:"offset"`
+	}{offset})
+	if err != nil {
+		return nil, err
+	}
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.LIST."+wire.Stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var page consumerListPage
+	if err := json.Unmarshal(msg.Data, &page); err != nil {
+		return nil, fmt.Errorf("reading the consumer list: %w", err)
+	}
+	if page.Error != nil {
+		return nil, page.Error
+	}
+	return &page, nil
 }
 
 // statusCerts lists the certificates a node reported in the status bucket.
