@@ -1,15 +1,19 @@
 // Package fleetbench measures certsync at fleet scale: a publisher and many
-// nodes in one process, against a real in-process NATS server on loopback.
+// nodes against real NATS servers on loopback.
 //
-// It holds benchmarks only; `go test` without -bench runs nothing here but
-// one tiny test of the fixture. Run them with
+// It holds benchmarks, one test of the fixture (TestFleetRound) and one of
+// a publish while a cluster server is killed (TestPublishServerKilled).
+// The small rows run a publisher, up to 500 nodes and an in-process server
+// in one process (make bench):
 //
-//	go test -run '^$' -bench . -benchtime 3x -benchmem -timeout 30m ./internal/fleetbench/
+//	go test -run '^$' -bench 'Benchmark(FleetDelivery|NodeSync|RunMemory|PublishRecipients)$' -benchtime 3x -benchmem -timeout 30m ./internal/testing/fleetbench/
 //
-// (make bench does) and read docs/BENCHMARKS.md for what each one measures.
-// Everything shares one machine: the server, the publisher and every node
-// compete for the same cores, so the figures are an upper bound of what a
-// real fleet, with one machine per node, would see for its nodes.
+// BenchmarkScale (scale_test.go) runs thousands of `node run` nodes against
+// `certsync server` processes (server_test.go), one row at a time with
+// -benchtime 1x (make bench-fleet). docs/BENCHMARKS.md says what each one
+// measures. Everything shares one machine: the servers, the publisher and
+// every node compete for the same cores, so the figures are an upper bound
+// of what a real fleet, with one machine per node, would see for its nodes.
 package fleetbench
 
 import (

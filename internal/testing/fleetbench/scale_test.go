@@ -384,7 +384,8 @@ const downWindow = 30 * time.Second
 // it succeeds, each try bounded by publisher.DefaultTimeout as certbot's
 // hook is),
 // staged_server_dead_pct the share of the nodes that staged it within
-// downWindow of the kill; p is started again, and caught_up_after_death_s runs from
+// downWindow of the kill, or by the time the publish returned when that
+// was later; p is started again, and caught_up_after_death_s runs from
 // its start until every node has staged the renewal.
 func serverDies(b *testing.B, fl *runFleet, p *natsProc) {
 	b.Helper()

@@ -80,13 +80,6 @@ type natsProc struct {
 	logs     []string // one log file per start
 }
 
-// clusterPeer is what a server of a cluster needs of the others.
-type clusterPeer struct {
-	name    string
-	port    int // route port
-	servers []int
-}
-
 // newNATSProcs prepares n servers (a cluster of n when n > 1), each in its
 // own folder under dir, and starts them. Each is stopped at the end.
 func newNATSProcs(tb testing.TB, dir string, n int) []*natsProc {
