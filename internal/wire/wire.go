@@ -260,7 +260,7 @@ type StreamOptions struct {
 	// consumer when the publisher creates it (default 1, at most
 	// Replicas). A replicated consumer is a raft group of its own on each
 	// of its servers: at 1,000 nodes on three servers, R3 consumers took
-	// 62 s to create and a third of a core idle, where R1 took 1 ms each
+	// 62 s to create and a third of a core idle, where R1 took 2 ms each
 	// and nothing (docs/BENCHMARKS.md). A consumer holds only where its
 	// node is in the stream, which the node can lose without harm (a new
 	// one delivers the newest bundle of each subject, which the node
