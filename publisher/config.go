@@ -59,8 +59,9 @@ type Config struct {
 	// needs one).
 	Certificates map[string][]string
 	// Stream holds the stream's settings: Replicas 1 to wire.MaxReplicas,
-	// History 1 to wire.MaxHistory, a positive DuplicateWindow; zero
-	// fields take wire's defaults.
+	// History 1 to wire.MaxHistory, a positive DuplicateWindow, and the
+	// replicas of the node consumers it creates, ConsumerReplicas, 1 to
+	// Replicas; zero fields take wire's defaults.
 	Stream wire.StreamOptions
 	// Rollout is the rollout policy of every certificate without one of
 	// its own in Rollouts; nil: none, each certificate goes into service
@@ -172,6 +173,12 @@ func checkStream(o *wire.StreamOptions) error {
 		o.DuplicateWindow = wire.DefaultDuplicateWindow
 	case o.DuplicateWindow < 0:
 		return field.Errorf("stream.duplicate_window", "want a positive duration, got %v", o.DuplicateWindow)
+	}
+	switch {
+	case o.ConsumerReplicas == 0:
+		o.ConsumerReplicas = wire.DefaultConsumerReplicas
+	case o.ConsumerReplicas < 1 || o.ConsumerReplicas > o.Replicas:
+		return field.Errorf("stream.consumer_replicas", "want an integer from 1 to stream.replicas (%d), got %d", o.Replicas, o.ConsumerReplicas)
 	}
 	return nil
 }

@@ -50,7 +50,7 @@ func TestConfigValidateDefaults(t *testing.T) {
 	if want := (natsconn.Options{Name: "certsync publisher", InboxPrefix: "_INBOX_certsync_publisher"}); cfg.NATS != want {
 		t.Errorf("NATS = %+v, want %+v", cfg.NATS, want)
 	}
-	if want := (wire.StreamOptions{Replicas: 1, History: 5, DuplicateWindow: 24 * time.Hour}); cfg.Stream != want {
+	if want := (wire.StreamOptions{Replicas: 1, History: 5, DuplicateWindow: 24 * time.Hour, ConsumerReplicas: 1}); cfg.Stream != want {
 		t.Errorf("Stream = %+v, want %+v", cfg.Stream, want)
 	}
 	if cfg.Lineages != "/etc/letsencrypt/live" || cfg.Timeout != 30*time.Second {
@@ -90,6 +90,7 @@ func TestConfigValidateRefuses(t *testing.T) {
 		{"relative lineages", func(c *Config) { c.Lineages = "live" }, "lineages", `want a clean absolute path below /, got "live"`},
 		{"replicas 6", func(c *Config) { c.Stream.Replicas = 6 }, "stream.replicas", "want an integer from 1 to 5, got 6"},
 		{"history 101", func(c *Config) { c.Stream.History = 101 }, "stream.history", "want an integer from 1 to 100, got 101"},
+		{"consumer replicas above the stream's", func(c *Config) { c.Stream.ConsumerReplicas = 3 }, "stream.consumer_replicas", "want an integer from 1 to stream.replicas (1), got 3"},
 		{"negative duplicate window", func(c *Config) { c.Stream.DuplicateWindow = -time.Second }, "stream.duplicate_window", "want a positive duration"},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "timeout", "want a positive duration"},
 		{"nats password alone", func(c *Config) { c.NATS.Password = secret }, "nats.password", "password needs a user"},

@@ -59,11 +59,15 @@ type consumerPlan struct {
 // loses all its subjects: a node moved from one group to another is
 // neither (it only gains a subject, addedSubjects).
 func (s *session) updateConsumers(ctx context.Context, want map[string][]string, exact bool) (*consumerPlan, error) {
-	existing, err := s.listConsumers(ctx)
+	existing, unreachable, err := s.listConsumers(ctx)
 	if err != nil {
 		return nil, err
 	}
 	plan := &consumerPlan{added: map[string]bool{}, addedSubjects: map[string]bool{}}
+	if len(unreachable) > 0 {
+		s.log.Warn("consumers_unreachable", "count", len(unreachable), "nodes", FirstNames(unreachable, 10, ","),
+			"hint", "their server is down or has no leader for them: they are left as they are, and their nodes receive what is stored once it is back")
+	}
 	var errs []error
 	// The consumers to update are known first, so that their progress
 	// has a total.
@@ -75,6 +79,9 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 	var updates []update
 	for _, node := range sortedKeys(want) {
 		info, ok := existing[node]
+		if !ok && slices.Contains(unreachable, node) {
+			continue
+		}
 		if !ok {
 			plan.missing = append(plan.missing, node)
 			continue
@@ -165,7 +172,9 @@ func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstre
 }
 
 // createConsumers creates the consumers of the given nodes, each on the
-// subjects of its certificates in want. When the stream holds as many
+// subjects of its certificates in want, on Stream.ConsumerReplicas
+// servers (an existing consumer keeps its replicas: updateConsumers
+// leaves them). When the stream holds as many
 // consumers as it allows, it stops there with one error that says how
 // many nodes are left without one (consumersFull).
 func (s *session) createConsumers(ctx context.Context, want map[string][]string, nodes []string) error {
@@ -175,6 +184,7 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 	for i, node := range nodes {
 		cfg := wire.ConsumerConfig(node, want[node], s.rollouts)
 		cfg.FilterSubjects = s.consumerSubjects(node, want[node], nil)
+		cfg.Replicas = s.p.cfg.Stream.ConsumerReplicas
 		err := s.do(ctx, "creating consumer", func(ctx context.Context) error {
 			if _, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg); err != nil {
 				return fmt.Errorf("creating consumer %q: %w", cfg.Durable, err)
@@ -219,65 +229,69 @@ func (s *session) consumersFull(ctx context.Context, missing int, err error) err
 	return fmt.Errorf("%d nodes have no consumer: stream %q holds the %d consumers it allows: %w", missing, wire.Stream, limit, err)
 }
 
-// errIncompleteList is why a listing of the consumers is tried again: the
-// server left out node consumers whose leaders did not answer it (a cluster
-// electing leaders after a server died).
-var errIncompleteList = errors.New("the cluster did not list every consumer")
-
-// listConsumers returns the stream's node consumers by node name. In a
-// cluster, the server gathers each consumer's state from its leader and
-// leaves out, naming them, those that do not answer within its own 4
-// seconds (while a consumer has no leader, or its server is down). A node
-// consumer left out would look missing and be created again over its
-// state, so such a listing is tried again (errIncompleteList); other
-// consumers left out (ordered ones of readers, on a server that died) do
-// not count. The listing is read page by page with its own requests
-// (consumerPage), each with its own deadline: the client's lister counts
-// the consumers it was given to find the next page, and asks for the same
-// page again forever when the server left some out.
-func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, error) {
+// listConsumers returns the stream's node consumers by node name, and the
+// names of the nodes whose consumer the servers know of but could not
+// describe: on a cluster, a consumer whose only server (replicas 1), or
+// whose leader, is down. Those are neither created nor updated now;
+// nodes whose consumer is reachable are served as usual.
+//
+// It reads the consumer list API itself, page by page (at most 256 a
+// page; consumerPage, each request with its own deadline). The JetStream
+// client's lister counts a page by the consumers it describes, and asks for the same page forever once the rest of the list
+// is consumers the servers could not describe, until the publish times
+// out: a publish failed while one server of a cluster was down.
+func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, []string, error) {
 	var out map[string]*jetstream.ConsumerInfo
+	var unreachable []string
 	run := s.progress(PhaseListing, s.stream.CachedInfo().State.Consumers)
 	defer run.end()
 	err := s.do(ctx, "listing consumers", func(ctx context.Context) error {
-		out = map[string]*jetstream.ConsumerInfo{}
-		var left []string
+		out, unreachable = map[string]*jetstream.ConsumerInfo{}, nil
 		seen := 0
+		add := func(name string, info *jetstream.ConsumerInfo) {
+			node, ok := strings.CutPrefix(name, wire.ConsumerPrefix)
+			if !ok || wire.CheckNodeName(node) != nil {
+				return
+			}
+			if info == nil {
+				unreachable = append(unreachable, node)
+			} else if info.Config.Durable != "" {
+				out[node] = info
+			}
+		}
 		for offset := 0; ; {
 			page, err := s.consumerPage(ctx, offset)
 			if err != nil {
 				return fmt.Errorf("listing consumers of stream %s: %w", wire.Stream, err)
 			}
-			for _, info := range page.Consumers {
-				node, ok := strings.CutPrefix(info.Name, wire.ConsumerPrefix)
-				if !ok || info.Config.Durable == "" || wire.CheckNodeName(node) != nil {
-					continue
-				}
-				out[node] = info
-			}
+			missing := map[string]bool{}
 			for _, name := range page.Missing {
-				if node, ok := strings.CutPrefix(name, wire.ConsumerPrefix); ok && wire.CheckNodeName(node) == nil {
-					left = append(left, name)
+				missing[name] = true
+				add(name, nil)
+			}
+			for _, info := range page.Consumers {
+				if !missing[info.Name] {
+					add(info.Name, info)
 				}
 			}
-			if n := len(page.Consumers) + len(page.Missing); n > 0 {
+			n := len(page.Consumers) + len(page.Missing)
+			for _, info := range page.Consumers {
+				if missing[info.Name] {
+					n-- // an offline one, described from its assignment and named missing too
+				}
+			}
+			if n > 0 {
 				seen += n
 				run.set(seen)
 			}
-			// A page covers Limit consumers of the stream, whether the
-			// server could list them or not.
-			if offset += max(page.Limit, len(page.Consumers)+len(page.Missing), 1); offset >= page.Total {
-				break
+			offset += n
+			if n == 0 || offset >= page.Total {
+				return nil
 			}
 		}
-		if len(left) > 0 {
-			slices.Sort(left)
-			return fmt.Errorf("listing consumers of stream %s: %w: no answer for %d (%s)",
-				wire.Stream, errIncompleteList, len(left), FirstNames(left, 5, ", "))
-		}
-		return nil
 	})
-	return out, err
+	slices.Sort(unreachable)
+	return out, slices.Compact(unreachable), err
 }
 
 // consumerPage is one page of the stream's consumer listing, as the server

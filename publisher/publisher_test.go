@@ -449,6 +449,43 @@ func TestPublishCluster(t *testing.T) {
 	}
 }
 
+// TestPublishClusterConsumerReplicas: on a cluster with the stream on 3
+// servers, the node consumers the publisher creates are on one
+// (stream.consumer_replicas' default), or on as many as it says.
+func TestPublishClusterConsumerReplicas(t *testing.T) {
+	t.Parallel()
+	_, urls := natstest.RunCluster(t, 3)
+	for _, tc := range []struct {
+		name       string
+		set, want  int
+		cert, node string
+	}{
+		{"default", 0, 1, "example.com", "web1"},
+		{"three", 3, 3, "example.org", "web2"},
+	} {
+		f := newFixture(t, urls, map[string][]string{tc.cert: {tc.node}})
+		f.cfg.Stream.Replicas = 3
+		f.cfg.Stream.ConsumerReplicas = tc.set
+		if res := f.publish(f.lineage(tc.cert, f.issue(tc.cert, time.Time{}))); res.Action != Published {
+			t.Fatalf("%s: result %+v", tc.name, res)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cons, err := f.js().Consumer(ctx, wire.Stream, wire.ConsumerName(tc.node))
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		info := cons.CachedInfo()
+		peers := 1
+		if info.Cluster != nil {
+			peers += len(info.Cluster.Replicas)
+		}
+		if info.Config.Replicas != tc.want || peers != tc.want {
+			t.Errorf("%s: consumer on %d servers (replicas %d), want %d", tc.name, peers, info.Config.Replicas, tc.want)
+		}
+	}
+}
+
 func TestBundles(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, runServer(t), map[string][]string{"a.example": {"web1"}, "b.example": {"web1"}})

@@ -79,11 +79,10 @@ func (s *session) do(ctx context.Context, what string, fn func(ctx context.Conte
 }
 
 // transient tells the failures worth retrying: the server is away, busy
-// electing a leader, or did not answer in time (natsconn.Transient), a
-// listing of the consumers lacks some (errIncompleteList), or another
-// publisher stored on the subject first.
+// electing a leader, or did not answer in time (natsconn.Transient), or
+// another publisher stored on the subject first.
 func transient(err error) bool {
-	return natsconn.Transient(err) || errors.Is(err, errIncompleteList) || wrongLastSequence(err)
+	return natsconn.Transient(err) || wrongLastSequence(err)
 }
 
 // wrongLastSequence tells the error of a publish whose expected last

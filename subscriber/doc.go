@@ -17,7 +17,9 @@
 // [New] builds a [Node] from a [Config]. [Node.Sync] makes one pass (for
 // `certsync node sync`): it receives everything pending, decides, and
 // returns a [Report]. [Node.Run] is the daemon (`certsync node run`): the
-// same decisions on a continuous pull that survives server restarts.
+// same decisions on a continuous pull that survives server restarts,
+// pacing its JetStream API requests so that a fleet does not make them all
+// in the same second (pacing.go).
 // Both bind the consumer "node-<node>"; when it is missing, the node tries
 // to create it (an open server allows that) and otherwise fails with
 // [ErrNoConsumer]: with least-privilege credentials the management side
@@ -217,7 +219,10 @@
 //     schedule.go: the Schedule type and ParseSchedule; command.go:
 //     Command, ParseCommand and running check and reload.
 //   - node.go: the Node (New, Sync, Run, Install, ReportStatus);
-//     consumer.go: binding the consumer and receiving batches.
+//     consumer.go: binding the consumer and receiving batches; pacing.go:
+//     how Run spreads a fleet's JetStream API requests (the check of the
+//     consumer within ReconnectSpread after a reconnect or a missed
+//     heartbeat, the jittered backoff of binding again).
 //   - process.go: deciding on a batch (authenticate, apply, settle).
 //   - stage.go: the Stage and its Staged record; rollout.go: the rollout
 //     records it keeps, and what they release.

@@ -24,8 +24,6 @@ const (
 	// for a transient reason is delivered again.
 	retryBase = 5 * time.Second
 	retryMax  = 5 * time.Minute
-	// rebindMax caps the wait between attempts to bind the consumer in Run.
-	rebindMax = time.Minute
 	// natsTimeout bounds how long Sync waits for the messages the
 	// consumer said were pending. Each JetStream request of Sync and Run
 	// (consumer lookup, acks, status writes) has its own
@@ -67,6 +65,9 @@ type Node struct {
 	// for a transient reason is delivered again (retryBase and retryMax
 	// unless a test sets them).
 	retryBase, retryMax time.Duration
+	// reconnectSpread bounds the delay after a reconnect before Run checks
+	// its consumer (ReconnectSpread unless a test sets it; pacing.go).
+	reconnectSpread time.Duration
 }
 
 // New checks cfg and applies its defaults (Config.Validate), and opens the
@@ -96,7 +97,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, stage: stage, stageErr: err, names: names,
 		installers: map[string]*installer{},
 		wake:       make(chan struct{}, 1), planned: map[string]string{},
-		retryBase: retryBase, retryMax: retryMax}
+		retryBase: retryBase, retryMax: retryMax, reconnectSpread: ReconnectSpread}
 	if cfg.MetricsListen != "" {
 		n.metrics = metrics.New(cfg.Node, cfg.Version)
 		n.knownMetrics()
@@ -210,26 +211,26 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.scheduler(ctx, js) })
 	defer wg.Wait()
 
-	wait := time.Second
+	// Binding again waits a jittered, doubling delay (pacing.go): the
+	// nodes that lost their consumer together do not all ask at once.
+	wait := newAPIBackoff(backoffBase, backoffMax)
 	for {
 		cons, err := n.bind(ctx, js, nc)
 		if err == nil {
 			var got bool
-			got, err = n.consume(ctx, js, cons)
+			got, err = n.consumeChecked(ctx, js, nc, cons)
 			if got {
-				wait = time.Second
+				wait.reset()
 			}
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		n.log.Warn("consumer_unavailable", "consumer", wire.ConsumerName(n.cfg.Node), "error", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
+		d := wait.next()
+		n.log.Warn("consumer_unavailable", "consumer", wire.ConsumerName(n.cfg.Node), "error", err, "retry_in", d)
+		if !sleep(ctx, d) {
 			return nil
-		case <-time.After(wait):
 		}
-		wait = min(wait*2, rebindMax)
 	}
 }
 

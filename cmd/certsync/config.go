@@ -51,6 +51,7 @@ package main
 //	  replicas: 1                  # 1..5 (default 1); 3 or 5 in a cluster
 //	  history: 5                   # bundles kept per certificate, 1..100 (default 5)
 //	  duplicate_window: 24h        # a repeated publish within it is dropped (default 24h)
+//	  consumer_replicas: 1         # servers holding each node's consumer, 1..replicas (default 1)
 //	timeout: 30s                   # how long publish keeps trying to reach NATS and store a bundle (default 30s)
 //
 // A node listed under nodes but in no certificate is allowed. Two nodes may not
@@ -134,7 +135,7 @@ var (
 	nodeKeys      = []string{"name", "nats", "identity", "trusted_publishers", "stage_dir", "metrics_listen", "status_interval", "defaults", "certificates"}
 	natsKeys      = []string{"url", "creds", "nkey", "user", "password", "tls"}
 	tlsKeys       = []string{"ca", "cert", "key"}
-	streamKeys    = []string{"replicas", "history", "duplicate_window"}
+	streamKeys    = []string{"replicas", "history", "duplicate_window", "consumer_replicas"}
 	certKeys      = []string{"install_dir", "schedule", "check", "reload", "verify", "owner", "group", "cert_mode", "key_mode", "keep", "splay", "expiry_deadline", "command_timeout", "verify_timeout", "combined"}
 )
 

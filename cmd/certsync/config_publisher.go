@@ -261,6 +261,10 @@ func parseStream(n *yaml.Node, path string, o *wire.StreamOptions, at *places) e
 			o.History, err = strictyaml.Int(v, p, 1, wire.MaxHistory)
 		case "duplicate_window":
 			o.DuplicateWindow, err = strictyaml.Duration(v, p, 1)
+		case "consumer_replicas":
+			var r int64
+			r, err = strictyaml.Int(v, p, 1, wire.MaxReplicas)
+			o.ConsumerReplicas = int(r)
 		}
 		return err
 	})

@@ -102,7 +102,7 @@ func TestParsePublisherValid(t *testing.T) {
 		"certificates:",
 		"  example.com: [web1, web2]",
 		"  example.org: [web2]",
-		"stream: {replicas: 3, history: 10, duplicate_window: 1h}",
+		"stream: {replicas: 3, history: 10, duplicate_window: 1h, consumer_replicas: 3}",
 		"timeout: 2m",
 	)))
 	cfg := f.config
@@ -130,7 +130,7 @@ func TestParsePublisherValid(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Certificates, wantCerts) {
 		t.Errorf("Certificates = %v, want %v", cfg.Certificates, wantCerts)
 	}
-	wantStream := wire.StreamOptions{Replicas: 3, History: 10, DuplicateWindow: time.Hour}
+	wantStream := wire.StreamOptions{Replicas: 3, History: 10, DuplicateWindow: time.Hour, ConsumerReplicas: 3}
 	if cfg.Stream != wantStream {
 		t.Errorf("Stream = %+v, want %+v", cfg.Stream, wantStream)
 	}
@@ -286,6 +286,8 @@ func TestParsePublisherInvalid(t *testing.T) {
 		{"stream replicas huge", doc(sk, nodes, certs, "stream: {replicas: 99999999999999999999999}"), []string{"line 4: stream.replicas:"}},
 		{"stream history zero", doc(sk, nodes, certs, "stream: {history: 0}"), []string{"line 4: stream.history: want an integer from 1 to 100"}},
 		{"stream history 101", doc(sk, nodes, certs, "stream: {history: 101}"), []string{"line 4: stream.history: want an integer from 1 to 100"}},
+		{"stream consumer replicas zero", doc(sk, nodes, certs, "stream: {consumer_replicas: 0}"), []string{"line 4: stream.consumer_replicas: want an integer from 1 to 5, got 0"}},
+		{"stream consumer replicas above replicas", doc(sk, nodes, certs, "stream: {replicas: 3, consumer_replicas: 5}"), []string{"line 4: stream.consumer_replicas: want an integer from 1 to stream.replicas (3), got 5"}},
 		{"stream duplicate_window bare number", doc(sk, nodes, certs, "stream: {duplicate_window: 10}"), []string{`line 4: stream.duplicate_window: want a duration such as "30s"`}},
 		{"stream duplicate_window zero", doc(sk, nodes, certs, "stream: {duplicate_window: 0s}"), []string{"line 4: stream.duplicate_window: want a positive duration"}},
 		{"timeout negative", doc(sk, nodes, certs, "timeout: -1s"), []string{"line 4: timeout: want a positive duration"}},

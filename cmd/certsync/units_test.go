@@ -157,6 +157,36 @@ func TestNodeUnitStopTimeout(t *testing.T) {
 	}
 }
 
+// consumerStopCost is what a clean stop of nats-server takes per file
+// consumer, as docs/BENCHMARKS.md measured it (106 s for 10,000 on a
+// virtual disk), and stopFleet the fleet the server unit must be able to
+// stop cleanly, with twice that time to spare.
+const (
+	consumerStopCost = 11 * time.Millisecond
+	stopFleet        = 10000
+)
+
+// TestServerUnitStopTimeout: a server stopped by systemd writes every
+// consumer's state before it exits; systemd must wait that long for a
+// fleet of stopFleet nodes before it kills it.
+func TestServerUnitStopTimeout(t *testing.T) {
+	t.Parallel()
+	unit := readUnit(t, filepath.Join(unitsDir, "certsync-server.service"))
+	raw := unit.last("TimeoutStopSec")
+	if raw == "" {
+		t.Fatalf("certsync-server.service: no TimeoutStopSec: systemd's default of 90s kills a server stopping %d consumers (about %v)",
+			stopFleet, stopFleet*consumerStopCost)
+	}
+	got, err := parseTimeSpan(raw)
+	if err != nil {
+		t.Fatalf("certsync-server.service: TimeoutStopSec=%q: %v", raw, err)
+	}
+	if want := 2 * stopFleet * consumerStopCost; got < want {
+		t.Errorf("certsync-server.service: TimeoutStopSec=%s (%v), want at least %v: stopping %d consumers takes about %v",
+			raw, got, want, stopFleet, stopFleet*consumerStopCost)
+	}
+}
+
 func TestParseTimeSpan(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]time.Duration{

@@ -1,15 +1,19 @@
 // Package fleetbench measures certsync at fleet scale: a publisher and many
-// nodes in one process, against a real in-process NATS server on loopback.
+// nodes against real NATS servers on loopback.
 //
-// It holds benchmarks only; `go test` without -bench runs nothing here but
-// one tiny test of the fixture. Run them with
+// It holds benchmarks, one test of the fixture (TestFleetRound) and one of
+// a publish while a cluster server is killed (TestPublishServerKilled).
+// The small rows run a publisher, up to 500 nodes and an in-process server
+// in one process (make bench):
 //
-//	go test -run '^$' -bench . -benchtime 3x -benchmem -timeout 30m ./internal/fleetbench/
+//	go test -run '^$' -bench 'Benchmark(FleetDelivery|NodeSync|RunMemory|PublishRecipients)$' -benchtime 3x -benchmem -timeout 30m ./internal/testing/fleetbench/
 //
-// (make bench does) and read docs/BENCHMARKS.md for what each one measures.
-// Everything shares one machine: the server, the publisher and every node
-// compete for the same cores, so the figures are an upper bound of what a
-// real fleet, with one machine per node, would see for its nodes.
+// BenchmarkScale (scale_test.go) runs thousands of `node run` nodes against
+// `certsync server` processes (server_test.go), one row at a time with
+// -benchtime 1x (make bench-fleet). docs/BENCHMARKS.md says what each one
+// measures. Everything shares one machine: the servers, the publisher and
+// every node compete for the same cores, so the figures are an upper bound
+// of what a real fleet, with one machine per node, would see for its nodes.
 package fleetbench
 
 import (
@@ -18,6 +22,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -149,10 +154,7 @@ func (f *fleet) expected() uint64 { return f.published }
 // connection, seal, store. It fails unless b was stored.
 func (f *fleet) publish(b *crypto.Bundle) *publisher.Result {
 	f.tb.Helper()
-	p, err := publisher.New(f.cfg, nil)
-	if err != nil {
-		f.tb.Fatalf("publisher.New: %v", err)
-	}
+	p := f.newPublisher()
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
 	res, err := p.Publish(ctx, b)
@@ -166,6 +168,23 @@ func (f *fleet) publish(b *crypto.Bundle) *publisher.Result {
 	return res
 }
 
+// newPublisher is a Publisher of the fleet's configuration.
+func (f *fleet) newPublisher() *publisher.Publisher {
+	f.tb.Helper()
+	var log *slog.Logger
+	if os.Getenv("FLEETBENCH_PUBLISHER_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	p, err := publisher.New(f.cfg, log)
+	if err != nil {
+		f.tb.Fatalf("publisher.New: %v", err)
+	}
+	return p
+}
+
+// trusted is what the nodes trust: the fleet's signing key.
+func (f *fleet) trusted() []crypto.PublicKey { return []crypto.PublicKey{f.signer.Public()} }
+
 // node builds node i, staging and installing under dir, installing at once
 // with no check and no reload.
 func (f *fleet) node(i int, dir string) (*subscriber.Node, string) {
@@ -175,7 +194,7 @@ func (f *fleet) node(i int, dir string) (*subscriber.Node, string) {
 		Node:       f.names[i],
 		NATS:       natsconn.Options{URL: f.url},
 		Identities: []age.Identity{f.ids[i]},
-		Trusted:    []crypto.PublicKey{f.signer.Public()},
+		Trusted:    f.trusted(),
 		StageDir:   filepath.Join(dir, f.names[i], "stage"),
 		Version:    "fleetbench",
 		Certificates: map[string]subscriber.Certificate{
@@ -526,4 +545,13 @@ func TestFleetRound(t *testing.T) {
 	if f.kinds[0] == f.kinds[1] {
 		t.Errorf("nodes are both %s, want one of each kind", f.kinds[0])
 	}
+}
+
+// TestMain removes the certsync binary the scale benchmarks built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
 }

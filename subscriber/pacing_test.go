@@ -1,0 +1,216 @@
+package subscriber
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/testing/logtest"
+	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/wire"
+)
+
+// TestReconnectDelaySpread: the delays after a reconnect are bounded by
+// the spread and spread over it: of 10,000 nodes, none waits the spread or
+// more, and no tenth of it holds more than 12% of them.
+func TestReconnectDelaySpread(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(1, 2))
+	const nodes, spread = 10000, 30 * time.Second
+	var buckets [10]int
+	for range nodes {
+		d := reconnectDelay(spread, r.Int64N)
+		if d < 0 || d >= spread {
+			t.Fatalf("delay %v, want in [0, %v)", d, spread)
+		}
+		buckets[d*10/spread]++
+	}
+	for i, n := range buckets {
+		if n > nodes*12/100 || n < nodes*8/100 {
+			t.Errorf("%d of %d delays in [%v, %v), want about a tenth", n, nodes, spread*time.Duration(i)/10, spread*time.Duration(i+1)/10)
+		}
+	}
+	if d := reconnectDelay(0, r.Int64N); d != 0 {
+		t.Errorf("delay with no spread %v, want 0", d)
+	}
+}
+
+// TestAPIBackoff: each delay is in the upper half of one that doubles
+// from the base to the cap, and a reset starts again from the base.
+func TestAPIBackoff(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		rand func(int64) int64
+	}{
+		{"lowest", func(int64) int64 { return 0 }},
+		{"highest", func(n int64) int64 { return n - 1 }},
+		{"random", rand.New(rand.NewPCG(3, 4)).Int64N},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := newAPIBackoff(time.Second, time.Minute)
+			b.rand = tc.rand
+			want := time.Second
+			for i := range 10 {
+				d := b.next()
+				if d < want/2 || d >= want {
+					t.Errorf("delay %d: %v, want in [%v, %v)", i+1, d, want/2, want)
+				}
+				want = min(2*want, time.Minute)
+			}
+			b.reset()
+			if d := b.next(); d < 500*time.Millisecond || d >= time.Second {
+				t.Errorf("after reset: %v, want in [500ms, 1s)", d)
+			}
+		})
+	}
+}
+
+// apiDropLog counts the server's warnings that it dropped its JetStream
+// API queue ("… queue limit reached, dropping N requests"). The server
+// writes the first drop of every second, so none counted means none
+// dropped.
+type apiDropLog struct{ drops atomic.Int64 }
+
+func (l *apiDropLog) Noticef(string, ...any) {}
+func (l *apiDropLog) Errorf(string, ...any)  {}
+func (l *apiDropLog) Fatalf(string, ...any)  {}
+func (l *apiDropLog) Debugf(string, ...any)  {}
+func (l *apiDropLog) Tracef(string, ...any)  {}
+func (l *apiDropLog) Warnf(format string, v ...any) {
+	if strings.Contains(fmt.Sprintf(format, v...), "limit reached, dropping") {
+		l.drops.Add(1)
+	}
+}
+
+// TestRunRestartPaced: a few hundred nodes run against a server that is
+// restarted without their consumers (a store restored from before they
+// existed) and with JetStream API queues of 40 requests. Each node checks
+// its consumer after the reconnect at a random moment within its spread,
+// finds it gone and creates it again (an open server lets it): every node
+// stages the renewal published after the restart, and the server dropped
+// no API request. Without the check the nodes would pull from nothing
+// forever; without the spread, a few hundred checks and creations at once
+// would overflow the queues.
+func TestRunRestartPaced(t *testing.T) {
+	t.Parallel()
+	const nodes, spread = 200, 3 * time.Second
+	dir := t.TempDir()
+	opts := natstest.Options(dir)
+	opts.Port = loopback.FreePort(t)
+	e := startEnv(t, opts)
+
+	ids := make([]age.Recipient, nodes)
+	var staged sync.Map // node name -> highest version staged
+	stagedAll := func(v uint64) int {
+		n := 0
+		staged.Range(func(_, got any) bool {
+			if got.(uint64) >= v {
+				n++
+			}
+			return true
+		})
+		return n
+	}
+	var logs []*logtest.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	var runs []*Node
+	for i := range nodes {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = id.Recipient()
+		name := fmt.Sprintf("node%03d", i)
+		stageDir := filepath.Join(dir, "nodes", name)
+		buf := &logtest.Buffer{}
+		n, err := New(Config{
+			Node:         name,
+			NATS:         natsconn.Options{URL: e.url},
+			Identities:   []age.Identity{id},
+			Trusted:      []crypto.PublicKey{e.key.Public()},
+			StageDir:     stageDir,
+			Version:      "test",
+			Certificates: map[string]Certificate{"example.com": {Name: "example.com", InstallDir: liveDir(stageDir, "example.com")}},
+		}, slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.reconnectSpread = spread
+		n.onStaged = func(s *Staged) { staged.Store(name, s.Version) }
+		logs = append(logs, buf)
+		runs = append(runs, n)
+	}
+	publish := func(ago time.Duration) uint64 {
+		c := e.issue(ago)
+		e.publish("example.com", e.sealWith(bundleOf("example.com", c), e.key, ids...), c)
+		return uint64(c.Leaf.NotBefore.Unix())
+	}
+	v1 := publish(2 * time.Hour)
+	for _, n := range runs {
+		wg.Go(func() {
+			if err := n.Run(ctx); err != nil {
+				t.Errorf("Run %s: %v", n.cfg.Node, err)
+			}
+		})
+	}
+	natstest.WaitFor(t, 2*time.Minute, "every node to stage the first version", func() bool { return stagedAll(v1) == nodes })
+
+	// The server comes back on the same port and store, without the
+	// node consumers, and with small API queues.
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	obs := filepath.Join(dir, "jetstream", "$G", "streams", wire.Stream, "obs")
+	if err := os.RemoveAll(obs); err != nil {
+		t.Fatal(err)
+	}
+	opts.JetStreamRequestQueueLimit, opts.JetStreamInfoQueueLimit = 40, 40
+	drops := &apiDropLog{}
+	e.srv = natstest.Start(t, opts)
+	e.srv.SetLoggerV2(drops, false, false, false)
+	natstest.WaitFor(t, 10*time.Second, "the test's client to reconnect", e.nc.IsConnected)
+	v2 := publish(time.Hour)
+	natstest.WaitFor(t, 2*time.Minute, "every node to stage the renewal after the restart", func() bool { return stagedAll(v2) == nodes })
+
+	if got := drops.drops.Load(); got != 0 {
+		t.Errorf("the server dropped its JetStream API queue %d times, want never", got)
+	}
+	// The delays were the nodes' own: bounded by the spread, spread over it.
+	var lo, hi time.Duration = spread, 0
+	for i, buf := range logs {
+		events := buf.Events("consumer_check_scheduled")
+		if len(events) == 0 {
+			t.Fatalf("node %d logged no consumer_check_scheduled", i)
+		}
+		d := time.Duration(events[0]["in"].(float64))
+		if d < 0 || d >= spread {
+			t.Errorf("node %d waited %v, want in [0, %v)", i, d, spread)
+		}
+		lo, hi = min(lo, d), max(hi, d)
+		if len(buf.Events("consumer_lost")) != 1 {
+			t.Errorf("node %d: %d consumer_lost events, want 1", i, len(buf.Events("consumer_lost")))
+		}
+	}
+	if hi-lo < spread/2 {
+		t.Errorf("the nodes' delays span %v to %v, want them spread over the %v", lo, hi, spread)
+	}
+}
