@@ -77,8 +77,12 @@ func newFaultRig(t *testing.T, names []string, urls func(c *natstest.Cluster, i 
 		SigningKey:   r.key,
 		Nodes:        map[string]string{},
 		Certificates: map[string][]string{faultCert: names},
-		Stream:       wire.StreamOptions{Replicas: 3},
-		Timeout:      30 * time.Second,
+		// Consumers replicated like the stream, so that every node is
+		// served while a killed server stays down; with the default of
+		// one, the nodes on it wait for its return (docs/OPERATIONS.md,
+		// "Many nodes"; fleetbench's TestPublishServerKilled).
+		Stream:  wire.StreamOptions{Replicas: 3, ConsumerReplicas: 3},
+		Timeout: 30 * time.Second,
 	}
 	for i, name := range names {
 		id, err := age.GenerateX25519Identity()

@@ -97,6 +97,11 @@ func TestClusterCommandsWithoutLeader(t *testing.T) {
 		Lineages:     le.Live(),
 		Certificates: map[string][]string{"example.com": {"web1", "web2"}, "example.org": {"web1", "web2"}},
 		Replicas:     3,
+		// Every node is served while any two servers are up only when
+		// its consumer is replicated too: with the default of one, a
+		// node whose consumer's server stays down waits for it
+		// (docs/OPERATIONS.md, "Many nodes").
+		ConsumerReplicas: 3,
 	})
 	reloads := map[string]func() []string{}
 	for name, n := range f.Nodes {

@@ -413,8 +413,9 @@ type natsTLSConfig struct {
 
 // streamConfig is publisher.yaml's stream: section.
 type streamConfig struct {
-	Replicas int `yaml:"replicas,omitempty"`
-	History  int `yaml:"history,omitempty"`
+	Replicas         int `yaml:"replicas,omitempty"`
+	ConsumerReplicas int `yaml:"consumer_replicas,omitempty"`
+	History          int `yaml:"history,omitempty"`
 }
 
 // publisherConfig is publisher.yaml, as writePublisherConfig writes it.
@@ -644,10 +645,12 @@ type fleetOptions struct {
 	// SSHNodes are the nodes whose identity is an OpenSSH ed25519 host key;
 	// the others get an age key from `certsync keygen node`.
 	SSHNodes []string
-	// Timeout is publisher.yaml's timeout, and Replicas its
-	// stream.replicas; empty or zero leave certsync's defaults.
-	Timeout  string
-	Replicas int
+	// Timeout is publisher.yaml's timeout, Replicas its stream.replicas
+	// and ConsumerReplicas its stream.consumer_replicas; empty or zero
+	// leave certsync's defaults.
+	Timeout          string
+	Replicas         int
+	ConsumerReplicas int
 }
 
 // fleet is the files of a management host and its nodes, in one
@@ -715,7 +718,7 @@ func newFleet(t testing.TB, o fleetOptions) *fleet {
 		Nodes: recipients, Certificates: o.Certificates, Timeout: o.Timeout,
 	}
 	if o.Replicas != 0 {
-		f.PublisherConfig.Stream = &streamConfig{Replicas: o.Replicas}
+		f.PublisherConfig.Stream = &streamConfig{Replicas: o.Replicas, ConsumerReplicas: o.ConsumerReplicas}
 	}
 	f.Publisher = writePublisherConfig(t, filepath.Join(f.Dir, "publisher.yaml"), f.PublisherConfig)
 	return f
