@@ -338,6 +338,10 @@ func TestClusterPublishSync(t *testing.T) {
 		Lineages:     le.Live(),
 		Certificates: map[string][]string{"example.com": {"web1"}},
 		Replicas:     3,
+		// The node is served by any two servers only when its consumer
+		// is replicated like the stream (the default, one, waits for
+		// its server: docs/OPERATIONS.md, "Many nodes").
+		ConsumerReplicas: 3,
 	})
 	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", lineage)
 	js := natstest.JetStream(t, urls)

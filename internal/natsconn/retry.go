@@ -151,7 +151,7 @@ func Transient(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
-		case jsClusterNotLeader, jsClusterNotAssigned, jsClusterNoPeers:
+		case jsClusterNotLeader, jsClusterNotAssigned, jsClusterNoPeers, jsStreamOffline, jsConsumerOffline:
 			return true
 		}
 		return apiErr.Code == 503 || apiErr.Code == 408
@@ -169,11 +169,16 @@ func Transient(err error) bool {
 // nats-server's error codes (errors.json) of a cluster that cannot answer
 // now: "JetStream cluster can not handle request" (this server is not the
 // leader any more), "JetStream cluster not assigned to this server" (not
-// yet), and "no suitable peers for placement" (too few current peers).
+// yet), "no suitable peers for placement" (too few current peers), and
+// "stream is offline" or "consumer is offline" (assigned, but not running
+// yet on its servers: a consumer just created on a cluster, or one whose
+// only server is down and will serve again when it is back).
 const (
 	jsClusterNotLeader   jetstream.ErrorCode = 10009
 	jsClusterNotAssigned jetstream.ErrorCode = 10007
 	jsClusterNoPeers     jetstream.ErrorCode = 10005
+	jsStreamOffline      jetstream.ErrorCode = 10118
+	jsConsumerOffline    jetstream.ErrorCode = 10119
 )
 
 // Next returns the next message of it, waiting at most RequestTimeout for

@@ -66,6 +66,8 @@ func TestTransient(t *testing.T) {
 		{jetstream.ErrJetStreamNotEnabled, true},
 		{api(500, 10009), true},  // cluster can not handle request (not the leader)
 		{api(400, 10005), true},  // no suitable peers for placement
+		{api(500, 10118), true},  // stream is offline
+		{api(500, 10119), true},  // consumer is offline (just created on a cluster, or its server down)
 		{api(404, 10059), false}, // stream not found
 		{jetstream.ErrConsumerNotFound, false},
 		{api(400, 10071), false}, // wrong last sequence: the publisher's to judge
