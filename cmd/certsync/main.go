@@ -46,11 +46,18 @@ func main() {
 // run builds the app, runs it with args and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	var unknown string
-	app.CommandNotFound = func(_ *cli.Context, name string) { unknown = name }
+	// An unknown command, or an unknown subcommand of a command with
+	// subcommands (rollout): the hint names the help that lists them.
+	var unknown, parent string
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		unknown = name
+		if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+			parent = c.Command.FullName() + " "
+		}
+	}
 	err := app.Run(args)
 	if err == nil && unknown != "" {
-		err = withHint(fmt.Errorf("unknown command %q", unknown), "certsync --help lists the commands")
+		err = withHint(fmt.Errorf("unknown command %q", parent+unknown), "certsync %s--help lists the commands", parent)
 	}
 	if err != nil {
 		printError(stderr, keyHint(err))
