@@ -1,9 +1,6 @@
 package crypto
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"slices"
@@ -100,12 +97,7 @@ func groupVectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca *
 	trusted := []string{signer.Public().String()}
 	ids := []string{id.String()}
 	version := uint64(n.AddDate(0, 1, 0).UnixMilli()) + 123 + 5_000
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := ca.leaf(t, key, 4001, n, n.AddDate(100, 0, 0), "example.com", "*.example.com")
-	b := &Bundle{Name: "example.com", Version: version, Cert: cert, Chain: ca.pem, FullChain: slices.Concat(cert, ca.pem), PrivKey: pkcs8PEM(t, key)}
+	b := vectorBundle(t, ca, n, n, 4001, version)
 	info, err := b.Check(vectorNow)
 	if err != nil {
 		t.Fatal(err)

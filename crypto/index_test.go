@@ -2,9 +2,7 @@ package crypto
 
 import (
 	"bytes"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -361,12 +359,7 @@ func indexVectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca *
 	me := id.Recipient()
 	// Version V+4000, a month after N plus a little, as format2Vectors'.
 	version := uint64(n.AddDate(0, 1, 0).UnixMilli()) + 123 + 4_000
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := ca.leaf(t, key, 3001, n, n.AddDate(100, 0, 0), "example.com", "*.example.com")
-	b := &Bundle{Name: "example.com", Version: version, Cert: cert, Chain: ca.pem, FullChain: slices.Concat(cert, ca.pem), PrivKey: pkcs8PEM(t, key)}
+	b := vectorBundle(t, ca, n, n, 3001, version)
 	info, err := b.Check(vectorNow)
 	if err != nil {
 		t.Fatal(err)

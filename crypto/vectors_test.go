@@ -496,13 +496,7 @@ func writeVectors(t *testing.T) {
 	n := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	ca := newTestCA(t, n.Add(-24*time.Hour), n.AddDate(100, 0, 1))
 	bundle := func(notBefore time.Time, serial int64) *Bundle {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert := ca.leaf(t, key, serial, notBefore, n.AddDate(100, 0, 0), "example.com", "*.example.com")
-		return &Bundle{Name: "example.com", Version: uint64(notBefore.Unix()), Cert: cert, Chain: ca.pem,
-			FullChain: slices.Concat(cert, ca.pem), PrivKey: pkcs8PEM(t, key)}
+		return vectorBundle(t, ca, n, notBefore, serial, uint64(notBefore.Unix()))
 	}
 	current := bundle(n, 1001)
 	older := bundle(n.Add(-time.Second), 1000)
@@ -686,13 +680,7 @@ func format2Vectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca
 	// to do with the leaf's NotBefore (N).
 	v := uint64(n.AddDate(0, 1, 0).UnixMilli()) + 123
 	bundle := func(ca *testCA, notBefore time.Time, serial int64, version uint64) *Bundle {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert := ca.leaf(t, key, serial, notBefore, n.AddDate(100, 0, 0), "example.com", "*.example.com")
-		return &Bundle{Name: "example.com", Version: version, Cert: cert, Chain: ca.pem,
-			FullChain: slices.Concat(cert, ca.pem), PrivKey: pkcs8PEM(t, key)}
+		return vectorBundle(t, ca, n, notBefore, serial, version)
 	}
 	info := func(b *Bundle) *Info {
 		i, err := b.Check(vectorNow)
@@ -813,4 +801,18 @@ func format2Vectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca
 		"critical_extension_format2.txt": malformed(2, "extension type", held, []extension{{typ: 0x0003, value: []byte{}}},
 			"A format 2 envelope carrying record 0x0003, critical and not defined: refused, as any unknown critical record."),
 	}
+}
+
+// vectorBundle is the bundle of the vectors' certificate example.com (and
+// *.example.com) with a fresh P-256 key, the leaf serial by ca from
+// notBefore until a century after N (n), sealed at version.
+func vectorBundle(t *testing.T, ca *testCA, n, notBefore time.Time, serial int64, version uint64) *Bundle {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := ca.leaf(t, key, serial, notBefore, n.AddDate(100, 0, 0), "example.com", "*.example.com")
+	return &Bundle{Name: "example.com", Version: version, Cert: cert, Chain: ca.pem,
+		FullChain: slices.Concat(cert, ca.pem), PrivKey: pkcs8PEM(t, key)}
 }

@@ -35,16 +35,7 @@ func TestClusterPublishWithoutLeader(t *testing.T) {
 	c.Kill(other)
 	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
 	start := time.Now()
-	type outcome struct {
-		res *Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		res, err := f.publisher().Publish(context.Background(), b)
-		done <- outcome{res, err}
-	}()
-	// The publish is under way, on a stream that has no leader.
+	done := f.goPublish(b)
 	// The publish is under way, on a stream without a quorum: once it is
 	// connected (to the one server left), it asks for the stream.
 	natstest.WaitFor(t, 20*time.Second, "the publisher to connect to the server left", func() bool {
@@ -52,7 +43,7 @@ func TestClusterPublishWithoutLeader(t *testing.T) {
 	})
 	c.Restart(other)
 	back := time.Now()
-	var o outcome
+	var o publishOutcome
 	select {
 	case o = <-done:
 	case <-time.After(time.Minute):

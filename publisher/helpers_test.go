@@ -257,3 +257,20 @@ func runServer(t *testing.T) string {
 	t.Helper()
 	return natstest.URL(natstest.RunServer(t))
 }
+
+// publishOutcome is what a Publish started by goPublish returned.
+type publishOutcome struct {
+	res *Result
+	err error
+}
+
+// goPublish publishes b with the fixture's publisher in the background;
+// the channel receives its outcome.
+func (f *fixture) goPublish(b *crypto.Bundle) <-chan publishOutcome {
+	done := make(chan publishOutcome, 1)
+	go func() {
+		res, err := f.publisher().Publish(context.Background(), b)
+		done <- publishOutcome{res, err}
+	}()
+	return done
+}

@@ -593,15 +593,7 @@ func TestPublishWaitsForNATS(t *testing.T) {
 	port := loopback.FreePort(t)
 	f := newFixture(t, fmt.Sprintf("nats://127.0.0.1:%d", port), map[string][]string{"example.com": {"web1"}})
 	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
-	type outcome struct {
-		res *Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		res, err := f.publisher().Publish(context.Background(), b)
-		done <- outcome{res, err}
-	}()
+	done := f.goPublish(b)
 	// Once the publisher has failed to connect, the server starts.
 	natstest.WaitFor(t, 10*time.Second, "a failed connection attempt", func() bool {
 		return strings.Contains(f.logs.String(), "nats_connect_failed")

@@ -213,20 +213,20 @@ func (n *Node) Run(ctx context.Context) error {
 
 	// Binding again waits a jittered, doubling delay (pacing.go): the
 	// nodes that lost their consumer together do not all ask at once.
-	wait := newAPIBackoff(backoffBase, backoffMax)
+	wait := natsconn.NewBackoff(backoffBase, backoffMax)
 	for {
 		cons, err := n.bind(ctx, js, nc)
 		if err == nil {
 			var got bool
 			got, err = n.consumeChecked(ctx, js, nc, cons)
 			if got {
-				wait.reset()
+				wait.Reset()
 			}
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		d := wait.next()
+		d := wait.Next()
 		n.log.Warn("consumer_unavailable", "consumer", wire.ConsumerName(n.cfg.Node), "error", err, "retry_in", d)
 		if !sleep(ctx, d) {
 			return nil

@@ -28,9 +28,10 @@
 //     the same second.
 //   - A JetStream API request that failed (a timeout, which is what a
 //     dropped request looks like; JetStream not available yet) is tried
-//     again after a jittered, doubling delay (apiBackoff): half the delay,
-//     plus a random part of the other half, from backoffBase up to
-//     backoffMax. Nodes that failed together do not come back together.
+//     again after a jittered, doubling delay (natsconn.Backoff): half
+//     the delay, plus a random part of the other half, from backoffBase
+//     up to backoffMax. Nodes that failed together do not come back
+//     together.
 
 package subscriber
 
@@ -67,28 +68,6 @@ const (
 // errConsumerGone is the cause Run's consume ends with when the check
 // after a reconnect found the consumer (or its stream) gone.
 var errConsumerGone = errors.New("consumer gone after a reconnect")
-
-// apiBackoff is a jittered, doubling delay: each next is the current delay's
-// upper half at random ([d/2, d)), and the delay doubles up to max.
-type apiBackoff struct {
-	base, max, d time.Duration
-	rand         func(n int64) int64 // rand.Int64N unless a test sets it
-}
-
-func newAPIBackoff(base, max time.Duration) *apiBackoff {
-	return &apiBackoff{base: base, max: max, d: base, rand: rand.Int64N}
-}
-
-// next is the delay before the next attempt.
-func (b *apiBackoff) next() time.Duration {
-	half := b.d / 2
-	d := half + time.Duration(b.rand(int64(b.d-half)))
-	b.d = min(2*b.d, b.max)
-	return d
-}
-
-// reset starts again from the base delay, after a success.
-func (b *apiBackoff) reset() { b.d = b.base }
 
 // reconnectDelay is the delay after a reconnect before the consumer is
 // checked: uniform in [0, spread).
@@ -141,7 +120,7 @@ func (n *Node) consumeChecked(ctx context.Context, js jetstream.JetStream, nc *n
 // checkConsumerPaced waits for reconnects of nc, and for missed
 // heartbeats, until ctx ends. After each, it waits reconnectDelay, then
 // looks the consumer up (one JetStream API request), again after an
-// apiBackoff while that fails, and calls gone when the server says the
+// natsconn.Backoff while that fails, and calls gone when the server says the
 // consumer or its stream does not exist.
 func (n *Node) checkConsumerPaced(ctx context.Context, js jetstream.JetStream, nc *natsconn.Conn, missed <-chan struct{}, gone context.CancelCauseFunc) {
 	reconnected := nc.StatusChanged(nats.CONNECTED)
@@ -159,7 +138,7 @@ func (n *Node) checkConsumerPaced(ctx context.Context, js jetstream.JetStream, n
 		if !sleep(ctx, delay) {
 			return
 		}
-		b := newAPIBackoff(backoffBase, backoffMax)
+		b := natsconn.NewBackoff(backoffBase, backoffMax)
 		for {
 			err := n.checkConsumer(ctx, js, nc)
 			if err == nil {
@@ -173,7 +152,7 @@ func (n *Node) checkConsumerPaced(ctx context.Context, js jetstream.JetStream, n
 			if ctx.Err() != nil {
 				return
 			}
-			wait := b.next()
+			wait := b.Next()
 			n.log.Warn("consumer_check_failed", "consumer", name, "error", err, "retry_in", wait)
 			if !sleep(ctx, wait) {
 				return

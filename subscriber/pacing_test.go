@@ -48,38 +48,6 @@ func TestReconnectDelaySpread(t *testing.T) {
 	}
 }
 
-// TestAPIBackoff: each delay is in the upper half of one that doubles
-// from the base to the cap, and a reset starts again from the base.
-func TestAPIBackoff(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		rand func(int64) int64
-	}{
-		{"lowest", func(int64) int64 { return 0 }},
-		{"highest", func(n int64) int64 { return n - 1 }},
-		{"random", rand.New(rand.NewPCG(3, 4)).Int64N},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			b := newAPIBackoff(time.Second, time.Minute)
-			b.rand = tc.rand
-			want := time.Second
-			for i := range 10 {
-				d := b.next()
-				if d < want/2 || d >= want {
-					t.Errorf("delay %d: %v, want in [%v, %v)", i+1, d, want/2, want)
-				}
-				want = min(2*want, time.Minute)
-			}
-			b.reset()
-			if d := b.next(); d < 500*time.Millisecond || d >= time.Second {
-				t.Errorf("after reset: %v, want in [500ms, 1s)", d)
-			}
-		})
-	}
-}
-
 // apiDropLog counts the server's warnings that it dropped its JetStream
 // API queue ("… queue limit reached, dropping N requests"). The server
 // writes the first drop of every second, so none counted means none

@@ -50,6 +50,31 @@ const (
 	retryMax   = 2 * time.Second
 )
 
+// Backoff is a jittered, doubling delay, for Retry and for the node's
+// long-running loop (subscriber's pacing): each Next is the current delay's
+// upper half at random ([d/2, d)), so that clients that failed together do
+// not come back together, and the delay doubles up to its max.
+type Backoff struct {
+	base, max, d time.Duration
+	rand         func(n int64) int64 // rand.Int64N unless a test sets it
+}
+
+// NewBackoff is a Backoff from base up to max.
+func NewBackoff(base, max time.Duration) *Backoff {
+	return &Backoff{base: base, max: max, d: base, rand: rand.Int64N}
+}
+
+// Next is the delay before the next attempt.
+func (b *Backoff) Next() time.Duration {
+	half := b.d / 2
+	d := half + time.Duration(b.rand(int64(b.d-half)))
+	b.d = min(2*b.d, b.max)
+	return d
+}
+
+// Reset starts again from the base delay, after a success.
+func (b *Backoff) Reset() { b.d = b.base }
+
 // JetStream returns a JetStream handle on c whose every API request and
 // publish acknowledgement waits at most RequestTimeout, unless the context
 // it is given has a deadline of its own: the client gives its default
@@ -107,7 +132,7 @@ func (c *Conn) Retry(ctx context.Context, log *slog.Logger, what string, retry f
 	if retry == nil {
 		retry = Transient
 	}
-	wait := retryFirst
+	wait := NewBackoff(retryFirst, retryMax)
 	var last error
 	for {
 		err := c.Call(ctx, fn)
@@ -123,14 +148,13 @@ func (c *Conn) Retry(ctx context.Context, log *slog.Logger, what string, retry f
 			last = err
 		}
 		if ctx.Err() == nil {
-			pause := wait/2 + rand.N(wait/2+1)
+			pause := wait.Next()
 			log.Debug("nats_retry", "doing", what, "error", err, "retry_in", pause)
 			t := time.NewTimer(pause)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 			case <-t.C:
-				wait = min(wait*2, retryMax)
 				continue
 			}
 		}

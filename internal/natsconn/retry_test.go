@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -132,5 +133,37 @@ func TestRetry(t *testing.T) {
 	})
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, cause) || errors.Is(err, context.Canceled) {
 		t.Fatalf("Retry after its context ended: %v; want the request's deadline and the cause", err)
+	}
+}
+
+// TestBackoff: each delay is in the upper half of one that doubles
+// from the base to the cap, and a reset starts again from the base.
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		rand func(int64) int64
+	}{
+		{"lowest", func(int64) int64 { return 0 }},
+		{"highest", func(n int64) int64 { return n - 1 }},
+		{"random", rand.New(rand.NewPCG(3, 4)).Int64N},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := NewBackoff(time.Second, time.Minute)
+			b.rand = tc.rand
+			want := time.Second
+			for i := range 10 {
+				d := b.Next()
+				if d < want/2 || d >= want {
+					t.Errorf("delay %d: %v, want in [%v, %v)", i+1, d, want/2, want)
+				}
+				want = min(2*want, time.Minute)
+			}
+			b.Reset()
+			if d := b.Next(); d < 500*time.Millisecond || d >= time.Second {
+				t.Errorf("after reset: %v, want in [500ms, 1s)", d)
+			}
+		})
 	}
 }

@@ -186,25 +186,10 @@ func (f *fleet) newPublisher() *publisher.Publisher {
 func (f *fleet) trusted() []crypto.PublicKey { return []crypto.PublicKey{f.signer.Public()} }
 
 // node builds node i, staging and installing under dir, installing at once
-// with no check and no reload.
+// with no check and no reload, logging nothing.
 func (f *fleet) node(i int, dir string) (*subscriber.Node, string) {
 	f.tb.Helper()
-	install := filepath.Join(dir, f.names[i], "live", certName)
-	n, err := subscriber.New(subscriber.Config{
-		Node:       f.names[i],
-		NATS:       natsconn.Options{URL: f.url},
-		Identities: []age.Identity{f.ids[i]},
-		Trusted:    f.trusted(),
-		StageDir:   filepath.Join(dir, f.names[i], "stage"),
-		Version:    "fleetbench",
-		Certificates: map[string]subscriber.Certificate{
-			certName: {Name: certName, InstallDir: install},
-		},
-	}, nil)
-	if err != nil {
-		f.tb.Fatalf("subscriber.New %s: %v", f.names[i], err)
-	}
-	return n, install
+	return f.nodeWith(i, dir, nil)
 }
 
 // envelopeBytes is the size of the newest bundle on the stream.

@@ -293,7 +293,7 @@ func (r *runFleet) stop() {
 	})
 }
 
-// nodeWith is node i as fleet.node builds it, logging to log.
+// nodeWith is node i as fleet.node builds it, logging to log (nil: nothing).
 func (f *fleet) nodeWith(i int, dir string, log *slog.Logger) (*subscriber.Node, string) {
 	f.tb.Helper()
 	install := filepath.Join(dir, f.names[i], "live", certName)
