@@ -1056,3 +1056,47 @@ func FuzzParseNodeConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestLoadContractPublisherBlock loads publisher.yaml exactly as
+// docs/CONTRACT.md writes it (with real keys for its placeholders), so
+// that every key the contract shows is one certsync reads, with the
+// meaning its comment gives.
+func TestLoadContractPublisherBlock(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/CONTRACT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(doc), "Publisher, `publisher.yaml`:\n\n```yaml\n")
+	if !ok {
+		t.Fatal("docs/CONTRACT.md has no publisher.yaml block")
+	}
+	block, _, _ = strings.Cut(block, "```\n")
+	k := newTestKeys(t)
+	for old, real := range map[string]string{
+		"signing_key: /etc/certsync/signing.key": "signing_key: " + k.signingKey,
+		"web1: age1…":                            "web1: " + k.recipient,
+		"web2: ssh-ed25519 AAAA…":                "web2: " + k.sshRecipient,
+	} {
+		if !strings.Contains(block, old) {
+			t.Fatalf("the contract's publisher.yaml has no %q", old)
+		}
+		block = strings.Replace(block, old, real, 1)
+	}
+	pc := must(t, loadPublisherConfig, writeConfig(t, k.dir, "publisher.yaml", []byte(block)))
+	if got := pc.Certificates["www.example.org"]; !reflect.DeepEqual(got, []string{"web1", "web2"}) {
+		t.Errorf("www.example.org goes to %v", got)
+	}
+	if pc.Rollout == nil || !reflect.DeepEqual(pc.Rollout.Canary, []string{"web1"}) || !reflect.DeepEqual(pc.Rollout.Waves, []int{25, 100}) {
+		t.Errorf("rollout = %+v, want canary web1, waves 25%% and 100%%", pc.Rollout)
+	}
+	if r := pc.Rollouts["www.example.org"]; r == nil || !reflect.DeepEqual(r.Canary, []string{"web2"}) {
+		t.Errorf("www.example.org's rollout = %+v, want canary web2", r)
+	}
+	if s := pc.Stream; s.Replicas != 1 || s.History != 5 || s.DuplicateWindow != 24*time.Hour || s.ConsumerReplicas != 1 {
+		t.Errorf("stream = %+v, want the defaults the contract gives", s)
+	}
+	if pc.Timeout != 30*time.Second {
+		t.Errorf("timeout = %v, want 30s", pc.Timeout)
+	}
+}
