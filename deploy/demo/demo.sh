@@ -22,7 +22,12 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*" >&2; "$@"; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port=$((20000 + RANDOM % 20000))
+# Below the kernel's ephemeral range (32768 up by default): a port a
+# program got from the kernel and is about to listen on (tests running
+# beside the demo do so) is never one the demo picks.
+low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+span=$((low - 20000)); [ "$span" -ge 1000 ] || span=1000
+port=$((20000 + RANDOM % span))
 until port_free "$port"; do port=$((port + 1)); done
 url="nats://127.0.0.1:$port"
 mkdir -p "$demo"/{mgmt,web1,web2}
