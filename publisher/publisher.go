@@ -82,6 +82,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -179,6 +180,9 @@ type Publisher struct {
 	// groups.go's groupCapacity (256); only tests set it, lower, so that a
 	// few nodes form recipient groups.
 	groupCapacity int
+	// nodeCerts is, by node, its configured certificates, sorted
+	// (certsOf): a publish to 10,000 nodes asks it for each.
+	nodeCerts map[string][]string
 }
 
 // New checks cfg and applies its defaults (Config.Validate), and returns a
@@ -204,6 +208,12 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 		timeout:    cfg.Timeout,
 		now:        cfg.Now,
 		recipients: recipients,
+		nodeCerts:  map[string][]string{},
+	}
+	for _, name := range sortedKeys(cfg.Certificates) {
+		for _, node := range cfg.Certificates[name] {
+			p.nodeCerts[node] = append(p.nodeCerts[node], name)
+		}
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -222,7 +232,8 @@ type job struct {
 	// was published before; immediate seals it without the hold record.
 	rollback, immediate bool
 	// sealed holds the envelopes sealed for it, by what they were sealed
-	// as (sealGroup), so that a retry seals nothing twice.
+	// as (sealGroup), so that a retry seals nothing twice; mu guards it.
+	mu     sync.Mutex
 	sealed map[string][]byte
 }
 
@@ -359,17 +370,9 @@ func (c *Config) recipientsDigest(name string) string {
 // operators.
 func RecipientsDigest(recipients []string) string { return crypto.RecipientsDigest(recipients) }
 
-// certsOf lists the configured certificates of a node, sorted.
-func (p *Publisher) certsOf(node string) []string {
-	var certs []string
-	for name, nodes := range p.cfg.Certificates {
-		if slices.Contains(nodes, node) {
-			certs = append(certs, name)
-		}
-	}
-	slices.Sort(certs)
-	return certs
-}
+// certsOf lists the configured certificates of a node, sorted, clipped:
+// an append copies it.
+func (p *Publisher) certsOf(node string) []string { return slices.Clip(p.nodeCerts[node]) }
 
 // bound limits ctx to the configured timeout; its cause says so and
 // matches context.DeadlineExceeded. The context has no deadline
