@@ -24,8 +24,8 @@
 // so that Open hands each identity only its own stanza, whatever the number
 // of recipients, and Seal wraps the file key on every core (index.go). The
 // byte layout is specified in docs/FORMAT.md and pinned by the vectors in
-// testdata/vectors. envelope.go holds that API; format.go the wire format
-// behind one bounded parser, with its typed [FormatError].
+// testdata/vectors. envelope.go holds that API; format.go the wire format;
+// parse.go its one bounded parser, with its typed [FormatError].
 //
 // A [RolloutRecord] is the publisher's signed word on a staged rollout:
 // which nodes may install a held bundle of a given version and leaf

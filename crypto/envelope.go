@@ -1,5 +1,6 @@
 // The sealed envelope's API: Seal, Verify, Open, the signed Header and its
-// SealRecord. The bytes they write and read are format.go's.
+// SealRecord. The bytes they write are format.go's, and parse.go reads
+// them.
 
 package crypto
 

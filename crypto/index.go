@@ -1,8 +1,8 @@
 // The stanza index (record 0x8002, format 2) and the parallel seal: how
 // Seal names each recipient and wraps the file key for all of them on
 // every core, and how Open finds its identities' stanzas without trying
-// the others. The record's bytes and its parser's rules are format.go's;
-// docs/FORMAT.md, "The stanza index", is the specification.
+// the others. The record's bytes are format.go's and its parser's rules
+// parse.go's; docs/FORMAT.md, "The stanza index", is the specification.
 
 package crypto
 

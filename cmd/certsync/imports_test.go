@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -49,5 +53,60 @@ func TestImportRules(t *testing.T) {
 	}
 	if seen < 10 {
 		t.Fatalf("go list found %d packages:\n%s", seen, out)
+	}
+}
+
+// maxSourceLines is the most lines a non-test Go file may have (issue 9,
+// "One place for each rule"): a file that grows past it holds more than one
+// job, and is split by job.
+const maxSourceLines = 500
+
+// TestSourceFileSize: no non-test Go file the repository ships is above
+// maxSourceLines lines (counted as wc -l does). It walks the module's
+// folders, not go list's packages, so that a file no build includes (a
+// build tag, an ignored tool) counts too. _test.go files and testdata
+// folders do not count; the rigs under internal/testing do: they are only
+// for tests, but their non-test files are code like any other.
+func TestSourceFileSize(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/certsync/certsync").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -m: %v\n%s", err, out)
+	}
+	root := strings.TrimSpace(string(out))
+	seen := 0
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != root && (name == "testdata" || name == ".git") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		seen++
+		lines := bytes.Count(data, []byte("\n"))
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			lines++
+		}
+		if lines > maxSourceLines {
+			rel, _ := filepath.Rel(root, path)
+			t.Errorf("%s: %d lines, above %d: split it by job", filepath.ToSlash(rel), lines, maxSourceLines)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walking %s: %v", root, err)
+	}
+	if seen < 50 {
+		t.Fatalf("found %d non-test Go files under %s", seen, root)
 	}
 }
