@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -76,8 +77,9 @@ func fetchPending(ctx context.Context, cons jetstream.Consumer) (msgs []jetstrea
 }
 
 // consume processes messages from cons until ctx ends or the pull
-// subscription fails for good (the consumer was deleted, say). It reports
-// whether it received anything.
+// subscription fails for good (the consumer was deleted, say), each batch
+// after its delivery spread (spreadDelay, pacing.go). It reports whether
+// it received anything.
 func (n *Node) consume(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer) (bool, error) {
 	it, err := cons.Messages()
 	if err != nil {
@@ -103,6 +105,12 @@ func (n *Node) consume(ctx context.Context, js jetstream.JetStream, cons jetstre
 			msg = m
 		}
 		n.metrics.Pending(pending(msg))
+		if d := n.spreadDelay(batch, rand.Int64N); d > 0 {
+			n.log.Debug("delivery_spread", "consumer", wire.ConsumerName(n.cfg.Node), "wait", d)
+			if !sleep(ctx, d) {
+				return got, fmt.Errorf("pulling from consumer %q: %w", wire.ConsumerName(n.cfg.Node), context.Cause(ctx))
+			}
+		}
 		n.process(ctx, js, batch)
 	}
 }

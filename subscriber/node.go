@@ -68,6 +68,9 @@ type Node struct {
 	// reconnectSpread bounds the delay after a reconnect before Run checks
 	// its consumer (ReconnectSpread unless a test sets it; pacing.go).
 	reconnectSpread time.Duration
+	// spreadPerGroup makes the delivery spread (SpreadPerGroup unless a
+	// test sets it; pacing.go).
+	spreadPerGroup time.Duration
 }
 
 // New checks cfg and applies its defaults (Config.Validate), and opens the
@@ -97,7 +100,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, stage: stage, stageErr: err, names: names,
 		installers: map[string]*installer{},
 		wake:       make(chan struct{}, 1), planned: map[string]string{},
-		retryBase: retryBase, retryMax: retryMax, reconnectSpread: ReconnectSpread}
+		retryBase: retryBase, retryMax: retryMax, reconnectSpread: ReconnectSpread, spreadPerGroup: SpreadPerGroup}
 	if cfg.MetricsListen != "" {
 		n.metrics = metrics.New(cfg.Node, cfg.Version)
 		n.knownMetrics()

@@ -32,6 +32,18 @@
 //     the delay, plus a random part of the other half, from backoffBase
 //     up to backoffMax. Nodes that failed together do not come back
 //     together.
+//   - An envelope of a certificate sealed in recipient groups reaches
+//     every node of the fleet within about a second: the publisher stores
+//     the groups at once. Before it acts on one (opens and stages it,
+//     acknowledges it, writes its status), Run waits a random delay
+//     uniform in [0, deliverySpread(count)), count being the groups of its
+//     Certsync-Group header: (count-1) x SpreadPerGroup, at most
+//     MaxDeliverySpread. A fleet of n groups (up to 256 nodes each) so
+//     reaches the server at about 512 nodes a second, not 10,000 at once;
+//     a certificate of one envelope (256 nodes or fewer) is not delayed.
+//     The header is not signed: a forged one can delay a node by at most
+//     MaxDeliverySpread, and the envelope's signed record is checked as
+//     ever. Sync (a one-shot command) does not wait.
 
 package subscriber
 
@@ -40,6 +52,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,6 +70,58 @@ import (
 // second; the check is for a consumer lost across the restart, which is
 // rare, so waiting for it costs nothing in the usual case.
 const ReconnectSpread = 30 * time.Second
+
+// SpreadPerGroup and MaxDeliverySpread make the delivery spread: a node
+// of a certificate sealed in count recipient groups waits a random delay
+// below (count-1) x SpreadPerGroup, at most MaxDeliverySpread, before it
+// acts on the envelope (Run only). 500 ms per group of at most 256 nodes
+// is about 512 nodes a second: what one server on the benchmarks' two
+// cores, shared with 10,000 nodes, serves as they come (each node's
+// acknowledgement and status write; docs/BENCHMARKS.md, "Fleet at
+// scale"), so 10,000 nodes in 45 groups stage a renewal within 22 s.
+// MaxDeliverySpread is well below the consumers' AckWait (2 minutes), so
+// no envelope is delivered again while its node waits.
+const (
+	SpreadPerGroup    = 500 * time.Millisecond
+	MaxDeliverySpread = time.Minute
+)
+
+// deliverySpread bounds the delay before Run acts on an envelope sealed
+// for count recipient groups; 0 for an ungrouped one (count 0 or 1).
+func deliverySpread(count int, perGroup time.Duration) time.Duration {
+	if count <= 1 || perGroup <= 0 {
+		return 0
+	}
+	return min(time.Duration(count-1)*perGroup, MaxDeliverySpread)
+}
+
+// groupCount is the count of a message's Certsync-Group header
+// ("<k>/<count>"), 0 when it has none or it does not parse.
+func groupCount(m jetstream.Msg) int {
+	_, count, ok := strings.Cut(m.Headers().Get(wire.HeaderGroup), "/")
+	if !ok {
+		return 0
+	}
+	n, err := strconv.Atoi(count)
+	if err != nil || n < 0 || n > wire.MaxGroups {
+		return 0
+	}
+	return n
+}
+
+// spreadDelay is how long Run waits before it acts on batch: a random
+// delay below the longest deliverySpread of its envelopes.
+func (n *Node) spreadDelay(batch []jetstream.Msg, randN func(int64) int64) time.Duration {
+	count := 0
+	for _, m := range batch {
+		count = max(count, groupCount(m))
+	}
+	spread := deliverySpread(count, n.spreadPerGroup)
+	if spread <= 0 {
+		return 0
+	}
+	return time.Duration(randN(int64(spread)))
+}
 
 const (
 	// backoffBase and backoffMax bound the delay before a failed

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
@@ -180,5 +182,124 @@ func TestRunRestartPaced(t *testing.T) {
 	}
 	if hi-lo < spread/2 {
 		t.Errorf("the nodes' delays span %v to %v, want them spread over the %v", lo, hi, spread)
+	}
+}
+
+// TestDeliverySpread: the spread grows by SpreadPerGroup with each group
+// past the first, up to MaxDeliverySpread; an ungrouped envelope, a
+// header that does not parse and one past wire.MaxGroups are not delayed.
+func TestDeliverySpread(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"", 0},
+		{"0/1", 0},
+		{"1/2", SpreadPerGroup},
+		{"44/45", 44 * SpreadPerGroup},
+		{"0/121", MaxDeliverySpread},
+		{"0/256", MaxDeliverySpread},
+		{"0/257", 0},
+		{"0/-3", 0},
+		{"7", 0},
+		{"0/x", 0},
+	} {
+		m := headerMsg{h: nats.Header{}}
+		if tc.header != "" {
+			m.h.Set(wire.HeaderGroup, tc.header)
+		}
+		if got := deliverySpread(groupCount(m), SpreadPerGroup); got != tc.want {
+			t.Errorf("%s %q: spread %v, want %v", wire.HeaderGroup, tc.header, got, tc.want)
+		}
+	}
+	if got := deliverySpread(45, 0); got != 0 {
+		t.Errorf("no spread per group: spread %v, want 0", got)
+	}
+	// A batch waits for its most grouped envelope; the delays of 10,000
+	// nodes fill the spread.
+	n := &Node{spreadPerGroup: SpreadPerGroup}
+	batch := []jetstream.Msg{headerMsg{h: nats.Header{wire.HeaderGroup: {"3/9"}}}, headerMsg{h: nats.Header{}}}
+	r := rand.New(rand.NewPCG(3, 4))
+	spread := 8 * SpreadPerGroup
+	var lo, hi time.Duration = spread, 0
+	for range 10000 {
+		d := n.spreadDelay(batch, r.Int64N)
+		if d < 0 || d >= spread {
+			t.Fatalf("delay %v, want in [0, %v)", d, spread)
+		}
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if lo > spread/100 || hi < spread*99/100 {
+		t.Errorf("delays from %v to %v, want them over all of [0, %v)", lo, hi, spread)
+	}
+}
+
+// headerMsg is a received message as far as its headers go.
+type headerMsg struct {
+	jetstream.Msg
+	h nats.Header
+}
+
+func (m headerMsg) Headers() nats.Header { return m.h }
+
+// TestRunDeliverySpread: Run waits its delivery spread before it acts on
+// an envelope of a certificate sealed in recipient groups (here group 0
+// of 3, so at most 2 x spreadPerGroup), then stages it; an envelope of an
+// ungrouped certificate is staged without waiting.
+func TestRunDeliverySpread(t *testing.T) {
+	t.Parallel()
+	const name, perGroup = "example.com", 400 * time.Millisecond
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The consumer the publisher makes for a node of group 0 of 3 of
+	// example.com and of the ungrouped other.example.
+	cfg := wire.ConsumerConfig(nodeName, []string{name, "other.example"}, true)
+	for i, s := range cfg.FilterSubjects {
+		if s == wire.Subject(name) {
+			cfg.FilterSubjects[i] = wire.GroupSubject(0, name)
+		}
+	}
+	if _, err := e.js.CreateConsumer(ctx, wire.Stream, cfg); err != nil {
+		t.Fatal(err)
+	}
+	n := e.node(t.TempDir(), name, "other.example")
+	n.spreadPerGroup = perGroup
+	startRun(t, n)
+
+	c := e.issue(time.Hour)
+	b := bundleOf(name, c)
+	b.Version = uint64(time.Now().UnixMilli())
+	data, err := crypto.Seal(b, e.key, []age.Recipient{e.id.Recipient()}, crypto.WithGroup(0, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(wire.GroupSubject(0, name))
+	m.Data = data
+	m.Header.Set(wire.HeaderGroup, "0/3")
+	sent := time.Now()
+	if _, err := e.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 30*time.Second, "the node to stage the grouped envelope", func() bool { return len(n.stagedVersions()) == 1 })
+	took := time.Since(sent)
+	waits := n.logs.Events("delivery_spread")
+	if len(waits) != 1 {
+		t.Fatalf("%d delivery_spread events, want 1", len(waits))
+	}
+	wait := time.Duration(waits[0]["wait"].(float64))
+	if wait <= 0 || wait >= 2*perGroup {
+		t.Errorf("waited %v, want in (0, %v)", wait, 2*perGroup)
+	}
+	if took < wait {
+		t.Errorf("staged %v after the publish, before its %v wait ended", took, wait)
+	}
+
+	oc := e.issue(time.Hour)
+	e.publish("other.example", e.seal("other.example", oc), oc)
+	natstest.WaitFor(t, 30*time.Second, "the node to stage the ungrouped envelope", func() bool { return len(n.stagedVersions()) == 2 })
+	if got := len(n.logs.Events("delivery_spread")); got != 1 {
+		t.Errorf("%d delivery_spread events after an ungrouped envelope, want still 1", got)
 	}
 }
