@@ -2,7 +2,6 @@ package publisher
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
-	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -100,9 +98,11 @@ func (s *session) updateConsumers(ctx context.Context, want map[string][]string,
 	for i, u := range updates {
 		node, have, next, cfg := u.node, u.have, u.next, u.cfg
 		err := s.do(ctx, "updating consumer", func(ctx context.Context) error {
-			if _, err := s.js.UpdateConsumer(ctx, wire.Stream, cfg); err != nil {
+			c, err := s.js.UpdateConsumer(ctx, wire.Stream, cfg)
+			if err != nil {
 				return fmt.Errorf("updating consumer %q: %w", wire.ConsumerName(node), err)
 			}
+			s.changed(node, c.CachedInfo())
 			return nil
 		})
 		run.set(i + 1)
@@ -161,6 +161,7 @@ func (s *session) deleteConsumer(ctx context.Context, node string, info *jetstre
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("deleting consumer %q: %w", wire.ConsumerName(node), err)
 		}
+		s.changed(node, nil)
 		return nil
 	})
 	if err != nil {
@@ -186,9 +187,11 @@ func (s *session) createConsumers(ctx context.Context, want map[string][]string,
 		cfg.FilterSubjects = s.consumerSubjects(node, want[node], nil)
 		cfg.Replicas = s.p.cfg.Stream.ConsumerReplicas
 		err := s.do(ctx, "creating consumer", func(ctx context.Context) error {
-			if _, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg); err != nil {
+			c, err := s.js.CreateOrUpdateConsumer(ctx, wire.Stream, cfg)
+			if err != nil {
 				return fmt.Errorf("creating consumer %q: %w", cfg.Durable, err)
 			}
+			s.changed(node, c.CachedInfo())
 			return nil
 		})
 		run.set(i + 1)
@@ -229,110 +232,6 @@ func (s *session) consumersFull(ctx context.Context, missing int, err error) err
 	return fmt.Errorf("%d nodes have no consumer: stream %q holds the %d consumers it allows: %w", missing, wire.Stream, limit, err)
 }
 
-// listConsumers returns the stream's node consumers by node name, and the
-// names of the nodes whose consumer the servers know of but could not
-// describe: on a cluster, a consumer whose only server (replicas 1), or
-// whose leader, is down. Those are neither created nor updated now;
-// nodes whose consumer is reachable are served as usual.
-//
-// It reads the consumer list API itself, page by page (at most 256 a
-// page; consumerPage, each request with its own deadline). The JetStream
-// client's lister counts a page by the consumers it describes, and asks for the same page forever once the rest of the list
-// is consumers the servers could not describe, until the publish times
-// out: a publish failed while one server of a cluster was down.
-func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.ConsumerInfo, []string, error) {
-	var out map[string]*jetstream.ConsumerInfo
-	var unreachable []string
-	run := s.progress(PhaseListing, s.stream.CachedInfo().State.Consumers)
-	defer run.end()
-	err := s.do(ctx, "listing consumers", func(ctx context.Context) error {
-		out, unreachable = map[string]*jetstream.ConsumerInfo{}, nil
-		seen := 0
-		add := func(name string, info *jetstream.ConsumerInfo) {
-			node, ok := strings.CutPrefix(name, wire.ConsumerPrefix)
-			if !ok || wire.CheckNodeName(node) != nil {
-				return
-			}
-			if info == nil {
-				unreachable = append(unreachable, node)
-			} else if info.Config.Durable != "" {
-				out[node] = info
-			}
-		}
-		for offset := 0; ; {
-			page, err := s.consumerPage(ctx, offset)
-			if err != nil {
-				return fmt.Errorf("listing consumers of stream %s: %w", wire.Stream, err)
-			}
-			missing := map[string]bool{}
-			for _, name := range page.Missing {
-				missing[name] = true
-				add(name, nil)
-			}
-			for _, info := range page.Consumers {
-				if !missing[info.Name] {
-					add(info.Name, info)
-				}
-			}
-			n := len(page.Consumers) + len(page.Missing)
-			for _, info := range page.Consumers {
-				if missing[info.Name] {
-					n-- // an offline one, described from its assignment and named missing too
-				}
-			}
-			if n > 0 {
-				seen += n
-				run.set(seen)
-			}
-			offset += n
-			if n == 0 || offset >= page.Total {
-				return nil
-			}
-		}
-	})
-	slices.Sort(unreachable)
-	return out, slices.Compact(unreachable), err
-}
-
-// consumerPage is one page of the stream's consumer listing, as the server
-// sends it ($JS.API.CONSUMER.LIST.<stream>, the request the client's
-// ListConsumers makes): the consumers from offset on that it could list,
-// and the names of those it could not.
-type consumerPage struct {
-	Total     int                       `json:"total"`
-	Offset    int                       `json:"offset"`
-	Limit     int                       `json:"limit"`
-	Consumers []*jetstream.ConsumerInfo `json:"consumers"`
-	Missing   []string                  `json:"missing"`
-	Error     *jetstream.APIError       `json:"error"`
-}
-
-// consumerPage asks for the page of the consumer listing at offset, waiting
-// at most natsconn.RequestTimeout. The session's JetStream handle uses the
-// default API prefix (jetstream.New, no domain), and so does this request.
-func (s *session) consumerPage(ctx context.Context, offset int) (*consumerPage, error) {
-	req, err := json.Marshal(struct {
-		Offset int `json:"offset"`
-	}{offset})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, natsconn.RequestTimeout)
-	defer cancel()
-	msg, err := s.nc.RequestWithContext(ctx, jetstream.DefaultAPIPrefix+"CONSUMER.LIST."+wire.Stream, req)
-	if err != nil {
-		return nil, err
-	}
-	var page consumerPage
-	if err := json.Unmarshal(msg.Data, &page); err != nil {
-		return nil, fmt.Errorf("reading the consumer listing: %w", err)
-	}
-	if page.Error != nil {
-		return nil, page.Error
-	}
-	return &page, nil
-}
-
 // statusCerts lists the certificates a node reported in the status bucket.
 func (s *session) statusCerts(ctx context.Context, node string) ([]string, error) {
 	var certs []string
@@ -351,126 +250,6 @@ func (s *session) statusCerts(ctx context.Context, node string) ([]string, error
 	})
 	slices.Sort(certs)
 	return slices.Compact(certs), err
-}
-
-// consumerUpdate returns cur with the settings certsync owns taken from
-// wire.ConsumerConfig and the given subjects. Settings that cannot change
-// (deliver and ack policy, start) stay as they are.
-func consumerUpdate(cur jetstream.ConsumerConfig, node string, subjects []string) jetstream.ConsumerConfig {
-	want := wire.ConsumerConfig(node, nil, false)
-	upd := cur
-	upd.Description = want.Description
-	upd.FilterSubject = ""
-	upd.FilterSubjects = subjects
-	upd.AckWait = want.AckWait
-	upd.MaxDeliver = want.MaxDeliver
-	upd.MaxAckPending = want.MaxAckPending
-	upd.InactiveThreshold = 0
-	return upd
-}
-
-// consumerDiffers tells whether updating cur to upd changes anything.
-func consumerDiffers(cur, upd jetstream.ConsumerConfig) bool {
-	return !slices.Equal(filterSubjects(cur), filterSubjects(upd)) ||
-		cur.Description != upd.Description ||
-		cur.AckWait != upd.AckWait ||
-		cur.MaxDeliver != upd.MaxDeliver ||
-		cur.MaxAckPending != upd.MaxAckPending ||
-		cur.InactiveThreshold != upd.InactiveThreshold
-}
-
-// filterSubjects returns a consumer's filter subjects, sorted.
-func filterSubjects(c jetstream.ConsumerConfig) []string {
-	subjects := slices.Clone(c.FilterSubjects)
-	if c.FilterSubject != "" {
-		subjects = append(subjects, c.FilterSubject)
-	}
-	slices.Sort(subjects)
-	return slices.Compact(subjects)
-}
-
-// subjectsOf returns the subjects a consumer of certs filters, sorted:
-// their bundle subjects, and their rollout subjects too with rollouts.
-func subjectsOf(certs []string, rollouts bool) []string {
-	subjects := wire.ConsumerConfig("", certs, rollouts).FilterSubjects
-	slices.Sort(subjects)
-	return subjects
-}
-
-// consumerSubjects returns the subjects node's consumer filters for certs,
-// sorted: for each certificate its rollout subject (when the stream holds
-// them) and its bundle subject, which is the subject of the node's
-// recipient group when this session laid the certificate out
-// (s.layouts), else the bundle or group subjects of it the consumer has
-// (have), else its bundle subject.
-func (s *session) consumerSubjects(node string, certs, have []string) []string {
-	var subjects []string
-	for _, c := range certs {
-		if s.rollouts {
-			subjects = append(subjects, wire.RolloutSubject(c))
-		}
-		if subj, ok := s.layouts[c][node]; ok {
-			subjects = append(subjects, subj)
-			continue
-		}
-		var kept []string
-		for _, h := range have {
-			if name, _, err := wire.ParseBundleSubject(h); err == nil && name == c {
-				kept = append(kept, h)
-			}
-		}
-		if len(kept) == 0 {
-			kept = []string{wire.Subject(c)}
-		}
-		subjects = append(subjects, kept...)
-	}
-	slices.Sort(subjects)
-	return slices.Compact(subjects)
-}
-
-// replaced reports, for a subject node's consumer has, whether it is a
-// bundle or group subject of a certificate this session laid out on
-// another subject for node: updateConsumers drops it.
-func (s *session) replaced(node string) func(string) bool {
-	return func(subj string) bool {
-		name, _, err := wire.ParseBundleSubject(subj)
-		if err != nil {
-			return false
-		}
-		want, ok := s.layouts[name][node]
-		return ok && want != subj
-	}
-}
-
-// certsOfSubjects returns the certificate names of the bundle and group
-// subjects among subjects, sorted, each once.
-func certsOfSubjects(subjects []string) []string {
-	var certs []string
-	for _, subj := range subjects {
-		if name, _, err := wire.ParseBundleSubject(subj); err == nil {
-			certs = append(certs, name)
-		}
-	}
-	slices.Sort(certs)
-	return slices.Compact(certs)
-}
-
-// union returns the sorted, distinct elements of a and b.
-func union(a, b []string) []string {
-	u := append(slices.Clone(a), b...)
-	slices.Sort(u)
-	return slices.Compact(u)
-}
-
-// minus returns the elements of a not in b.
-func minus(a, b []string) []string {
-	var d []string
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			d = append(d, x)
-		}
-	}
-	return d
 }
 
 // repostRollout stores the newest rollout record of name again, as it is,

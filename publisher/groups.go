@@ -3,23 +3,19 @@
 // payload) is sealed once per group of nodes, every group under the same
 // version, each on its own subject certsync.group.<k>.<name> with the
 // signed group record k of count (docs/FORMAT.md, "The recipient group
-// record"). session.publish reads the newest message of each of the
-// certificate's subjects (readHeads), decides the version (decide), lays
-// the nodes out in groups and seals them in memory (layout), moves the
-// nodes' consumers to their groups' subjects (followLayout), then stores
-// what changed (store).
+// record"). This file lays the nodes out: which group each node is in
+// (groupOf, rendezvous hashing), how many groups (layout, check); the
+// store is store.go's.
 
 package publisher
 
 import (
 	"bytes"
 	"cmp"
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"runtime"
 	"slices"
 	"strconv"
@@ -277,32 +273,6 @@ func (p *Publisher) nodesDigest(nodes []string) string {
 	return RecipientsDigest(texts)
 }
 
-// readHeads reads the newest message of each subject of certificate name
-// that holds one: its bundle subject and, when the stream holds them, its
-// group subjects. By subject.
-func (s *session) readHeads(ctx context.Context, name string) (map[string]*jetstream.RawStreamMsg, error) {
-	subjects := []string{wire.Subject(name)}
-	if s.groups {
-		info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(wire.GroupSubjectsOf(name)))
-		if err != nil {
-			return nil, fmt.Errorf("reading the group subjects of %q: %w", name, err)
-		}
-		subjects = append(subjects, slices.Sorted(maps.Keys(info.State.Subjects))...)
-	}
-	heads := map[string]*jetstream.RawStreamMsg{}
-	for _, subject := range subjects {
-		msg, err := s.stream.GetLastMsgForSubject(ctx, subject)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("reading the newest bundle on %s: %w", subject, err)
-		}
-		heads[subject] = msg
-	}
-	return heads, nil
-}
-
 // layout splits j's nodes into the fewest groups, from ceil(nodes /
 // capacity) up, whose envelopes each fit: at most groupCapacity
 // recipients, and at most envelopeLimit bytes.
@@ -375,90 +345,6 @@ func (s *session) layout(j *job, d seal, heads map[string]*jetstream.RawStreamMs
 		len(j.nodes), wire.MaxGroups, capacity, limit, payload)}
 }
 
-// storeWindow is how many groups a publish seals and stores at once,
-// each store awaiting the server's acknowledgement: a publish to 10,000
-// nodes in 45 groups takes the time of a few round trips, not 45. It
-// does not pace the fan-out: the nodes do, each waiting its
-// wire.DeliverySpread before it acts on an envelope of a grouped
-// certificate (subscriber), so the server is not asked for every node's
-// acknowledgement and status at once.
-const storeWindow = 16
-
-// groupStore is what became of one group's store.
-type groupStore struct {
-	g       *group
-	id      string // the message id
-	env     []byte
-	ack     *jetstream.PubAck
-	err     error // the store's
-	sealErr error
-}
-
-// storeGroups seals (sealGroup) and stores each group of todo, at most
-// storeWindow at once, each expecting its subject's last sequence
-// (group.prev), and returns what became of each, in todo's order.
-func (s *session) storeGroups(ctx context.Context, j *job, d seal, todo []*group) []groupStore {
-	out := make([]groupStore, len(todo))
-	window := make(chan struct{}, storeWindow)
-	var wg sync.WaitGroup
-	for i, g := range todo {
-		window <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-window }()
-			r := groupStore{g: g, id: msgID(j, g, g.prev), env: g.env}
-			if r.env == nil {
-				if r.env, r.sealErr = s.sealGroup(j, d, g); r.sealErr != nil {
-					out[i] = r
-					return
-				}
-			}
-			msg := nats.NewMsg(g.subject)
-			msg.Data = r.env
-			setHeaders(msg.Header, j, d, g)
-			r.ack, r.err = s.js.PublishMsg(ctx, msg,
-				jetstream.WithMsgID(r.id),
-				jetstream.WithExpectStream(wire.Stream),
-				jetstream.WithExpectLastSequencePerSubject(g.prev))
-			out[i] = r
-		})
-	}
-	wg.Wait()
-	return out
-}
-
-// sealGroup seals j as d says to g's recipients, with g's group record, or
-// returns the envelope it sealed so before. storeGroups calls it for
-// several groups at once.
-func (s *session) sealGroup(j *job, d seal, g *group) ([]byte, error) {
-	key := fmt.Sprintf("%d/%t/%s/%s/%s", d.version, d.hold, withdrawnHeader(d.withdrawn), g.rec, g.digest)
-	j.mu.Lock()
-	env, ok := j.sealed[key]
-	j.mu.Unlock()
-	if ok {
-		return env, nil
-	}
-	b := j.bundle
-	b.Version = d.version
-	opts := []crypto.SealOption{crypto.WithRecipientsDigest(g.digest), crypto.WithWithdrawn(d.withdrawn...)}
-	if d.hold {
-		opts = append(opts, crypto.WithHold())
-	}
-	if !g.rec.IsZero() {
-		opts = append(opts, crypto.WithGroup(g.rec.Index, g.rec.Count))
-	}
-	env, err := crypto.Seal(&b, s.p.cfg.SigningKey, g.recipients, opts...)
-	if err != nil {
-		return nil, err
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.sealed == nil {
-		j.sealed = map[string][]byte{}
-	}
-	j.sealed[key] = env
-	return env, nil
-}
-
 // envelopeLimit is the most bytes one envelope of j sealed as d may have:
 // the server's max payload less room, the most its headers take, and at
 // most crypto.MaxEnvelopeSize (what nodes accept).
@@ -489,182 +375,4 @@ func (s *session) needGroups(nodes, count int) error {
 	}
 	return fmt.Errorf("its %d nodes need %d recipient groups, on the subjects %s, and stream %q is %w: it was set up before recipient groups; the admin adds them with certsync setup",
 		nodes, count, wire.GroupSubjects, wire.Stream, ErrNotSetUp)
-}
-
-// followLayout brings the consumers of j's nodes to lay's subjects (each
-// node's consumer filters its own group's subject), before anything is
-// stored: a node whose group changed is delivered its new group's
-// envelope as a new message. It is nothing to do for a certificate that
-// has only ever had one envelope (no group subject in heads): the
-// consumers filter its bundle subject already.
-func (s *session) followLayout(ctx context.Context, j *job, lay *layout, heads map[string]*jetstream.RawStreamMsg) (*consumerPlan, error) {
-	name := j.bundle.Name
-	if s.layouts == nil {
-		s.layouts = map[string]map[string]string{}
-	}
-	s.layouts[name] = lay.subjects()
-	grouped := lay.count > 1
-	for subject := range heads {
-		if _, k, err := wire.ParseBundleSubject(subject); err == nil && k >= 0 {
-			grouped = true
-		}
-	}
-	if !grouped {
-		return &consumerPlan{}, nil
-	}
-	want := make(map[string][]string, len(j.nodes))
-	for _, node := range j.nodes {
-		want[node] = s.p.certsOf(node)
-	}
-	return s.updateConsumers(ctx, want, false)
-}
-
-// publish stores j as decide says, in the groups layout says: unless each
-// group's subject holds it already (and force is false), a refusal, or a
-// message per group that changed. The consumers of j's nodes follow the
-// layout first (followLayout); a group whose subject a consumer gained is
-// stored again, as with force. Every group is stored only if its
-// subject's newest sequence is still the one read: when another publisher
-// stored first, everything is read and decided again.
-func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, error) {
-	name := j.bundle.Name
-	res := &Result{
-		Name:       name,
-		Release:    j.info.Release,
-		Recipients: j.digest,
-		Nodes:      j.nodes,
-	}
-	var refused error
-	var lay *layout
-	stored := map[string]uint64{} // subject -> sequence, across tries
-	// unanswered are the message ids of this call's publishes that got no
-	// answer, across tries: one whose acknowledgement was lost (a leader
-	// died, the connection broke) may have stored its message. The next try
-	// finds it as the subject's newest, the same bundle (unchanged), or the
-	// server answers its repeat as a duplicate: either way this call stored
-	// it, once. A publish the server answered (stored, a duplicate of
-	// another call's, refused for the last sequence) is known. The ids are
-	// the same for the same bundle (msgID), so a twin call that stored it
-	// while this one's publish went unanswered counts as this one's too:
-	// the bundle is stored once all the same.
-	unanswered := map[string]bool{}
-	size := 0
-	err := s.do(ctx, "storing the bundle", func(ctx context.Context) error {
-		refused = nil
-		heads, err := s.readHeads(ctx, name)
-		if err != nil {
-			return err
-		}
-		d, err := s.decide(ctx, j, heads)
-		var r refusal
-		switch {
-		case errors.As(err, &r):
-			refused = r.error
-			return nil
-		case err != nil:
-			return err
-		}
-		res.Version, res.Hold, res.Withdrawn = d.version, d.hold, d.withdrawn
-		if d.hold {
-			if refused = s.needRollouts("a held bundle (the certificate has a rollout policy)"); refused != nil {
-				return nil
-			}
-		}
-		// The server's max payload, as the server announced it to this
-		// connection.
-		lay, err = s.layout(j, d, heads, s.nc.Conn.MaxPayload())
-		switch {
-		case errors.As(err, &r):
-			refused = r.error
-			return nil
-		case err != nil:
-			return err
-		}
-		if lay.count > 1 {
-			if refused = s.needGroups(len(j.nodes), lay.count); refused != nil {
-				return nil
-			}
-		}
-		plan, err := s.followLayout(ctx, j, lay, heads)
-		if err != nil {
-			return err
-		}
-		var todo []*group
-		for _, g := range lay.groups {
-			res.Sequence = max(res.Sequence, g.prev)
-			if head := heads[g.subject]; g.unchanged && (unanswered[head.Header.Get(wire.HeaderMsgID)] || stored[g.subject] == head.Sequence) {
-				// Stored by an earlier try of this call: once is enough,
-				// forced or not.
-				stored[g.subject] = head.Sequence
-				size = max(size, len(head.Data))
-				continue
-			}
-			if g.unchanged && !force && !plan.addedSubjects[g.subject] {
-				continue
-			}
-			todo = append(todo, g)
-		}
-		var failed []error
-		for _, r := range s.storeGroups(ctx, j, d, todo) {
-			switch {
-			case r.sealErr != nil:
-				refused = fmt.Errorf("sealing: %w", r.sealErr)
-				return nil
-			case r.err != nil:
-				var apiErr *jetstream.APIError
-				if !errors.As(r.err, &apiErr) && !errors.Is(r.err, jetstream.ErrNoStreamResponse) && !errors.Is(r.err, nats.ErrNoResponders) {
-					unanswered[r.id] = true
-				}
-				failed = append(failed, fmt.Errorf("storing the bundle on %s: %w", r.g.subject, r.err))
-				continue
-			}
-			// A duplicate of an id an earlier try sent unanswered is that
-			// try's message; one of another call's (the same hook run
-			// twice) is not this call's doing.
-			if !r.ack.Duplicate || unanswered[r.id] {
-				stored[r.g.subject] = r.ack.Sequence
-				size = max(size, len(r.env))
-				s.log.Debug("bundle_group_stored", "name", name, "subject", r.g.subject, "sequence", r.ack.Sequence,
-					"group", r.g.rec.String(), "nodes", len(r.g.nodes), "size", len(r.env))
-			}
-			res.Sequence = max(res.Sequence, r.ack.Sequence)
-		}
-		switch len(failed) {
-		case 0:
-		case 1:
-			return failed[0]
-		default:
-			// The first, whose error the retry logs; the others failed
-			// the same way as a rule (the stream had no leader).
-			return fmt.Errorf("%w (and %d more groups)", failed[0], len(failed)-1)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if refused != nil {
-		return nil, refusal{refused}
-	}
-	res.Groups = lay.count
-	res.Action = Unchanged
-	if len(stored) > 0 {
-		res.Action = Published
-		for _, g := range lay.groups {
-			if _, ok := stored[g.subject]; ok {
-				res.Stored = append(res.Stored, g.subject)
-			}
-		}
-	}
-	if res.Action == Unchanged {
-		s.log.Info("bundle_unchanged", "name", name, "sequence", res.Sequence, "version", res.Version,
-			"fingerprint", res.Fingerprint, "forced", force, "groups", lay.count)
-		return res, nil
-	}
-	s.log.Info("bundle_published", "name", name, "sequence", res.Sequence, "version", res.Version,
-		"serial", res.Serial, "fingerprint", res.Fingerprint, "not_after", res.NotAfter,
-		"nodes", FirstNames(res.Nodes, 10, ","), "recipients", len(j.recipients), "size", size,
-		"hold", res.Hold, "withdrawn", len(res.Withdrawn), "rollback", j.rollback,
-		"groups", lay.count, "stored", len(res.Stored))
-	return res, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/crypto"
@@ -594,7 +595,7 @@ func TestGroupsNeedSetup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.publish(ctx, j, false)
+	_, _, err = s.publish(ctx, j, false)
 	if !errors.Is(err, ErrNotSetUp) || !strings.Contains(err.Error(), "certsync setup") || !strings.Contains(err.Error(), wire.GroupSubjects) {
 		t.Fatalf("publish on a stream without the group subjects = %v, want ErrNotSetUp with the setup hint", err)
 	}
@@ -681,5 +682,69 @@ func TestLayoutTooManyGroups(t *testing.T) {
 	}
 	if len(j.sealed) != 0 {
 		t.Errorf("%d envelopes sealed before the refusal, want none", len(j.sealed))
+	}
+}
+
+// TestPublishListsConsumersOnce: a publish of a certificate in recipient
+// groups reads the stream's consumer listing once, although it brings the
+// consumers in line before the layout is known and again after, and a
+// republish of two such certificates reads it once for both. Counted on
+// the server's consumer list API subject, which every listing page is a
+// request to.
+func TestPublishListsConsumersOnce(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes, "example.org": nodes})
+	p := f.publisher()
+	p.groupCapacity = 3
+	ctx := context.Background()
+	for _, name := range []string{"example.com", "example.org"} {
+		if _, err := p.Publish(ctx, f.lineage(name, f.issue(name, time.Time{}))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, err := nats.Connect(f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	lists := make(chan *nats.Msg, 1000)
+	sub, err := nc.ChanSubscribe(jetstream.DefaultAPIPrefix+"CONSUMER.LIST."+wire.Stream, lists)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// listed is how many listing requests there were since the last
+	// call: the server relays them before it answers the flush, and the
+	// client queues them in the channel before it reads the answer.
+	listed := func() int {
+		t.Helper()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		n := len(lists)
+		for range n {
+			<-lists
+		}
+		return n
+	}
+
+	res, err := p.Publish(ctx, f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil || res.Action != Published || res.Groups < 2 {
+		t.Fatalf("renewal: %+v, %v; want published in groups", res, err)
+	}
+	if got := listed(); got != 1 {
+		t.Errorf("a renewal in %d groups listed the consumers %d times, want 1", res.Groups, got)
+	}
+	if _, err := p.Republish(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := listed(); got != 1 {
+		t.Errorf("a republish of two certificates in groups listed the consumers %d times, want 1", got)
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
 	}
 }

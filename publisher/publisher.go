@@ -272,20 +272,21 @@ func (p *Publisher) deliver(ctx context.Context, j *job, doing, verb string) (*R
 	return s.deliver(ctx, j, doing, verb)
 }
 
-// deliver brings the consumers of j's nodes in line (adding only), stores
-// j and creates missing consumers: Publish's and Rollback's work on an
-// ensured session.
+// deliver stores j, bringing the consumers of j's nodes in line first
+// (adding only; session.followLayout), and creates missing consumers:
+// Publish's and Rollback's work on an ensured session.
 func (s *session) deliver(ctx context.Context, j *job, doing, verb string) (*Result, error) {
 	name := j.bundle.Name
-	want := make(map[string][]string, len(j.nodes))
-	for _, node := range j.nodes {
-		want[node] = s.p.certsOf(node)
+	res, plan, err := s.publish(ctx, j, false)
+	var r refusal
+	if plan == nil && errors.As(err, &r) && ctx.Err() == nil {
+		// Refused before the consumers followed the layout: they are
+		// brought in line all the same, so that missing ones are created.
+		var cerr error
+		if plan, cerr = s.updateConsumers(ctx, s.wantOf(j), false); cerr != nil {
+			return nil, errors.Join(wrapPublishError(name, err, doing, verb), fmt.Errorf("%s certificate %q: %w", doing, name, cerr))
+		}
 	}
-	plan, err := s.updateConsumers(ctx, want, false)
-	if err != nil {
-		return nil, fmt.Errorf("%s certificate %q: %w", doing, name, err)
-	}
-	res, err := s.publish(ctx, j, plan.added[name])
 	if err != nil {
 		err = wrapPublishError(name, err, doing, verb)
 	} else if plan.added[name] {
@@ -296,10 +297,10 @@ func (s *session) deliver(ctx context.Context, j *job, doing, verb string) (*Res
 	// Create missing consumers even when publishing was refused: the
 	// newest bundle on the subject may well be sealed to the node already.
 	// Not when time is up: that would only repeat the timeout.
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || plan == nil {
 		return res, err
 	}
-	if cerr := s.createConsumers(ctx, want, plan.missing); cerr != nil {
+	if cerr := s.createConsumers(ctx, s.wantOf(j), plan.missing); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("%s certificate %q: %w", doing, name, cerr))
 	}
 	return res, err

@@ -146,7 +146,7 @@ func (p *Publisher) Republish(ctx context.Context, names []string, opts ...Repub
 
 	for _, j := range jobs {
 		force := o.force || plan.added[j.bundle.Name]
-		res, err := s.publish(ctx, j, force)
+		res, _, err := s.publish(ctx, j, force)
 		var we *withdrawnError
 		if errors.As(err, &we) {
 			res, err = p.republishInService(ctx, s, j, we.newest, force)
@@ -197,7 +197,8 @@ func (p *Publisher) republishInService(ctx context.Context, s *session, j *job, 
 		return nil, fmt.Errorf("the lineage's certificate (serial %s) is %w, and the newest bundle's cannot be sealed again to the changed recipients: %w",
 			j.info.Serial, ErrWithdrawn, err)
 	}
-	return s.publish(ctx, in, force)
+	res, _, err := s.publish(ctx, in, force)
+	return res, err
 }
 
 // inServiceJob is the job of the newest bundle's certificate, read from

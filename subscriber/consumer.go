@@ -106,7 +106,7 @@ func (n *Node) consume(ctx context.Context, js jetstream.JetStream, cons jetstre
 		}
 		n.metrics.Pending(pending(msg))
 		if d := n.spreadDelay(batch, rand.Int64N); d > 0 {
-			n.log.Debug("delivery_spread", "consumer", wire.ConsumerName(n.cfg.Node), "wait", d)
+			n.log.Info("delivery_spread", "consumer", wire.ConsumerName(n.cfg.Node), "wait", d)
 			if !sleep(ctx, d) {
 				return got, fmt.Errorf("pulling from consumer %q: %w", wire.ConsumerName(n.cfg.Node), context.Cause(ctx))
 			}

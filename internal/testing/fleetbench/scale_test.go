@@ -97,8 +97,8 @@ func (e *event) get() (uint64, time.Time) {
 // and installed which version, and the warnings they logged.
 type watch struct {
 	staged, installed []event
-	started           []atomic.Bool       // installed something since Run started
-	firstInstall      []chan struct{}     // closed at a node's first install_done
+	started           []atomic.Bool       // ready was closed
+	ready             []chan struct{}     // closed when a node is done starting (watch.setReady)
 	warnings          sync.Map            // event name -> *atomic.Int64
 	firstWarnings     sync.Map            // event name -> the first one's attributes
 	errs              atomic.Pointer[any] // the first bundle_refused or install_failed, for the failure message
@@ -106,11 +106,20 @@ type watch struct {
 
 func newWatch(n int) *watch {
 	w := &watch{staged: make([]event, n), installed: make([]event, n), started: make([]atomic.Bool, n),
-		firstInstall: make([]chan struct{}, n)}
-	for i := range w.firstInstall {
-		w.firstInstall[i] = make(chan struct{})
+		ready: make([]chan struct{}, n)}
+	for i := range w.ready {
+		w.ready[i] = make(chan struct{})
 	}
 	return w
+}
+
+// setReady marks node i done starting: it installed what the stream
+// held, or it waits its delivery spread (subscriber's pacing.go) before
+// it does, which makes no more JetStream API requests than an idle node.
+func (w *watch) setReady(i int) {
+	if w.started[i].CompareAndSwap(false, true) {
+		close(w.ready[i])
+	}
 }
 
 // count is how many nodes hold version v as staged (or installed).
@@ -184,9 +193,9 @@ func (h handler) Handle(_ context.Context, r slog.Record) error {
 		h.w.staged[h.i].set(recordVersion(r), r.Time)
 	case "install_done":
 		h.w.installed[h.i].set(recordVersion(r), r.Time)
-		if h.w.started[h.i].CompareAndSwap(false, true) {
-			close(h.w.firstInstall[h.i])
-		}
+		h.w.setReady(h.i)
+	case "delivery_spread":
+		h.w.setReady(h.i)
 	case "bundle_refused", "install_failed":
 		var what any = fmt.Sprintf("node %d: %s", h.i, r.Message)
 		r.Attrs(func(a slog.Attr) bool {
@@ -271,7 +280,7 @@ func (f *fleet) runNodes(dir string) *runFleet {
 		})
 		go func() {
 			select {
-			case <-r.w.firstInstall[i]:
+			case <-r.w.ready[i]:
 			case <-ctx.Done():
 			}
 			<-slots
