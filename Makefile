@@ -39,7 +39,8 @@ bench:
 # The fleet at scale (BenchmarkScale): thousands of `node run` nodes against
 # real `certsync server` processes, one row at a time, each in its own
 # process: 1,000, 5,000 and 10,000 nodes on one server, 1,000 on a cluster of
-# three with each way of replicating the consumers. About 30 minutes on 2
+# three with each way of replicating the consumers; then BenchmarkServerFloor,
+# what nats-server itself holds for an idle node. About 30 minutes on 2
 # cores and up to 6 GB of memory; FLEET_ROWS picks rows. docs/BENCHMARKS.md
 # has the figures.
 FLEET_ROWS ?= servers=1/nodes=1000 servers=1/nodes=5000 servers=1/nodes=10000 \
@@ -49,6 +50,7 @@ bench-fleet:
 	for row in $(FLEET_ROWS); do \
 		$(GO) test -run '^$$' -bench "BenchmarkScale/$$row\$$" -benchtime 1x -timeout 60m ./internal/testing/fleetbench/ || exit 1; \
 	done
+	$(GO) test -run '^$$' -bench 'BenchmarkServerFloor' -benchtime 1x -timeout 30m ./internal/testing/fleetbench/
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -32,7 +32,7 @@ import (
 // floor_heap_per_node_kb is a default consumer plus a pulling connection.
 // Run it with -benchtime 1x (make bench-fleet runs it).
 func BenchmarkServerFloor(b *testing.B) {
-	for _, n := range []int{10000} {
+	for _, n := range []int{2000} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
 			for b.Loop() {
 				floorRound(b, n)
