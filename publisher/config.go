@@ -135,16 +135,18 @@ func (c *Config) validate() (map[string]age.Recipient, error) {
 		if len(nodes) == 0 {
 			return nil, field.Errorf(p, "no nodes: list at least one node")
 		}
+		seen := make(map[string]bool, len(nodes))
 		for i, node := range nodes {
 			if err := wire.CheckNodeName(node); err != nil {
 				return nil, field.Wrap(field.Item(p, i), err)
 			}
 			switch {
-			case slices.Contains(nodes[:i], node):
+			case seen[node]:
 				return nil, field.Errorf(field.Item(p, i), "node %q listed twice", node)
 			case c.Nodes[node] == "":
 				return nil, field.Errorf(field.Item(p, i), "unknown node %q: add it under nodes with its recipient", node)
 			}
+			seen[node] = true
 		}
 	}
 	if err := c.checkRollouts(); err != nil {
