@@ -219,12 +219,9 @@ func (n *groupNode) syncTo(t *testing.T, version, after uint64) {
 // lastSeq is the stream's last sequence.
 func (f *fixture) lastSeq() uint64 {
 	f.t.Helper()
-	st, err := f.js().Stream(context.Background(), wire.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	st := f.stream()
+	if st == nil {
 		return 0
-	}
-	if err != nil {
-		f.t.Fatal(err)
 	}
 	return st.CachedInfo().State.LastSeq
 }

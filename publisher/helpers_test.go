@@ -140,16 +140,26 @@ func (f *fixture) count(name string) uint64 {
 	return f.countOn(wire.Subject(name))
 }
 
+// stream is the CERTSYNC stream, nil when it does not exist.
+func (f *fixture) stream() jetstream.Stream {
+	f.t.Helper()
+	st, err := f.js().Stream(context.Background(), wire.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return st
+}
+
 // countOn is the number of messages on subject; 0 when the stream does not
 // exist.
 func (f *fixture) countOn(subject string) uint64 {
 	f.t.Helper()
-	st, err := f.js().Stream(context.Background(), wire.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	st := f.stream()
+	if st == nil {
 		return 0
-	}
-	if err != nil {
-		f.t.Fatal(err)
 	}
 	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(subject))
 	if err != nil {

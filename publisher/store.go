@@ -154,6 +154,18 @@ func (s *session) followLayout(ctx context.Context, j *job, lay *layout) (*consu
 	return s.updateConsumers(ctx, s.wantOf(j), false)
 }
 
+// refusedBy reports whether err is a refusal, and sets *to to the error it
+// refuses with: publish's try ends without an error then (a refusal is
+// not tried again) and publish returns it.
+func refusedBy(err error, to *error) bool {
+	var r refusal
+	if !errors.As(err, &r) {
+		return false
+	}
+	*to = r.error
+	return true
+}
+
 // wantOf is, for each of j's nodes, its configured certificates: what
 // updateConsumers and createConsumers bring its consumer to.
 func (s *session) wantOf(j *job) map[string][]string {
@@ -204,12 +216,10 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, *co
 			return err
 		}
 		d, err := s.decide(ctx, j, heads)
-		var r refusal
-		switch {
-		case errors.As(err, &r):
-			refused = r.error
+		if refusedBy(err, &refused) {
 			return nil
-		case err != nil:
+		}
+		if err != nil {
 			return err
 		}
 		res.Version, res.Hold, res.Withdrawn = d.version, d.hold, d.withdrawn
@@ -221,11 +231,10 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, *co
 		// The server's max payload, as the server announced it to this
 		// connection.
 		lay, err = s.layout(j, d, heads, s.nc.Conn.MaxPayload())
-		switch {
-		case errors.As(err, &r):
-			refused = r.error
+		if refusedBy(err, &refused) {
 			return nil
-		case err != nil:
+		}
+		if err != nil {
 			return err
 		}
 		if lay.count > 1 {
