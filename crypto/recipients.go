@@ -35,7 +35,7 @@ func ParseRecipient(s string) (age.Recipient, error) {
 		if err != nil {
 			return nil, bad("not a valid age X25519 recipient")
 		}
-		return newX25519Recipient(r), nil
+		return newX25519Recipient(r, t), nil
 	case strings.HasPrefix(t, "ssh-ed25519 "), strings.HasPrefix(t, "ssh-rsa "):
 		pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(t))
 		if err != nil || len(bytes.TrimSpace(rest)) != 0 {

@@ -19,7 +19,12 @@
 // zero (the ECDH error) exactly when P is of small order: a clamped
 // scalar is 8·m with 0 < m < the group order, so c(k)·P is the identity
 // only when P is in the 8-torsion, whatever k. Such a key keeps age's own
-// Wrap, which refuses it as before. Two ladders per stanza, for both kinds.
+// Wrap, which refuses it as before. Two ladders per stanza, for both kinds;
+// and where the multiplied point has an Edwards form (every real key's
+// does), not even those: the share is a fixed-base multiplication with
+// precomputed tables and the secret one variable-base multiplication on
+// the Edwards curve (edwardsWrap), about a quarter less work (63 against
+// 48 µs a stanza here).
 
 package crypto
 
@@ -34,6 +39,7 @@ import (
 
 	"filippo.io/age"
 	"filippo.io/edwards25519"
+	"filippo.io/edwards25519/field"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/ssh"
 )
@@ -47,10 +53,81 @@ const (
 // curve25519Key is what wrapping for a Curve25519 recipient needs: the
 // recipient's point P as the stanza's HKDF salt takes it, and the point
 // the ephemeral scalar multiplies (P itself for X25519, t·P for
-// ssh-ed25519).
+// ssh-ed25519), as crypto/ecdh takes it and, when it has one, as an
+// Edwards point times the cofactor (edwardsWrap).
 type curve25519Key struct {
 	point  []byte
 	shared *ecdh.PublicKey
+	q8     *edwards25519.Point // nil: the ladders of crypto/ecdh
+}
+
+// newCurve25519Key is the key for point and shared, with shared's
+// Edwards form (cofactorPoint).
+func newCurve25519Key(point []byte, shared *ecdh.PublicKey) *curve25519Key {
+	return &curve25519Key{point: point, shared: shared, q8: cofactorPoint(shared.Bytes())}
+}
+
+// cofactorPoint is 8·Q for an Edwards point Q whose Montgomery u is u (the
+// birational map: y = (u-1)/(u+1); either sign of x, as X25519 reads only
+// u), or nil when there is none that helps: u = -1, u not on the curve (on
+// its twist, which X25519 also multiplies), or 8·Q the identity (u of
+// small order, where X25519's ECDH fails).
+func cofactorPoint(u []byte) *edwards25519.Point {
+	var fu, one, num, den, y field.Element
+	if _, err := fu.SetBytes(u); err != nil {
+		return nil
+	}
+	one.One()
+	den.Add(&fu, &one)
+	if den.Equal(new(field.Element)) == 1 {
+		return nil
+	}
+	num.Subtract(&fu, &one)
+	y.Multiply(&num, den.Invert(&den))
+	q, err := new(edwards25519.Point).SetBytes(y.Bytes())
+	if err != nil {
+		return nil
+	}
+	q8 := new(edwards25519.Point).MultByCofactor(q)
+	if q8.Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return nil
+	}
+	return q8
+}
+
+// edwardsWrap is X25519(e, B) and X25519(e, u(Q)), the share and the
+// shared secret, in one fixed-base and one variable-base multiplication
+// on the Edwards curve instead of two Montgomery ladders (crypto/ecdh
+// computes a private key's public point as it makes the key, so even one
+// ECDH costs two ladders). X25519 multiplies by the clamped scalar c(e),
+// a multiple of 8 in [2^254, 2^255): c(e)·B = (c(e) mod l)·B, B being of
+// order l (SetBytesWithClamping), and c(e)·Q = m·(8·Q) with m = c(e)/8,
+// which is below l, so a canonical scalar. BytesMontgomery writes u as
+// X25519 does. TestEdwardsWrap checks both against crypto/ecdh.
+func edwardsWrap(e []byte, q8 *edwards25519.Point) (share, secret []byte, err error) {
+	s, err := new(edwards25519.Scalar).SetBytesWithClamping(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	share = new(edwards25519.Point).ScalarBaseMult(s).BytesMontgomery()
+	var c, m [32]byte
+	defer clear(c[:])
+	defer clear(m[:])
+	copy(c[:], e)
+	c[0] &= 248
+	c[31] &= 127
+	c[31] |= 64
+	for i := range m {
+		m[i] = c[i] >> 3
+		if i < len(m)-1 {
+			m[i] |= c[i+1] << 5
+		}
+	}
+	ms, err := new(edwards25519.Scalar).SetCanonicalBytes(m[:])
+	if err != nil {
+		return nil, nil, err
+	}
+	return share, new(edwards25519.Point).ScalarMult(ms, q8).BytesMontgomery(), nil
 }
 
 // stanza is the one stanza of type typ that wraps fileKey (wrap): its
@@ -69,15 +146,7 @@ func (k *curve25519Key) stanza(fileKey []byte, typ, label string, args ...string
 // key sealed under it with ChaCha20-Poly1305 and a zero nonce. It returns
 // the share, in age's base64, and the body.
 func (k *curve25519Key) wrap(fileKey []byte, label string) (string, []byte, error) {
-	ephemeral := make([]byte, 32)
-	rand.Read(ephemeral)
-	priv, err := ecdh.X25519().NewPrivateKey(ephemeral)
-	clear(ephemeral)
-	if err != nil {
-		return "", nil, err
-	}
-	share := priv.PublicKey().Bytes()
-	secret, err := priv.ECDH(k.shared)
+	share, secret, err := k.exchange()
 	if err != nil {
 		return "", nil, err
 	}
@@ -97,6 +166,27 @@ func (k *curve25519Key) wrap(fileKey []byte, label string) (string, []byte, erro
 	return base64.RawStdEncoding.EncodeToString(share), body, nil
 }
 
+// exchange draws the ephemeral scalar e (32 bytes of crypto/rand, as age
+// reads them) and returns the share e·B and the secret e·shared:
+// edwardsWrap when the key has its Edwards point, else crypto/ecdh.
+func (k *curve25519Key) exchange() (share, secret []byte, err error) {
+	ephemeral := make([]byte, 32)
+	defer clear(ephemeral)
+	rand.Read(ephemeral)
+	if k.q8 != nil {
+		return edwardsWrap(ephemeral, k.q8)
+	}
+	priv, err := ecdh.X25519().NewPrivateKey(ephemeral)
+	if err != nil {
+		return nil, nil, err
+	}
+	secret, err = priv.ECDH(k.shared)
+	if err != nil {
+		return nil, nil, err
+	}
+	return priv.PublicKey().Bytes(), secret, nil
+}
+
 // x25519Recipient is an age X25519 recipient [ParseRecipient] returned:
 // age's, its canonical text, and its point, for a Wrap of two ladders.
 type x25519Recipient struct {
@@ -105,12 +195,17 @@ type x25519Recipient struct {
 	key  *curve25519Key // nil: age's Wrap
 }
 
-// newX25519Recipient is r, whose canonical text is text, with its key.
-func newX25519Recipient(r *age.X25519Recipient) *x25519Recipient {
-	x := &x25519Recipient{X25519Recipient: r, text: r.String()}
+// newX25519Recipient is r, parsed from text, with its key. text is r's
+// canonical form (what r.String() encodes again, at a cost a publisher of
+// 10,000 nodes paid twice per publish): an "age1…" string age parsed is
+// lowercase (age refuses mixed case), its checksum is the data's, and its
+// padding bits are zero (age refuses others), so encoding its key again
+// gives the same string (TestX25519RecipientText).
+func newX25519Recipient(r *age.X25519Recipient, text string) *x25519Recipient {
+	x := &x25519Recipient{X25519Recipient: r, text: text}
 	if point, ok := x25519Point(x.text); ok {
 		if shared, err := ecdh.X25519().NewPublicKey(point); err == nil {
-			x.key = &curve25519Key{point: point, shared: shared}
+			x.key = newCurve25519Key(point, shared)
 		}
 	}
 	return x
@@ -197,5 +292,5 @@ func sshEd25519Key(pub ssh.PublicKey) (string, *curve25519Key) {
 		return "", nil
 	}
 	sum := sha256.Sum256(wire)
-	return base64.RawStdEncoding.EncodeToString(sum[:4]), &curve25519Key{point: point, shared: shared}
+	return base64.RawStdEncoding.EncodeToString(sum[:4]), newCurve25519Key(point, shared)
 }

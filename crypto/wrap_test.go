@@ -2,14 +2,17 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
 	"strings"
 	"testing"
 	"testing/cryptotest"
+	"unicode"
 
 	"filippo.io/age"
 	"filippo.io/age/agessh"
+	"filippo.io/edwards25519/field"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -92,4 +95,115 @@ func TestWrapSmallOrderKey(t *testing.T) {
 	if _, err := r.Wrap(make([]byte, 16)); err == nil {
 		t.Fatal("Wrap for a small-order key succeeded")
 	}
+}
+
+// TestX25519RecipientText: the text an X25519 recipient keeps as its
+// canonical form is what age encodes its key as, for keys of every shape
+// (1,000 random ones), with surrounding space trimmed; the uppercase and
+// mixed-case forms of one are not taken as an X25519 recipient's.
+func TestX25519RecipientText(t *testing.T) {
+	t.Parallel()
+	for range 1000 {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := id.Recipient().String()
+		r, err := ParseRecipient(" " + want + "\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.(*x25519Recipient).text; got != want {
+			t.Fatalf("canonical text %q, want age's %q", got, want)
+		}
+		k := 4 + strings.IndexFunc(want[4:], unicode.IsLetter) // a letter of the key, uppercased: mixed case
+		for _, other := range []string{strings.ToUpper(want), want[:k] + strings.ToUpper(want[k:k+1]) + want[k+1:]} {
+			if r, err := ParseRecipient(other); err == nil {
+				if x, ok := r.(*x25519Recipient); ok {
+					t.Fatalf("%q parsed as an X25519 recipient with text %q", other, x.text)
+				}
+			}
+		}
+	}
+}
+
+// TestEdwardsWrap: the share and the secret edwardsWrap computes on the
+// Edwards curve are X25519's, by crypto/ecdh, for 2,000 random scalars and
+// recipients' points (X25519 keys, and ssh-ed25519 keys' tweaked points);
+// a point with no Edwards form that helps (on the twist, u = -1, of small
+// order) has none (cofactorPoint), and keeps crypto/ecdh's ladders.
+func TestEdwardsWrap(t *testing.T) {
+	t.Parallel()
+	for i := range 2000 {
+		var shared *ecdh.PublicKey
+		if i%2 == 0 {
+			id, err := age.GenerateX25519Identity()
+			if err != nil {
+				t.Fatal(err)
+			}
+			shared = mustRecipients(t, id.Recipient().String())[0].(*x25519Recipient).key.shared
+		} else {
+			pub, priv, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, _ := sshPair(t, pub, priv)
+			shared = mustRecipients(t, text)[0].(*sshRecipient).key.shared
+		}
+		q8 := cofactorPoint(shared.Bytes())
+		if q8 == nil {
+			t.Fatalf("key %d: no Edwards point", i)
+		}
+		e := make([]byte, 32)
+		rand.Read(e)
+		share, secret, err := edwardsWrap(e, q8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, err := ecdh.X25519().NewPrivateKey(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := priv.ECDH(shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(share, priv.PublicKey().Bytes()) || !bytes.Equal(secret, want) {
+			t.Fatalf("key %d: share %x secret %x, want X25519's %x and %x", i, share, secret, priv.PublicKey().Bytes(), want)
+		}
+	}
+	minusOne := make([]byte, 32)
+	minusOne[0], minusOne[31] = 0xec, 0x7f // 2^255 - 20 = -1 mod 2^255 - 19
+	order4 := make([]byte, 32)             // u = 0: the point of order 2 on the Montgomery curve
+	twist := twistPoint(t)
+	for what, u := range map[string][]byte{"u = -1": minusOne, "u = 0 (small order)": order4, "a point of the twist": twist} {
+		if q8 := cofactorPoint(u); q8 != nil {
+			t.Errorf("%s: an Edwards point, want none", what)
+		}
+	}
+}
+
+// twistPoint is the smallest u from 2 on for which u^3 + 486662·u^2 + u is
+// not a square: a point of Curve25519's twist, not of the curve.
+func twistPoint(t *testing.T) []byte {
+	t.Helper()
+	var a, one, u field.Element
+	a.SetBytes([]byte{0x06, 0x6d, 0x07, 30: 0, 31: 0}) // 486662 = 0x076d06
+	one.One()
+	for k := byte(2); k < 100; k++ {
+		b := make([]byte, 32)
+		b[0] = k
+		u.SetBytes(b)
+		var u2, u3, rhs field.Element
+		u2.Square(&u)
+		u3.Multiply(&u2, &u)
+		rhs.Multiply(&a, &u2)
+		rhs.Add(&rhs, &u3)
+		rhs.Add(&rhs, &u)
+		if _, square := new(field.Element).SqrtRatio(&rhs, &one); square == 0 {
+			return b
+		}
+	}
+	t.Fatal("no point of the twist below 100")
+	return nil
 }
