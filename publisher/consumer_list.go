@@ -45,7 +45,9 @@ func (s *session) listConsumers(ctx context.Context) (map[string]*jetstream.Cons
 // prefetchConsumers starts listConsumers's listing in the background,
 // unless the session has it: a publish reads the stream and seals its
 // groups meanwhile (listing 10,000 consumers and sealing for them take
-// about as long). listConsumers waits for it. ctx bounds it.
+// about as long). listConsumers waits for it. ctx bounds it: the call's
+// (Publisher.bound), which ends when the call returns, so a listing no
+// one waited for (the publish was refused first) ends then too.
 func (s *session) prefetchConsumers(ctx context.Context) {
 	if s.listing != nil || s.listed != nil {
 		return
