@@ -134,3 +134,75 @@ func TestClusterPublishWithConsumerServerDown(t *testing.T) {
 		t.Errorf("%d consumers created, want the 2 of the first publish:\n%s", n, f.logs.String())
 	}
 }
+
+// TestPublishGroupsBatchAckLost cuts the publisher's connection right after
+// the server committed a certificate's groups, one atomic batch, before the
+// batch's acknowledgement reaches it: the publish reconnects, finds its own
+// envelopes as every group subject's newest, and reports them published,
+// each stored once.
+func TestPublishGroupsBatchAckLost(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	proxy := natstest.StartProxy(t, srv.Addr().String())
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, proxy.URL, map[string][]string{"example.com": nodes})
+	f.cfg.Timeout = 40 * time.Second
+	f.url = natstest.URL(srv) // the test's own client goes around the proxy
+	p := f.publisher()
+	p.groupCapacity = 3
+	first, err := p.Publish(context.Background(), f.lineage("example.com", f.issue("example.com", time.Now().Add(-time.Hour))))
+	if err != nil || first.Groups < 3 {
+		t.Fatalf("first publish: %+v, %v; want groups", first, err)
+	}
+
+	// The batch's messages, then the server's acknowledgement of the batch.
+	proxy.CutAfter("HPUB "+wire.GroupSubject(0, "example.com")+" ", `"batch":"`)
+	res, err := p.Publish(context.Background(), f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil {
+		t.Fatalf("publish whose batch acknowledgement was lost: %v", err)
+	}
+	if proxy.Cuts() != 1 {
+		t.Fatalf("the proxy cut %d connections, want 1", proxy.Cuts())
+	}
+	if res.Action != Published || len(res.Stored) != first.Groups {
+		t.Errorf("result %s, stored on %v; want published on all %d groups", res.Action, res.Stored, first.Groups)
+	}
+	for subject, n := range f.bundleMsgs() {
+		if n != 2 {
+			t.Errorf("%s holds %d messages, want 2: the first publish's and this one's, once", subject, n)
+		}
+	}
+}
+
+// TestClusterPublishGroups stores a certificate's groups as one atomic
+// batch on a stream replicated on three servers: every group at
+// consecutive sequences, and the nodes receive their own.
+func TestClusterPublishGroups(t *testing.T) {
+	t.Parallel()
+	c := natstest.StartCluster(t, 3)
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, c.URLs, map[string][]string{"example.com": nodes})
+	f.cfg.Stream.Replicas = 3
+	p := f.publisher()
+	p.groupCapacity = 3
+	ctx := context.Background()
+	if _, err := p.Publish(ctx, f.lineage("example.com", f.issue("example.com", time.Now().Add(-time.Hour)))); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Publish(ctx, f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil || res.Action != Published || res.Groups < 3 || len(res.Stored) != res.Groups {
+		t.Fatalf("renewal: %+v, %v; want every group stored", res, err)
+	}
+	seqs := map[uint64]bool{}
+	for _, subject := range res.Stored {
+		seqs[f.lastOn(subject).Sequence] = true
+	}
+	for k := range uint64(len(res.Stored)) {
+		if !seqs[res.Sequence-k] {
+			t.Fatalf("groups stored at %v, want the %d sequences up to %d (one batch)", seqs, len(res.Stored), res.Sequence)
+		}
+	}
+	for _, name := range f.sampleOf(nodes) {
+		f.realNode(name).syncTo(t, res.Version, 0)
+	}
+}

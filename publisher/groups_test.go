@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -743,5 +744,140 @@ func TestPublishListsConsumersOnce(t *testing.T) {
 	}
 	if err := sub.Unsubscribe(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPublishGroupsAtomic: a certificate's groups are stored as one atomic
+// batch. When one group's subject moved on after it was read (another
+// publisher stored there), none of the groups is stored; the publish,
+// reading again, stores them all, at consecutive sequences. On a stream
+// set up without atomic batches they are stored one by one, every node
+// served, until certsync setup turns the batches on.
+func TestPublishGroupsAtomic(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
+	p := f.publisher()
+	p.groupCapacity = 3
+	ctx, cancel := p.bound(context.Background())
+	defer cancel()
+	if _, err := p.Publish(ctx, f.lineage("example.com", f.issue("example.com", time.Time{}))); err != nil {
+		t.Fatal(err)
+	}
+	s, err := p.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if err := s.ensure(ctx, p.cfg.Stream, false); err != nil {
+		t.Fatal(err)
+	}
+	if !s.atomic {
+		t.Fatal("the stream certsync made does not take atomic batches")
+	}
+	renewal := f.lineage("example.com", f.issue("example.com", time.Time{}))
+	j, err := p.prepare(renewal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heads, err := s.readHeads(ctx, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.decide(ctx, j, heads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lay, err := s.layout(j, d, heads, s.nc.Conn.MaxPayload())
+	if err != nil || len(lay.groups) < 3 {
+		t.Fatalf("layout: %v, %v; want 3 groups or more", lay, err)
+	}
+	// Another writer stores on the second group's subject after it was read.
+	moved := lay.groups[1].subject
+	if _, err := f.js().Publish(ctx, moved, []byte("not a bundle")); err != nil {
+		t.Fatal(err)
+	}
+	before := f.bundleMsgs()
+	for i, r := range s.storeGroups(ctx, j, d, lay.groups) {
+		if !wrongLastSequence(r.err) {
+			t.Errorf("group %d (%s): %v, want every group refused for the wrong last sequence of %s", i, r.g.subject, r.err, moved)
+		}
+	}
+	if after := f.bundleMsgs(); !maps.Equal(before, after) {
+		t.Fatalf("the stream holds %v after the refused batch, want %v as before", after, before)
+	}
+
+	res, err := p.Publish(ctx, renewal)
+	if err != nil || res.Action != Published || len(res.Stored) != len(lay.groups) {
+		t.Fatalf("publish again: %+v, %v; want every group stored", res, err)
+	}
+	var seqs []uint64
+	for _, g := range lay.groups {
+		seqs = append(seqs, f.lastOn(g.subject).Sequence)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Errorf("groups stored at sequences %v, want consecutive (one batch)", seqs)
+			break
+		}
+	}
+	if seqs[len(seqs)-1] != res.Sequence {
+		t.Errorf("result sequence %d, want the batch's last, %d", res.Sequence, seqs[len(seqs)-1])
+	}
+	for _, name := range f.sampleOf(nodes) {
+		f.realNode(name).syncTo(t, res.Version, 0)
+	}
+}
+
+// TestPublishGroupsWithoutAtomicBatches: on a stream set up before atomic
+// batches (and a credential that may not change it) a certificate's groups
+// are stored one by one and every node receives its own; certsync setup
+// turns the batches on.
+func TestPublishGroupsWithoutAtomicBatches(t *testing.T) {
+	t.Parallel()
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
+	old := wire.StreamConfig(wire.StreamOptions{})
+	old.AllowAtomicPublish = false
+	if _, err := f.js().CreateStream(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	p := f.publisher()
+	p.groupCapacity = 3
+	ctx, cancel := p.bound(context.Background())
+	defer cancel()
+	s, err := p.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	st, err := s.js.Stream(ctx, wire.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As ensure leaves it for a credential that may not update the stream.
+	s.stream, s.rollouts, s.groups, s.atomic = st, true, true, st.CachedInfo().Config.AllowAtomicPublish
+	if s.atomic {
+		t.Fatal("the old stream takes atomic batches")
+	}
+	j, err := p.prepare(f.lineage("example.com", f.issue("example.com", time.Time{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, plan, err := s.publish(ctx, j, false)
+	if err != nil || res.Action != Published || res.Groups < 3 || len(res.Stored) != res.Groups {
+		t.Fatalf("publish: %+v, %v; want every group stored", res, err)
+	}
+	if err := s.createConsumers(ctx, s.wantOf(j), plan.missing); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range f.sampleOf(nodes) {
+		f.realNode(name).syncTo(t, res.Version, 0)
+	}
+	if err := p.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := f.js().Stream(context.Background(), wire.Stream); err != nil || !st.CachedInfo().Config.AllowAtomicPublish {
+		t.Fatalf("after setup: %v; want the stream to take atomic batches", err)
 	}
 }

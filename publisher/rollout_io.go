@@ -54,6 +54,7 @@ func (s *session) rolloutStream(ctx context.Context) error {
 		}
 		s.stream = st
 		s.groups = slices.Contains(st.CachedInfo().Config.Subjects, wire.GroupSubjects)
+		s.atomic = st.CachedInfo().Config.AllowAtomicPublish
 		return nil
 	})
 }

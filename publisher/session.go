@@ -29,6 +29,10 @@ type session struct {
 	// sealed in groups (needGroups). A stream set up before groups lacks
 	// them until the admin runs Setup.
 	groups bool
+	// atomic is true when the stream takes atomic batches
+	// (AllowAtomicPublish): a certificate's groups are stored as one
+	// (storeGroups). A stream set up before lacks them until Setup.
+	atomic bool
 	// layouts is, by certificate, the recipient group layout this session
 	// last stored (node -> its subject): consumers filter what it says
 	// (consumerSubjects).
@@ -100,11 +104,30 @@ func (s *session) do(ctx context.Context, what string, fn func(ctx context.Conte
 }
 
 // transient tells the failures worth retrying: the server is away, busy
-// electing a leader, or did not answer in time (natsconn.Transient), or
-// another publisher stored on the subject first.
+// electing a leader, or did not answer in time (natsconn.Transient),
+// another publisher stored on the subject first, or an atomic batch must
+// be read and sent again (batchAgain).
 func transient(err error) bool {
-	return natsconn.Transient(err) || wrongLastSequence(err)
+	return natsconn.Transient(err) || wrongLastSequence(err) || batchAgain(err)
 }
+
+// batchAgain tells the errors of an atomic batch (storeBatch) that reading
+// and deciding again mends: a message of it is in the duplicate window (a
+// twin call stored the same bundle first: read again, it is unchanged), or
+// the server did not receive all of it (the connection broke).
+func batchAgain(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jsErrCodeBatchDuplicate || apiErr.ErrorCode == jsErrCodeBatchIncomplete)
+}
+
+// nats-server's error codes of an atomic batch with a message id already
+// stored (or twice in the batch) and of one the server did not receive
+// whole; nats.go names neither.
+const (
+	jsErrCodeBatchDuplicate  jetstream.ErrorCode = 10201
+	jsErrCodeBatchIncomplete jetstream.ErrorCode = 10176
+)
 
 // wrongLastSequence tells the error of a publish whose expected last
 // subject sequence was no longer the last: someone else published first.

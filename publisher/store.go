@@ -9,6 +9,7 @@ package publisher
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"maps"
@@ -73,10 +74,14 @@ type groupStore struct {
 	sealErr error
 }
 
-// storeGroups seals (sealGroup) and stores each group of todo, at most
-// storeWindow at once, each expecting its subject's last sequence
-// (group.prev), and returns what became of each, in todo's order.
+// storeGroups seals (sealGroup) and stores each group of todo, each
+// expecting its subject's last sequence (group.prev), and returns what
+// became of each, in todo's order. On a stream that takes atomic batches
+// several groups are one batch (storeBatch): the server stores all or
+// none, and acknowledges them once; otherwise each is stored on its own,
+// at most storeWindow at once.
 func (s *session) storeGroups(ctx context.Context, j *job, d seal, todo []*group) []groupStore {
+	batch := s.atomic && len(todo) > 1
 	out := make([]groupStore, len(todo))
 	window := make(chan struct{}, storeWindow)
 	var wg sync.WaitGroup
@@ -85,24 +90,81 @@ func (s *session) storeGroups(ctx context.Context, j *job, d seal, todo []*group
 		wg.Go(func() {
 			defer func() { <-window }()
 			r := groupStore{g: g, id: msgID(j, g, g.prev), env: g.env}
+			defer func() { out[i] = r }()
 			if r.env == nil {
 				if r.env, r.sealErr = s.sealGroup(j, d, g); r.sealErr != nil {
-					out[i] = r
 					return
 				}
 			}
-			msg := nats.NewMsg(g.subject)
-			msg.Data = r.env
-			setHeaders(msg.Header, j, d, g)
-			r.ack, r.err = s.js.PublishMsg(ctx, msg,
-				jetstream.WithMsgID(r.id),
-				jetstream.WithExpectStream(wire.Stream),
-				jetstream.WithExpectLastSequencePerSubject(g.prev))
-			out[i] = r
+			if batch {
+				return // stored below, once every group is sealed
+			}
+			r.ack, r.err = s.js.PublishMsg(ctx, groupMsg(j, d, &r))
 		})
 	}
 	wg.Wait()
+	if batch && !slices.ContainsFunc(out, func(r groupStore) bool { return r.sealErr != nil }) {
+		s.storeBatch(ctx, j, d, out)
+	}
 	return out
+}
+
+// The headers of an atomic batch (nats-server 2.12 and later, on a stream
+// with AllowAtomicPublish): the batch's id, each message's place in it,
+// and the last message's commit.
+const (
+	headerBatchID     = "Nats-Batch-Id"
+	headerBatchSeq    = "Nats-Batch-Sequence"
+	headerBatchCommit = "Nats-Batch-Commit"
+)
+
+// groupMsg is r's group as stored: its envelope, its headers, its message
+// id, and the expected stream and last sequence of its subject.
+func groupMsg(j *job, d seal, r *groupStore) *nats.Msg {
+	msg := nats.NewMsg(r.g.subject)
+	msg.Data = r.env
+	setHeaders(msg.Header, j, d, r.g)
+	msg.Header.Set(jetstream.MsgIDHeader, r.id)
+	msg.Header.Set(jetstream.ExpectedStreamHeader, wire.Stream)
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(r.g.prev, 10))
+	return msg
+}
+
+// storeBatch stores the sealed groups of out as one atomic batch: each
+// message but the last published without awaiting an answer, the last
+// with the commit, whose acknowledgement is the batch's. The server stages
+// the messages, checks every one (its expected last sequence, its message
+// id against the duplicate window) when the commit arrives, and stores
+// all of them at consecutive sequences, or none: nodes never see a publish
+// stored for some groups only, and no consumer is woken before the last
+// group is stored, which keeps the acknowledgement from waiting behind the
+// delivery of the first groups (docs/BENCHMARKS.md, "Fleet at scale"). A
+// failure is every group's.
+func (s *session) storeBatch(ctx context.Context, j *job, d seal, out []groupStore) {
+	id := rand.Text() // 26 characters; the server takes up to 64
+	var ack *jetstream.PubAck
+	var err error
+	for i := range out {
+		msg := groupMsg(j, d, &out[i])
+		msg.Header.Set(headerBatchID, id)
+		msg.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
+		if i < len(out)-1 {
+			if err = s.nc.PublishMsg(msg); err != nil {
+				err = fmt.Errorf("publishing message %d of batch %s: %w", i+1, id, err)
+				break
+			}
+			continue
+		}
+		msg.Header.Set(headerBatchCommit, "1")
+		ack, err = s.js.PublishMsg(ctx, msg)
+	}
+	for i := range out {
+		if err != nil {
+			out[i].err = err
+			continue
+		}
+		out[i].ack = &jetstream.PubAck{Stream: ack.Stream, Domain: ack.Domain, Sequence: ack.Sequence - uint64(len(out)-1-i)}
+	}
 }
 
 // sealGroup seals j as d says to g's recipients, with g's group record, or

@@ -32,6 +32,7 @@ func (s *session) ensure(ctx context.Context, o wire.StreamOptions, setup bool) 
 	s.stream = st
 	s.rollouts = slices.Contains(st.CachedInfo().Config.Subjects, wire.RolloutSubjects)
 	s.groups = slices.Contains(st.CachedInfo().Config.Subjects, wire.GroupSubjects)
+	s.atomic = st.CachedInfo().Config.AllowAtomicPublish
 	if _, err := s.ensureStream(ctx, wire.StatusStreamConfig(o.Replicas), setup); err != nil {
 		return err
 	}
@@ -175,7 +176,7 @@ type streamPlan struct {
 // streamUpdate compares an existing stream's configuration cur with want,
 // the one certsync creates it with. It owns the subjects, the history per
 // subject, the duplicate window, the replicas, the discard policy, direct
-// gets, no MaxAge, the byte and message size limits want sets (non-zero),
+// gets, atomic batches, no MaxAge, the byte and message size limits want sets (non-zero),
 // and the protections: DenyPurge and DenyDelete on, roll-ups off. It never
 // adds sources, a mirror, republish or a subject transform, and refuses a
 // stream that has them, or message schedules or subject delete markers
@@ -218,6 +219,9 @@ func streamUpdate(cur, want jetstream.StreamConfig) streamPlan {
 	own(&p, &p.upd.Discard, want.Discard, "discard", want.Discard == jetstream.DiscardNew)
 	own(&p, &p.upd.AllowDirect, want.AllowDirect, "allow_direct", true)
 	own(&p, &p.upd.AllowRollup, want.AllowRollup, "allow_rollup", true)
+	// Without atomic batches a certificate's groups are stored one by one:
+	// slower and not all or none, but every node is served.
+	own(&p, &p.upd.AllowAtomicPublish, want.AllowAtomicPublish, "allow_atomic", false)
 	own(&p, &p.upd.DenyPurge, want.DenyPurge, "deny_purge", true)
 	own(&p, &p.upd.DenyDelete, want.DenyDelete, "deny_delete", true)
 	for _, r := range []struct {

@@ -101,6 +101,9 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		DenyDelete:  true,
 		DenyPurge:   true,
 		AllowRollup: false,
+		// Atomic batches: the publisher stores a certificate's recipient
+		// groups as one batch, all or none, acknowledged once.
+		AllowAtomicPublish: true,
 	}
 }
 
