@@ -36,6 +36,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"strings"
+	"sync"
 
 	"filippo.io/age"
 	"filippo.io/edwards25519"
@@ -58,13 +59,23 @@ const (
 type curve25519Key struct {
 	point  []byte
 	shared *ecdh.PublicKey
-	q8     *edwards25519.Point // nil: the ladders of crypto/ecdh
+	// q8 is shared's Edwards form (cofactorPoint), nil for the ladders of
+	// crypto/ecdh; computed at the first wrap (edwards), since it costs a
+	// square root and a publisher parses every recipient of its
+	// configuration, 10,000 of them, to check it, twice per publish.
+	q8     *edwards25519.Point
+	q8Once sync.Once
 }
 
-// newCurve25519Key is the key for point and shared, with shared's
-// Edwards form (cofactorPoint).
+// newCurve25519Key is the key for point and shared.
 func newCurve25519Key(point []byte, shared *ecdh.PublicKey) *curve25519Key {
-	return &curve25519Key{point: point, shared: shared, q8: cofactorPoint(shared.Bytes())}
+	return &curve25519Key{point: point, shared: shared}
+}
+
+// edwards is k's Edwards point times the cofactor, nil when it has none.
+func (k *curve25519Key) edwards() *edwards25519.Point {
+	k.q8Once.Do(func() { k.q8 = cofactorPoint(k.shared.Bytes()) })
+	return k.q8
 }
 
 // cofactorPoint is 8·Q for an Edwards point Q whose Montgomery u is u (the
@@ -173,8 +184,8 @@ func (k *curve25519Key) exchange() (share, secret []byte, err error) {
 	ephemeral := make([]byte, 32)
 	defer clear(ephemeral)
 	rand.Read(ephemeral)
-	if k.q8 != nil {
-		return edwardsWrap(ephemeral, k.q8)
+	if q8 := k.edwards(); q8 != nil {
+		return edwardsWrap(ephemeral, q8)
 	}
 	priv, err := ecdh.X25519().NewPrivateKey(ephemeral)
 	if err != nil {

@@ -134,6 +134,15 @@ func TestX25519RecipientText(t *testing.T) {
 // order) has none (cofactorPoint), and keeps crypto/ecdh's ladders.
 func TestEdwardsWrap(t *testing.T) {
 	t.Parallel()
+	id0, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub0, priv0, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssh0, _ := sshPair(t, pub0, priv0)
 	for i := range 2000 {
 		var shared *ecdh.PublicKey
 		if i%2 == 0 {
@@ -153,6 +162,25 @@ func TestEdwardsWrap(t *testing.T) {
 		q8 := cofactorPoint(shared.Bytes())
 		if q8 == nil {
 			t.Fatalf("key %d: no Edwards point", i)
+		}
+		if i < 2 {
+			// A recipient's Wrap takes this path: its key holds the
+			// point after the first wrap, and none before.
+			var r age.Recipient
+			var key *curve25519Key
+			if i == 0 {
+				x := mustRecipients(t, id0.Recipient().String())[0].(*x25519Recipient)
+				r, key = x, x.key
+			} else {
+				x := mustRecipients(t, ssh0)[0].(*sshRecipient)
+				r, key = x, x.key
+			}
+			if key.q8 != nil {
+				t.Fatal("the Edwards point was computed at parse time")
+			}
+			if _, err := r.Wrap(make([]byte, 16)); err != nil || key.q8 == nil {
+				t.Fatalf("wrap: %v; Edwards point %v, want one", err, key.q8)
+			}
 		}
 		e := make([]byte, 32)
 		rand.Read(e)
