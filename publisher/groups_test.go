@@ -572,23 +572,14 @@ func TestGroupsNeedSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
-	// Publish on this open server would upgrade the stream itself
-	// (ensure): publish through a session that takes the stream as it is,
-	// as one whose credential may not update it does.
 	p := f.publisher()
 	p.groupCapacity = 3
 	ctx, cancel := p.bound(context.Background())
 	defer cancel()
-	s, err := p.connect(ctx)
-	if err != nil {
-		t.Fatal(err)
+	s := asIs(t, ctx, p)
+	if !s.rollouts || s.groups {
+		t.Fatalf("the old stream: rollout subjects %v, group subjects %v; want only the first", s.rollouts, s.groups)
 	}
-	defer s.close()
-	st, err := s.js.Stream(ctx, wire.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.stream, s.rollouts, s.groups = st, true, false
 	j, err := p.prepare(b)
 	if err != nil {
 		t.Fatal(err)
@@ -846,17 +837,7 @@ func TestPublishGroupsWithoutAtomicBatches(t *testing.T) {
 	p.groupCapacity = 3
 	ctx, cancel := p.bound(context.Background())
 	defer cancel()
-	s, err := p.connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
-	st, err := s.js.Stream(ctx, wire.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// As ensure leaves it for a credential that may not update the stream.
-	s.stream, s.rollouts, s.groups, s.atomic = st, true, true, st.CachedInfo().Config.AllowAtomicPublish
+	s := asIs(t, ctx, p)
 	if s.atomic {
 		t.Fatal("the old stream takes atomic batches")
 	}
@@ -880,4 +861,22 @@ func TestPublishGroupsWithoutAtomicBatches(t *testing.T) {
 	if st, err := f.js().Stream(context.Background(), wire.Stream); err != nil || !st.CachedInfo().Config.AllowAtomicPublish {
 		t.Fatalf("after setup: %v; want the stream to take atomic batches", err)
 	}
+}
+
+// asIs is a session of p on the stream as it is: publish on the tests' open
+// server would upgrade an old stream itself (ensure), so this session takes
+// it as ensure leaves it for a credential that may not update it.
+func asIs(t *testing.T, ctx context.Context, p *Publisher) *session {
+	t.Helper()
+	s, err := p.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.close)
+	st, err := s.js.Stream(ctx, wire.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.use(st)
+	return s
 }

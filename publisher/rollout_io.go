@@ -52,9 +52,7 @@ func (s *session) rolloutStream(ctx context.Context) error {
 			return fmt.Errorf("stream %s is %w: it lacks the rollout subjects %s (set up before rollouts existed): run certsync setup with the admin credential",
 				wire.Stream, ErrNotSetUp, wire.RolloutSubjects)
 		}
-		s.stream = st
-		s.groups = slices.Contains(st.CachedInfo().Config.Subjects, wire.GroupSubjects)
-		s.atomic = st.CachedInfo().Config.AllowAtomicPublish
+		s.use(st)
 		return nil
 	})
 }

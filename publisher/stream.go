@@ -29,10 +29,7 @@ func (s *session) ensure(ctx context.Context, o wire.StreamOptions, setup bool) 
 	if err != nil {
 		return err
 	}
-	s.stream = st
-	s.rollouts = slices.Contains(st.CachedInfo().Config.Subjects, wire.RolloutSubjects)
-	s.groups = slices.Contains(st.CachedInfo().Config.Subjects, wire.GroupSubjects)
-	s.atomic = st.CachedInfo().Config.AllowAtomicPublish
+	s.use(st)
 	if _, err := s.ensureStream(ctx, wire.StatusStreamConfig(o.Replicas), setup); err != nil {
 		return err
 	}
@@ -44,6 +41,16 @@ func (s *session) ensure(ctx context.Context, o wire.StreamOptions, setup bool) 
 		s.status = kv
 		return nil
 	})
+}
+
+// use makes st the session's stream, with what its configuration allows:
+// the rollout subjects, the group subjects, atomic batches.
+func (s *session) use(st jetstream.Stream) {
+	cfg := st.CachedInfo().Config
+	s.stream = st
+	s.rollouts = slices.Contains(cfg.Subjects, wire.RolloutSubjects)
+	s.groups = slices.Contains(cfg.Subjects, wire.GroupSubjects)
+	s.atomic = cfg.AllowAtomicPublish
 }
 
 // ensureStream makes sure the stream want names exists with the settings
