@@ -52,16 +52,17 @@ func (s *session) readHeads(ctx context.Context, name string) (map[string]*jetst
 	return heads, nil
 }
 
-// storeWindow is how many groups a publish seals and stores at once,
-// each store awaiting the server's acknowledgement: a publish to 10,000
-// nodes sends its 45 groups together and waits for the server once, not
-// 45 times while the server delivers the first groups to their nodes. At
-// most 64 envelopes of at most the server's max_payload are in flight
-// (64 MB at the default 1 MB; 256 recipients take about 31 KB). The
-// publisher does not pace the fan-out: the nodes do, each waiting its
-// delivery spread before it acts on an envelope of a grouped certificate
-// (subscriber's pacing.go), so the server is not asked for every node's
-// acknowledgement and status at once.
+// storeWindow is how many groups a publish seals at once and, on a stream
+// without atomic batches, stores at once, each store awaiting the
+// server's acknowledgement: a publish to 10,000 nodes sends its 45 groups
+// together instead of waiting 45 times while the server delivers the
+// first groups to their nodes. At most 64 envelopes of at most the
+// server's max_payload are in flight (64 MB at the default 1 MB; 256
+// recipients take about 31 KB); an atomic batch holds every group, at
+// most wire.MaxGroups. The publisher does not pace the fan-out: the nodes
+// do, each waiting its delivery spread before it acts on an envelope of a
+// grouped certificate (subscriber's pacing.go), so the server is not
+// asked for every node's acknowledgement and status at once.
 const storeWindow = 64
 
 // groupStore is what became of one group's store.
