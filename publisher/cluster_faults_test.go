@@ -148,8 +148,7 @@ func TestPublishGroupsBatchAckLost(t *testing.T) {
 	f := newFixture(t, proxy.URL, map[string][]string{"example.com": nodes})
 	f.cfg.Timeout = 40 * time.Second
 	f.url = natstest.URL(srv) // the test's own client goes around the proxy
-	p := f.publisher()
-	p.groupCapacity = 3
+	p := f.groupedPublisher()
 	first, err := p.Publish(context.Background(), f.lineage("example.com", f.issue("example.com", time.Now().Add(-time.Hour))))
 	if err != nil || first.Groups < 3 {
 		t.Fatalf("first publish: %+v, %v; want groups", first, err)
@@ -183,8 +182,7 @@ func TestClusterPublishGroups(t *testing.T) {
 	nodes := namedNodes("web", 7)
 	f := newFixture(t, c.URLs, map[string][]string{"example.com": nodes})
 	f.cfg.Stream.Replicas = 3
-	p := f.publisher()
-	p.groupCapacity = 3
+	p := f.groupedPublisher()
 	ctx := context.Background()
 	if _, err := p.Publish(ctx, f.lineage("example.com", f.issue("example.com", time.Now().Add(-time.Hour)))); err != nil {
 		t.Fatal(err)

@@ -284,13 +284,12 @@ func TestPublishGroups(t *testing.T) {
 	t.Parallel()
 	nodes := namedNodes("web", 7)
 	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
-	p := f.publisher()
-	p.groupCapacity = 3
+	p := f.groupedPublisher()
 	res, err := p.Publish(context.Background(), f.lineage("example.com", f.issue("example.com", time.Time{})))
 	if err != nil {
 		t.Fatal(err)
 	}
-	count := groupCount(nodes, 3)
+	count := groupCount(nodes, testGroupCapacity)
 	if res.Groups != count || count < 3 || res.Action != Published {
 		t.Fatalf("result %+v, want published in %d groups", res, count)
 	}
@@ -459,8 +458,7 @@ func TestGroupsLayoutChange(t *testing.T) {
 	step := func(what string, nodes []string, renew bool, wantGroups int) {
 		t.Helper()
 		f.cfg.Certificates["example.com"] = nodes
-		p := f.publisher()
-		p.groupCapacity = 3
+		p := f.groupedPublisher()
 		if renew {
 			f.lineage("example.com", f.issue("example.com", time.Time{}))
 		}
@@ -572,8 +570,7 @@ func TestGroupsNeedSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := f.lineage("example.com", f.issue("example.com", time.Time{}))
-	p := f.publisher()
-	p.groupCapacity = 3
+	p := f.groupedPublisher()
 	ctx, cancel := p.bound(context.Background())
 	defer cancel()
 	s := asIs(t, ctx, p)
@@ -684,8 +681,7 @@ func TestPublishListsConsumersOnce(t *testing.T) {
 	t.Parallel()
 	nodes := namedNodes("web", 7)
 	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes, "example.org": nodes})
-	p := f.publisher()
-	p.groupCapacity = 3
+	p := f.groupedPublisher()
 	ctx := context.Background()
 	for _, name := range []string{"example.com", "example.org"} {
 		if _, err := p.Publish(ctx, f.lineage(name, f.issue(name, time.Time{}))); err != nil {
@@ -748,8 +744,7 @@ func TestPublishGroupsAtomic(t *testing.T) {
 	t.Parallel()
 	nodes := namedNodes("web", 7)
 	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
-	p := f.publisher()
-	p.groupCapacity = 3
+	p := f.groupedPublisher()
 	ctx, cancel := p.bound(context.Background())
 	defer cancel()
 	if _, err := p.Publish(ctx, f.lineage("example.com", f.issue("example.com", time.Time{}))); err != nil {
@@ -833,8 +828,7 @@ func TestPublishGroupsWithoutAtomicBatches(t *testing.T) {
 	if _, err := f.js().CreateStream(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
-	p := f.publisher()
-	p.groupCapacity = 3
+	p := f.groupedPublisher()
 	ctx, cancel := p.bound(context.Background())
 	defer cancel()
 	s := asIs(t, ctx, p)
@@ -861,6 +855,19 @@ func TestPublishGroupsWithoutAtomicBatches(t *testing.T) {
 	if st, err := f.js().Stream(context.Background(), wire.Stream); err != nil || !st.CachedInfo().Config.AllowAtomicPublish {
 		t.Fatalf("after setup: %v; want the stream to take atomic batches", err)
 	}
+}
+
+// testGroupCapacity is the group capacity of the tests' grouped
+// publishers (groupedPublisher): 7 nodes make 3 groups or more.
+const testGroupCapacity = 3
+
+// groupedPublisher is f's publisher, its groups at most testGroupCapacity
+// nodes each.
+func (f *fixture) groupedPublisher() *Publisher {
+	f.t.Helper()
+	p := f.publisher()
+	p.groupCapacity = testGroupCapacity
+	return p
 }
 
 // asIs is a session of p on the stream as it is: publish on the tests' open
