@@ -55,9 +55,7 @@ func floorRound(b *testing.B, n int) {
 		time.Sleep(settle) // a measurement's quiet period, not a wait for a condition
 		return sampleMemory(procs)
 	}
-	perNode := func(a, b memorySample) float64 {
-		return (float64(a.heap+a.stacks) - float64(b.heap+b.stacks)) / float64(n) / 1024
-	}
+	perNode := func(a, b memorySample) float64 { return perNodeKB(a.live(), b.live(), n) }
 	name := func(i int) string { return fmt.Sprintf("floor%05d", i) }
 
 	base := settled()
@@ -108,6 +106,5 @@ func floorRound(b *testing.B, n int) {
 	report(b, perNode(connected, certsyncConsumers), "floor_heap_per_connection_kb")
 	report(b, perNode(pulling, certsyncConsumers), "floor_heap_per_pulling_connection_kb")
 	report(b, perNode(consumers, base)+perNode(pulling, certsyncConsumers), "floor_heap_per_node_kb")
-	stacks := float64(consumers.stacks) - float64(base.stacks) + float64(pulling.stacks) - float64(certsyncConsumers.stacks)
-	report(b, stacks/float64(n)/1024, "floor_stacks_per_node_kb")
+	report(b, perNodeKB(consumers.stacks, base.stacks, n)+perNodeKB(pulling.stacks, certsyncConsumers.stacks, n), "floor_stacks_per_node_kb")
 }

@@ -375,6 +375,13 @@ type memorySample struct {
 	rss, heap, stacks uint64
 }
 
+// live is the sample's live heap and goroutine stacks: what the
+// heap-per-node figures count.
+func (m memorySample) live() uint64 { return m.heap + m.stacks }
+
+// perNodeKB is the growth from b to a, shared out over n nodes, in KB.
+func perNodeKB(a, b uint64, n int) float64 { return (float64(a) - float64(b)) / float64(n) / 1024 }
+
 // sampleMemory adds up the servers' resident memory and, after a garbage
 // collection, their Go heap and goroutine stacks.
 func sampleMemory(procs []*natsProc) memorySample {
@@ -614,12 +621,11 @@ func scaleRound(b *testing.B, n, servers int, variant consumerVariant) {
 	idle := sampleMemory(procs)
 	saveProfiles(b, procs, fmt.Sprintf("nodes%d", n))
 	report(b, 100*idleCPU(procs, cpuWindow), "idle_cpu_pct")
-	perNode := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) / 1024 }
-	report(b, perNode(idle.rss, base.rss), "server_rss_per_node_kb")
-	report(b, perNode(idle.heap+idle.stacks, base.heap+base.stacks), "server_heap_per_node_kb")
-	report(b, perNode(idle.stacks, base.stacks), "server_stacks_per_node_kb")
-	report(b, perNode(consumers.heap+consumers.stacks, base.heap+base.stacks), "server_heap_per_consumer_kb")
-	report(b, perNode(idle.heap+idle.stacks, consumers.heap+consumers.stacks), "server_heap_per_connection_kb")
+	report(b, perNodeKB(idle.rss, base.rss, n), "server_rss_per_node_kb")
+	report(b, perNodeKB(idle.live(), base.live(), n), "server_heap_per_node_kb")
+	report(b, perNodeKB(idle.stacks, base.stacks, n), "server_stacks_per_node_kb")
+	report(b, perNodeKB(consumers.live(), base.live(), n), "server_heap_per_consumer_kb")
+	report(b, perNodeKB(idle.live(), consumers.live(), n), "server_heap_per_connection_kb")
 	bundle = f.renew()
 	b.StartTimer()
 
