@@ -367,7 +367,7 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 	// What it may do beside publishing bundles: store a rollout record
 	// (the controller's, and republish's copy for a node that gains a
 	// certificate).
-	_, pubJS := f.connect(authconf.PublisherUser)
+	pubNC, pubJS := f.connect(authconf.PublisherUser)
 	if _, err := pubJS.Publish(ctx, wire.RolloutSubject("example.com"), rolloutRecord(t, f, "example.com")); err != nil {
 		t.Fatalf("the publisher storing a rollout record: %v", err)
 	}
@@ -375,6 +375,34 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 	// hold), on its group subject.
 	if _, err := pubJS.Publish(ctx, wire.GroupSubject(1, "example.com"), []byte("a group's envelope")); err != nil {
 		t.Fatalf("the publisher storing on a group subject: %v", err)
+	}
+	// And a certificate's groups as one atomic batch, as the publisher
+	// stores them (publisher's storeBatch): the first message published
+	// without a reply, the last with the commit, acknowledged for both.
+	first := nats.NewMsg(wire.GroupSubject(2, "example.com"))
+	first.Data = []byte("group 2's envelope")
+	first.Header.Set("Nats-Batch-Id", "leastprivilege")
+	first.Header.Set("Nats-Batch-Sequence", "1")
+	if err := pubNC.PublishMsg(first); err != nil {
+		t.Fatal(err)
+	}
+	commit := nats.NewMsg(wire.GroupSubject(3, "example.com"))
+	commit.Data = []byte("group 3's envelope")
+	commit.Header.Set("Nats-Batch-Id", "leastprivilege")
+	commit.Header.Set("Nats-Batch-Sequence", "2")
+	commit.Header.Set("Nats-Batch-Commit", "1")
+	ack, err := pubJS.PublishMsg(ctx, commit)
+	if err != nil {
+		t.Fatalf("the publisher storing two groups as one atomic batch: %v", err)
+	}
+	st, err := admin.Stream(ctx, wire.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for subject, seq := range map[string]uint64{wire.GroupSubject(2, "example.com"): ack.Sequence - 1, wire.GroupSubject(3, "example.com"): ack.Sequence} {
+		if m, err := st.GetLastMsgForSubject(ctx, subject); err != nil || m.Sequence != seq {
+			t.Errorf("%s after the batch: %v, %v; want it at sequence %d", subject, m, err, seq)
+		}
 	}
 	before := streamInfos(t, admin)
 
