@@ -1,8 +1,6 @@
 package crypto
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"testing"
 	"time"
@@ -27,11 +25,7 @@ func benchRecipients(b *testing.B, kind string, n int) ([]age.Recipient, []age.I
 		case "x25519":
 			rec, idFile = x25519Pair(b)
 		case "ssh-ed25519":
-			pub, priv, err := ed25519.GenerateKey(rand.Reader)
-			if err != nil {
-				b.Fatal(err)
-			}
-			rec, idFile = sshPair(b, pub, priv)
+			rec, idFile = sshEd25519Pair(b)
 		}
 		rs = append(rs, mustRecipients(b, rec)...)
 		texts = append(texts, rec)

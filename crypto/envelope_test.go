@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -440,10 +441,7 @@ func TestSealRefuses(t *testing.T) {
 	b.Name = strings.Repeat("a", MaxNameSize)
 	many := make([]age.Recipient, MaxRecipients)
 	for i := range many {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := testkeys.X25519(t)
 		many[i] = id.Recipient()
 	}
 	if _, err := Seal(b, key, many); err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -148,10 +149,7 @@ func sshPair(t testing.TB, pub, priv any) (string, []byte) {
 // x25519Pair returns an age recipient string and an identity file.
 func x25519Pair(t testing.TB) (string, []byte) {
 	t.Helper()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := testkeys.X25519(t)
 	return id.Recipient().String(), []byte("# created: test\n# public key: " + id.Recipient().String() + "\n" + id.String() + "\n")
 }
 

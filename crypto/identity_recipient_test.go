@@ -1,40 +1,22 @@
 package crypto
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"strings"
 	"testing"
 
 	"filippo.io/age"
-	"golang.org/x/crypto/ssh"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 )
 
 func TestIdentityRecipient(t *testing.T) {
 	t.Parallel()
-	x, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "host key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantSSH := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+	x := testkeys.X25519(t)
+	hostKey := testkeys.Ed25519(t)
 	tests := []struct {
 		name, data, want string
 	}{
 		{"age", "# created: now\n" + x.String() + "\n", x.Recipient().String()},
-		{"ssh ed25519", string(pem.EncodeToMemory(block)), wantSSH},
+		{"ssh ed25519", string(hostKey.PEM), hostKey.Line},
 	}
 	for _, tt := range tests {
 		got, err := IdentityRecipient([]byte(tt.data))

@@ -2,7 +2,6 @@ package crypto
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -14,6 +13,7 @@ import (
 
 	"filippo.io/age"
 	"filippo.io/age/agessh"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -185,19 +185,15 @@ func TestStanzaIndexRefusals(t *testing.T) {
 // made directly) is handed every stanza, as without an index, and opens.
 func TestStanzaIndexUnnamedIdentity(t *testing.T) {
 	t.Parallel()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line, _ := sshPair(t, pub, priv)
+	k := testkeys.Ed25519(t)
 	other, _ := x25519Pair(t)
 	b := newTestBundle(t, "example.com", time.Now().Add(-time.Hour).Truncate(time.Second))
 	key := mustSigningKey(t)
-	env, err := Seal(b, key, mustRecipients(t, other, line))
+	env, err := Seal(b, key, mustRecipients(t, other, k.Line))
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := agessh.NewEd25519Identity(priv)
+	raw, err := agessh.NewEd25519Identity(k.Private)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,11 +421,7 @@ func indexVectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca *
 	}
 	setStanza := func(v []byte, off int, k uint16) { binary.BigEndian.PutUint16(v[off+indexIDSize:], k) }
 
-	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edLine, edFile := sshPair(t, edPub, edPriv)
+	edLine, edFile := sshEd25519Pair(t)
 	three := slices.Concat(others(), []age.Recipient{me}) // the identity last
 	phantom := others()[0]                                // listed in an index, not in the header
 	swapped := index(three)                               // the identity's and the first's entries swapped

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 func TestWriteKeyFile(t *testing.T) {
@@ -33,9 +35,7 @@ func TestWriteKeyFileNeverOverwrites(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "k")
-	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, path, []byte("old"), 0o600)
 	link := filepath.Join(dir, "link")
 	if err := os.Symlink(filepath.Join(dir, "target"), link); err != nil {
 		t.Fatal(err)
@@ -77,9 +77,7 @@ func TestReadKeyFileRefuses(t *testing.T) {
 		{0o666, false},
 	} {
 		path := filepath.Join(dir, tc.mode.String())
-		if err := os.WriteFile(path, []byte("k"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, path, []byte("k"), 0o600)
 		if err := os.Chmod(path, tc.mode); err != nil {
 			t.Fatal(err)
 		}

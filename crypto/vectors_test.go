@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/certsync/certsync/internal/testing/testkeys"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 var update = flag.Bool("update", false, "regenerate testdata/vectors and testdata/rollout (go test -run TestVectors -update)")
@@ -297,9 +299,7 @@ func readVectorFiles[V any](t testing.TB, dir string, parse func([]byte) (V, err
 // text form.
 func writeVectorFiles[V interface{ marshal() []byte }](t testing.TB, dir string, vectors map[string]V) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, dir, 0o755)
 	old, err := filepath.Glob(filepath.Join(dir, "*.txt"))
 	if err != nil {
 		t.Fatal(err)
@@ -310,9 +310,7 @@ func writeVectorFiles[V interface{ marshal() []byte }](t testing.TB, dir string,
 		}
 	}
 	for file, v := range vectors {
-		if err := os.WriteFile(filepath.Join(dir, file), v.marshal(), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, filepath.Join(dir, file), v.marshal(), 0o644)
 	}
 }
 
@@ -473,17 +471,11 @@ func writeVectors(t *testing.T) {
 	rotated := newSigningKeyFromSeed(vectorSeed("previous signer"))
 	untrusted := newSigningKeyFromSeed(vectorSeed("untrusted signer"))
 	trusted := []string{signer.Public().String()}
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := testkeys.X25519(t)
 	others := func() []age.Recipient {
 		var rs []age.Recipient
 		for range 2 {
-			o, err := age.GenerateX25519Identity()
-			if err != nil {
-				t.Fatal(err)
-			}
+			o := testkeys.X25519(t)
 			rs = append(rs, o.Recipient())
 		}
 		return rs
@@ -575,11 +567,7 @@ func writeVectors(t *testing.T) {
 	// the record's type and length.
 	recordOff := len(envelopeMagic) + 1 + 1 + len(current.Name) + 8 + ed25519.PublicKeySize + 4 + 6
 
-	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edLine, edFile := sshPair(t, edPub, edPriv)
+	edLine, edFile := sshEd25519Pair(t)
 	rsaLine, rsaFile := sshRSAPair(t)
 	sshVector := func(line string, file []byte, comment string) *vector {
 		v := success(current, mustSeal(current, signer, slices.Concat(others(), mustRecipients(t, line))), comment)

@@ -13,6 +13,7 @@ import (
 	"filippo.io/age"
 	"filippo.io/age/agessh"
 	"filippo.io/edwards25519/field"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -29,21 +30,14 @@ func TestWrapMatchesAge(t *testing.T) {
 	}
 	var pairs []pair
 	for range 24 {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := testkeys.X25519(t)
 		ours := mustRecipients(t, id.Recipient().String())[0]
 		if x, ok := ours.(*x25519Recipient); !ok || x.key == nil {
 			t.Fatalf("ParseRecipient(%s) = %T, want an *x25519Recipient with its point", id.Recipient(), ours)
 		}
 		pairs = append(pairs, pair{ours, id.Recipient(), id})
 
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text, file := sshPair(t, pub, priv)
+		text, file := sshEd25519Pair(t)
 		ours = mustRecipients(t, text)[0]
 		if s, ok := ours.(*sshRecipient); !ok || s.key == nil {
 			t.Fatalf("ParseRecipient(%.20s…) = %T, want an *sshRecipient with its tweaked point", text, ours)
@@ -104,10 +98,7 @@ func TestWrapSmallOrderKey(t *testing.T) {
 func TestX25519RecipientText(t *testing.T) {
 	t.Parallel()
 	for range 1000 {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := testkeys.X25519(t)
 		want := id.Recipient().String()
 		r, err := ParseRecipient(" " + want + "\n")
 		if err != nil {
@@ -134,29 +125,15 @@ func TestX25519RecipientText(t *testing.T) {
 // order) has none (cofactorPoint), and keeps crypto/ecdh's ladders.
 func TestEdwardsWrap(t *testing.T) {
 	t.Parallel()
-	id0, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub0, priv0, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ssh0, _ := sshPair(t, pub0, priv0)
+	id0 := testkeys.X25519(t)
+	ssh0, _ := sshEd25519Pair(t)
 	for i := range 2000 {
 		var shared *ecdh.PublicKey
 		if i%2 == 0 {
-			id, err := age.GenerateX25519Identity()
-			if err != nil {
-				t.Fatal(err)
-			}
+			id := testkeys.X25519(t)
 			shared = mustRecipients(t, id.Recipient().String())[0].(*x25519Recipient).key.shared
 		} else {
-			pub, priv, err := ed25519.GenerateKey(rand.Reader)
-			if err != nil {
-				t.Fatal(err)
-			}
-			text, _ := sshPair(t, pub, priv)
+			text, _ := sshEd25519Pair(t)
 			shared = mustRecipients(t, text)[0].(*sshRecipient).key.shared
 		}
 		q8 := cofactorPoint(shared.Bytes())

@@ -1,17 +1,13 @@
 package publisher
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"filippo.io/age"
-	"golang.org/x/crypto/ssh"
-
 	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -19,23 +15,9 @@ import (
 // (a secret) for a test.
 func recipients(t *testing.T) (r1, r2, sshKey, secret string) {
 	t.Helper()
-	a, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a.Recipient().String(), b.Recipient().String(), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))), a.String()
+	a := testkeys.X25519(t)
+	b := testkeys.X25519(t)
+	return a.Recipient().String(), b.Recipient().String(), testkeys.Ed25519(t).Line, a.String()
 }
 
 // TestConfigValidateDefaults: the zero fields get the library's defaults,

@@ -17,6 +17,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/logtest"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -70,10 +71,7 @@ func newFixture(t testing.TB, url string, certs map[string][]string) *fixture {
 // addNode gives a node a fresh identity (replacing any earlier one).
 func (f *fixture) addNode(node string) {
 	f.t.Helper()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	id := testkeys.X25519(f.t)
 	f.ids[node] = id
 	f.cfg.Nodes[node] = id.Recipient().String()
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // FuzzReadLineage feeds arbitrary file contents through the lineage reader
@@ -27,9 +28,7 @@ func FuzzReadLineage(f *testing.F) {
 			t.Fatal(err)
 		}
 		for name, data := range map[string][]byte{"cert.pem": cert, "chain.pem": chain, "fullchain.pem": fullchain, "privkey.pem": privkey} {
-			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(dir, name), data, 0o600)
 		}
 		b, err := ReadLineage(dir, "")
 		if err == nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 func TestReadLineageFollowsRenewals(t *testing.T) {
@@ -51,13 +52,9 @@ func TestReadLineageRefusals(t *testing.T) {
 	root := t.TempDir()
 	live := testcert.WriteLineage(t, root, "example.com", ca.Issue(t, testcert.Options{}))
 	big := filepath.Join(root, "big.pem")
-	if err := os.WriteFile(big, bytes.Repeat([]byte("A"), crypto.MaxFileSize+1), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, big, bytes.Repeat([]byte("A"), crypto.MaxFileSize+1), 0o600)
 	bigLive := filepath.Join(root, "live", "big.example")
-	if err := os.MkdirAll(bigLive, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, bigLive, 0o700)
 	for _, f := range testcert.Files {
 		target := filepath.Join(live, f+".pem")
 		if f == "chain" {
@@ -68,9 +65,7 @@ func TestReadLineageRefusals(t *testing.T) {
 		}
 	}
 	dirLive := filepath.Join(root, "live", "dir.example")
-	if err := os.MkdirAll(filepath.Join(dirLive, "cert.pem"), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, filepath.Join(dirLive, "cert.pem"), 0o700)
 	tests := []struct {
 		dir, name, want string
 	}{
@@ -95,9 +90,7 @@ func TestReadFiles(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, p, data, 0o600)
 		return p
 	}
 	cert, chain, full, key := write("cert.pem", c.Cert), write("chain.pem", c.Chain), write("full.pem", c.FullChain), write("key.pem", c.PrivKey)

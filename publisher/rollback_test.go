@@ -3,7 +3,6 @@ package publisher
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -223,13 +223,9 @@ func TestRollbackRefusals(t *testing.T) {
 			setup: func(f *fixture) RollbackOptions {
 				live := filepath.Join(f.root, "live", "example.com")
 				c := f.issue("example.com", time.Time{})
-				if err := os.MkdirAll(live, 0o700); err != nil {
-					t.Fatal(err)
-				}
+				treetest.MkdirAll(t, live, 0o700)
 				for name, data := range map[string][]byte{"cert.pem": c.Cert, "chain.pem": c.Chain, "fullchain.pem": c.FullChain, "privkey.pem": c.PrivKey} {
-					if err := os.WriteFile(filepath.Join(live, name), data, 0o600); err != nil {
-						t.Fatal(err)
-					}
+					treetest.WriteFile(t, filepath.Join(live, name), data, 0o600)
 				}
 				b, err := ReadLineage(live, "")
 				if err != nil {

@@ -3,9 +3,6 @@ package publisher
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,9 +11,9 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -41,30 +38,14 @@ func kindNodes(f *fixture, prefix string, n int, kinds ...string) ([]string, map
 		name := fmt.Sprintf("%s%05d", prefix, i+1)
 		names = append(names, name)
 		if kinds[i%len(kinds)] == "x25519" {
-			id, err := age.GenerateX25519Identity()
-			if err != nil {
-				f.t.Fatal(err)
-			}
+			id := testkeys.X25519(f.t)
 			f.cfg.Nodes[name] = id.Recipient().String()
 			ids[name] = func() []age.Identity { return f.identities(name, []byte(id.String()+"\n")) }
 			continue
 		}
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		spub, err := ssh.NewPublicKey(pub)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		f.cfg.Nodes[name] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub)))
-		ids[name] = func() []age.Identity {
-			block, err := ssh.MarshalPrivateKey(priv, "")
-			if err != nil {
-				f.t.Fatal(err)
-			}
-			return f.identities(name, pem.EncodeToMemory(block))
-		}
+		k := testkeys.Ed25519(f.t)
+		f.cfg.Nodes[name] = k.Line
+		ids[name] = func() []age.Identity { return f.identities(name, k.PEM) }
 	}
 	return names, ids
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/logtest"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 )
@@ -85,10 +86,7 @@ func newFaultRig(t *testing.T, names []string, urls func(c *natstest.Cluster, i 
 		Timeout: 30 * time.Second,
 	}
 	for i, name := range names {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := testkeys.X25519(t)
 		r.pcfg.Nodes[name] = id.Recipient().String()
 		dir := t.TempDir()
 		fn := &faultNode{name: name, logs: &logtest.Buffer{}, installDir: filepath.Join(dir, "live", faultCert), reloads: newCounter(t, dir)}

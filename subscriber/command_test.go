@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -70,9 +72,7 @@ func TestCommandRun(t *testing.T) {
 	dir := t.TempDir()
 	script := func(name, body string) string {
 		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, path, []byte("#!/bin/sh\n"+body), 0o755)
 		return path
 	}
 	env := []string{EnvName + "=example.com", EnvFingerprint + "=sha256:ab"}

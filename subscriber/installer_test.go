@@ -20,6 +20,7 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // stagedOf is the bundle and staged record of c as certificate name.
@@ -51,9 +52,7 @@ func newCounter(t testing.TB, dir string) *counter {
 	t.Helper()
 	c := &counter{script: filepath.Join(dir, "reload.sh"), log: filepath.Join(dir, "reloads.log")}
 	body := "#!/bin/sh\necho \"$CERTSYNC_NAME $CERTSYNC_FINGERPRINT\" >> " + c.log + "\n"
-	if err := os.WriteFile(c.script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, c.script, []byte(body), 0o755)
 	return c
 }
 
@@ -181,9 +180,7 @@ func flagCheck(t *testing.T, dir string) (check Command, flag string) {
 	t.Helper()
 	script, flag := filepath.Join(dir, "check.sh"), filepath.Join(dir, "fail-check")
 	body := "#!/bin/sh\nif [ -e " + flag + " ]; then echo 'emerg: cannot load certificate' >&2; exit 1; fi\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, script, []byte(body), 0o755)
 	return mustCommand(t, script), flag
 }
 
@@ -354,13 +351,9 @@ func TestInstallRolledBackIsTrue(t *testing.T) {
 // writeRealFolder writes c into dir as a plain folder, as the old cron did.
 func writeRealFolder(t testing.TB, dir string, c *testcert.Cert) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, dir, 0o755)
 	for name, data := range map[string][]byte{crypto.FileCert: c.Cert, crypto.FileChain: c.Chain, crypto.FileFullChain: c.FullChain, crypto.FileKey: c.PrivKey} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, filepath.Join(dir, name), data, 0o600)
 	}
 }
 
@@ -600,9 +593,7 @@ func runCrashHelper(t *testing.T, dir string, job *crashJob, killAt int, env ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, crashBundle), raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, filepath.Join(dir, crashBundle), raw, 0o600)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestInstallCrashHelper$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashEnv+"="+dir, crashAtEnv+"="+strconv.Itoa(killAt))
 	cmd.Env = append(cmd.Env, env...)

@@ -23,9 +23,7 @@ func TestInstallRepairsStoreModes(t *testing.T) {
 	dir := t.TempDir()
 	ca := testcert.NewCA(t)
 	in := newTestInstaller(t, Certificate{Name: "example.com", InstallDir: filepath.Join(dir, "live", "example.com"), KeyMode: 0o640})
-	if err := os.MkdirAll(in.store(), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, in.store(), 0o700)
 	for _, d := range []string{filepath.Dir(in.store()), in.store()} {
 		os.Chmod(d, 0o700)
 	}
@@ -121,18 +119,14 @@ func TestInstallSymlinkTricks(t *testing.T) {
 			target := filepath.Join(t.TempDir(), "attacker")
 			mkdir(t, target, 0o755)
 			// What it holds would have certsync roll back to /etc.
-			if err := os.WriteFile(filepath.Join(target, fileState), []byte(`{"pending":{"version":1,"fingerprint":"sha256:00","previous":"/etc"}}`), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(target, fileState), []byte(`{"pending":{"version":1,"fingerprint":"sha256:00","previous":"/etc"}}`), 0o600)
 			return path, "is a symbolic link", target, treetest.SwapForLink(t, path, filepath.Join(target, fileState), filepath.Join(t.TempDir(), "held"))
 		}},
 		{what: ".lock replaced by a link", lock: true, trick: func(t *testing.T, in *installer) (string, string, string, func()) {
 			path := filepath.Join(in.store(), lockFile)
 			target := filepath.Join(t.TempDir(), "attacker")
 			mkdir(t, target, 0o755)
-			if err := os.WriteFile(filepath.Join(target, "passwd"), []byte("root:x:0:0"), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(target, "passwd"), []byte("root:x:0:0"), 0o644)
 			return path, "is a symbolic link", target, treetest.SwapForLink(t, path, filepath.Join(target, "passwd"), filepath.Join(t.TempDir(), "held"))
 		}},
 	}

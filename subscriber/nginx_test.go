@@ -15,6 +15,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/nginxtest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -95,9 +96,7 @@ func TestRunInstallsIntoNginx(t *testing.T) {
 	check := filepath.Join(dir, "check.sh")
 	reload := filepath.Join(dir, "reload.sh")
 	writeScript := func(path, body string) {
-		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, path, []byte("#!/bin/sh\n"+body), 0o755)
 	}
 	writeScript(check, "if [ -e "+shellQuote(failCheck)+" ]; then echo 'nginx: [emerg] cannot load certificate (test)' >&2; exit 1; fi\nexec "+shellLine(ngx.Command("-t", "-q"))+"\n")
 	writeScript(reload, "echo \"$CERTSYNC_FINGERPRINT\" >> "+shellQuote(reloads)+"\n[ -e "+shellQuote(noopReload)+" ] && exit 0\nexec "+shellLine(ngx.Command("-s", "reload"))+"\n")

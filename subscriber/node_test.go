@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/testkeys"
+	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"filippo.io/age"
 	"github.com/nats-io/nats-server/v2/server"
@@ -484,10 +486,7 @@ func TestSyncRefusals(t *testing.T) {
 			return bad{data: e.sealWith(bundleOf(name, c), other, e.id.Recipient()), cert: c}
 		}, crypto.ErrUntrustedSigner},
 		{"not a recipient", func(e *env) bad {
-			stranger, err := age.GenerateX25519Identity()
-			if err != nil {
-				e.t.Fatal(err)
-			}
+			stranger := testkeys.X25519(e.t)
 			c := e.issue(time.Hour)
 			return bad{data: e.sealWith(bundleOf(name, c), e.key, stranger.Recipient()), cert: c}
 		}, crypto.ErrNotRecipient},
@@ -678,9 +677,7 @@ func TestStatusInstallFailureNotKept(t *testing.T) {
 	expectOnly(t, n.sync(t), OutcomeStaged)
 
 	state := filepath.Join(liveDir(stageDir, ".certsync"), "example.com", "state.json")
-	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, state, []byte("{not json"), 0o600)
 	expectOnly(t, n.sync(t))
 	if st := e.status("example.com"); st.State != wire.StateFailed || st.ErrorKind != wire.ErrorKindInstall ||
 		!strings.HasPrefix(st.Error, "reading install state ") {
@@ -732,12 +729,8 @@ func TestSyncTransientFailure(t *testing.T) {
 	c := e.issue(time.Hour)
 	e.publishSealed("example.com", c)
 	// A corrupt record stands for a local fault the operator must fix.
-	if err := os.MkdirAll(n.Stage().Path("example.com"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(n.Stage().Path("example.com"), crypto.FileRecord), []byte("{"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, n.Stage().Path("example.com"), 0o700)
+	treetest.WriteFile(t, filepath.Join(n.Stage().Path("example.com"), crypto.FileRecord), []byte("{"), 0o600)
 	rep := n.sync(t)
 	expectOnly(t, rep, OutcomeFailed)
 	if r := rep.Results[0]; IsPermanent(r.Err) || !rep.Failed() {
@@ -905,9 +898,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	// Sync fails with it (after trying, briefly, to tell the status bucket).
 	cfg := good()
 	cfg.StageDir = filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(cfg.StageDir, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, cfg.StageDir, nil, 0o600)
 	cfg.NATS.URL = fmt.Sprintf("nats://127.0.0.1:%d", loopback.FreePort(t))
 	n, err := New(cfg, nil)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/logtest"
 	"github.com/certsync/certsync/internal/testing/loopback"
 	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -105,10 +106,7 @@ func TestRunRestartPaced(t *testing.T) {
 	})
 	var runs []*Node
 	for i := range nodes {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := testkeys.X25519(t)
 		ids[i] = id.Recipient()
 		name := fmt.Sprintf("node%03d", i)
 		stageDir := filepath.Join(dir, "nodes", name)

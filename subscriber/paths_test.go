@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // wantUnsafe fails the test unless err is one line wrapping ErrUnsafePath
@@ -103,9 +104,7 @@ func TestCheckFolders(t *testing.T) {
 			return filepath.Join(base, "stage"), filepath.Join(base, "stage", "a.example")
 		}},
 		{name: "a file where a folder goes", bad: "stage", why: "is a regular file, not a folder", setup: func(t *testing.T, base string) (string, string) {
-			if err := os.WriteFile(filepath.Join(base, "stage"), nil, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(base, "stage"), nil, 0o600)
 			return filepath.Join(base, "stage"), filepath.Join(base, "stage", "a.example")
 		}},
 		{name: "ancestor owned by another user", rootOnly: true, bad: "theirs", why: "is owned by uid 65534", setup: func(t *testing.T, base string) (string, string) {
@@ -141,13 +140,9 @@ func TestOpenNoFollow(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "state.json")
-	if err := os.WriteFile(file, []byte("real"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, file, []byte("real"), 0o600)
 	elsewhere := filepath.Join(t.TempDir(), "elsewhere")
-	if err := os.WriteFile(elsewhere, []byte("not certsync's"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, elsewhere, []byte("not certsync's"), 0o600)
 	link := filepath.Join(dir, "link.json")
 	if err := os.Symlink(elsewhere, link); err != nil {
 		t.Fatal(err)

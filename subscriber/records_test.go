@@ -14,6 +14,7 @@ import (
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testing/acmetest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // The records nodes already hold, byte for byte as certsync wrote them
@@ -135,9 +136,7 @@ func TestInstallRecordIsRoots(t *testing.T) {
 		forged.Version, forged.Serial, forged.NotAfter = m.Version+1<<32, "f0f0", time.Now().AddDate(100, 0, 0).UTC()
 		raw, _ := json.Marshal(&forged)
 		meta := filepath.Join(folder, crypto.FileRecord)
-		if err := os.WriteFile(meta, raw, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, meta, raw, 0o644)
 		for _, p := range []string{folder, meta} {
 			if err := os.Chown(p, 65534, 65534); err != nil {
 				t.Fatal(err)
@@ -212,9 +211,7 @@ func TestInstallStatePreviousElsewhere(t *testing.T) {
 	}
 	for _, previous := range []string{"/etc", "../../etc", storeDir + "/other.example/1-0123456789ab", "example.com.certsync-backup-/x"} {
 		raw := fmt.Sprintf(`{"pending":{"version":1,"fingerprint":"sha256:00","previous":%q}}`, previous)
-		if err := os.WriteFile(filepath.Join(in.store(), fileState), []byte(raw), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, filepath.Join(in.store(), fileState), []byte(raw), 0o600)
 		if r := install(t, in, c2, true); r.Outcome != InstallFailed || r.Err == nil || !strings.Contains(r.Err.Error(), "corrupt") {
 			t.Errorf("previous %q: %+v, want failed: corrupt", previous, r)
 		}

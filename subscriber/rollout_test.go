@@ -25,6 +25,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/testing/testclock"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -325,9 +326,7 @@ func TestSyncRolloutFailedRetry(t *testing.T) {
 	n := e.nodeWith(stageDir, nil, Certificate{Name: name, InstallDir: liveDir(stageDir, name),
 		Check: mustCommand(t, "/usr/bin/test -e "+ok)})
 	old := e.issue(3 * time.Hour)
-	if err := os.WriteFile(ok, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, ok, nil, 0o600)
 	e.publish(name, e.sealVersion(name, old, 1_000), old)
 	n.sync(t)
 	if err := os.Remove(ok); err != nil {
@@ -345,9 +344,7 @@ func TestSyncRolloutFailedRetry(t *testing.T) {
 	if st.FailedVersion != 2_000 || st.FailedFingerprint != fingerprint(renewal.Leaf.Raw) || st.State != wire.StateFailed || st.Rollout != wire.RolloutReleased {
 		t.Errorf("status after the failure: %+v", st)
 	}
-	if err := os.WriteFile(ok, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, ok, nil, 0o600)
 	// The same generation, again or written later (a pause), tries nothing.
 	e.publishRollout(name, e.signRollout(release(name, renewal, 2_000, 1, nodeName), e.key))
 	if rep := n.sync(t); len(rep.Installs) != 0 {
@@ -376,9 +373,7 @@ func TestSyncRollback(t *testing.T) {
 	stageDir := t.TempDir()
 	reloads := filepath.Join(t.TempDir(), "reloads")
 	reload := filepath.Join(t.TempDir(), "reload.sh")
-	if err := os.WriteFile(reload, []byte("#!/bin/sh\necho x >> "+reloads+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, reload, []byte("#!/bin/sh\necho x >> "+reloads+"\n"), 0o755)
 	countReloads := func() int {
 		data, _ := os.ReadFile(reloads)
 		return strings.Count(string(data), "x")

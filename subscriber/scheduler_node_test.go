@@ -16,6 +16,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
 	"github.com/certsync/certsync/internal/testing/testclock"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -158,9 +159,7 @@ func TestRunStopFinishesInstall(t *testing.T) {
 	dir := t.TempDir()
 	started, finished := filepath.Join(dir, "started"), filepath.Join(dir, "finished")
 	reload := filepath.Join(dir, "reload.sh")
-	if err := os.WriteFile(reload, []byte("#!/bin/sh\ntouch "+started+"\nsleep 1\ntouch "+finished+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, reload, []byte("#!/bin/sh\ntouch "+started+"\nsleep 1\ntouch "+finished+"\n"), 0o755)
 	installDir := liveDir(stageDir, "example.com")
 	n := e.nodeWith(stageDir, nil, Certificate{Name: "example.com", InstallDir: installDir, Reload: mustCommand(t, reload)})
 	stop := startRun(t, n)
@@ -320,9 +319,7 @@ func TestSyncRetriesFailedInstallUnderDeadline(t *testing.T) {
 	}
 
 	// Renewals whose check fails.
-	if err := os.WriteFile(flag, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, flag, nil, 0o600)
 	second := map[string]*testcert.Cert{}
 	for name := range first {
 		second[name] = e.issue(2 * time.Hour)

@@ -234,13 +234,9 @@ func TestStageCleansLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(half, crypto.FileCert), []byte("half"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, filepath.Join(half, crypto.FileCert), []byte("half"), 0o600)
 	for _, f := range []string{crypto.FileCert, crypto.FileChain, crypto.FileFullChain, crypto.FileKey, crypto.FileRecord} {
-		if err := os.WriteFile(filepath.Join(old, f), []byte("old"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, filepath.Join(old, f), []byte("old"), 0o600)
 	}
 
 	s = openTestStage(t, dir)
@@ -350,9 +346,7 @@ func TestStageSymlinkTricks(t *testing.T) {
 			file := filepath.Join(stage, lockFile)
 			target := filepath.Join(base, "attacker")
 			mkdir(t, target, 0o755)
-			if err := os.WriteFile(filepath.Join(target, "passwd"), []byte("root:x:0:0"), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(target, "passwd"), []byte("root:x:0:0"), 0o644)
 			return file, "is a symbolic link", target, treetest.SwapForLink(t, file, filepath.Join(target, "passwd"), filepath.Join(base, "held"))
 		}},
 		{what: "stage_dir's parent a link to a world-writable folder", open: true, trick: func(t *testing.T, base, stage string) (string, string, string, func()) {

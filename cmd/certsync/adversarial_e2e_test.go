@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"filippo.io/age"
@@ -295,10 +296,7 @@ func TestPayloadTooSmallE2E(t *testing.T) {
 	cfg.SigningKey = filepath.Join(dir, "signing.key")
 	keygenSigning(t, cfg.SigningKey)
 	for i := range 3 {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := testkeys.X25519(t)
 		node := fmt.Sprintf("web%d", i+1)
 		cfg.Nodes[node] = id.Recipient().String()
 		cfg.Certificates["example.com"] = append(cfg.Certificates["example.com"], node)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"github.com/nats-io/nkeys"
 
@@ -27,9 +28,7 @@ func authPublisherYAML(t *testing.T, dir string, nodes ...string) string {
 	}
 	b.WriteString("certificates:\n  example.com: [" + nodes[0] + "]\n")
 	path := filepath.Join(dir, "publisher.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, path, []byte(b.String()), 0o644)
 	return path
 }
 
@@ -161,9 +160,7 @@ func TestAuthTLSPipelineE2E(t *testing.T) {
 	}
 	pub += "certificates:\n  example.com: [web1, web2]\ntimeout: 20s\n"
 	pubCfg := filepath.Join(dir, "publisher.yaml")
-	if err := os.WriteFile(pubCfg, []byte(pub), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, pubCfg, []byte(pub), 0o644)
 	mustCertsync(t, "auth", "--config", pubCfg, "--out", auth)
 
 	serverConf := filepath.Join(dir, "nats-server.conf")
@@ -171,9 +168,7 @@ func TestAuthTLSPipelineE2E(t *testing.T) {
 		"jetstream {\n  store_dir: " + filepath.Join(dir, "js") + "\n}\n" +
 		"tls {\n  cert_file: " + filepath.Join(dir, "server.pem") + "\n  key_file: " + filepath.Join(dir, "server-key.pem") + "\n}\n" +
 		"include ./auth/auth.conf\n"
-	if err := os.WriteFile(serverConf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, serverConf, []byte(conf), 0o644)
 	srv := startCertsync(t, nil, "server", "--config", serverConf)
 	natstest.WaitFor(t, serverReady, "certsync server with TLS and auth.conf", func() bool {
 		return len(logEvents(srv.Log(), "server_ready")) > 0 || srv.exited()
@@ -192,9 +187,7 @@ func TestAuthTLSPipelineE2E(t *testing.T) {
 		y := "name: " + n + "\n" + nats(n) + "identity: " + filepath.Join(dir, n+".key") +
 			"\ntrusted_publishers: [\"" + signing + "\"]\nstage_dir: " + stage +
 			"\ncertificates:\n  example.com:\n    install_dir: " + install + "\n"
-		if err := os.WriteFile(nodeCfg, []byte(y), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, nodeCfg, []byte(y), 0o644)
 		res := certsyncCmd(t, "node", "sync", "--config", nodeCfg, "--timeout", "30s")
 		if res.Code != 0 || strings.Contains(strings.ToLower(res.Stderr), "permissions violation") {
 			t.Fatalf("node sync %s: exit %d\n%s", n, res.Code, res.Stderr)
@@ -245,9 +238,7 @@ func writeTestTLS(t *testing.T, dir string) string {
 		{"server.pem", server.FullChain, 0o644},
 		{"server-key.pem", server.PrivKey, 0o600},
 	} {
-		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, filepath.Join(dir, f.name), f.data, f.mode)
 	}
 	return filepath.Join(dir, "ca.pem")
 }

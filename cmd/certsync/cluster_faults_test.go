@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -31,9 +32,7 @@ func reloadCounter(t testing.TB, dir string) (script string, lines func() []stri
 	script = filepath.Join(dir, "reload.sh")
 	log := filepath.Join(dir, "reloads.log")
 	body := "#!/bin/sh\necho \"$CERTSYNC_NAME $CERTSYNC_FINGERPRINT\" >> " + log + "\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, script, []byte(body), 0o755)
 	return script, func() []string {
 		data, _ := os.ReadFile(log)
 		return strings.Split(strings.TrimSpace(string(data)), "\n")

@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"io/fs"
 	"os"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/testing/testkeys"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
@@ -319,10 +320,7 @@ func TestParsePublisherInvalid(t *testing.T) {
 // repeated in errors.
 func TestParseNoSecretInErrors(t *testing.T) {
 	t.Parallel()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := testkeys.X25519(t)
 	sk, err := crypto.GenerateSigningKey()
 	if err != nil {
 		t.Fatal(err)
@@ -685,31 +683,17 @@ func newTestKeys(t *testing.T) testKeys {
 	}
 	k.publicKey = sk.Public().String()
 
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := testkeys.X25519(t)
 	if err := crypto.WriteKeyFile(k.identity, []byte("# public key: "+id.Recipient().String()+"\n"+id.String()+"\n")); err != nil {
 		t.Fatal(err)
 	}
 	k.recipient = id.Recipient().String()
 
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
+	hostKey := testkeys.Ed25519(t)
+	if err := crypto.WriteKeyFile(k.sshKey, hostKey.PEM); err != nil {
 		t.Fatal(err)
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "root@web2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := crypto.WriteKeyFile(k.sshKey, pem.EncodeToMemory(block)); err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.sshRecipient = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " root@web2"
+	k.sshRecipient = hostKey.Line + " root@web2"
 	return k
 }
 
@@ -736,9 +720,7 @@ func substitute(t testing.TB, name string, values map[string]string) []byte {
 func writeConfig(t *testing.T, dir, name string, data []byte) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, path, data, 0o644)
 	return path
 }
 

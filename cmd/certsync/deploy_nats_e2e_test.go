@@ -24,6 +24,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/loopback"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -58,12 +59,8 @@ func installDeployConf(t *testing.T, rel, dst string, repl ...string) {
 			}
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, filepath.Dir(dst), 0o700)
+	treetest.WriteFile(t, dst, []byte(s), 0o600)
 }
 
 // copyInto copies the file src to dst with mode perm, making dst's folder.
@@ -73,12 +70,8 @@ func copyInto(t *testing.T, src, dst string, perm os.FileMode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, data, perm); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, filepath.Dir(dst), 0o700)
+	treetest.WriteFile(t, dst, data, perm)
 }
 
 // deployHost is one NATS server's /etc/certsync: its configuration, its
@@ -99,12 +92,8 @@ func newDeployHost(t *testing.T, ca *testcert.CA) *deployHost {
 	c := ca.Issue(t, testcert.Options{Names: []string{"localhost", "127.0.0.1"}, ClientAuth: true})
 	tls := filepath.Join(h.Etc, "tls")
 	copyBytes := func(name string, data []byte, perm os.FileMode) {
-		if err := os.MkdirAll(tls, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(tls, name), data, perm); err != nil {
-			t.Fatal(err)
-		}
+		treetest.MkdirAll(t, tls, 0o700)
+		treetest.WriteFile(t, filepath.Join(tls, name), data, perm)
 	}
 	copyBytes("server.pem", c.FullChain, 0o644)
 	copyBytes("server-key.pem", c.PrivKey, 0o600)
@@ -147,9 +136,7 @@ func newDeployMgmt(t *testing.T, url string, replicas int) *deployMgmt {
 	m := &deployMgmt{Dir: t.TempDir(), ca: testcert.NewCA(t)}
 	m.Auth = filepath.Join(m.Dir, "nats-auth")
 	m.CA = filepath.Join(m.Dir, "ca.pem")
-	if err := os.WriteFile(m.CA, m.ca.RootPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, m.CA, m.ca.RootPEM, 0o644)
 	m.Lineages = newLineages(t)
 	m.Signing = keygenSigning(t, filepath.Join(m.Dir, "signing.key"))
 	recipient := keygenNode(t, filepath.Join(m.Dir, "web1.key"))

@@ -17,6 +17,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/haproxytest"
 	"github.com/certsync/certsync/internal/testing/nginxtest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // TestHAProxyE2E: a node whose HAProxy reads combined.pem from install_dir
@@ -44,14 +45,10 @@ func TestHAProxyE2E(t *testing.T) {
 	// What the old cron left: a real folder with the combined PEM file
 	// HAProxy serves, from another CA.
 	installDir := filepath.Join(filepath.Dir(web1.StageDir), "installed", name)
-	if err := os.MkdirAll(installDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, installDir, 0o755)
 	old := testcert.NewCA(t).Issue(t, testcert.Options{Names: []string{name, "*." + name}})
 	combined := filepath.Join(installDir, "combined.pem")
-	if err := os.WriteFile(combined, slices.Concat(old.FullChain, old.PrivKey), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, combined, slices.Concat(old.FullChain, old.PrivKey), 0o600)
 	h := haproxytest.Start(t, combined)
 	if got := nginxtest.ServedLeaf(t, h.Addr, name); !got.Equal(old.Leaf) {
 		t.Fatalf("haproxy serves serial %x at start, want the old copy's %x", got.SerialNumber, old.Leaf.SerialNumber)

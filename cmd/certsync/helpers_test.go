@@ -53,10 +53,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"os"
 	"os/exec"
@@ -69,9 +66,10 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/testkeys"
+	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/certsync/certsync/internal/testing/logtest"
 	"github.com/certsync/certsync/internal/testing/natstest"
@@ -378,22 +376,9 @@ func keygenNode(t testing.TB, path string) string {
 // line without comment: "ssh-ed25519 AAAA…".
 func sshHostKey(t testing.TB, path string) string {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatalf("generate ssh host key: %v", err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatalf("marshal ssh host key: %v", err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatalf("write ssh host key: %v", err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatalf("ssh public key: %v", err)
-	}
-	return strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(sshPub)), "\n")
+	k := testkeys.Ed25519(t)
+	treetest.WriteFile(t, path, k.PEM, 0o600)
+	return k.Line
 }
 
 // natsConfig is the nats: section of both configuration files.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // sshKeygen runs ssh-keygen with args and fails the test unless it exits 0.
@@ -25,9 +26,7 @@ func sshKeygen(t *testing.T, args ...string) {
 // without comment.
 func newSSHHostKey(t *testing.T, dir, typ string) (string, string) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, dir, 0o700)
 	path := filepath.Join(dir, "ssh_host_"+typ+"_key")
 	args := []string{"-q", "-t", typ, "-N", "", "-C", "root@host", "-f", path}
 	if typ == "rsa" {
@@ -44,12 +43,8 @@ func newSSHHostKey(t *testing.T, dir, typ string) (string, string) {
 
 func writeFile(t *testing.T, path, data string) string {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, filepath.Dir(path), 0o755)
+	treetest.WriteFile(t, path, []byte(data), 0o644)
 	return path
 }
 
@@ -178,9 +173,7 @@ func TestEnrollNewNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	old = append([]byte("# the management host's configuration\n\n"), old...)
-	if err := os.WriteFile(f.Publisher, old, 0o640); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, f.Publisher, old, 0o640)
 	if err := os.Chmod(f.Publisher, 0o640); err != nil {
 		t.Fatal(err)
 	}

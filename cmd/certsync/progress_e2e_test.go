@@ -6,9 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"filippo.io/age"
-
 	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 )
 
 // TestPublishProgressE2E runs the real certsync publish for certificates
@@ -33,10 +32,7 @@ func TestPublishProgressE2E(t *testing.T) {
 	nodes := make(map[string]string, n)
 	names := make([]string, 0, n)
 	for i := range n {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := testkeys.X25519(t)
 		name := fmt.Sprintf("web%03d", i+1)
 		nodes[name] = id.Recipient().String()
 		names = append(names, name)

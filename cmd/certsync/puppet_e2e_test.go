@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/testing/acmetest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
 )
@@ -568,9 +569,7 @@ func puppetRoot(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
 	for _, dir := range []string{"etc/systemd/system", "usr/local/bin", "srv", "certsync"} {
-		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		treetest.MkdirAll(t, filepath.Join(root, dir), 0o755)
 	}
 	return root
 }
@@ -582,9 +581,7 @@ func puppetRoot(t *testing.T) string {
 func puppetApply(t *testing.T, puppet, root, manifest string) (string, int) {
 	t.Helper()
 	modules := filepath.Join(root, "puppet", "modules")
-	if err := os.MkdirAll(modules, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, modules, 0o755)
 	module, err := filepath.Abs(puppetModuleDir)
 	if err != nil {
 		t.Fatal(err)

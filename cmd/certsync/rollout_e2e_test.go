@@ -28,6 +28,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/nginxtest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 )
 
@@ -63,21 +64,15 @@ func TestRolloutE2E(t *testing.T) {
 		fn := f.Nodes[n]
 		dir := filepath.Dir(fn.Config)
 		installDir := filepath.Join(dir, "installed", name)
-		if err := os.MkdirAll(installDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		treetest.MkdirAll(t, installDir, 0o755)
 		for file, data := range map[string][]byte{"cert.pem": placeholder.Cert, "chain.pem": placeholder.Chain, "fullchain.pem": placeholder.FullChain, "privkey.pem": placeholder.PrivKey} {
-			if err := os.WriteFile(filepath.Join(installDir, file), data, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(installDir, file), data, 0o600)
 		}
 		ngx := nginxtest.StartNginx(t, nginxtest.TLSFiles(filepath.Join(installDir, "fullchain.pem"), filepath.Join(installDir, "privkey.pem")))
 		rn := &rolloutNode{fleetNode: fn, ngx: ngx, flag: filepath.Join(dir, "check-fails")}
 		check := filepath.Join(dir, "check.sh")
 		script := fmt.Sprintf("#!/bin/sh\nif [ -e %s ]; then echo 'check: refused by the test' >&2; exit 1; fi\nexec %s\n", rn.flag, shellWords(ngx.Command("-t", "-q")))
-		if err := os.WriteFile(check, []byte(script), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, check, []byte(script), 0o755)
 		writeYAML(t, fn.Config, map[string]any{
 			"name": n, "nats": natsConfig{URL: srv.URL}, "identity": filepath.Join(dir, "node.key"),
 			"trusted_publishers": []string{f.Signing}, "stage_dir": fn.StageDir, "status_interval": "1s",
@@ -109,9 +104,7 @@ func TestRolloutE2E(t *testing.T) {
 
 	// v2, while web1's check fails: the canary fails and rolls back, the
 	// rollout halts, and no other node installs.
-	if err := os.WriteFile(fleet["web1"].flag, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, fleet["web1"].flag, nil, 0o644)
 	live, v2 := lin.Write(name, certOptions{})
 	mustCertsync(t, "publish", "--config", f.Publisher, "--lineage", live)
 	natstest.WaitFor(t, time.Minute, "the rollout of v2 to halt", func() bool {

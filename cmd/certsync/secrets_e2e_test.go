@@ -10,6 +10,7 @@ import (
 
 	"github.com/certsync/certsync/internal/testing/loopback"
 	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // TestSecretsNeverPrintedE2E: a password or token in the NATS URL reaches
@@ -70,16 +71,12 @@ func TestNATSKeyFilesCheckedE2E(t *testing.T) {
 	f := newFleet(t, fleetOptions{URL: srv.ClientURL(), Lineages: lin.Live(), Timeout: "5s",
 		Certificates: map[string][]string{"example.com": {"web1"}}})
 	open := filepath.Join(f.Dir, "open.secret")
-	if err := os.WriteFile(open, []byte("not a real secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, open, []byte("not a real secret\n"), 0o600)
 	if err := os.Chmod(open, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cert := filepath.Join(f.Dir, "client.pem")
-	if err := os.WriteFile(cert, []byte("public\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, cert, []byte("public\n"), 0o644)
 	for _, tc := range []struct {
 		key  string
 		nats natsConfig

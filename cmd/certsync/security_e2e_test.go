@@ -310,9 +310,7 @@ func TestSigningKeyRotationE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(stolen, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, stolen, data, 0o600)
 	if err := os.Remove(oldFile); err != nil {
 		t.Fatal(err)
 	}
@@ -371,9 +369,7 @@ func (r *removalFleet) writePublisher(t *testing.T, certs map[string][]string) {
 	for _, name := range sortedNames(certs) {
 		fmt.Fprintf(&b, "  %s: [%s]\n", name, strings.Join(certs[name], ", "))
 	}
-	if err := os.WriteFile(r.publisher, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, r.publisher, []byte(b.String()), 0o600)
 }
 
 // TestNodeRemovalE2E is acceptance 5 of issue 4, node removal: it follows
@@ -423,9 +419,7 @@ func TestNodeRemovalE2E(t *testing.T) {
 			}
 		}
 		nodeCfg[n] = filepath.Join(dir, n, "node.yaml")
-		if err := os.WriteFile(nodeCfg[n], []byte(b.String()), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, nodeCfg[n], []byte(b.String()), 0o600)
 	}
 	sync := func(n string) cliResult {
 		t.Helper()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certsync/certsync/internal/testing/loopback"
+	"github.com/certsync/certsync/internal/testing/treetest"
 
 	"github.com/nats-io/nats.go"
 
@@ -27,9 +27,7 @@ func TestServerReloadsOnSIGHUP(t *testing.T) {
 		t.Helper()
 		data := fmt.Sprintf("listen: %q\njetstream { store_dir: %q }\nauthorization { user: certsync, password: %q }\n",
 			addr, filepath.Join(dir, "store"), password)
-		if err := os.WriteFile(conf, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, conf, []byte(data), 0o600)
 	}
 	login := func(password string) error {
 		nc, err := nats.Connect("nats://"+addr, nats.UserInfo("certsync", password), nats.MaxReconnects(0))
@@ -76,9 +74,7 @@ jetstream { store_dir: %q }
 leafnodes { remotes: [ { url: "nats-leaf://%s@127.0.0.1:%d" }, { url: "nats-leaf://leaf:%s@127.0.0.1:%d" } ] }
 cluster { name: c, listen: "127.0.0.1:%d", routes: [ "nats-route://route:%s@127.0.0.1:%d" ] }
 `, ports[0], filepath.Join(dir, "store"), token, ports[1], password, ports[1], ports[2], password, ports[3])
-	if err := os.WriteFile(conf, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, conf, []byte(data), 0o600)
 	p := startCertsync(t, nil, "server", "--config", conf, "--verbose")
 	p.WaitLog(t, serverReady, "server_ready")
 	// Wait for attempts at both remotes and the route to be logged.
@@ -98,9 +94,7 @@ cluster { name: c, listen: "127.0.0.1:%d", routes: [ "nats-route://route:%s@127.
 	bad := filepath.Join(dir, "bad.conf")
 	data = fmt.Sprintf("listen: \"127.0.0.1:%d\"\njetstream { store_dir: %q }\ncluster { name: c, listen: \"127.0.0.1:%d\", routes: [ \"nats-route://route:%s@127.0.0.1:notaport\" ] }\n",
 		ports[0], filepath.Join(dir, "store"), ports[2], password)
-	if err := os.WriteFile(bad, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, bad, []byte(data), 0o600)
 	res := certsyncCmd(t, "server", "--config", bad)
 	if res.Code == 0 || len(res.errorLines()) != 1 || strings.Contains(res.Stderr, password) {
 		t.Errorf("certsync server with an unparsable route URL: exit %d, want one error line without the password:\n%s", res.Code, res.Stderr)

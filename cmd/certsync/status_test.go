@@ -23,6 +23,7 @@ import (
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 )
@@ -86,18 +87,14 @@ func buildFleetFixture(t *testing.T, certs map[string][]string, auth bool) *flee
 	}
 	f.certbot = filepath.Join(f.dir, "letsencrypt")
 	f.publisher = filepath.Join(f.dir, "mgmt", "publisher.yaml")
-	if err := os.MkdirAll(filepath.Dir(f.publisher), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	treetest.MkdirAll(t, filepath.Dir(f.publisher), 0o700)
 	f.signing = f.keygen("signing", filepath.Join(f.dir, "mgmt", "signing.key"))
 	for _, nodes := range certs {
 		for _, node := range nodes {
 			if _, ok := f.nodes[node]; ok {
 				continue
 			}
-			if err := os.MkdirAll(filepath.Join(f.dir, node), 0o700); err != nil {
-				t.Fatal(err)
-			}
+			treetest.MkdirAll(t, filepath.Join(f.dir, node), 0o700)
 			f.nodes[node] = f.keygen("node", filepath.Join(f.dir, node, "node.key"))
 		}
 	}
@@ -106,9 +103,7 @@ func buildFleetFixture(t *testing.T, certs map[string][]string, auth bool) *flee
 		f.writePublisherConfig() // auth reads the nodes from it
 		f.mustCLI("auth", "--config", f.publisher, "--out", f.auth)
 		conf := filepath.Join(f.dir, "mgmt", "nats-server.conf")
-		if err := os.WriteFile(conf, []byte("include ./auth/auth.conf\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, conf, []byte("include ./auth/auth.conf\n"), 0o600)
 		opts, err := server.ProcessConfigFile(conf)
 		if err != nil {
 			t.Fatalf("nats-server configuration with auth.conf: %v", err)
@@ -157,9 +152,7 @@ func (f *fleetFixture) writePublisherConfig() {
 		fmt.Fprintf(&b, "  %s: [%s]\n", cert, strings.Join(f.certs[cert], ", "))
 	}
 	b.WriteString("timeout: 20s\n")
-	if err := os.WriteFile(f.publisher, []byte(b.String()), 0o600); err != nil {
-		f.t.Fatal(err)
-	}
+	treetest.WriteFile(f.t, f.publisher, []byte(b.String()), 0o600)
 }
 
 func sortedNames[V any](m map[string]V) []string {
@@ -225,9 +218,7 @@ func (f *fleetFixture) writeNodeConfig(node, trusted string) {
 			}
 		}
 	}
-	if err := os.WriteFile(f.nodeConfig(node), []byte(b.String()), 0o600); err != nil {
-		f.t.Fatal(err)
-	}
+	treetest.WriteFile(f.t, f.nodeConfig(node), []byte(b.String()), 0o600)
 }
 
 // publish issues a certificate valid from a minute ago for validity (zero:

@@ -31,6 +31,7 @@ import (
 
 	"github.com/certsync/certsync/internal/testing/acmetest"
 	"github.com/certsync/certsync/internal/testing/nginxtest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/subscriber"
 )
 
@@ -83,9 +84,7 @@ func unitCopies(t *testing.T) []string {
 		}
 		data = bytes.ReplaceAll(data, []byte("/usr/local/bin/certsync"), []byte(certsyncBin(t)))
 		dst := filepath.Join(dir, filepath.Base(path))
-		if err := os.WriteFile(dst, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, dst, data, 0o644)
 		copies = append(copies, dst)
 	}
 	return copies
@@ -722,9 +721,7 @@ func TestNodeUnitSandboxInstall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(installDir, file), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, filepath.Join(installDir, file), data, 0o600)
 	}
 	ngx := nginxtest.StartNginx(t, nginxtest.TLSFiles(filepath.Join(installDir, "fullchain.pem"), filepath.Join(installDir, "privkey.pem")))
 	if leaf := nginxtest.ServedLeaf(t, ngx.Addr, name); !bytes.Equal(leaf.Raw, old.Leaf.Raw) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/authconf"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 func TestWriteCreatesThenKeeps(t *testing.T) {
@@ -125,23 +126,17 @@ func TestWriteRefuses(t *testing.T) {
 			writeSeed(t, filepath.Join(dir, "web1.nk"), 0o644)
 		}, want: "web1.nk", is: crypto.ErrKeyPermissions},
 		{name: "not a seed", nodes: []string{"web1"}, setup: func(dir string) {
-			if err := os.WriteFile(filepath.Join(dir, "admin.nk"), []byte("hello\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(dir, "admin.nk"), []byte("hello\n"), 0o600)
 		}, want: "admin.nk", is: authconf.ErrNotUserSeed},
 		{name: "account seed", nodes: []string{"web1"}, setup: func(dir string) {
 			kp, _ := nkeys.CreateAccount()
 			s, _ := kp.Seed()
-			if err := os.WriteFile(filepath.Join(dir, "web1.nk"), s, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(dir, "web1.nk"), s, 0o600)
 		}, want: "web1.nk", is: authconf.ErrNotUserSeed},
 		{name: "two users with one key", nodes: []string{"web1"}, setup: func(dir string) {
 			writeSeed(t, filepath.Join(dir, "web1.nk"), 0o600)
 			data, _ := os.ReadFile(filepath.Join(dir, "web1.nk"))
-			if err := os.WriteFile(filepath.Join(dir, "admin.nk"), data, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, filepath.Join(dir, "admin.nk"), data, 0o600)
 		}, want: "hold the same key"},
 	}
 	for _, tc := range tests {
@@ -170,9 +165,7 @@ func writeSeed(t *testing.T, path string, perm os.FileMode) {
 		t.Fatal(err)
 	}
 	s, _ := kp.Seed()
-	if err := os.WriteFile(path, append(s, '\n'), perm); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, path, append(s, '\n'), perm)
 	if err := os.Chmod(path, perm); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,8 @@ import (
 	"github.com/certsync/certsync/internal/testing/logtest"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/testkeys"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
@@ -84,10 +86,7 @@ func newFleetWithoutSetup(t *testing.T, certs map[string][]string, extra string)
 			if _, ok := f.ids[n]; ok {
 				continue
 			}
-			id, err := age.GenerateX25519Identity()
-			if err != nil {
-				t.Fatal(err)
-			}
+			id := testkeys.X25519(t)
 			f.ids[n] = id
 			nodes = append(nodes, n)
 		}
@@ -119,9 +118,7 @@ func startServer(t *testing.T, dir, body string) *server.Server {
 	conf := filepath.Join(dir, "server.conf")
 	text := "host: 127.0.0.1\nport: -1\nserver_name: certsync-auth-test\n" +
 		"jetstream {\n  store_dir: " + strings.ReplaceAll(filepath.Join(dir, "js"), `\`, `/`) + "\n}\n" + body
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, conf, []byte(text), 0o600)
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		t.Fatalf("loading server configuration with the generated auth.conf: %v", err)

@@ -23,6 +23,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/acmetest"
 	"github.com/certsync/certsync/internal/testing/logtest"
 	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/subscriber"
 )
@@ -518,9 +519,7 @@ func TestPublisherLeastPrivilege(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join(dir, name)
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			treetest.WriteFile(t, path, data, 0o600)
 			return path
 		}
 		cases := []struct {

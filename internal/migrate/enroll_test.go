@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 const newAge = "age1j4at5zmjwt4gxy8e020nx0jdmemrupg6hdrwxa9lxe7jyfn8654qrj29yx"
@@ -130,9 +132,7 @@ func TestReplaceFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "publisher.yaml")
-	if err := os.WriteFile(path, []byte("old\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, path, []byte("old\n"), 0o600)
 	if err := os.Chown(path, 4242, 4343); err != nil && os.Geteuid() == 0 {
 		t.Fatal(err)
 	}
@@ -160,9 +160,7 @@ func TestReplaceFile(t *testing.T) {
 	}
 	big := filepath.Join(dir, "big.yaml")
 	huge := make([]byte, MaxConfigSize+1)
-	if err := os.WriteFile(big, huge, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, big, huge, 0o600)
 	if err := ReplaceFile(big, []byte("x\n"), huge); err == nil || err.Error() != fmt.Sprintf("replacing %q: larger than 1048576 bytes: nothing written", big) {
 		t.Errorf("a file above MaxConfigSize: %v", err)
 	}

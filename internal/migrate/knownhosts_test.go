@@ -1,7 +1,6 @@
 package migrate
 
 import (
-	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha1"
@@ -10,21 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 )
 
 // newHostKey returns a new ssh-ed25519 public key line, "ssh-ed25519 AAAA…".
 func newHostKey(t testing.TB) string {
 	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+	return testkeys.Ed25519(t).Line
 }
 
 // hashed is name hashed as ssh-keygen -H does: |1|salt|HMAC-SHA1(salt, name).

@@ -1,11 +1,12 @@
 package migrate
 
 import (
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 func TestParseServerList(t *testing.T) {
@@ -66,9 +67,7 @@ func TestReadLists(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, data string) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		treetest.WriteFile(t, filepath.Join(dir, name), []byte(data), 0o644)
 	}
 	write("example.org", "web1\n")
 	write("example.com", "web1\nweb2\n")

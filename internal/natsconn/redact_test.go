@@ -17,6 +17,7 @@ import (
 	"github.com/certsync/certsync/internal/testing/logtest"
 	"github.com/certsync/certsync/internal/testing/loopback"
 	"github.com/certsync/certsync/internal/testing/natstest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 func TestRedact(t *testing.T) {
@@ -122,9 +123,7 @@ func TestConnectChecksKeyFiles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	open := filepath.Join(dir, "open")
-	if err := os.WriteFile(open, []byte("secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, open, []byte("secret\n"), 0o600)
 	if err := os.Chmod(open, 0o644); err != nil {
 		t.Fatal(err)
 	}

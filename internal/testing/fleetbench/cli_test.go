@@ -3,13 +3,13 @@ package fleetbench
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/certsync/certsync/crypto"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // publishCLI publishes b as certbot's deploy hook does: `certsync publish`
@@ -36,17 +36,11 @@ func (f *fleet) publishCLI(b *crypto.Bundle) time.Duration {
 	}
 	fmt.Fprintf(&y, "certificates:\n  %s: [%s]\n", certName, strings.Join(f.names, ", "))
 	cfgFile := filepath.Join(dir, "publisher.yaml")
-	if err := os.WriteFile(cfgFile, []byte(y.String()), 0o600); err != nil {
-		f.tb.Fatal(err)
-	}
+	treetest.WriteFile(f.tb, cfgFile, []byte(y.String()), 0o600)
 	lineage := filepath.Join(dir, "live", certName)
-	if err := os.MkdirAll(lineage, 0o700); err != nil {
-		f.tb.Fatal(err)
-	}
+	treetest.MkdirAll(f.tb, lineage, 0o700)
 	for file, data := range map[string][]byte{crypto.FileCert: b.Cert, crypto.FileChain: b.Chain, crypto.FileFullChain: b.FullChain, crypto.FileKey: b.PrivKey} {
-		if err := os.WriteFile(filepath.Join(lineage, file), data, 0o600); err != nil {
-			f.tb.Fatal(err)
-		}
+		treetest.WriteFile(f.tb, filepath.Join(lineage, file), data, 0o600)
 	}
 	cmd := exec.Command(certsyncBinary(f.tb), "publish", "--config", cfgFile, "--lineage", lineage)
 	start := time.Now()

@@ -18,8 +18,6 @@ package fleetbench
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,12 +34,12 @@ import (
 	"filippo.io/age"
 	"filippo.io/age/agessh"
 	"github.com/nats-io/nats-server/v2/server"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/testing/testcert"
+	"github.com/certsync/certsync/internal/testing/testkeys"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
@@ -113,25 +111,15 @@ func newFleet(tb testing.TB, url string, n int, mixed bool) *fleet {
 func newIdentity(tb testing.TB, kind string) (age.Identity, string) {
 	tb.Helper()
 	if kind == "x25519" {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			tb.Fatal(err)
-		}
+		id := testkeys.X25519(tb)
 		return id, id.Recipient().String()
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	k := testkeys.Ed25519(tb)
+	id, err := agessh.NewEd25519Identity(k.Private)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	spub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	id, err := agessh.NewEd25519Identity(priv)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return id, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub)))
+	return id, k.Line
 }
 
 // renew issues the next version of the certificate: a new leaf and key,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
+	"github.com/certsync/certsync/internal/testing/treetest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/certsync/certsync/publisher"
 	"github.com/certsync/certsync/subscriber"
@@ -472,9 +473,7 @@ func saveProfiles(tb testing.TB, procs []*natsProc, label string) {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, label+"-"+p.name+".heap"), b, 0o644); err != nil {
-			tb.Fatal(err)
-		}
+		treetest.WriteFile(tb, filepath.Join(dir, label+"-"+p.name+".heap"), b, 0o644)
 	}
 }
 

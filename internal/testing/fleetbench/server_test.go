@@ -22,6 +22,7 @@ import (
 
 	"github.com/certsync/certsync/internal/testing/loopback"
 	"github.com/certsync/certsync/internal/testing/proctest"
+	"github.com/certsync/certsync/internal/testing/treetest"
 )
 
 // The scale benchmarks run the server as its own process, the real
@@ -89,18 +90,14 @@ func newNATSProcs(tb testing.TB, dir string, n int) []*natsProc {
 	for i := range n {
 		p := &natsProc{tb: tb, name: fmt.Sprintf("certsync-bench-%d", i+1), dir: filepath.Join(dir, fmt.Sprintf("server%d", i+1)),
 			port: ports[4*i], httpPort: ports[4*i+1], profPort: ports[4*i+2]}
-		if err := os.MkdirAll(p.dir, 0o700); err != nil {
-			tb.Fatal(err)
-		}
+		treetest.MkdirAll(tb, p.dir, 0o700)
 		var routes []string
 		if n > 1 {
 			for j := range n {
 				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[4*j+3]))
 			}
 		}
-		if err := os.WriteFile(p.configFile(), []byte(serverConfig(p, ports[4*i+3], routes)), 0o600); err != nil {
-			tb.Fatal(err)
-		}
+		treetest.WriteFile(tb, p.configFile(), []byte(serverConfig(p, ports[4*i+3], routes)), 0o600)
 		procs[i] = p
 		tb.Cleanup(func() { p.stop() })
 	}

@@ -1,7 +1,9 @@
 // Package treetest takes snapshots of folders in tests, to show that an
 // operation refused something changed nothing on disk, byte for byte, and
 // plays the tricks such operations must refuse: a path swapped for a
-// symbolic link (SwapForLink) to a look-alike copy (CopyFiles).
+// symbolic link (SwapForLink) to a look-alike copy (CopyFiles). WriteFile
+// and MkdirAll build the trees tests start from, failing the test on an
+// error.
 package treetest
 
 import (
@@ -124,8 +126,24 @@ func CopyFiles(t testing.TB, src, dst string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, fi.Mode().Perm()); err != nil {
-			t.Fatal(err)
-		}
+		WriteFile(t, filepath.Join(dst, e.Name()), data, fi.Mode().Perm())
+	}
+}
+
+// WriteFile writes data to the file path as os.WriteFile does (perm applies
+// to a new file), or fails the test.
+func WriteFile(t testing.TB, path string, data []byte, perm fs.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, data, perm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// MkdirAll makes the folder path and its parents as os.MkdirAll does, or
+// fails the test.
+func MkdirAll(t testing.TB, path string, perm fs.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(path, perm); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -20,12 +20,8 @@ func TestSwapForLinkAndCopyFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(src, "key"), []byte("k"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(base, "elsewhere"), []byte("e"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	treetest.WriteFile(t, filepath.Join(src, "key"), []byte("k"), 0o600)
+	treetest.WriteFile(t, filepath.Join(base, "elsewhere"), []byte("e"), 0o644)
 	if err := os.Symlink(filepath.Join(base, "elsewhere"), filepath.Join(src, "link")); err != nil {
 		t.Fatal(err)
 	}
