@@ -3,7 +3,6 @@ package crypto
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 
@@ -47,12 +46,9 @@ func ReadKeyFile(path string) ([]byte, error) {
 	if err := checkKeyFileInfo(path, st); err != nil {
 		return nil, fmt.Errorf("reading key file %q: %w", path, err)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	data, err := atomicfile.ReadAtMost(f, MaxKeyFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("reading key file %q: %w", path, atomicfile.Cause(err))
-	}
-	if len(data) > MaxKeyFileSize {
-		return nil, fmt.Errorf("reading key file %q: larger than %d bytes", path, MaxKeyFileSize)
+		return nil, fmt.Errorf("reading key file %q: %w", path, err)
 	}
 	return data, nil
 }

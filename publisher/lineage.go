@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -131,12 +130,9 @@ func readFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, crypto.MaxFileSize+1))
+	data, err := atomicfile.ReadAtMost(f, crypto.MaxFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
-	}
-	if len(data) > crypto.MaxFileSize {
-		return nil, fmt.Errorf("reading %q: more than the limit of %d bytes", path, crypto.MaxFileSize)
+		return nil, fmt.Errorf("reading %q: %w", path, err)
 	}
 	return data, nil
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -162,9 +161,9 @@ func (in *installer) record(t string) (*Installed, error) {
 	if reason := trustProblem(ffi); reason != "" {
 		return untrusted(path, reason)
 	}
-	raw, err := io.ReadAll(io.LimitReader(f, maxMetaSize+1))
-	if err != nil || len(raw) > maxMetaSize {
-		return nil, fmt.Errorf("reading installed %q: %s: too large or unreadable (%v)", in.c.Name, path, err)
+	raw, err := atomicfile.ReadAtMost(f, maxMetaSize)
+	if err != nil {
+		return nil, fmt.Errorf("reading installed %q: %s: %w", in.c.Name, path, err)
 	}
 	m := new(Installed)
 	if err := json.Unmarshal(raw, m); err != nil {
@@ -219,9 +218,9 @@ func (in *installer) readState() (*installState, error) {
 		return nil, fmt.Errorf("reading install state %s: %w", path, err)
 	}
 	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
-	if err != nil || len(raw) > maxStateSize {
-		return nil, fmt.Errorf("reading install state %s: too large or unreadable (%v)", path, err)
+	raw, err := atomicfile.ReadAtMost(f, maxStateSize)
+	if err != nil {
+		return nil, fmt.Errorf("reading install state %s: %w", path, err)
 	}
 	st := new(installState)
 	if err := json.Unmarshal(raw, st); err != nil {

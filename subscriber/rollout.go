@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -223,9 +222,9 @@ func (s *Stage) readRollouts(name string, trusted []crypto.PublicKey) ([]parsedR
 		return nil, fmt.Errorf("reading rollout records %q: %w", name, err)
 	}
 	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxRolloutFile+1))
-	if err != nil || len(raw) > maxRolloutFile {
-		return nil, fmt.Errorf("reading rollout records %q: %s: too large or unreadable (%v)", name, path, err)
+	raw, err := atomicfile.ReadAtMost(f, maxRolloutFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading rollout records %q: %s: %w", name, path, err)
 	}
 	var file rolloutFile
 	if err := json.Unmarshal(raw, &file); err != nil {

@@ -100,7 +100,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -238,12 +237,9 @@ func readConfigFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("reading config %q: %w", path, atomicfile.Cause(err))
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	data, err := atomicfile.ReadAtMost(f, maxConfigSize)
 	if err != nil {
-		return nil, fmt.Errorf("reading config %q: %w", path, atomicfile.Cause(err))
-	}
-	if len(data) > maxConfigSize {
-		return nil, fmt.Errorf("reading config %q: larger than %d bytes", path, maxConfigSize)
+		return nil, fmt.Errorf("reading config %q: %w", path, err)
 	}
 	return data, nil
 }

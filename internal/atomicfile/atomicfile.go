@@ -17,6 +17,10 @@
 //   - [SyncDir] makes a folder's entries durable; it never follows a
 //     symbolic link in the folder's place.
 //
+// Reading such a file back is bounded: [ReadAtMost] reads an opened file to
+// its end and refuses one larger than the limit its reader allows, the one
+// rule every file certsync parses is read under.
+//
 // Temporary files are named [TempPrefix] followed by the target's name and
 // a random suffix, in the target's folder, so whoever cleans up after a
 // crash knows them. Errors are *fs.PathError naming the file ([Cause]
@@ -30,6 +34,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -171,4 +176,19 @@ func Cause(err error) error {
 		return le.Err
 	}
 	return err
+}
+
+// ReadAtMost reads r to its end and returns what it holds, or, when that is
+// more than limit bytes, none of it and an error saying so ("larger than
+// LIMIT bytes"). A read error comes without its *fs.PathError layer
+// (Cause): the caller's message names the file.
+func ReadAtMost(r io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, Cause(err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return data, nil
 }

@@ -123,3 +123,35 @@ func TestSyncDir(t *testing.T) {
 		t.Error("SyncDir followed a symbolic link")
 	}
 }
+
+// TestReadAtMost: up to the limit, all of it; one byte more, none of it and
+// an error naming the limit; a read error without the path (its caller's
+// message names the file).
+func TestReadAtMost(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		data    string
+		limit   int64
+		wantErr string
+	}{
+		{"", 0, ""},
+		{"abc", 3, ""},
+		{"abcd", 3, "larger than 3 bytes"},
+	} {
+		got, err := ReadAtMost(strings.NewReader(tc.data), tc.limit)
+		switch {
+		case tc.wantErr == "" && (err != nil || string(got) != tc.data):
+			t.Errorf("ReadAtMost(%q, %d) = %q, %v, want all of it", tc.data, tc.limit, got, err)
+		case tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr || got != nil):
+			t.Errorf("ReadAtMost(%q, %d) = %q, %v, want nothing and %q", tc.data, tc.limit, got, err, tc.wantErr)
+		}
+	}
+	dir, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	if _, err := ReadAtMost(dir, 10); !errors.Is(err, syscall.EISDIR) || strings.Contains(err.Error(), dir.Name()) {
+		t.Errorf("ReadAtMost(a folder) = %v, want EISDIR without the path", err)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"syscall"
@@ -69,12 +68,9 @@ func readNow(path string) ([]byte, error) {
 		return nil, fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
 	}
 	defer f.Close()
-	now, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	now, err := atomicfile.ReadAtMost(f, MaxConfigSize)
 	if err != nil {
-		return nil, fmt.Errorf("replacing %q: %w", path, atomicfile.Cause(err))
-	}
-	if len(now) > MaxConfigSize {
-		return nil, fmt.Errorf("replacing %q: larger than %d bytes: nothing written", path, MaxConfigSize)
+		return nil, fmt.Errorf("replacing %q: %w: nothing written", path, err)
 	}
 	return now, nil
 }

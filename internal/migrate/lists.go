@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -181,12 +180,9 @@ func readBounded(path string, limit int64) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("reading %q: not a regular file", path)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	data, err := atomicfile.ReadAtMost(f, limit)
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, atomicfile.Cause(err))
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("reading %q: larger than %d bytes", path, limit)
+		return nil, fmt.Errorf("reading %q: %w", path, err)
 	}
 	return data, nil
 }
