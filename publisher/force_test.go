@@ -2,10 +2,14 @@ package publisher
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestRepublishForce: Force seals and stores the newest lineage again
@@ -55,5 +59,76 @@ func TestRepublishForce(t *testing.T) {
 	}
 	if report, err := f.publisher().Republish(ctx, nil); err != nil || report.Results[0].Action != Unchanged {
 		t.Fatalf("republish after forcing: %+v, %v; want unchanged", report, err)
+	}
+}
+
+// TestForcedPublishStoresEachGroupOnce: a forced publish on a stream without
+// atomic batches stores its groups one by one; when one of them fails
+// (another writer stored on its subject first), the next try of the same
+// call stores that group again, and only that one: the groups the first
+// try stored are not forced a second time. Every group subject gains one
+// message of the call.
+func TestForcedPublishStoresEachGroupOnce(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	proxy := natstest.StartProxy(t, srv.Addr().String())
+	nodes := namedNodes("web", 7)
+	f := newFixture(t, proxy.URL, map[string][]string{"example.com": nodes})
+	f.url = natstest.URL(srv) // the test's own client goes around the proxy
+	old := wire.StreamConfig(wire.StreamOptions{})
+	old.AllowAtomicPublish = false
+	if _, err := f.js().CreateStream(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	p := f.groupedPublisher()
+	ctx, cancel := p.bound(context.Background())
+	defer cancel()
+	s := asIs(t, ctx, p)
+	lineage := f.lineage("example.com", f.issue("example.com", time.Time{}))
+	j, err := p.prepare(lineage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, err := s.publish(ctx, j, false)
+	if err != nil || first.Groups < 3 || len(first.Stored) != first.Groups {
+		t.Fatalf("first publish: %+v, %v; want every group stored", first, err)
+	}
+
+	// As the forced publish sends the last group, another writer stores a
+	// copy of that group's envelope on its subject, so the last group's
+	// expected last sequence no longer holds.
+	last := wire.GroupSubject(first.Groups-1, "example.com")
+	copied := f.lastOn(last)
+	proxy.OnSend("HPUB "+last+" ", func() {
+		msg := nats.NewMsg(last)
+		msg.Data = copied.Data
+		for k, v := range copied.Header {
+			if k != jetstream.MsgIDHeader && !strings.HasPrefix(k, "Nats-Expected-") {
+				msg.Header[k] = v
+			}
+		}
+		if _, err := f.js().PublishMsg(context.Background(), msg); err != nil {
+			t.Errorf("storing the copy: %v", err)
+		}
+	})
+	j, err = p.prepare(lineage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _, err := s.publish(ctx, j, true)
+	if err != nil || res.Action != Published || len(res.Stored) != res.Groups {
+		t.Fatalf("forced publish: %+v, %v; want every group stored", res, err)
+	}
+	if !strings.Contains(f.logs.String(), "wrong last sequence") {
+		t.Fatalf("the last group's store did not fail once:\n%s", f.logs.String())
+	}
+	for subject, n := range f.bundleMsgs() {
+		want := uint64(2) // the first publish's and the forced one's
+		if subject == last {
+			want = 3 // and the copy
+		}
+		if n != want {
+			t.Errorf("%s holds %d messages, want %d", subject, n, want)
+		}
 	}
 }
