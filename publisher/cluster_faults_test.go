@@ -67,11 +67,8 @@ func TestClusterPublishWithoutLeader(t *testing.T) {
 // published, stored once.
 func TestPublishAckLost(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	proxy := natstest.StartProxy(t, srv.Addr().String())
-	f := newFixture(t, proxy.URL, map[string][]string{"example.com": {"web1"}})
+	f, proxy := newProxiedFixture(t, map[string][]string{"example.com": {"web1"}})
 	f.cfg.Timeout = 40 * time.Second
-	f.url = natstest.URL(srv) // the test's own client goes around the proxy
 	first := f.publish(f.lineage("example.com", f.issue("example.com", time.Now().Add(-time.Hour))))
 
 	// The bundle's publish, then the server's acknowledgement of it.
@@ -142,12 +139,8 @@ func TestClusterPublishWithConsumerServerDown(t *testing.T) {
 // each stored once.
 func TestPublishGroupsBatchAckLost(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	proxy := natstest.StartProxy(t, srv.Addr().String())
-	nodes := namedNodes("web", 7)
-	f := newFixture(t, proxy.URL, map[string][]string{"example.com": nodes})
+	f, proxy := newProxiedFixture(t, map[string][]string{"example.com": namedNodes("web", 7)})
 	f.cfg.Timeout = 40 * time.Second
-	f.url = natstest.URL(srv) // the test's own client goes around the proxy
 	p := f.groupedPublisher()
 	first, err := p.Publish(context.Background(), f.lineage("example.com", f.issue("example.com", time.Now().Add(-time.Hour))))
 	if err != nil || first.Groups < 3 {

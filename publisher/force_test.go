@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certsync/certsync/internal/testing/natstest"
 	"github.com/certsync/certsync/internal/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,20 +69,8 @@ func TestRepublishForce(t *testing.T) {
 // message of the call.
 func TestForcedPublishStoresEachGroupOnce(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunServer(t)
-	proxy := natstest.StartProxy(t, srv.Addr().String())
-	nodes := namedNodes("web", 7)
-	f := newFixture(t, proxy.URL, map[string][]string{"example.com": nodes})
-	f.url = natstest.URL(srv) // the test's own client goes around the proxy
-	old := wire.StreamConfig(wire.StreamOptions{})
-	old.AllowAtomicPublish = false
-	if _, err := f.js().CreateStream(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	p := f.groupedPublisher()
-	ctx, cancel := p.bound(context.Background())
-	defer cancel()
-	s := asIs(t, ctx, p)
+	f, proxy := newProxiedFixture(t, map[string][]string{"example.com": namedNodes("web", 7)})
+	p, ctx, s := f.withoutAtomicBatches()
 	lineage := f.lineage("example.com", f.issue("example.com", time.Time{}))
 	j, err := p.prepare(lineage)
 	if err != nil {

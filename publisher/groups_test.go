@@ -820,18 +820,7 @@ func TestPublishGroupsWithoutAtomicBatches(t *testing.T) {
 	t.Parallel()
 	nodes := namedNodes("web", 7)
 	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
-	old := wire.StreamConfig(wire.StreamOptions{})
-	old.AllowAtomicPublish = false
-	if _, err := f.js().CreateStream(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	p := f.groupedPublisher()
-	ctx, cancel := p.bound(context.Background())
-	defer cancel()
-	s := asIs(t, ctx, p)
-	if s.atomic {
-		t.Fatal("the old stream takes atomic batches")
-	}
+	p, ctx, s := f.withoutAtomicBatches()
 	j, err := p.prepare(f.lineage("example.com", f.issue("example.com", time.Time{})))
 	if err != nil {
 		t.Fatal(err)
@@ -867,10 +856,31 @@ func (f *fixture) groupedPublisher() *Publisher {
 	return p
 }
 
+// withoutAtomicBatches creates the stream as certsync made it before atomic
+// batches, and returns f's grouped publisher and a session of it on that
+// stream as it is (asIs), within the publisher's timeout.
+func (f *fixture) withoutAtomicBatches() (*Publisher, context.Context, *session) {
+	t := f.t
+	t.Helper()
+	old := wire.StreamConfig(wire.StreamOptions{})
+	old.AllowAtomicPublish = false
+	if _, err := f.js().CreateStream(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	p := f.groupedPublisher()
+	ctx, cancel := p.bound(context.Background())
+	t.Cleanup(cancel)
+	s := asIs(t, ctx, p)
+	if s.atomic {
+		t.Fatal("the old stream takes atomic batches")
+	}
+	return p, ctx, s
+}
+
 // asIs is a session of p on the stream as it is: publish on the tests' open
 // server would upgrade an old stream itself (ensure), so this session takes
 // it as ensure leaves it for a credential that may not update it.
-func asIs(t *testing.T, ctx context.Context, p *Publisher) *session {
+func asIs(t testing.TB, ctx context.Context, p *Publisher) *session {
 	t.Helper()
 	s, err := p.connect(ctx)
 	if err != nil {

@@ -34,6 +34,18 @@ type fixture struct {
 	logs   *logtest.Buffer
 }
 
+// newProxiedFixture is newFixture on a new server whose publisher goes
+// through a natstest.Proxy, to cut its connection or act as it sends; the
+// test's own client goes around the proxy.
+func newProxiedFixture(t testing.TB, certs map[string][]string) (*fixture, *natstest.Proxy) {
+	t.Helper()
+	srv := natstest.RunServer(t)
+	proxy := natstest.StartProxy(t, srv.Addr().String())
+	f := newFixture(t, proxy.URL, certs)
+	f.url = natstest.URL(srv)
+	return f, proxy
+}
+
 // newFixture configures nodes and certificates (name -> nodes) against the
 // NATS server(s) at url.
 func newFixture(t testing.TB, url string, certs map[string][]string) *fixture {
