@@ -33,6 +33,10 @@ type session struct {
 	// (AllowAtomicPublish): a certificate's groups are stored as one
 	// (storeGroups). A stream set up before lacks them until Setup.
 	atomic bool
+	// maxBatch is the most groups one atomic batch of this session holds
+	// (storeBatches): 0 until the server refuses a batch as larger than
+	// its max_batch_size, then the limit its answer named.
+	maxBatch int
 	// layouts is, by certificate, the recipient group layout this session
 	// last stored (node -> its subject): consumers filter what it says
 	// (consumerSubjects).
@@ -104,7 +108,8 @@ func (s *session) do(ctx context.Context, what string, fn func(ctx context.Conte
 }
 
 // transient tells the failures worth retrying: the server is away, busy
-// electing a leader, or did not answer in time (natsconn.Transient),
+// electing a leader, did not answer in time, or has too much under way
+// now, such as too many atomic batches in flight (natsconn.Transient),
 // another publisher stored on the subject first, or an atomic batch must
 // be read and sent again (batchAgain).
 func transient(err error) bool {
@@ -114,19 +119,38 @@ func transient(err error) bool {
 // batchAgain tells the errors of an atomic batch (storeBatch) that reading
 // and deciding again mends: a message of it is in the duplicate window (a
 // twin call stored the same bundle first: read again, it is unchanged), or
-// the server did not receive all of it (the connection broke).
+// is a twin's still being stored (a cluster applying its batch: read
+// again, it is stored), or the server did not receive all of it or gave
+// up waiting for the rest (incomplete: the connection broke or stalled
+// past the server's max_batch_timeout, 10 s by default, between two
+// messages; the server also answers so the messages after a first one it
+// refused for too many batches in flight, 10210, which natsconn.Transient
+// counts as passing when it comes itself).
+//
+// The other refusals of a batch are not tried again: too large (10199)
+// and disabled (10174) are mended where they happen, in storeBatches,
+// without a retry; a missing sequence, a bad id or commit, or a header a
+// batch may not carry (10175, 10179, 10200, 10177) would fail every try
+// the same way, and storeBatch never sends them.
 func batchAgain(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jsErrCodeBatchDuplicate || apiErr.ErrorCode == jsErrCodeBatchIncomplete)
+		(apiErr.ErrorCode == jsErrCodeBatchDuplicate || apiErr.ErrorCode == jsErrCodeBatchIncomplete ||
+			apiErr.ErrorCode == jsErrCodeDuplicateInProcess)
 }
 
-// nats-server's error codes of an atomic batch with a message id already
-// stored (or twice in the batch) and of one the server did not receive
-// whole; nats.go names neither.
+// nats-server's error codes (jetstream_errors_generated.go) of an atomic
+// batch with a message id already stored (or twice in the batch), with
+// one a batch being stored holds (a twin's, not yet applied), of one the
+// server did not receive whole, of one with more messages than its
+// max_batch_size, and of one sent to a stream without AllowAtomicPublish;
+// nats.go names none of them.
 const (
-	jsErrCodeBatchDuplicate  jetstream.ErrorCode = 10201
-	jsErrCodeBatchIncomplete jetstream.ErrorCode = 10176
+	jsErrCodeBatchDuplicate     jetstream.ErrorCode = 10201
+	jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
+	jsErrCodeBatchIncomplete    jetstream.ErrorCode = 10176
+	jsErrCodeBatchTooLarge      jetstream.ErrorCode = 10199
+	jsErrCodeBatchDisabled      jetstream.ErrorCode = 10174
 )
 
 // wrongLastSequence tells the error of a publish whose expected last

@@ -59,7 +59,8 @@ func (s *session) readHeads(ctx context.Context, name string) (map[string]*jetst
 // first groups to their nodes. At most 64 envelopes of at most the
 // server's max_payload are in flight (64 MB at the default 1 MB; 256
 // recipients take about 31 KB); an atomic batch holds every group, at
-// most wire.MaxGroups. The publisher does not pace the fan-out: the nodes
+// most wire.MaxGroups, or as many as the server's max_batch_size allows
+// (storeBatches). The publisher does not pace the fan-out: the nodes
 // do, each waiting its delivery spread before it acts on an envelope of a
 // grouped certificate (subscriber's pacing.go), so the server is not
 // asked for every node's acknowledgement and status at once.
@@ -78,11 +79,12 @@ type groupStore struct {
 // storeGroups seals (sealGroup) and stores each group of todo, each
 // expecting its subject's last sequence (group.prev), and returns what
 // became of each, in todo's order. On a stream that takes atomic batches
-// several groups are one batch (storeBatch): the server stores all or
+// several groups are one batch (storeBatches): the server stores all or
 // none, and acknowledges them once; otherwise each is stored on its own,
-// at most storeWindow at once.
+// at most storeWindow at once, and so are they all once the server has
+// said it takes batches of one group only (s.maxBatch).
 func (s *session) storeGroups(ctx context.Context, j *job, d seal, todo []*group) []groupStore {
-	batch := s.atomic && len(todo) > 1
+	batch := s.atomic && len(todo) > 1 && s.maxBatch != 1
 	out := make([]groupStore, len(todo))
 	window := make(chan struct{}, storeWindow)
 	var wg sync.WaitGroup
@@ -105,9 +107,121 @@ func (s *session) storeGroups(ctx context.Context, j *job, d seal, todo []*group
 	}
 	wg.Wait()
 	if batch && !slices.ContainsFunc(out, func(r groupStore) bool { return r.sealErr != nil }) {
-		s.storeBatch(ctx, j, d, out)
+		s.storeBatches(ctx, j, d, out)
 	}
 	return out
+}
+
+// storeBatches stores the sealed groups of out as one atomic batch
+// (storeBatch) or, when the server takes fewer messages in a batch, as
+// several, one after the other. The server refuses a batch of more than
+// its max_batch_size (jetstream { limits { batch { max_msgs } } } in its
+// configuration; default 1,000, more than wire.MaxGroups; an admin may set
+// it lower) whole, storing nothing (10199, "atomic
+// publish batch is too large: N"), and would refuse every try of it the
+// same way: the session learns the limit from that answer (batchLimit),
+// warns once (atomic_batch_too_large) and sends the groups again at once,
+// in batches of at most the limit. Why split rather than store one by
+// one: each batch is still all or none, so a publish interrupted half
+// way leaves whole batches stored instead of any subset of groups, and
+// nodes of the same batch are never given different versions; at a limit
+// of 1 it is one by one (storeGroups then takes the windowed path). A
+// stream that stopped taking atomic batches after the session read it
+// (10174, "atomic publish is disabled", an admin edited it) is served as
+// a stream without them: each group on its own (atomic_batch_disabled).
+// When a batch fails otherwise, the groups after it are not sent and fail
+// with its error: publish's next try reads every subject again and stores
+// what is missing.
+func (s *session) storeBatches(ctx context.Context, j *job, d seal, out []groupStore) {
+	for rest := out; len(rest) > 0; {
+		if !s.atomic {
+			s.storeEach(ctx, j, d, rest)
+			return
+		}
+		n := len(rest)
+		if s.maxBatch > 0 {
+			n = min(n, s.maxBatch)
+		}
+		part := rest[:n]
+		if n == 1 {
+			s.storeEach(ctx, j, d, part)
+		} else {
+			s.storeBatch(ctx, j, d, part)
+		}
+		err := part[0].err
+		if err == nil {
+			rest = rest[n:]
+			continue
+		}
+		if batchDisabled(err) {
+			s.atomic = false
+			s.log.Warn("atomic_batch_disabled", "name", j.bundle.Name, "stream", wire.Stream, "groups", len(rest),
+				"reason", "the stream no longer takes atomic batches (allow_atomic); its groups are stored one by one",
+				"hint", "certsync setup turns them on again")
+			clearErrs(part)
+			continue
+		}
+		if limit, ok := batchLimit(err, n); ok && limit < n {
+			s.maxBatch = limit
+			s.log.Warn("atomic_batch_too_large", "name", j.bundle.Name, "groups", len(out), "max_batch_size", limit,
+				"batches", (len(out)+limit-1)/limit,
+				"reason", "the NATS server takes at most max_batch_size messages in an atomic batch; the groups are stored in batches of that size",
+				"hint", fmt.Sprintf("set jetstream { limits { batch { max_msgs: %d } } } or more in the server's configuration, or leave it unset (1000)", wire.MaxGroups))
+			clearErrs(part)
+			continue
+		}
+		for i := range rest[n:] {
+			rest[n+i].err = err
+		}
+		return
+	}
+}
+
+// clearErrs forgets the failed store of each of out, sent again.
+func clearErrs(out []groupStore) {
+	for i := range out {
+		out[i].ack, out[i].err = nil, nil
+	}
+}
+
+// storeEach stores each sealed group of out on its own, at most
+// storeWindow at once.
+func (s *session) storeEach(ctx context.Context, j *job, d seal, out []groupStore) {
+	window := make(chan struct{}, storeWindow)
+	var wg sync.WaitGroup
+	for i := range out {
+		window <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-window }()
+			out[i].ack, out[i].err = s.js.PublishMsg(ctx, groupMsg(j, d, &out[i]))
+		})
+	}
+	wg.Wait()
+}
+
+// batchLimit tells the refusal of an atomic batch of n messages as larger
+// than the server's max_batch_size (10199), and returns the most a batch
+// may hold: the limit the server's answer names ("atomic publish batch is
+// too large: 2", as nats-server 2.15 words it) or, when its text does not
+// name one below n, half of n, so that sending again always sends less.
+func batchLimit(err error, n int) (int, bool) {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrCodeBatchTooLarge {
+		return 0, false
+	}
+	desc := apiErr.Description
+	limit, perr := strconv.Atoi(strings.TrimSpace(desc[strings.LastIndexByte(desc, ':')+1:]))
+	if perr != nil || limit < 1 || limit >= n {
+		limit = max(1, n/2)
+	}
+	return limit, true
+}
+
+// batchDisabled tells the refusal of an atomic batch by a stream that does
+// not take them (10174).
+func batchDisabled(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeBatchDisabled
 }
 
 // The headers of an atomic batch (nats-server 2.12 and later, on a stream

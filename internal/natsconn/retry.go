@@ -166,11 +166,13 @@ func (c *Conn) Retry(ctx context.Context, log *slog.Logger, what string, retry f
 // connection is away or coming back, no server answers the subject yet (no
 // responders), the request was not answered within its deadline (a leader
 // that died, a cluster electing one), or the server says JetStream or the
-// cluster is not available now (503), this server cannot handle the request
-// now (not the leader, not assigned yet) or has too few current peers to
-// place a replicated stream or consumer (a peer is down or catching up).
-// Anything else (not found, a refused configuration, a denied permission)
-// is not.
+// cluster is not available now (503), has too much under way now (429: too
+// many atomic or fast batches in flight on the stream or the server, 10210
+// and 10211, or a stream's ingest queue full, 10167; each ends as the
+// others' work does), this server cannot handle the request now (not the
+// leader, not assigned yet) or has too few current peers to place a
+// replicated stream or consumer (a peer is down or catching up). Anything
+// else (not found, a refused configuration, a denied permission) is not.
 func Transient(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
@@ -178,7 +180,7 @@ func Transient(err error) bool {
 		case jsClusterNotLeader, jsClusterNotAssigned, jsClusterNoPeers, jsStreamOffline, jsConsumerOffline:
 			return true
 		}
-		return apiErr.Code == 503 || apiErr.Code == 408
+		return apiErr.Code == 503 || apiErr.Code == 408 || apiErr.Code == 429
 	}
 	return errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) ||

@@ -69,7 +69,11 @@ func TestTransient(t *testing.T) {
 		{api(400, 10005), true},  // no suitable peers for placement
 		{api(500, 10118), true},  // stream is offline
 		{api(500, 10119), true},  // consumer is offline (just created on a cluster, or its server down)
+		{api(429, 10210), true},  // too many atomic batches in flight
+		{api(429, 10211), true},  // too many fast batches in flight
+		{api(429, 10167), true},  // too many requests (the stream's ingest queue is full)
 		{api(404, 10059), false}, // stream not found
+		{api(400, 10199), false}, // atomic batch too large: the publisher's to mend
 		{jetstream.ErrConsumerNotFound, false},
 		{api(400, 10071), false}, // wrong last sequence: the publisher's to judge
 		{ErrDenied, false},
