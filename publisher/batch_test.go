@@ -73,15 +73,7 @@ func TestPublishGroupsBatchDisabled(t *testing.T) {
 	t.Parallel()
 	nodes := namedNodes("web", 6)
 	f := newFixture(t, runServer(t), map[string][]string{"example.com": nodes})
-	old := wire.StreamConfig(wire.StreamOptions{})
-	old.AllowAtomicPublish = false
-	if _, err := f.js().CreateStream(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	p := f.groupedPublisher()
-	ctx, cancel := p.bound(context.Background())
-	defer cancel()
-	s := asIs(t, ctx, p)
+	p, ctx, s := f.withoutAtomicBatches()
 	s.atomic = true // as the session read the stream before the admin's edit
 	j, err := p.prepare(f.lineage("example.com", f.issue("example.com", time.Time{})))
 	if err != nil {
@@ -153,10 +145,6 @@ func TestPublishGroupsBatchesInFlight(t *testing.T) {
 // again (transient).
 func TestTransientBatch(t *testing.T) {
 	t.Parallel()
-	api := func(code int, errCode jetstream.ErrorCode, desc string) error {
-		return fmt.Errorf("storing the bundle on certsync.group.0.example.com: %w",
-			&jetstream.APIError{Code: code, ErrorCode: errCode, Description: desc})
-	}
 	for _, c := range []struct {
 		err  error
 		want bool
@@ -166,8 +154,8 @@ func TestTransientBatch(t *testing.T) {
 		{api(400, 10201, "atomic publish batch contains duplicate message id"), true},
 		{api(409, 10158, "duplicate message id is in process"), true},
 		{api(400, 10071, "wrong last sequence: 5"), true},
-		{api(400, 10199, "atomic publish batch is too large: 2"), false}, // storeBatches splits
-		{api(400, 10174, "atomic publish is disabled"), false},           // storeBatches stores one by one
+		{api(400, 10199, "atomic publish batch is too large: 2"), false}, // storeSealed splits
+		{api(400, 10174, "atomic publish is disabled"), false},           // storeSealed stores one by one
 		{api(400, 10177, "atomic publish unsupported header used: Nats-Expected-Last-Msg-Id"), false},
 		{api(400, 10179, "atomic publish batch ID is invalid"), false},
 	} {
@@ -182,10 +170,6 @@ func TestTransientBatch(t *testing.T) {
 // when the answer names none below n.
 func TestBatchLimit(t *testing.T) {
 	t.Parallel()
-	api := func(code int, errCode jetstream.ErrorCode, desc string) error {
-		return fmt.Errorf("storing the bundle on certsync.group.0.example.com: %w",
-			&jetstream.APIError{Code: code, ErrorCode: errCode, Description: desc})
-	}
 	for _, c := range []struct {
 		err   error
 		n     int
@@ -206,4 +190,11 @@ func TestBatchLimit(t *testing.T) {
 			t.Errorf("batchLimit(%v, %d) = %d, %v; want %d, %v", c.err, c.n, limit, ok, c.limit, c.ok)
 		}
 	}
+}
+
+// api is the error of a store on a group subject that the server answered
+// with code and errCode.
+func api(code int, errCode jetstream.ErrorCode, desc string) error {
+	return fmt.Errorf("storing the bundle on certsync.group.0.example.com: %w",
+		&jetstream.APIError{Code: code, ErrorCode: errCode, Description: desc})
 }

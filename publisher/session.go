@@ -34,7 +34,7 @@ type session struct {
 	// (storeGroups). A stream set up before lacks them until Setup.
 	atomic bool
 	// maxBatch is the most groups one atomic batch of this session holds
-	// (storeBatches): 0 until the server refuses a batch as larger than
+	// (storeSealed): 0 until the server refuses a batch as larger than
 	// its max_batch_size, then the limit its answer named.
 	maxBatch int
 	// layouts is, by certificate, the recipient group layout this session
@@ -128,7 +128,7 @@ func transient(err error) bool {
 // counts as passing when it comes itself).
 //
 // The other refusals of a batch are not tried again: too large (10199)
-// and disabled (10174) are mended where they happen, in storeBatches,
+// and disabled (10174) are mended where they happen, in storeSealed,
 // without a retry; a missing sequence, a bad id or commit, or a header a
 // batch may not carry (10175, 10179, 10200, 10177) would fail every try
 // the same way, and storeBatch never sends them.

@@ -60,7 +60,7 @@ func (s *session) readHeads(ctx context.Context, name string) (map[string]*jetst
 // server's max_payload are in flight (64 MB at the default 1 MB; 256
 // recipients take about 31 KB); an atomic batch holds every group, at
 // most wire.MaxGroups, or as many as the server's max_batch_size allows
-// (storeBatches). The publisher does not pace the fan-out: the nodes
+// (storeSealed). The publisher does not pace the fan-out: the nodes
 // do, each waiting its delivery spread before it acts on an envelope of a
 // grouped certificate (subscriber's pacing.go), so the server is not
 // asked for every node's acknowledgement and status at once.
@@ -76,78 +76,77 @@ type groupStore struct {
 	sealErr error
 }
 
-// storeGroups seals (sealGroup) and stores each group of todo, each
-// expecting its subject's last sequence (group.prev), and returns what
-// became of each, in todo's order. On a stream that takes atomic batches
-// several groups are one batch (storeBatches): the server stores all or
-// none, and acknowledges them once; otherwise each is stored on its own,
-// at most storeWindow at once, and so are they all once the server has
-// said it takes batches of one group only (s.maxBatch).
+// storeGroups seals (sealGroup) each group of todo, at most storeWindow at
+// once, and once every one is sealed stores them (storeSealed), each
+// expecting its subject's last sequence (group.prev). It returns what
+// became of each, in todo's order; when a group could not be sealed,
+// nothing is stored.
 func (s *session) storeGroups(ctx context.Context, j *job, d seal, todo []*group) []groupStore {
-	batch := s.atomic && len(todo) > 1 && s.maxBatch != 1
 	out := make([]groupStore, len(todo))
-	window := make(chan struct{}, storeWindow)
-	var wg sync.WaitGroup
-	for i, g := range todo {
-		window <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-window }()
-			r := groupStore{g: g, id: msgID(j, g, g.prev), env: g.env}
-			defer func() { out[i] = r }()
-			if r.env == nil {
-				if r.env, r.sealErr = s.sealGroup(j, d, g); r.sealErr != nil {
-					return
-				}
-			}
-			if batch {
-				return // stored below, once every group is sealed
-			}
-			r.ack, r.err = s.js.PublishMsg(ctx, groupMsg(j, d, &r))
-		})
-	}
-	wg.Wait()
-	if batch && !slices.ContainsFunc(out, func(r groupStore) bool { return r.sealErr != nil }) {
-		s.storeBatches(ctx, j, d, out)
+	inWindow(len(out), func(i int) {
+		g := todo[i]
+		out[i] = groupStore{g: g, id: msgID(j, g, g.prev), env: g.env}
+		if out[i].env == nil {
+			out[i].env, out[i].sealErr = s.sealGroup(j, d, g)
+		}
+	})
+	if !slices.ContainsFunc(out, func(r groupStore) bool { return r.sealErr != nil }) {
+		s.storeSealed(ctx, j, d, out)
 	}
 	return out
 }
 
-// storeBatches stores the sealed groups of out as one atomic batch
-// (storeBatch) or, when the server takes fewer messages in a batch, as
-// several, one after the other. The server refuses a batch of more than
-// its max_batch_size (jetstream { limits { batch { max_msgs } } } in its
-// configuration; default 1,000, more than wire.MaxGroups; an admin may set
-// it lower) whole, storing nothing (10199, "atomic
-// publish batch is too large: N"), and would refuse every try of it the
-// same way: the session learns the limit from that answer (batchLimit),
-// warns once (atomic_batch_too_large) and sends the groups again at once,
-// in batches of at most the limit. Why split rather than store one by
-// one: each batch is still all or none, so a publish interrupted half
-// way leaves whole batches stored instead of any subset of groups, and
-// nodes of the same batch are never given different versions; at a limit
-// of 1 it is one by one (storeGroups then takes the windowed path). A
-// stream that stopped taking atomic batches after the session read it
-// (10174, "atomic publish is disabled", an admin edited it) is served as
-// a stream without them: each group on its own (atomic_batch_disabled).
-// When a batch fails otherwise, the groups after it are not sent and fail
-// with its error: publish's next try reads every subject again and stores
-// what is missing.
-func (s *session) storeBatches(ctx context.Context, j *job, d seal, out []groupStore) {
+// inWindow calls fn(i) for each i below n, at most storeWindow at once, and
+// returns once every call has.
+func inWindow(n int, fn func(i int)) {
+	window := make(chan struct{}, storeWindow)
+	var wg sync.WaitGroup
+	for i := range n {
+		window <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-window }()
+			fn(i)
+		})
+	}
+	wg.Wait()
+}
+
+// storeSealed stores the sealed groups of out. On a stream that takes
+// atomic batches, several groups are one batch (storeBatch): the server
+// stores all or none, and acknowledges them once. On a stream without
+// them, and for a single group, each is stored on its own, at most
+// storeWindow at once.
+//
+// The server refuses a batch of more than its max_batch_size (jetstream {
+// limits { batch { max_msgs } } } in its configuration; default 1,000,
+// more than wire.MaxGroups; an admin may set it lower) whole, storing
+// nothing (10199, "atomic publish batch is too large: N"), and would
+// refuse every try of it the same way: the session learns the limit from
+// that answer (batchLimit), warns once (atomic_batch_too_large) and sends
+// the groups again at once, in batches of at most the limit. Why split
+// rather than store one by one: each batch is still all or none, so a
+// publish interrupted half way leaves whole batches stored instead of any
+// subset of groups, and nodes of the same batch are never given different
+// versions; at a limit of 1 it is one by one. A stream that stopped taking
+// atomic batches after the session read it (10174, "atomic publish is
+// disabled", an admin edited it) is served as a stream without them
+// (atomic_batch_disabled). When a batch fails otherwise, the groups after
+// it are not sent and fail with its error: publish's next try reads every
+// subject again and stores what is missing.
+func (s *session) storeSealed(ctx context.Context, j *job, d seal, out []groupStore) {
 	for rest := out; len(rest) > 0; {
-		if !s.atomic {
-			s.storeEach(ctx, j, d, rest)
-			return
-		}
 		n := len(rest)
 		if s.maxBatch > 0 {
 			n = min(n, s.maxBatch)
 		}
-		part := rest[:n]
-		if n == 1 {
-			s.storeEach(ctx, j, d, part)
-		} else {
-			s.storeBatch(ctx, j, d, part)
+		if !s.atomic || n == 1 {
+			inWindow(len(rest), func(i int) {
+				rest[i].ack, rest[i].err = s.js.PublishMsg(ctx, groupMsg(j, d, &rest[i]))
+			})
+			return
 		}
+		part := rest[:n]
+		s.storeBatch(ctx, j, d, part)
 		err := part[0].err
 		if err == nil {
 			rest = rest[n:]
@@ -182,21 +181,6 @@ func clearErrs(out []groupStore) {
 	for i := range out {
 		out[i].ack, out[i].err = nil, nil
 	}
-}
-
-// storeEach stores each sealed group of out on its own, at most
-// storeWindow at once.
-func (s *session) storeEach(ctx context.Context, j *job, d seal, out []groupStore) {
-	window := make(chan struct{}, storeWindow)
-	var wg sync.WaitGroup
-	for i := range out {
-		window <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-window }()
-			out[i].ack, out[i].err = s.js.PublishMsg(ctx, groupMsg(j, d, &out[i]))
-		})
-	}
-	wg.Wait()
 }
 
 // batchLimit tells the refusal of an atomic batch of n messages as larger
@@ -439,12 +423,14 @@ func (s *session) publish(ctx context.Context, j *job, force bool) (*Result, *co
 			}
 			todo = append(todo, g)
 		}
+		out := s.storeGroups(ctx, j, d, todo)
+		if i := slices.IndexFunc(out, func(r groupStore) bool { return r.sealErr != nil }); i >= 0 {
+			refused = fmt.Errorf("sealing: %w", out[i].sealErr)
+			return nil
+		}
 		var failed []error
-		for _, r := range s.storeGroups(ctx, j, d, todo) {
+		for _, r := range out {
 			switch {
-			case r.sealErr != nil:
-				refused = fmt.Errorf("sealing: %w", r.sealErr)
-				return nil
 			case r.err != nil:
 				var apiErr *jetstream.APIError
 				if !errors.As(r.err, &apiErr) && !errors.Is(r.err, jetstream.ErrNoStreamResponse) && !errors.Is(r.err, nats.ErrNoResponders) {
