@@ -67,7 +67,7 @@ func parsePublished(msg *jetstream.RawStreamMsg, name string, key crypto.PublicK
 		Release: crypto.Release{
 			Version:     h.Version,
 			Fingerprint: h.Record.Fingerprint,
-			Serial:      msg.Header.Get(wire.HeaderSerial),
+			Serial:      wire.Printable(msg.Header.Get(wire.HeaderSerial)),
 		},
 		Recipients: h.Record.Recipients,
 		Hold:       h.Hold,

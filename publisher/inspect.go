@@ -182,7 +182,9 @@ func readHeaders(ctx context.Context, st jetstream.Stream, filters []string, del
 }
 
 // bundleInfo reads what a message's headers say, leniently: a header that
-// is missing or malformed leaves its field zero.
+// is missing or malformed leaves its field zero, and text is made
+// printable (wire.Printable): whoever may store a message sets its
+// headers.
 func bundleInfo(subject string, meta *jetstream.MsgMetadata, h map[string][]string) BundleInfo {
 	get := func(k string) string {
 		if v := h[k]; len(v) > 0 {
@@ -193,10 +195,10 @@ func bundleInfo(subject string, meta *jetstream.MsgMetadata, h map[string][]stri
 	b := BundleInfo{
 		Sequence:   meta.Sequence.Stream,
 		Subject:    subject,
-		Recipients: get(wire.HeaderRecipients),
+		Recipients: wire.Printable(get(wire.HeaderRecipients)),
 		Published:  meta.Timestamp,
 	}
-	b.Serial = get(wire.HeaderSerial)
+	b.Serial = wire.Printable(get(wire.HeaderSerial))
 	b.Fingerprint, _ = crypto.ParseFingerprint(get(wire.HeaderFingerprint))
 	var group int
 	b.Name, group, _ = wire.ParseBundleSubject(subject)

@@ -171,7 +171,7 @@ func (s *session) rolloutHeads(ctx context.Context) ([]RolloutHead, error) {
 	var out []RolloutHead
 	err = readHeaders(ctx, st, []string{wire.RolloutSubjects}, jetstream.DeliverLastPerSubjectPolicy, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 		h := msg.Headers()
-		r := RolloutHead{Sequence: meta.Sequence.Stream, State: h.Get(wire.HeaderRolloutState), Reason: h.Get(wire.HeaderRolloutReason)}
+		r := RolloutHead{Sequence: meta.Sequence.Stream, State: wire.Printable(h.Get(wire.HeaderRolloutState)), Reason: wire.Printable(h.Get(wire.HeaderRolloutReason))}
 		r.Name, _ = wire.NameFromRolloutSubject(msg.Subject())
 		r.Version, _ = strconv.ParseUint(h.Get(wire.HeaderVersion), 10, 64)
 		r.Generation, _ = strconv.ParseUint(h.Get(wire.HeaderRolloutGeneration), 10, 64)
@@ -237,7 +237,8 @@ func (s *session) statusRecords(ctx context.Context) ([]wire.Status, error) {
 // decodeStatus decodes the record under key, written at written. A key that
 // is not a status key is skipped with a warning; a value that is not a record
 // becomes a failed record saying so, last seen when it was written, so the
-// pair shows up instead of vanishing.
+// pair shows up instead of vanishing. Its text is made printable
+// (wire.Printable): a node writes its record, and what it wrote is shown.
 func (s *session) decodeStatus(key string, value []byte, written time.Time) (wire.Status, bool) {
 	node, cert, err := wire.SplitStatusKey(key)
 	if err != nil {
@@ -250,6 +251,7 @@ func (s *session) decodeStatus(key string, value []byte, written time.Time) (wir
 		st = wire.Status{State: wire.StateFailed, Error: fmt.Sprintf("unreadable status record: %v", err), LastSeen: written.UTC()}
 	}
 	st.Node, st.Certificate = node, cert
+	st.MakePrintable()
 	return st, true
 }
 

@@ -11,6 +11,8 @@ import (
 
 	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/wire"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestRowsJudgeEachPair(t *testing.T) {
@@ -354,5 +356,64 @@ func TestRowsRolloutHalted(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFleetTextPrintable: what nodes write in their records, and whoever
+// stores a message writes in its headers, reaches Fleet's records, rows
+// and newest bundles escaped (wire.Printable): no line break, carriage
+// return or escape sequence that would rewrite the table certsync status
+// prints, and no bidirectional override.
+func TestFleetTextPrintable(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, runServer(t), map[string][]string{"a.example": {"web1"}})
+	ctx := context.Background()
+	f.publish(f.lineage("a.example", f.issue("a.example", time.Time{})))
+	newest := f.last("a.example")
+	// The same signed envelope stored again with a serial of its own.
+	msg := nats.NewMsg(wire.Subject("a.example"))
+	msg.Data = newest.Data
+	for k, v := range newest.Header {
+		if k != jetstream.MsgIDHeader && !strings.HasPrefix(k, "Nats-Expected-") {
+			msg.Header[k] = v
+		}
+	}
+	msg.Header.Set(wire.HeaderSerial, "01\x1b[2K\r")
+	if _, err := f.js().PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := f.js().KeyValue(ctx, wire.StatusBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record, err := json.Marshal(wire.Status{State: wire.StateFailed, LastSeen: time.Now(), InstalledSerial: "\u202e10",
+		Error: "ok\nweb9  a.example  installed\x1b[1A\x1b[2K"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, wire.StatusKey("web1", "a.example"), record); err != nil {
+		t.Fatal(err)
+	}
+	fl, err := f.publisher().Fleet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := fl.Rows(HealthOptions{})
+	if len(rows) != 1 {
+		t.Fatalf("rows %+v, want web1's", rows)
+	}
+	r := rows[0]
+	for what, got := range map[string]string{
+		"error":            r.Error,
+		"record's error":   r.Reported.Error,
+		"installed serial": r.Reported.InstalledSerial,
+		"newest serial":    fl.Newest["a.example"].Serial,
+	} {
+		if got != wire.Printable(got) || !strings.Contains(got, `\`) {
+			t.Errorf("%s %q, want it escaped", what, got)
+		}
+	}
+	if want := `ok\x0aweb9  a.example  installed\x1b[1A\x1b[2K`; r.Error != want {
+		t.Errorf("error %q, want %q", r.Error, want)
 	}
 }

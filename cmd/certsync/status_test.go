@@ -590,6 +590,38 @@ func TestStatusUnconfiguredRecord(t *testing.T) {
 	}
 }
 
+// TestStatusHostileRecord: a node's record whose error and serial hold a
+// line break, a carriage return and escape sequences (what a stolen node
+// credential may write) prints as one row of escaped text: it cannot
+// forge a row, erase another or reach the terminal; the JSON carries the
+// same escaped text.
+func TestStatusHostileRecord(t *testing.T) {
+	t.Parallel()
+	f := newFleetFixture(t, map[string][]string{"example.com": {"web1", "web2"}})
+	f.publish("example.com", 0)
+	f.mustSync("web1")
+	f.mustSync("web2")
+	hostile, _ := json.Marshal(wire.Status{State: wire.StateFailed, LastSeen: time.Now(), InstalledFingerprint: "sha256:00", InstalledSerial: "\x1b]0;owned\x07",
+		Error: "ok\rweb1  example.com  installed\nweb3  example.com  installed\x1b[1A\x1b[2K"})
+	if _, err := f.kv().Put(context.Background(), wire.StatusKey("web2", "example.com"), hostile); err != nil {
+		t.Fatal(err)
+	}
+	table, stderr, code := f.status()
+	if code != 1 {
+		t.Errorf("exit %d, want 1: web2 reports a failure\n%s%s", code, table, stderr)
+	}
+	if strings.ContainsAny(table, "\x1b\r\a") || strings.Count(table, "\n") != 3 {
+		t.Fatalf("the table holds what the record wrote, or more than its header and two rows:\n%q", table)
+	}
+	if l := tableRow(t, table, "web2", "example.com"); !strings.Contains(l, `ok\x0dweb1  example.com  installed\x0aweb3`) || !strings.Contains(l, `\x1b]0;owned\x07`) {
+		t.Errorf("web2's row %q, want the record's text escaped", l)
+	}
+	rows, _ := f.statusJSON()
+	if r := rows["web2/example.com"]; r["error"] != `ok\x0dweb1  example.com  installed\x0aweb3  example.com  installed\x1b[1A\x1b[2K` {
+		t.Errorf("json error %q, want it escaped as in the table", r["error"])
+	}
+}
+
 // TestStatusNeedsNoSigningKey runs status where the signing key is not
 // readable at all.
 func TestStatusNeedsNoSigningKey(t *testing.T) {
