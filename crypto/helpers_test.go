@@ -110,15 +110,12 @@ func newTestBundle(t testing.TB, name string, notBefore time.Time) *Bundle {
 	}
 }
 
-// sshEd25519Pair returns an ssh-ed25519 recipient line and the matching
-// OpenSSH private key file.
+// sshEd25519Pair returns an ssh-ed25519 recipient line, with a comment,
+// and the matching OpenSSH private key file.
 func sshEd25519Pair(t testing.TB) (string, []byte) {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sshPair(t, pub, priv)
+	k := testkeys.Ed25519(t)
+	return k.Line + " test@certsync", k.PEM
 }
 
 // sshRSAPair returns an ssh-rsa recipient line and the matching OpenSSH
