@@ -1,7 +1,8 @@
 // Atomic batches: how storeGroups stores a certificate's sealed groups
 // together (storeSealed, storeBatch), and what the server's refusals of a
-// batch mean (batchLimit, batchDisabled; which are passing is transient's
-// and batchAgain's, in session.go).
+// batch mean: mended where they happen (batchLimit, batchDisabled) or
+// passing, tried again by publish (batchAgain, one of session.go's
+// transient failures).
 
 package publisher
 
@@ -160,3 +161,40 @@ func (s *session) storeBatch(ctx context.Context, j *job, d seal, out []groupSto
 		out[i].ack = &jetstream.PubAck{Stream: ack.Stream, Domain: ack.Domain, Sequence: ack.Sequence - uint64(len(out)-1-i)}
 	}
 }
+
+// batchAgain tells the errors of an atomic batch (storeBatch) that reading
+// and deciding again mends: a message of it is in the duplicate window (a
+// twin call stored the same bundle first: read again, it is unchanged), or
+// is a twin's still being stored (a cluster applying its batch: read
+// again, it is stored), or the server did not receive all of it or gave
+// up waiting for the rest (incomplete: the connection broke or stalled
+// past the server's max_batch_timeout, 10 s by default, between two
+// messages; the server also answers so the messages after a first one it
+// refused for too many batches in flight, 10210, which natsconn.Transient
+// counts as passing when it comes itself).
+//
+// The other refusals of a batch are not tried again: too large (10199)
+// and disabled (10174) are mended where they happen, in storeSealed,
+// without a retry; a missing sequence, a bad id or commit, or a header a
+// batch may not carry (10175, 10179, 10200, 10177) would fail every try
+// the same way, and storeBatch never sends them.
+func batchAgain(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jsErrCodeBatchDuplicate || apiErr.ErrorCode == jsErrCodeBatchIncomplete ||
+			apiErr.ErrorCode == jsErrCodeDuplicateInProcess)
+}
+
+// nats-server's error codes (jetstream_errors_generated.go) of an atomic
+// batch with a message id already stored (or twice in the batch), with
+// one a batch being stored holds (a twin's, not yet applied), of one the
+// server did not receive whole, of one with more messages than its
+// max_batch_size, and of one sent to a stream without AllowAtomicPublish;
+// nats.go names none of them.
+const (
+	jsErrCodeBatchDuplicate     jetstream.ErrorCode = 10201
+	jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
+	jsErrCodeBatchIncomplete    jetstream.ErrorCode = 10176
+	jsErrCodeBatchTooLarge      jetstream.ErrorCode = 10199
+	jsErrCodeBatchDisabled      jetstream.ErrorCode = 10174
+)

@@ -116,43 +116,6 @@ func transient(err error) bool {
 	return natsconn.Transient(err) || wrongLastSequence(err) || batchAgain(err)
 }
 
-// batchAgain tells the errors of an atomic batch (storeBatch) that reading
-// and deciding again mends: a message of it is in the duplicate window (a
-// twin call stored the same bundle first: read again, it is unchanged), or
-// is a twin's still being stored (a cluster applying its batch: read
-// again, it is stored), or the server did not receive all of it or gave
-// up waiting for the rest (incomplete: the connection broke or stalled
-// past the server's max_batch_timeout, 10 s by default, between two
-// messages; the server also answers so the messages after a first one it
-// refused for too many batches in flight, 10210, which natsconn.Transient
-// counts as passing when it comes itself).
-//
-// The other refusals of a batch are not tried again: too large (10199)
-// and disabled (10174) are mended where they happen, in storeSealed,
-// without a retry; a missing sequence, a bad id or commit, or a header a
-// batch may not carry (10175, 10179, 10200, 10177) would fail every try
-// the same way, and storeBatch never sends them.
-func batchAgain(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jsErrCodeBatchDuplicate || apiErr.ErrorCode == jsErrCodeBatchIncomplete ||
-			apiErr.ErrorCode == jsErrCodeDuplicateInProcess)
-}
-
-// nats-server's error codes (jetstream_errors_generated.go) of an atomic
-// batch with a message id already stored (or twice in the batch), with
-// one a batch being stored holds (a twin's, not yet applied), of one the
-// server did not receive whole, of one with more messages than its
-// max_batch_size, and of one sent to a stream without AllowAtomicPublish;
-// nats.go names none of them.
-const (
-	jsErrCodeBatchDuplicate     jetstream.ErrorCode = 10201
-	jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
-	jsErrCodeBatchIncomplete    jetstream.ErrorCode = 10176
-	jsErrCodeBatchTooLarge      jetstream.ErrorCode = 10199
-	jsErrCodeBatchDisabled      jetstream.ErrorCode = 10174
-)
-
 // wrongLastSequence tells the error of a publish whose expected last
 // subject sequence was no longer the last: someone else published first.
 func wrongLastSequence(err error) bool {
