@@ -298,3 +298,60 @@ func FuzzRollout(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseKeys feeds arbitrary text to ParseRecipient, and arbitrary key
+// files to ParseIdentities and IdentityRecipient, seeded with a key of each
+// kind. Nothing may panic; a recipient that parses has a canonical text
+// that parses back to itself; an identity file's recipient is the
+// canonical text of its first identity's; and an error never repeats a
+// long word of the file, which may be a secret key (one line).
+func FuzzParseKeys(f *testing.F) {
+	x, xFile := x25519Pair(f)
+	ed, edFile := sshEd25519Pair(f)
+	rsa, rsaFile := sshRSAPair(f)
+	for _, s := range []string{x, ed, rsa, "age1pq1abc", "ssh-ed25519 AAAA", "AGE-SECRET-KEY-1QQQ"} {
+		f.Add(s, []byte(s))
+	}
+	f.Add("", xFile)
+	f.Add("", edFile)
+	f.Add("", rsaFile)
+	f.Add("", append([]byte("# created: now\n"), xFile...))
+	f.Fuzz(func(t *testing.T, text string, file []byte) {
+		if r, err := ParseRecipient(text); err == nil {
+			canon, ok := canonicalRecipient(r)
+			if !ok {
+				t.Fatalf("ParseRecipient(%q) = %T, which has no canonical text", text, r)
+			}
+			again, err := ParseRecipient(canon)
+			if err != nil {
+				t.Fatalf("ParseRecipient(%q) = %q, which does not parse: %v", text, canon, err)
+			}
+			if c, _ := canonicalRecipient(again); c != canon {
+				t.Fatalf("ParseRecipient(%q) = %q, which reads back as %q", text, canon, c)
+			}
+		} else if strings.Contains(err.Error(), "\n") {
+			t.Fatalf("ParseRecipient(%q): a multi-line error %q", text, err)
+		}
+		ids, idErr := ParseIdentities(file)
+		rec, recErr := IdentityRecipient(file)
+		for _, err := range []error{idErr, recErr} {
+			if err == nil {
+				continue
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Fatalf("a multi-line error %q", msg)
+			}
+			for _, word := range strings.Fields(string(file)) {
+				if len(word) >= 20 && strings.Contains(msg, word) {
+					t.Fatalf("error %q repeats %q of the key file", msg, word)
+				}
+			}
+		}
+		if idErr == nil && recErr == nil {
+			if want, ok := identityRecipient(ids[0]); ok && want != rec {
+				t.Fatalf("IdentityRecipient = %q, the first identity's recipient is %q", rec, want)
+			}
+		}
+	})
+}
