@@ -243,6 +243,46 @@ func (in *installer) failed(st *installState, meta *Staged, o installOpts, res I
 	return res
 }
 
+// retryUnrecorded deals with the installs of results that failed before
+// the install state could record the failure: the stage or the install
+// folder could not be read, or the lock or the store not made (a read-only
+// or full file system, a sandbox that does not let the node write there).
+// A recorded failure is logged by installer.failed and tried again as
+// planFor says; for these nothing would, until the next bundle. Each is
+// logged (install_failed), reported in the status record, and tried again
+// after a growing delay (retryBase doubling to retryMax), which it adds to
+// waiting. An install that then succeeds clears both.
+func (n *Node) retryUnrecorded(results []InstallResult, waiting []Scheduled) []Scheduled {
+	n.unrecordedMu.Lock()
+	defer n.unrecordedMu.Unlock()
+	for _, r := range results {
+		switch r.Outcome {
+		case InstallInstalled, InstallUnchanged:
+			delete(n.unrecorded, r.Name)
+			n.status.installRecovered(r.Name)
+			continue
+		case InstallFailed:
+		default:
+			continue
+		}
+		if _, st, err := n.installers[r.Name].installed(); err == nil && st.Failed != nil &&
+			crypto.Compare(st.Failed.Release, r.Release) == crypto.Same {
+			continue // recorded
+		}
+		if n.unrecorded == nil {
+			n.unrecorded = map[string]uint64{}
+		}
+		n.unrecorded[r.Name]++
+		attempts := n.unrecorded[r.Name]
+		delay := backoff(attempts, n.retryBase, n.retryMax)
+		n.log.Warn("install_failed", "name", r.Name, "version", r.Version, "attempts", attempts, "retry_in", delay, "error", r.Err,
+			"hint", "nothing was changed: the install could not start; it is tried again then, and at the next bundle")
+		n.status.installFailed(r.Name, r.Err)
+		waiting = append(waiting, Scheduled{Name: r.Name, Version: r.Version, At: n.cfg.Now().Add(delay), Why: "retry"})
+	}
+	return waiting
+}
+
 // rollback points install_dir back at previous and reloads again, after
 // cause made the install fail. With no previous version the new one stays
 // in place: a service without files cannot be rolled back to anything. It

@@ -71,6 +71,10 @@ type Node struct {
 	// spreadPerGroup makes the delivery spread (SpreadPerGroup unless a
 	// test sets it; pacing.go).
 	spreadPerGroup time.Duration
+	// unrecorded counts, by certificate, the installs in a row that failed
+	// before the install state could record it (retryUnrecorded).
+	unrecordedMu sync.Mutex
+	unrecorded   map[string]uint64
 }
 
 // New checks cfg and applies its defaults (Config.Validate), and opens the

@@ -116,6 +116,7 @@ func (n *Node) installDue(ctx context.Context) ([]InstallResult, []Scheduled) {
 			}
 		}
 	}
+	waiting = n.retryUnrecorded(results, waiting)
 	// Soonest first; those waiting for a rollout without a time last.
 	slices.SortStableFunc(waiting, func(a, b Scheduled) int {
 		return cmp.Or(cmp.Compare(boolInt(a.At.IsZero()), boolInt(b.At.IsZero())), a.At.Compare(b.At))

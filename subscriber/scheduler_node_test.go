@@ -444,3 +444,45 @@ func TestInstallDueStagedAgainAfterPlanning(t *testing.T) {
 	}
 	wantServed(t, liveDir(stageDir, name), c1)
 }
+
+// TestRunRetriesUnrecordedInstallFailure: an install that fails before the
+// install state can record it (here install_dir's parent is a file, so
+// the node can make neither its store nor its lock) is logged, reported
+// failed in the status record, and tried again after a growing delay; once
+// the parent can be made, the next try installs and the status record
+// says so.
+func TestRunRetriesUnrecordedInstallFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stageDir := t.TempDir()
+	const name = "example.com"
+	n := e.node(stageDir, name)
+	n.retryBase, n.retryMax = 50*time.Millisecond, 400*time.Millisecond
+	installDir := liveDir(stageDir, name)
+	parent := filepath.Dir(installDir)
+	treetest.WriteFile(t, parent, []byte("not a folder\n"), 0o644)
+	c := e.issue(time.Hour)
+	e.publishSealed(name, c)
+	stop := startRun(t, n)
+	defer stop()
+	natstest.WaitFor(t, 30*time.Second, "three failed installs", func() bool { return len(n.logs.Events("install_failed")) >= 3 })
+	failed := n.logs.Events("install_failed")
+	for i, ev := range failed[:3] {
+		if ev["attempts"] != float64(i+1) || ev["name"] != name || ev["error"] == "" {
+			t.Errorf("install_failed %d: %v, want attempt %d naming %s and its error", i+1, ev, i+1, name)
+		}
+	}
+	natstest.WaitFor(t, 30*time.Second, "the failure in the status record", func() bool {
+		st, ok := e.tryStatus(name)
+		return ok && st.State == wire.StateFailed && st.ErrorKind == wire.ErrorKindInstall && strings.Contains(st.Error, name)
+	})
+	if err := os.Remove(parent); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 30*time.Second, "the install once the folder can be made", func() bool { return len(n.logs.Events("install_done")) == 1 })
+	wantServed(t, installDir, c)
+	natstest.WaitFor(t, 30*time.Second, "the status record to say installed", func() bool {
+		st, ok := e.tryStatus(name)
+		return ok && st.State == wire.StateInstalled && st.Error == ""
+	})
+}

@@ -35,6 +35,10 @@ type statusWriter struct {
 
 	mu       sync.Mutex // held while a record is built and written
 	failures map[string]failure
+	// installFailures are, by certificate, the failures of installs that
+	// the install state could not record (Node.retryUnrecorded), until an
+	// install succeeds.
+	installFailures map[string]failure
 	// retry is signalled when a record could not be written (a timeout
 	// under load, a lost connection): Run then writes again soon rather
 	// than after StatusInterval.
@@ -94,6 +98,7 @@ func (s *statusWriter) init(h holdings, cfg Config, names []string, log *slog.Lo
 		s.known[name] = true
 	}
 	s.failures = map[string]failure{}
+	s.installFailures = map[string]failure{}
 	s.cleared = map[string]bool{}
 	s.retry = make(chan struct{}, 1)
 }
@@ -131,6 +136,22 @@ func (s *statusWriter) failed(name string, seq uint64, err error, rollout bool) 
 	s.failures[name] = failure{seq: seq, msg: err.Error(), at: s.now().UTC(), rollout: rollout}
 }
 
+// installFailed records err as the failure of name's install, one the
+// install state could not record.
+func (s *statusWriter) installFailed(name string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.installFailures[name] = failure{msg: err.Error(), at: s.now().UTC()}
+}
+
+// installRecovered clears what installFailed recorded: an install of name
+// succeeded, or found its bundle in service.
+func (s *statusWriter) installRecovered(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.installFailures, name)
+}
+
 // record builds the status record of certificate name.
 func (s *statusWriter) record(name string) wire.Status {
 	st := wire.Status{
@@ -151,6 +172,9 @@ func (s *statusWriter) record(name string) wire.Status {
 		st.State, st.Error, st.ErrorTime, st.ErrorKind = wire.StateFailed, err.Error(), st.LastSeen, wire.ErrorKindStage
 	}
 	s.installed(&st, name, meta)
+	if f, ok := s.installFailures[name]; ok && st.State != wire.StateFailed {
+		st.State, st.Error, st.ErrorTime, st.ErrorKind = wire.StateFailed, f.msg, f.at, wire.ErrorKindInstall
+	}
 	if f, ok := s.failures[name]; ok {
 		st.State, st.Error, st.ErrorTime, st.ErrorKind = wire.StateFailed, f.msg, f.at, wire.ErrorKindBundle
 	}
