@@ -8,7 +8,7 @@ import (
 
 // FuzzParseCommand: a check or reload line either parses or is refused
 // with ErrBadCommand, never panics; what parses keeps its text, and its
-// arguments, each quoted as a shell quotes a word ('…', a quote as '\''),
+// arguments, each quoted as a shell quotes a word ('…', a quote as '\”),
 // parse back to the same arguments.
 func FuzzParseCommand(f *testing.F) {
 	for _, s := range []string{
