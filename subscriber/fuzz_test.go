@@ -8,8 +8,9 @@ import (
 
 // FuzzParseCommand: a check or reload line either parses or is refused
 // with ErrBadCommand, never panics; what parses keeps its text, and its
-// arguments, each quoted as a shell quotes a word ('…', a quote as '\”),
-// parse back to the same arguments.
+// arguments, each put in single quotes as a shell script would (an inner
+// quote ends them, is escaped, and opens them again), parse back to the
+// same arguments.
 func FuzzParseCommand(f *testing.F) {
 	for _, s := range []string{
 		"nginx -t", `sh -c 'nginx -t && systemctl reload nginx'`, `a "b c" d\ e`, `"a\$b" '\x' ""`,
