@@ -27,8 +27,11 @@ import (
 // state directory): a container booted by systemd-nspawn on an overlay of
 // this machine's own root, on a network of its own. In it
 // certsync-server.service serves from its state directory, `certsync
-// publish` stores a certificate, certsync-node.service (node run) installs
-// it into /etc/letsencrypt/live/<name>, installs a renewal on its own, and
+// publish` stores a certificate, and certsync-node.service (node run)
+// installs it into /etc/letsencrypt/live/<name> over the old cron's copy,
+// checked with nginx -t, reloaded with systemctl reload nginx (PID 1 does
+// it, from inside the node's sandbox) and verified as served by the real
+// nginx.service; it installs a renewal the same way on its own, and
 // reports it; certsync-republish.timer is scheduled and its oneshot finds
 // nothing to do; certsync-rollout.service runs; and stopping each daemon
 // ends it cleanly.
@@ -59,22 +62,35 @@ func TestUnitsUnderSystemd(t *testing.T) {
 	recipient := strings.TrimSpace(c.must(t, "/usr/local/bin/certsync", "keygen", "node", "--out", "/etc/certsync/node.key"))
 	le := newLineagesAt(t, c.path("/srv/letsencrypt"))
 	le.Write(name, certOptions{})
+	// The old cron's copy, which nginx serves until certsync installs.
+	treetest.MkdirAll(t, c.path("/etc/letsencrypt/live"), 0o755)
+	treetest.CopyFiles(t, filepath.Join(le.Live(), name), c.path("/etc/letsencrypt/live/"+name))
+	le.Write(name, certOptions{})
+	treetest.WriteFile(t, c.path("/etc/nginx/conf.d/certsync-test.conf"), []byte(`server {
+	listen 127.0.0.1:8443 ssl;
+	server_name `+name+`;
+	ssl_certificate /etc/letsencrypt/live/`+name+`/fullchain.pem;
+	ssl_certificate_key /etc/letsencrypt/live/`+name+`/privkey.pem;
+}
+`), 0o644)
 	nats := natsConfig{URL: "nats://127.0.0.1:4222"}
 	writePublisherConfig(t, c.path("/etc/certsync/publisher.yaml"), publisherConfig{
 		NATS: nats, SigningKey: "/etc/certsync/signing.key", Lineages: "/srv/letsencrypt/live",
 		Nodes: map[string]string{"web1": recipient}, Certificates: map[string][]string{name: {"web1"}},
 	})
 	// The node, on the same machine: the default install folder, which the
-	// unit may write.
+	// unit may write, and nginx.
 	writeNodeConfig(t, c.path("/etc/certsync/node.yaml"), nodeConfig{
 		Name: "web1", NATS: nats, Identity: "/etc/certsync/node.key", TrustedPublishers: []string{signing},
 		StageDir: "/var/lib/certsync/stage",
 		Certificates: map[string]map[string]string{name: {
-			"install_dir": "/etc/letsencrypt/live/" + name, "check": "/bin/true", "reload": "/bin/true",
+			"install_dir": "/etc/letsencrypt/live/" + name, "check": "nginx -t", "reload": "systemctl reload nginx",
+			"verify": "127.0.0.1:8443",
 		}},
 	})
 
 	c.must(t, "systemctl", "daemon-reload")
+	c.start(t, "nginx.service")
 	c.start(t, "certsync-server.service")
 	natstest.WaitFor(t, 30*time.Second, "the server to serve", func() bool {
 		_, err := c.run("/usr/local/bin/certsync", "inspect", "--config", "/etc/certsync/publisher.yaml")
@@ -90,25 +106,39 @@ func TestUnitsUnderSystemd(t *testing.T) {
 		t.Errorf("the server's store, in its unit's state directory: %v", err)
 	}
 	c.start(t, "certsync-node.service")
-	installed := func(want string) func() bool {
-		return func() bool {
-			got, err := os.ReadFile(c.path("/etc/letsencrypt/live/" + name + "/fullchain.pem"))
-			return err == nil && string(got) == want
+	// installed waits until the node has installed its k-th version, each
+	// checked, reloaded and verified as served (install_done comes only
+	// after verify, a failure rolls back instead), and wants certbot's
+	// current files in install_dir.
+	installed := func(what string, k int) {
+		t.Helper()
+		c.waitFor(t, 60*time.Second, what, "certsync-node.service", func() bool {
+			journal := c.journal("certsync-node.service")
+			if strings.Contains(journal, `"msg":"install_failed"`) {
+				t.Fatalf("the node unit failed an install:\n%s", journal)
+			}
+			return strings.Count(journal, `"msg":"install_done"`) == k
+		})
+		if n := strings.Count(c.journal("certsync-node.service"), `"msg":"install_verify_passed"`); n != k {
+			t.Errorf("%d installs verified as served by nginx, want %d", n, k)
 		}
-	}
-	fullchain := func() string {
-		data, err := os.ReadFile(filepath.Join(le.Live(), name, "fullchain.pem"))
+		want, err := os.ReadFile(filepath.Join(le.Live(), name, "fullchain.pem"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return string(data)
+		if got, err := os.ReadFile(c.path("/etc/letsencrypt/live/" + name + "/fullchain.pem")); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: install_dir holds another fullchain.pem than certbot's current one (%v)", what, err)
+		}
 	}
-	c.waitFor(t, 60*time.Second, "the node unit to install the certificate", "certsync-node.service", installed(fullchain()))
+	installed("the node unit to install the certificate over the old copy", 1)
+	if backups, _ := filepath.Glob(c.path("/etc/letsencrypt/live/" + name + ".certsync-backup-*")); len(backups) != 1 {
+		t.Errorf("the old copy moved aside: %v, want one backup", backups)
+	}
 
 	// A renewal: the running node installs it on its own.
 	le.Write(name, certOptions{})
 	publish()
-	c.waitFor(t, 60*time.Second, "the node unit to install the renewal", "certsync-node.service", installed(fullchain()))
+	installed("the node unit to install the renewal", 2)
 	natstest.WaitFor(t, 30*time.Second, "the node's report", func() bool {
 		out, err := c.run("/usr/local/bin/certsync", "status", "--config", "/etc/certsync/publisher.yaml")
 		return err == nil && strings.Contains(out, "installed")
