@@ -11,6 +11,8 @@ package crypto
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // groupRecordSize is the group record's value size: the group index and
@@ -35,6 +37,24 @@ func (g Group) String() string {
 		return ""
 	}
 	return fmt.Sprintf("%d/%d", g.Index, g.Count)
+}
+
+// ParseGroup reads a Certsync-Group header, String's form "<index>/<count>",
+// as a group a record could hold (check); false for anything else. The
+// header is not signed: it is a hint (for pacing, for listings), never
+// what a node trusts, which is the envelope's record.
+func ParseGroup(s string) (Group, bool) {
+	index, count, ok := strings.Cut(s, "/")
+	if !ok {
+		return Group{}, false
+	}
+	k, err1 := strconv.Atoi(index)
+	n, err2 := strconv.Atoi(count)
+	g := Group{Index: k, Count: n}
+	if err1 != nil || err2 != nil || g.check() != "" || g.String() != s {
+		return Group{}, false
+	}
+	return g, true
 }
 
 // check says why g cannot be a group record, or "": a record names one

@@ -169,3 +169,37 @@ func groupVectors(t *testing.T, signer *SigningKey, id *age.X25519Identity, ca *
 			"A valid recipient group record followed by record 0x0007, critical and not defined in format 2: refused."),
 	}
 }
+
+// TestParseGroup: the Certsync-Group header reads back as the group String
+// wrote; anything a record could not hold, or another spelling, is no
+// group.
+func TestParseGroup(t *testing.T) {
+	t.Parallel()
+	for _, g := range []Group{{0, 2}, {1, 2}, {44, 45}, {0, 65535}} {
+		if got, ok := ParseGroup(g.String()); !ok || got != g {
+			t.Errorf("ParseGroup(%q) = %v, %v; want %v", g.String(), got, ok, g)
+		}
+	}
+	for _, s := range []string{"", "3", "0/1", "2/2", "-1/3", "0/65536", "01/3", "+1/3", "1/03", " 1/3", "1/3/4", "a/b"} {
+		if g, ok := ParseGroup(s); ok {
+			t.Errorf("ParseGroup(%q) = %v, want no group", s, g)
+		}
+	}
+}
+
+// FuzzParseGroup: whatever the header, ParseGroup never panics, and a group
+// it returns is one a record holds, written back as the same text.
+func FuzzParseGroup(f *testing.F) {
+	for _, s := range []string{"0/2", "44/45", "0/1", "-1/3", "1/3/4", "99999999999999999999/2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		g, ok := ParseGroup(s)
+		if ok && (g.check() != "" || g.String() != s) {
+			t.Fatalf("ParseGroup(%q) = %v", s, g)
+		}
+		if !ok && !g.IsZero() {
+			t.Fatalf("ParseGroup(%q) = %v and false", s, g)
+		}
+	})
+}

@@ -205,8 +205,8 @@ func bundleInfo(subject string, meta *jetstream.MsgMetadata, h map[string][]stri
 	b.Group, b.Groups = max(group, 0), 1
 	if group >= 0 {
 		b.Groups = 0
-		if k, count, ok := strings.Cut(get(wire.HeaderGroup), "/"); ok && k == strconv.Itoa(group) {
-			b.Groups, _ = strconv.Atoi(count)
+		if g, ok := crypto.ParseGroup(get(wire.HeaderGroup)); ok && g.Index == group {
+			b.Groups = g.Count
 		}
 	}
 	b.NotBefore, _ = time.Parse(time.RFC3339, get(wire.HeaderNotBefore))

@@ -52,13 +52,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/certsync/certsync/crypto"
 	"github.com/certsync/certsync/internal/natsconn"
 	"github.com/certsync/certsync/internal/wire"
 )
@@ -96,17 +95,14 @@ func deliverySpread(count int, perGroup time.Duration) time.Duration {
 }
 
 // groupCount is the count of a message's Certsync-Group header
-// ("<k>/<count>"), 0 when it has none or it does not parse.
+// (crypto.ParseGroup), 0 when it has none, it does not parse, or it names
+// more groups than a publisher makes (wire.MaxGroups).
 func groupCount(m jetstream.Msg) int {
-	_, count, ok := strings.Cut(m.Headers().Get(wire.HeaderGroup), "/")
-	if !ok {
+	g, ok := crypto.ParseGroup(m.Headers().Get(wire.HeaderGroup))
+	if !ok || g.Count > wire.MaxGroups {
 		return 0
 	}
-	n, err := strconv.Atoi(count)
-	if err != nil || n < 0 || n > wire.MaxGroups {
-		return 0
-	}
-	return n
+	return g.Count
 }
 
 // spreadDelay is how long Run waits before it acts on batch: a random
