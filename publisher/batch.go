@@ -111,10 +111,7 @@ func batchLimit(err error, n int) (int, bool) {
 
 // batchDisabled tells the refusal of an atomic batch by a stream that does
 // not take them (10174).
-func batchDisabled(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeBatchDisabled
-}
+func batchDisabled(err error) bool { return apiError(err, jsErrCodeBatchDisabled) }
 
 // The headers of an atomic batch (nats-server 2.12 and later, on a stream
 // with AllowAtomicPublish): the batch's id, each message's place in it,
@@ -179,10 +176,7 @@ func (s *session) storeBatch(ctx context.Context, j *job, d seal, out []groupSto
 // batch may not carry (10175, 10179, 10200, 10177) would fail every try
 // the same way, and storeBatch never sends them.
 func batchAgain(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jsErrCodeBatchDuplicate || apiErr.ErrorCode == jsErrCodeBatchIncomplete ||
-			apiErr.ErrorCode == jsErrCodeDuplicateInProcess)
+	return apiError(err, jsErrCodeBatchDuplicate, jsErrCodeBatchIncomplete, jsErrCodeDuplicateInProcess)
 }
 
 // nats-server's error codes (jetstream_errors_generated.go) of an atomic

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -43,9 +44,10 @@ type session struct {
 	layouts map[string]map[string]string
 	// listed is the stream's node consumers as this session listed them
 	// (listConsumers), with its own changes since; nil before the first
-	// listing. A publish brings the consumers in line twice (deliver, then
-	// followLayout) and a republish once for every certificate: each
-	// reads the listing of 10,000 consumers once.
+	// listing. A publish brings the consumers in line once (followLayout,
+	// or deliver's updateConsumers when the publish was refused before
+	// it), a republish once for every certificate: each reads the listing
+	// of 10,000 consumers once.
 	listed *consumerListing
 	// listing is closed when the listing prefetchConsumers started has
 	// ended (s.listed set, or left nil when it failed); nil when none is
@@ -119,8 +121,11 @@ func transient(err error) bool {
 // wrongLastSequence tells the error of a publish whose expected last
 // subject sequence was no longer the last: someone else published first.
 func wrongLastSequence(err error) bool {
+	return apiError(err, jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// apiError tells whether err is the server's answer with one of codes.
+func apiError(err error, codes ...jetstream.ErrorCode) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+	return errors.As(err, &apiErr) && slices.Contains(codes, apiErr.ErrorCode)
 }
