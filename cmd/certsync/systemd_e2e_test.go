@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -207,7 +208,11 @@ func bootContainer(t *testing.T) *container {
 	// a file system in memory.
 	propagate := "/run/systemd/nspawn"
 	treetest.MkdirAll(t, propagate, 0o755)
-	if !isMountPoint(t, propagate) {
+	ms, err := mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(ms, func(m mountPoint) bool { return m.path == propagate }) {
 		if err := syscall.Mount("tmpfs", propagate, "tmpfs", 0, "mode=0755"); err != nil {
 			t.Fatalf("mounting %s: %v", propagate, err)
 		}
@@ -263,21 +268,6 @@ func bootContainer(t *testing.T) *container {
 		return err == nil && strings.TrimSpace(out) == "active"
 	})
 	return c
-}
-
-// isMountPoint tells whether path is a mount point of this machine.
-func isMountPoint(t *testing.T, path string) bool {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(data)) {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
-			return true
-		}
-	}
-	return false
 }
 
 // path is the container's path p as this machine reaches it.
